@@ -1,0 +1,49 @@
+# certgate — `make run` tries it, `make test` checks it. See README.md.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+DEMO   ?= demo
+PORT   ?= 8443
+UPSTREAM_PORT ?= 9090
+
+.PHONY: all venv install run demo test test-unit test-blackbox bench bench-quick check clean plugin-cache
+
+all: install
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --disable-pip-version-check --upgrade pip
+	$(PIP) install -q --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat
+	$(PY) -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+	touch $@
+
+venv install: $(VENV)/.installed
+
+# Demo: a fresh PKI, a demo upstream that shows the headers it receives, certgate in front.
+run: install
+	@$(VENV)/bin/certgate demo-pki $(DEMO) --password demo-password >/dev/null
+	@sed -e 's/@PORT@/$(PORT)/; s/@UPSTREAM_PORT@/$(UPSTREAM_PORT)/' conf/demo.conf.in > $(DEMO)/certgate.conf
+	@$(VENV)/bin/certgate check-config $(DEMO)/certgate.conf
+	@bash conf/demo-run.sh $(VENV) $(DEMO) $(PORT) $(UPSTREAM_PORT)
+
+test: install
+	$(PY) -m pytest -q tests
+
+test-unit: install
+	$(PY) -m pytest -q tests/unit
+
+test-blackbox: install
+	$(PY) -m pytest -q tests/blackbox
+
+bench: install
+	bash bench/run.sh --full
+
+bench-quick: install
+	bash bench/run.sh --quick
+
+plugin-cache:
+	$(PY) -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+
+clean:
+	rm -rf $(VENV) $(DEMO) build *.egg-info twisted/plugins/dropin.cache

@@ -1,0 +1,1 @@
+"""certgate's benchmark harness: certgate against nginx doing the same job (see bench/README.md)."""

@@ -1,0 +1,216 @@
+"""One run of one proxy: start it, check it does the job, measure, stop it.
+
+A run is *valid* only if a request with the client certificate gets 200 through the
+proxy and a client without a certificate is refused; only valid runs are measured.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import configs, phases
+from .procs import Proc, pause, port_open, rss_kib, start
+
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Durations and switches of one benchmark mode."""
+
+    name: str
+    reps: int
+    flavours: tuple[str, ...]
+    hs_s: float
+    ka_s: float
+    c1_s: float
+    ws_s: float
+    workers_s: float
+    idle_conns: int          # 0: skip the RSS-with-idle-connections phase
+    body_bytes: int          # 0: skip the large-body phases
+    body_transfers: int
+    ceiling_s: int
+
+
+QUICK = Plan("quick", 1, ("ec",), 3, 3, 2, 3, 3, 0, 0, 0, 1)
+FULL = Plan("full", 3, ("ec", "rsa"), 10, 10, 5, 8, 8, 1000, 256 << 20, 2, 3)
+
+
+@dataclass
+class Env:
+    """Where things are and where things run."""
+
+    out: Path
+    root: Path              # the repository (for .venv and trust/)
+    certgate: list[str]     # argv prefix that runs certgate; a stand-in nginx when empty
+    cgload: Path
+    shim: Path
+    server_cpus: str | None
+    load_cpus: str | None
+    both_cpus: str | None
+
+
+def start_proxy(env: Env, proxy: str, flavour: str, upstream_port: int, workers: int, tag: str,
+                cpus: str | None) -> tuple[Proc, int]:
+    """Start ``proxy`` in front of ``upstream_port``; returns the process and its port."""
+    pki = env.out / "pki" / flavour
+    port = configs.PROXY_PORTS[proxy]
+    if port_open(port):
+        raise RuntimeError(f"port {port} for {proxy} is already in use by another program; stop it first")
+    d = env.out / "run" / f"{proxy}-{tag}"
+    log = env.out / "logs" / f"{proxy}-{tag}.log"
+    if proxy == "nginx" or not env.certgate:
+        conf = configs.nginx_proxy(d, pki, port, upstream_port)
+        return start(proxy, ["nginx", "-c", str(conf), "-p", str(d)], log, cpus), port
+    conf = configs.certgate(d, pki, port, upstream_port, workers)
+    return start(proxy, [*env.certgate, "run", "--config", str(conf)], log, cpus, cwd=d), port
+
+
+def validate(t: phases.Target, path: str = "/") -> dict[str, Any]:
+    """200 with the client certificate, refusal without; TLS facts for the record."""
+    with_cert = phases.parse_json_line(_run(t, t.cgload_argv("check", "-path", path)))
+    without = phases.parse_json_line(_run(t, t.cgload_argv("check", "-path", path, cert=False)))
+    return {"with_cert": with_cert, "without_cert": without,
+            "ok": with_cert.get("status") == 200 and without.get("status") != 200}
+
+
+def _run(t: phases.Target, argv: list[str]) -> str:
+    import subprocess
+
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=t.go_env())
+    return p.stdout + p.stderr
+
+
+class Runner:
+    """Runs proxies against the shared upstreams and collects records."""
+
+    def __init__(self, env: Env, plan: Plan, upstreams: dict[str, Proc]) -> None:
+        self.env, self.plan, self.upstreams = env, plan, upstreams
+        self.problems: list[str] = []
+
+    def _begin(self, proxy: str, flavour: str, rep: int, kind: str, upstream: str, workers: int,
+               cpus: str | None, load_cpus: str | None) -> tuple[Record, phases.Target | None, Proc | None]:
+        rec: Record = {"proxy": proxy, "flavour": flavour, "rep": rep, "kind": kind, "valid": False,
+                       "metrics": {}, "phases": {}, "time": time.strftime("%H:%M:%S")}
+        up = self.upstreams[upstream]
+        up_port = configs.UPSTREAM_PORT if upstream == "main" else configs.STREAM_PORT
+        tag = f"{flavour}-{kind}-{rep}"
+        try:
+            proc, port = start_proxy(self.env, proxy, flavour, up_port, workers, tag, cpus)
+        except RuntimeError as e:
+            rec["error"] = str(e)
+            self.problems.append(f"{proxy} {tag}: {e}")
+            return rec, None, None
+        if not proc.wait_port(port):
+            proc.stop()
+            rec["error"] = f"{proxy} did not start listening on {port}; log {proc.log}:\n{proc.log_tail()}"
+            self.problems.append(f"{proxy} {tag}: did not start, see {proc.log}")
+            return rec, None, None
+        pause(0.5)
+        t = phases.Target(proc, port, [up], self.env.out / "pki" / flavour, self.env.cgload,
+                          self.env.shim, load_cpus)
+        check = validate(t, "/")
+        rec["check"] = check
+        if not check["ok"]:
+            rec["error"] = "validity check failed: " + str(check)[:600]
+            self.problems.append(f"{proxy} {tag}: validity check failed (with cert: "
+                                 f"{check['with_cert'].get('status')} {check['with_cert'].get('error', '')}; "
+                                 f"without cert: {check['without_cert'].get('status')})")
+            proc.stop()
+            return rec, None, None
+        rec["valid"] = True
+        rec["pids"] = proc.pids
+        return rec, t, proc
+
+    def _end(self, rec: Record, proc: Proc) -> Record:
+        if not proc.alive():
+            rec["valid"] = False
+            rec["error"] = f"{rec['proxy']} exited during the run; log tail:\n{proc.log_tail()}"
+            self.problems.append(f"{rec['proxy']} {rec['flavour']}-{rec['kind']}-{rec['rep']}: exited during the run")
+        for name, ph in rec["phases"].items():
+            if ph.get("errors") or ph.get("rc"):
+                self.problems.append(f"{rec['proxy']} {rec['flavour']}-{rec['kind']}-{rec['rep']} {name}: "
+                                     f"{ph.get('errors')} errors, rc {ph.get('rc')}: "
+                                     f"{ph.get('last_error') or ph.get('output_tail', '')[-200:]}".strip())
+        proc.stop()
+        pause(0.5)
+        return rec
+
+    def main_run(self, proxy: str, flavour: str, rep: int) -> Record:
+        """Handshakes, keep-alive requests, latency, memory: proxy pinned to the server core."""
+        env, plan = self.env, self.plan
+        rec, t, proc = self._begin(proxy, flavour, rep, "main", "main", 1, env.server_cpus, env.load_cpus)
+        if t is None or proc is None:
+            return rec
+        ph, m = rec["phases"], rec["metrics"]
+        ph["warmup"] = phases.cgload(t, "warmup", "hs", 1, "-c", "4")
+        pause(0.5)
+        m["rss_idle"] = rss_kib(proc.pids) / 1024
+        if plan.idle_conns and flavour == "ec":
+            idle = phases.idle_rss(t, plan.idle_conns)
+            ph["idle_conns"] = idle
+            if idle["opened"] == plan.idle_conns:
+                m["rss_1k"] = idle["rss_kib"] / 1024
+                m["conn_kib"] = (idle["rss_kib"] - m["rss_idle"] * 1024) / plan.idle_conns
+            else:
+                ph["idle_conns"]["errors"] = idle["failed"] or 1
+        hs = ph["hs"] = phases.cgload(t, "hs", "hs", plan.hs_s, "-c", "16")
+        m["hs_rate"], m["hs_us"] = hs.get("rate"), hs.get("server_us_per_op")
+        ka = ph["ka"] = phases.wrk(t, "ka", 32, plan.ka_s)
+        m["ka_rps"], m["ka_us"] = ka.get("rate"), ka.get("server_us_per_op")
+        m["ka_p50"], m["ka_p99"] = ka.get("p50_ms"), ka.get("p99_ms")
+        c1 = ph["c1"] = phases.wrk(t, "c1", 1, plan.c1_s)
+        m["c1_p50"], m["c1_p99"] = c1.get("p50_ms"), c1.get("p99_ms")
+        for key, name in (("hs_rate", "hs"), ("ka_rps", "ka"), ("c1_p50", "c1")):
+            if ph[name].get("errors") or not ph[name].get("ok"):
+                m[key] = None  # a phase with errors is not a measurement
+        return self._end(rec, proc)
+
+    def stream_run(self, proxy: str, rep: int) -> Record:
+        """WebSocket echo and large bodies against the streaming upstream (ECDSA PKI)."""
+        env, plan = self.env, self.plan
+        rec, t, proc = self._begin(proxy, "ec", rep, "stream", "stream", 1, env.server_cpus, env.load_cpus)
+        if t is None or proc is None:
+            return rec
+        ph, m = rec["phases"], rec["metrics"]
+        ws = ph["ws"] = phases.cgload(t, "ws", "ws", plan.ws_s, "-c", "32", "-size", "64", "-path", "/ws")
+        if ws.get("ok") and not ws.get("errors"):
+            m["ws_rate"], m["ws_us"] = ws.get("rate"), ws.get("server_us_per_op")
+        if plan.body_bytes:
+            limit = 120.0
+            for name, mode, path in (("dl", "get", "/big"), ("ul", "put", "/upload")):
+                r = ph[name] = phases.cgload(t, name, mode, limit, "-n", str(plan.body_transfers),
+                                             "-bytes", str(plan.body_bytes), "-path", path)
+                if r.get("ok") and not r.get("errors"):
+                    m[f"{name}_mbs"] = r.get("mb_per_s")
+        return self._end(rec, proc)
+
+    def workers_run(self, workers: int, rep: int) -> Record:
+        """certgate keep-alive with ``workers`` processes; everything shares both cores."""
+        env = self.env
+        up = self.upstreams["main"]
+        both = {int(c) for c in (env.both_cpus or "").split(",") if c} or set(range(os.cpu_count() or 1))
+        saved = {p: os.sched_getaffinity(p) for p in up.pids}
+        for p in saved:
+            os.sched_setaffinity(p, both)
+        try:
+            rec, t, proc = self._begin("certgate", "ec", rep, f"workers{workers}", "main", workers,
+                                       env.both_cpus, env.both_cpus)
+            if t is None or proc is None:
+                return rec
+            pause(0.5 * workers)
+            rec["pids"] = proc.pids
+            ka = rec["phases"]["ka"] = phases.wrk(t, "ka", 64, self.plan.workers_s, threads=2)
+            if ka.get("ok") and not ka.get("errors"):
+                rec["metrics"]["ka_rps"], rec["metrics"]["ka_us"] = ka.get("rate"), ka.get("server_us_per_op")
+            return self._end(rec, proc)
+        finally:
+            for p, cpus in saved.items():
+                try:
+                    os.sched_setaffinity(p, cpus)
+                except OSError:
+                    pass

@@ -1,0 +1,473 @@
+"""certgate's INI configuration: parse, validate, and report every problem.
+
+``load_config(path)`` returns a :class:`Config` or raises :class:`ConfigError` carrying
+*all* problems found (section, key, reason), so ``certgate check-config`` can print them
+in one go. Relative paths are relative to the config file's folder. The schema below is
+the public contract; ``conf/certgate.conf`` documents every key (a test checks both agree).
+"""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+from trust.problems import Problem
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``problems`` lists every reason."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(str(p) for p in problems))
+
+
+# --------------------------------------------------------------------------- schema
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: how to parse it, its default and its documentation."""
+
+    kind: str  # str | int | float | bool | choice | path | url | list | json | header | maxstartups
+    default: Any
+    doc: str
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[str, ...] = ()
+    required: bool = False
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "listen": {
+        "address": Key("str", "127.0.0.1", "address to listen on (IPv4 or IPv6 literal)"),
+        "port": Key("int", 8443, "TCP port", 1, 65535),
+        "certificate": Key("path", None, "server certificate chain, PEM, leaf first", required=True),
+        "key": Key("path", None, "server private key, PEM (RSA or ECDSA)", required=True),
+        "client_auth": Key("choice", "need", "need: a valid client certificate is required in the handshake; "
+                           "want: optional (invalid ones are recorded and explained); none: not requested",
+                           choices=("need", "want", "none")),
+        "sni_certificates": Key("list", [], "extra certificates chosen by SNI: NAME=CERT.pem:KEY.pem, comma separated"),
+        "tls_min_version": Key("choice", "1.2", "lowest TLS version accepted", choices=("1.2", "1.3")),
+        "handshake_timeout": Key("float", 10.0, "seconds for a TLS handshake to complete", 0.1, 300),
+        "header_timeout": Key("float", 10.0, "seconds to receive a complete request head (slowloris)", 0.1, 300),
+        "idle_timeout": Key("float", 120.0, "seconds a keep-alive connection may sit idle", 1, 86400),
+        "max_connection_age": Key("float", 60.0, "seconds after which the next response carries "
+                                  "Connection: close, so the client re-proves its certificate (0 = never)", 0, 86400),
+        "max_connections": Key("int", 10000, "concurrent client connections per worker", 1, 1000000),
+        "workers": Key("int", 1, "worker processes sharing the port (SO_REUSEPORT)", 1, 64),
+    },
+    "upstream": {
+        "url": Key("url", None, "upstream base URL, http:// or https://", required=True),
+        "kind": Key("choice", "generic", "generic, cockpit (enables the Cockpit front door) or joc",
+                    choices=("generic", "cockpit", "joc")),
+        "connect_timeout": Key("float", 5.0, "seconds to connect to the upstream", 0.1, 300),
+        "read_timeout": Key("float", 60.0, "seconds to wait for the upstream's response head", 0.1, 3600),
+        "max_idle": Key("int", 32, "idle keep-alive connections kept per upstream", 0, 10000),
+        "max_connections": Key("int", 512, "concurrent connections per upstream", 1, 100000),
+        "tls_server_name": Key("str", "", "name the upstream's certificate must carry (default: the URL's host)"),
+        "tls_ca": Key("path", None, "CA bundle for an https upstream (default: the system store)"),
+        "tls_client_certificate": Key("path", None, "client certificate (PEM) certgate presents upstream"),
+        "tls_client_key": Key("path", None, "its private key (PEM)"),
+        "unsafe_skip_verify": Key("bool", False, "UNSAFE: do not verify an https upstream's certificate"),
+    },
+    "headers": {
+        "account": Key("header", "X-Remote-User", "header carrying the account to the upstream"),
+        "forwarded": Key("bool", True, "set X-Forwarded-For/-Proto/-Host from the connection"),
+        "client_cert": Key("bool", False, "set RFC 9440 Client-Cert and Client-Cert-Chain"),
+        "strip": Key("list", [], "extra request header names removed from every client request"),
+        "preserve_host": Key("bool", True, "pass the client's Host header unchanged (Cockpit needs it)"),
+    },
+    "limits": {
+        "max_request_line": Key("int", 8192, "bytes in the request line (longer: 414)", 256, 1048576),
+        "max_header_size": Key("int", 16384, "bytes in the whole request head (larger: 431)", 1024, 1048576),
+        "max_headers": Key("int", 100, "header lines per request (more: 431)", 8, 10000),
+        "max_body_unauthenticated": Key("int", 65536, "request body bytes accepted before authentication (413)",
+                                        0, 1 << 40),
+        "max_body": Key("int", 0, "request body bytes for authenticated requests (0 = unlimited, streamed)",
+                        0, 1 << 50),
+        "max_pipeline": Key("int", 16, "pipelined requests queued on one connection", 1, 1024),
+    },
+    "websocket": {
+        "origins": Key("list", [], "allowed Origin values for WebSocket upgrades (empty = any; the upstream "
+                       "may still check)"),
+        "idle_timeout": Key("float", 0.0, "seconds a tunnel may carry no bytes (0 = no limit)", 0, 86400 * 7),
+    },
+    "login": {
+        "required_auth_methods": Key("json", [["tls-cert"]], "JSON list of method lists; any one list suffices. "
+                                     "Methods: tls-cert, password, totp. [[\"tls-cert\"]] = certificate alone"),
+        "password": Key("choice", "upstream", "who checks passwords: upstream (Cockpit PAM, JOC) or file",
+                        choices=("upstream", "file")),
+        "password_file": Key("path", None, "scrypt hash file managed by `certgate passwd`"),
+        "totp_secrets": Key("path", None, "encrypted TOTP secrets managed by `certgate totp`"),
+        "totp_key": Key("path", None, "key file that encrypts the TOTP secrets"),
+        "totp_window": Key("int", 1, "TOTP time steps accepted either side of now", 0, 10),
+        "receipt_lifetime": Key("float", 300.0, "seconds an auth receipt lives", 10, 86400),
+        "max_startups": Key("maxstartups", "10", "concurrent pending logins: N or start:rate:full (as cockpit)"),
+        "failure_limit": Key("int", 5, "failures per account, certificate or IP before throttling", 1, 1000),
+        "failure_window": Key("float", 900.0, "seconds a failure counts", 1, 86400 * 30),
+        "lockout": Key("float", 900.0, "seconds logins stay refused after the limit", 1, 86400 * 30),
+        "response_timeout": Key("float", 60.0, "seconds to answer a second-factor prompt", 1, 900),
+        "timeout": Key("float", 30.0, "seconds a login step may take", 1, 900),
+        "secret_key": Key("path", "certgate.secret", "key file signing receipts and assertions (created if missing)"),
+    },
+    "sessions": {
+        "store": Key("str", "sqlite:sessions.db", "memory | sqlite:PATH | redis://HOST:PORT/DB"),
+        "grace": Key("float", 300.0, "seconds a session lives after the certificate was last proved", 1, 86400),
+        "long_grace": Key("float", 3600.0, "grace after activation through the API", 1, 86400 * 7),
+        "idle_timeout": Key("float", 1800.0, "seconds without a request before the session ends", 1, 86400 * 7),
+        "max_lifetime": Key("float", 43200.0, "absolute session lifetime in seconds", 60, 86400 * 30),
+        "cookie_name": Key("str", "__Host-certgate", "session cookie name (must start with __Host-)"),
+        "presence_interval": Key("float", 30.0, "seconds between presence pings of the page script", 1, 3600),
+        "inject_presence_script": Key("bool", False, "add the presence script to upstream HTML pages"),
+    },
+    "cockpit": {
+        "mode": Key("choice", "bearer", "bearer: certgate hands cockpit-ws a signed assertion checked by "
+                    "`certgate cockpit-auth`; basic: pass the Basic credentials (PAM checks the password)",
+                    choices=("bearer", "basic")),
+        "url_root": Key("str", "/", "cockpit's UrlRoot"),
+        "assertion_lifetime": Key("float", 30.0, "seconds a Bearer assertion is valid", 1, 900),
+    },
+    "joc": {
+        "login_path": Key("str", "/joc/api/authentication/login", "JOC's login API path"),
+    },
+    "admin": {
+        "address": Key("str", "127.0.0.1", "admin listener address (health, metrics, sessions)"),
+        "port": Key("int", 0, "admin listener port (0 = off)", 0, 65535),
+        "token_file": Key("path", None, "file holding a bearer token required by the admin API"),
+    },
+    "audit": {
+        "file": Key("str", "-", "JSON-lines audit log path, or - for standard error"),
+    },
+    "log": {
+        "level": Key("choice", "info", "log level", choices=("debug", "info", "warn", "error")),
+        "file": Key("str", "-", "log file path, or - for standard error"),
+    },
+}
+
+ROUTE_KEYS = {k: v for k, v in SCHEMA["upstream"].items()} | {
+    "prefix": Key("str", None, "path prefix routed to this upstream (longest prefix wins)", required=True),
+}
+#: Sections handled by trust.settings (``[trust]``) and named sections (``[access:NAME]``,
+#: ``[route:NAME]``, ``[account:NAME]``).
+PREFIX_SECTIONS = ("access:", "route:", "account:")
+ACCOUNT_KEYS = {"required_auth_methods": SCHEMA["login"]["required_auth_methods"]}
+
+
+# --------------------------------------------------------------------------- values
+
+@dataclass(frozen=True)
+class UpstreamTLS:
+    server_name: str
+    ca: Path | None
+    client_certificate: Path | None
+    client_key: Path | None
+    unsafe_skip_verify: bool
+
+
+@dataclass(frozen=True)
+class Route:
+    """One upstream and the path prefix that reaches it ("/" for the default upstream)."""
+
+    name: str
+    prefix: str
+    url: str
+    scheme: str
+    host: str
+    port: int
+    base_path: str
+    kind: str
+    connect_timeout: float
+    read_timeout: float
+    max_idle: int
+    max_connections: int
+    tls: UpstreamTLS | None
+
+
+@dataclass(frozen=True)
+class Section:
+    """A parsed plain section: attribute access to its values."""
+
+    values: Mapping[str, Any]
+
+    def __getattr__(self, item: str) -> Any:
+        try:
+            return self.values[item]
+        except KeyError:
+            raise AttributeError(item) from None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    base_dir: Path
+    listen: Section
+    trust: Any  # trust.settings.TrustSettings
+    access_rules: list[Any]  # trust.access.AccessRule
+    routes: list[Route]  # default route last
+    headers: Section
+    limits: Section
+    websocket: Section
+    login: Section
+    sessions: Section
+    cockpit: Section
+    joc: Section
+    admin: Section
+    audit: Section
+    log: Section
+    account_rules: dict[str, list[list[str]]] = field(default_factory=dict)
+
+    @property
+    def default_route(self) -> Route:
+        return self.routes[-1]
+
+    def route_for(self, path: str) -> Route:
+        """The route whose prefix is the longest match of ``path``."""
+        for r in self.routes:
+            if r.prefix == "/" or path == r.prefix.rstrip("/") or path.startswith(r.prefix):
+                return r
+        return self.routes[-1]
+
+
+# --------------------------------------------------------------------------- parsing
+
+_BOOLS = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
+_METHODS = ("tls-cert", "password", "totp")
+
+
+def _parse_value(section: str, key: str, spec: Key, raw: str, base: Path, problems: list[Problem]) -> Any:
+    raw = raw.strip()
+    where = (section, key)
+
+    def bad(reason: str) -> Any:
+        problems.append(Problem(*where, reason))
+        return spec.default
+
+    if spec.kind in ("int", "float"):
+        try:
+            val: Any = int(raw) if spec.kind == "int" else float(raw)
+        except ValueError:
+            return bad(f"{raw!r} is not {'an integer' if spec.kind == 'int' else 'a number'}")
+        if (spec.lo is not None and val < spec.lo) or (spec.hi is not None and val > spec.hi):
+            return bad(f"{raw} is outside {spec.lo:g}..{spec.hi:g}")
+        return val
+    if spec.kind == "bool":
+        if raw.lower() not in _BOOLS:
+            return bad(f"{raw!r} is not yes/no")
+        return _BOOLS[raw.lower()]
+    if spec.kind == "choice":
+        if raw not in spec.choices:
+            return bad(f"{raw!r} is not one of {', '.join(spec.choices)}")
+        return raw
+    if spec.kind == "path":
+        if not raw:
+            return None
+        p = Path(raw)
+        return p if p.is_absolute() else (base / p)
+    if spec.kind == "list":
+        return [x.strip() for x in raw.split(",") if x.strip()]
+    if spec.kind == "header":
+        if not raw or any(c in raw for c in " \t:\r\n()<>@,;\\\"/[]?={}") or not raw.isascii():
+            return bad(f"{raw!r} is not a valid header name")
+        return raw
+    if spec.kind == "url":
+        parts = urlsplit(raw)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return bad(f"{raw!r} must be an http:// or https:// URL with a host")
+        try:
+            parts.port
+        except ValueError:
+            return bad(f"{raw!r} has an invalid port")
+        if parts.query or parts.fragment:
+            return bad(f"{raw!r} must not carry a query or fragment")
+        return raw
+    if spec.kind == "json":
+        return _parse_methods(raw, where, problems, spec.default)
+    if spec.kind == "maxstartups":
+        return _parse_maxstartups(raw, where, problems, spec.default)
+    return raw
+
+
+def _parse_methods(raw: str, where: tuple[str, str], problems: list[Problem], default: Any) -> Any:
+    try:
+        val = json.loads(raw)
+    except ValueError as e:
+        problems.append(Problem(*where, f"not valid JSON ({e.msg} at column {e.colno})"))
+        return default
+    if not isinstance(val, list) or not val or not all(isinstance(r, list) and r for r in val):
+        problems.append(Problem(*where, "must be a non-empty list of non-empty lists of method names"))
+        return default
+    for rule in val:
+        for m in rule:
+            if m not in _METHODS:
+                problems.append(Problem(*where, f"unknown method {m!r} (known: {', '.join(_METHODS)})"))
+                return default
+        if len(set(rule)) != len(rule):
+            problems.append(Problem(*where, f"method repeated in {rule}"))
+            return default
+        if "tls-cert" not in rule:
+            problems.append(Problem(*where, f"rule {rule} lacks tls-cert: certgate always requires the "
+                                    "certificate"))
+            return default
+    return val
+
+
+def _parse_maxstartups(raw: str, where: tuple[str, str], problems: list[Problem], default: Any) -> Any:
+    parts = raw.split(":")
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        problems.append(Problem(*where, f"{raw!r} is not N or start:rate:full"))
+        return default
+    if len(nums) == 1 and nums[0] >= 1:
+        return (nums[0], 100, nums[0])
+    if len(nums) == 3 and 1 <= nums[0] <= nums[2] and 0 <= nums[1] <= 100:
+        return tuple(nums)
+    problems.append(Problem(*where, f"{raw!r} is not N or start:rate:full with start <= full, rate 0..100"))
+    return default
+
+
+def _section(parser: configparser.ConfigParser, name: str, schema: Mapping[str, Key], base: Path,
+             problems: list[Problem], present: bool = True) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    raw = dict(parser[name]) if present and parser.has_section(name) else {}
+    for key in raw:
+        if key not in schema:
+            problems.append(Problem(name, key, "unknown key"))
+    for key, spec in schema.items():
+        if key in raw:
+            values[key] = _parse_value(name, key, spec, raw[key], base, problems)
+        else:
+            if spec.required:
+                problems.append(Problem(name, key, "is required"))
+            d = spec.default
+            if spec.kind == "path" and isinstance(d, str):
+                d = base / d
+            values[key] = d
+    return values
+
+
+def _route(name: str, values: Mapping[str, Any], prefix: str) -> Route:
+    url = values["url"] or "http://127.0.0.1:9"
+    parts = urlsplit(url)
+    scheme = parts.scheme or "http"
+    tls = None
+    if scheme == "https":
+        tls = UpstreamTLS(values["tls_server_name"] or (parts.hostname or ""), values["tls_ca"],
+                          values["tls_client_certificate"], values["tls_client_key"],
+                          values["unsafe_skip_verify"])
+    return Route(name=name, prefix=prefix, url=url, scheme=scheme, host=parts.hostname or "127.0.0.1",
+                 port=parts.port or (443 if scheme == "https" else 80), base_path=parts.path.rstrip("/"),
+                 kind=values["kind"], connect_timeout=values["connect_timeout"],
+                 read_timeout=values["read_timeout"], max_idle=values["max_idle"],
+                 max_connections=values["max_connections"], tls=tls)
+
+
+def _check_files(cfg_values: Mapping[str, Mapping[str, Any]], problems: list[Problem]) -> None:
+    for sec, key in (("listen", "certificate"), ("listen", "key")):
+        p = cfg_values[sec].get(key)
+        if p is not None and not Path(p).is_file():
+            problems.append(Problem(sec, key, f"{p} does not exist or is not a file"))
+
+
+def parse_config(text: str, path: Path) -> Config:
+    """Parse config ``text`` (read from ``path``); raise ConfigError with every problem."""
+    from trust.settings import parse_access_sections, parse_trust_section
+
+    base = path.resolve().parent
+    problems: list[Problem] = []
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"),
+                                       strict=True, empty_lines_in_values=False)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    try:
+        parser.read_string(text, source=str(path))
+    except configparser.Error as e:
+        raise ConfigError([Problem("config", None, f"{path}: {e}".replace("\n", " "))]) from None
+
+    known = set(SCHEMA) | {"trust"}
+    for sec in parser.sections():
+        if sec not in known and not sec.startswith(PREFIX_SECTIONS):
+            problems.append(Problem(sec, None, "unknown section"))
+
+    vals = {name: _section(parser, name, schema, base, problems) for name, schema in SCHEMA.items()}
+    if not parser.has_section("trust"):
+        problems.append(Problem("trust", "store", "is required"))
+        trust_values: Mapping[str, str] = {}
+    else:
+        trust_values = dict(parser["trust"])
+    trust_settings, tprobs = parse_trust_section(trust_values, base)
+    problems += [p for p in tprobs if not (not parser.has_section("trust") and p.key == "store")]
+
+    access_secs = {s.split(":", 1)[1]: dict(parser[s]) for s in parser.sections() if s.startswith("access:")}
+    rules, aprobs = parse_access_sections(access_secs)
+    problems += aprobs
+
+    routes: list[Route] = []
+    for sec in parser.sections():
+        if sec.startswith("route:"):
+            rv = _section(parser, sec, ROUTE_KEYS, base, problems)
+            prefix = rv.get("prefix") or "/"
+            if not str(prefix).startswith("/"):
+                problems.append(Problem(sec, "prefix", f"{prefix!r} must start with /"))
+            routes.append(_route(sec.split(":", 1)[1], rv, prefix))
+    routes.sort(key=lambda r: len(r.prefix), reverse=True)
+    routes.append(_route("default", vals["upstream"], "/"))
+
+    account_rules: dict[str, list[list[str]]] = {}
+    for sec in parser.sections():
+        if sec.startswith("account:"):
+            av = _section(parser, sec, ACCOUNT_KEYS, base, problems)
+            account_rules[sec.split(":", 1)[1]] = av["required_auth_methods"]
+
+    _validate_cross(vals, problems)
+    _check_files(vals, problems)
+    if problems:
+        raise ConfigError(problems)
+    return Config(path=path, base_dir=base, listen=Section(vals["listen"]), trust=trust_settings,
+                  access_rules=rules, routes=routes, headers=Section(vals["headers"]),
+                  limits=Section(vals["limits"]), websocket=Section(vals["websocket"]),
+                  login=Section(vals["login"]), sessions=Section(vals["sessions"]),
+                  cockpit=Section(vals["cockpit"]), joc=Section(vals["joc"]), admin=Section(vals["admin"]),
+                  audit=Section(vals["audit"]), log=Section(vals["log"]), account_rules=account_rules)
+
+
+def _validate_cross(vals: Mapping[str, Mapping[str, Any]], problems: list[Problem]) -> None:
+    try:
+        ipaddress.ip_address(vals["listen"]["address"])
+    except ValueError:
+        problems.append(Problem("listen", "address", f"{vals['listen']['address']!r} is not an IP address"))
+    name = vals["sessions"]["cookie_name"]
+    if not str(name).startswith("__Host-"):
+        problems.append(Problem("sessions", "cookie_name", f"{name!r} must start with __Host- (the cookie is "
+                                "then bound to this host, Secure and Path=/)"))
+    store = vals["sessions"]["store"]
+    if not (store == "memory" or store.startswith("sqlite:") or store.startswith("redis://")):
+        problems.append(Problem("sessions", "store", f"{store!r} is not memory, sqlite:PATH or redis://..."))
+    if vals["login"]["password"] == "file":
+        if not vals["login"]["password_file"]:
+            problems.append(Problem("login", "password_file", "is required when password = file"))
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and parse the config file at ``path``; raise ConfigError with every problem."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError([Problem("config", None, f"cannot read {p}: {e.strerror}")]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError([Problem("config", None, f"{p} is not UTF-8 (byte {e.start})")]) from None
+    return parse_config(text, p)
+
+
+def documented_keys() -> dict[str, list[str]]:
+    """Every section and key of the schema (for documentation checks)."""
+    out = {s: list(keys) for s, keys in SCHEMA.items()}
+    return out
+
+
+KeyParser = Callable[[str], Any]

@@ -1,0 +1,106 @@
+"""``certgate demo-pki`` and ``certgate demo-upstream``: what ``make run`` starts.
+
+The demo PKI is for trying certgate out, never for production: its CA key sits next
+to the certificates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import secrets
+import sys
+from pathlib import Path
+
+DEMO_CLIENTS = ("alice", "bob")
+
+
+def write_demo_pki(folder: Path, clients: tuple[str, ...] = DEMO_CLIENTS, key_type: str = "ec256",
+                   password: str | None = None) -> dict[str, object]:
+    """Write CA, server and client certificates under ``folder``; returns what was written.
+
+    Layout: ``ca.pem`` (+ ``ca.key``), ``server.pem``/``server.key`` (localhost, 127.0.0.1, ::1),
+    ``trust.d/demo-ca.pem`` (the trust store), and per client ``NAME.pem``, ``NAME.key``,
+    ``NAME.p12`` (password printed; the same for every client of one run).
+    """
+    from trust import issue as I
+
+    folder.mkdir(parents=True, exist_ok=True)
+    password = password or secrets.token_urlsafe(9)
+    root = I.ca("certgate demo CA", key_type=key_type)  # type: ignore[arg-type]
+    root.write(folder, "ca")
+    srv = I.server(root, ("localhost", "127.0.0.1", "::1"), key_type=key_type)  # type: ignore[arg-type]
+    srv.write(folder, "server")
+    store = folder / "trust.d"
+    store.mkdir(exist_ok=True)
+    (store / "demo-ca.pem").write_bytes(root.cert_pem())
+    written: dict[str, object] = {"ca": str(folder / "ca.pem"), "server": str(folder / "server.pem"),
+                                  "trust_store": str(store), "password": password, "clients": {}}
+    for cn in clients:
+        c = I.client(root, cn, key_type=key_type, emails=[f"{cn}@example.test"])  # type: ignore[arg-type]
+        cert_path, key_path = c.write(folder, cn)
+        p12 = folder / f"{cn}.p12"
+        p12.write_bytes(c.p12(password.encode(), friendly_name=f"{cn} (certgate demo)".encode()))
+        p12.chmod(0o600)
+        written["clients"][cn] = {"cert": str(cert_path), "key": str(key_path), "p12": str(p12),  # type: ignore[index]
+                                  "fingerprint": c.fingerprint}
+    return written
+
+
+def demo_pki_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="certgate demo-pki",
+                                 description="Write a demo CA, a server certificate for localhost/127.0.0.1 and "
+                                             "client certificates (PEM and .p12).")
+    ap.add_argument("dir", help="folder to write into (created if missing)")
+    ap.add_argument("--client", action="append", default=None, metavar="CN",
+                    help=f"client CN to issue (repeatable; default: {', '.join(DEMO_CLIENTS)})")
+    ap.add_argument("--key-type", default="ec256", choices=("ec256", "ec384", "rsa2048", "rsa3072", "ed25519"))
+    ap.add_argument("--password", help="password of the .p12 files (default: random, printed)")
+    ns = ap.parse_args(argv)
+    out = write_demo_pki(Path(ns.dir), tuple(ns.client or DEMO_CLIENTS), ns.key_type, ns.password)
+    print(f"demo PKI written to {ns.dir}")
+    print(f"  CA:            {out['ca']}  (trust store: {out['trust_store']})")
+    print(f"  server:        {out['server']}  (localhost, 127.0.0.1, ::1)")
+    for cn, c in out["clients"].items():  # type: ignore[attr-defined]
+        print(f"  client {cn:<7} {c['cert']}  {c['key']}  {c['p12']}")
+    print(f"  .p12 password: {out['password']}")
+    return 0
+
+
+def demo_upstream_main(argv: list[str]) -> int:
+    """A tiny upstream that answers every request with the headers it received."""
+    ap = argparse.ArgumentParser(prog="certgate demo-upstream",
+                                 description="Serve a page showing the request headers (a stand-in upstream).")
+    ap.add_argument("--address", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=9090)
+    ns = ap.parse_args(argv)
+    from twisted.internet import reactor
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    class Echo(Resource):
+        isLeaf = True
+
+        def render(self, request):  # type: ignore[no-untyped-def]
+            headers = [(k.decode("latin-1"), v.decode("latin-1"))
+                       for k, vs in request.requestHeaders.getAllRawHeaders() for v in vs]
+            info = {"method": request.method.decode(), "path": request.uri.decode("latin-1"), "headers": headers}
+            if b"json" in (request.getHeader(b"accept") or b""):
+                request.setHeader(b"content-type", b"application/json")
+                return json.dumps(info, indent=1).encode()
+            request.setHeader(b"content-type", b"text/html; charset=utf-8")
+            rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in headers)
+            user = dict((k.lower(), v) for k, v in headers).get("x-remote-user", "(none)")
+            return (f"<!doctype html><title>certgate demo upstream</title><h1>Hello, {html.escape(user)}</h1>"
+                    f"<p>certgate forwarded <code>{html.escape(info['method'])} {html.escape(info['path'])}</code>"
+                    f" with these headers:</p><table>{rows}</table>").encode()
+
+    reactor.listenTCP(ns.port, Site(Echo()), interface=ns.address)  # type: ignore[attr-defined]
+    print(f"demo upstream on http://{ns.address}:{ns.port}/", flush=True)
+    reactor.run()  # type: ignore[attr-defined]
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(demo_pki_main(sys.argv[1:]))

@@ -1,0 +1,249 @@
+"""The per-request decision: certgate endpoints, front doors, certificate-only access, sessions.
+
+``Gate.decide(head, conn)`` returns a :mod:`proxy.messages` decision (or a Deferred firing
+with one). Order, first match wins:
+
+1. paths under ``/.certgate/`` go to the mounted endpoints (exact path; unknown -> 404);
+2. login front doors (Cockpit, JOC) whose ``matches(head, route)`` is true;
+3. ``[listen] client_auth = none``: forwarded anonymously (no account header);
+4. a *presented but invalid* certificate (want mode): 403 page saying why;
+5. certificate-only mode (a ``required_auth_methods`` rule, global or the account's, is
+   exactly ``["tls-cert"]``): a valid certificate + the access rules -> forward as its account;
+   no certificate -> a live session cookie still works inside its grace window, else 403;
+6. session mode: session cookie -> ``SessionManager.check`` -> forward with the account,
+   else login (302 for browser navigations, 401 JSON otherwise).
+
+The gate never re-verifies certificates: it reads the frozen ``ConnectionIdentity``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence, Union
+from urllib.parse import quote
+
+from proxy.messages import ConnContext, Decision, Forward, Headers, RequestHead, Response
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twisted.internet.defer import Deferred
+
+    from proxy.config import Config, Route
+
+PREFIX = "/.certgate/"
+LOGIN_PATH = "/.certgate/login"
+CERT_ONLY = ["tls-cert"]
+
+DecisionOrDeferred = Union[Decision, "Deferred[Decision]"]
+Endpoint = Callable[[RequestHead, ConnContext], DecisionOrDeferred]
+
+
+class FrontDoor(Protocol):
+    """A login front door (Cockpit's /cockpit/login, JOC's login API)."""
+
+    def matches(self, head: RequestHead, route: "Route") -> bool: ...
+
+    def decide(self, head: RequestHead, conn: ConnContext, route: "Route") -> DecisionOrDeferred: ...
+
+
+# --------------------------------------------------------------------------- pages
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title} - certgate</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;color:#222}}
+h1{{font-size:1.4em}} code{{background:#f3f3f3;padding:0 .2em}} .why{{border-left:4px solid #c33;padding:.4em .8em;
+background:#fdf3f3}}</style></head>
+<body><h1>{title}</h1><p class="why">{message}</p>{extra}
+<p><small>certgate &middot; reason code <code>{code}</code></small></p></body></html>
+"""
+
+_NO_STORE: Headers = [(b"Cache-Control", b"no-store")]
+
+
+def error_page(head: RequestHead, status: int, code: str, title: str, message: str, *,
+               extra_html: str = "", headers: Headers | None = None) -> Response:
+    """An error answer: an HTML page for browser navigations, JSON ``{"error", "message"}`` otherwise.
+
+    ``code`` is a stable machine-readable reason; ``message`` is plain text (escaped here).
+    ``extra_html`` is trusted markup added after the message (callers escape their parts).
+    """
+    hs = list(_NO_STORE) + (headers or [])
+    if head.wants_html():
+        body = _PAGE.format(title=html.escape(title), message=html.escape(message), extra=extra_html,
+                            code=html.escape(code)).encode("utf-8")
+        hs += [(b"Content-Type", b"text/html; charset=utf-8"),
+               (b"Content-Security-Policy", b"default-src 'none'; style-src 'unsafe-inline'"),
+               (b"X-Frame-Options", b"DENY")]
+        return Response(status, hs, body)
+    hs.append((b"Content-Type", b"application/json"))
+    return Response(status, hs, json.dumps({"error": code, "message": message}).encode("utf-8"))
+
+
+def safe_next(target: bytes) -> str:
+    """The request target as a same-origin ``next`` value: an absolute path, never ``//host``."""
+    t = target.decode("latin-1")
+    if not t.startswith("/") or t.startswith("//") or t.startswith("/\\"):
+        return "/"
+    return t
+
+
+# --------------------------------------------------------------------------- gate
+
+class Gate:
+    """Decides each request; see the module docstring for the order.
+
+    ``sessions`` is a :class:`proxy.sessions.SessionManager` (may be None only when every
+    rule is certificate-only or client auth is ``none``). ``endpoints`` maps exact paths under
+    ``/.certgate/`` to handlers. ``front_doors`` are consulted in order.
+    """
+
+    def __init__(self, *, config: "Config", sessions: Any, clock: Any, audit: Any,
+                 endpoints: Mapping[str, Endpoint], front_doors: Sequence[FrontDoor],
+                 metrics: Any = None) -> None:
+        self._config = config
+        self._sessions = sessions
+        self._clock = clock
+        self._audit = audit
+        self._endpoints = dict(endpoints)
+        for p in self._endpoints:
+            if not p.startswith(PREFIX):
+                raise ValueError(f"endpoint path {p!r} is not under {PREFIX}")
+        self._front_doors = tuple(front_doors)
+        self._route_for = config.route_for
+        self._single_route = config.routes[-1] if len(config.routes) == 1 else None
+        self._none_mode = config.listen.client_auth == "none"
+        self._want_mode = config.listen.client_auth == "want"
+        self._global_cert_only = CERT_ONLY in config.login.required_auth_methods
+        self._account_cert_only = {a: (CERT_ONLY in r) for a, r in config.account_rules.items()}
+        self._access_rules = list(config.access_rules)
+        self._access_check: Callable[..., Any] | None = None
+        if self._access_rules:
+            from trust.access import check  # the single source of access decisions
+
+            self._access_check = check
+        self._forwards = self._denied = self._logins = self._local = None
+        if metrics is not None:
+            fam = metrics.counter("gate_decisions_total", "Gate decisions by outcome", ("outcome",))
+            self._forwards = fam.labels("forward")
+            self._denied = fam.labels("denied")
+            self._logins = fam.labels("login")
+            self._local = fam.labels("local")
+
+    # ---------------------------------------------------------------- helpers
+
+    def add_endpoint(self, path: str, endpoint: Endpoint) -> None:
+        """Mount ``endpoint`` at exact ``path`` (under ``/.certgate/``); replaces an existing one."""
+        if not path.startswith(PREFIX):
+            raise ValueError(f"endpoint path {path!r} is not under {PREFIX}")
+        self._endpoints[path] = endpoint
+
+    def cert_only_for(self, account: str | None) -> bool:
+        """True when the certificate alone suffices for ``account`` (or globally for None)."""
+        if account is None:
+            return self._global_cert_only
+        return self._account_cert_only.get(account, self._global_cert_only)
+
+    def _deny(self, head: RequestHead, conn: ConnContext, status: int, code: str, title: str, message: str,
+              *, headers: Headers | None = None) -> Response:
+        ident = conn.identity
+        self._audit.record("gate", "deny", code, account=ident.account, fingerprint=ident.fingerprint,
+                           client_ip=ident.client_ip, method=head.method.decode("latin-1"),
+                           path=head.path[:200])
+        if self._denied is not None:
+            self._denied.inc()
+        return error_page(head, status, code, title, message, headers=headers)
+
+    def login_required(self, head: RequestHead, reason: str, *, clear_cookie: bool = False) -> Response:
+        """302 to the login page for a browser GET navigation, else 401 JSON with WWW-Authenticate."""
+        if self._logins is not None:
+            self._logins.inc()
+        extra: Headers = list(self._sessions.clear_cookie_headers()) if clear_cookie and self._sessions else []
+        if head.method in (b"GET", b"HEAD") and head.wants_html():
+            loc = LOGIN_PATH + "?next=" + quote(safe_next(head.target), safe="/")
+            return Response(302, [(b"Location", loc.encode("ascii")), (b"Cache-Control", b"no-store"),
+                                  (b"Content-Type", b"text/plain; charset=utf-8")] + extra,
+                            b"Login required\n")
+        body = json.dumps({"error": reason, "login": LOGIN_PATH}).encode("utf-8")
+        return Response(401, [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-store"),
+                              (b"WWW-Authenticate", b'Certgate realm="certgate"')] + extra, body)
+
+    # ---------------------------------------------------------------- decide
+
+    def decide(self, head: RequestHead, conn: ConnContext) -> DecisionOrDeferred:
+        """The decision for one request head; see the module docstring for the order."""
+        path = head.path
+        if path.startswith(PREFIX) or path == "/.certgate":
+            ep = self._endpoints.get(path)
+            if ep is None:
+                return error_page(head, 404, "not-found", "Not found", f"No certgate endpoint at {path[:200]}.")
+            if self._local is not None:
+                self._local.inc()
+            return ep(head, conn)
+        route = self._single_route or self._route_for(path)
+        for door in self._front_doors:
+            if door.matches(head, route):
+                return door.decide(head, conn, route)
+        if self._none_mode:
+            if self._forwards is not None:
+                self._forwards.inc()
+            return Forward(route)
+        ident = conn.identity
+        if ident.presented:
+            account = ident.account
+            if account is None or not ident.verdict.ok:  # type: ignore[union-attr]
+                return self._invalid_cert(head, conn)
+            cert_only = (self._account_cert_only.get(account, self._global_cert_only)
+                         if self._account_cert_only else self._global_cert_only)
+            if cert_only:
+                if self._access_check is not None:
+                    denied = self._access_denied(head, conn, account)
+                    if denied is not None:
+                        return denied
+                if self._forwards is not None:
+                    self._forwards.inc()
+                return Forward(route, account=account)
+        return self._session_mode(head, conn, route)
+
+    def _access_denied(self, head: RequestHead, conn: ConnContext, account: str | None) -> Response | None:
+        ident = conn.identity
+        decision = self._access_check(self._access_rules, ident.verdict, account,  # type: ignore[misc]
+                                      ident.client_ip)
+        if decision.allowed:
+            return None
+        return self._deny(head, conn, 403, "access-denied", "Access denied",
+                          f"No access rule allows this certificate from {ident.client_ip}: {decision.reason}")
+
+    def _invalid_cert(self, head: RequestHead, conn: ConnContext) -> Response:
+        why = conn.identity.invalid_reason or "the certificate could not be verified"
+        return self._deny(head, conn, 403, "certificate-invalid", "Certificate refused",
+                          f"Your browser presented a certificate that certgate does not accept: {why}. "
+                          "Choose another certificate (restart the browser to be asked again) or contact "
+                          "your administrator.")
+
+    def _session_mode(self, head: RequestHead, conn: ConnContext, route: "Route") -> DecisionOrDeferred:
+        ident = conn.identity
+        sessions = self._sessions
+        sid = sessions.session_id(head) if sessions is not None else None
+        if sid is None:
+            if not ident.presented and self._global_cert_only:
+                return self._deny(head, conn, 403, "certificate-required", "Certificate required",
+                                  "This gateway needs your client certificate (smart card). Insert it, then "
+                                  "restart the browser or open a new private window so it asks again.")
+            return self.login_required(head, "login-required")
+        chk = sessions.check(sid, ident, ident.client_ip)
+        if not chk.ok:
+            if chk.reason == "session-cert-mismatch":
+                return self._deny(head, conn, 403, "session-cert-mismatch", "Session refused",
+                                  "This session belongs to another certificate. It has been ended; log in "
+                                  "again with your own certificate.",
+                                  headers=list(sessions.clear_cookie_headers()))
+            return self.login_required(head, chk.reason or "session-ended", clear_cookie=True)
+        record = chk.record
+        if ident.presented and self._access_check is not None:
+            denied = self._access_denied(head, conn, record.account)
+            if denied is not None:
+                return denied
+        if self._forwards is not None:
+            self._forwards.inc()
+        return Forward(route, account=record.account, session_id=record.id)

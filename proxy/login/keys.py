@@ -1,0 +1,134 @@
+"""Key files and atomic, private file writes for the login package.
+
+- ``[login] secret_key``: one line, 32+ random bytes base64url-encoded. Signs auth receipts
+  (and, via :func:`derive_key` with another purpose, the Cockpit Bearer assertions), so the
+  keys for different purposes are never the same bytes.
+- ``[login] totp_key``: a Fernet key ring, one key a line, the first one encrypts and every
+  one decrypts (``MultiFernet``), so a key can be rotated by adding a new first line.
+
+Files are written atomically (temporary file in the same folder, fsync, ``os.replace``) with
+mode 0600. A key file that exists but is unreadable or malformed is an error, never silently
+replaced: that would invalidate every secret encrypted with it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+from cryptography.fernet import Fernet, MultiFernet
+
+MIN_SECRET_BYTES = 32
+
+
+class KeyFileError(Exception):
+    """A key file cannot be read, created or parsed; the message says which file and why."""
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` atomically; the new file has ``mode`` from its creation.
+
+    Guarantees: readers see the old or the new content, never a mix; the data is fsynced
+    before the rename. Does not lock against concurrent writers (last rename wins).
+    """
+    path = Path(path)
+    folder = path.parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="ascii")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise KeyFileError(f"{path}: cannot read key file: {getattr(e, 'strerror', None) or e}") from None
+
+
+def load_secret(path: Path, *, create: bool = False) -> bytes:
+    """The raw secret of a ``secret_key`` file; with ``create``, a new one is written if missing.
+
+    Raises KeyFileError when the file is missing (and ``create`` is false), unreadable, or
+    holds fewer than 32 bytes of base64url data.
+    """
+    path = Path(path)
+    text = _read(path)
+    if text is None:
+        if not create:
+            raise KeyFileError(f"{path}: key file does not exist")
+        raw = secrets.token_bytes(MIN_SECRET_BYTES)
+        try:
+            atomic_write(path, base64.urlsafe_b64encode(raw) + b"\n")
+        except OSError as e:
+            raise KeyFileError(f"{path}: cannot create key file: {e.strerror}") from None
+        return raw
+    line = text.strip()
+    try:
+        raw = base64.urlsafe_b64decode(line + "=" * (-len(line) % 4))
+    except (ValueError, TypeError):
+        raise KeyFileError(f"{path}: line 1 is not base64url") from None
+    if len(raw) < MIN_SECRET_BYTES:
+        raise KeyFileError(f"{path}: line 1 holds {len(raw)} bytes, at least {MIN_SECRET_BYTES} are needed")
+    return raw
+
+
+def derive_key(secret: bytes, purpose: str) -> bytes:
+    """A 32-byte key for ``purpose`` (e.g. ``"receipt"``, ``"cockpit-assertion"``) from ``secret``."""
+    return hmac.new(secret, b"certgate/" + purpose.encode("ascii"), hashlib.sha256).digest()
+
+
+def load_fernet(path: Path, *, create: bool = False) -> MultiFernet:
+    """The key ring of a ``totp_key`` file; with ``create``, a new one-key ring if missing.
+
+    Raises KeyFileError with the line number of a malformed key, or when the file is
+    missing (without ``create``), unreadable or empty.
+    """
+    path = Path(path)
+    text = _read(path)
+    if text is None:
+        if not create:
+            raise KeyFileError(f"{path}: key file does not exist (`certgate totp enroll` creates it)")
+        key = Fernet.generate_key()
+        try:
+            atomic_write(path, key + b"\n")
+        except OSError as e:
+            raise KeyFileError(f"{path}: cannot create key file: {e.strerror}") from None
+        return MultiFernet([Fernet(key)])
+    keys: list[Fernet] = []
+    for no, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            keys.append(Fernet(line.encode("ascii")))
+        except (ValueError, TypeError):
+            raise KeyFileError(f"{path}: line {no} is not a Fernet key (32 bytes, base64url)") from None
+    if not keys:
+        raise KeyFileError(f"{path}: no key in the file")
+    return MultiFernet(keys)

@@ -1,0 +1,246 @@
+"""Wiring: build the whole gateway from a :class:`~proxy.config.Config`.
+
+``make_service(config)`` returns a ``MultiService`` for twistd (and ``certgate run``):
+the TLS listener, reload triggers (SIGHUP, file watch, ``certgate trust`` edits), the
+session machinery, the admin listener and extra worker processes. Nothing here decides
+anything; it only connects the parts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from twisted.application.internet import TimerService
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+
+from proxy.config import Config
+from trust.problems import Problem
+
+log = Logger(namespace="certgate")
+
+
+def preflight(cfg: Config) -> list[Problem]:
+    """Checks that need files loaded: server key/cert, trust store, session store.
+
+    Returns every problem found; an empty list means the gateway can start.
+    """
+    problems: list[Problem] = []
+    try:
+        from proxy.tls import load_server_identity
+
+        load_server_identity(cfg)
+    except Exception as e:  # the message names the file and the reason
+        problems.append(Problem("listen", "certificate", str(e)))
+    try:
+        import datetime as dt
+
+        from trust.store import TrustStoreError, load_store
+
+        load_store(cfg.trust.store, now=dt.datetime.now(dt.timezone.utc))
+    except TrustStoreError as e:
+        for p in e.problems:
+            problems.append(Problem("trust", "store", str(p)))
+    except OSError as e:
+        problems.append(Problem("trust", "store", f"{cfg.trust.store}: {e.strerror}"))
+    if cfg.listen.workers > 1 and cfg.sessions.store == "memory":
+        problems.append(Problem("sessions", "store", "memory cannot be shared by several workers; use sqlite:PATH "
+                                "or redis://"))
+    return problems
+
+
+class _Listener(Service):
+    """Listen on the configured address; stopping stops accepting (existing connections stay)."""
+
+    def __init__(self, reactor: Any, address: str, port: int, factory: Any, reuse_port: bool,
+                 name: str = "listener") -> None:
+        self._reactor, self._address, self._port = reactor, address, port
+        self._factory, self._reuse_port = factory, reuse_port
+        self.port: IListeningPort | None = None
+        self.setName(name)
+
+    def startService(self) -> None:
+        from twisted.internet.tcp import makeBinding
+
+        super().startService()
+        binding = makeBinding(self._address, self._port, reuseAddress=True, reusePort=self._reuse_port)
+        self.port = self._reactor.listenTCP(binding, self._factory, backlog=1024)
+        addr = self.port.getHost()
+        log.info("certgate listening on {host}:{port}", host=addr.host, port=addr.port)
+
+    def stopService(self) -> defer.Deferred[None] | None:
+        super().stopService()
+        if self.port is not None:
+            return defer.maybeDeferred(self.port.stopListening)
+        return None
+
+
+class _Workers(Service):
+    """Extra worker processes (``[listen] workers``), each binding the port with SO_REUSEPORT."""
+
+    def __init__(self, reactor: Any, config_path: Path, count: int) -> None:
+        self._reactor, self._path, self._count = reactor, config_path, count
+        self._procs: list[Any] = []
+
+    def startService(self) -> None:
+        from twisted.internet.protocol import ProcessProtocol
+
+        super().startService()
+        env = dict(os.environ, CERTGATE_WORKER="1")
+        for i in range(self._count):
+            env["CERTGATE_WORKER_INDEX"] = str(i + 1)
+            argv = [sys.executable, "-m", "proxy.cli", "run", "--config", str(self._path)]
+            proc = self._reactor.spawnProcess(ProcessProtocol(), sys.executable, argv, env=env,
+                                              childFDs={0: "w", 1: 1, 2: 2})
+            self._procs.append(proc)
+            log.info("started worker {index} (pid {pid})", index=i + 1, pid=proc.pid)
+
+    def stopService(self) -> None:
+        super().stopService()
+        for proc in self._procs:
+            try:
+                proc.signalProcess("TERM")
+            except Exception:
+                pass
+
+
+class Gateway(MultiService):
+    """The running gateway; attributes give tests and the admin API access to the parts."""
+
+    parts: dict[str, Any]
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.parts = {}
+        self._shutdown_deadline = 10.0
+
+    def stopService(self) -> defer.Deferred[None]:
+        """Stop accepting, close WebSockets with 1001, let in-flight requests finish (bounded)."""
+        d = defer.maybeDeferred(super().stopService)
+        tunnels = self.parts.get("tunnels")
+        if tunnels is not None:
+            tunnels.close_all(1001, "going away")
+        factory = self.parts.get("http")
+
+        def drain(_: object) -> defer.Deferred[None] | None:
+            if factory is None or not hasattr(factory, "drain"):
+                return None
+            return factory.drain(self._shutdown_deadline)
+
+        d.addCallback(drain)
+        store = self.parts.get("store")
+        if store is not None:
+            d.addBoth(lambda r: (store.close(), r)[1])
+        return d
+
+
+def make_service(cfg: Config, reactor: Any = None) -> Gateway:
+    """Build the gateway service from ``cfg`` (the global reactor unless one is given)."""
+    if reactor is None:
+        from twisted.internet import reactor as _reactor
+
+        reactor = _reactor
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    from proxy.audit import Audit
+    from proxy.gate import Gate
+    from proxy.http1 import GatewayFactory
+    from proxy.metrics import Metrics
+    from proxy.reload import TrustState
+    from proxy.sessions import SessionManager
+    from proxy.stores import open_store
+    from proxy.tls import LiveServerTLS, identify, revalidate
+    from proxy.tunnel import TunnelRegistry
+    from proxy.upstream import UpstreamPools
+
+    gw = Gateway(cfg, reactor)
+    is_worker = os.environ.get("CERTGATE_WORKER") == "1"
+    metrics = Metrics()
+    audit = Audit.open(cfg.audit.file, now=reactor.seconds)
+    trust_state = TrustState(cfg, reactor)
+    creator = LiveServerTLS(trust_state, cfg)
+    store = open_store(cfg.sessions.store, cfg.base_dir)
+    tunnels = TunnelRegistry()
+    sessions = SessionManager(store, reactor, cfg.sessions, tunnels, audit)
+    endpoints, front_doors = _login_parts(cfg, store, sessions, reactor, audit)
+    gate = Gate(config=cfg, sessions=sessions, clock=reactor, audit=audit, endpoints=endpoints,
+                front_doors=front_doors, metrics=metrics)
+    pools = UpstreamPools(cfg.routes, reactor, reactor)
+    http = GatewayFactory(gate=gate, identify=identify, config=cfg, pools=pools, clock=reactor,
+                          tunnels=tunnels, metrics=metrics)
+    tls_factory = TLSMemoryBIOFactory(creator, False, http, clock=reactor)
+    gw.parts.update(trust=trust_state, tls=creator, store=store, tunnels=tunnels, sessions=sessions, gate=gate,
+                    pools=pools, http=http, metrics=metrics, audit=audit)
+
+    def after_reload(old: Any, new: Any) -> None:
+        now = reactor.seconds()
+        closed = revalidate(list(http.connections), trust_state, now)
+        ended = sessions.revalidate(lambda rec: _still_valid(trust_state, rec, now), "trust-store-changed")
+        if closed or ended:
+            log.info("trust reload closed {closed} connection(s) and ended {ended} session(s)",
+                     closed=closed, ended=ended)
+
+    trust_state.add_listener(after_reload)
+    _Listener(reactor, cfg.listen.address, cfg.listen.port, tls_factory,
+              reuse_port=cfg.listen.workers > 1).setServiceParent(gw)
+    if cfg.trust.reload_interval > 0:
+        TimerService(cfg.trust.reload_interval, trust_state.maybe_reload).setServiceParent(gw)
+    if cfg.admin.port and not is_worker:
+        from proxy.admin import admin_service
+
+        admin_service(cfg, gw, reactor).setServiceParent(gw)
+    if cfg.listen.workers > 1 and not is_worker:
+        _Workers(reactor, cfg.path, cfg.listen.workers - 1).setServiceParent(gw)
+
+    def on_sighup(signum: int, frame: object) -> None:
+        reactor.callFromThread(trust_state.reload, "SIGHUP")
+
+    if hasattr(signal, "SIGHUP") and reactor is not None and _is_main_thread():
+        signal.signal(signal.SIGHUP, on_sighup)
+    if cfg.routes and any(r.tls and r.tls.unsafe_skip_verify for r in cfg.routes):
+        log.warn("UNSAFE: upstream TLS verification is off for route(s) {names}",
+                 names=", ".join(r.name for r in cfg.routes if r.tls and r.tls.unsafe_skip_verify))
+    return gw
+
+
+def _is_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _still_valid(trust_state: Any, rec: Any, now: float) -> bool:
+    """True when a session's certificate still verifies and maps under the current trust state."""
+    checker = getattr(trust_state, "still_valid", None)
+    if checker is None:
+        return True
+    return bool(checker(rec.cert_der, rec.chain_der, now))
+
+
+def _login_parts(cfg: Config, store: Any, sessions: Any, reactor: Any, audit: Any
+                 ) -> tuple[dict[str, Any], list[Any]]:
+    """Login endpoints and the front doors the configured routes ask for."""
+    from proxy.login.service import LoginService
+
+    login = LoginService(config=cfg, store=store, sessions=sessions, clock=reactor, audit=audit)
+    endpoints = dict(login.endpoints())
+    doors: list[Any] = []
+    kinds = {r.kind for r in cfg.routes}
+    if "cockpit" in kinds:
+        from proxy.frontdoors.cockpit import CockpitFrontDoor
+
+        doors.append(CockpitFrontDoor(config=cfg, login=login, sessions=sessions, store=store, clock=reactor,
+                                      audit=audit))
+    if "joc" in kinds:
+        from proxy.frontdoors.joc import JocFrontDoor
+
+        doors.append(JocFrontDoor(config=cfg, login=login, sessions=sessions, clock=reactor, audit=audit))
+    return endpoints, doors

@@ -1,0 +1,154 @@
+"""The session store contract: trusted sessions plus the login engine's small durable state.
+
+A store keeps :class:`SessionRecord` values by id, and the counters the login needs to be
+safe across restarts (failure counters, last used TOTP step, single-use ids). Every method
+is atomic on its own: ``update`` is a read-modify-write that cannot interleave with another
+``update`` of the same record, ``use_totp_step`` and ``consume_once`` are compare-and-set.
+
+Stores do not interpret session times (the :class:`proxy.sessions.SessionManager` does);
+they only drop records whose ``expire_at`` hint (see :func:`record_expiry`) has passed, to
+bound their size. Times are epoch seconds from the injected clock, never read here.
+Implementations: :mod:`proxy.stores.memory`, :mod:`proxy.stores.sqlite`,
+:mod:`proxy.stores.redis`; one conformance test mixin runs against all three.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Protocol, runtime_checkable
+
+
+class StoreError(Exception):
+    """A store could not be opened or used; the message says which store and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """One trusted session.
+
+    ``fingerprint`` is the lower-case hex SHA-256 of the certificate the session is bound to;
+    ``cert_der``/``chain_der`` keep that certificate and its chain so the sessions can be
+    re-verified after a trust-store reload. ``proved_at`` is the time of the last full TLS
+    handshake on which that certificate was presented by a request of this session.
+    ``long_until`` is 0.0 without a long trusted session, else the time it was activated
+    *plus* the long grace at activation (an upper bound; the manager re-derives the end).
+    ``ended`` is a reason code once the session was ended (tombstone), else None.
+    """
+
+    id: str
+    account: str
+    fingerprint: str
+    cert_der: bytes
+    chain_der: tuple[bytes, ...]
+    created_at: float
+    proved_at: float
+    last_seen: float
+    long_until: float = 0.0
+    methods: tuple[str, ...] = ()
+    client_ip: str = ""
+    ended: str | None = None
+
+    def with_(self, **changes: Any) -> "SessionRecord":
+        """A copy with ``changes`` applied (unknown field names raise TypeError)."""
+        return replace(self, **changes)
+
+
+FIELD_NAMES = frozenset(f.name for f in fields(SessionRecord))
+#: fields ``update`` may change (the id and the certificate binding never change)
+MUTABLE_FIELDS = frozenset({"proved_at", "last_seen", "long_until", "client_ip", "ended", "methods"})
+
+
+def check_update_fields(fields_: dict[str, Any]) -> None:
+    """Raise ValueError naming the field when ``update`` is asked to change an immutable/unknown one."""
+    for k in fields_:
+        if k not in MUTABLE_FIELDS:
+            why = "is not a SessionRecord field" if k not in FIELD_NAMES else "cannot be changed after creation"
+            raise ValueError(f"session update: field {k!r} {why}")
+
+
+def record_to_json(rec: SessionRecord) -> str:
+    """Serialise a record (bytes as base64) for stores that keep text."""
+    d = asdict(rec)
+    d["cert_der"] = base64.b64encode(rec.cert_der).decode("ascii")
+    d["chain_der"] = [base64.b64encode(c).decode("ascii") for c in rec.chain_der]
+    d["methods"] = list(rec.methods)
+    return json.dumps(d, separators=(",", ":"))
+
+
+def record_from_json(text: str | bytes) -> SessionRecord:
+    """The inverse of :func:`record_to_json`; raises StoreError on malformed data."""
+    try:
+        d = json.loads(text)
+        d["cert_der"] = base64.b64decode(d["cert_der"])
+        d["chain_der"] = tuple(base64.b64decode(c) for c in d["chain_der"])
+        d["methods"] = tuple(d["methods"])
+        return SessionRecord(**d)
+    except (ValueError, KeyError, TypeError) as e:
+        raise StoreError(f"malformed session record in store: {e}") from None
+
+
+#: Seconds an ended record (tombstone) is kept after ``last_seen``, so its end reason stays visible.
+TOMBSTONE_SECONDS = 600.0
+#: No live session outlives ``created_at`` + this (``[sessions] max_lifetime`` is at most 30 days).
+MAX_RECORD_AGE = 31 * 86400.0
+
+
+def record_expiry(rec: SessionRecord) -> float:
+    """The instant after which a store may forget ``rec`` (its own size bound, not a session rule).
+
+    Ended records are kept :data:`TOMBSTONE_SECONDS` after ``last_seen``; live ones until
+    ``created_at + MAX_RECORD_AGE``, after which no configuration lets them live.
+    """
+    if rec.ended is not None:
+        return rec.last_seen + TOMBSTONE_SECONDS
+    return rec.created_at + MAX_RECORD_AGE
+
+
+@runtime_checkable
+class ISessionStore(Protocol):
+    """Durable state of trusted sessions and of the login engine. All methods are atomic."""
+
+    def create(self, rec: SessionRecord) -> None:
+        """Store a new record; raise StoreError if the id exists."""
+
+    def get(self, session_id: str) -> SessionRecord | None:
+        """The record, or None if unknown or forgotten."""
+
+    def update(self, session_id: str, **fields: Any) -> SessionRecord | None:
+        """Atomically change mutable fields; the new record, or None if the id is gone."""
+
+    def delete(self, session_id: str) -> bool:
+        """Remove a record; True if it existed."""
+
+    def list(self) -> list[SessionRecord]:
+        """Every stored record (including ended tombstones), in no particular order."""
+
+    def delete_where(self, *, account: str | None = None, fingerprint: str | None = None) -> list[str]:
+        """Remove every record matching all given criteria (at least one); the removed ids."""
+
+    def incr_failure(self, key: str, now: float, window: float) -> int:
+        """Record a failure for ``key`` at ``now``; the number of failures within ``window`` seconds."""
+
+    def failures(self, key: str, now: float, window: float) -> int:
+        """The number of failures recorded for ``key`` in ``(now - window, now]``."""
+
+    def reset_failures(self, key: str) -> None:
+        """Forget every failure of ``key``."""
+
+    def use_totp_step(self, account: str, step: int) -> bool:
+        """Compare-and-set: True (and remember ``step``) only if ``step`` > the last used step."""
+
+    def consume_once(self, namespace: str, item_id: str, expires_at: float) -> bool:
+        """True the first time ``(namespace, item_id)`` is seen; False on any later call.
+
+        The id is remembered at least until ``expires_at``.
+        """
+
+    def purge(self, now: float) -> int:
+        """Forget records past :func:`record_expiry`, single-use ids past their ``expires_at`` and
+        failures older than 31 days; the number of sessions forgotten. (Redis expires keys itself.)"""
+
+    def close(self) -> None:
+        """Release connections/files; the store must not be used afterwards."""

@@ -1,0 +1,138 @@
+"""An in-process session store: fast, lost at exit, not shared between worker processes.
+
+Use it for tests and single-process setups that accept losing sessions at restart. A lock
+makes every method atomic even if called from several threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from proxy.stores.interface import SessionRecord, StoreError, check_update_fields, record_expiry
+
+_FAILURE_KEEP = 31 * 86400.0
+
+
+class MemoryStore:
+    """:class:`proxy.stores.interface.ISessionStore` in a dict."""
+
+    kind = "memory"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sessions: dict[str, SessionRecord] = {}
+        self._failures: dict[str, list[float]] = {}
+        self._totp: dict[str, int] = {}
+        self._once: dict[tuple[str, str], float] = {}
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("memory store: used after close()")
+
+    # sessions ------------------------------------------------------------------
+    def create(self, rec: SessionRecord) -> None:
+        with self._lock:
+            self._check_open()
+            if rec.id in self._sessions:
+                raise StoreError(f"memory store: session id {rec.id[:8]}... already exists")
+            self._sessions[rec.id] = rec
+
+    def get(self, session_id: str) -> SessionRecord | None:
+        with self._lock:
+            self._check_open()
+            return self._sessions.get(session_id)
+
+    def update(self, session_id: str, **fields: Any) -> SessionRecord | None:
+        check_update_fields(fields)
+        with self._lock:
+            self._check_open()
+            rec = self._sessions.get(session_id)
+            if rec is None:
+                return None
+            rec = rec.with_(**fields)
+            self._sessions[session_id] = rec
+            return rec
+
+    def delete(self, session_id: str) -> bool:
+        with self._lock:
+            self._check_open()
+            return self._sessions.pop(session_id, None) is not None
+
+    def list(self) -> list[SessionRecord]:
+        with self._lock:
+            self._check_open()
+            return list(self._sessions.values())
+
+    def delete_where(self, *, account: str | None = None, fingerprint: str | None = None) -> list[str]:
+        if account is None and fingerprint is None:
+            raise ValueError("delete_where needs account and/or fingerprint")
+        with self._lock:
+            self._check_open()
+            gone = [r.id for r in self._sessions.values()
+                    if (account is None or r.account == account)
+                    and (fingerprint is None or r.fingerprint == fingerprint)]
+            for sid in gone:
+                del self._sessions[sid]
+            return gone
+
+    # login state ---------------------------------------------------------------
+    def incr_failure(self, key: str, now: float, window: float) -> int:
+        with self._lock:
+            self._check_open()
+            kept = [t for t in self._failures.get(key, []) if t > now - window]
+            kept.append(now)
+            self._failures[key] = kept
+            return len(kept)
+
+    def failures(self, key: str, now: float, window: float) -> int:
+        with self._lock:
+            self._check_open()
+            return sum(1 for t in self._failures.get(key, []) if now - window < t <= now)
+
+    def reset_failures(self, key: str) -> None:
+        with self._lock:
+            self._check_open()
+            self._failures.pop(key, None)
+
+    def use_totp_step(self, account: str, step: int) -> bool:
+        with self._lock:
+            self._check_open()
+            last = self._totp.get(account)
+            if last is not None and step <= last:
+                return False
+            self._totp[account] = step
+            return True
+
+    def consume_once(self, namespace: str, item_id: str, expires_at: float) -> bool:
+        with self._lock:
+            self._check_open()
+            k = (namespace, item_id)
+            if k in self._once:
+                return False
+            self._once[k] = expires_at
+            return True
+
+    def purge(self, now: float) -> int:
+        with self._lock:
+            self._check_open()
+            gone = [sid for sid, r in self._sessions.items() if record_expiry(r) <= now]
+            for sid in gone:
+                del self._sessions[sid]
+            for k in [k for k, exp in self._once.items() if exp < now]:
+                del self._once[k]
+            for key in list(self._failures):
+                kept = [t for t in self._failures[key] if t > now - _FAILURE_KEEP]
+                if kept:
+                    self._failures[key] = kept
+                else:
+                    del self._failures[key]
+            return len(gone)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+
+    def __repr__(self) -> str:
+        return "MemoryStore()"

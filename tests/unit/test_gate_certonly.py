@@ -1,0 +1,143 @@
+"""Gate: endpoints, front doors, client_auth none, invalid certificates, certificate-only mode."""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet.task import Clock
+
+from proxy.audit import memory_audit
+from proxy.gate import Gate
+from proxy.messages import ConnContext, Forward, RequestHead, Response
+from proxy.metrics import Metrics
+from proxy.stores.testing import make_config, make_identity
+
+HTML = [(b"Accept", b"text/html,application/xhtml+xml")]
+JSON = [(b"Accept", b"application/json")]
+
+
+def head(target: bytes = b"/", method: bytes = b"GET", headers=None) -> RequestHead:
+    return RequestHead(method=method, target=target, version=b"1.1", headers=list(headers or []))
+
+
+def conn(identity) -> ConnContext:
+    return ConnContext(identity=identity, connected_at=0.0)
+
+
+class Door:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.calls = 0
+
+    def matches(self, h, route) -> bool:
+        return h.path == self.path
+
+    def decide(self, h, c, route):
+        self.calls += 1
+        return Response(299, [], b"door")
+
+
+def make_gate(sections=None, account_rules=None, endpoints=None, front_doors=(), metrics=None):
+    cfg = make_config(sections, account_rules=account_rules)
+    audit = memory_audit()
+    g = Gate(config=cfg, sessions=None, clock=Clock(), audit=audit, endpoints=endpoints or {},
+             front_doors=list(front_doors), metrics=metrics)
+    return g, cfg, audit
+
+
+def test_cert_only_valid_certificate_forwards_as_its_account():
+    m = Metrics()
+    g, cfg, audit = make_gate(metrics=m)
+    d = g.decide(head(b"/x?y=1"), conn(make_identity("alice")))
+    assert isinstance(d, Forward)
+    assert d.account == "alice" and d.session_id is None and d.route is cfg.default_route
+    assert m.value("gate_decisions_total", "forward") == 1
+    assert audit.records == []  # the hot path writes no audit line
+
+
+def test_invalid_certificate_is_explained_not_treated_as_absent():
+    g, _, audit = make_gate({"listen": {"client_auth": "want"}})
+    ident = make_identity("alice", ok=False, invalid_reason="certificate expired at 2020-01-01")
+    d = g.decide(head(headers=HTML), conn(ident))
+    assert isinstance(d, Response) and d.status == 403
+    assert b"certificate expired at 2020-01-01" in d.body and b"<!DOCTYPE html>" in d.body
+    assert audit.records[-1]["reason"] == "certificate-invalid"
+    assert audit.records[-1]["fingerprint"] == ident.fingerprint
+    d2 = g.decide(head(headers=JSON), conn(ident))
+    body = json.loads(d2.body)
+    assert d2.status == 403 and body["error"] == "certificate-invalid"
+    assert "expired" in body["message"]
+
+
+def test_invalid_certificate_refused_even_in_session_mode():
+    g, _, _ = make_gate({"listen": {"client_auth": "want"},
+                         "login": {"required_auth_methods": [["tls-cert", "password"]]}})
+    d = g.decide(head(headers=JSON), conn(make_identity("alice", ok=False)))
+    assert d.status == 403 and json.loads(d.body)["error"] == "certificate-invalid"
+
+
+def test_cert_only_without_certificate_is_a_clear_403():
+    g, _, audit = make_gate({"listen": {"client_auth": "want"}})
+    d = g.decide(head(headers=HTML), conn(make_identity(presented=False)))
+    assert isinstance(d, Response) and d.status == 403
+    assert b"certificate" in d.body
+    assert audit.records[-1]["reason"] == "certificate-required"
+
+
+def test_client_auth_none_forwards_anonymously():
+    g, _, _ = make_gate({"listen": {"client_auth": "none"}})
+    d = g.decide(head(), conn(make_identity(presented=False)))
+    assert isinstance(d, Forward) and d.account is None and d.session_id is None
+
+
+def test_certgate_paths_go_to_endpoints_and_unknown_is_404():
+    seen = []
+
+    def ep(h, c):
+        seen.append(h.path)
+        return Response(204)
+
+    g, _, _ = make_gate(endpoints={"/.certgate/ping": ep})
+    assert g.decide(head(b"/.certgate/ping"), conn(make_identity())).status == 204
+    assert seen == ["/.certgate/ping"]
+    for target in (b"/.certgate/nope", b"/.certgate", b"/.certgate/ping/x", b"/%2Ecertgate/x"):
+        d = g.decide(head(target, headers=JSON), conn(make_identity()))
+        assert isinstance(d, Response) and d.status == 404, target
+    # endpoints are reached even on a connection whose certificate is invalid (the login page explains)
+    assert g.decide(head(b"/.certgate/ping"), conn(make_identity(ok=False))).status == 204
+
+
+def test_endpoint_paths_must_be_under_the_prefix():
+    import pytest
+
+    with pytest.raises(ValueError, match="not under"):
+        make_gate(endpoints={"/login": lambda h, c: Response(200)})
+
+
+def test_front_doors_come_before_certificate_checks():
+    door = Door("/cockpit/login")
+    g, _, _ = make_gate({"listen": {"client_auth": "want"}}, front_doors=[door])
+    d = g.decide(head(b"/cockpit/login"), conn(make_identity(presented=False)))
+    assert d.status == 299 and door.calls == 1
+    d = g.decide(head(b"/other"), conn(make_identity("alice")))
+    assert isinstance(d, Forward) and door.calls == 1
+
+
+def test_account_rules_choose_cert_only_per_account():
+    g, _, _ = make_gate({"login": {"required_auth_methods": [["tls-cert", "password"]]}},
+                        account_rules={"robot": [["tls-cert"]]})
+    assert g.cert_only_for("robot") and not g.cert_only_for("alice") and not g.cert_only_for(None)
+    d = g.decide(head(), conn(make_identity("robot", cert=b"robot")))
+    assert isinstance(d, Forward) and d.account == "robot"
+
+
+def test_global_cert_only_with_an_account_needing_a_password():
+    g, _, _ = make_gate(account_rules={"alice": [["tls-cert", "password", "totp"]]})
+    assert g.cert_only_for("bob") and not g.cert_only_for("alice")
+    # alice needs a session; there is no session manager here, so she is sent to log in
+    d = g.decide(head(headers=HTML), conn(make_identity("alice")))
+    assert d.status == 302 and dict(d.headers)[b"Location"] == b"/.certgate/login?next=/"
+    d = g.decide(head(b"/api", method=b"POST", headers=JSON), conn(make_identity("alice")))
+    assert d.status == 401
+    assert dict(d.headers)[b"WWW-Authenticate"] == b'Certgate realm="certgate"'
+    assert json.loads(d.body) == {"error": "login-required", "login": "/.certgate/login"}
