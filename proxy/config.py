@@ -107,7 +107,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "totp_key": Key("path", None, "key file that encrypts the TOTP secrets"),
         "totp_window": Key("int", 1, "TOTP time steps accepted either side of now", 0, 10),
         "receipt_lifetime": Key("float", 300.0, "seconds an auth receipt lives", 10, 86400),
-        "max_startups": Key("maxstartups", "10", "concurrent pending logins: N or start:rate:full (as cockpit)"),
+        "max_startups": Key("maxstartups", (10, 100, 10), "concurrent pending logins: N or start:rate:full (as cockpit)"),
         "failure_limit": Key("int", 5, "failures per account, certificate or IP before throttling", 1, 1000),
         "failure_window": Key("float", 900.0, "seconds a failure counts", 1, 86400 * 30),
         "lockout": Key("float", 900.0, "seconds logins stay refused after the limit", 1, 86400 * 30),

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence, Un
 from urllib.parse import quote
 
 from proxy.messages import ConnContext, Decision, Forward, Headers, RequestHead, Response
+from proxy.stores.interface import StoreError
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 PREFIX = "/.certgate/"
 LOGIN_PATH = "/.certgate/login"
 CERT_ONLY = ["tls-cert"]
+_MAYBE_OURS = (b"/.", b"/%")
 
 DecisionOrDeferred = Union[Decision, "Deferred[Decision]"]
 Endpoint = Callable[[RequestHead, ConnContext], DecisionOrDeferred]
@@ -105,7 +107,14 @@ class Gate:
         self._sessions = sessions
         self._clock = clock
         self._audit = audit
-        self._endpoints = dict(endpoints)
+        self._endpoints = {}
+        if sessions is not None:  # certgate's own session endpoints, unless the caller mounts its own
+            from proxy.presence import session_endpoints
+
+            self._endpoints.update(session_endpoints(sessions))
+            if metrics is not None and hasattr(sessions, "use_metrics"):
+                sessions.use_metrics(metrics)
+        self._endpoints.update(endpoints)
         for p in self._endpoints:
             if not p.startswith(PREFIX):
                 raise ValueError(f"endpoint path {p!r} is not under {PREFIX}")
@@ -116,6 +125,7 @@ class Gate:
         self._want_mode = config.listen.client_auth == "want"
         self._global_cert_only = CERT_ONLY in config.login.required_auth_methods
         self._account_cert_only = {a: (CERT_ONLY in r) for a, r in config.account_rules.items()}
+        self._cookie_prefix = (config.sessions.cookie_name + "=").encode("ascii")
         self._access_rules = list(config.access_rules)
         self._access_check: Callable[..., Any] | None = None
         if self._access_rules:
@@ -172,15 +182,16 @@ class Gate:
 
     def decide(self, head: RequestHead, conn: ConnContext) -> DecisionOrDeferred:
         """The decision for one request head; see the module docstring for the order."""
-        path = head.path
-        if path.startswith(PREFIX) or path == "/.certgate":
-            ep = self._endpoints.get(path)
-            if ep is None:
-                return error_page(head, 404, "not-found", "Not found", f"No certgate endpoint at {path[:200]}.")
-            if self._local is not None:
-                self._local.inc()
-            return ep(head, conn)
-        route = self._single_route or self._route_for(path)
+        if head.target[:2] in _MAYBE_OURS:  # only "/." or "/%.." can decode to /.certgate (cheap test first)
+            path = head.path
+            if path.startswith(PREFIX) or path == "/.certgate":
+                ep = self._endpoints.get(path)
+                if ep is None:
+                    return error_page(head, 404, "not-found", "Not found", f"No certgate endpoint at {path[:200]}.")
+                if self._local is not None:
+                    self._local.inc()
+                return ep(head, conn)
+        route = self._single_route or self._route_for(head.path)
         for door in self._front_doors:
             if door.matches(head, route):
                 return door.decide(head, conn, route)
@@ -202,8 +213,31 @@ class Gate:
                         return denied
                 if self._forwards is not None:
                     self._forwards.inc()
-                return Forward(route, account=account)
+                return Forward(route, account=account, set_headers=self.without_session_cookie(head))
         return self._session_mode(head, conn, route)
+
+    def without_session_cookie(self, head: RequestHead) -> Headers:
+        """``set_headers`` that replace the client's Cookie headers by one without certgate's cookie.
+
+        The session token never reaches the upstream (a leaked token plus the grace window
+        would be enough in want mode). Empty when the request does not carry our cookie; when
+        nothing else remains the upstream gets an empty ``Cookie`` header.
+        """
+        prefix = self._cookie_prefix
+        found = False
+        for k, v in head.headers:
+            if len(k) == 6 and k.lower() == b"cookie" and prefix in v:
+                found = True
+                break
+        if not found:
+            return []
+        keep: list[bytes] = []
+        for v in head.get_all(b"cookie"):
+            for part in v.split(b";"):
+                part = part.strip()
+                if part and not part.startswith(prefix):
+                    keep.append(part)
+        return [(b"Cookie", b"; ".join(keep))]
 
     def _access_denied(self, head: RequestHead, conn: ConnContext, account: str | None) -> Response | None:
         ident = conn.identity
@@ -231,7 +265,14 @@ class Gate:
                                   "This gateway needs your client certificate (smart card). Insert it, then "
                                   "restart the browser or open a new private window so it asks again.")
             return self.login_required(head, "login-required")
-        chk = sessions.check(sid, ident, ident.client_ip)
+        try:
+            chk = sessions.check(sid, ident, ident.client_ip)
+        except StoreError as e:  # fail closed, say so, keep serving
+            self._audit.record("gate", "deny", "session-store-unavailable", client_ip=ident.client_ip,
+                               error=str(e)[:300])
+            return error_page(head, 503, "session-store-unavailable", "Temporarily unavailable",
+                              "certgate cannot reach its session store; try again shortly.",
+                              headers=[(b"Retry-After", b"5")])
         if not chk.ok:
             if chk.reason == "session-cert-mismatch":
                 return self._deny(head, conn, 403, "session-cert-mismatch", "Session refused",
@@ -246,4 +287,5 @@ class Gate:
                 return denied
         if self._forwards is not None:
             self._forwards.inc()
-        return Forward(route, account=record.account, session_id=record.id)
+        return Forward(route, account=record.account, session_id=record.id,
+                       set_headers=self.without_session_cookie(head))

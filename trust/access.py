@@ -27,12 +27,15 @@ class AccessRule:
     entries; matches when any certificate of the verified chain is one of them.
     ``cns``: exact accounts (the certificate's mapped account, i.e. its CN by default).
     ``ip_ranges``: client networks (an address is a /32 or /128 network).
+    ``broken``: the configuration had invalid items; the rule then matches nothing
+    (fail closed: dropping an invalid item must never widen a rule).
     """
 
     name: str
     cas: tuple[str, ...] = ()
     cns: tuple[str, ...] = ()
     ip_ranges: tuple[IPNetwork, ...] = ()
+    broken: bool = False  # set by the parser when a criterion had invalid items: never matches
 
     @property
     def ip_only(self) -> bool:
@@ -62,6 +65,8 @@ def parse_ip(client_ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | 
 
 def _mismatch(rule: AccessRule, verdict: Verdict | None, account: str | None,
               addr: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> str | None:
+    if rule.broken:
+        return "rule has configuration problems and matches nothing"
     if rule.ip_ranges:
         if addr is None or not any(addr.version == net.version and addr in net for net in rule.ip_ranges):
             return "client address not in ip_ranges"

@@ -358,6 +358,9 @@ def _cert_entry(kind: Kind, rel: str, cert: x509.Certificate, fp: str, now: _dt.
 def _crl_entry(rel: str, crl: x509.CertificateRevocationList, cas: list[StoreEntry], now: _dt.datetime
                ) -> tuple[tuple[IssuerKey, StoreEntry] | None, str]:
     issuer = certinfo.subject_text(crl.issuer)
+    unsupported = _crl_unsupported(crl)
+    if unsupported:
+        return None, unsupported
     same_name = [e for e in cas if e.cert is not None and e.cert.subject == crl.issuer]
     if not same_name:
         return None, f"CRL issuer {issuer} is not a CA of this store (add the CA first)"
@@ -382,6 +385,22 @@ def _crl_entry(rel: str, crl: x509.CertificateRevocationList, cas: list[StoreEnt
     files = ", ".join(e.file for e in same_name)
     return None, (f"CRL signature does not verify with the key of CA {issuer} ({files}): "
                   "it was signed by another key")
+
+
+def _crl_unsupported(crl: x509.CertificateRevocationList) -> str | None:
+    # Only complete, direct CRLs are understood; a delta, indirect or partitioned CRL taken
+    # as complete could make an unlisted serial look good.
+    for ext in crl.extensions:
+        if isinstance(ext.value, x509.DeltaCRLIndicator):
+            return "delta CRLs are not supported: add the complete CRL of this CA"
+        if isinstance(ext.value, x509.IssuingDistributionPoint):
+            idp = ext.value
+            if idp.indirect_crl or idp.only_some_reasons or idp.only_contains_attribute_certs:
+                return "indirect or partitioned CRLs (IssuingDistributionPoint) are not supported"
+        elif ext.critical:
+            name = getattr(ext.oid, "_name", None) or ext.oid.dotted_string
+            return f"the CRL has an unsupported critical extension {name}"
+    return None
 
 
 # --------------------------------------------------------------------------- watching and writing

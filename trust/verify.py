@@ -33,10 +33,19 @@ _EE_POLICY = (ExtensionPolicy.webpki_defaults_ee()
               .may_be_present(x509.AuthorityKeyIdentifier, _A, None)
               .may_be_present(x509.BasicConstraints, _A, None)
               .may_be_present(x509.KeyUsage, _A, None))
-# CAs: BasicConstraints CA:TRUE stays required; old enterprise CAs may lack AKI/SKI.
+
+
+def _ca_key_usage(policy: object, cert: x509.Certificate, ku: x509.KeyUsage | None) -> None:
+    # Absent KeyUsage is tolerated (legacy enterprise CAs); present, it must allow keyCertSign.
+    if ku is not None and not ku.key_cert_sign:
+        raise ValueError("CA key usage does not allow keyCertSign")
+
+
+# CAs: BasicConstraints CA:TRUE stays required; old enterprise CAs may lack AKI/SKI/KeyUsage.
 _CA_POLICY = (ExtensionPolicy.webpki_defaults_ca()
               .may_be_present(x509.AuthorityKeyIdentifier, _A, None)
-              .may_be_present(x509.SubjectKeyIdentifier, _A, None))
+              .may_be_present(x509.SubjectKeyIdentifier, _A, None)
+              .may_be_present(x509.KeyUsage, _A, _ca_key_usage))
 
 
 @dataclass(frozen=True)
@@ -139,12 +148,15 @@ def verify(leaf: x509.Certificate | None, intermediates: Sequence[x509.Certifica
     certificate whose issuer is a store CA). Trust is never matched by issuer name alone.
     ``now`` must be an aware datetime. Does not map the certificate to an account.
     """
+    if now.tzinfo is None:
+        raise ValueError("verify() needs an aware datetime for now")
     if leaf is None:
         return NO_CERTIFICATE
     try:
         _ = leaf.extensions, [c.extensions for c in intermediates]
     except ValueError as exc:
         return _refusal("malformed", f"a certificate extension cannot be parsed: {exc}")
+    intermediates = [c for c in intermediates if c != leaf]  # some stacks repeat the leaf in the chain
     fp = certinfo.fingerprint(leaf)
     pinned_entry = generation.pinned_entry(fp)
     reasons = _leaf_reasons(leaf, pinned_entry, policy, now)
@@ -176,15 +188,15 @@ def verify(leaf: x509.Certificate | None, intermediates: Sequence[x509.Certifica
                 for d in (certinfo.not_before(c), certinfo.not_after(c))] + next_updates
     future = [d for d in instants if d > now]
     valid_until = min(future) if future else None
-    files = tuple(e.file for e in (generation.by_fingerprint.get(certinfo.fingerprint(c)) for c in chain)
-                  if e is not None) if ok else ()
+    fps = tuple(certinfo.fingerprint(c) for c in chain) if ok else ()
+    files = tuple(e.file for e in (generation.by_fingerprint.get(f) for f in fps) if e is not None)
     return Verdict(
         ok=ok, reasons=tuple(reasons), fingerprint=fp, subject=certinfo.subject_text(leaf.subject),
         issuer=certinfo.subject_text(leaf.issuer), serial=leaf.serial_number,
         not_before=certinfo.not_before(leaf), not_after=certinfo.not_after(leaf),
-        chain=chain if ok else (), anchor_fingerprint=certinfo.fingerprint(chain[-1]) if ok else None,
+        chain=chain if ok else (), anchor_fingerprint=fps[-1] if ok else None,
         pinned=pinned_entry is not None, valid_until=valid_until, warnings=tuple(warnings),
-        store_files=files, chain_fingerprints=tuple(certinfo.fingerprint(c) for c in chain) if ok else (),
+        store_files=files, chain_fingerprints=fps,
         valid_until_ts=valid_until.timestamp() if valid_until else None)
 
 

@@ -8,7 +8,7 @@ import json
 import os
 import platform
 import resource
-import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from . import ceiling, configs, phases, report
-from .pki import FLAVOURS, make_pki
-from .procs import Proc, port_open, start
+from .pki import make_pki
+from .procs import Proc, start
 from .runs import FULL, QUICK, Env, Runner
 
 
@@ -49,17 +49,14 @@ def versions(env: Env) -> dict[str, str]:
 
 
 def start_upstreams(env: Env) -> dict[str, Proc]:
-    for port in (configs.UPSTREAM_PORT, configs.STREAM_PORT):
-        if port_open(port):
-            raise SystemExit(f"port {port} (benchmark upstream) is already in use by another program; stop it first")
     d = env.out / "run" / "upstream"
-    conf = configs.nginx_upstream(d)
+    conf = configs.nginx_upstream(d, env.ports.upstream)
     main = start("upstream", ["nginx", "-c", str(conf), "-p", str(d)], env.out / "logs" / "upstream.log",
                  env.server_cpus)
     stream = start("upstream-stream", [sys.executable, str(Path(__file__).parent.parent / "upstream_stream.py"),
-                                       str(configs.STREAM_PORT)], env.out / "logs" / "upstream-stream.log",
+                                       str(env.ports.stream)], env.out / "logs" / "upstream-stream.log",
                    env.server_cpus)
-    for p, port in ((main, configs.UPSTREAM_PORT), (stream, configs.STREAM_PORT)):
+    for p, port in ((main, env.ports.upstream), (stream, env.ports.stream)):
         if not p.wait_port(port):
             main.stop()
             stream.stop()
@@ -75,7 +72,7 @@ def profile_certgate(env: Env, plan_s: float, upstreams: dict[str, Proc]) -> str
     pyspy = env.root / ".venv" / "bin" / "py-spy"
     if not pyspy.exists():
         return "py-spy is not installed in .venv (bench/run.sh --profile installs it)\n"
-    proc, port = start_proxy(env, "certgate", "ec", configs.UPSTREAM_PORT, 1, "ec-profile", env.server_cpus)
+    proc, port = start_proxy(env, "certgate", "ec", env.ports.upstream, 1, "ec-profile", env.server_cpus)
     out = []
     try:
         if not proc.wait_port(port):
@@ -108,6 +105,8 @@ def main() -> int:
     ap.add_argument("--reps", type=int, help="override the number of repetitions")
     ap.add_argument("--standin", action="store_true", help="run nginx in the certgate slot (harness development)")
     ap.add_argument("--profile", action="store_true", help="also sample certgate with py-spy")
+    ap.add_argument("--port-base", type=int, default=19000,
+                    help="first candidate port base (ports base+80, +81, +443, +451; next base +1000 if busy)")
     ap.add_argument("--server-cpus", default="0")
     ap.add_argument("--load-cpus", default="1")
     a = ap.parse_args()
@@ -125,12 +124,14 @@ def main() -> int:
     server_cpus, load_cpus = (a.server_cpus, a.load_cpus) if ncpu >= 2 else (None, None)
     env = Env(out, a.root.resolve(), [] if a.standin else [str(certgate_bin)], a.tools / "cgload",
               a.tools / "certinject.so", server_cpus, load_cpus,
-              f"{a.server_cpus},{a.load_cpus}" if ncpu >= 2 else None)
+              f"{a.server_cpus},{a.load_cpus}" if ncpu >= 2 else None, configs.choose_ports(a.port_base))
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))  # inherited by the servers
     if load_cpus:
         os.sched_setaffinity(0, {int(c) for c in load_cpus.split(",")})
 
+    # SIGTERM (e.g. make interrupted) unwinds like Ctrl-C, so every started process is stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     t_start = time.monotonic()
     log(f"certgate bench, {plan.name} mode, {plan.reps} rep(s), flavours {','.join(plan.flavours)}; out {out}")
     if a.standin:
@@ -183,7 +184,9 @@ def main() -> int:
         "Ceiling: system OpenSSL for nginx, the cryptography wheel's OpenSSL for certgate; "
         "'X at N%' = share of its measured µs per handshake that is public-key work.",
         "workers row: certgate, upstream and wrk -t2 -c64 all share cores "
-        f"{env.both_cpus} (no per-process pinning), same for workers=1 and workers=2.",
+        f"{env.both_cpus} (no per-process pinning), same for workers=1 and workers=2; "
+        "both use a SQLite session store (workers > 1 requires a shared store).",
+        report.interference(records),
     ]
     problems = sorted(set(runner.problems))
     text += "\n" + "\n".join(notes) + "\n"
@@ -194,7 +197,7 @@ def main() -> int:
     if profile_md:
         md += "\n### Where certgate's time goes (py-spy)\n\n" + profile_md
     meta = {"mode": plan.name, "plan": dataclasses.asdict(plan), "versions": versions(env),
-            "server_cpus": server_cpus, "load_cpus": load_cpus, "standin": a.standin,
+            "ports": dataclasses.asdict(env.ports) | {"all": env.ports.all()}, "server_cpus": server_cpus, "load_cpus": load_cpus, "standin": a.standin,
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "duration_s": round(time.monotonic() - t_start, 1)}
     (out / "results.json").write_text(json.dumps({"meta": meta, "ceiling": ceil, "table": lines,

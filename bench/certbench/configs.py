@@ -7,11 +7,53 @@ X-Remote-User, preserve Host, pass WebSocket upgrades, and stream bodies both wa
 
 from __future__ import annotations
 
+import socket
+from dataclasses import dataclass
 from pathlib import Path
 
-UPSTREAM_PORT = 18080  # nginx `return 200 "hello\n"`
-STREAM_PORT = 18081    # upstream_stream.py: WebSocket echo, large bodies
-PROXY_PORTS = {"nginx": 18443, "certgate": 18451}
+
+@dataclass(frozen=True)
+class Ports:
+    """The loopback ports of one benchmark: base+80, +81, +443, +451."""
+
+    base: int
+
+    @property
+    def upstream(self) -> int:  # nginx `return 200 "hello\n"`
+        return self.base + 80
+
+    @property
+    def stream(self) -> int:  # upstream_stream.py: WebSocket echo, large bodies
+        return self.base + 81
+
+    def proxy(self, name: str) -> int:
+        return self.base + {"nginx": 443, "certgate": 451}[name]
+
+    def all(self) -> list[int]:
+        return [self.upstream, self.stream, self.proxy("nginx"), self.proxy("certgate")]
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def choose_ports(first_base: int = 19000) -> Ports:
+    """The first base (19000, 20000, ... 31000) whose four ports are all free.
+
+    Bases stay below the usual ephemeral range (32768+), so a load generator's
+    outgoing connections never hold a port a proxy is about to listen on.
+    """
+    for base in range(first_base, 32000, 1000):
+        ports = Ports(base)
+        if all(_free(p) for p in ports.all()):
+            return ports
+    raise RuntimeError(f"no free set of benchmark ports between {first_base} and 32000 on 127.0.0.1")
 
 _NGINX_COMMON = """worker_processes 1;
 daemon off;
@@ -27,7 +69,7 @@ def _nginx_dirs(d: Path) -> str:
                    for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
 
 
-def nginx_upstream(d: Path) -> Path:
+def nginx_upstream(d: Path, port: int) -> Path:
     """The plain-HTTP upstream: one worker answering 200 "hello\\n" with keep-alive."""
     d.mkdir(parents=True, exist_ok=True)
     conf = d / "nginx.conf"
@@ -36,7 +78,7 @@ def nginx_upstream(d: Path) -> Path:
 {_nginx_dirs(d)}  keepalive_requests 1000000;
   keepalive_timeout 300s;
   server {{
-    listen 127.0.0.1:{UPSTREAM_PORT} backlog=4096;
+    listen 127.0.0.1:{port} backlog=4096;
     location / {{ default_type text/plain; return 200 "hello\\n"; }}
   }}
 }}
@@ -77,6 +119,7 @@ def nginx_proxy(d: Path, pki: Path, port: int, upstream_port: int) -> Path:
       proxy_set_header X-Remote-User $client_cn;
       proxy_set_header X-Forwarded-For $remote_addr;
       proxy_set_header X-Forwarded-Proto https;
+      proxy_set_header X-Forwarded-Host $http_host;
       proxy_read_timeout 300s;
     }}
   }}
@@ -85,8 +128,13 @@ def nginx_proxy(d: Path, pki: Path, port: int, upstream_port: int) -> Path:
     return conf
 
 
-def certgate(d: Path, pki: Path, port: int, upstream_port: int, workers: int) -> Path:
-    """certgate in the same role; the certificate alone authorizes each request."""
+def certgate(d: Path, pki: Path, port: int, upstream_port: int, workers: int, shared_sessions: bool) -> Path:
+    """certgate in the same role; the certificate alone authorizes each request.
+
+    ``shared_sessions`` puts the session store in SQLite (needed for workers > 1; the
+    workers comparison uses it for both counts so the two runs differ only in workers).
+    """
+    sessions = "\n[sessions]\nstore = sqlite:sessions.db\n" if shared_sessions else ""
     d.mkdir(parents=True, exist_ok=True)
     conf = d / "certgate.conf"
     conf.write_text(f"""[listen]
@@ -106,7 +154,10 @@ url = http://127.0.0.1:{upstream_port}
 [login]
 required_auth_methods = [["tls-cert"]]
 
+[audit]
+file = audit.log
+
 [log]
 level = warn
-""")
+{sessions}""")
     return conf

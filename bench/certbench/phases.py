@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .procs import Proc, cpu_seconds, pause, pinned, rss_kib
+from .procs import Proc, core_busy_seconds, cpu_seconds, pause, pinned, rss_kib
 
 Parsed = dict[str, Any]
 
@@ -63,6 +63,7 @@ def run_phase(t: Target, name: str, argv: list[str], parse: Callable[[str], Pars
               limit_s: float, env: dict[str, str] | None = None) -> Parsed:
     """Run ``argv`` on the load core, bounded by ``limit_s`` + 30 s, and account CPU around it."""
     spids, upids = t.server.pids, [p for u in t.upstreams for p in u.pids]
+    b0 = core_busy_seconds()
     c0, s0, u0, t0 = _children_cpu(), cpu_seconds(spids), cpu_seconds(upids), time.monotonic()
     try:
         p = subprocess.run(pinned(t.load_cpus, argv), capture_output=True, text=True, env=env,
@@ -76,9 +77,16 @@ def run_phase(t: Target, name: str, argv: list[str], parse: Callable[[str], Pars
     except (ValueError, KeyError, IndexError) as e:
         r = {"ok": 0, "parse_error": f"{type(e).__name__}: {e}"}
     srv, ups = cpu_seconds(spids) - s0, cpu_seconds(upids) - u0
+    b1 = core_busy_seconds()
+    cli = _children_cpu() - c0
+    busy = {c: (b1[c] - b0.get(c, 0.0)) / wall for c in b1} if wall else {}
+    r["core_busy"] = {str(c): round(v, 3) for c, v in busy.items()}
+    # CPU (in cores) used meanwhile by programs that are not part of this benchmark:
+    # other people's work on a shared machine. Large values make the phase suspect.
+    r["foreign_cores"] = round(sum(busy.values()) - (srv + ups + cli) / wall, 3) if wall else None
     ok = r.get("ok") or 0
     r.update(phase=name, rc=rc, wall_s=round(wall, 3), server_cpu_s=round(srv, 3),
-             upstream_cpu_s=round(ups, 3), client_cpu_s=round(_children_cpu() - c0, 3),
+             upstream_cpu_s=round(ups, 3), client_cpu_s=round(cli, 3),
              server_util=round(srv / wall, 3) if wall else None)
     r["server_us_per_op"] = round(srv / ok * 1e6, 1) if ok else None
     r["upstream_us_per_op"] = round(ups / ok * 1e6, 1) if ok else None
@@ -142,9 +150,8 @@ def idle_rss(t: Target, n: int, hold_s: float = 120.0) -> Parsed:
             break
     pause(2.0)  # let the server settle
     rss = rss_kib(t.server.pids)
-    p.stdin.close()
     try:
-        out, err = p.communicate(timeout=30)
+        out, err = p.communicate(input="", timeout=30)  # closing stdin releases the connections
     except subprocess.TimeoutExpired:
         p.kill()
         out, err = p.communicate()

@@ -139,3 +139,33 @@ def start(name: str, argv: Sequence[str], log: Path, cpus: str | None,
     p = subprocess.Popen(pinned(cpus, argv), stdout=logf, stderr=subprocess.STDOUT,
                          stdin=subprocess.DEVNULL, env=env, cwd=cwd)
     return Proc(name, p, log, logf)
+
+
+def core_busy_seconds() -> dict[int, float]:
+    """Busy (non-idle, non-iowait) CPU seconds per core since boot, from /proc/stat."""
+    out: dict[int, float] = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                name, *vals = line.split()
+                v = [int(x) for x in vals]
+                out[int(name[3:])] = (sum(v[:8]) - v[3] - v[4]) / CLK_TCK  # drop idle, iowait
+    return out
+
+
+def wait_for_quiet(max_wait: float, threshold: float = 0.3, window: float = 1.0) -> tuple[float, float]:
+    """Wait (up to ``max_wait`` s) until the machine's busy CPU over ``window`` is below ``threshold`` cores.
+
+    Called between runs, when none of the benchmark's own processes is working, so what
+    is busy belongs to other programs. Returns (seconds waited, last busy cores seen);
+    it never fails: on a machine that stays busy it just gives up after ``max_wait``.
+    """
+    waited, busy = 0.0, 0.0
+    while True:
+        b0 = core_busy_seconds()
+        pause(window)
+        b1 = core_busy_seconds()
+        busy = sum(b1[c] - b0.get(c, 0.0) for c in b1) / window
+        waited += window
+        if busy < threshold or waited >= max_wait:
+            return waited, busy

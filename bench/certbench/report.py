@@ -169,3 +169,24 @@ def render(lines: Sequence[dict[str, Any]], title: str) -> tuple[str, str]:
     text.append("  ".join("-" * w for w in widths))
     text += ["  ".join(v.ljust(widths[i]) for i, v in enumerate(r)) for r in rows]
     return "\n".join(text) + "\n", "\n".join(md) + "\n"
+
+
+def interference(records: Sequence[Record], threshold: float = 0.25) -> str:
+    """One sentence on CPU used by other programs during the measured phases."""
+    seen = []
+    for r in records:
+        for name, ph in r.get("phases", {}).items():
+            f = ph.get("foreign_cores") if isinstance(ph, dict) else None
+            if f is not None and name != "warmup":
+                seen.append((f, f"{r['proxy']}/{r['flavour']}/{r['kind']}/rep{r['rep']}/{name}"))
+    if not seen:
+        return "Other programs' CPU during the phases: not measured."
+    vals = [f for f, _ in seen]
+    busy = sorted((x for x in seen if x[0] > threshold), reverse=True)
+    text = (f"Other programs' CPU during the {len(vals)} measured phases (cores, from /proc/stat): "
+            f"median {statistics.median(vals):.2f}, max {max(vals):.2f}")
+    if busy:
+        text += (f"; {len(busy)} phase(s) above {threshold} cores, e.g. "
+                 + ", ".join(f"{n} {f:.2f}" for f, n in busy[:4])
+                 + ": compare their reps before trusting a small difference")
+    return text + "."

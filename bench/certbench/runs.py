@@ -10,10 +10,10 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import configs, phases
-from .procs import Proc, pause, port_open, rss_kib, start
+from .procs import Proc, pause, port_open, rss_kib, start, wait_for_quiet
 
 Record = dict[str, Any]
 
@@ -34,10 +34,11 @@ class Plan:
     body_bytes: int          # 0: skip the large-body phases
     body_transfers: int
     ceiling_s: int
+    quiet_wait_s: float      # before each run, wait up to this long for other programs to go idle
 
 
-QUICK = Plan("quick", 1, ("ec",), 3, 3, 2, 3, 3, 0, 0, 0, 1)
-FULL = Plan("full", 3, ("ec", "rsa"), 10, 10, 5, 8, 8, 1000, 256 << 20, 2, 3)
+QUICK = Plan("quick", 1, ("ec",), 3, 3, 2, 3, 3, 0, 0, 0, 1, 0)
+FULL = Plan("full", 3, ("ec", "rsa"), 10, 10, 5, 8, 8, 1000, 256 << 20, 2, 3, 15)
 
 
 @dataclass
@@ -52,13 +53,14 @@ class Env:
     server_cpus: str | None
     load_cpus: str | None
     both_cpus: str | None
+    ports: configs.Ports
 
 
 def start_proxy(env: Env, proxy: str, flavour: str, upstream_port: int, workers: int, tag: str,
                 cpus: str | None) -> tuple[Proc, int]:
     """Start ``proxy`` in front of ``upstream_port``; returns the process and its port."""
     pki = env.out / "pki" / flavour
-    port = configs.PROXY_PORTS[proxy]
+    port = env.ports.proxy(proxy)
     if port_open(port):
         raise RuntimeError(f"port {port} for {proxy} is already in use by another program; stop it first")
     d = env.out / "run" / f"{proxy}-{tag}"
@@ -66,7 +68,7 @@ def start_proxy(env: Env, proxy: str, flavour: str, upstream_port: int, workers:
     if proxy == "nginx" or not env.certgate:
         conf = configs.nginx_proxy(d, pki, port, upstream_port)
         return start(proxy, ["nginx", "-c", str(conf), "-p", str(d)], log, cpus), port
-    conf = configs.certgate(d, pki, port, upstream_port, workers)
+    conf = configs.certgate(d, pki, port, upstream_port, workers, shared_sessions=tag.startswith("ec-workers"))
     return start(proxy, [*env.certgate, "run", "--config", str(conf)], log, cpus, cwd=d), port
 
 
@@ -96,8 +98,11 @@ class Runner:
                cpus: str | None, load_cpus: str | None) -> tuple[Record, phases.Target | None, Proc | None]:
         rec: Record = {"proxy": proxy, "flavour": flavour, "rep": rep, "kind": kind, "valid": False,
                        "metrics": {}, "phases": {}, "time": time.strftime("%H:%M:%S")}
+        if self.plan.quiet_wait_s:
+            waited, busy = wait_for_quiet(self.plan.quiet_wait_s)
+            rec["quiet_wait"] = {"waited_s": waited, "busy_cores_at_start": round(busy, 2)}
         up = self.upstreams[upstream]
-        up_port = configs.UPSTREAM_PORT if upstream == "main" else configs.STREAM_PORT
+        up_port = self.env.ports.upstream if upstream == "main" else self.env.ports.stream
         tag = f"{flavour}-{kind}-{rep}"
         try:
             proc, port = start_proxy(self.env, proxy, flavour, up_port, workers, tag, cpus)
@@ -113,7 +118,11 @@ class Runner:
         pause(0.5)
         t = phases.Target(proc, port, [up], self.env.out / "pki" / flavour, self.env.cgload,
                           self.env.shim, load_cpus)
-        check = validate(t, "/")
+        try:
+            check = validate(t, "/")
+        except BaseException:
+            proc.stop()
+            raise
         rec["check"] = check
         if not check["ok"]:
             rec["error"] = "validity check failed: " + str(check)[:600]
@@ -146,6 +155,23 @@ class Runner:
         rec, t, proc = self._begin(proxy, flavour, rep, "main", "main", 1, env.server_cpus, env.load_cpus)
         if t is None or proc is None:
             return rec
+        return self._guarded(rec, proc, lambda: self._main_phases(rec, t, proc, flavour))
+
+    def _guarded(self, rec: Record, proc: Proc, body: Callable[[], None]) -> Record:
+        """Run the phases; whatever happens, the proxy is stopped and the record says why."""
+        try:
+            body()
+        except Exception as e:  # a harness bug or a tool failure must not leave servers running
+            rec["valid"] = False
+            rec["error"] = f"harness error: {type(e).__name__}: {e}"
+            self.problems.append(f"{rec['proxy']} {rec['flavour']}-{rec['kind']}-{rec['rep']}: {rec['error']}")
+        except BaseException:  # interrupted: stop what we started, then let it propagate
+            proc.stop()
+            raise
+        return self._end(rec, proc)
+
+    def _main_phases(self, rec: Record, t: phases.Target, proc: Proc, flavour: str) -> None:
+        plan = self.plan
         ph, m = rec["phases"], rec["metrics"]
         ph["warmup"] = phases.cgload(t, "warmup", "hs", 1, "-c", "4")
         pause(0.5)
@@ -168,7 +194,6 @@ class Runner:
         for key, name in (("hs_rate", "hs"), ("ka_rps", "ka"), ("c1_p50", "c1")):
             if ph[name].get("errors") or not ph[name].get("ok"):
                 m[key] = None  # a phase with errors is not a measurement
-        return self._end(rec, proc)
 
     def stream_run(self, proxy: str, rep: int) -> Record:
         """WebSocket echo and large bodies against the streaming upstream (ECDSA PKI)."""
@@ -176,8 +201,13 @@ class Runner:
         rec, t, proc = self._begin(proxy, "ec", rep, "stream", "stream", 1, env.server_cpus, env.load_cpus)
         if t is None or proc is None:
             return rec
+        return self._guarded(rec, proc, lambda: self._stream_phases(rec, t))
+
+    def _stream_phases(self, rec: Record, t: phases.Target) -> None:
+        plan = self.plan
         ph, m = rec["phases"], rec["metrics"]
-        ws = ph["ws"] = phases.cgload(t, "ws", "ws", plan.ws_s, "-c", "32", "-size", "64", "-path", "/ws")
+        ws = ph["ws"] = phases.cgload(t, "ws", "ws", plan.ws_s, "-c", "32", "-size", "64", "-path", "/ws",
+                                          "-timeout", "10s")
         if ws.get("ok") and not ws.get("errors"):
             m["ws_rate"], m["ws_us"] = ws.get("rate"), ws.get("server_us_per_op")
         if plan.body_bytes:
@@ -187,7 +217,6 @@ class Runner:
                                              "-bytes", str(plan.body_bytes), "-path", path)
                 if r.get("ok") and not r.get("errors"):
                     m[f"{name}_mbs"] = r.get("mb_per_s")
-        return self._end(rec, proc)
 
     def workers_run(self, workers: int, rep: int) -> Record:
         """certgate keep-alive with ``workers`` processes; everything shares both cores."""
@@ -202,12 +231,15 @@ class Runner:
                                        env.both_cpus, env.both_cpus)
             if t is None or proc is None:
                 return rec
-            pause(0.5 * workers)
-            rec["pids"] = proc.pids
-            ka = rec["phases"]["ka"] = phases.wrk(t, "ka", 64, self.plan.workers_s, threads=2)
-            if ka.get("ok") and not ka.get("errors"):
-                rec["metrics"]["ka_rps"], rec["metrics"]["ka_us"] = ka.get("rate"), ka.get("server_us_per_op")
-            return self._end(rec, proc)
+
+            def body() -> None:
+                pause(0.5 * workers)
+                rec["pids"] = proc.pids
+                ka = rec["phases"]["ka"] = phases.wrk(t, "ka", 64, self.plan.workers_s, threads=2)
+                if ka.get("ok") and not ka.get("errors"):
+                    rec["metrics"]["ka_rps"], rec["metrics"]["ka_us"] = ka.get("rate"), ka.get("server_us_per_op")
+
+            return self._guarded(rec, proc, body)
         finally:
             for p, cpus in saved.items():
                 try:

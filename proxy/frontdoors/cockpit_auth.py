@@ -3,8 +3,14 @@
 cockpit.conf::
 
     [bearer]
-    Command = certgate cockpit-auth --config /etc/certgate/certgate.conf
+    Command = /usr/local/bin/certgate-cockpit-auth
     timeout = 30
+
+cockpit 287 (Debian 12) execs ``Command`` as ONE path and appends the host: it does not split
+arguments (newer releases do). So the command finds its config without arguments:
+``--config`` if given, else ``$CERTGATE_CONFIG`` (cockpit-ws's environment is inherited),
+else ``/etc/certgate/certgate.conf``. ``certgate-cockpit-auth`` is :func:`console_main`; a
+wrapper script ``exec certgate cockpit-auth --config FILE "$@"`` works as well.
 
 cockpit-ws spawns ``<command> <host>`` with stdin and stdout on one socketpair end and speaks
 Cockpit's framed protocol (``<length>\\n<channel>\\n<payload>``, control messages on the empty
@@ -48,6 +54,8 @@ CONSUME_NAMESPACE = "cockpit-assertion"
 MAX_FRAME = 65536
 #: The Debian/upstream default list of users cockpit refuses.
 DISALLOWED_USERS = "/etc/cockpit/disallowed-users"
+#: Config used when neither --config nor $CERTGATE_CONFIG is given.
+DEFAULT_CONFIG = "/etc/certgate/certgate.conf"
 
 
 class FrameError(Exception):
@@ -318,15 +326,17 @@ def open_store(url: str, base_dir: Path) -> Any:
     """The configured shared store (sqlite or redis) through the stores package."""
     from proxy.stores import open_store as _open  # the sessions engineer's factory
 
-    return _open(url, base_dir=base_dir)
+    return _open(url, base_dir)
 
 
 def main(argv: Sequence[str]) -> int:
-    """``certgate cockpit-auth --config FILE [--bridge PATH] [HOST]``; execs the bridge on success."""
+    """``certgate cockpit-auth [--config FILE] [--bridge PATH] [HOST]``; execs the bridge on success."""
     ap = argparse.ArgumentParser(prog="certgate cockpit-auth",
                                  description="cockpit-ws auth command for Authorization: Bearer "
                                              "(cockpit.conf [bearer] Command).")
-    ap.add_argument("--config", "-c", required=True, help="certgate config file (secret_key, sessions store)")
+    ap.add_argument("--config", "-c", default=os.environ.get("CERTGATE_CONFIG") or DEFAULT_CONFIG,
+                    help="certgate config file (secret_key, sessions store); default $CERTGATE_CONFIG, "
+                         f"else {DEFAULT_CONFIG}")
     ap.add_argument("--bridge", default="cockpit-bridge", help="the bridge to exec (default: cockpit-bridge)")
     ap.add_argument("--disallowed-users", default=DISALLOWED_USERS,
                     help=f"users refused, one a line (default: {DISALLOWED_USERS})")
@@ -360,6 +370,11 @@ def main(argv: Sequence[str]) -> int:
     _log("exec " + " ".join(argv_))
     os.execvp(argv_[0], argv_)
     return 127  # pragma: no cover - execvp does not return
+
+
+def console_main() -> int:
+    """The ``certgate-cockpit-auth`` console script (cockpit 287 cannot pass ``cockpit-auth``)."""
+    return main(sys.argv[1:])
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,7 +11,7 @@ printable, without control characters. Passwords are UTF-8 after Unicode NFC nor
 (RFC 8265 OpaqueString), 1..1024 characters.
 
 Verification compares with :func:`hmac.compare_digest`; an unknown account is checked
-against a dummy hash of the default cost, so the time taken does not reveal whether the
+against a dummy hash of the cost of the file's entries, so the time taken does not reveal whether the
 account exists. The file is re-read when its size, mtime or inode changes; a broken file
 makes every verification fail (closed) with :class:`PasswordFileError` naming the lines.
 """
@@ -205,9 +205,12 @@ class PasswordFile:
 
     def verify(self, account: str, password: str) -> bool:
         """True only when ``account`` exists and ``password`` matches its hash."""
-        h = self.entries().get(account)
+        entries = self.entries()
+        h = entries.get(account)
         if h is None:
-            verify_hash(self._dummy, password or "x")
+            # the same work as a real entry (its cost), so timing does not reveal the account
+            like = next(iter(entries.values()), self._dummy)
+            verify_hash(ScryptHash(like.n, like.r, like.p, self._dummy.salt, self._dummy.digest), password or "x")
             return False
         return verify_hash(h, password)
 

@@ -119,6 +119,13 @@ class ISessionStore(Protocol):
     def update(self, session_id: str, **fields: Any) -> SessionRecord | None:
         """Atomically change mutable fields; the new record, or None if the id is gone."""
 
+    def touch(self, session_id: str, *, proved_at: float, last_seen: float, client_ip: str,
+              long_grace: float) -> SessionRecord | None:
+        """Atomically record activity: ``proved_at`` and ``last_seen`` only move forward (max of
+        old and new), ``client_ip`` is set, and when a long trusted session is active
+        (``long_until > 0``) ``long_until`` becomes max(old, new proved_at + ``long_grace``).
+        An ended record is returned unchanged; None if the id is gone."""
+
     def delete(self, session_id: str) -> bool:
         """Remove a record; True if it existed."""
 

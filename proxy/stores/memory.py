@@ -46,12 +46,28 @@ class MemoryStore:
 
     def update(self, session_id: str, **fields: Any) -> SessionRecord | None:
         check_update_fields(fields)
+        if "methods" in fields:
+            fields["methods"] = tuple(fields["methods"])
         with self._lock:
             self._check_open()
             rec = self._sessions.get(session_id)
             if rec is None:
                 return None
             rec = rec.with_(**fields)
+            self._sessions[session_id] = rec
+            return rec
+
+    def touch(self, session_id: str, *, proved_at: float, last_seen: float, client_ip: str,
+              long_grace: float) -> SessionRecord | None:
+        with self._lock:
+            self._check_open()
+            rec = self._sessions.get(session_id)
+            if rec is None or rec.ended is not None:
+                return rec
+            proved = max(rec.proved_at, proved_at)
+            long_until = max(rec.long_until, proved + long_grace) if rec.long_until > 0 else 0.0
+            rec = rec.with_(proved_at=proved, last_seen=max(rec.last_seen, last_seen), client_ip=client_ip,
+                            long_until=long_until)
             self._sessions[session_id] = rec
             return rec
 

@@ -1,0 +1,136 @@
+"""The in-handshake half of client-certificate checking: collect the chain, ask ``trust``.
+
+OpenSSL holds no trust anchor, so it cannot make a decision of its own; the verify
+callback of every context (one :class:`HandshakeVerifier` per trust generation) stashes
+the certificates OpenSSL walks (depth > 0) and, at the *last* depth-0 call (the one with
+``preverify_ok == 1`` that ends OpenSSL's walk; by then every depth has been seen),
+computes the one ``trust`` verdict through the shared :class:`trust.verify.VerdictCache`:
+
+* ``need``: returns the verdict (and that the certificate maps to an account); a refused
+  certificate fails the handshake with an alert, and the reason is logged;
+* ``want``: always returns true and records the verdict, so the person can be told why.
+
+Per-connection state lives in :data:`RECORDS`, keyed weakly by the ``SSL.Connection``.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from cryptography import x509
+from OpenSSL import SSL, crypto
+from twisted.logger import Logger
+
+_log = Logger(namespace="certgate.tls")
+_ASN1 = crypto.FILETYPE_ASN1
+#: Mapping results memoised per verifier (per trust generation); cleared when full.
+_MAPPING_MEMO_MAX = 4096
+
+
+@dataclass(slots=True, eq=False)
+class HandshakeRecord:
+    """What the verify callback learnt about one connection's handshake."""
+
+    verifier: "HandshakeVerifier"
+    chain: dict[int, bytes] = field(default_factory=dict)  # depth -> DER (depth >= 1)
+    leaf_der: bytes | None = None
+    verdict: Any = None  # trust.verify.Verdict
+    mapping: Any = None  # trust.mapping.MappingResult (only when the verdict is ok)
+    decision: bool | None = None
+    calls: int = 0
+
+    def chain_ders(self) -> tuple[bytes, ...]:
+        """The certificates above the leaf, nearest first, as OpenSSL walked them."""
+        return tuple(self.chain[d] for d in sorted(self.chain))
+
+
+#: SSL.Connection -> its record; entries vanish with the connection.
+RECORDS: "weakref.WeakKeyDictionary[SSL.Connection, HandshakeRecord]" = weakref.WeakKeyDictionary()
+
+
+class HandshakeVerifier:
+    """The verify callback of one trust generation (shared by its default and SNI contexts).
+
+    ``verdicts`` is a ``VerdictCache``-like object with ``get_or_verify``; ``mapper(cert)``
+    returns a ``MappingResult``; ``clock`` gives epoch seconds via ``seconds()``.
+    """
+
+    def __init__(self, *, generation: Any, policy: Any, verdicts: Any, mapper: Callable[[x509.Certificate], Any],
+                 client_auth: str, clock: Any, log: Logger | None = None) -> None:
+        self.generation = generation
+        self.policy = policy
+        self.verdicts = verdicts
+        self.mapper = mapper
+        self.client_auth = client_auth
+        self.clock = clock
+        self.log = log or _log
+        self._mapping_memo: dict[str, Any] = {}
+        self.refused = 0  # handshakes refused in need mode (for tests/metrics)
+
+    # -- per connection
+    def register(self, conn: SSL.Connection) -> HandshakeRecord:
+        """Start the record of a new connection made from one of this verifier's contexts."""
+        rec = HandshakeRecord(self)
+        RECORDS[conn] = rec
+        return rec
+
+    def verdict_for(self, leaf_der: bytes, chain_ders: tuple[bytes, ...], now: float) -> Any:
+        """The (cached) trust verdict for this leaf and chain under this generation."""
+        return self.verdicts.get_or_verify(leaf_der, chain_ders, self.generation, self.policy, now)
+
+    def mapping_for(self, verdict: Any, leaf_der: bytes) -> Any:
+        """The account mapping of an accepted certificate (memoised by fingerprint)."""
+        hit = self._mapping_memo.get(verdict.fingerprint)
+        if hit is not None:
+            return hit
+        result = self.mapper(x509.load_der_x509_certificate(leaf_der))
+        if len(self._mapping_memo) >= _MAPPING_MEMO_MAX:
+            self._mapping_memo.clear()
+        self._mapping_memo[verdict.fingerprint] = result
+        return result
+
+    def decide(self, rec: HandshakeRecord, leaf_der: bytes, now: float) -> bool:
+        """Compute and record the verdict (and mapping) for ``rec``; the need-mode answer."""
+        chain = rec.chain_ders()
+        verdict = self.verdict_for(leaf_der, chain, now)
+        rec.leaf_der, rec.verdict = leaf_der, verdict
+        rec.mapping = self.mapping_for(verdict, leaf_der) if verdict.ok else None
+        return bool(verdict.ok and rec.mapping is not None and rec.mapping.account is not None)
+
+    # -- the OpenSSL callback
+    def __call__(self, conn: SSL.Connection, cert: Any, errno: int, depth: int, preverify_ok: int) -> bool:
+        rec = RECORDS.get(conn)
+        if rec is None or rec.verifier is not self:
+            return False  # not a connection this verifier's state created: fail closed
+        rec.calls += 1
+        if depth > 0:
+            if depth not in rec.chain:
+                rec.chain[depth] = crypto.dump_certificate(_ASN1, cert)
+            return True
+        if rec.decision is not None:
+            return rec.decision or self.client_auth == "want"
+        if not preverify_ok:
+            # An OpenSSL complaint about the leaf before it walked the whole chain (e.g.
+            # its purpose check): ignored; trust decides at the final depth-0 call.
+            return True
+        ok = self.decide(rec, crypto.dump_certificate(_ASN1, cert), self.clock.seconds())
+        rec.decision = ok
+        if ok or self.client_auth == "want":
+            return True
+        self.refused += 1
+        self._log_refusal(conn, rec)
+        return False
+
+    def _log_refusal(self, conn: SSL.Connection, rec: HandshakeRecord) -> None:
+        peer = "?"
+        try:
+            addr = conn.get_app_data().transport.getPeer()
+            peer = f"{addr.host}:{addr.port}"
+        except Exception:
+            pass
+        v = rec.verdict
+        why = v.summary if not v.ok else f"maps to no account: {rec.mapping.reason if rec.mapping else '?'}"
+        self.log.info("TLS handshake from {peer} refused: certificate {subject} (sha256 {fp}): {why}",
+                      peer=peer, subject=v.subject or "?", fp=v.fingerprint, why=why)

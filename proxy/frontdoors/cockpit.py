@@ -1,0 +1,481 @@
+"""The Cockpit front door: certgate answers Cockpit's own login request before cockpit-ws does.
+
+Cockpit's login page (``login.js``) sends ``GET <UrlRoot>cockpit/login`` with
+``Authorization: Basic base64(user:password)``. certgate:
+
+1. refuses unless the user equals the account of the connection's certificate (exact,
+   ``trust.mapping.account_matches``; the LoginService checks it with throttling and audit):
+   cockpit-ws never sees a refused request;
+2. checks the factors it can (:meth:`LoginService.authenticate_async`): the password with
+   ``[login] password = file``, nothing else yet with ``upstream``;
+3. asks for a TOTP code when the rules need one with Cockpit's own conversation:
+   ``401`` + ``WWW-Authenticate: X-Conversation <nonce> <base64(prompt)>`` + the JSON body
+   cockpit 287 sends (``{"command": "authorize", "echo": false}``); the page shows the prompt and
+   answers ``Authorization: X-Conversation <nonce> <base64(code)>``. The state (account,
+   fingerprint, receipt, the pending password in ``basic`` mode) stays in this process, keyed
+   by nonce, for ``[login] response_timeout`` seconds, and is used once;
+4. lets cockpit-ws in: ``[cockpit] mode = bearer`` replaces ``Authorization`` with
+   ``Bearer <assertion>`` (:mod:`proxy.frontdoors.assertion`, checked by ``certgate
+   cockpit-auth``); ``basic`` forwards the Basic credentials so PAM checks the password;
+5. on cockpit-ws's ``200`` opens certgate's trusted session and adds its ``Set-Cookie``
+   (with ``password = upstream`` the password counts as proven only then).
+
+Without ``Authorization``, ``GET .../cockpit/login`` (the page's automatic login) is answered
+``401`` locally, unless a live certgate session (or a certificate-only rule) lets ``bearer``
+mode log in to cockpit-ws with a fresh assertion. Before login, only Cockpit's login page is
+reachable (:meth:`CockpitFrontDoor.is_open_path`: the UrlRoot itself, ``cockpit/static/*``,
+``favicon.ico``, GET/HEAD, no certgate cookie), forwarded without ``Authorization`` and without
+cockpit's own cookies, so cockpit-ws always answers its login page. Everything else goes
+through the gate's session check.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from proxy.frontdoors.access import access_refusal
+from proxy.frontdoors.assertion import assertion_key, mint_assertion
+from proxy.frontdoors.wsframes import LogoutWatcher
+from proxy.messages import ConnContext, Forward, Headers, RequestHead, Response
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twisted.internet.defer import Deferred
+
+    from proxy.config import Config, Route
+    from proxy.login.service import AuthOutcome, LoginService
+
+PROMPT = "Authenticator code (6 digits): "
+MAX_CONVERSATIONS = 1024
+_APP_LOGIN = re.compile(r"^cockpit\+[^/]+/login$")
+_CERT_REASONS = frozenset({"no-certificate", "certificate-invalid"})
+
+
+def config_problems(config: "Config") -> list[Any]:
+    """Problems of a config the Cockpit front door cannot serve (``trust.problems.Problem`` list).
+
+    ``mode = bearer`` with ``[login] password = upstream`` cannot verify a password (cockpit-ws
+    never sees it), so a rule (default or ``[account:*]``) that needs ``password`` is refused.
+    """
+    from trust.problems import Problem
+
+    if config.cockpit.mode != "bearer" or config.login.password != "upstream":
+        return []
+    rules = [("login", config.login.required_auth_methods)]
+    rules += [(f"account:{a}", r) for a, r in config.account_rules.items()]
+    bad = [sec for sec, rs in rules if any("password" in r for r in rs)]
+    if not bad:
+        return []
+    return [Problem("cockpit", "mode", "bearer mode cannot check passwords with [login] password = upstream "
+                    f"(cockpit-ws never sees the password) but {', '.join('[' + b + ']' for b in bad)} "
+                    "require password: set [login] password = file, or [cockpit] mode = basic")]
+
+
+def normalize_root(url_root: str) -> str:
+    """``/``-framed UrlRoot: ``cg`` -> ``/cg/``, ``/`` -> ``/``."""
+    inner = url_root.strip().strip("/")
+    return "/" + inner + "/" if inner else "/"
+
+
+def _decode_basic(value: str) -> tuple[str, str] | None:
+    """``(user, password)`` of a Basic credential (UTF-8, split at the first colon), else None."""
+    try:
+        raw = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return None
+    user, sep, password = raw.partition(":")
+    if not sep:
+        return None
+    return user, password
+
+
+def strip_cockpit_cookies(head: RequestHead) -> bytes | None:
+    """The request's Cookie value without cockpit's own cookies (``cockpit``, ``machine-cockpit*``).
+
+    None when the request has no Cookie header at all.
+    """
+    raw = head.get_all(b"cookie")
+    if not raw:
+        return None
+    kept = []
+    for value in raw:
+        for part in value.split(b";"):
+            name = part.split(b"=", 1)[0].strip()
+            if not name or name == b"cockpit" or name.startswith(b"machine-cockpit"):
+                continue
+            kept.append(part.strip())
+    return b"; ".join(kept)
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """A pending X-Conversation: who asked, and what is already proven (the receipt)."""
+
+    nonce: str
+    account: str
+    fingerprint: str
+    receipt: str | None
+    password: str | None  # basic mode only: the credentials cockpit-ws will need after the code
+    superuser: bytes | None
+    expires_at: float
+
+
+class Conversations:
+    """Pending conversations by nonce; each is taken once, before ``expires_at``; at most ``limit``."""
+
+    def __init__(self, now: Callable[[], float], limit: int = MAX_CONVERSATIONS) -> None:
+        self._now = now
+        self._limit = limit
+        self._items: dict[str, Conversation] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, conv: Conversation) -> bool:
+        """Store ``conv``; False (not stored) when ``limit`` live conversations are pending."""
+        self.purge()
+        if len(self._items) >= self._limit:
+            return False
+        self._items[conv.nonce] = conv
+        return True
+
+    def take(self, nonce: str) -> Conversation | None:
+        """The conversation for ``nonce`` if live, removing it (single use); else None."""
+        conv = self._items.pop(nonce, None)
+        if conv is None or self._now() >= conv.expires_at:
+            return None
+        return conv
+
+    def purge(self) -> None:
+        now = self._now()
+        for k in [k for k, c in self._items.items() if now >= c.expires_at]:
+            del self._items[k]
+
+
+class CockpitFrontDoor:
+    """See the module docstring. Built by ``proxy.service`` for routes of kind ``cockpit``."""
+
+    def __init__(self, *, config: "Config", login: "LoginService", sessions: Any, store: Any, clock: Any,
+                 audit: Any, nonce: Callable[[], str] | None = None) -> None:
+        problems = config_problems(config)
+        if problems:
+            from proxy.config import ConfigError
+
+            raise ConfigError(problems)
+        self._config = config
+        self._login = login
+        self._sessions = sessions
+        self._store = store
+        self._clock = clock
+        self._audit = audit
+        self.mode: str = config.cockpit.mode
+        self.root = normalize_root(config.cockpit.url_root)
+        self._lifetime = float(config.cockpit.assertion_lifetime)
+        self._response_timeout = float(config.login.response_timeout)
+        self._key = assertion_key(login.secret)
+        self._nonce = nonce or (lambda: secrets.token_urlsafe(18))
+        self.conversations = Conversations(clock.seconds)
+
+    # ------------------------------------------------------------------ matching
+
+    def _rel(self, path: str) -> str | None:
+        if path == self.root.rstrip("/") and self.root != "/":
+            return ""
+        return path[len(self.root):] if path.startswith(self.root) else None
+
+    def is_login_path(self, path: str) -> bool:
+        """``<UrlRoot>cockpit/login`` or ``<UrlRoot>cockpit+APP/login``."""
+        rel = self._rel(path)
+        return rel is not None and (rel == "cockpit/login" or bool(_APP_LOGIN.match(rel)))
+
+    def is_open_path(self, path: str) -> bool:
+        """The paths of Cockpit's login page: the UrlRoot, ``cockpit/static/*``, ``favicon.ico``."""
+        rel = self._rel(path)
+        if rel is None or ".." in rel.split("/"):
+            return False
+        return rel == "" or rel == "favicon.ico" or (rel.startswith("cockpit/static/") and len(rel) > 15)
+
+    def matches(self, head: RequestHead, route: "Route") -> bool:
+        """Cockpit routes only: the login path always; the login page's paths without a session cookie."""
+        if getattr(route, "kind", None) != "cockpit":
+            return False
+        path = head.path
+        if self.is_login_path(path):
+            return True
+        return (head.method in (b"GET", b"HEAD") and self.is_open_path(path)
+                and self._sessions.session_id(head) is None)
+
+    # ------------------------------------------------------------------ decide
+
+    def decide(self, head: RequestHead, conn: ConnContext, route: "Route") -> "Response | Forward | Deferred[Any]":
+        """The decision for a matched request (see the module docstring)."""
+        why = access_refusal(self._config, conn)
+        if why is not None:
+            return self._refuse(conn, conn.identity.account, 403, "access-denied", "Access denied", detail=why)
+        if not self.is_login_path(head.path):
+            return self._open_page(head, route)
+        if head.method not in (b"GET", b"HEAD"):
+            return self._refuse(conn, None, 405, "method-not-allowed", "Method Not Allowed")
+        values = head.get_all(b"authorization")
+        if len(values) > 1:
+            return self._refuse(conn, None, 401, "authorization-repeated", "Authentication failed")
+        if not values:
+            return self._no_credentials(head, conn, route)
+        value = values[0].decode("latin-1")
+        scheme, _, rest = value.strip().partition(" ")
+        scheme = scheme.lower()
+        if scheme == "basic":
+            creds = _decode_basic(rest)
+            if creds is None:
+                return self._refuse(conn, None, 401, "basic-malformed", "Authentication failed")
+            return self._basic(head, conn, route, creds[0], creds[1])
+        if scheme == "x-conversation":
+            return self._conversation_answer(head, conn, route, rest)
+        return self._refuse(conn, None, 401, "scheme-refused", "Authentication failed", scheme=scheme[:20])
+
+    def _open_page(self, head: RequestHead, route: "Route") -> Forward:
+        """Cockpit's login page, without credentials or cockpit cookies (no session reaches cockpit-ws)."""
+        sets: Headers = [(b"Authorization", b"")] if head.get(b"authorization") is not None else []
+        cookies = strip_cockpit_cookies(head)
+        if cookies is not None:
+            sets.append((b"Cookie", cookies))
+        return Forward(route, set_headers=sets)
+
+    # ------------------------------------------------------------------ answers
+
+    def _refuse(self, conn: ConnContext, account: str | None, status: int, reason: str, message: str,
+                headers: Headers | None = None, **extra: Any) -> Response:
+        """A local refusal, audited. ``message`` becomes the reason phrase login.js shows for 403."""
+        ident = conn.identity
+        self._audit.record("cockpit-login", "deny", reason, account=account, fingerprint=ident.fingerprint,
+                           client_ip=ident.client_ip, **extra)
+        return self._answer(status, reason, message, headers)
+
+    @staticmethod
+    def _answer(status: int, problem: str, message: str, headers: Headers | None = None) -> Response:
+        body = json.dumps({"problem": problem, "message": message}).encode("utf-8")
+        hs: Headers = [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-cache, no-store")]
+        return Response(status, hs + (headers or []), body, reason=message.encode("ascii", "replace"))
+
+    def _outcome_refusal(self, out: "AuthOutcome") -> Response:
+        """The answer to a failed LoginService outcome (already audited by the service)."""
+        if out.reason == "throttled":
+            return self._answer(403, "throttled", out.public_message,
+                                [(b"Retry-After", str(out.retry_after or 1).encode("ascii"))])
+        if out.reason == "busy":
+            return self._answer(503, "busy", out.public_message, [(b"Retry-After", b"1")])
+        if out.reason in _CERT_REASONS:
+            return self._answer(403, "access-denied", out.public_message)
+        # cn-mismatch, bad password, bad code...: uniform, as cockpit's own "Authentication failed"
+        return self._answer(401, "authentication-failed", "Authentication failed")
+
+    # ------------------------------------------------------------------ no Authorization
+
+    def _no_credentials(self, head: RequestHead, conn: ConnContext, route: "Route") -> "Response | Forward":
+        ident = conn.identity
+        sid = self._sessions.session_id(head)
+        if sid is not None:
+            chk = self._sessions.check(sid, ident, ident.client_ip)
+            if chk.ok:
+                rec = chk.record
+                if self.mode == "bearer":
+                    self._audit.record("cockpit-login", "allow", "session-assertion", account=rec.account,
+                                       fingerprint=ident.fingerprint, client_ip=ident.client_ip)
+                    return self._to_cockpit(head, conn, route, rec.account, proven=None, receipt=None,
+                                            bearer=True, password=None)
+                # basic: cockpit's cookie (if still alive) is the only way in without a password
+                return Forward(route, account=rec.account, session_id=rec.id)
+        if self.mode == "bearer" and ident.ok and ident.account is not None:
+            if ["tls-cert"] in self._login.effective_rules(ident.account):
+                out = self._login.authenticate(account=ident.account, conn=conn, open_session=False)
+                if out.ok:
+                    return self._to_cockpit(head, conn, route, out.account, proven=out.proven, receipt=None,
+                                            bearer=True, password=None)
+        # what cockpit-ws itself answers without credentials: login.js then shows its form
+        return self._answer(401, "authentication-required", "Authentication required")
+
+    # ------------------------------------------------------------------ Basic
+
+    def _basic(self, head: RequestHead, conn: ConnContext, route: "Route", user: str, password: str
+               ) -> "Response | Deferred[Any]":
+        from twisted.internet.defer import maybeDeferred
+
+        login = self._login
+        if not login.startups.try_acquire():
+            return self._outcome_refusal(login.busy_outcome(user, conn))
+        check_pw = (password or None) if login.config.login.password == "file" else None
+        d = maybeDeferred(login.authenticate_async, account=user, conn=conn, password=check_pw, open_session=False)
+
+        def step(out: "AuthOutcome") -> "Response | Forward":
+            return self._after_first_step(head, conn, route, out, password)
+
+        def release(result: Any) -> Any:
+            login.startups.release()
+            return result
+
+        d.addBoth(release)
+        d.addCallback(step)
+        return d
+
+    def _after_first_step(self, head: RequestHead, conn: ConnContext, route: "Route", out: "AuthOutcome",
+                          password: str) -> "Response | Forward":
+        basic = self.mode == "basic"
+        if out.ok:
+            return self._to_cockpit(head, conn, route, out.account, proven=out.proven, receipt=None,
+                                    bearer=not basic, password=password)
+        if not out.partial:
+            return self._outcome_refusal(out)
+        missing = {m for rule in out.required for m in rule} - set(out.proven)
+        if "totp" in missing and self._login.needs_totp(out.account):
+            return self._ask_code(head, conn, out, password if basic else None)
+        if basic and missing <= {"password"}:
+            # password = upstream: PAM proves it; the receipt completes the login on cockpit-ws's 200
+            return self._to_cockpit(head, conn, route, out.account, proven=out.proven, receipt=out.receipt,
+                                    bearer=False, password=password)
+        return self._refuse(conn, out.account, 401, "factors-missing", "Authentication failed",
+                            missing=sorted(missing))
+
+    # ------------------------------------------------------------------ X-Conversation
+
+    def _ask_code(self, head: RequestHead, conn: ConnContext, out: "AuthOutcome", password: str | None
+                  ) -> Response:
+        ident = conn.identity
+        now = self._clock.seconds()
+        conv = Conversation(nonce=self._nonce(), account=out.account, fingerprint=ident.fingerprint or "",
+                            receipt=out.receipt, password=password, superuser=head.get(b"x-superuser"),
+                            expires_at=now + self._response_timeout)
+        if not self.conversations.add(conv):
+            return self._outcome_refusal(self._login.busy_outcome(out.account, conn))
+        self._audit.record("cockpit-login", "challenge", "totp-required", account=out.account,
+                           fingerprint=ident.fingerprint, client_ip=ident.client_ip)
+        prompt = base64.b64encode(PROMPT.encode("utf-8")).decode("ascii")
+        challenge = f"X-Conversation {conv.nonce} {prompt}".encode("ascii")
+        body = json.dumps({"command": "authorize", "echo": False}).encode("utf-8")
+        return Response(401, [(b"WWW-Authenticate", challenge), (b"Content-Type", b"application/json"),
+                              (b"Cache-Control", b"no-cache, no-store")], body, reason=b"Authentication required")
+
+    def _conversation_answer(self, head: RequestHead, conn: ConnContext, route: "Route", rest: str
+                             ) -> "Response | Forward":
+        ident = conn.identity
+        nonce, _, answer = rest.strip().partition(" ")
+        conv = self.conversations.take(nonce)
+        if conv is None:
+            return self._refuse(conn, None, 401, "conversation-unknown", "Invalid conversation token")
+        if ident.fingerprint != conv.fingerprint or not ident.ok:
+            return self._refuse(conn, conv.account, 401, "conversation-cert-mismatch", "Authentication failed")
+        try:
+            code = base64.b64decode(answer.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            return self._refuse(conn, conv.account, 401, "conversation-malformed", "Authentication failed")
+        out = self._login.authenticate(account=conv.account, conn=conn, totp=code, receipt=conv.receipt,
+                                       open_session=False)
+        basic = self.mode == "basic"
+        if out.ok:
+            return self._to_cockpit(head, conn, route, out.account, proven=out.proven, receipt=None,
+                                    bearer=not basic, password=conv.password, superuser=conv.superuser)
+        if out.partial and basic and {m for r in out.required for m in r} - set(out.proven) <= {"password"}:
+            return self._to_cockpit(head, conn, route, out.account, proven=out.proven, receipt=out.receipt,
+                                    bearer=False, password=conv.password, superuser=conv.superuser)
+        return self._outcome_refusal(out)
+
+    # ------------------------------------------------------------------ to cockpit-ws
+
+    def _to_cockpit(self, head: RequestHead, conn: ConnContext, route: "Route", account: str, *,
+                    proven: frozenset[str] | None, receipt: str | None, bearer: bool, password: str | None,
+                    superuser: bytes | None = None) -> Forward:
+        """Forward the login to cockpit-ws with the right credentials; open the session on its 200.
+
+        ``proven`` None: a live certgate session already exists (no new one is opened).
+        ``receipt``: the password is still to be proven by cockpit-ws (``password = upstream``).
+        """
+        ident = conn.identity
+        if bearer:
+            token = mint_assertion(self._key, account=account, fingerprint=ident.fingerprint or "",
+                                   now=self._clock.seconds(), lifetime=self._lifetime)
+            auth = b"Bearer " + token.encode("ascii")
+        else:
+            assert password is not None
+            auth = b"Basic " + base64.b64encode(f"{account}:{password}".encode("utf-8"))
+        sets: Headers = [(b"Authorization", auth)]
+        if superuser is not None:
+            sets.append((b"X-Superuser", superuser))
+        old_sid = self._sessions.session_id(head)
+        via = "bearer" if bearer else "basic"
+
+        def on_response(status: int, headers: Headers) -> Headers:
+            if status != 200:
+                self._upstream_refused(conn, account, status, via, password_at_stake=not bearer)
+                return []
+            if proven is None:
+                return []
+            return self._open_session(conn, account, proven, receipt, old_sid)
+
+        return Forward(route, set_headers=sets, account=account, on_response=on_response)
+
+    def _upstream_refused(self, conn: ConnContext, account: str, status: int, via: str,
+                          password_at_stake: bool) -> None:
+        ident = conn.identity
+        locked = None
+        if password_at_stake and status == 401:  # PAM refused the password: count it like ours
+            from proxy.login.throttle import keys_for
+
+            state = self._login.throttle.fail(keys_for(account, ident.fingerprint, ident.client_ip),
+                                              self._clock.seconds())
+            locked = state.blocked
+        self._audit.record("cockpit-login", "deny", "upstream-refused", account=account,
+                           fingerprint=ident.fingerprint, client_ip=ident.client_ip, status=status, via=via,
+                           locked=locked)
+
+    def _open_session(self, conn: ConnContext, account: str, proven: frozenset[str], receipt: str | None,
+                      old_sid: str | None) -> Headers:
+        ident = conn.identity
+        try:
+            if receipt is not None:
+                out = self._login.authenticate(account=account, conn=conn, receipt=receipt,
+                                               password_proven_upstream=True, open_session=True)
+                if not out.ok:
+                    return []
+                cookies = list(out.set_cookie)
+            else:
+                methods = sorted(proven | ({"password"} if self.mode == "basic" else set()))
+                _, cookies = self._sessions.open(ident, account, methods, ident.client_ip)
+                self._audit.record("cockpit-login", "allow", "ok", account=account, fingerprint=ident.fingerprint,
+                                   client_ip=ident.client_ip, methods=methods)
+        except Exception as e:  # the response is on its way: never break it, but say why
+            self._audit.record("cockpit-login", "error", "session-open-failed", account=account,
+                               fingerprint=ident.fingerprint, client_ip=ident.client_ip, error=str(e)[:200])
+            return []
+        if old_sid is not None:
+            self._sessions.end(old_sid, "replaced-by-login")
+        return cookies
+
+    # ------------------------------------------------------------------ logout
+
+    def logout_watcher(self, session_id: str) -> LogoutWatcher:
+        """A watcher for the client -> cockpit-ws bytes of a ``/cockpit/socket`` tunnel of
+        ``session_id``: Cockpit's logout control message ends the certgate session."""
+
+        def ended() -> None:
+            self._audit.record("cockpit-login", "logout", "cockpit-logout", session=session_id[:16])
+            self._sessions.end(session_id, "cockpit-logout")
+
+        return LogoutWatcher(ended)
+
+    def client_observer(self, head: RequestHead, route: "Route", session_id: str | None
+                        ) -> Callable[[bytes], None] | None:
+        """The proposed tunnel hook: for a ``/cockpit/socket`` upgrade of a certgate session on a
+        Cockpit route, a callable to receive every client -> cockpit-ws byte of the tunnel (it
+        never changes them); None for anything else."""
+        if session_id is None or getattr(route, "kind", None) != "cockpit" or not self.is_socket_path(head.path):
+            return None
+        return self.logout_watcher(session_id).feed
+
+    def is_socket_path(self, path: str) -> bool:
+        """``<UrlRoot>cockpit/socket`` (and ``cockpit+APP/socket``): the tunnels to watch."""
+        rel = self._rel(path)
+        return rel is not None and (rel == "cockpit/socket" or bool(re.match(r"^cockpit\+[^/]+/socket$", rel)))

@@ -1,0 +1,202 @@
+"""The JOC front door: ``POST /joc/api/authentication/login`` checked by certgate before JOC sees it.
+
+JS7 JOC Cockpit's GUI and scripts log in with ``Authorization: Basic base64(account:password)``
+(body ``{}``); an empty account (``Basic Og==``, the GUI's automatic login) means "the account of
+my client certificate". Behind certgate, JOC no longer sees the certificate, so certgate applies
+JOC's own rule itself (``clientCertCN.equals(account)``, exact; ``[trust] mapping_strip_domain``
+strips ``user@domain`` / ``DOMAIN\\user`` first, as JOC's two-factor mode does):
+
+1. no ``Authorization``: ``420`` (JOC's answer), JOC never called;
+2. the account (or, when empty, the certificate's account) must match the certificate, the
+   factors certgate checks must pass (:meth:`LoginService.authenticate_async`: password with
+   ``[login] password = file``; TOTP from the ``X-Certgate-TOTP`` header when the rules need
+   it) -- else ``401`` with JOC's failure body, and JOC never sees the password;
+3. the request goes to JOC with ``Authorization: Basic base64(account:password)`` (the
+   certificate's account filled in when it was empty) and ``X-Certgate-TOTP`` blanked;
+4. on JOC's ``200`` certgate opens its trusted session and adds its ``Set-Cookie``; with
+   ``password = upstream`` the password counts as proven only then. JOC's ``X-Access-Token``
+   and body pass through unchanged. A JOC ``401`` counts as a failed password for throttling.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import TYPE_CHECKING, Any
+
+from proxy.frontdoors.access import access_refusal
+from proxy.messages import ConnContext, Forward, Headers, RequestHead, Response
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twisted.internet.defer import Deferred
+
+    from proxy.config import Config, Route
+    from proxy.login.service import AuthOutcome, LoginService
+
+TOTP_HEADER = b"X-Certgate-TOTP"
+MSG_MISSING = "The Header Authorization with the Base64 encoded authorization string is missing"
+_CERT_REASONS = frozenset({"no-certificate", "certificate-invalid"})
+
+
+def decode_joc_basic(value: bytes) -> tuple[str, str | None] | None:
+    """JOC's reading of ``Authorization``: decode the part after the first space; the account is
+    before the first ``:``, the password after it (None without a ``:``). None if not base64/UTF-8.
+    """
+    _, _, rest = value.decode("latin-1").strip().partition(" ")
+    try:
+        raw = base64.b64decode(rest.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return None
+    account, sep, password = raw.partition(":")
+    return account, (password if sep else None)
+
+
+def joc_error(status: int, message: str) -> Response:
+    """JOC's 420-style error body ``{"error": {"code": "JOC-420", "message": ...}}``."""
+    body = json.dumps({"error": {"code": "JOC-420", "message": message}}).encode("utf-8")
+    return Response(status, [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-cache, no-store")], body)
+
+
+def joc_denied(account: str, status: int = 401, message: str = "Access denied",
+               headers: Headers | None = None) -> Response:
+    """JOC's failed-login answer (``SOSAuthCurrentAccountAnswer`` with ``isAuthenticated: false``)."""
+    body = {"account": account, "isAuthenticated": False, "message": message, "isPermitted": False,
+            "hasRole": False, "isApprover": False, "isApprovalRequestor": False, "forcePasswordChange": False,
+            "enableTouch": True}
+    hs: Headers = [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-cache, no-store, must-revalidate")]
+    return Response(status, hs + (headers or []), json.dumps(body).encode("utf-8"))
+
+
+class JocFrontDoor:
+    """See the module docstring. Built by ``proxy.service`` for routes of kind ``joc``."""
+
+    def __init__(self, *, config: "Config", login: "LoginService", sessions: Any, clock: Any, audit: Any) -> None:
+        self._config = config
+        self._login = login
+        self._sessions = sessions
+        self._clock = clock
+        self._audit = audit
+        self.login_path: str = config.joc.login_path
+
+    def matches(self, head: RequestHead, route: "Route") -> bool:
+        """The login path of a ``joc`` route (any method; only POST is let through)."""
+        return getattr(route, "kind", None) == "joc" and head.path == self.login_path
+
+    def decide(self, head: RequestHead, conn: ConnContext, route: "Route") -> "Response | Deferred[Any]":
+        ident = conn.identity
+        why = access_refusal(self._config, conn)
+        if why is not None:
+            return self._refuse(conn, ident.account, "access-denied", joc_denied(ident.account or "", 403), detail=why)
+        if head.method != b"POST":
+            return self._refuse(conn, None, "method-not-allowed",
+                                Response(405, [(b"Allow", b"POST"), (b"Content-Type", b"text/plain")],
+                                         b"Method Not Allowed\n"))
+        values = head.get_all(b"authorization")
+        if not values:
+            return self._refuse(conn, None, "authorization-missing", joc_error(420, MSG_MISSING))
+        if len(values) > 1:
+            return self._refuse(conn, None, "authorization-repeated", joc_error(420, "Invalid Request"))
+        creds = decode_joc_basic(values[0])
+        if creds is None or not values[0].lower().startswith(b"basic "):
+            return self._refuse(conn, None, "basic-malformed", joc_error(420, "Invalid Request"))
+        submitted, password = creds
+        account = submitted
+        if not submitted:
+            if not ident.ok or ident.account is None:  # JOC: empty account needs a certificate CN
+                return self._refuse(conn, None, "no-certificate-account", joc_denied(""))
+            account = ident.account
+        totps = head.get_all(TOTP_HEADER)
+        if len(totps) > 1:
+            return self._refuse(conn, account, "totp-repeated", joc_denied(account))
+        totp = totps[0].decode("latin-1") if totps else None
+        return self._check(head, conn, route, account, password, totp)
+
+    def _refuse(self, conn: ConnContext, account: str | None, reason: str, resp: Response, **extra: Any) -> Response:
+        ident = conn.identity
+        self._audit.record("joc-login", "deny", reason, account=account, fingerprint=ident.fingerprint,
+                           client_ip=ident.client_ip, **extra)
+        return resp
+
+    def _check(self, head: RequestHead, conn: ConnContext, route: "Route", account: str, password: str | None,
+               totp: str | None) -> "Response | Deferred[Any]":
+        from twisted.internet.defer import maybeDeferred
+
+        login = self._login
+        if not login.startups.try_acquire():
+            out = login.busy_outcome(account, conn)
+            return joc_denied(account, 503, out.public_message, [(b"Retry-After", b"1")])
+        file_mode = login.config.login.password == "file"
+        d = maybeDeferred(login.authenticate_async, account=account, conn=conn,
+                          password=(password or None) if file_mode else None, totp=totp, open_session=False)
+
+        def release(result: Any) -> Any:
+            login.startups.release()
+            return result
+
+        d.addBoth(release)
+        d.addCallback(lambda out: self._after(conn, route, account, password, out))
+        return d
+
+    def _after(self, conn: ConnContext, route: "Route", account: str, password: str | None,
+               out: "AuthOutcome") -> "Response | Forward":
+        upstream_pw = self._login.config.login.password == "upstream"
+        if out.ok:
+            return self._forward(conn, route, account, password, out.proven, None)
+        if out.partial:
+            missing = {m for r in out.required for m in r} - set(out.proven)
+            if upstream_pw and missing <= {"password"}:
+                return self._forward(conn, route, account, password, out.proven, out.receipt)
+            if "totp" in missing:
+                return joc_denied(account, 401, "A TOTP code is required (header X-Certgate-TOTP)",
+                                  [(b"WWW-Authenticate", b'X-Certgate-TOTP realm="certgate"')])
+            return self._refuse(conn, account, "factors-missing", joc_denied(account), missing=sorted(missing))
+        if out.reason == "throttled":
+            return joc_denied(account, 401, "Access denied", [(b"Retry-After", str(out.retry_after or 1).encode())])
+        if out.reason in _CERT_REASONS:
+            return joc_denied(account, 401, out.public_message)
+        return joc_denied(account)
+
+    def _forward(self, conn: ConnContext, route: "Route", account: str, password: str | None,
+                 proven: frozenset[str], receipt: str | None) -> Forward:
+        ident = conn.identity
+        cred = account if password is None else f"{account}:{password}"
+        sets: Headers = [(b"Authorization", b"Basic " + base64.b64encode(cred.encode("utf-8"))),
+                         (TOTP_HEADER, b"")]
+
+        def on_response(status: int, headers: Headers) -> Headers:
+            if status != 200:
+                self._upstream_refused(conn, account, status)
+                return []
+            return self._open_session(conn, account, proven, receipt)
+
+        return Forward(route, set_headers=sets, account=account, on_response=on_response)
+
+    def _upstream_refused(self, conn: ConnContext, account: str, status: int) -> None:
+        ident = conn.identity
+        locked = None
+        if status == 401:  # JOC refused the password: count it like certgate's own failures
+            from proxy.login.throttle import keys_for
+
+            locked = self._login.throttle.fail(keys_for(account, ident.fingerprint, ident.client_ip),
+                                               self._clock.seconds()).blocked
+        self._audit.record("joc-login", "deny", "upstream-refused", account=account, fingerprint=ident.fingerprint,
+                           client_ip=ident.client_ip, status=status, locked=locked)
+
+    def _open_session(self, conn: ConnContext, account: str, proven: frozenset[str], receipt: str | None
+                      ) -> Headers:
+        ident = conn.identity
+        try:
+            if receipt is not None:
+                out = self._login.authenticate(account=account, conn=conn, receipt=receipt,
+                                               password_proven_upstream=True, open_session=True)
+                return list(out.set_cookie) if out.ok else []
+            methods = sorted(proven | {"password"})
+            _, cookies = self._sessions.open(ident, account, methods, ident.client_ip)
+            self._audit.record("joc-login", "allow", "ok", account=account, fingerprint=ident.fingerprint,
+                               client_ip=ident.client_ip, methods=methods)
+            return list(cookies)
+        except Exception as e:  # the response is on its way: never break it, but say why
+            self._audit.record("joc-login", "error", "session-open-failed", account=account,
+                               fingerprint=ident.fingerprint, client_ip=ident.client_ip, error=str(e)[:200])
+            return []

@@ -1,0 +1,650 @@
+"""The client side of certgate: TLS-wrapped HTTP/1.1 connections, parsed with llhttp.
+
+``GatewayFactory`` builds one :class:`GatewayProtocol` per connection (wrapped by
+``TLSMemoryBIOFactory``). The protocol:
+
+- arms a handshake deadline at ``makeConnection`` and parses nothing before
+  ``handshakeCompleted``, where ``identify(transport, now)`` fixes the connection identity
+  (``None`` aborts the connection);
+- parses request heads with ``httptools.HttpRequestParser`` under ``[limits]`` (414, 431, 413),
+  a header deadline (slowloris), an idle keep-alive timeout and a maximum connection age
+  (``Connection: close`` on the next response);
+- hands every request head, pipelined or not, to ``gate.decide`` one at a time, in order, and
+  answers in order; a decision may be a value or a Deferred;
+- forwards (``proxy.upstream``) with the request and response bodies streamed and flow
+  control both ways, or answers locally; switches to a WebSocket tunnel only after a validated
+  101 (``proxy.tunnel``).
+
+Errors certgate generates are short plain-text responses followed by ``Connection: close``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Callable
+
+import httptools
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from proxy._http_forward import ForwardMixin
+from proxy._http_wire import CONTINUE_100, check_request, error_bytes, render_response
+from proxy.headers import HeaderPolicy
+from proxy.messages import ConnContext, Forward, Local, RequestHead, Response
+
+log = Logger()
+
+# Deadline kinds (one lazily re-armed timer per connection).
+K_NONE, K_HANDSHAKE, K_HEADER, K_IDLE, K_BODY, K_UPSTREAM = range(6)
+# Reasons to stop reading from the client (bit set).
+P_BUFFER, P_UPSTREAM, P_DECIDE, P_RAW = 1, 2, 4, 8
+#: Request-body bytes certgate buffers for requests that cannot stream yet.
+BUFFER_LIMIT = 256 * 1024
+
+
+class _Limit(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class _Req:
+    """One request as the HTTP layer tracks it (the gate sees only ``head``)."""
+
+    __slots__ = ("head", "facts", "complete", "chunks", "buffered", "sink", "on_complete", "received",
+                 "limit", "error", "retried")
+
+    def __init__(self, head: RequestHead | None, facts: Any, error: int = 0) -> None:
+        self.head = head
+        self.facts = facts
+        self.complete = False
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.sink: Callable[[bytes], Any] | None = None
+        self.on_complete: Callable[[], Any] | None = None
+        self.received = 0
+        self.limit: int | None = None
+        self.error = error
+        self.retried = False
+
+
+@implementer(IHandshakeListener, IPushProducer)
+class GatewayProtocol(ForwardMixin, Protocol):
+    """One client connection. See the module docstring for what it guarantees."""
+
+    identity: Any = None
+    conn: ConnContext | None = None
+
+    def __init__(self, factory: "GatewayFactory") -> None:
+        self.factory = factory
+        self._clock = factory.clock
+        self.gate = factory.gate
+        self._parser: Any = None
+        self._parsing = False
+        self._queue: deque[_Req] = deque()
+        self._active: _Req | None = None
+        self._incoming: _Req | None = None
+        self._hdrs: list[tuple[bytes, bytes]] = []
+        self._url = b""
+        self._hsize = 0
+        self._in_head = False
+        self._raw_guard = 0
+        self._raw: list[bytes] = []  # client bytes held while not parsing (pre-handshake, upgrade)
+        self._paused = 0
+        self._buffered = 0
+        self._closing = False
+        self.gone = False
+        self._timer: Any = None
+        self._dl = 0.0
+        self._dl_kind = K_NONE
+        self._connected_at = 0.0
+        self._handshake_done = False
+        self._write_paused = False
+        self._out: list[bytes] = []
+        self._up: Any = None
+        self._tunnel: Any = None
+        self._fwd: Forward | None = None
+        self._feeding = False
+
+    # ------------------------------------------------------------------ connection life
+    def makeConnection(self, transport: Any) -> None:
+        self._connected_at = self._clock.seconds()
+        self.factory.connections.add(self)
+        super().makeConnection(transport)
+        if self.factory.plain:
+            self.handshakeCompleted()
+        else:
+            self._arm(K_HANDSHAKE, self.factory.handshake_timeout)
+
+    def handshakeCompleted(self) -> None:
+        if self._handshake_done or self.gone:
+            return  # renegotiation is disabled; never re-identify
+        self._handshake_done = True
+        f = self.factory
+        now = self._clock.seconds()
+        try:
+            ident = f.identify(self.transport, now)
+        except Exception:
+            log.failure("identify() failed; aborting the connection")
+            ident = None
+        if ident is None:
+            self.abort()
+            return
+        self.identity = ident
+        host = self.transport.getHost()
+        self.conn = ConnContext(identity=ident, connected_at=self._connected_at, scheme="https",
+                                local_host=getattr(host, "host", ""), local_port=getattr(host, "port", 0))
+        try:
+            self.transport.setTcpNoDelay(True)
+        except Exception:  # pragma: no cover - memory transports in tests
+            pass
+        self.transport.registerProducer(self, True)
+        self._new_parser()
+        self._arm(K_IDLE, f.idle_timeout)
+        if self._raw:
+            raw, self._raw = b"".join(self._raw), []
+            self.dataReceived(raw)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.gone = True
+        self.factory.connections.discard(self)
+        self._dl_kind = K_NONE
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        up, self._up = self._up, None
+        if self._tunnel is not None:
+            self._tunnel.lost()
+            if up is not None:
+                up.loseConnection()
+            up = None
+        if up is not None:
+            up.abort()  # the client went away: the upstream request is cancelled
+        elif self._fwd is not None:
+            self.factory.pools.pool_for(self._fwd.route).cancel(self)
+        self._queue.clear()
+
+    def abort(self) -> None:
+        """Drop the connection now (used by trust reloads and need-mode refusals)."""
+        self._closing = True
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    # tunnel "client end" interface
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def loseConnection(self) -> None:
+        self._close()
+
+    def abortConnection(self) -> None:
+        self.abort()
+
+    def _close(self) -> None:
+        self._closing = True
+        self._parsing = False
+        t = self.transport
+        if t is not None and not self.gone:
+            t.unregisterProducer()
+            t.loseConnection()
+
+    # ------------------------------------------------------------------ producer (client writes)
+    def pauseProducing(self) -> None:
+        self._write_paused = True
+        if self._up is not None:
+            self._up.pause_reading()
+
+    def resumeProducing(self) -> None:
+        self._write_paused = False
+        if self._up is not None:
+            self._up.resume_reading()
+
+    def stopProducing(self) -> None:
+        pass
+
+    # ------------------------------------------------------------------ reading control
+    def _pause(self, bit: int) -> None:
+        if not self._paused and not self.gone:
+            self.transport.pauseProducing()
+        self._paused |= bit
+
+    def _resume(self, bit: int) -> None:
+        if self._paused & bit:
+            self._paused &= ~bit
+            if not self._paused and not self.gone:
+                self.transport.resumeProducing()
+
+    def upstream_write_paused(self, paused: bool) -> None:
+        if paused:
+            self._pause(P_UPSTREAM)
+        else:
+            self._resume(P_UPSTREAM)
+
+    # ------------------------------------------------------------------ deadlines
+    def _arm(self, kind: int, seconds: float) -> None:
+        clock = self._clock
+        self._dl = clock.seconds() + seconds
+        self._dl_kind = kind
+        t = self._timer
+        if t is None:
+            self._timer = clock.callLater(seconds, self._on_timer)
+        elif t.getTime() > self._dl:
+            t.reset(seconds)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        kind = self._dl_kind
+        if kind == K_NONE or self.gone:
+            return
+        now = self._clock.seconds()
+        if now < self._dl:
+            self._timer = self._clock.callLater(self._dl - now, self._on_timer)
+            return
+        self._dl_kind = K_NONE
+        if kind == K_HANDSHAKE:
+            self.abort()
+        elif kind == K_IDLE:
+            self._close()
+        elif kind == K_HEADER:
+            self._error_now(408)
+        elif kind == K_BODY:
+            self._timeout_body()
+        else:
+            self._timeout_upstream()
+
+    def _timeout_body(self) -> None:
+        self._fail_active(408)
+
+    # ------------------------------------------------------------------ parsing
+    def _new_parser(self) -> None:
+        self._parser = httptools.HttpRequestParser(self)
+        self._parsing = True
+        self._in_head = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._tunnel is not None:
+            self._tunnel.from_client(data)
+            return
+        if not self._parsing:
+            if not self._handshake_done or self._raw_wanted():
+                self._raw.append(data)
+                if sum(map(len, self._raw)) > BUFFER_LIMIT:
+                    self._pause(P_RAW)
+            return
+        if self._in_head:
+            # Bytes of a head that began in an earlier read (exact limits are in the callbacks).
+            self._raw_guard += len(data)
+            if self._raw_guard > self.factory.max_head:
+                self._parse_failed(431 if self._hdrs else 414)
+                return
+        elif self._dl_kind == K_BODY:
+            self._arm(K_BODY, self.factory.idle_timeout)
+        self._feeding = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            self._feeding = False
+            self._upgraded(data[e.args[0]:])
+        except httptools.HttpParserCallbackError as e:
+            self._feeding = False
+            ctx = e.__context__
+            if isinstance(ctx, _Limit):
+                self._parse_failed(ctx.status)
+            else:
+                log.failure("internal error while parsing a request",
+                            Failure(ctx) if isinstance(ctx, BaseException) else None)
+                self._parse_failed(500)
+        except httptools.HttpParserError as e:
+            self._feeding = False
+            if self._last_closes() and "after `Connection: close`" in str(e):
+                self._parsing = False  # bytes after a request that ends the connection: ignored
+            else:
+                self._parse_failed(400)
+        self._feeding = False
+        if self._buffered > BUFFER_LIMIT or (len(self._queue) > 1 and self._buffered):
+            self._pause(P_BUFFER)
+
+    def _upgraded(self, rest: bytes) -> None:
+        """llhttp stopped after an upgrade head; ``rest`` are the bytes that followed it."""
+        self._parsing = False
+        a = self._active
+        if a is not None and a.facts.websocket:
+            if rest:
+                self._raw.append(rest)  # held until the upstream answers (101 or not)
+            self._pause(P_RAW)
+        elif not self._closing and not self.gone and a is None and not self._queue:
+            # Already answered locally (e.g. 401) on a keep-alive connection: back to HTTP.
+            self._new_parser()
+            if rest:
+                self.dataReceived(rest)
+
+    def _raw_wanted(self) -> bool:
+        a = self._active
+        return a is not None and a.facts.websocket
+
+    def _last_closes(self) -> bool:
+        q = self._queue
+        return bool(q) and not q[-1].facts.keep_alive
+
+    # parser callbacks ---------------------------------------------------
+    def on_message_begin(self) -> None:
+        if not self._parsing:
+            return
+        self._hdrs = []
+        self._url = b""
+        self._hsize = 0
+        self._in_head = True
+        self._raw_guard = 0
+        self._arm(K_HEADER, self.factory.header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        if not self._parsing:
+            return
+        self._url += url
+        if len(self._url) > self.factory.max_request_line:
+            raise _Limit(414)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head or not self._parsing:
+            return  # trailers of a chunked request body: dropped
+        f = self.factory
+        self._hsize += len(name) + len(value) + 4
+        hdrs = self._hdrs
+        if len(hdrs) >= f.max_headers or self._hsize > f.max_header_size:
+            raise _Limit(431)
+        if value[-1:] in b" \t" and value:
+            value = value.rstrip(b" \t")
+        hdrs.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        if not self._parsing:
+            return
+        p = self._parser
+        method = p.get_method()
+        version = p.get_http_version().encode()
+        facts = check_request(method, self._url, version, self._hdrs, p.should_upgrade())
+        head = RequestHead(method, self._url, version, self._hdrs, facts.websocket, facts.keep_alive,
+                           facts.chunked or bool(facts.content_length))
+        r = _Req(head, facts, facts.error)
+        if facts.error:
+            self._parsing = False  # framing no longer trusted: nothing after this is parsed
+        elif len(self._queue) >= self.factory.max_pipeline:
+            r.error = 503
+            self._parsing = False
+        self._incoming = r
+        self._queue.append(r)
+        if not facts.keep_alive or facts.websocket:
+            self._parsing = False  # nothing after a closing request (or an upgrade) is parsed as HTTP
+        if self._active is None:
+            self._start(r)
+
+    def on_body(self, data: bytes) -> None:
+        r = self._incoming
+        if r is None:
+            return
+        sink = r.sink
+        if sink is not None:
+            sink(data)
+        else:
+            r.chunks.append(data)
+            r.buffered += len(data)
+            self._buffered += len(data)
+
+    def on_message_complete(self) -> None:
+        r = self._incoming
+        if r is None:
+            return
+        self._incoming = None
+        r.complete = True
+        cb = r.on_complete
+        if cb is not None:
+            r.on_complete = None
+            cb()
+
+    # ------------------------------------------------------------------ errors
+    def _parse_failed(self, status: int) -> None:
+        """The parser refused input: answer ``status`` after what is queued, then close."""
+        self._parsing = False
+        self._in_head = False
+        r, self._incoming = self._incoming, None
+        if r is not None and r is self._active:
+            # The body of the request being handled is broken: cancel it (and its upstream).
+            self._fail_active(400 if status == 500 else status)
+            return
+        err = _Req(None, None, status)
+        self._queue.append(err)
+        if self._active is None:
+            self._start(err)
+
+    def _error_now(self, status: int) -> None:
+        """Answer ``status`` unless a response already began, cancel the exchange, close."""
+        if not self._out_started():
+            self.transport.write(error_bytes(status))
+            self.factory.counters["errors"] += 1
+        self._cancel_upstream()
+        self._active = None
+        self._fwd = None
+        self._incoming = None
+        self._queue.clear()
+        self._close()
+
+    def _fail_active(self, status: int) -> None:
+        if self._out_started():
+            self._cancel_upstream()
+            self.abort()
+        else:
+            self._error_now(status)
+
+    # ------------------------------------------------------------------ request processing
+    def _start(self, r: _Req) -> None:
+        self._active = r
+        self._out_started_flag = False
+        self._up = None
+        self._dl_kind = K_NONE
+        if r.error:
+            self._error_now(r.error)
+            return
+        conn = self.conn
+        conn.requests += 1  # type: ignore[union-attr]
+        self.factory.counters["requests"] += 1
+        try:
+            d = self.gate.decide(r.head, conn)
+        except Exception:
+            log.failure("gate.decide failed")
+            self._error_now(500)
+            return
+        if type(d) is Forward:
+            self._forward(r, d)
+        elif isinstance(d, Deferred):
+            self._pause(P_DECIDE)
+            d.addCallbacks(self._decided, self._decide_failed, callbackArgs=(r,), errbackArgs=(r,))
+        else:
+            self._decided(d, r)
+
+    def _decided(self, d: Any, r: _Req) -> None:
+        if self.gone or self._active is not r:
+            return
+        self._resume(P_DECIDE)
+        if isinstance(d, Forward):
+            self._forward(r, d)
+        elif isinstance(d, Response):
+            self._respond(r, d)
+        elif isinstance(d, Local):
+            self._local(r, d)
+        else:
+            log.error("gate returned {d!r}, not a Decision", d=d)
+            self._error_now(500)
+
+    def _decide_failed(self, f: Failure, r: _Req) -> None:
+        if self.gone or self._active is not r:
+            return
+        log.failure("gate.decide failed", f)
+        self._error_now(500)
+
+    def _respond(self, r: _Req, resp: Response) -> None:
+        """Answer locally; the request body is read and discarded (bounded), never forwarded."""
+        facts = r.facts
+        close = resp.close or not facts.keep_alive or self._age_exceeded()
+        if not r.complete:
+            limit = self.factory.max_body_unauth
+            if facts.expect_continue or (facts.content_length or 0) > limit:
+                close = True  # we do not invite (or accept) that body
+            else:
+                r.limit = limit
+                r.received = r.buffered
+                r.sink = self._discard_sink
+        self._drop_buffered(r)
+        self.transport.write(render_response(resp, head_only=r.head.method == b"HEAD",  # type: ignore[union-attr]
+                                             close=close, keep_alive_10=r.head.version == b"1.0"))  # type: ignore[union-attr]
+        self._finish(close)
+
+    def _discard_sink(self, data: bytes) -> None:
+        r = self._incoming
+        if r is None:
+            return
+        r.received += len(data)
+        if r.limit is not None and r.received > r.limit:
+            r.sink = None
+            self._close()
+
+    def _local(self, r: _Req, local: Local) -> None:
+        limit = local.max_body if not self.factory.max_body else min(local.max_body, self.factory.max_body)
+        if (r.facts.content_length or 0) > limit:
+            self._error_now(413)
+            return
+        r.limit = limit
+
+        def run() -> None:
+            body = b"".join(r.chunks)
+            self._drop_buffered(r)
+            try:
+                res = local.handler(r.head, body, self.conn)  # type: ignore[arg-type]
+            except Exception:
+                log.failure("local handler failed")
+                self._error_now(500)
+                return
+            if isinstance(res, Deferred):
+                self._pause(P_DECIDE)
+                res.addCallbacks(self._local_done, self._decide_failed, callbackArgs=(r,), errbackArgs=(r,))
+            else:
+                self._local_done(res, r)
+
+        if r.complete:
+            run()
+            return
+        if r.buffered > limit:
+            self._error_now(413)
+            return
+        if r.facts.expect_continue:
+            self.transport.write(CONTINUE_100)
+        r.received = r.buffered
+        r.sink = self._collect_sink
+        r.on_complete = run
+        self._arm(K_BODY, self.factory.idle_timeout)
+        self._resume(P_BUFFER)
+
+    def _collect_sink(self, data: bytes) -> None:
+        r = self._incoming
+        if r is None:
+            return
+        r.chunks.append(data)
+        r.received += len(data)
+        if r.limit is not None and r.received > r.limit:
+            r.sink = None
+            r.on_complete = None
+            self._error_now(413)
+
+    def _local_done(self, resp: Any, r: _Req) -> None:
+        if self.gone or self._active is not r:
+            return
+        self._resume(P_DECIDE)
+        if not isinstance(resp, Response):
+            log.error("local handler returned {resp!r}, not a Response", resp=resp)
+            self._error_now(500)
+            return
+        self._respond(r, resp)
+
+    def _drop_buffered(self, r: _Req) -> None:
+        """Forget ``r``'s held body bytes (consumed or discarded)."""
+        self._buffered -= r.buffered
+        r.chunks = []
+        r.buffered = 0
+
+    def _age_exceeded(self) -> bool:
+        age = self.factory.max_connection_age
+        return bool(age) and self._clock.seconds() - self._connected_at >= age
+
+    def _finish(self, close: bool) -> None:
+        """The active request is answered; start the next one or go idle (or close)."""
+        q = self._queue
+        if q:
+            q.popleft()
+        self._active = None
+        self._fwd = None
+        if close or self._closing:
+            self._close()
+            return
+        self._resume(P_BUFFER)
+        if q:
+            self._start(q[0])
+        elif self._parsing:
+            self._arm(K_IDLE, self.factory.idle_timeout)
+        else:
+            self._after_upgrade_refused()
+
+
+class GatewayFactory(Factory):
+    """Builds :class:`GatewayProtocol`; holds the per-worker settings read once from ``config``.
+
+    ``connections`` is the set of live protocols (each has ``identity`` and ``abort()``).
+    ``counters`` counts requests, errors and upstream failures (read by the metrics endpoint).
+    """
+
+    protocol = GatewayProtocol  # type: ignore[assignment]
+    noisy = False
+    plain = False  # True only in PlainGatewayFactory (profiling/tests without TLS)
+
+    def __init__(self, *, gate: Any, identify: Callable[[Any, float], Any], config: Any, pools: Any,
+                 clock: Any, tunnels: Any, metrics: Any = None) -> None:
+        self.gate = gate
+        self.identify = identify
+        self.config = config
+        self.pools = pools
+        self.clock = clock
+        self.tunnels = tunnels
+        self.metrics = metrics
+        self.connections: set[GatewayProtocol] = set()
+        self.counters: dict[str, int] = {"requests": 0, "errors": 0, "upstream_errors": 0, "tunnels": 0}
+        listen, limits, ws = config.listen, config.limits, config.websocket
+        self.handshake_timeout = float(listen.handshake_timeout)
+        self.header_timeout = float(listen.header_timeout)
+        self.idle_timeout = float(listen.idle_timeout)
+        self.max_connection_age = float(listen.max_connection_age)
+        self.max_request_line = int(limits.max_request_line)
+        self.max_header_size = int(limits.max_header_size)
+        self.max_head = self.max_request_line + self.max_header_size
+        self.max_headers = int(limits.max_headers)
+        self.max_body_unauth = int(limits.max_body_unauthenticated)
+        self.max_body = int(limits.max_body)
+        self.max_pipeline = int(limits.max_pipeline)
+        self.ws_origins = frozenset(o.encode("latin-1") for o in ws.origins)
+        self.ws_idle_timeout = float(ws.idle_timeout)
+        self.header_policy = HeaderPolicy.from_config(config.headers)
+
+    def buildProtocol(self, addr: Any) -> GatewayProtocol:
+        p = GatewayProtocol(self)
+        return p
+
+
+class PlainGatewayFactory(GatewayFactory):
+    """The same HTTP layer over plain TCP: identify(transport, now) is called at connect.
+
+    For profiling and tests only; the service always listens with TLS.
+    """
+
+    plain = True

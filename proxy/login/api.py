@@ -1,0 +1,133 @@
+"""``POST /.certgate/api/auth``: the JSON login API (single- or multi-step, Keystone receipts).
+
+Request: ``{"account": "alice", "password": "...", "totp": "123456"}`` (account required,
+the others optional), ``Content-Type: application/json``, optional ``Certgate-Auth-Receipt``
+header from a previous partial success. Answers:
+
+- 200 ``{"account", "methods", "session": {"expires_at"}}`` + the session's Set-Cookie;
+- 401 + ``Certgate-Auth-Receipt`` header + ``{"receipt": {...}, "required_auth_methods"}``
+  on a partial success (Keystone's shape, no WWW-Authenticate);
+- 401 ``{"error": {"code": 401, "title": "Unauthorized", "message"}}`` on any failure
+  (uniform message);
+- 429 + Retry-After when throttled, 503 + Retry-After when too many logins are pending;
+- 400 (bad JSON, with where and why), 403 (cross-site), 405, 415.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from proxy.login.service import AuthOutcome
+from proxy.login.throttle import StartupRefused
+from proxy.login.web import cross_site, iso
+from proxy.messages import ConnContext, Headers, Local, RequestHead, Response, json_response
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twisted.internet.defer import Deferred
+
+    from proxy.login.service import LoginService
+
+RECEIPT_HEADER = b"Certgate-Auth-Receipt"
+MAX_BODY = 16384
+_FIELDS = ("account", "password", "totp")
+_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 405: "Method Not Allowed",
+           415: "Unsupported Media Type", 429: "Too Many Requests", 503: "Service Unavailable"}
+
+
+def error(status: int, message: str, headers: Headers | None = None) -> Response:
+    """Keystone's error body ``{"error": {"code", "title", "message"}}``."""
+    return json_response(status, {"error": {"code": status, "title": _TITLES.get(status, "Error"),
+                                            "message": message}}, headers=headers)
+
+
+def outcome_response(o: AuthOutcome) -> Response:
+    """The HTTP answer for an outcome (see the module docstring)."""
+    if o.ok:
+        body = {"account": o.account, "methods": sorted_methods(o.proven),
+                "session": {"expires_at": iso(o.session_expires_at) if o.session_expires_at else None}}
+        return json_response(200, body, headers=list(o.set_cookie))
+    if o.receipt is not None:
+        body = {"receipt": {"methods": sorted_methods(o.proven), "account": o.account,
+                            "expires_at": iso(o.receipt_expires_at or 0.0)},
+                "required_auth_methods": o.required}
+        return json_response(401, body, headers=[(RECEIPT_HEADER, o.receipt.encode("ascii"))])
+    if o.reason == "throttled":
+        return error(429, o.public_message, [(b"Retry-After", str(o.retry_after).encode())])
+    if o.reason == "busy":
+        return error(503, o.public_message, [(b"Retry-After", str(o.retry_after or 1).encode())])
+    return error(401, o.public_message, [(b"WWW-Authenticate", b'Certgate realm="certgate"')])
+
+
+def sorted_methods(methods: Any) -> list[str]:
+    from proxy.login.factors import ordered
+
+    return ordered(methods)
+
+
+def parse_body(body: bytes) -> dict[str, str]:
+    """The request's fields; ValueError says what is wrong and where."""
+    try:
+        obj = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"body is not UTF-8 (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"body is not JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise ValueError("body must be a JSON object")
+    for k, v in obj.items():
+        if k not in _FIELDS:
+            raise ValueError(f"unknown field {k!r} (known: {', '.join(_FIELDS)})")
+        if not isinstance(v, str):
+            raise ValueError(f"field {k!r} must be a string")
+    if not obj.get("account"):
+        raise ValueError("field 'account' is required")
+    return obj
+
+
+class AuthApi:
+    """The gate endpoint for ``/.certgate/api/auth``."""
+
+    def __init__(self, login: "LoginService") -> None:
+        self.login = login
+
+    def __call__(self, head: RequestHead, conn: ConnContext) -> Response | Local:
+        if head.method != b"POST":
+            return error(405, "Use POST.", [(b"Allow", b"POST")])
+        ctype = (head.get(b"content-type") or b"").split(b";", 1)[0].strip().lower()
+        if ctype != b"application/json":
+            return error(415, "Content-Type must be application/json.")
+        why = cross_site(head, conn)
+        if why is not None:
+            self.login.audit.record("login", "deny", "cross-site", fingerprint=conn.identity.fingerprint,
+                                    client_ip=conn.identity.client_ip, detail=why)
+            return error(403, "Cross-site login requests are refused.")
+        return Local(self._handle, max_body=MAX_BODY)
+
+    def _handle(self, head: RequestHead, body: bytes, conn: ConnContext) -> "Response | Deferred[Response]":
+        try:
+            fields = parse_body(body)
+        except ValueError as e:
+            return error(400, str(e))
+        raw = head.get(RECEIPT_HEADER)
+        receipt = raw.decode("latin-1").strip() if raw is not None else None
+        login = self.login
+        if not login.startups.try_acquire():
+            return outcome_response(login.busy_outcome(fields["account"], conn))
+        try:
+            d = login.authenticate_async(account=fields["account"], conn=conn, password=fields.get("password"),
+                                         totp=fields.get("totp"), receipt=receipt)
+        except BaseException:
+            login.startups.release()
+            raise
+
+        def done(result: Any) -> Any:
+            login.startups.release()
+            return result
+
+        d.addBoth(done)
+        d.addCallback(outcome_response)
+        return d
+
+
+__all__ = ["AuthApi", "RECEIPT_HEADER", "StartupRefused", "error", "outcome_response", "parse_body"]

@@ -1,0 +1,194 @@
+"""``certgate passwd`` and ``certgate totp``: manage the password file and TOTP secrets.
+
+``certgate passwd ACCOUNT [--config FILE | --file PATH] [--password-stdin] [--delete]``
+``certgate totp enroll ACCOUNT [--config FILE] [--no-verify] [--issuer NAME]``
+``certgate totp remove ACCOUNT [--config FILE]`` / ``certgate totp list [--config FILE]``
+
+Paths come from the config's ``[login]`` section (``password_file``, ``totp_secrets``,
+``totp_key``); ``--file``/``--secrets``/``--key`` override them. Exit status: 0 done,
+1 refused or failed (the message says why), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import io
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any, Callable
+
+DEFAULT_CONFIG = "/etc/certgate/certgate.conf"
+VERIFY_ATTEMPTS = 3
+
+
+def _login_section(path: str) -> tuple[Any, Any]:
+    """The config and its ``[login]`` section; raises SystemExit(1) with every problem."""
+    from proxy.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(path)
+    except ConfigError as e:
+        lines = "\n".join(f"  {p}" for p in e.problems)
+        raise _Fail(f"{path}: {len(e.problems)} problem(s):\n{lines}") from None
+    return cfg, cfg.login
+
+
+class _Fail(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------- passwd
+
+def passwd_main(argv: list[str], *, stdin: IO[str] | None = None, stdout: IO[str] | None = None,
+                stderr: IO[str] | None = None, prompt: Callable[[str], str] | None = None) -> int:
+    """``certgate passwd ACCOUNT``: set (prompting twice) or ``--delete`` an account's password."""
+    from proxy.login.passwords import PasswordError, PasswordFileError, delete_password, set_password
+
+    out, err = stdout or sys.stdout, stderr or sys.stderr
+    ap = argparse.ArgumentParser(prog="certgate passwd", description="Set or delete a password in certgate's "
+                                 "password file ([login] password_file, scrypt hashes).")
+    ap.add_argument("account", help="the account (exactly as the certificate maps it)")
+    ap.add_argument("--config", "-c", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    ap.add_argument("--file", help="password file (overrides [login] password_file)")
+    ap.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    ap.add_argument("--delete", action="store_true", help="remove the account's password")
+    ns = ap.parse_args(argv)
+    try:
+        path = Path(ns.file) if ns.file else None
+        if path is None:
+            _, login = _login_section(ns.config)
+            if not login.password_file:
+                raise _Fail(f"{ns.config}: [login] password_file is not set (or pass --file)")
+            path = Path(login.password_file)
+        if ns.delete:
+            if delete_password(path, ns.account):
+                print(f"{path}: password of {ns.account!r} deleted", file=out)
+                return 0
+            print(f"{path}: {ns.account!r} has no password", file=err)
+            return 1
+        if ns.password_stdin:
+            line = (stdin or sys.stdin).readline()
+            password = line[:-1] if line.endswith("\n") else line
+            password = password[:-1] if password.endswith("\r") else password
+        else:
+            ask = prompt or getpass.getpass
+            password = ask(f"New password for {ns.account}: ")
+            if ask("Repeat it: ") != password:
+                raise _Fail("the passwords differ; nothing changed")
+        set_password(path, ns.account, password)
+        print(f"{path}: password of {ns.account!r} set", file=out)
+        return 0
+    except (_Fail, PasswordError) as e:
+        print(f"certgate passwd: {e}", file=err)
+        return 1
+    except PasswordFileError as e:
+        print("certgate passwd: the password file is malformed; nothing changed:", file=err)
+        for p in e.problems:
+            print(f"  {p}", file=err)
+        return 1
+    except OSError as e:
+        print(f"certgate passwd: {getattr(e, 'filename', '') or path}: {e.strerror}", file=err)
+        return 1
+
+
+# --------------------------------------------------------------------------- totp
+
+def _qr_text(uri: str) -> str:
+    import segno
+
+    buf = io.StringIO()
+    segno.make(uri, error="m").terminal(out=buf, compact=True)
+    return buf.getvalue()
+
+
+def _mark_used(cfg: Any, account: str, step: int, err: IO[str]) -> None:
+    """Record the verification code's step as used, so it cannot log in a second time."""
+    try:
+        from proxy.stores import open_store
+
+        store = open_store(cfg.sessions.store, cfg.base_dir)
+    except Exception as e:  # the store may be remote or down: say so, enrolment is still valid
+        print(f"certgate totp: warning: could not record the used code in {cfg.sessions.store}: {e}", file=err)
+        return
+    try:
+        store.use_totp_step(account, step)
+    finally:
+        store.close()
+
+
+def totp_main(argv: list[str], *, stdin: IO[str] | None = None, stdout: IO[str] | None = None,
+              stderr: IO[str] | None = None, now: Callable[[], float] | None = None) -> int:
+    """``certgate totp enroll|remove|list``; see the module docstring."""
+    from proxy.login.totp import TotpError, TotpSecrets, check_code, new_secret, provisioning_uri
+
+    out, err, inp = stdout or sys.stdout, stderr or sys.stderr, stdin or sys.stdin
+    clock = now or time.time
+    ap = argparse.ArgumentParser(prog="certgate totp", description="Manage TOTP secrets (encrypted at rest).")
+    ap.add_argument("--config", "-c", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    ap.add_argument("--secrets", help="secrets file (overrides [login] totp_secrets)")
+    ap.add_argument("--key", help="key file (overrides [login] totp_key)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    en = sub.add_parser("enroll", help="create a secret, show its URI and QR code, activate after a valid code")
+    en.add_argument("account")
+    en.add_argument("--no-verify", action="store_true", help="activate without asking for a code (scripts)")
+    en.add_argument("--issuer", default="certgate", help="issuer shown by the authenticator app")
+    rm = sub.add_parser("remove", help="delete an account's secret")
+    rm.add_argument("account")
+    sub.add_parser("list", help="list enrolled accounts")
+    ns = ap.parse_args(argv)
+    cfg = None
+    try:
+        secrets_path, key_path, window = ns.secrets, ns.key, 1
+        if not (secrets_path and key_path):
+            cfg, login = _login_section(ns.config)
+            secrets_path = secrets_path or login.totp_secrets
+            key_path = key_path or login.totp_key
+            window = int(login.totp_window)
+            if not secrets_path or not key_path:
+                raise _Fail(f"{ns.config}: [login] totp_secrets and totp_key must be set (or pass --secrets/--key)")
+        store = TotpSecrets(secrets_path, key_path)
+        if ns.cmd == "list":
+            rows = store.list()
+            for account, info in rows:
+                if isinstance(info, str):
+                    print(f"{account}\tUNUSABLE\t{info}", file=out)
+                else:
+                    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(info.created))
+                    print(f"{account}\tenrolled\t{when}", file=out)
+            if not rows:
+                print("no account is enrolled", file=err)
+            return 0
+        if ns.cmd == "remove":
+            if store.remove(ns.account):
+                print(f"{secrets_path}: TOTP secret of {ns.account!r} removed", file=out)
+                return 0
+            print(f"{secrets_path}: {ns.account!r} is not enrolled", file=err)
+            return 1
+        secret = new_secret()
+        uri = provisioning_uri(secret, ns.account, ns.issuer)
+        print(f"Scan this QR code with the authenticator app of {ns.account} (or enter the URI):\n", file=out)
+        print(_qr_text(uri), file=out)
+        print(uri, file=out)
+        if not ns.no_verify:
+            for attempt in range(VERIFY_ATTEMPTS):
+                print("Code shown by the app: ", end="", file=out, flush=True)
+                code = inp.readline().strip()
+                step = check_code(secret, code, clock(), window)
+                if step is not None:
+                    if cfg is not None:
+                        _mark_used(cfg, ns.account, step, err)
+                    break
+                print("that code is not valid (six digits, current time step)", file=err)
+            else:
+                raise _Fail(f"no valid code after {VERIFY_ATTEMPTS} attempts; {ns.account!r} was not enrolled")
+        store.store(ns.account, secret, clock())
+        print(f"{secrets_path}: TOTP enabled for {ns.account!r}", file=out)
+        return 0
+    except (_Fail, TotpError) as e:
+        print(f"certgate totp: {e}", file=err)
+        return 1
+    except OSError as e:
+        print(f"certgate totp: {getattr(e, 'filename', '')}: {e.strerror}", file=err)
+        return 1

@@ -1,0 +1,224 @@
+"""certgate's own HTML login page at ``/.certgate/login`` (GET shows it, POST submits it).
+
+- The account field is prefilled with the account of the connection's certificate; the
+  certificate's subject and expiry are shown; a refused certificate is explained (and no
+  form is offered: the login could not succeed).
+- CSRF: a pre-auth cookie (``__Host-certgate-pre``, random, ``SameSite=Strict``) and a
+  per-page token ``HMAC(key, cookie)`` in a hidden field; the POST needs both, plus an
+  ``Origin``/``Sec-Fetch-Site`` that is not cross-site.
+- No script at all; a strict CSP (``default-src 'none'``, the one stylesheet allowed by hash,
+  ``form-action 'self'``, ``frame-ancestors 'none'``).
+- Success: 303 to ``next`` (same-origin paths only) with the session cookie; a partial
+  success shows step 2 (only the missing fields, the receipt in a hidden field).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from proxy.login import factors
+from proxy.login.keys import derive_key
+from proxy.login.service import AuthOutcome
+from proxy.login.web import PRE_COOKIE, CsrfTokens, cross_site, safe_next
+from proxy.messages import ConnContext, Headers, Local, RequestHead, Response
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twisted.internet.defer import Deferred
+
+    from proxy.login.service import LoginService
+
+MAX_BODY = 16384
+_FIELDS = ("account", "password", "totp", "receipt", "next", "csrf")
+
+CSS = ("body{font-family:system-ui,sans-serif;max-width:32em;margin:3em auto;padding:0 1em;color:#222}"
+       "h1{font-size:1.4em}label{display:block;margin-top:1em;font-weight:600}"
+       "input{display:block;width:100%;box-sizing:border-box;padding:.5em;font-size:1em}"
+       "button{margin-top:1.5em;padding:.6em 1.4em;font-size:1em}"
+       ".cert{background:#f3f6f9;border-left:4px solid #369;padding:.5em .8em}"
+       ".why{background:#fdf3f3;border-left:4px solid #c33;padding:.5em .8em}"
+       "dt{font-weight:600}dd{margin:0 0 .4em 0;word-break:break-all}")
+CSP = ("default-src 'none'; style-src 'sha256-" + base64.b64encode(hashlib.sha256(CSS.encode()).digest()).decode()
+       + "'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'").encode("ascii")
+
+_SHELL = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title} - certgate</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<style>{css}</style></head>
+<body><main><h1>{title}</h1>
+{body}</main></body></html>
+"""
+
+
+def _e(s: object) -> str:
+    return html.escape(str(s), quote=True)
+
+
+def _expiry(conn: ConnContext) -> str | None:
+    """The certificate's notAfter from the verdict (or the leaf), as ``YYYY-MM-DD HH:MM UTC``."""
+    ident = conn.identity
+    when = getattr(ident.verdict, "not_after", None)
+    if when is None and ident.leaf is not None:
+        when = ident.leaf.not_valid_after_utc
+    return when.strftime("%Y-%m-%d %H:%M UTC") if when is not None else None
+
+
+class LoginPage:
+    """The gate endpoint for ``/.certgate/login``."""
+
+    def __init__(self, login: "LoginService") -> None:
+        self.login = login
+        self.csrf = CsrfTokens(derive_key(login.secret, "csrf"))
+
+    # ------------------------------------------------------------------ dispatch
+
+    def __call__(self, head: RequestHead, conn: ConnContext) -> Response | Local:
+        if head.method in (b"GET", b"HEAD"):
+            nxt = safe_next((parse_qs(head.query).get("next") or [""])[0])
+            return self.render(head, conn, next_path=nxt)
+        if head.method != b"POST":
+            return self._page(405, "Method not allowed", "<p>Use the login form.</p>", [(b"Allow", b"GET, POST")])
+        why = cross_site(head, conn)
+        if why is not None:
+            self.login.audit.record("login", "deny", "cross-site", fingerprint=conn.identity.fingerprint,
+                                    client_ip=conn.identity.client_ip, detail=why)
+            return self._page(403, "Login refused", '<p class="why" role="alert">This login request came from '
+                              "another site and was refused. Open the login page directly.</p>")
+        return Local(self._post, max_body=MAX_BODY)
+
+    # ------------------------------------------------------------------ rendering
+
+    def _page(self, status: int, title: str, body: str, headers: Headers | None = None) -> Response:
+        hs: Headers = [(b"Content-Type", b"text/html; charset=utf-8"), (b"Cache-Control", b"no-store"),
+                       (b"Content-Security-Policy", CSP), (b"X-Frame-Options", b"DENY"),
+                       (b"Referrer-Policy", b"no-referrer"), (b"X-Content-Type-Options", b"nosniff")]
+        text = _SHELL.format(title=_e(title), css=CSS, body=body)
+        return Response(status, hs + (headers or []), text.encode("utf-8"))
+
+    def _cert_box(self, conn: ConnContext) -> str:
+        ident = conn.identity
+        if not ident.presented:
+            return ('<p class="why" role="alert">Your browser did not present a client certificate. Insert your '
+                    "smart card (or install your certificate), then restart the browser or open a new private "
+                    "window so that it asks again.</p>")
+        if not ident.ok:
+            why = ident.invalid_reason or "it could not be verified"
+            return (f'<p class="why" role="alert">certgate refused the certificate your browser presented: '
+                    f"{_e(why)}. Choose another certificate (restart the browser to be asked again) or contact "
+                    "your administrator.</p>"
+                    f'<dl class="cert"><dt>Subject</dt><dd>{_e(ident.subject or "-")}</dd>'
+                    f'<dt>Issuer</dt><dd>{_e(ident.issuer or "-")}</dd></dl>')
+        exp = _expiry(conn)
+        return ('<dl class="cert" aria-label="Your certificate">'
+                f'<dt>Certificate</dt><dd>{_e(ident.subject or "-")}</dd>'
+                + (f"<dt>Valid until</dt><dd>{_e(exp)}</dd>" if exp else "")
+                + f"<dt>Account</dt><dd>{_e(ident.account)}</dd></dl>")
+
+    def render(self, head: RequestHead, conn: ConnContext, *, next_path: str = "/", status: int = 200,
+               message: str | None = None, outcome: AuthOutcome | None = None, account: str | None = None,
+               headers: Headers | None = None) -> Response:
+        """The login page (or its step 2 when ``outcome`` is a partial success)."""
+        hs: Headers = list(headers or [])
+        cookie = head.cookie(PRE_COOKIE)
+        if not self.csrf.valid_cookie_value(cookie):
+            cookie = self.csrf.new_cookie_value()
+            hs.append(self.csrf.cookie_header(cookie))
+        token = self.csrf.token(cookie or "")
+        ident = conn.identity
+        parts = [self._cert_box(conn)]
+        if message:
+            parts.append(f'<p class="why" role="alert" id="msg">{_e(message)}</p>')
+        if ident.ok:
+            acct = account if account is not None else str(ident.account)
+            if outcome is not None and outcome.partial:
+                need = factors.missing(outcome.required, outcome.proven)
+                title = "Login: next step"
+                fields = self._fields(need, acct, readonly=True)
+                fields += f'<input type="hidden" name="receipt" value="{_e(outcome.receipt)}">'
+            else:
+                rules = self.login.effective_rules(acct) or self.login.required_methods(acct)
+                title = "Log in"
+                fields = self._fields([m for m in factors.methods_in(rules) if m != factors.TLS_CERT], acct,
+                                      readonly=False)
+            parts.append('<form method="post" action="/.certgate/login" autocomplete="on">'
+                         f'<input type="hidden" name="csrf" value="{_e(token)}">'
+                         f'<input type="hidden" name="next" value="{_e(next_path)}">'
+                         f'{fields}<button type="submit">Log in</button></form>')
+        else:
+            title = "Certificate required"
+        return self._page(status, title, "\n".join(parts), hs)
+
+    @staticmethod
+    def _fields(methods: list[str] | Any, account: str, *, readonly: bool) -> str:
+        ro = " readonly" if readonly else ""
+        out = ('<label for="account">Account</label>'
+               f'<input id="account" name="account" type="text" value="{_e(account)}" required '
+               f'autocomplete="username" autocapitalize="none" spellcheck="false"{ro}>')
+        if factors.PASSWORD in methods:
+            out += ('<label for="password">Password</label>'
+                    '<input id="password" name="password" type="password" required autocomplete="current-password">')
+        if factors.TOTP in methods:
+            out += ('<label for="totp">Code from your authenticator app</label>'
+                    '<input id="totp" name="totp" type="text" inputmode="numeric" pattern="[0-9]{6}" '
+                    'maxlength="6" required autocomplete="one-time-code" aria-describedby="totp-help">'
+                    '<small id="totp-help">Six digits.</small>')
+        return out
+
+    # ------------------------------------------------------------------ submit
+
+    def _post(self, head: RequestHead, body: bytes, conn: ConnContext) -> "Response | Deferred[Response]":
+        ctype = (head.get(b"content-type") or b"").split(b";", 1)[0].strip().lower()
+        if ctype != b"application/x-www-form-urlencoded":
+            return self._page(415, "Login refused", '<p class="why" role="alert">Submit the login form.</p>')
+        try:
+            form = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
+                            max_num_fields=len(_FIELDS) + 2)
+        except (UnicodeDecodeError, ValueError):
+            return self._page(400, "Login refused", '<p class="why" role="alert">The form could not be read.</p>')
+        if any(len(v) != 1 for v in form.values()):
+            return self._page(400, "Login refused", '<p class="why" role="alert">A form field was repeated.</p>')
+        f = {k: v[0] for k, v in form.items() if k in _FIELDS}
+        nxt = safe_next(f.get("next"))
+        if not self.csrf.check(head.cookie(PRE_COOKIE), f.get("csrf")):
+            self.login.audit.record("login", "deny", "csrf-token", fingerprint=conn.identity.fingerprint,
+                                    client_ip=conn.identity.client_ip)
+            return self.render(head, conn, next_path=nxt, status=403,
+                               message="This login form has expired or was opened elsewhere. Please try again.")
+        account = f.get("account") or ""
+        login = self.login
+        if not login.startups.try_acquire():
+            o = login.busy_outcome(account, conn)
+            return self.render(head, conn, next_path=nxt, status=503, message=o.public_message,
+                               headers=[(b"Retry-After", b"1")])
+        try:
+            d = login.authenticate_async(account=account, conn=conn, password=f.get("password") or None,
+                                         totp=f.get("totp") or None, receipt=f.get("receipt") or None)
+        except BaseException:
+            login.startups.release()
+            raise
+
+        def done(result: Any) -> Any:
+            login.startups.release()
+            return result
+
+        d.addBoth(done)
+        d.addCallback(lambda o: self._answer(head, conn, o, nxt, account))
+        return d
+
+    def _answer(self, head: RequestHead, conn: ConnContext, o: AuthOutcome, nxt: str, account: str) -> Response:
+        if o.ok:
+            hs: Headers = [(b"Location", nxt.encode("utf-8")), (b"Cache-Control", b"no-store"),
+                           (b"Content-Type", b"text/plain; charset=utf-8"), self.csrf.clear_header()]
+            return Response(303, hs + list(o.set_cookie), b"Logged in\n")
+        if o.partial:
+            return self.render(head, conn, next_path=nxt, status=401, outcome=o, account=o.account,
+                               message="Enter the remaining factor to finish logging in.")
+        if o.reason == "throttled":
+            return self.render(head, conn, next_path=nxt, status=429, message=o.public_message,
+                               headers=[(b"Retry-After", str(o.retry_after).encode())])
+        return self.render(head, conn, next_path=nxt, status=401, message=o.public_message,
+                           account=account if conn.identity.ok else None)

@@ -1,0 +1,336 @@
+"""``LoginService``: one place that decides whether a login attempt proves enough factors.
+
+Used by certgate's own login page and JSON API (:mod:`proxy.login.pages`,
+:mod:`proxy.login.api`) and by the Cockpit and JOC front doors. Order of checks in
+:meth:`LoginService.authenticate` (the first failure ends the attempt):
+
+1. throttling: a locked account, certificate or client IP is refused (``throttled``);
+2. the certificate: ``tls-cert`` is proven only when *this connection* presented a valid
+   certificate whose account equals the submitted one (``trust.mapping.account_matches``);
+3. a receipt, if given: genuine, unexpired, same account and certificate, never used before
+   (consumed now); its methods count as proven;
+4. the password: with ``password = file`` checked against the scrypt file; with ``upstream``
+   only the front door can prove it (``password_proven_upstream=True``);
+5. the TOTP code: ``^[0-9]{6}$``, valid within the window, its time step never used before;
+6. the rules: a satisfied rule opens the trusted session (``ok``); otherwise a partial success
+   answers a new receipt and the rules still reachable (Keystone ``required_auth_methods``).
+
+Every decision is audited with account, fingerprint, client IP and a reason code, never a
+secret. Public messages are uniform: they never say whether an account exists or which
+factor failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from proxy.login import factors
+from proxy.login.keys import derive_key, load_secret
+from proxy.login.passwords import PasswordFile, PasswordFileError
+from proxy.login.receipts import ReceiptCodec, ReceiptError, consume
+from proxy.login.throttle import Startups, StartupRefused, Throttle, keys_for
+from proxy.login.totp import TotpError, TotpSecrets, check_code, valid_syntax
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twisted.internet.defer import Deferred
+
+    from proxy.messages import ConnContext, Headers
+
+MSG_FAILED = "Authentication failed. Check the account, the password and the code, then try again."
+MSG_CERT = "A valid client certificate for this account is required (check which certificate the browser chose)."
+MSG_THROTTLED = "Too many failed attempts. Try again later."
+MSG_BUSY = "Too many logins are in progress. Try again in a moment."
+MSG_PARTIAL = "More authentication methods are required."
+MSG_OK = "Logged in."
+MAX_ACCOUNT = 256
+
+_CERT_REASONS = frozenset({"no-certificate", "certificate-invalid", "cn-mismatch"})
+
+
+@dataclass(frozen=True)
+class AuthOutcome:
+    """The result of one login attempt (see the module docstring for the order of checks)."""
+
+    ok: bool
+    account: str
+    proven: frozenset[str]
+    required: list[list[str]]
+    receipt: str | None
+    reason: str
+    public_message: str
+    receipt_expires_at: float | None = None
+    session: Any = None  # the SessionRecord opened on success
+    set_cookie: list[tuple[bytes, bytes]] = field(default_factory=list)
+    session_expires_at: float | None = None
+    retry_after: int = 0  # seconds, for ``throttled`` and ``busy``
+
+    @property
+    def partial(self) -> bool:
+        return not self.ok and self.receipt is not None
+
+    @property
+    def throttled(self) -> bool:
+        return self.reason == "throttled"
+
+
+class LoginService:
+    """Factor checks, receipts, throttling and session opening for every login path."""
+
+    def __init__(self, *, config: Any, store: Any, sessions: Any, clock: Any, audit: Any, rng: Any = None,
+                 defer_to_thread: Callable[..., "Deferred[Any]"] | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.sessions = sessions
+        self.clock = clock
+        self.audit = audit
+        lc = config.login
+        self._mode: str = lc.password
+        self._lifetime = float(lc.receipt_lifetime)
+        self._window = int(lc.totp_window)
+        self.secret = load_secret(self._path(lc.secret_key), create=True)
+        self.receipts = ReceiptCodec(derive_key(self.secret, "receipt"))
+        self.passwords = PasswordFile(self._path(lc.password_file)) if lc.password_file else None
+        self.totp = (TotpSecrets(self._path(lc.totp_secrets), self._path(lc.totp_key))
+                     if lc.totp_secrets and lc.totp_key else None)
+        self.throttle = Throttle(store, limit=int(lc.failure_limit), window=float(lc.failure_window),
+                                 lockout=float(lc.lockout))
+        self.startups = Startups(lc.max_startups, rng)
+        trust = getattr(config, "trust", None)
+        mapping = getattr(trust, "mapping", None)
+        self._strip_domain = bool(getattr(mapping, "strip_domain", False))
+        if defer_to_thread is None and hasattr(clock, "getThreadPool"):
+            from twisted.internet.threads import deferToThreadPool
+
+            defer_to_thread = lambda f, *a: deferToThreadPool(clock, clock.getThreadPool(), f, *a)  # noqa: E731
+        self._defer_to_thread = defer_to_thread
+
+    def _path(self, p: Any) -> Path:
+        path = Path(p)
+        return path if path.is_absolute() else Path(self.config.base_dir) / path
+
+    # ------------------------------------------------------------------ rules
+
+    def required_methods(self, account: str) -> list[list[str]]:
+        """The configured rules of ``account``: its ``[account:NAME]`` section, else ``[login]``."""
+        rules = self.config.account_rules.get(account, self.config.login.required_auth_methods)
+        return factors.normalize_rules(rules)
+
+    def totp_enrolled(self, account: str) -> bool:
+        """True when ``account`` has a TOTP secret; True too when the secrets cannot be read
+        (an unreadable file must not make the factor optional)."""
+        if self.totp is None:
+            return False
+        try:
+            return self.totp.enrolled(account)
+        except TotpError:
+            return True
+
+    def effective_rules(self, account: str) -> list[list[str]]:
+        """The rules that apply now (:func:`factors.effective_rules` with the enrolment)."""
+        return factors.effective_rules(self.required_methods(account), self.totp_enrolled(account))
+
+    def needs_totp(self, account: str) -> bool:
+        """True when every rule that applies to ``account`` needs a TOTP code."""
+        rules = self.effective_rules(account)
+        return bool(rules) and all(factors.TOTP in r for r in rules)
+
+    def needs_password(self, account: str) -> bool:
+        """True when every rule that applies to ``account`` needs the password."""
+        rules = self.effective_rules(account)
+        return bool(rules) and all(factors.PASSWORD in r for r in rules)
+
+    # ------------------------------------------------------------------ MaxStartups
+
+    @contextlib.contextmanager
+    def pending(self) -> Iterator[None]:
+        """A pending-login slot (MaxStartups); raises :class:`StartupRefused` when refused."""
+        with self.startups.slot():
+            yield
+
+    def busy_outcome(self, account: str, conn: "ConnContext") -> AuthOutcome:
+        """The outcome (and audit record) of a login refused by MaxStartups."""
+        self._audit(account, conn, "refuse", "busy")
+        return AuthOutcome(False, account, frozenset(), [], None, "busy", MSG_BUSY, retry_after=1)
+
+    # ------------------------------------------------------------------ authenticate
+
+    def authenticate(self, *, account: str, conn: "ConnContext", password: str | None = None,
+                     totp: str | None = None, receipt: str | None = None,
+                     password_proven_upstream: bool = False, open_session: bool = True) -> AuthOutcome:
+        """Check one login attempt; on ``ok`` the trusted session is opened (unless ``open_session``
+        is false) and ``set_cookie`` carries its cookie. Runs scrypt in the calling thread."""
+        pre = self._precheck(account, conn)
+        if isinstance(pre, AuthOutcome):
+            return pre
+        pw_ok = None
+        if password is not None and self._mode == "file":
+            pw_ok = self._check_password(pre, password)
+        return self._finish(pre, conn, password, pw_ok, totp, receipt, password_proven_upstream, open_session)
+
+    def authenticate_async(self, *, account: str, conn: "ConnContext", password: str | None = None,
+                           totp: str | None = None, receipt: str | None = None,
+                           password_proven_upstream: bool = False, open_session: bool = True
+                           ) -> "Deferred[AuthOutcome]":
+        """Like :meth:`authenticate`, with the scrypt work in a thread (the rest in the caller's)."""
+        from twisted.internet.defer import succeed
+
+        pre = self._precheck(account, conn)
+        if isinstance(pre, AuthOutcome):
+            return succeed(pre)
+        if password is None or self._mode != "file" or self._defer_to_thread is None:
+            return succeed(self.authenticate(account=account, conn=conn, password=password, totp=totp,
+                                             receipt=receipt, password_proven_upstream=password_proven_upstream,
+                                             open_session=open_session))
+        d = self._defer_to_thread(self._check_password, pre, password)
+        d.addCallback(lambda pw_ok: self._finish(pre, conn, password, pw_ok, totp, receipt,
+                                                 password_proven_upstream, open_session))
+        return d
+
+    def _check_password(self, account: str, password: str) -> bool | str:
+        """True/False, or ``"password-file-error"`` when the file is unusable (fails closed)."""
+        assert self.passwords is not None
+        try:
+            return self.passwords.verify(account, password)
+        except PasswordFileError:
+            return "password-file-error"
+
+    def _precheck(self, account: Any, conn: "ConnContext") -> AuthOutcome | str:
+        """Throttling and the certificate; the canonical account, or a failed outcome."""
+        ident = conn.identity
+        now = self.clock.seconds()
+        shown = account if isinstance(account, str) else ""
+        if not isinstance(account, str) or not account or len(account) > MAX_ACCOUNT:
+            return self._fail(shown[:MAX_ACCOUNT], conn, "bad-account", [], count=[])
+        state = self.throttle.check(keys_for(account, ident.fingerprint, ident.client_ip), now)
+        if state.blocked:
+            self._audit(account, conn, "refuse", "throttled", locked=(state.key or "").split(":", 1)[0])
+            return AuthOutcome(False, account, frozenset(), [], None, "throttled", MSG_THROTTLED,
+                               retry_after=state.retry_after)
+        if not ident.presented:
+            return self._fail(account, conn, "no-certificate", [], count=["ip"])
+        if not ident.ok:
+            return self._fail(account, conn, "certificate-invalid", [], count=["cert", "ip"])
+        from trust.mapping import account_matches
+
+        if not account_matches(ident.account, account, self._strip_domain):
+            return self._fail(account, conn, "cn-mismatch", [], count=["cert", "ip"])
+        canonical = str(ident.account)
+        if canonical != account:  # domain stripped: the canonical account's lock applies too
+            state = self.throttle.check(keys_for(canonical, None, None), now)
+            if state.blocked:
+                self._audit(canonical, conn, "refuse", "throttled", locked="account")
+                return AuthOutcome(False, canonical, frozenset(), [], None, "throttled", MSG_THROTTLED,
+                                   retry_after=state.retry_after)
+        return canonical
+
+    def _finish(self, account: str, conn: "ConnContext", password: str | None, pw_ok: bool | str | None,
+                totp: str | None, receipt: str | None, upstream_ok: bool, open_session: bool) -> AuthOutcome:
+        ident = conn.identity
+        now = self.clock.seconds()
+        rules = self.effective_rules(account)
+        proven = {factors.TLS_CERT}
+        not_after: float | None = None
+        if receipt is not None:
+            try:
+                rec = self.receipts.open(receipt, account=account, fingerprint=ident.fingerprint, now=now)
+                consume(self.store, rec)
+            except ReceiptError as e:
+                return self._fail(account, conn, "receipt-invalid", rules, detail=e.reason)
+            proven |= set(rec.methods)
+            not_after = rec.expires_at
+        if password is not None:
+            if self._mode != "file":
+                return self._fail(account, conn, "password-not-checkable", rules)
+            if pw_ok is None:
+                pw_ok = self._check_password(account, password)
+            if pw_ok == "password-file-error":
+                return self._fail(account, conn, "password-file-error", rules)
+            if pw_ok is not True:
+                return self._fail(account, conn, "bad-password", rules)
+            proven.add(factors.PASSWORD)
+        if upstream_ok:
+            if self._mode != "upstream":
+                return self._fail(account, conn, "password-not-upstream", rules)
+            proven.add(factors.PASSWORD)
+        if totp is not None:
+            why = self._check_totp(account, totp, now)
+            if why:
+                return self._fail(account, conn, why, rules)
+            proven.add(factors.TOTP)
+        done = frozenset(proven)
+        if not rules:
+            return self._fail(account, conn, "no-usable-rule", self.required_methods(account))
+        if factors.satisfied(rules, done) is not None:
+            return self._succeed(account, conn, done, open_session)
+        token, rec2 = self.receipts.issue(account=account, fingerprint=ident.fingerprint or "",
+                                          methods=sorted(done), now=now, lifetime=self._lifetime,
+                                          not_after=not_after)
+        required = factors.reachable(rules, done)
+        self._audit(account, conn, "partial", "more-methods-required", methods=factors.ordered(done),
+                    missing=factors.missing(rules, done))
+        return AuthOutcome(False, account, done, required, token, "more-methods-required", MSG_PARTIAL,
+                           receipt_expires_at=rec2.expires_at)
+
+    def _check_totp(self, account: str, code: str, now: float) -> str:
+        """'' when the code proves TOTP (its step now used), else the reason code."""
+        if not valid_syntax(code):
+            return "bad-totp"
+        if self.totp is None:
+            return "totp-not-enrolled"
+        try:
+            if not self.totp.enrolled(account):
+                return "totp-not-enrolled"
+            secret = self.totp.secret(account)
+        except TotpError:
+            return "totp-unavailable"
+        step = check_code(secret, code, now, self._window)
+        if step is None:
+            return "bad-totp"
+        if not self.store.use_totp_step(account, step):
+            return "totp-replay"
+        return ""
+
+    def _succeed(self, account: str, conn: "ConnContext", proven: frozenset[str], open_session: bool
+                 ) -> AuthOutcome:
+        ident = conn.identity
+        self.throttle.succeed(keys_for(account, ident.fingerprint, None))
+        record, cookies, ends = None, [], None
+        if open_session:
+            record, cookies = self.sessions.open(ident, account, factors.ordered(proven), ident.client_ip)
+            ends = self.sessions.ends_at(record)[0]
+        self._audit(account, conn, "allow", "ok", methods=factors.ordered(proven),
+                    session=record.id[:16] if record is not None else None)
+        return AuthOutcome(True, account, proven, [], None, "ok", MSG_OK, session=record,
+                           set_cookie=list(cookies), session_expires_at=ends)
+
+    def _fail(self, account: str, conn: "ConnContext", reason: str, rules: list[list[str]], *,
+              count: list[str] | None = None, detail: str | None = None) -> AuthOutcome:
+        ident = conn.identity
+        parts = count if count is not None else ["account", "cert", "ip"]
+        keys = keys_for(account if "account" in parts else None,
+                        ident.fingerprint if "cert" in parts else None,
+                        ident.client_ip if "ip" in parts else None)
+        state = self.throttle.fail(keys, self.clock.seconds()) if keys else None
+        extra: dict[str, Any] = {"detail": detail} if detail else {}
+        if state is not None and state.blocked:
+            extra["locked"] = (state.key or "").split(":", 1)[0]
+        self._audit(account, conn, "deny", reason, **extra)
+        msg = MSG_CERT if reason in _CERT_REASONS else MSG_FAILED
+        return AuthOutcome(False, account, frozenset(), [], None, reason, msg)
+
+    def _audit(self, account: str, conn: "ConnContext", decision: str, reason: str, **extra: Any) -> None:
+        ident = conn.identity
+        self.audit.record("login", decision, reason, account=account, fingerprint=ident.fingerprint,
+                          client_ip=ident.client_ip, **extra)
+
+    # ------------------------------------------------------------------ HTTP
+
+    def endpoints(self) -> dict[str, Any]:
+        """``/.certgate/login`` (page) and ``/.certgate/api/auth`` (JSON) for the gate."""
+        from proxy.login.api import AuthApi
+        from proxy.login.pages import LoginPage
+
+        return {"/.certgate/login": LoginPage(self), "/.certgate/api/auth": AuthApi(self)}

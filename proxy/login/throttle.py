@@ -1,0 +1,154 @@
+"""Login abuse controls: failure throttling (per account, certificate, IP) and MaxStartups.
+
+Failure throttling keeps its counters in the session store (``incr_failure``, ``failures``,
+``reset_failures``), so they survive a restart and are shared between gateways on Redis.
+Keys are ``account:NAME``, ``cert:FINGERPRINT`` and ``ip:ADDRESS``. When one key reaches
+``failure_limit`` failures within ``failure_window`` seconds, a lock entry ``lock:KEY`` is
+recorded and every login touching that key is refused for ``lockout`` seconds (the failure
+count of the key then starts again from zero). The refusal is the same whether the account
+exists or not.
+
+:class:`Startups` caps concurrent pending logins like cockpit-ws's ``MaxStartups``
+(``start:rate:full``, taken from sshd): below ``start`` every login starts; from ``start``
+on, a new one is refused with probability ``rate``% rising linearly to 100% at ``full``.
+The random source is injected (``rng.random()`` in [0, 1)).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterator, Protocol, Sequence
+
+
+class FailureStore(Protocol):
+    def incr_failure(self, key: str, now: float, window: float) -> int: ...
+
+    def failures(self, key: str, now: float, window: float) -> int: ...
+
+    def reset_failures(self, key: str) -> None: ...
+
+
+def keys_for(account: str | None, fingerprint: str | None, client_ip: str | None) -> list[str]:
+    """The counter keys a login attempt touches (only the parts that are known)."""
+    out = []
+    if account:
+        out.append("account:" + account)
+    if fingerprint:
+        out.append("cert:" + fingerprint)
+    if client_ip:
+        out.append("ip:" + client_ip)
+    return out
+
+
+@dataclass(frozen=True)
+class ThrottleState:
+    blocked: bool
+    key: str | None = None  # the locked key (for the audit log only, never shown)
+    retry_after: int = 0
+
+
+class Throttle:
+    """Failure counting and lockout on a store. ``limit``/``window``/``lockout`` from ``[login]``."""
+
+    def __init__(self, store: FailureStore, *, limit: int, window: float, lockout: float) -> None:
+        self._store = store
+        self.limit = limit
+        self.window = window
+        self.lockout = lockout
+
+    def check(self, keys: Sequence[str], now: float) -> ThrottleState:
+        """Blocked when any key is locked; ``retry_after`` is the lockout (an upper bound)."""
+        for k in keys:
+            if self._store.failures("lock:" + k, now, self.lockout) > 0:
+                return ThrottleState(True, k, max(1, int(self.lockout)))
+        return ThrottleState(False)
+
+    def fail(self, keys: Sequence[str], now: float) -> ThrottleState:
+        """Count one failure on every key; lock those that reached the limit."""
+        locked: str | None = None
+        for k in keys:
+            if self._store.incr_failure(k, now, self.window) >= self.limit:
+                self._store.incr_failure("lock:" + k, now, self.lockout)
+                self._store.reset_failures(k)
+                locked = locked or k
+        if locked:
+            return ThrottleState(True, locked, max(1, int(self.lockout)))
+        return ThrottleState(False)
+
+    def succeed(self, keys: Sequence[str]) -> None:
+        """Forget the failures of ``keys`` (callers pass account and certificate, not the IP)."""
+        for k in keys:
+            self._store.reset_failures(k)
+
+
+class StartupRefused(Exception):
+    """Too many logins are pending (MaxStartups); ``pending`` is how many were."""
+
+    def __init__(self, pending: int) -> None:
+        self.pending = pending
+        super().__init__(f"too many pending logins ({pending})")
+
+
+def startup_spec(value: Any) -> tuple[int, int, int]:
+    """``(start, rate, full)`` from a parsed tuple, an int ``N`` or the text ``N`` / ``start:rate:full``.
+
+    ``N`` means ``N:100:N`` (refuse every login beyond N). ValueError says what is wrong.
+    """
+    if isinstance(value, int):
+        value = (value, 100, value)
+    elif isinstance(value, str):
+        try:
+            nums = [int(x) for x in value.split(":")]
+        except ValueError:
+            raise ValueError(f"max_startups {value!r} is not N or start:rate:full") from None
+        value = (nums[0], 100, nums[0]) if len(nums) == 1 else tuple(nums)
+    t = tuple(value)
+    if len(t) != 3 or not (1 <= t[0] <= t[2] and 0 <= t[1] <= 100):
+        raise ValueError(f"max_startups {value!r} is not start:rate:full with 1 <= start <= full, rate 0..100")
+    return (int(t[0]), int(t[1]), int(t[2]))
+
+
+class Startups:
+    """Counts pending logins; :meth:`slot` admits or refuses one (thread-safe)."""
+
+    def __init__(self, spec: Any, rng: Any = None) -> None:
+        self.start, self.rate, self.full = startup_spec(spec)
+        self._rng = rng if rng is not None else random.SystemRandom()
+        self._lock = threading.Lock()
+        self.pending = 0
+
+    def refuse_probability(self, pending: int) -> float:
+        """The probability (0..1) that a new login is refused while ``pending`` are in progress."""
+        if pending < self.start:
+            return 0.0
+        if pending >= self.full:
+            return 1.0
+        span = self.full - self.start
+        return (self.rate + (100 - self.rate) * (pending - self.start) / span) / 100.0
+
+    def try_acquire(self) -> bool:
+        """Take a slot if admitted; the caller must :meth:`release` it."""
+        with self._lock:
+            p = self.refuse_probability(self.pending)
+            if p >= 1.0 or (p > 0.0 and self._rng.random() < p):
+                return False
+            self.pending += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            if self.pending > 0:
+                self.pending -= 1
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """A pending-login slot for the ``with`` body; raises StartupRefused when refused."""
+        if not self.try_acquire():
+            raise StartupRefused(self.pending)
+        try:
+            yield
+        finally:
+            self.release()

@@ -1,0 +1,307 @@
+"""certgate's own session endpoints, the presence script, and optional HTML injection.
+
+Endpoints (mount with :func:`session_endpoints`; all answers are ``no-store``):
+
+- ``GET /.certgate/presence`` — checks the session like any request (so a request on a fresh
+  full handshake with the card in re-proves it) and answers 200 JSON with the session's end
+  time, or 401 JSON when the session is over. When the connection's own proof is older than
+  ``presence_interval`` the answer carries ``Connection: close`` so the next ping opens a new
+  connection, i.e. a new handshake in which the browser presents the certificate again.
+  ``?visible=0`` (a hidden page) proves presence but does not count as use (idle timeout).
+- ``GET /.certgate/presence.js`` — the small page script (no session needed): pings every
+  ``presence_interval`` seconds from the top window only; on 401 it fires a
+  ``certgate-session-ended`` event and sends the page to the login page (unless the script
+  tag has ``data-redirect="off"``).
+- ``POST /.certgate/logout`` — ends the session; ``GET`` shows a page with a logout button.
+- ``POST /.certgate/api/trusted-session`` activates the long trusted session (needs a fresh
+  certificate proof on this connection, see :meth:`SessionManager.fresh_window`);
+  ``DELETE`` deactivates; ``GET`` reads the state.
+- ``GET /.certgate/api/session`` — the session's account, fingerprint and times.
+
+State-changing endpoints are CSRF-safe: a browser request must be same-origin by
+``Sec-Fetch-Site`` (or, without it, by ``Origin`` == ``https://`` + ``Host``); requests with
+neither header (scripts, curl) pass, and the cookie is ``SameSite=Strict`` anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING, Any, Callable
+
+from proxy.messages import ConnContext, Headers, RequestHead, Response
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.sessions import SessionCheck, SessionManager
+
+SCRIPT_PATH = "/.certgate/presence.js"
+PRESENCE_PATH = "/.certgate/presence"
+LOGOUT_PATH = "/.certgate/logout"
+TRUSTED_PATH = "/.certgate/api/trusted-session"
+INFO_PATH = "/.certgate/api/session"
+LOGIN_PATH = "/.certgate/login"
+
+_JS = """/* certgate presence: keeps proving the client certificate while this page is open. */
+(function () {
+  "use strict";
+  var me = document.currentScript;
+  try { if (window.top !== window && window.top.__certgatePresence) { return; } } catch (e) { /* cross-origin top */ }
+  if (window.__certgatePresence) { return; }
+  window.__certgatePresence = true;
+  var interval = (me && +me.getAttribute("data-interval")) || %(interval)d;
+  var redirect = !me || me.getAttribute("data-redirect") !== "off";
+  var stopped = false;
+  function ping() {
+    if (stopped) { return; }
+    var visible = document.visibilityState === "hidden" ? "0" : "1";
+    fetch("%(path)s?visible=" + visible, {credentials: "same-origin", cache: "no-store",
+                                          headers: {"Accept": "application/json"}})
+      .then(function (r) {
+        if (r.status !== 401) { return; }
+        stopped = true;
+        window.dispatchEvent(new CustomEvent("certgate-session-ended"));
+        if (redirect) {
+          window.top.location.assign("%(login)s?next=" +
+            encodeURIComponent(window.top.location.pathname + window.top.location.search));
+        }
+      })
+      .catch(function () { /* card pulled or network down: the gateway ends the session on time */ });
+  }
+  setInterval(ping, interval * 1000);
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState === "visible") { ping(); }
+  });
+  ping();
+})();
+"""
+
+
+def presence_script(interval: float) -> bytes:
+    """The page script with ``interval`` (seconds) as its default ping period."""
+    return (_JS % {"interval": max(1, int(interval)), "path": PRESENCE_PATH, "login": LOGIN_PATH}).encode("utf-8")
+
+
+def script_tag(interval: float) -> bytes:
+    """The ``<script>`` element to add to a page (external, same-origin: passes ``script-src 'self'``)."""
+    return f'<script src="{SCRIPT_PATH}" data-interval="{max(1, int(interval))}" defer></script>'.encode("ascii")
+
+
+# --------------------------------------------------------------------------- HTML injection
+
+_HEAD_END = re.compile(rb"</head\s*>", re.I)
+_BODY_END = re.compile(rb"</body\s*>", re.I)
+
+
+def should_inject(status: int, headers: Headers) -> bool:
+    """True for a 200 ``text/html`` response without a content encoding (we never rewrite compressed bodies)."""
+    if status != 200:
+        return False
+    ctype = enc = b""
+    for k, v in headers:
+        lk = k.lower()
+        if lk == b"content-type":
+            ctype = v.lower()
+        elif lk == b"content-encoding":
+            enc = v.strip().lower()
+    return ctype.startswith(b"text/html") and enc in (b"", b"identity")
+
+
+class HtmlInjector:
+    """Adds the presence script tag before ``</head>`` (else before ``</body>``) of a streamed page.
+
+    ``feed(chunk)`` returns the bytes to send now; ``finish()`` the rest. At most ``limit``
+    bytes are held back while looking for ``</head>``; past that (or when absent) the page
+    passes unchanged. The caller must drop ``Content-Length`` (the length changes) and send
+    the body chunked or close-delimited. The tag is an external same-origin script, so a
+    ``Content-Security-Policy`` with ``script-src 'self'`` (Cockpit's) allows it; a policy
+    with only nonces or hashes would block it (the page then works, without presence pings).
+    """
+
+    def __init__(self, interval: float, limit: int = 65536) -> None:
+        self._tag = script_tag(interval)
+        self._limit = limit
+        self._buf = b""
+        self._done = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._done:
+            return chunk
+        self._buf += chunk
+        m = _HEAD_END.search(self._buf)
+        if m is not None:
+            out = self._buf[:m.start()] + self._tag + self._buf[m.start():]
+            self._buf, self._done = b"", True
+            return out
+        if len(self._buf) > self._limit:
+            out, self._buf, self._done = self._buf, b"", True
+            return out
+        return b""
+
+    def finish(self) -> bytes:
+        if self._done:
+            return b""
+        self._done = True
+        buf, self._buf = self._buf, b""
+        m = _BODY_END.search(buf)
+        if m is not None:
+            return buf[:m.start()] + self._tag + buf[m.start():]
+        return buf
+
+
+def inject_presence_script(html: bytes, interval: float) -> bytes:
+    """``html`` with the presence script tag added (see :class:`HtmlInjector`)."""
+    inj = HtmlInjector(interval, limit=len(html) + 1)
+    return inj.feed(html) + inj.finish()
+
+
+# --------------------------------------------------------------------------- endpoints
+
+def same_origin(head: RequestHead) -> bool:
+    """CSRF check for state-changing requests (see the module docstring)."""
+    site = head.get(b"sec-fetch-site")
+    if site is not None:
+        return site.strip().lower() == b"same-origin"
+    origin = head.get(b"origin")
+    if origin is None:
+        return True  # not a browser cross-site request: browsers send Origin on every cross-origin POST
+    host = head.get(b"host")
+    return host is not None and origin.strip().lower() == b"https://" + host.strip().lower()
+
+
+def _json(status: int, obj: object, *, extra: Headers | None = None, close: bool = False) -> Response:
+    hs: Headers = [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-store")] + (extra or [])
+    return Response(status, hs, json.dumps(obj, separators=(",", ":")).encode("utf-8"), close=close)
+
+
+def _html(status: int, body: str, extra: Headers | None = None) -> Response:
+    hs: Headers = [(b"Content-Type", b"text/html; charset=utf-8"), (b"Cache-Control", b"no-store"),
+                   (b"Content-Security-Policy", b"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"),
+                   (b"X-Frame-Options", b"DENY")] + (extra or [])
+    return Response(status, hs, body.encode("utf-8"))
+
+
+def _method_not_allowed(allow: bytes) -> Response:
+    return _json(405, {"error": "method-not-allowed", "allow": allow.decode()}, extra=[(b"Allow", allow)])
+
+
+def _login_401(reason: str, sessions: "SessionManager") -> Response:
+    return _json(401, {"error": reason, "login": LOGIN_PATH},
+                 extra=[(b"WWW-Authenticate", b'Certgate realm="certgate"')] + sessions.clear_cookie_headers())
+
+
+_LOGOUT_PAGE = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Log out - certgate</title>
+<style>body{font-family:system-ui,sans-serif;max-width:30em;margin:4em auto}</style></head>
+<body><h1>Log out</h1><form method="post" action="/.certgate/logout"><button type="submit">Log out</button></form>
+</body></html>"""
+_LOGGED_OUT = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Logged out - certgate</title>
+<style>body{font-family:system-ui,sans-serif;max-width:30em;margin:4em auto}</style></head>
+<body><h1>Logged out</h1><p>Your certgate session has ended. Quit the browser or remove the smart card to stop
+presenting your certificate.</p><p><a href="/.certgate/login">Log in again</a></p></body></html>"""
+
+
+def session_view(sessions: "SessionManager", chk: "SessionCheck") -> dict[str, Any]:
+    """The JSON description of a live session (no cookie, no certificate bytes)."""
+    rec = chk.record
+    assert rec is not None
+    ends, why = sessions.ends_at(rec)
+    return {"account": rec.account, "fingerprint": rec.fingerprint, "created_at": rec.created_at,
+            "proved_at": rec.proved_at, "last_seen": rec.last_seen, "ends_at": ends, "end_reason": why,
+            "trusted": rec.long_until > 0, "long_until": rec.long_until, "methods": list(rec.methods),
+            "client_ip": rec.client_ip, "presence_interval": sessions.settings.presence_interval}
+
+
+def session_endpoints(sessions: "SessionManager", *, clock: Any = None) -> dict[str, Callable[..., Response]]:
+    """The endpoints above, keyed by exact path, for ``Gate(endpoints=...)``."""
+    clock = clock or sessions.clock
+    interval = float(sessions.settings.presence_interval)
+    script = presence_script(interval)
+
+    def check(head: RequestHead, conn: ConnContext, activity: bool = True) -> "SessionCheck | None":
+        sid = sessions.session_id(head)
+        if sid is None:
+            return None
+        ident = conn.identity
+        return sessions.check(sid, ident, ident.client_ip, activity=activity)
+
+    def presence(head: RequestHead, conn: ConnContext) -> Response:
+        if head.method not in (b"GET", b"HEAD"):
+            return _method_not_allowed(b"GET, HEAD")
+        chk = check(head, conn, activity="visible=0" not in head.query.split("&"))
+        if chk is None or not chk.ok:
+            return _login_401("login-required" if chk is None else (chk.reason or "session-ended"), sessions)
+        ident = conn.identity
+        stale = not ident.presented or clock.seconds() - ident.handshake_at > interval
+        return _json(200, session_view(sessions, chk), close=stale)
+
+    def presence_js(head: RequestHead, conn: ConnContext) -> Response:
+        if head.method not in (b"GET", b"HEAD"):
+            return _method_not_allowed(b"GET, HEAD")
+        return Response(200, [(b"Content-Type", b"text/javascript; charset=utf-8"),
+                              (b"Cache-Control", b"private, max-age=300"),
+                              (b"X-Content-Type-Options", b"nosniff")], script)
+
+    def logout(head: RequestHead, conn: ConnContext) -> Response:
+        if head.method == b"GET":
+            return _html(200, _LOGOUT_PAGE)
+        if head.method != b"POST":
+            return _method_not_allowed(b"GET, POST")
+        if not same_origin(head):
+            return _json(403, {"error": "cross-site-request", "message": "logout must come from this site"})
+        sid = sessions.session_id(head)
+        if sid is not None:
+            sessions.end(sid, "logout")
+        clear = sessions.clear_cookie_headers()
+        if head.wants_html():
+            return _html(200, _LOGGED_OUT, clear)
+        return _json(200, {"ok": True, "logged_out": sid is not None}, extra=clear)
+
+    def trusted(head: RequestHead, conn: ConnContext) -> Response:
+        if head.method == b"GET":
+            chk = check(head, conn)
+            if chk is None or not chk.ok:
+                return _login_401("login-required" if chk is None else (chk.reason or "session-ended"), sessions)
+            return _json(200, session_view(sessions, chk))
+        if head.method not in (b"POST", b"DELETE"):
+            return _method_not_allowed(b"GET, POST, DELETE")
+        if not same_origin(head):
+            return _json(403, {"error": "cross-site-request", "message": "this request must come from this site"})
+        sid = sessions.session_id(head)
+        if sid is None:
+            return _login_401("login-required", sessions)
+        op = sessions.activate_long if head.method == b"POST" else sessions.deactivate_long
+        chk = op(sid, conn.identity)
+        if chk.ok:
+            return _json(200, session_view(sessions, chk))
+        if chk.reason == "fresh-proof-required":
+            # close this connection: the client's retry makes a new handshake, i.e. a fresh proof
+            return _json(403, {"error": "fresh-proof-required",
+                               "message": f"present your certificate on a new connection (a full TLS handshake "
+                                          f"at most {interval:g} s old) and retry"}, close=True)
+        return _login_401(chk.reason or "session-ended", sessions)
+
+    def info(head: RequestHead, conn: ConnContext) -> Response:
+        if head.method not in (b"GET", b"HEAD"):
+            return _method_not_allowed(b"GET, HEAD")
+        chk = check(head, conn)
+        if chk is None or not chk.ok:
+            return _login_401("login-required" if chk is None else (chk.reason or "session-ended"), sessions)
+        return _json(200, session_view(sessions, chk))
+
+    eps = {PRESENCE_PATH: presence, SCRIPT_PATH: presence_js, LOGOUT_PATH: logout, TRUSTED_PATH: trusted,
+           INFO_PATH: info}
+    return {path: _store_errors_as_503(fn) for path, fn in eps.items()}
+
+
+def _store_errors_as_503(fn: Callable[[RequestHead, ConnContext], Response]) -> Callable[..., Response]:
+    """A session store failure answers 503 (fail closed) instead of breaking the connection."""
+    from proxy.stores.interface import StoreError
+
+    def wrapped(head: RequestHead, conn: ConnContext) -> Response:
+        try:
+            return fn(head, conn)
+        except StoreError:
+            return _json(503, {"error": "session-store-unavailable", "message": "try again shortly"},
+                         extra=[(b"Retry-After", b"5")])
+
+    wrapped.__name__ = getattr(fn, "__name__", "endpoint")
+    return wrapped

@@ -1,0 +1,181 @@
+"""The TLS listener: a live connection creator, the per-connection identity, revalidation.
+
+* :class:`LiveServerTLS` hands every *new* connection the current context of a
+  :class:`proxy.reload.TrustState` (after a cheap check for store/certificate edits);
+  existing connections keep the context they were made with.
+* :func:`identify` is called once by the HTTP layer at ``handshakeCompleted``; it turns
+  the handshake into one frozen :class:`~proxy.identity.ConnectionIdentity`. Nothing
+  after that looks at OpenSSL objects again.
+* :func:`revalidate` aborts live connections whose certificate no longer verifies after a
+  trust reload (CA removed, CRL revocation, expiry).
+
+Client certificates are judged only by :mod:`trust` (see :mod:`proxy._tls_verify`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from cryptography.hazmat.primitives.serialization import Encoding
+from OpenSSL import SSL
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from proxy._tls_context import (TLSConfigError, ServerIdentity, build_context,  # noqa: F401 (re-exports)
+                                load_server_identity)
+from proxy._tls_verify import RECORDS, HandshakeRecord
+from proxy.identity import ConnectionIdentity, anonymous
+
+__all__ = ["LiveServerTLS", "identify", "revalidate", "load_server_identity", "TLSConfigError",
+           "ServerIdentity", "build_context"]
+
+_log = Logger(namespace="certgate.tls")
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class LiveServerTLS:
+    """``IOpenSSLServerConnectionCreator`` giving each new connection the current context.
+
+    Before each connection it calls ``trust_state.quick_check()`` (a few ``stat`` calls:
+    the store folder, ``pinned/``, the certificate and key files), so an edit made with
+    ``certgate trust`` (an atomic rename into the store folder) is used by the very next
+    handshake. In-place edits of a store file are caught by the ``maybe_reload`` timer.
+    """
+
+    def __init__(self, trust_state: Any, config: Any = None) -> None:
+        self.trust_state = trust_state
+        self.config = config
+        self.connections_made = 0
+
+    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        self.trust_state.quick_check()
+        snap = self.trust_state.current
+        conn = SSL.Connection(snap.context, None)
+        snap.verifier.register(conn)
+        self.connections_made += 1
+        return conn
+
+
+def _session_reused(conn: SSL.Connection) -> bool:
+    """SSL_session_reused (pyOpenSSL has no public accessor). Unknown counts as reused."""
+    try:
+        from OpenSSL._util import lib
+
+        return bool(lib.SSL_session_reused(conn._ssl))  # type: ignore[attr-defined]
+    except Exception:  # pragma: no cover - fail closed: a resumed handshake proves nothing
+        return True
+
+
+def handshake_record(transport: Any) -> HandshakeRecord | None:
+    """The verify callback's record for a TLS transport, if it was made by LiveServerTLS."""
+    try:
+        conn = transport.getHandle()
+    except Exception:
+        return None
+    return RECORDS.get(conn) if isinstance(conn, SSL.Connection) else None
+
+
+def identify(transport: Any, now: float) -> ConnectionIdentity | None:
+    """The frozen identity of a connection whose TLS handshake just completed.
+
+    ``transport`` is the ``TLSMemoryBIOProtocol`` (``getHandle()`` gives the
+    ``SSL.Connection``); ``now`` is the handshake time from the caller's clock. Returns
+    None when the connection must be aborted: ``need`` mode without an accepted,
+    mapped certificate (normally refused inside the handshake already), a resumed
+    handshake in ``need`` mode, or a connection not made by :class:`LiveServerTLS`.
+    Reads the verdict recorded in the handshake; computes it only if the callback did not
+    (never for a certificate OpenSSL did not receive).
+    """
+    rec = handshake_record(transport)
+    if rec is None:
+        _log.error("identify(): connection not created by LiveServerTLS; refusing it")
+        return None
+    conn: SSL.Connection = transport.getHandle()
+    verifier = rec.verifier
+    mode = verifier.client_auth
+    peer = transport.getPeer()
+    ip, port = getattr(peer, "host", ""), int(getattr(peer, "port", 0) or 0)
+    protocol = conn.get_protocol_version_name() or ""
+    cipher = conn.get_cipher_name() or ""
+    full = not _session_reused(conn)
+    raw_sni = conn.get_servername()
+    sni = raw_sni.decode("ascii", "replace") if raw_sni else None
+    leaf = conn.get_peer_certificate(as_cryptography=True) if mode != "none" else None
+    if leaf is None:
+        if mode == "need":
+            return None
+        ident = anonymous(ip, port, now, protocol, cipher, full)
+        return _with_sni(ident, sni)
+    leaf_der = leaf.public_bytes(Encoding.DER)
+    if rec.verdict is None or rec.leaf_der != leaf_der:
+        # The callback did not decide for this leaf (e.g. a resumed session): decide now.
+        if rec.leaf_der != leaf_der:
+            rec.chain = _peer_chain(conn, leaf_der)
+        verifier.decide(rec, leaf_der, now)
+    verdict, mapping = rec.verdict, rec.mapping
+    account = mapping.account if (verdict.ok and mapping is not None) else None
+    mapping_error = None
+    if verdict.ok and account is None:
+        mapping_error = mapping.reason if mapping is not None else "the certificate maps to no account"
+    if mode == "need" and (account is None or not full):
+        return None
+    return ConnectionIdentity(presented=True, verdict=verdict, account=account, mapping_error=mapping_error,
+                              handshake_at=now, full_handshake=full, protocol=protocol, cipher=cipher,
+                              client_ip=ip, client_port=port, server_name=sni, leaf=leaf,
+                              chain_der=rec.chain_ders())
+
+
+def _with_sni(ident: ConnectionIdentity, sni: str | None) -> ConnectionIdentity:
+    if sni is None:
+        return ident
+    from dataclasses import replace
+
+    return replace(ident, server_name=sni)
+
+
+def _peer_chain(conn: SSL.Connection, leaf_der: bytes) -> dict[int, bytes]:
+    chain = conn.get_peer_cert_chain(as_cryptography=True) or []
+    ders = [c.public_bytes(Encoding.DER) for c in chain]
+    ders = [d for d in ders if d != leaf_der]
+    return {i + 1: d for i, d in enumerate(ders)}
+
+
+def _identity_of(connection: Any) -> ConnectionIdentity | None:
+    ident = getattr(connection, "identity", None)
+    if ident is None:
+        ctx = getattr(connection, "conn", None)
+        ident = getattr(ctx, "identity", None)
+    return ident if isinstance(ident, ConnectionIdentity) else None
+
+
+def revalidate(connections: Iterable[Any], trust_state: Any, now: float) -> int:
+    """Abort live connections whose accepted certificate no longer verifies; return how many.
+
+    Each item has ``identity`` (or ``conn.identity``) and ``abort()`` or
+    ``transport.abortConnection()`` (the HTTP layer's ``GatewayProtocol``). Only connections that *presented an accepted certificate*
+    are checked, under ``trust_state``'s current generation at ``now``; connections
+    without one are left alone (they never had certificate rights to lose).
+    """
+    closed = 0
+    for c in list(connections):
+        ident = _identity_of(c)
+        if ident is None or ident.leaf is None or ident.verdict is None or not ident.verdict.ok:
+            continue
+        leaf_der = ident.leaf.public_bytes(Encoding.DER)
+        if trust_state.still_valid(leaf_der, ident.chain_der, now):
+            continue
+        v = trust_state.verify(leaf_der, ident.chain_der, now)
+        _log.info("closing connection from {ip}:{port} of {subject}: its certificate is no longer accepted "
+                  "({why})", ip=ident.client_ip, port=ident.client_port, subject=ident.subject,
+                  why=v.summary if not v.ok else "it maps to no account")
+        abort = getattr(c, "abort", None)
+        transport = getattr(c, "transport", None)
+        if callable(abort):
+            abort()
+        elif transport is not None:
+            transport.abortConnection()
+        else:
+            continue
+        closed += 1
+    return closed

@@ -1,0 +1,95 @@
+"""Helpers for the Cockpit black-box tests: a certgate config for cockpit-auth, a Cockpit
+WebSocket client (init, then a ``stream`` channel running a command), and the local account
+the bridge runs as."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pwd
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+from trust import issue as I
+
+CERTGATE = str(Path(sys.executable).parent / "certgate")
+
+
+def bridge_account() -> str:
+    """The local user the test logs in as: ``nobody`` when running as root (the bridge then runs
+    through ``runuser``), else the current user (an unprivileged cockpit-ws can only start itself)."""
+    return "nobody" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+
+
+def write_cockpit_auth_config(folder: Path, *, store: str = "sqlite:sessions.db",
+                              extra: Mapping[str, Mapping[str, object]] | None = None) -> Path:
+    """A valid certgate config in ``folder`` (server cert, trust store, secret key created) for
+    ``certgate cockpit-auth``; returns its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ca = I.ca("cockpit-auth test CA")
+    srv = I.server(ca, ("localhost", "127.0.0.1"))
+    cert, key = srv.write(folder, "server")
+    (folder / "trust.d").mkdir(exist_ok=True)
+    (folder / "trust.d" / "ca.pem").write_bytes(ca.cert_pem())
+    sections: dict[str, dict[str, object]] = {
+        "listen": {"certificate": cert, "key": key},
+        "trust": {"store": folder / "trust.d"},
+        "upstream": {"url": "http://127.0.0.1:9", "kind": "cockpit"},
+        "sessions": {"store": store},
+        "login": {"secret_key": folder / "certgate.secret"},
+    }
+    for sec, kv in (extra or {}).items():
+        sections.setdefault(sec, {}).update(kv)
+    text = "".join(f"[{s}]\n" + "".join(f"{k} = {v}\n" for k, v in kv.items()) + "\n" for s, kv in sections.items())
+    path = folder / "certgate.conf"
+    path.write_text(text)
+    from proxy.login.keys import load_secret
+
+    load_secret(folder / "certgate.secret", create=True)
+    return path
+
+
+def ctl(obj: Mapping[str, Any]) -> str:
+    return "\n" + json.dumps(obj)
+
+
+async def _run_command(uri: str, origin: str, headers: Mapping[str, str], argv: list[str], ssl_ctx: Any,
+                       server_hostname: str | None) -> dict[str, Any]:
+    import websockets
+
+    kw: dict[str, Any] = {"subprotocols": ["cockpit1"], "origin": origin, "additional_headers": dict(headers),
+                          "max_size": None, "open_timeout": 15}
+    if ssl_ctx is not None:
+        kw["ssl"] = ssl_ctx
+        kw["server_hostname"] = server_hostname
+    result: dict[str, Any] = {"output": "", "controls": []}
+    async with websockets.connect(uri, **kw) as ws:
+        result["subprotocol"] = ws.subprotocol
+        first = await asyncio.wait_for(ws.recv(), 15)
+        channel, _, payload = str(first).partition("\n")
+        result["init"] = json.loads(payload)
+        if result["init"].get("problem"):
+            return result
+        await ws.send(ctl({"command": "init", "version": 1}))
+        await ws.send(ctl({"command": "open", "channel": "s1", "payload": "stream", "spawn": argv, "err": "out"}))
+        for _ in range(50):
+            msg = str(await asyncio.wait_for(ws.recv(), 15))
+            channel, _, payload = msg.partition("\n")
+            if channel == "s1":
+                result["output"] += payload
+            elif channel == "":
+                m = json.loads(payload)
+                result["controls"].append(m)
+                if m.get("command") == "close" and m.get("channel") == "s1":
+                    break
+        result["ws"] = None
+    return result
+
+
+def cockpit_run(uri: str, origin: str, headers: Mapping[str, str], argv: list[str], *, ssl_ctx: Any = None,
+                server_hostname: str | None = None) -> dict[str, Any]:
+    """Open ``/cockpit/socket`` (subprotocol cockpit1, ``origin``), answer ``init``, run ``argv`` in a
+    ``stream`` channel; returns ``{"subprotocol", "init", "output", "controls"}``."""
+    return asyncio.run(_run_command(uri, origin, headers, argv, ssl_ctx, server_hostname))

@@ -1,0 +1,116 @@
+"""Run certgate's HTTP layer behind TLS with a fake gate, for forwarding tests and profiling.
+
+Usage (by :class:`tests.support_http.GatewayProcess`)::
+
+    python tests/support_http_gateway.py '{"config": {...}, "pki": {...}, "plain": false}'
+
+Prints ``{"port": N}`` once listening on 127.0.0.1. The fake gate decides by path:
+``/_gate/deny`` -> 401 Response; ``/_gate/local`` -> Local handler reporting the body it got;
+``/_gate/deferred/...`` -> Forward through a Deferred; ``/_gate/close-session/SID`` -> closes the
+tunnels of session SID; ``/anon/...`` -> unauthenticated Forward; anything else -> Forward with
+``account`` = the client certificate's CN and ``session_id`` from ``X-Test-Session``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from types import SimpleNamespace
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.x509.oid import NameOID
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    from twisted.internet import epollreactor
+
+    epollreactor.install()
+    from OpenSSL.crypto import X509
+    from twisted.internet import reactor, ssl
+    from twisted.internet.defer import Deferred
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    from proxy.http1 import GatewayFactory, PlainGatewayFactory
+    from proxy.identity import ConnectionIdentity
+    from proxy.messages import Forward, Local, json_response, text_response
+    from proxy.tunnel import TunnelRegistry
+    from proxy.upstream import UpstreamPools
+    from tests.support_http import make_config
+
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    c = spec["config"]
+    config = make_config(c["upstream"], c.get("overrides"), c.get("routes"))
+    tunnels = TunnelRegistry()
+    pools = UpstreamPools(config.routes, reactor, reactor)
+
+    def identify(transport: Any, now: float) -> Any:
+        leaf = None
+        if not spec["plain"]:
+            leaf = transport.getHandle().get_peer_certificate(as_cryptography=True)
+        peer = transport.getPeer()
+        if leaf is None:
+            return ConnectionIdentity(presented=False, verdict=None, account="bench", mapping_error=None,
+                                      handshake_at=now, full_handshake=True, protocol="", cipher="",
+                                      client_ip=peer.host, client_port=peer.port)
+        cn = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        fp = leaf.fingerprint(hashes.SHA256()).hex()
+        verdict = SimpleNamespace(ok=True, fingerprint=fp, subject=leaf.subject.rfc4514_string(),
+                                  issuer=leaf.issuer.rfc4514_string(), summary="ok")
+        der = leaf.public_bytes(serialization.Encoding.DER)
+        return ConnectionIdentity(presented=True, verdict=verdict, account=cn, mapping_error=None,  # type: ignore[arg-type]
+                                  handshake_at=now, full_handshake=True, protocol="TLSv1.3", cipher="",
+                                  client_ip=peer.host, client_port=peer.port, leaf=leaf, chain_der=(der,))
+
+    def local_handler(head: Any, body: bytes, conn: Any) -> Any:
+        return json_response(200, {"local": True, "len": len(body), "sha256": hashlib.sha256(body).hexdigest()})
+
+    class FakeGate:
+        def decide(self, head: Any, conn: Any) -> Any:
+            t = head.target
+            account = conn.identity.account
+            sid = head.get(b"x-test-session")
+            fwd = Forward(config.route_for(head.path), account=account,
+                          session_id=sid.decode() if sid else None)
+            if t.startswith(b"/_gate/"):
+                if t.startswith(b"/_gate/deny"):
+                    return text_response(401, "login required")
+                if t.startswith(b"/_gate/local"):
+                    return Local(local_handler, max_body=1 << 20)
+                if t.startswith(b"/_gate/close-session/"):
+                    n = tunnels.close_session(t.split(b"/")[3].decode())
+                    return json_response(200, {"closed": n})
+                if t.startswith(b"/_gate/deferred"):
+                    d: Deferred[Any] = Deferred()
+                    reactor.callLater(0.01, d.callback, fwd)  # type: ignore[attr-defined]
+                    return d
+                if t.startswith(b"/_gate/count"):
+                    return json_response(200, {"tunnels": tunnels.count(), "idle": pools.idle_count()})
+            if t.startswith(b"/anon"):
+                return Forward(config.default_route, account=None)
+            return fwd
+
+    kw = dict(gate=FakeGate(), identify=identify, config=config, pools=pools, clock=reactor, tunnels=tunnels)
+    if spec["plain"]:
+        factory: Any = PlainGatewayFactory(**kw)
+    else:
+        pki = spec["pki"]
+        cert = x509.load_pem_x509_certificate(open(pki["server_cert"], "rb").read())
+        key = load_pem_private_key(open(pki["server_key"], "rb").read(), None)
+        ca = x509.load_pem_x509_certificate(open(pki["ca"], "rb").read())
+        opts = ssl.CertificateOptions(privateKey=key, certificate=cert, verify=True,
+                                      caCerts=[X509.from_cryptography(ca)], requireCertificate=True)
+        factory = TLSMemoryBIOFactory(opts, False, GatewayFactory(**kw), clock=reactor)
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1", backlog=1024)  # type: ignore[attr-defined]
+    sys.stdout.write(json.dumps({"port": port.getHost().port}) + "\n")
+    sys.stdout.flush()
+    reactor.run()  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    main()

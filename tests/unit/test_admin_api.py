@@ -1,0 +1,132 @@
+"""Admin API: health (degraded on a failed trust reload), metrics, session list and revoke, token."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from twisted.internet.task import Clock
+
+from proxy.admin import AdminAPI, admin_service, read_token
+from proxy.audit import memory_audit
+from proxy.metrics import Metrics
+from proxy.sessions import SessionManager
+from proxy.stores.interface import StoreError
+from proxy.stores.memory import MemoryStore
+from proxy.stores.testing import FakeTunnels, make_config, make_identity
+
+TOKEN = "s3cret-token-0123456789"
+
+
+class Env:
+    def __init__(self, token=None, store=None):
+        self.clock = Clock()
+        self.clock.advance(10_000)
+        self.metrics = Metrics()
+        self.tunnels = FakeTunnels()
+        self.store = store or MemoryStore()
+        self.sessions = SessionManager(self.store, self.clock, make_config().sessions, self.tunnels,
+                                       memory_audit(), metrics=self.metrics)
+        self.health_state = (True, None)
+        self.api = AdminAPI(sessions=self.sessions, metrics=self.metrics, health=lambda: self.health_state,
+                            token=token)
+
+    def login(self, account="alice", cert=b"cert-alice"):
+        rec, _ = self.sessions.open(make_identity(account, cert=cert, handshake_at=self.clock.seconds()), account,
+                                    ("tls-cert",), "192.0.2.5")
+        self.tunnels.live.add(rec.id)
+        return rec
+
+    def call(self, method, path, auth=None):
+        r = self.api.handle(method, path, auth)
+        return r.status, (json.loads(r.body) if r.content_type == b"application/json" else r.body)
+
+
+def test_health_ok_and_degraded_after_a_failed_reload():
+    e = Env()
+    assert e.call(b"GET", b"/health") == (200, {"status": "ok"})
+    e.health_state = (False, "trust.d/ca.pem: not a PEM certificate")
+    status, body = e.call(b"GET", b"/health")
+    assert status == 200 and body["status"] == "degraded"
+    assert "trust.d/ca.pem: not a PEM certificate" in body["problems"][0]
+    assert e.call(b"GET", b"/health?strict=1")[0] == 503
+
+
+def test_health_reports_an_unreachable_store():
+    class Down(MemoryStore):
+        def get(self, session_id):
+            raise StoreError("redis store redis://127.0.0.1:1/0: ConnectionError")
+
+    e = Env(store=Down())
+    status, body = e.call(b"GET", b"/health")
+    assert body["status"] == "degraded" and "session store unreachable" in body["problems"][0]
+
+
+def test_metrics_text():
+    e = Env()
+    e.login()
+    status, body = e.call(b"GET", b"/metrics")
+    assert status == 200
+    text = body.decode()
+    assert "# TYPE certgate_sessions_opened_total counter" in text
+    assert "certgate_sessions_opened_total 1" in text and "certgate_sessions_tracked 1" in text
+
+
+def test_list_and_revoke_sessions():
+    e = Env()
+    a = e.login("alice")
+    b = e.login("bob", cert=b"cert-bob")
+    status, body = e.call(b"GET", b"/sessions")
+    assert status == 200
+    rows = {r["account"]: r for r in body["sessions"]}
+    assert set(rows) == {"alice", "bob"}
+    assert rows["alice"]["ends_at"] == 10_300 and rows["alice"]["state"] == "live"
+    assert rows["alice"]["client_ip"] == "192.0.2.5" and rows["alice"]["trusted"] is False
+    assert "cert_der" not in rows["alice"]
+    assert e.call(b"DELETE", b"/sessions/" + a.id[:4].encode())[0] == 400  # prefix too short
+    assert e.call(b"DELETE", b"/sessions/" + b"f" * 12)[0] == 404
+    status, body = e.call(b"DELETE", b"/sessions/" + a.id[:10].encode())
+    assert status == 200 and body == {"revoked": 1, "ids": [a.id]}
+    assert e.tunnels.closed == [(a.id, 1008, "admin-revoke")]
+    status, body = e.call(b"DELETE", b"/sessions?account=bob")
+    assert body == {"revoked": 1} and e.store.get(b.id).ended == "admin-revoke"
+    assert e.call(b"GET", b"/sessions")[1]["sessions"] == []
+    assert len(e.call(b"GET", b"/sessions?all=1")[1]["sessions"]) == 2
+    assert e.call(b"DELETE", b"/sessions")[0] == 400
+    assert e.call(b"PUT", b"/sessions")[0] == 405
+    assert e.call(b"GET", b"/nope")[0] == 404
+
+
+def test_ambiguous_prefix_is_refused():
+    e = Env()
+    e.store.create(e.login().with_(id="abcdef12" + "0" * 56))
+    e.store.create(e.login().with_(id="abcdef12" + "1" * 56))
+    assert e.call(b"DELETE", b"/sessions/abcdef12")[0] == 409
+
+
+def test_token_protects_everything_but_health():
+    e = Env(token=TOKEN)
+    assert e.call(b"GET", b"/health")[0] == 200
+    for path in (b"/metrics", b"/sessions"):
+        assert e.call(b"GET", path)[0] == 401
+        assert e.call(b"GET", path, b"Bearer wrong")[0] == 401
+        assert e.call(b"GET", path, b"Basic " + TOKEN.encode())[0] == 401
+        assert e.call(b"GET", path, b"Bearer " + TOKEN.encode())[0] == 200
+
+
+def test_read_token_and_service_refuses_public_address_without_token(tmp_path):
+    (tmp_path / "short").write_text("abc\n")
+    with pytest.raises(ValueError, match="shorter than 16"):
+        read_token(tmp_path / "short")
+    with pytest.raises(ValueError, match="cannot read"):
+        read_token(tmp_path / "missing")
+    (tmp_path / "tok").write_text(TOKEN + "\n")
+    assert read_token(tmp_path / "tok") == TOKEN
+    e = Env()
+    gw = SimpleNamespace(parts={"sessions": e.sessions, "metrics": e.metrics})
+    cfg = make_config({"admin": {"address": "0.0.0.0", "port": 9999}})
+    with pytest.raises(ValueError, match="not a loopback address"):
+        admin_service(cfg, gw, Clock())
+    cfg = make_config({"admin": {"address": "0.0.0.0", "port": 9999, "token_file": tmp_path / "tok"}})
+    assert admin_service(cfg, gw, Clock()).name == "admin"
