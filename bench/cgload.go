@@ -12,6 +12,8 @@
 //	cgload get    -n sequential downloads of -bytes from -path?bytes=N
 //	cgload put    -n sequential uploads of -bytes (Content-Length) to -path;
 //	              the upstream answers the byte count it received
+//	              (get and put use a new keep-alive connection per transfer, as a
+//	              browser would, and close it after the response)
 //	cgload idle   opens -n keep-alive connections (one GET each), prints
 //	              "READY ok failed" on stderr, holds them until stdin closes
 //	              or -d passes
@@ -395,7 +397,7 @@ func modeTransfer(upload bool) {
 		var got int64
 		if upload {
 			head := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\n"+
-				"Content-Length: %d\r\nConnection: close\r\n\r\n", *path, *sni, *nBytes)
+				"Content-Length: %d\r\n\r\n", *path, *sni, *nBytes)
 			werr := make(chan error, 1)
 			go func() {
 				if _, err := c.Write([]byte(head)); err != nil {
@@ -432,7 +434,7 @@ func modeTransfer(upload bool) {
 			}
 		} else {
 			var resp *http.Response
-			req := fmt.Sprintf("GET %s?bytes=%d HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", *path, *nBytes, *sni)
+			req := fmt.Sprintf("GET %s?bytes=%d HTTP/1.1\r\nHost: %s\r\n\r\n", *path, *nBytes, *sni)
 			if _, err = c.Write([]byte(req)); err == nil {
 				resp, err = http.ReadResponse(br, nil)
 			}

@@ -7,9 +7,10 @@
 #   --full     3 interleaved repetitions of every phase, ECDSA and RSA (the default;
 #              about 15-20 minutes)
 #   --out DIR  where everything generated goes (default: a new /tmp/certgate-bench.XXXXXX);
-#              nothing is written into the source tree
+#              nothing is written into the sources (bench-out/ at the top is git-ignored)
 #   --profile  also sample certgate with py-spy (installed into .venv if missing)
 #   --reps N   override the number of repetitions
+#   --flavours ec|rsa|ec,rsa   override the key types
 #   --standin  run a second nginx in the certgate slot (to develop the harness itself)
 #
 # Needs `make` to have created .venv with certgate installed (.venv/bin/certgate).
@@ -29,6 +30,7 @@ while [ $# -gt 0 ]; do
     --out=*) out="${1#--out=}" ;;
     --profile) profile=1; args+=(--profile) ;;
     --reps) args+=(--reps "${2:?--reps needs a number}"); shift ;;
+    --flavours) args+=(--flavours "${2:?--flavours needs ec, rsa or ec,rsa}"); shift ;;
     --standin) args+=(--standin) ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument '$1' (see --help)" >&2; exit 64 ;;
@@ -44,7 +46,8 @@ fi
 mkdir -p "$out/bin"
 out="$(cd "$out" && pwd)"
 case "$out/" in
-  "$ROOT"/*) echo "bench/run.sh: --out must be outside the source tree ($ROOT)" >&2; exit 64 ;;
+  "$ROOT/"|"$HERE"/*|"$ROOT"/proxy/*|"$ROOT"/trust/*|"$ROOT"/tests/*|"$ROOT"/conf/*|"$ROOT"/docs/*)
+    echo "bench/run.sh: --out $out is inside the sources; use e.g. /tmp/certgate-bench or bench-out/" >&2; exit 64 ;;
 esac
 
 need=()

@@ -47,6 +47,8 @@ class ForwardMixin:
     _dechunk = False
     _up_head = b""
     _pool: Any = None
+    _ours_key: Any = None
+    _ours = b""
 
     # ------------------------------------------------------------------ request out
     def _forward(self, r: Any, fwd: Forward) -> None:
@@ -99,12 +101,19 @@ class ForwardMixin:
             default_port = 443 if route.scheme == "https" else 80
             up_host = route.host if route.port == default_port else f"{route.host}:{route.port}"
             hs.insert(0, (b"Host", up_host.encode("idna")))
-        try:
-            ours = certgate_headers(policy, self.identity, fwd.account, host, sets)  # type: ignore[attr-defined]
-        except HeaderValueError as e:
-            log.error("refusing to forward: {why}", why=str(e))
-            self._error_now(500)  # type: ignore[attr-defined]
-            return
+        key = (fwd.account, host)
+        if not sets and key == self._ours_key:
+            ours = self._ours  # same identity headers as the previous request on this connection
+        else:
+            try:
+                ours = render_headers(certgate_headers(policy, self.identity, fwd.account, host,  # type: ignore[attr-defined]
+                                                       sets))
+            except HeaderValueError as e:
+                log.error("refusing to forward: {why}", why=str(e))
+                self._error_now(500)  # type: ignore[attr-defined]
+                return
+            if not sets:
+                self._ours_key, self._ours = key, ours
         if dechunk:
             framing = b"Content-Length: %d\r\n" % r.received if r.received or head.method not in (b"GET", b"HEAD") \
                 else b""
@@ -120,7 +129,7 @@ class ForwardMixin:
         if route.base_path:
             target = route.base_path.encode("latin-1") + target
         self._up_head = b"".join((head.method, b" ", target, b" HTTP/1.1\r\n", render_headers(hs),
-                                  render_headers(ours), framing, b"\r\n"))
+                                  ours, framing, b"\r\n"))
         self._dechunk = dechunk
         self._pool = f.pools.pool_for(route)
         self._pool.acquire(self)
@@ -269,6 +278,7 @@ class ForwardMixin:
         r = self._active  # type: ignore[attr-defined]
         if up is not None:
             self._pool.release(up, r is not None and r.complete)
+        self._dl_kind = 0  # type: ignore[attr-defined]  # K_NONE: _finish arms the idle deadline
         self.flush()
         self._finish(self._resp_close)  # type: ignore[attr-defined]
 

@@ -223,7 +223,45 @@ def build_context(server: ServerCert, *, client_auth: str, client_cas: Sequence[
         if verify_callback is None:
             raise ValueError("client_auth need/want requires a verify callback (trust decides, not OpenSSL)")
         ctx.set_verify(mode, verify_callback)
+        _install_alert_shim(ctx, mode, verify_callback)
         ctx.set_verify_depth(VERIFY_DEPTH)
     if servername_callback is not None:
         ctx.set_tlsext_servername_callback(servername_callback)
     return ctx
+
+
+def _install_alert_shim(ctx: SSL.Context, mode: int, callback: Any) -> bool:
+    """Let a refusal carry a precise X509 error code, so the TLS alert says why.
+
+    pyOpenSSL's verify wrapper cannot set the error of the X509_STORE_CTX, so a refusal
+    would reach the client as ``internal_error`` (browsers then show a protocol error and
+    keep the rejected certificate selected). This wraps pyOpenSSL's C callback: after it
+    returns 0, the error becomes ``callback.refusal_error`` (e.g. ``unknown_ca``,
+    ``certificate_expired``). It touches pyOpenSSL internals (``Context._context``,
+    ``Context._verify_callback``); if they change, it does nothing and the generic alert
+    is sent (the decision itself is unaffected). Returns whether it was installed.
+    """
+    try:
+        from OpenSSL._util import ffi, lib
+
+        inner = ctx._verify_callback  # type: ignore[attr-defined]
+        raw = ctx._context  # type: ignore[attr-defined]
+        set_error = lib.X509_STORE_CTX_set_error
+        set_verify = lib.SSL_CTX_set_verify
+    except (ImportError, AttributeError):  # pragma: no cover - pyOpenSSL internals changed
+        return False
+    if inner is None:
+        return False
+
+    def outer(ok: int, store_ctx: Any) -> int:
+        result = inner(ok, store_ctx)
+        if not result:
+            code = getattr(callback, "refusal_error", None)
+            if code:
+                set_error(store_ctx, code)
+        return result
+
+    shim = ffi.callback("int (*)(int, X509_STORE_CTX *)", outer)
+    ctx._certgate_verify_shim = shim  # type: ignore[attr-defined]  # keep it alive with the context
+    set_verify(raw, mode, shim)
+    return True

@@ -27,6 +27,21 @@ _log = Logger(namespace="certgate.tls")
 _ASN1 = crypto.FILETYPE_ASN1
 #: Mapping results memoised per verifier (per trust generation); cleared when full.
 _MAPPING_MEMO_MAX = 4096
+#: trust reason code -> OpenSSL verify error, so a need-mode refusal sends a precise TLS
+#: alert (unknown_ca, certificate_expired, certificate_revoked, unsupported_certificate);
+#: anything else is X509_V_ERR_CERT_REJECTED (alert bad_certificate).
+X509_ERRORS = {"unknown-ca": 20, "expired": 10, "pinned-expired": 10, "not-yet-valid": 9, "revoked": 23,
+               "wrong-usage": 26, "no-client-usage": 26}
+X509_V_ERR_CERT_REJECTED = 28
+
+
+def x509_error_for(verdict: Any) -> int:
+    """The OpenSSL verify error that best names why ``verdict`` (or the mapping) refuses."""
+    for reason in getattr(verdict, "reasons", ()):
+        code = X509_ERRORS.get(reason.code)
+        if code is not None:
+            return code
+    return X509_V_ERR_CERT_REJECTED
 
 
 @dataclass(slots=True, eq=False)
@@ -68,6 +83,8 @@ class HandshakeVerifier:
         self.log = log or _log
         self._mapping_memo: dict[str, Any] = {}
         self.refused = 0  # handshakes refused in need mode (for tests/metrics)
+        #: set just before the callback refuses; read by the context's alert shim
+        self.refusal_error: int | None = None
 
     # -- per connection
     def register(self, conn: SSL.Connection) -> HandshakeRecord:
@@ -110,16 +127,26 @@ class HandshakeVerifier:
                 rec.chain[depth] = crypto.dump_certificate(_ASN1, cert)
             return True
         if rec.decision is not None:
-            return rec.decision or self.client_auth == "want"
+            if not rec.decision and (self.client_auth != "want" or rec.verdict is None):
+                self.refusal_error = x509_error_for(rec.verdict)
+                return False
+            return True
         if not preverify_ok:
             # An OpenSSL complaint about the leaf before it walked the whole chain (e.g.
             # its purpose check): ignored; trust decides at the final depth-0 call.
             return True
-        ok = self.decide(rec, crypto.dump_certificate(_ASN1, cert), self.clock.seconds())
+        try:
+            ok = self.decide(rec, crypto.dump_certificate(_ASN1, cert), self.clock.seconds())
+        except Exception:  # a bug must not let a certificate through: refuse, in every mode
+            self.log.failure("certificate verification failed unexpectedly; refusing the handshake")
+            rec.decision = False
+            self.refusal_error = X509_V_ERR_CERT_REJECTED
+            return False
         rec.decision = ok
         if ok or self.client_auth == "want":
             return True
         self.refused += 1
+        self.refusal_error = x509_error_for(rec.verdict)
         self._log_refusal(conn, rec)
         return False
 

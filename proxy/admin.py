@@ -150,7 +150,8 @@ class AdminAPI:
         if account is None and fingerprint is None:
             return _json(400, {"error": "bad-request", "message": "give ?account=A and/or ?fingerprint=F, "
                                "or DELETE /sessions/ID"})
-        n = self.sessions.end_where(account=account, fingerprint=fingerprint.lower() if fingerprint else None,
+        n = self.sessions.end_where(account=account,
+                                    fingerprint=fingerprint.lower().replace(":", "") if fingerprint else None,
                                     reason="admin-revoke")
         return _json(200, {"revoked": n})
 

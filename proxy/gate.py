@@ -122,7 +122,6 @@ class Gate:
         self._route_for = config.route_for
         self._single_route = config.routes[-1] if len(config.routes) == 1 else None
         self._none_mode = config.listen.client_auth == "none"
-        self._want_mode = config.listen.client_auth == "want"
         self._global_cert_only = CERT_ONLY in config.login.required_auth_methods
         self._account_cert_only = {a: (CERT_ONLY in r) for a, r in config.account_rules.items()}
         self._cookie_prefix = (config.sessions.cookie_name + "=").encode("ascii")
@@ -211,10 +210,42 @@ class Gate:
                     denied = self._access_denied(head, conn, account)
                     if denied is not None:
                         return denied
+                sets = self.without_session_cookie(head)
+                if sets and self._sessions is not None:
+                    refused = self._cookie_beside_certificate(head, conn)
+                    if refused is not None:
+                        return refused
                 if self._forwards is not None:
                     self._forwards.inc()
-                return Forward(route, account=account, set_headers=self.without_session_cookie(head))
+                return Forward(route, account=account, set_headers=sets)
         return self._session_mode(head, conn, route)
+
+    def _cookie_beside_certificate(self, head: RequestHead, conn: ConnContext) -> Response | None:
+        """Certificate-only request that also carries a session cookie: check the session anyway.
+
+        A cookie of a session bound to another certificate is cookie theft (AUTH-01): refused,
+        and the session ends. A matching session has its proof refreshed. Anything else: None.
+        """
+        sid = self._sessions.session_id(head)
+        if sid is None:
+            return None
+        ident = conn.identity
+        try:
+            chk = self._sessions.check(sid, ident, ident.client_ip)
+        except StoreError:
+            return self._store_down(head, conn)
+        if not chk.ok and chk.reason == "session-cert-mismatch":
+            return self._deny(head, conn, 403, "session-cert-mismatch", "Session refused",
+                              "This session belongs to another certificate. It has been ended.",
+                              headers=list(self._sessions.clear_cookie_headers()))
+        return None
+
+    def _store_down(self, head: RequestHead, conn: ConnContext, error: str = "") -> Response:
+        self._audit.record("gate", "deny", "session-store-unavailable", client_ip=conn.identity.client_ip,
+                           error=error[:300])
+        return error_page(head, 503, "session-store-unavailable", "Temporarily unavailable",
+                          "certgate cannot reach its session store; try again shortly.",
+                          headers=[(b"Retry-After", b"5")])
 
     def without_session_cookie(self, head: RequestHead) -> Headers:
         """``set_headers`` that replace the client's Cookie headers by one without certgate's cookie.
@@ -268,11 +299,7 @@ class Gate:
         try:
             chk = sessions.check(sid, ident, ident.client_ip)
         except StoreError as e:  # fail closed, say so, keep serving
-            self._audit.record("gate", "deny", "session-store-unavailable", client_ip=ident.client_ip,
-                               error=str(e)[:300])
-            return error_page(head, 503, "session-store-unavailable", "Temporarily unavailable",
-                              "certgate cannot reach its session store; try again shortly.",
-                              headers=[(b"Retry-After", b"5")])
+            return self._store_down(head, conn, str(e))
         if not chk.ok:
             if chk.reason == "session-cert-mismatch":
                 return self._deny(head, conn, 403, "session-cert-mismatch", "Session refused",

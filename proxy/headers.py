@@ -126,11 +126,16 @@ def clean_request_headers(headers: Sequence[tuple[bytes, bytes]], policy: Header
     ``set_names`` are names certgate is about to set (their client copies go too). Order and
     repeats of the remaining headers are kept; ``Host`` always survives. Does not add anything.
     """
-    extra: set[bytes] = {normalise(n) for n in set_names}
+    extra: set[bytes] | None = None
     for k, v in headers:
         if len(k) == 10 and k.lower() == b"connection":
-            extra |= {normalise(t.strip()) for t in v.split(b",") if t.strip()}
-    extra -= _CONNECTION_PROTECTED
+            toks = {normalise(t.strip()) for t in v.split(b",") if t.strip()}
+            extra = toks if extra is None else extra | toks
+    if set_names:
+        names = {normalise(n) for n in set_names}
+        extra = names if extra is None else extra | names
+    if extra is not None:
+        extra -= _CONNECTION_PROTECTED
     strip = policy.strip
     out: Headers = []
     append = out.append
@@ -138,7 +143,7 @@ def clean_request_headers(headers: Sequence[tuple[bytes, bytes]], policy: Header
         n = k.lower()
         if b"_" in n:
             n = n.replace(b"_", b"-")
-        if n in strip or n.startswith(IDENTITY_PREFIXES) or (extra and n in extra):
+        if n in strip or n.startswith(IDENTITY_PREFIXES) or (extra is not None and n in extra):
             continue
         append((k, v))
     return out

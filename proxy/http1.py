@@ -32,7 +32,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from proxy._http_forward import ForwardMixin
-from proxy._http_wire import CONTINUE_100, check_request, error_bytes, render_response
+from proxy._http_local import LocalMixin
+from proxy._http_wire import check_request, error_bytes
 from proxy.headers import HeaderPolicy
 from proxy.messages import ConnContext, Forward, Local, RequestHead, Response
 
@@ -73,7 +74,7 @@ class _Req:
 
 
 @implementer(IHandshakeListener, IPushProducer)
-class GatewayProtocol(ForwardMixin, Protocol):
+class GatewayProtocol(ForwardMixin, LocalMixin, Protocol):
     """One client connection. See the module docstring for what it guarantees."""
 
     identity: Any = None
@@ -109,11 +110,13 @@ class GatewayProtocol(ForwardMixin, Protocol):
         self._tunnel: Any = None
         self._fwd: Forward | None = None
         self._feeding = False
+        self._head_armed = False
 
     # ------------------------------------------------------------------ connection life
     def makeConnection(self, transport: Any) -> None:
         self._connected_at = self._clock.seconds()
         self.factory.connections.add(self)
+        self.factory.counters["connections"] += 1
         super().makeConnection(transport)
         if self.factory.plain:
             self.handshakeCompleted()
@@ -305,8 +308,11 @@ class GatewayProtocol(ForwardMixin, Protocol):
             else:
                 self._parse_failed(400)
         self._feeding = False
-        if self._buffered > BUFFER_LIMIT or (len(self._queue) > 1 and self._buffered):
-            self._pause(P_BUFFER)
+        if self._in_head and not self._head_armed and self._parsing:
+            self._head_armed = True  # header deadline, counted from the read that began the head
+            self._arm(K_HEADER, self.factory.header_timeout)
+        if self._buffered > BUFFER_LIMIT or len(self._queue) > 1:
+            self._pause(P_BUFFER)  # parse ahead at most one read: pipelined requests wait their turn
 
     def _upgraded(self, rest: bytes) -> None:
         """llhttp stopped after an upgrade head; ``rest`` are the bytes that followed it."""
@@ -339,7 +345,7 @@ class GatewayProtocol(ForwardMixin, Protocol):
         self._hsize = 0
         self._in_head = True
         self._raw_guard = 0
-        self._arm(K_HEADER, self.factory.header_timeout)
+        self._head_armed = False  # armed after this read if the head is still incomplete
 
     def on_url(self, url: bytes) -> None:
         if not self._parsing:
@@ -486,89 +492,6 @@ class GatewayProtocol(ForwardMixin, Protocol):
         log.failure("gate.decide failed", f)
         self._error_now(500)
 
-    def _respond(self, r: _Req, resp: Response) -> None:
-        """Answer locally; the request body is read and discarded (bounded), never forwarded."""
-        facts = r.facts
-        close = resp.close or not facts.keep_alive or self._age_exceeded()
-        if not r.complete:
-            limit = self.factory.max_body_unauth
-            if facts.expect_continue or (facts.content_length or 0) > limit:
-                close = True  # we do not invite (or accept) that body
-            else:
-                r.limit = limit
-                r.received = r.buffered
-                r.sink = self._discard_sink
-        self._drop_buffered(r)
-        self.transport.write(render_response(resp, head_only=r.head.method == b"HEAD",  # type: ignore[union-attr]
-                                             close=close, keep_alive_10=r.head.version == b"1.0"))  # type: ignore[union-attr]
-        self._finish(close)
-
-    def _discard_sink(self, data: bytes) -> None:
-        r = self._incoming
-        if r is None:
-            return
-        r.received += len(data)
-        if r.limit is not None and r.received > r.limit:
-            r.sink = None
-            self._close()
-
-    def _local(self, r: _Req, local: Local) -> None:
-        limit = local.max_body if not self.factory.max_body else min(local.max_body, self.factory.max_body)
-        if (r.facts.content_length or 0) > limit:
-            self._error_now(413)
-            return
-        r.limit = limit
-
-        def run() -> None:
-            body = b"".join(r.chunks)
-            self._drop_buffered(r)
-            try:
-                res = local.handler(r.head, body, self.conn)  # type: ignore[arg-type]
-            except Exception:
-                log.failure("local handler failed")
-                self._error_now(500)
-                return
-            if isinstance(res, Deferred):
-                self._pause(P_DECIDE)
-                res.addCallbacks(self._local_done, self._decide_failed, callbackArgs=(r,), errbackArgs=(r,))
-            else:
-                self._local_done(res, r)
-
-        if r.complete:
-            run()
-            return
-        if r.buffered > limit:
-            self._error_now(413)
-            return
-        if r.facts.expect_continue:
-            self.transport.write(CONTINUE_100)
-        r.received = r.buffered
-        r.sink = self._collect_sink
-        r.on_complete = run
-        self._arm(K_BODY, self.factory.idle_timeout)
-        self._resume(P_BUFFER)
-
-    def _collect_sink(self, data: bytes) -> None:
-        r = self._incoming
-        if r is None:
-            return
-        r.chunks.append(data)
-        r.received += len(data)
-        if r.limit is not None and r.received > r.limit:
-            r.sink = None
-            r.on_complete = None
-            self._error_now(413)
-
-    def _local_done(self, resp: Any, r: _Req) -> None:
-        if self.gone or self._active is not r:
-            return
-        self._resume(P_DECIDE)
-        if not isinstance(resp, Response):
-            log.error("local handler returned {resp!r}, not a Response", resp=resp)
-            self._error_now(500)
-            return
-        self._respond(r, resp)
-
     def _drop_buffered(self, r: _Req) -> None:
         """Forget ``r``'s held body bytes (consumed or discarded)."""
         self._buffered -= r.buffered
@@ -619,7 +542,8 @@ class GatewayFactory(Factory):
         self.tunnels = tunnels
         self.metrics = metrics
         self.connections: set[GatewayProtocol] = set()
-        self.counters: dict[str, int] = {"requests": 0, "errors": 0, "upstream_errors": 0, "tunnels": 0}
+        self.counters: dict[str, int] = {"connections": 0, "requests": 0, "errors": 0, "upstream_errors": 0,
+                                         "tunnels": 0}
         listen, limits, ws = config.listen, config.limits, config.websocket
         self.handshake_timeout = float(listen.handshake_timeout)
         self.header_timeout = float(listen.header_timeout)

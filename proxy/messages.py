@@ -7,7 +7,6 @@ interface between them, so either side can be tested alone.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from http.cookies import SimpleCookie
 from typing import TYPE_CHECKING, Callable, Protocol, Union
 from urllib.parse import unquote
 
@@ -58,17 +57,16 @@ class RequestHead:
     def cookie(self, name: str) -> str | None:
         """The value of cookie ``name`` across all Cookie headers; None if absent or repeated.
 
-        A repeated cookie name is treated as absent (a planted duplicate must not win).
+        A repeated cookie name (in one header or across several) is treated as absent: a
+        planted duplicate must not win. Values are not unquoted.
         """
         found: list[str] = []
+        target = name.encode("latin-1")
         for raw in self.get_all(b"cookie"):
-            jar: SimpleCookie = SimpleCookie()
-            try:
-                jar.load(raw.decode("latin-1"))
-            except Exception:
-                continue
-            if name in jar:
-                found.append(jar[name].value)
+            for part in raw.split(b";"):
+                k, sep, v = part.strip().partition(b"=")
+                if sep and k == target:
+                    found.append(v.decode("latin-1"))
         return found[0] if len(found) == 1 else None
 
     def wants_html(self) -> bool:

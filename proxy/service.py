@@ -49,6 +49,10 @@ def preflight(cfg: Config) -> list[Problem]:
             problems.append(Problem("trust", "store", str(p)))
     except OSError as e:
         problems.append(Problem("trust", "store", f"{cfg.trust.store}: {e.strerror}"))
+    if any(r.kind == "cockpit" for r in cfg.routes):
+        from proxy.frontdoors.cockpit import config_problems
+
+        problems += config_problems(cfg)
     if cfg.listen.workers > 1 and cfg.sessions.store == "memory":
         problems.append(Problem("sessions", "store", "memory cannot be shared by several workers; use sqlite:PATH "
                                 "or redis://"))
@@ -101,13 +105,17 @@ class _Workers(Service):
             self._procs.append(proc)
             log.info("started worker {index} (pid {pid})", index=i + 1, pid=proc.pid)
 
-    def stopService(self) -> None:
-        super().stopService()
+    def signal_all(self, sig: str) -> None:
+        """Send ``sig`` (e.g. "HUP", "TERM") to every live worker."""
         for proc in self._procs:
             try:
-                proc.signalProcess("TERM")
-            except Exception:
+                proc.signalProcess(sig)
+            except Exception:  # already gone
                 pass
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.signal_all("TERM")
 
 
 class Gateway(MultiService):
@@ -136,10 +144,24 @@ class Gateway(MultiService):
             return factory.drain(self._shutdown_deadline)
 
         d.addCallback(drain)
+        sessions = self.parts.get("sessions")
         store = self.parts.get("store")
-        if store is not None:
-            d.addBoth(lambda r: (store.close(), r)[1])
+
+        def close(r: object) -> object:
+            if sessions is not None:
+                sessions.stop()
+            if store is not None:
+                store.close()
+            return r
+
+        d.addBoth(close)
         return d
+
+    def startService(self) -> None:
+        sessions = self.parts.get("sessions")
+        if sessions is not None:
+            sessions.start()  # ends sessions that died while the gateway was down, arms timers
+        super().startService()
 
 
 def make_service(cfg: Config, reactor: Any = None) -> Gateway:
@@ -198,10 +220,16 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
 
         admin_service(cfg, gw, reactor).setServiceParent(gw)
     if cfg.listen.workers > 1 and not is_worker:
-        _Workers(reactor, cfg.path, cfg.listen.workers - 1).setServiceParent(gw)
+        w = _Workers(reactor, cfg.path, cfg.listen.workers - 1)
+        w.setName("workers")
+        w.setServiceParent(gw)
+
+    workers = gw.getServiceNamed("workers") if cfg.listen.workers > 1 and not is_worker else None
 
     def on_sighup(signum: int, frame: object) -> None:
         reactor.callFromThread(trust_state.reload, "SIGHUP")
+        if workers is not None:
+            reactor.callFromThread(workers.signal_all, "HUP")
 
     if hasattr(signal, "SIGHUP") and reactor is not None and _is_main_thread():
         signal.signal(signal.SIGHUP, on_sighup)
@@ -219,10 +247,7 @@ def _is_main_thread() -> bool:
 
 def _still_valid(trust_state: Any, rec: Any, now: float) -> bool:
     """True when a session's certificate still verifies and maps under the current trust state."""
-    checker = getattr(trust_state, "still_valid", None)
-    if checker is None:
-        return True
-    return bool(checker(rec.cert_der, rec.chain_der, now))
+    return bool(trust_state.still_valid(rec.cert_der, rec.chain_der, now))
 
 
 def _login_parts(cfg: Config, store: Any, sessions: Any, reactor: Any, audit: Any

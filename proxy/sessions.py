@@ -10,7 +10,9 @@ Rules (``DESIGN.md`` "Trusted sessions"), all on the injected clock:
   identity is a *full* handshake that presented the *same* certificate; it becomes that
   handshake's time (never later than now, never backwards);
 - the session ends at the earliest of ``proved_at + grace`` (``long_until`` while a long
-  trusted session is active), ``last_seen + idle_timeout`` and ``created_at + max_lifetime``;
+  trusted session is active), ``last_seen + idle_timeout``, ``created_at + max_lifetime`` and
+  the bound certificate's notAfter (a CA removal or CRL revocation ends it at the next trust
+  reload through :meth:`SessionManager.revalidate`);
 - a request presenting a *different* certificate is refused and ends the session (AUTH-01);
 - without a certificate (want mode, card pulled) requests pass only inside the window above;
 - at the end, whatever the cause, the session's WebSockets are closed: one timer per session
@@ -25,7 +27,9 @@ so the idle timeout is precise to that much and the store sees few writes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -60,17 +64,36 @@ def ends_at(rec: SessionRecord, settings: Any) -> tuple[float, str]:
 
     The earliest of: the proof deadline (``proved_at + grace``, or ``long_until`` capped at
     ``proved_at + long_grace`` while a long trusted session is active), ``last_seen +
-    idle_timeout`` and ``created_at + max_lifetime``. ``settings`` is the ``[sessions]`` section.
+    idle_timeout``, ``created_at + max_lifetime`` and the bound certificate's notAfter
+    (``certificate-expired``). ``settings`` is the ``[sessions]`` section.
     """
     if rec.long_until > 0:
         best = (min(rec.long_until, rec.proved_at + settings.long_grace), "long-grace-expired")
     else:
         best = (rec.proved_at + settings.grace, "grace-expired")
     for cand in ((rec.last_seen + settings.idle_timeout, "idle-timeout"),
-                 (rec.created_at + settings.max_lifetime, "max-lifetime")):
+                 (rec.created_at + settings.max_lifetime, "max-lifetime"),
+                 (cert_not_after(rec.cert_der), "certificate-expired")):
         if cand[0] < best[0]:
             best = cand
     return best
+
+
+@functools.lru_cache(maxsize=4096)
+def cert_not_after(der: bytes) -> float:
+    """The certificate's notAfter as epoch seconds; +inf when ``der`` does not parse.
+
+    The DER comes from the gateway's own handshake, so it parses in practice; a record
+    without a usable certificate is still bounded by grace, idle timeout and lifetime.
+    """
+    if not der:
+        return math.inf
+    try:
+        from cryptography import x509
+
+        return x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
+    except ValueError:
+        return math.inf
 
 
 def describe(rec: SessionRecord, settings: Any, now: float) -> dict[str, Any]:
@@ -403,8 +426,13 @@ class SessionManager:
             Logger().warn("session sweep failed: {err}", err=f"{type(e).__name__}: {e}")
 
     def _sweep(self) -> None:
-        for sid in list(self._timers):
-            rec = self.store.get(sid)
+        ids = list(self._timers)
+        get_many = getattr(self.store, "get_many", None)  # one round trip on Redis
+        recs = get_many(ids) if get_many is not None else {sid: self.store.get(sid) for sid in ids}
+        for sid in ids:
+            if sid not in self._timers:  # ended meanwhile by a callback
+                continue
+            rec = recs.get(sid)
             if rec is None:
                 self._forget(sid, close_reason="session-revoked")
             elif rec.ended is not None:

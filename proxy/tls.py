@@ -14,6 +14,7 @@ Client certificates are judged only by :mod:`trust` (see :mod:`proxy._tls_verify
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Iterable
 
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -101,12 +102,13 @@ def identify(transport: Any, now: float) -> ConnectionIdentity | None:
     full = not _session_reused(conn)
     raw_sni = conn.get_servername()
     sni = raw_sni.decode("ascii", "replace") if raw_sni else None
-    leaf = conn.get_peer_certificate(as_cryptography=True) if mode != "none" else None
+    # A resumed handshake carries the old session's certificate without a new proof of
+    # possession: it never counts as presented (resumption is off; this is the safety net).
+    leaf = conn.get_peer_certificate(as_cryptography=True) if mode != "none" and full else None
     if leaf is None:
         if mode == "need":
             return None
-        ident = anonymous(ip, port, now, protocol, cipher, full)
-        return _with_sni(ident, sni)
+        return replace(anonymous(ip, port, now, protocol, cipher, full), server_name=sni)
     leaf_der = leaf.public_bytes(Encoding.DER)
     if rec.verdict is None or rec.leaf_der != leaf_der:
         # The callback did not decide for this leaf (e.g. a resumed session): decide now.
@@ -118,20 +120,12 @@ def identify(transport: Any, now: float) -> ConnectionIdentity | None:
     mapping_error = None
     if verdict.ok and account is None:
         mapping_error = mapping.reason if mapping is not None else "the certificate maps to no account"
-    if mode == "need" and (account is None or not full):
+    if mode == "need" and account is None:
         return None
     return ConnectionIdentity(presented=True, verdict=verdict, account=account, mapping_error=mapping_error,
                               handshake_at=now, full_handshake=full, protocol=protocol, cipher=cipher,
                               client_ip=ip, client_port=port, server_name=sni, leaf=leaf,
                               chain_der=rec.chain_ders())
-
-
-def _with_sni(ident: ConnectionIdentity, sni: str | None) -> ConnectionIdentity:
-    if sni is None:
-        return ident
-    from dataclasses import replace
-
-    return replace(ident, server_name=sni)
 
 
 def _peer_chain(conn: SSL.Connection, leaf_der: bytes) -> dict[int, bytes]:
@@ -153,9 +147,10 @@ def revalidate(connections: Iterable[Any], trust_state: Any, now: float) -> int:
     """Abort live connections whose accepted certificate no longer verifies; return how many.
 
     Each item has ``identity`` (or ``conn.identity``) and ``abort()`` or
-    ``transport.abortConnection()`` (the HTTP layer's ``GatewayProtocol``). Only connections that *presented an accepted certificate*
-    are checked, under ``trust_state``'s current generation at ``now``; connections
-    without one are left alone (they never had certificate rights to lose).
+    ``transport.abortConnection()`` (the HTTP layer's ``GatewayProtocol``). Only
+    connections that *presented an accepted certificate* are checked, under
+    ``trust_state``'s current generation at ``now``; connections without one are left
+    alone (they never had certificate rights to lose).
     """
     closed = 0
     for c in list(connections):

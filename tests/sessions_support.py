@@ -1,56 +1,25 @@
-"""Helpers shared by the session tests: the black-box helpers module, whichever way it is laid out.
-
-``tests/blackbox.py`` (the lead's helpers) and the ``tests/blackbox/`` test package share a
-name; the package wins the import, so this loads the helpers module from its file when the
-package does not re-export them.
-"""
+"""Helpers shared by the session tests: login, a WebSocket client, the CLI runner (on top of
+the black-box helpers of ``tests.blackbox``)."""
 
 from __future__ import annotations
 
-import importlib.util
+import json as _json
+import socket as _socket
+import subprocess as _subprocess
 import sys
+import threading as _threading
+import time as _time
+from base64 import b64encode as _b64
+from os import urandom as _urandom
 from pathlib import Path
 
+from tests.blackbox import Gateway, Pki, client_context, free_port, request, wait_for, write_config
 
-def _helpers():
-    try:
-        import tests.blackbox as bb
-
-        if hasattr(bb, "Pki"):
-            return bb
-    except ImportError:
-        pass
-    name = "tests._blackbox_helpers"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = Path(__file__).resolve().parent / "blackbox.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None, f"cannot load {path}"
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_bb = _helpers()
-Pki = _bb.Pki
-write_config = _bb.write_config
-Gateway = _bb.Gateway
-request = _bb.request
-wait_for = _bb.wait_for
-free_port = _bb.free_port
-client_context = _bb.client_context
+__all__ = ["Gateway", "Pki", "client_context", "free_port", "request", "wait_for", "write_config"]
 
 
 # --------------------------------------------------------------------------- session helpers
 
-import json as _json  # noqa: E402
-import socket as _socket  # noqa: E402
-import subprocess as _subprocess  # noqa: E402
-import threading as _threading  # noqa: E402
-import time as _time  # noqa: E402
-from base64 import b64encode as _b64  # noqa: E402
-from os import urandom as _urandom  # noqa: E402
 
 PASSWORD = "correct horse battery staple"
 

@@ -237,13 +237,23 @@ class Received:
 class EchoServer:
     """Threaded HTTP/1.1 and WebSocket echo upstream on 127.0.0.1 (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[str, str] | None = None, client_ca: str | None = None) -> None:
+        """``tls`` = (certificate chain PEM, key PEM) serves https; ``client_ca`` then requires a
+        client certificate from that CA (recorded per request in ``peer_cns``)."""
+        self._ctx: ssl.SSLContext | None = None
+        if tls is not None:
+            self._ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self._ctx.load_cert_chain(*tls)
+            if client_ca:
+                self._ctx.load_verify_locations(client_ca)
+                self._ctx.verify_mode = ssl.CERT_REQUIRED
+        self.peer_cns: list[str] = []
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(256)
         self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.requests: list[Received] = []
         self.connections = 0
         self.closed_connections = 0
@@ -292,6 +302,20 @@ class EchoServer:
             threading.Thread(target=self._serve, args=(c, cid), daemon=True).start()
 
     def _serve(self, c: socket.socket, cid: int) -> None:
+        try:
+            if self._ctx is not None:
+                c.settimeout(10)
+                c = self._ctx.wrap_socket(c, server_side=True)
+                c.settimeout(None)
+                peer = c.getpeercert()
+                if peer:
+                    cn = [v for rdn in peer["subject"] for k, v in rdn if k == "commonName"]
+                    with self._lock:
+                        self.peer_cns.append(cn[0] if cn else "")
+        except (OSError, ssl.SSLError):
+            with self._lock:
+                self.closed_connections += 1
+            return
         rd = _Reader(c)
         try:
             while not self._stop.is_set():
@@ -461,7 +485,7 @@ def make_config(upstream_url: str, overrides: dict[str, dict[str, Any]] | None =
 # --------------------------------------------------------------------------- PKI for tests
 
 @dataclass
-class TestPKI:
+class ForwardPKI:
     """A CA, a server certificate for 127.0.0.1/localhost and a client ``alice``, on disk."""
 
     folder: Path
@@ -471,7 +495,7 @@ class TestPKI:
     files: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, folder: Path) -> "TestPKI":
+    def create(cls, folder: Path) -> "ForwardPKI":
         from trust import issue
 
         p = cls(Path(folder))
@@ -513,7 +537,7 @@ class Reply:
 class Client:
     """A blocking client speaking raw bytes to the gateway (TLS with a client cert by default)."""
 
-    def __init__(self, port: int, pki: TestPKI | None = None, *, cert: str = "alice", plain: bool = False,
+    def __init__(self, port: int, pki: ForwardPKI | None = None, *, cert: str = "alice", plain: bool = False,
                  timeout: float = 15.0, ca_file: str | None = None, cert_files: tuple[str, str] | None = None,
                  alpn: list[str] | None = None) -> None:
         raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
@@ -602,10 +626,10 @@ class Client:
 class GatewayProcess:
     """``tests/support_http_gateway.py`` in a subprocess: the real HTTP layer, TLS, a fake gate."""
 
-    def __init__(self, config: dict[str, Any], pki: TestPKI | None, *, plain: bool = False) -> None:
+    def __init__(self, config: dict[str, Any], pki: ForwardPKI | None, *, plain: bool = False) -> None:
         spec = {"config": config, "pki": pki.files if pki else None, "plain": plain}
         env = dict(os.environ, PYTHONPATH=str(ROOT))
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "support_http_gateway.py"),
+        self.proc = subprocess.Popen([sys.executable, os.environ.get("GW_SCRIPT", str(ROOT / "tests" / "support_http_gateway.py")),
                                       json.dumps(spec)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env=env, cwd=str(ROOT))
         assert self.proc.stdout is not None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from types import SimpleNamespace
 from typing import Any
@@ -90,14 +91,17 @@ def main() -> None:
                     reactor.callLater(0.01, d.callback, fwd)  # type: ignore[attr-defined]
                     return d
                 if t.startswith(b"/_gate/count"):
-                    return json_response(200, {"tunnels": tunnels.count(), "idle": pools.idle_count()})
+                    return json_response(200, {"registered": tunnels.count(), "idle": pools.idle_count(),
+                                               **gw_factory[0].counters, "live": len(gw_factory[0].connections), "paused": [p._paused for p in gw_factory[0].connections], "tun": [p._tunnel is not None for p in gw_factory[0].connections]})
             if t.startswith(b"/anon"):
                 return Forward(config.default_route, account=None)
             return fwd
 
+    gw_factory: list[Any] = []
     kw = dict(gate=FakeGate(), identify=identify, config=config, pools=pools, clock=reactor, tunnels=tunnels)
     if spec["plain"]:
         factory: Any = PlainGatewayFactory(**kw)
+        gw_factory.append(factory)
     else:
         pki = spec["pki"]
         cert = x509.load_pem_x509_certificate(open(pki["server_cert"], "rb").read())
@@ -105,7 +109,12 @@ def main() -> None:
         ca = x509.load_pem_x509_certificate(open(pki["ca"], "rb").read())
         opts = ssl.CertificateOptions(privateKey=key, certificate=cert, verify=True,
                                       caCerts=[X509.from_cryptography(ca)], requireCertificate=True)
-        factory = TLSMemoryBIOFactory(opts, False, GatewayFactory(**kw), clock=reactor)
+        gw_factory.append(GatewayFactory(**kw))
+        factory = TLSMemoryBIOFactory(opts, False, gw_factory[0], clock=reactor)
+        if os.environ.get("CERTGATE_TLS_NOBUFFER"):
+            from twisted.protocols.tls import TLSMemoryBIOProtocol
+
+            factory.protocol = TLSMemoryBIOProtocol  # one write per response already: no aggregation
     port = reactor.listenTCP(0, factory, interface="127.0.0.1", backlog=1024)  # type: ignore[attr-defined]
     sys.stdout.write(json.dumps({"port": port.getHost().port}) + "\n")
     sys.stdout.flush()

@@ -93,7 +93,6 @@ class ClientTLS:
                 ctx.add_extra_chain_cert(c)
         if key is not None:
             ctx.use_privatekey(key)
-        self.ca_names: list[list[Any]] = []
         if server_ca is not None:
             from OpenSSL import crypto
 

@@ -48,6 +48,11 @@ def subject_text(name: x509.Name) -> str:
     return name.rfc4514_string()
 
 
+def label(name: x509.Name) -> str:
+    """The RFC 4514 name made safe for messages and terminals (controls escaped)."""
+    return printable_repr(subject_text(name)) or "(empty subject)"
+
+
 def describe_key(cert: x509.Certificate) -> str:
     """Human description of the public key, e.g. ``"RSA 2048"``, ``"EC secp256r1"``."""
     try:

@@ -43,7 +43,7 @@ class PathFailure:
 
 def describe(cert: x509.Certificate) -> str:
     """Short label of a certificate for messages: its RFC 4514 subject."""
-    return certinfo.subject_text(cert.subject) or "(empty subject)"
+    return certinfo.label(cert.subject)
 
 
 def weak_signature(cert: x509.Certificate) -> str | None:
@@ -90,7 +90,7 @@ def build_path(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate]
         candidates = [c for c in pool if c.subject == child.issuer and all(c is not p for p in path)]
         if not candidates:
             where = "the trust store" if len(path) == 1 else "the trust store or the chain sent"
-            fail("unknown-ca", f"issuer {certinfo.subject_text(child.issuer)} of {describe(child)} "
+            fail("unknown-ca", f"issuer {certinfo.label(child.issuer)} of {describe(child)} "
                                f"is not in {where}")
             return None
         for cand in candidates:

@@ -25,7 +25,7 @@ from . import certinfo
 from .edits import EditError, Plan, find_entries, plan_add, plan_pin, plan_remove, read_certificates
 from .mapping import account_matches, describe, map_account
 from .settings import MappingSettings, TrustSettings, parse_trust_section
-from .store import StoreEntry, TrustGeneration, TrustStoreError, apply_changes, load_store
+from .store import StoreEntry, TrustGeneration, TrustStoreError, apply_changes, entry_warnings, load_store
 from .verify import verify
 
 
@@ -156,20 +156,6 @@ def _commit(settings: TrustSettings, plan: Plan, now: _dt.datetime) -> int:
 # --------------------------------------------------------------------------- verbs
 
 
-def _entry_warnings(e: StoreEntry, now: _dt.datetime, warn_days: int) -> list[str]:
-    out = list(e.warnings)
-    days = e.days_left(now)
-    if e.not_after is not None and days is not None and e.not_after >= now:
-        if e.kind == "CRL":
-            if e.not_after - now < _dt.timedelta(days=1):
-                out.append(f"CRL next update in {int((e.not_after - now).total_seconds() // 3600)} hours")
-        elif days <= warn_days:
-            out.append(f"expires in {days} day{'s' if days != 1 else ''}")
-    if e.kind == "pinned" and e.cert is not None and certinfo.ext_key_usages(e.cert) is None:
-        out.append("no EKU: accepted only with unsafe_allow_missing_eku = yes")
-    return out
-
-
 def _list(args: argparse.Namespace) -> int:
     settings = _settings(args)
     now = _utcnow()
@@ -183,7 +169,7 @@ def _list(args: argparse.Namespace) -> int:
     for e in gen.entries:
         na = f"{e.not_after:%Y-%m-%d}" if e.not_after else "-"
         days = e.days_left(now)
-        warn = _entry_warnings(e, now, settings.expiry_warning_days)
+        warn = entry_warnings(e, now, settings.expiry_warning_days)
         subject = e.subject if e.kind != "CRL" else f"CRL of {e.issuer}, {e.revoked} revoked"
         print(f"{e.kind:<6} {e.file:<28} {na:<10} {('%5d' % days) if days is not None else '    -'}  "
               f"{e.fingerprint}  {certinfo.printable_repr(subject)}")
@@ -262,7 +248,7 @@ def _print_entry(e: StoreEntry, now: _dt.datetime, warn_days: int) -> None:
                  ("CA", "yes" + (f", path length {bc.path_length}" if bc and bc.path_length is not None else "")
                   if bc and bc.ca else "no"),
                  ("ext key usage", ", ".join(certinfo.eku_name(o) for o in ekus) if ekus is not None else "(none)")]
-    for w in _entry_warnings(e, now, warn_days):
+    for w in entry_warnings(e, now, warn_days):
         rows.append(("warning", w))
     for k, v in rows:
         print(f"{k + ':':<15} {certinfo.printable_repr(v)}")
@@ -291,7 +277,7 @@ def _verify(args: argparse.Namespace) -> int:
     for n, c in enumerate(verdict.chain):
         entry = gen.by_fingerprint.get(certinfo.fingerprint(c))
         where = f"[{entry.file}]" if entry else ("[client certificate]" if n == 0 else "[sent by the client]")
-        print(f"chain:        {certinfo.printable_repr(certinfo.subject_text(c.subject))}  {where}")
+        print(f"chain:        {certinfo.label(c.subject)}  {where}")
     if verdict.ok and verdict.valid_until is not None:
         print(f"valid until:  {verdict.valid_until:%Y-%m-%d %H:%M:%S}Z")
     if result.account is not None:
@@ -339,7 +325,7 @@ def _import_p12(args: argparse.Namespace) -> int:
     else:
         cas = [c for c in ([cert] if cert is not None else []) + list(extra) if certinfo.is_ca(c)]
         if not cas:
-            what = f" (it holds the client certificate {certinfo.subject_text(cert.subject)}; " \
+            what = f" (it holds the client certificate {certinfo.label(cert.subject)}; " \
                    "use --pin to pin it)" if cert is not None else ""
             raise CliError(f"{args.file} holds no CA certificate{what}")
         plan = plan_add(cas, [], gen, now, min_rsa_bits=settings.min_rsa_bits, skip_duplicates=True)

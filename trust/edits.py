@@ -51,7 +51,7 @@ def _pem(obj: x509.Certificate | x509.CertificateRevocationList) -> bytes:
 
 
 def _label(cert: x509.Certificate) -> str:
-    return certinfo.subject_text(cert.subject) or "(empty subject)"
+    return certinfo.label(cert.subject)
 
 
 def _free_name(stem: str, suffix: str, prefix: str, taken: set[str], fp: str) -> str:
@@ -145,7 +145,7 @@ def plan_add(certs: list[x509.Certificate], crls: list[x509.CertificateRevocatio
 
 def _plan_crl(crl: x509.CertificateRevocationList, gen: TrustGeneration, now: _dt.datetime, plan: Plan,
               taken: set[str], name: str | None) -> None:
-    issuer = certinfo.subject_text(crl.issuer)
+    issuer = certinfo.label(crl.issuer)
     nu = crl.next_update_utc
     if nu is not None and nu < now:
         raise EditError(f"the CRL of {issuer} expired on {nu:%Y-%m-%d %H:%M}Z (nextUpdate passed); "

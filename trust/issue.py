@@ -45,7 +45,7 @@ def new_key(kind: KeyType = "ec256") -> PrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=bits)
 
 
-def _hash_for(key: PrivateKey) -> hashes.HashAlgorithm | None:
+def _hash_for(key: PrivateKey) -> hashes.SHA256 | None:
     return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
 
 
@@ -54,7 +54,7 @@ def name(cn: str | Sequence[str] | None = None, **extra: str) -> x509.Name:
 
     ``extra`` takes ``o``, ``ou``, ``c`` and ``email``.
     """
-    attrs: list[x509.NameAttribute] = []
+    attrs: list[x509.NameAttribute[str]] = []
     oids = {"c": NameOID.COUNTRY_NAME, "o": NameOID.ORGANIZATION_NAME,
             "ou": NameOID.ORGANIZATIONAL_UNIT_NAME, "email": NameOID.EMAIL_ADDRESS}
     for k in ("c", "o", "ou"):

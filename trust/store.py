@@ -296,7 +296,7 @@ def load_store(folder: Path | str, *, now: _dt.datetime, min_rsa_bits: int = cer
                                  f"(found {len(certs)} certificate(s), {len(crls)} CRL(s))")
         for cert in certs:
             fp = certinfo.fingerprint(cert)
-            subj = certinfo.subject_text(cert.subject) or "(empty subject)"
+            subj = certinfo.label(cert.subject)
             if fp in seen:
                 file_problems.append(f"certificate {subj} is already in the store as {seen[fp]}")
                 continue
@@ -357,7 +357,7 @@ def _cert_entry(kind: Kind, rel: str, cert: x509.Certificate, fp: str, now: _dt.
 
 def _crl_entry(rel: str, crl: x509.CertificateRevocationList, cas: list[StoreEntry], now: _dt.datetime
                ) -> tuple[tuple[IssuerKey, StoreEntry] | None, str]:
-    issuer = certinfo.subject_text(crl.issuer)
+    issuer = certinfo.label(crl.issuer)
     unsupported = _crl_unsupported(crl)
     if unsupported:
         return None, unsupported
@@ -377,7 +377,8 @@ def _crl_entry(rel: str, crl: x509.CertificateRevocationList, cas: list[StoreEnt
         if nu is not None and nu < now:
             warnings.append(f"CRL expired on {nu:%Y-%m-%d %H:%M}Z (nextUpdate passed)")
         fp = hashlib.sha256(crl.public_bytes(Encoding.DER)).hexdigest()
-        ent = StoreEntry(kind="CRL", file=rel, subject=issuer, issuer=issuer, fingerprint=fp,
+        exact = certinfo.subject_text(crl.issuer)
+        ent = StoreEntry(kind="CRL", file=rel, subject=exact, issuer=exact, fingerprint=fp,
                          not_before=crl.last_update_utc, not_after=nu, serial=None,
                          key=f"signed by {ca.file}", self_signed=False, warnings=tuple(warnings),
                          crl=crl, revoked=len(crl))
@@ -401,6 +402,33 @@ def _crl_unsupported(crl: x509.CertificateRevocationList) -> str | None:
             name = getattr(ext.oid, "_name", None) or ext.oid.dotted_string
             return f"the CRL has an unsupported critical extension {name}"
     return None
+
+
+def entry_warnings(entry: StoreEntry, now: _dt.datetime, warn_days: int) -> list[str]:
+    """What ``certgate trust list`` (and the gateway's log) should warn about for one entry.
+
+    Load-time warnings (expired...), "expires in N days" within ``warn_days``, a CRL whose
+    next update is less than a day away, a pinned certificate without EKU.
+    """
+    out = list(entry.warnings)
+    if entry.not_after is not None and entry.not_after >= now:
+        left = entry.not_after - now
+        if entry.kind == "CRL":
+            if left < _dt.timedelta(days=1):
+                out.append(f"CRL next update in {int(left.total_seconds() // 3600)} hours")
+        else:
+            days = int(left.total_seconds() // 86400)
+            if days <= warn_days:
+                out.append(f"expires in {days} day{'s' if days != 1 else ''}")
+    if entry.kind == "pinned" and entry.cert is not None and certinfo.ext_key_usages(entry.cert) is None:
+        out.append("no EKU: accepted only with unsafe_allow_missing_eku = yes")
+    return out
+
+
+def expiry_warnings(generation: TrustGeneration, now: _dt.datetime, warn_days: int) -> list[str]:
+    """Every entry warning of a generation as ``"FILE (KIND SUBJECT): warning"`` lines."""
+    return [f"{e.file} ({e.kind} {certinfo.printable_repr(e.subject)}): {w}"
+            for e in generation.entries for w in entry_warnings(e, now, warn_days)]
 
 
 # --------------------------------------------------------------------------- watching and writing

@@ -123,7 +123,7 @@ class Verdict:
             via = ", ".join(self.store_files) or "?"
             how = "pinned certificate" if self.pinned else "chain to"
             extra = "".join(f" (warning: {w.message})" for w in self.warnings)
-            return f"accepted: {self.subject or '(empty subject)'} ({how} {via}){extra}"
+            return f"accepted: {certinfo.printable_repr(self.subject) or '(empty subject)'} ({how} {via}){extra}"
         return "refused: " + "; ".join(str(r) for r in self.reasons)
 
 
@@ -286,7 +286,7 @@ def _check_crls(chain: Sequence[x509.Certificate], generation: TrustGeneration, 
                 break
         freshest = max(entries, key=lambda e: e.not_after or _dt.datetime.max.replace(tzinfo=_dt.timezone.utc))
         if freshest.not_after is not None and freshest.not_after < now:
-            r = Reason("crl-expired", f"CRL {freshest.file} of {freshest.issuer} expired on "
+            r = Reason("crl-expired", f"CRL {freshest.file} of {certinfo.printable_repr(freshest.issuer)} expired on "
                                       f"{freshest.not_after:%Y-%m-%d %H:%M}Z (nextUpdate passed)")
             (reasons if policy.crl == "hard" else warnings).append(r)
         elif freshest.not_after is not None:

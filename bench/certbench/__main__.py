@@ -103,6 +103,7 @@ def main() -> int:
     ap.add_argument("--root", required=True, type=Path, help="the repository")
     ap.add_argument("--tools", required=True, type=Path, help="folder with cgload and certinject.so")
     ap.add_argument("--reps", type=int, help="override the number of repetitions")
+    ap.add_argument("--flavours", help="override the key flavours, e.g. ec or ec,rsa")
     ap.add_argument("--standin", action="store_true", help="run nginx in the certgate slot (harness development)")
     ap.add_argument("--profile", action="store_true", help="also sample certgate with py-spy")
     ap.add_argument("--port-base", type=int, default=19000,
@@ -114,6 +115,11 @@ def main() -> int:
     plan = QUICK if a.quick else FULL
     if a.reps:
         plan = dataclasses.replace(plan, reps=a.reps)
+    if a.flavours:
+        bad = set(a.flavours.split(",")) - {"ec", "rsa"}
+        if bad:
+            raise SystemExit(f"--flavours: unknown {', '.join(sorted(bad))} (known: ec, rsa)")
+        plan = dataclasses.replace(plan, flavours=tuple(a.flavours.split(",")))
     out = a.out.resolve()
     for sub in ("pki", "run", "logs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -167,7 +173,7 @@ def main() -> int:
                 note(runner.workers_run(w, rep))
         if a.profile:
             log("profiling certgate with py-spy")
-            profile_md = profile_certgate(env, plan.ka_s, upstreams)
+            profile_md = profile_certgate(env, max(10.0, plan.ka_s), upstreams)
     finally:
         for p in upstreams.values():
             p.stop()

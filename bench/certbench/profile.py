@@ -16,9 +16,24 @@ from . import phases
 from .procs import pause, pinned
 
 
+def area(frame: str) -> str:
+    """The part of the stack a frame ``func (path:line)`` belongs to."""
+    path = frame.rpartition("(")[2].rstrip(")").rpartition(":")[0]
+    for prefix, name in (("OpenSSL/", "pyOpenSSL/OpenSSL calls"), ("twisted/protocols/tls", "Twisted TLS memory BIO"),
+                         ("twisted/internet/", "Twisted reactor, TCP, syscalls"), ("twisted/protocols/policies", "Twisted policies wrappers (timeouts)"),
+                         ("twisted/python/", "Twisted reactor, TCP, syscalls"), ("httptools", "httptools parser")):
+        if prefix in path:
+            return name
+    for pkg in ("proxy/", "trust/"):
+        if path.startswith(pkg) or f"/{pkg}" in path:
+            return "certgate " + pkg + path.split(pkg, 1)[1]
+    return "other: " + (path.split("/")[0] if path else frame)
+
+
 def top_frames(collapsed: str, n: int = 25) -> dict[str, Any]:
-    """Self and inclusive sample shares of the most frequent frames."""
+    """Self and inclusive sample shares of the most frequent frames, and self time by area."""
     selfc: collections.Counter[str] = collections.Counter()
+    areas: collections.Counter[str] = collections.Counter()
     incl: collections.Counter[str] = collections.Counter()
     total = 0
     for line in collapsed.splitlines():
@@ -31,10 +46,13 @@ def top_frames(collapsed: str, n: int = 25) -> dict[str, Any]:
             continue
         total += k
         selfc[frames[-1]] += k
+        areas[area(frames[-1])] += k
         for f in set(frames):
             incl[f] += k
     pct = lambda c: [(f, round(100 * v / total, 1)) for f, v in c.most_common(n)]  # noqa: E731
-    return {"samples": total, "self": pct(selfc), "inclusive": pct(incl)}
+    # Inclusive time of certgate's own functions (the reactor frames above them are ~100 %).
+    own = collections.Counter({f: v for f, v in incl.items() if area(f).startswith("certgate")})
+    return {"samples": total, "areas": pct(areas), "self": pct(selfc), "inclusive_certgate": pct(own)}
 
 
 def record(pyspy: Path, t: phases.Target, name: str, load_argv: list[str], seconds: float,
@@ -42,7 +60,7 @@ def record(pyspy: Path, t: phases.Target, name: str, load_argv: list[str], secon
     """Sample the server tree with py-spy while ``load_argv`` runs; returns the ranking."""
     raw = out / f"pyspy-{name}.txt"
     spy = subprocess.Popen(pinned(t.load_cpus, [str(pyspy), "record", "--pid", str(t.server.popen.pid),
-                                                "--subprocesses", "--rate", "250", "--duration",
+                                                "--subprocesses", "--function", "--rate", "250", "--duration",
                                                 str(int(seconds)), "--format", "raw", "--output", str(raw),
                                                 "--nonblocking"]),
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -61,8 +79,10 @@ def record(pyspy: Path, t: phases.Target, name: str, load_argv: list[str], secon
 def render(name: str, prof: dict[str, Any]) -> str:
     if "error" in prof:
         return f"#### {name}\n\n{prof['error']}\n"
-    lines = [f"#### {name} ({prof['samples']} samples)", "", "| self % | frame |", "|---|---|"]
+    lines = [f"#### {name} ({prof['samples']} samples)", "", "| self % | area |", "|---|---|"]
+    lines += [f"| {p} | {a} |" for a, p in prof["areas"][:12]]
+    lines += ["", "| self % | function |", "|---|---|"]
     lines += [f"| {p} | `{f}` |" for f, p in prof["self"][:20]]
-    lines += ["", "| inclusive % | frame |", "|---|---|"]
-    lines += [f"| {p} | `{f}` |" for f, p in prof["inclusive"][:25]]
+    lines += ["", "| inclusive % | certgate function |", "|---|---|"]
+    lines += [f"| {p} | `{f}` |" for f, p in prof["inclusive_certgate"][:20]]
     return "\n".join(lines) + "\n"

@@ -7,13 +7,14 @@ proxy and a client without a certificate is refused; only valid runs are measure
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from . import configs, phases
-from .procs import Proc, pause, port_open, rss_kib, start, wait_for_quiet
+from .procs import Proc, pause, pinned, port_open, rss_kib, start, wait_for_quiet
 
 Record = dict[str, Any]
 
@@ -81,9 +82,7 @@ def validate(t: phases.Target, path: str = "/") -> dict[str, Any]:
 
 
 def _run(t: phases.Target, argv: list[str]) -> str:
-    import subprocess
-
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=t.go_env())
+    p = subprocess.run(pinned(t.load_cpus, argv), capture_output=True, text=True, timeout=60, env=t.go_env())
     return p.stdout + p.stderr
 
 

@@ -52,6 +52,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 PROMPT = "Authenticator code (6 digits): "
 MAX_CONVERSATIONS = 1024
+#: Pending conversations one certificate may hold (a new one drops its oldest).
+PER_CERTIFICATE = 3
 _APP_LOGIN = re.compile(r"^cockpit\+[^/]+/login$")
 _CERT_REASONS = frozenset({"no-certificate", "certificate-invalid"})
 
@@ -137,8 +139,15 @@ class Conversations:
         return len(self._items)
 
     def add(self, conv: Conversation) -> bool:
-        """Store ``conv``; False (not stored) when ``limit`` live conversations are pending."""
+        """Store ``conv``; False (not stored) when ``limit`` live conversations are pending.
+
+        One certificate keeps at most :data:`PER_CERTIFICATE` pending conversations (its oldest
+        is dropped), so one person cannot fill the table for everyone.
+        """
         self.purge()
+        mine = [k for k, c in self._items.items() if c.fingerprint == conv.fingerprint]
+        for k in mine[:max(0, len(mine) - PER_CERTIFICATE + 1)]:
+            del self._items[k]
         if len(self._items) >= self._limit:
             return False
         self._items[conv.nonce] = conv
@@ -279,9 +288,12 @@ class CockpitFrontDoor:
     def _no_credentials(self, head: RequestHead, conn: ConnContext, route: "Route") -> "Response | Forward":
         ident = conn.identity
         sid = self._sessions.session_id(head)
+        clear: Headers = []
         if sid is not None:
             chk = self._sessions.check(sid, ident, ident.client_ip)
-            if chk.ok:
+            if not chk.ok:
+                clear = list(self._sessions.clear_cookie_headers())  # a dead session: forget its cookie
+            else:
                 rec = chk.record
                 if self.mode == "bearer":
                     self._audit.record("cockpit-login", "allow", "session-assertion", account=rec.account,
@@ -297,7 +309,7 @@ class CockpitFrontDoor:
                     return self._to_cockpit(head, conn, route, out.account, proven=out.proven, receipt=None,
                                             bearer=True, password=None)
         # what cockpit-ws itself answers without credentials: login.js then shows its form
-        return self._answer(401, "authentication-required", "Authentication required")
+        return self._answer(401, "authentication-required", "Authentication required", clear)
 
     # ------------------------------------------------------------------ Basic
 

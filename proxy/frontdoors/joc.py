@@ -13,6 +13,8 @@ strips ``user@domain`` / ``DOMAIN\\user`` first, as JOC's two-factor mode does):
    it) -- else ``401`` with JOC's failure body, and JOC never sees the password;
 3. the request goes to JOC with ``Authorization: Basic base64(account:password)`` (the
    certificate's account filled in when it was empty) and ``X-Certgate-TOTP`` blanked;
+   A live certgate session of the same certificate that proved TOTP (``/.certgate/login``)
+   stands in for the code (JOC's GUI has no field for it);
 4. on JOC's ``200`` certgate opens its trusted session and adds its ``Set-Cookie``; with
    ``password = upstream`` the password counts as proven only then. JOC's ``X-Access-Token``
    and body pass through unchanged. A JOC ``401`` counts as a failed password for throttling.
@@ -110,7 +112,17 @@ class JocFrontDoor:
         if len(totps) > 1:
             return self._refuse(conn, account, "totp-repeated", joc_denied(account))
         totp = totps[0].decode("latin-1") if totps else None
-        return self._check(head, conn, route, account, password, totp)
+        return self._check(head, conn, route, account, password, totp, self._session_totp(head, conn))
+
+    def _session_totp(self, head: RequestHead, conn: ConnContext) -> bool:
+        """True when the request carries a live certgate session of this certificate's account
+        that proved TOTP (e.g. through ``/.certgate/login``): JOC's GUI has no field for a code."""
+        ident = conn.identity
+        sid = self._sessions.session_id(head)
+        if sid is None or not ident.ok:
+            return False
+        chk = self._sessions.check(sid, ident, ident.client_ip)
+        return bool(chk.ok and chk.record.account == ident.account and "totp" in chk.record.methods)
 
     def _refuse(self, conn: ConnContext, account: str | None, reason: str, resp: Response, **extra: Any) -> Response:
         ident = conn.identity
@@ -119,7 +131,7 @@ class JocFrontDoor:
         return resp
 
     def _check(self, head: RequestHead, conn: ConnContext, route: "Route", account: str, password: str | None,
-               totp: str | None) -> "Response | Deferred[Any]":
+               totp: str | None, session_totp: bool = False) -> "Response | Deferred[Any]":
         from twisted.internet.defer import maybeDeferred
 
         login = self._login
@@ -135,16 +147,21 @@ class JocFrontDoor:
             return result
 
         d.addBoth(release)
-        d.addCallback(lambda out: self._after(conn, route, account, password, out))
+        d.addCallback(lambda out: self._after(conn, route, account, password, out, session_totp))
         return d
 
     def _after(self, conn: ConnContext, route: "Route", account: str, password: str | None,
-               out: "AuthOutcome") -> "Response | Forward":
+               out: "AuthOutcome", session_totp: bool = False) -> "Response | Forward":
         upstream_pw = self._login.config.login.password == "upstream"
         if out.ok:
             return self._forward(conn, route, account, password, out.proven, None)
         if out.partial:
             missing = {m for r in out.required for m in r} - set(out.proven)
+            if session_totp and missing <= ({"totp", "password"} if upstream_pw else {"totp"}):
+                # the live session proved TOTP: JOC checks the password, the session stays as it is
+                self._audit.record("joc-login", "allow", "session-totp", account=account,
+                                   fingerprint=conn.identity.fingerprint, client_ip=conn.identity.client_ip)
+                return self._forward(conn, route, account, password, out.proven, None, open_session=False)
             if upstream_pw and missing <= {"password"}:
                 return self._forward(conn, route, account, password, out.proven, out.receipt)
             if "totp" in missing:
@@ -158,7 +175,7 @@ class JocFrontDoor:
         return joc_denied(account)
 
     def _forward(self, conn: ConnContext, route: "Route", account: str, password: str | None,
-                 proven: frozenset[str], receipt: str | None) -> Forward:
+                 proven: frozenset[str], receipt: str | None, open_session: bool = True) -> Forward:
         ident = conn.identity
         cred = account if password is None else f"{account}:{password}"
         sets: Headers = [(b"Authorization", b"Basic " + base64.b64encode(cred.encode("utf-8"))),
@@ -167,6 +184,8 @@ class JocFrontDoor:
         def on_response(status: int, headers: Headers) -> Headers:
             if status != 200:
                 self._upstream_refused(conn, account, status)
+                return []
+            if not open_session:
                 return []
             return self._open_session(conn, account, proven, receipt)
 

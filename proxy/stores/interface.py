@@ -136,7 +136,10 @@ class ISessionStore(Protocol):
         """Remove every record matching all given criteria (at least one); the removed ids."""
 
     def incr_failure(self, key: str, now: float, window: float) -> int:
-        """Record a failure for ``key`` at ``now``; the number of failures within ``window`` seconds."""
+        """Record a failure for ``key`` at ``now``; the number of failures in ``(now - window, now]``.
+
+        Failures of ``key`` at or before ``now - window`` are forgotten (bounded size), so use
+        one window per key."""
 
     def failures(self, key: str, now: float, window: float) -> int:
         """The number of failures recorded for ``key`` in ``(now - window, now]``."""

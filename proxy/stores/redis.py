@@ -125,6 +125,13 @@ class RedisStore:
                              long_until=long_until)
         return self._rewrite(session_id, change)
 
+    def get_many(self, session_ids: list[str]) -> dict[str, SessionRecord | None]:
+        """Several records in one ``MGET`` (the manager's sweep uses it when present)."""
+        if not session_ids:
+            return {}
+        raws = self._call(lambda: self._r.mget([self._k("s", i) for i in session_ids]))
+        return {i: (None if raw is None else record_from_json(raw)) for i, raw in zip(session_ids, raws)}
+
     def delete(self, session_id: str) -> bool:
         return bool(self._call(lambda: self._r.delete(self._k("s", session_id))))
 

@@ -31,6 +31,55 @@ VENV_BIN = Path(sys.executable).parent
 CERTGATE = str(VENV_BIN / "certgate")
 
 
+class Recorder:
+    """An HTTP/1.1 upstream on loopback that records every request and answers it with JSON.
+
+    ``delay`` seconds are waited (on the server thread) before answering, to hold a
+    request in flight.
+    """
+
+    def __init__(self, delay: float = 0.0) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        import json
+
+        self.requests: list[dict[str, object]] = []
+        self.delay = delay
+        rec = self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                item = {"method": self.command, "path": self.path, "headers": list(self.headers.items()),
+                        "body": body.decode("latin-1")}
+                rec.requests.append(item)
+                if rec.delay:
+                    threading.Event().wait(rec.delay)
+                out = json.dumps(item).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as s:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import ssl
 import subprocess
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from tests.blackbox import CERTGATE, Gateway, Pki, handshake_refused, request, wait_for, write_config
+from tests.blackbox import (CERTGATE, Gateway, Pki, free_port, handshake_refused, request, tls_handshake, wait_for,
+                            write_config)
 from tests.tls_support import EchoUpstream
 from trust import issue as I
 from trust.store import atomic_remove, atomic_write
@@ -30,6 +34,20 @@ def trust_cli(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           timeout=60)
 
 
+def refusal_alert(port: int, cert: object, ca: str) -> str:
+    """The TLS error a client gets when the gateway refuses its certificate ("" if none)."""
+    try:
+        s = tls_handshake(port, cert, ca)  # type: ignore[arg-type]
+        try:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            s.recv(1024)  # TLS 1.3: the alert arrives here
+        finally:
+            s.close()
+    except ssl.SSLError as e:
+        return str(e)
+    return ""
+
+
 def test_ca_added_and_removed_with_certgate_trust_without_restart(tmp_path: Path, upstream: EchoUpstream) -> None:
     pki = Pki(tmp_path / "pki")
     cfg = write_config(tmp_path, pki, upstream=upstream.url, extra={"trust": {"reload_interval": 3600}})
@@ -44,6 +62,7 @@ def test_ca_added_and_removed_with_certgate_trust_without_restart(tmp_path: Path
     with Gateway(cfg) as gw:
         pid = gw.proc.pid if gw.proc else None
         assert handshake_refused(gw.port, carol_cc, pki.ca_pem)
+        assert "unknown ca" in refusal_alert(gw.port, carol_cc, pki.ca_pem)
         added = trust_cli(cfg, "add", str(partner_pem), "--name", "partner.pem")
         assert added.returncode == 0, added.stderr
         # the very next handshake uses the new store (the file-watch timer is 1 h here)
@@ -52,6 +71,7 @@ def test_ca_added_and_removed_with_certgate_trust_without_restart(tmp_path: Path
         removed = trust_cli(cfg, "remove", "partner.pem")
         assert removed.returncode == 0, removed.stderr
         assert handshake_refused(gw.port, carol_cc, pki.ca_pem)
+        assert "unknown ca" in refusal_alert(gw.port, carol_cc, pki.ca_pem)
         # alice's CA was never touched
         assert request(gw.port, cert=pki.client("alice"), ca=pki.ca_pem)[0] == 200
         assert gw.proc is not None and gw.proc.pid == pid and gw.proc.poll() is None  # no restart
@@ -60,15 +80,24 @@ def test_ca_added_and_removed_with_certgate_trust_without_restart(tmp_path: Path
 
 def test_broken_edit_keeps_the_gateway_serving(tmp_path: Path, upstream: EchoUpstream) -> None:
     pki = Pki(tmp_path / "pki")
-    cfg = write_config(tmp_path, pki, upstream=upstream.url)
+    admin_port = free_port()
+    cfg = write_config(tmp_path, pki, upstream=upstream.url, extra={"admin": {"port": admin_port}})
     alice = pki.client("alice")
+
+    def health() -> dict[str, object]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/health", timeout=5) as r:
+            return json.loads(r.read())
+
     with Gateway(cfg) as gw:
+        wait_for(lambda: health()["status"] == "ok", 10, what="the admin health endpoint")
         (pki.store / "broken.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n")
         gw.signal(signal.SIGHUP)
         wait_for(lambda: "broken.pem" in gw.log(), 10, what="the broken file to be reported")
         for _ in range(5):
             assert request(gw.port, cert=alice, ca=pki.ca_pem)[0] == 200
         assert "reload" in gw.log() and "failed" in gw.log()
+        h = health()
+        assert h["status"] == "degraded" and "broken.pem" in str(h["problems"]), h
         # a server key that does not match is refused the same way
         good_key = pki.server_key.read_bytes()
         pki.server_key.write_bytes(I.client(pki.ca, "x").key_pem())
@@ -78,6 +107,7 @@ def test_broken_edit_keeps_the_gateway_serving(tmp_path: Path, upstream: EchoUps
         (pki.store / "broken.pem").unlink()
         wait_for(lambda: gw.log().count("now used for new handshakes") >= 1, 10, what="a good reload")
         assert request(gw.port, cert=alice, ca=pki.ca_pem)[0] == 200
+        assert health()["status"] == "ok"
 
 
 def test_reload_under_load_loses_no_request(tmp_path: Path, upstream: EchoUpstream) -> None:
@@ -146,6 +176,7 @@ def test_reload_under_load_loses_no_request(tmp_path: Path, upstream: EchoUpstre
         for t in threads:
             t.join(30)
         log = gw.log()
+    print(f"reload under load: {counts} requests, {edits} edits, {log.count('now used for new handshakes')} reloads")
     assert not failures, failures[:5]
     assert counts["new"] >= 20 and counts["keepalive"] >= 20, counts
     assert edits == 40

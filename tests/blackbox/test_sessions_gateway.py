@@ -148,3 +148,53 @@ def test_memory_store_sessions_through_the_admin_api(tmp_path, pki, echo):
             assert get(gw.port, pki, cookie)[0] == 401
         finally:
             ws.close()
+
+
+def test_revoking_the_certificate_by_crl_ends_its_sessions_at_the_reload(tmp_path, pki, echo):
+    from cryptography import x509
+
+    from trust import issue as I
+
+    cfg = session_config(tmp_path, pki, echo.url, store="sqlite:sessions.db")
+    with Gateway(cfg) as gw:
+        alice = login(gw.port, pki)
+        bob = login(gw.port, pki, "bob")
+        ws = WsClient(gw.port, pki, alice)
+        try:
+            assert ws.echo(b"x") == b"x"
+            serial = x509.load_pem_x509_certificate(pki.client("alice").cert_path.read_bytes()).serial_number
+            (pki.store / "test-ca.crl").write_bytes(I.pem(I.crl(pki.ca, [serial])))
+            # reload (every 0.5 s): connections carrying the revoked certificate are dropped and its
+            # sessions ended; the WebSocket ends either way (close frame or closed connection)
+            frame = ws.next_frame(10)
+            assert frame is None or close_code(frame) == 1008, frame
+        finally:
+            ws.close()
+        status, _, body = get(gw.port, pki, alice, cert=False)
+        assert status == 401 and json.loads(body)["error"] == "session-ended"
+        assert get(gw.port, pki, bob, account="bob")[0] == 200  # bob's certificate is still good
+        audit = [json.loads(x) for x in (cfg.parent / "audit.jsonl").read_text().splitlines()]
+        ends = [a for a in audit if a["event"] == "session" and a["decision"] == "end"]
+        assert [(a["account"], a["reason"]) for a in ends] == [("alice", "trust-store-changed")]
+
+
+def test_long_trusted_session_through_the_api(tmp_path, pki, echo):
+    from tests.sessions_support import request
+
+    cfg = session_config(tmp_path, pki, echo.url, store="sqlite:sessions.db",
+                         sessions={"grace": 1, "long_grace": 30})
+    with Gateway(cfg) as gw:
+        cookie = login(gw.port, pki)
+
+        def trusted(method):
+            return request(gw.port, method, "/.certgate/api/trusted-session", cert=pki.client("alice"),
+                           ca=pki.ca_pem, headers={"Cookie": cookie, "Accept": "application/json"})
+
+        status, _, body = trusted("POST")  # a new connection: its handshake is the fresh proof
+        assert status == 200 and json.loads(body)["trusted"] is True, body
+        pause(1.6)  # past the normal grace, card "pulled"
+        status, _, body = get(gw.port, pki, cookie, cert=False)
+        assert status == 200 and upstream_user(body) == ["alice"]
+        status, _, body = trusted("DELETE")
+        assert status == 200 and json.loads(body)["trusted"] is False
+        wait_for(lambda: get(gw.port, pki, cookie, cert=False)[0] == 401, 5, what="normal grace to end it")

@@ -5,53 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from tests.blackbox import (Gateway, Pki, config_port, free_port, handshake_refused, request, wait_for,
-                            write_config)
-
-
-class Recorder:
-    """An HTTP upstream on loopback that records every request it receives."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, object]] = []
-        rec = self
-
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _answer(self) -> None:
-                n = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(n) if n else b""
-                item = {"method": self.command, "path": self.path, "headers": list(self.headers.items()),
-                        "body": body.decode("latin-1")}
-                rec.requests.append(item)
-                out = json.dumps(item).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-            do_GET = do_POST = _answer
-
-            def log_message(self, *a: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+from tests.blackbox import (Gateway, Pki, Recorder, config_port, free_port, handshake_refused, request,
+                            wait_for, write_config)
 
 
 @pytest.fixture

@@ -362,3 +362,27 @@ def test_client_observer_only_for_cockpit_sockets_of_a_session(tmp_path) -> None
     assert e.door.client_observer(sock, e.route, "sid") is not None
     assert e.door.client_observer(sock, e.route, None) is None
     assert e.door.client_observer(RequestHead(b"GET", b"/x", b"1.1", []), e.route, "sid") is None
+
+
+def test_conversation_table_is_bounded_per_certificate() -> None:
+    from proxy.frontdoors.cockpit import PER_CERTIFICATE, Conversation, Conversations
+
+    now = [0.0]
+    table = Conversations(lambda: now[0], limit=5)
+    conv = lambda n, fp: Conversation(n, "alice", fp, None, None, None, 60.0)  # noqa: E731
+    for i in range(10):
+        assert table.add(conv(f"a{i}", "fp-a"))
+    assert len(table) == PER_CERTIFICATE and table.take("a9") is not None and table.take("a0") is None
+    for i in range(3):
+        assert table.add(conv(f"b{i}", f"fp-b{i}"))
+    assert not table.add(conv("c", "fp-c"))  # full: refused (answered 503 busy)
+    now[0] = 60.0
+    assert table.add(conv("d", "fp-d")) and len(table) == 1  # expired ones purged
+
+
+def test_dead_session_cookie_is_cleared_on_the_automatic_login(tmp_path) -> None:
+    e = Env(tmp_path)
+    cookie = e.decide(headers=basic("alice", PW)).on_response(200, [])[0][1].split(b";")[0]
+    e.clock.advance(e.cfg.sessions.grace + 1)
+    r = e.decide(headers=[(b"Cookie", cookie)], ident=make_identity("alice", handshake_at=T0))
+    assert r.status == 401 and b"Max-Age=0" in header(r, b"Set-Cookie")

@@ -141,3 +141,24 @@ def test_global_cert_only_with_an_account_needing_a_password():
     assert d.status == 401
     assert dict(d.headers)[b"WWW-Authenticate"] == b'Certgate realm="certgate"'
     assert json.loads(d.body) == {"error": "login-required", "login": "/.certgate/login"}
+
+
+def test_access_rules_come_from_trust_access():
+    import ipaddress
+
+    from trust.access import AccessRule
+
+    rules = [AccessRule(name="office", ip_ranges=(ipaddress.ip_network("10.0.0.0/8"),)),
+             AccessRule(name="robots", cns=("robot",), ip_ranges=(ipaddress.ip_network("192.0.2.0/24"),))]
+    cfg = make_config(access_rules=rules)
+    audit = memory_audit()
+    g = Gate(config=cfg, sessions=None, clock=Clock(), audit=audit, endpoints={}, front_doors=[])
+    d = g.decide(head(headers=JSON), conn(make_identity("alice", client_ip="10.1.2.3")))
+    assert isinstance(d, Forward) and d.account == "alice"
+    d = g.decide(head(headers=JSON), conn(make_identity("alice", client_ip="192.0.2.9")))
+    assert isinstance(d, Response) and d.status == 403
+    body = json.loads(d.body)
+    assert body["error"] == "access-denied" and "192.0.2.9" in body["message"]
+    assert audit.records[-1]["reason"] == "access-denied"
+    d = g.decide(head(), conn(make_identity("robot", cert=b"robot", client_ip="192.0.2.9")))
+    assert isinstance(d, Forward) and d.account == "robot"

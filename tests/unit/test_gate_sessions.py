@@ -259,3 +259,17 @@ def test_session_cookie_never_reaches_the_upstream():
     d = e2.decide(b"/", b"A" * 43, headers=[(b"Cookie", b"a=1")])
     assert isinstance(d, Forward) and d.set_headers == [(b"Cookie", b"a=1")]
     assert e2.decide(b"/", None, headers=[(b"Cookie", b"a=1")]).set_headers == []
+
+
+def test_cert_only_request_with_another_certificates_cookie_is_refused_and_ends_it():
+    e = Env({"listen": {"client_auth": "want"}})  # certificate-only for everyone
+    rec, token = e.login()
+    d = e.decide(b"/", token, ident=e.ident(cert=b"cert-mallory"))
+    assert isinstance(d, Response) and d.status == 403
+    assert json.loads(d.body)["error"] == "session-cert-mismatch"
+    assert e.store.get(rec.id).ended == "session-cert-mismatch"
+    # the owner's own cookie beside her certificate: forwarded, and the proof moves
+    rec2, token2 = e.login()
+    e.clock.advance(50)
+    d = e.decide(b"/", token2)
+    assert isinstance(d, Forward) and d.account == "alice" and e.store.get(rec2.id).proved_at == 1050

@@ -179,3 +179,21 @@ def test_access_rules_apply_at_the_front_door(tmp_path) -> None:
     object.__setattr__(e.cfg, "access_rules", [AccessRule("office", ip_ranges=(ipaddress.ip_network("10.0.0.0/8"),))])
     r = e.decide(basic("alice:pw"))
     assert r.status == 403 and e.audit.records[-1]["reason"] == "access-denied"
+
+
+def test_live_totp_session_stands_in_for_the_code(tmp_path) -> None:
+    e = Env(tmp_path, rules=[("tls-cert", "password", "totp")], totp=True)
+    ident = make_identity("alice", handshake_at=T0)
+    rec, cookies = e.sessions.open(ident, "alice", ["tls-cert", "password", "totp"], "127.0.0.1")
+    cookie = cookies[0][1].split(b";")[0]
+    f = e.decide(basic("alice:pw") + [(b"Cookie", cookie)])
+    assert isinstance(f, Forward) and f.on_response(200, []) == []  # the session stays as it is
+    assert e.audit.records[-1]["reason"] == "session-totp"
+    # a session without TOTP does not
+    (tmp_path / "b").mkdir()
+    e2 = Env(tmp_path / "b", rules=[("tls-cert", "password", "totp")], totp=True)
+    _, c2 = e2.sessions.open(ident, "alice", ["tls-cert", "password"], "127.0.0.1")
+    assert e2.decide(basic("alice:pw") + [(b"Cookie", c2[0][1].split(b";")[0])]).status == 401
+    # nor another certificate's session
+    other = make_identity("alice", cert=b"other-alice", handshake_at=T0)
+    assert e.decide(basic("alice:pw") + [(b"Cookie", cookie)], ident=other).status == 401

@@ -343,3 +343,55 @@ def test_restart_on_sqlite_file_keeps_live_sessions_and_kills_expired_ones(tmp_p
     assert store2.get(late.id).proved_at == 1340
     w2.mgr.stop()
     store2.close()
+
+
+def test_certificate_expiry_ends_the_session(tmp_path):
+    import datetime as dt
+
+    from trust import issue as I
+
+    ca = I.ca("test CA")
+    not_after = dt.datetime(2031, 1, 1, tzinfo=dt.timezone.utc)
+    leaf = I.client(ca, "alice", not_before=not_after - dt.timedelta(days=30), not_after=not_after)
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    der = leaf.cert.public_bytes(Encoding.DER)
+    clock = Clock()
+    clock.advance(not_after.timestamp() - 100)
+    w = World(clock=clock)
+    rec, _ = w.mgr.open(make_identity("alice", cert=der, handshake_at=clock.seconds()), "alice", ("tls-cert",),
+                        "192.0.2.1")
+    assert w.mgr.ends_at(rec) == (not_after.timestamp(), "certificate-expired")
+    w.tunnels.live.add(rec.id)
+    clock.advance(100)
+    assert w.tunnels.closed == [(rec.id, 1008, "certificate-expired")]
+
+
+def test_ws04_real_tunnel_registry_closed_at_5_minutes_and_1_hour():
+    from proxy.tunnel import TunnelRegistry
+
+    class Tunnel:
+        def __init__(self):
+            self.closed = None
+
+        def close(self, code=1008, reason=""):
+            self.closed = (code, reason)
+
+    clock = Clock()
+    registry = TunnelRegistry()
+    mgr = SessionManager(MemoryStore(), clock, make_config({"sessions": {"idle_timeout": 86400}}).sessions,
+                         registry, memory_audit(clock.seconds))
+    short, _ = mgr.open(make_identity("alice", cert=ALICE, handshake_at=0), "alice", ("tls-cert",), "ip")
+    long_, _ = mgr.open(make_identity("bob", cert=b"cert-bob", handshake_at=0), "bob", ("tls-cert",), "ip")
+    assert mgr.activate_long(long_.id, make_identity("bob", cert=b"cert-bob", handshake_at=0)).ok
+    t_short, t_long = Tunnel(), Tunnel()
+    registry.add(short.id, short.fingerprint, t_short)
+    registry.add(long_.id, long_.fingerprint, t_long)
+    clock.advance(299)
+    assert t_short.closed is None
+    clock.advance(1)
+    assert t_short.closed == (1008, "grace-expired") and t_long.closed is None
+    clock.advance(3599 - 300)
+    assert t_long.closed is None
+    clock.advance(1)
+    assert t_long.closed == (1008, "long-grace-expired") and registry.count() == 0

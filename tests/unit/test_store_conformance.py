@@ -290,6 +290,13 @@ class TestRedisStore(StoreConformance, PersistentStore):
         store.close()
         return RedisStore(store.url)
 
+    def test_get_many(self, store):
+        store.create(rec(1))
+        store.create(rec(2, ended="logout"))
+        got = store.get_many([rec(1).id, rec(2).id, rec(3).id])
+        assert got == {rec(1).id: rec(1), rec(2).id: rec(2, ended="logout"), rec(3).id: None}
+        assert store.get_many([]) == {}
+
     def check_expiry(self, store, live, ended):
         # Redis forgets by itself: every key carries a TTL from the store's wall clock (here T0)
         assert TOMBSTONE_SECONDS - 10 < store.ttl("s", ended.id) <= TOMBSTONE_SECONDS

@@ -54,6 +54,17 @@ def certs(pki: TlsPki) -> dict[str, I.Issued | None]:
     }
 
 
+#: The TLS alert a need-mode refusal sends (what browsers and curl show).
+NEED_ALERT = {
+    "none": ("handshake failure", "certificate required"),  # TLS 1.2, TLS 1.3
+    "expired": ("certificate expired",) * 2,
+    "unknown-ca": ("unknown ca",) * 2,
+    "rogue-ca": ("bad certificate",) * 2,
+    "wrong-eku": ("unsupported certificate",) * 2,
+    "two-cn": ("bad certificate",) * 2,
+    "nul-cn": ("bad certificate",) * 2,
+}
+
 #: Expected outcome per case in want mode: (account, verdict ok, reason code or text in invalid_reason)
 WANT = {
     "good": ("alice", True, None),
@@ -84,6 +95,8 @@ def test_need_want_none_matrix(pki: TlsPki, clock: Clock, certs: dict[str, Any],
                 assert not c.server.handshake_done, (mode, case)
                 assert ident is None
                 assert c.client.lost_reason is not None
+                alert = NEED_ALERT[case][version == SSL.TLS1_3_VERSION]
+                assert f"alert {alert}" in str(c.client.lost_reason.value), (case, c.client.lost_reason.value)
                 if issued is not None:
                     assert state.current.verifier.refused == 1, (mode, case)
         elif mode == "none":
@@ -220,6 +233,9 @@ def test_revoked_by_crl(tmp_path: Path, clock: Clock) -> None:
     assert "revoked" in c.identity.verdict.codes and "revoked" in c.identity.invalid_reason
     ok = connect(creator, ClientTLS.presenting(pki, pki.client("fine")), clock)
     assert ok.identity.ok
+    _, need = listener(pki, clock, "need")
+    refused = connect(need, ClientTLS.presenting(pki, bad), clock)
+    assert refused.identity is None and "alert certificate revoked" in str(refused.client.lost_reason.value)
 
 
 def _tamper_certificate_verify(data: bytes, state: dict[str, Any]) -> bytes:
@@ -292,3 +308,47 @@ def test_expiry_during_clock_time(tmp_path: Path) -> None:
     clock.advance(2 * 3600)
     late = connect(creator, ClientTLS.presenting(pki, soon), clock)
     assert not late.identity.ok and "expired" in late.identity.verdict.codes
+
+
+def test_a_resumed_handshake_never_counts_as_presented(pki: TlsPki, clock: Clock,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Safety net behind "resumption off": were a session ever resumed, no certificate is proved."""
+    import proxy.tls
+
+    monkeypatch.setattr(proxy.tls, "_session_reused", lambda conn: True)
+    _, want = listener(pki, clock, "want")
+    c = connect(want, ClientTLS.presenting(pki, pki.client("alice")), clock)
+    assert c.identity is not None and not c.identity.presented and c.identity.full_handshake is False
+    assert c.identity.account is None
+    _, need = listener(pki, clock, "need")
+    c2 = connect(need, ClientTLS.presenting(pki, pki.client("alice")), clock)
+    assert c2.identity is None and c2.server.lost_reason is not None
+
+
+@pytest.mark.parametrize("mode", ["need", "want"])
+def test_a_failing_verifier_refuses(pki: TlsPki, clock: Clock, mode: str) -> None:
+    """Fail closed: an exception while deciding refuses the handshake in every mode."""
+    state, creator = listener(pki, clock, mode)
+
+    class Broken:
+        def get_or_verify(self, *a: Any) -> Any:
+            raise RuntimeError("verifier bug")
+
+    state.current.verifier.verdicts = Broken()
+    c = connect(creator, ClientTLS.presenting(pki, pki.client("alice")), clock)
+    assert c.identity is None and not c.server.handshake_done
+    assert "alert bad certificate" in str(c.client.lost_reason.value)
+
+
+def test_trust_decides_not_openssl(tmp_path: Path, clock: Clock) -> None:
+    """A store holding only an intermediate CA: OpenSSL alone would refuse (no root, no
+    PARTIAL_CHAIN), trust accepts it as an anchor; and the root's other children stay out."""
+    pki = TlsPki(tmp_path)
+    inter = I.ca("only the intermediate", issuer=pki.ca)
+    (pki.store / "ca.pem").unlink()
+    (pki.store / "inter.pem").write_bytes(inter.cert_pem())
+    _, creator = listener(pki, clock, "need")
+    c = connect(creator, ClientTLS.presenting(pki, I.client(inter, "erin"), chain=()), clock)
+    assert c.established and c.identity.account == "erin"
+    sibling = connect(creator, ClientTLS.presenting(pki, pki.client("frank")), clock)
+    assert sibling.identity is None and "alert unknown ca" in str(sibling.client.lost_reason.value)

@@ -360,3 +360,12 @@ def test_serveronly_eku_oid_name():
     """EKU names in messages are readable (sanity for the wrong-usage message)."""
     from trust.certinfo import eku_name
     assert eku_name(ExtendedKeyUsageOID.SERVER_AUTH) == "serverAuth"
+
+
+def test_terminal_escapes_in_subjects_are_neutralised(filled: Env):
+    """A subject with ESC / newline characters never reaches the operator's terminal raw."""
+    evil = I.client(INTER, "x\x1b[2J\nfake: ACCEPTED")
+    rc, out, _ = filled.run("verify", filled.file("e.pem", evil.chain_pem()))
+    assert "\x1b" not in out and "\nfake" not in out
+    rc, _, err = filled.run("add", filled.file("e2.pem", evil.cert_pem()))
+    assert rc == 1 and "\x1b" not in err and "\\x1b" in err

@@ -242,3 +242,21 @@ def test_failed_reload_leaves_the_old_generation_intact(tmp_path: Path):
     assert [e.file for e in old.entries] == ["root.pem"] and old.ca_certs == (ROOT.cert,)
     with pytest.raises(AttributeError):
         old.digest = "x"  # type: ignore[misc]
+
+
+def test_expiry_warnings_for_the_log(tmp_path: Path):
+    """expiry_warnings lists entries expiring within the warning window, expired ones, stale CRLs."""
+    from trust.store import expiry_warnings
+    soon = I.ca("Soon", not_before=NOW - DAY, not_after=NOW + 12 * DAY + dt.timedelta(hours=1))
+    old = I.ca("Old", not_before=NOW - 9 * DAY, not_after=NOW - DAY)
+    (tmp_path / "soon.pem").write_bytes(I.pem(soon.cert))
+    (tmp_path / "old.pem").write_bytes(I.pem(old.cert))
+    (tmp_path / "root.pem").write_bytes(I.pem(ROOT.cert))
+    (tmp_path / "root.crl").write_bytes(I.pem(I.crl(ROOT, next_update=NOW + dt.timedelta(hours=5, minutes=1))))
+    g = load_store(tmp_path, now=NOW)
+    lines = expiry_warnings(g, NOW, 30)
+    assert "soon.pem (CA CN=Soon,O=certgate): expires in 12 days" in lines
+    assert any(x.startswith("old.pem (CA CN=Old,O=certgate): expired on") for x in lines)
+    assert "root.crl (CRL CN=Store Root,O=certgate): CRL next update in 5 hours" in lines
+    assert not any(x.startswith("root.pem") for x in lines)
+    assert expiry_warnings(g, NOW, 5) == [x for x in lines if "expires in" not in x]
