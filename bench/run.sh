@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # certgate's benchmark: certgate against nginx doing the same mTLS-proxy job.
 #
-# Usage: bench/run.sh [--quick|--full] [--out DIR] [--profile] [--reps N] [--standin]
+# Usage: bench/run.sh [--quick|--full] [--out DIR] [--profile] [--reps N] [--flavours F] [--standin]
 #   --quick    1 repetition, short phases, ECDSA only, no 1,000-connection or large-body
 #              phases (under 2 minutes); for development
 #   --full     3 interleaved repetitions of every phase, ECDSA and RSA (the default;
-#              about 15-20 minutes)
+#              about 11-15 minutes)
 #   --out DIR  where everything generated goes (default: a new /tmp/certgate-bench.XXXXXX);
 #              nothing is written into the sources (bench-out/ at the top is git-ignored)
 #   --profile  also sample certgate with py-spy (installed into .venv if missing)
 #   --reps N   override the number of repetitions
 #   --flavours ec|rsa|ec,rsa   override the key types
 #   --standin  run a second nginx in the certgate slot (to develop the harness itself)
+# bench/run.sh --summarize DIR   prints the table of an earlier run again (DIR/results.json)
 #
 # Needs `make` to have created .venv with certgate installed (.venv/bin/certgate).
 # Installs what is missing from Debian (nginx-light, wrk, golang-go, gcc, util-linux),
@@ -22,6 +23,9 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 PY="$ROOT/.venv/bin/python"
 
+if [ "${1:-}" = --summarize ]; then
+  PYTHONPATH="$HERE:$ROOT" PYTHONDONTWRITEBYTECODE=1 exec "$PY" -m certbench --summarize "${2:?--summarize needs the DIR of an earlier run}"
+fi
 mode=--full out="" args=() profile=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -32,7 +36,7 @@ while [ $# -gt 0 ]; do
     --reps) args+=(--reps "${2:?--reps needs a number}"); shift ;;
     --flavours) args+=(--flavours "${2:?--flavours needs ec, rsa or ec,rsa}"); shift ;;
     --standin) args+=(--standin) ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument '$1' (see --help)" >&2; exit 64 ;;
   esac
   shift

@@ -19,6 +19,8 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from proxy._http_flow import K_BODY as _K_BODY, K_IDLE as _K_IDLE, K_UPSTREAM as _K_UPSTREAM
+from proxy._http_flow import P_BUFFER as _P_BUFFER, P_RAW as _P_RAW
 from proxy._http_wire import CONTINUE_100, status_line
 from proxy.headers import (HeaderValueError, certgate_headers, clean_request_headers, clean_response_headers,
                            render_headers)
@@ -28,8 +30,6 @@ from proxy.upstream import F_CLOSE, F_LENGTH, F_NONE
 
 log = Logger()
 
-_K_BODY, _K_UPSTREAM, _K_IDLE = 4, 5, 3  # mirrors proxy.http1 deadline kinds
-_P_BUFFER, _P_RAW = 1, 8
 _WS_UPGRADE = b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
 _TE_CHUNKED = b"Transfer-Encoding: chunked\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
@@ -40,15 +40,7 @@ _KEEP_ALIVE = b"Connection: keep-alive\r\n"
 class ForwardMixin:
     """Methods mixed into GatewayProtocol; they use its attributes (see proxy.http1)."""
 
-    _out_started_flag = False
-    _resp_close = False
-    _resp_framing = F_NONE
-    _rechunk = False
-    _dechunk = False
-    _up_head = b""
-    _pool: Any = None
-    _ours_key: Any = None
-    _ours = b""
+    __slots__ = ()
 
     # ------------------------------------------------------------------ request out
     def _forward(self, r: Any, fwd: Forward) -> None:
@@ -133,6 +125,9 @@ class ForwardMixin:
         self._dechunk = dechunk
         self._pool = f.pools.pool_for(route)
         self._pool.acquire(self)
+        if self._up is None and self._active is r:
+            # Connecting or waiting for a free connection (max_connections): bounded too.
+            self._arm(_K_UPSTREAM, route.connect_timeout + route.read_timeout)  # type: ignore[attr-defined]
 
     def upstream_ready(self, conn: Any) -> None:
         r = self._active  # type: ignore[attr-defined]
@@ -238,10 +233,20 @@ class ForwardMixin:
                 hs = hs + list(extra)
         parts = [status_line(status), render_headers(hs)]
         self._rechunk = False
-        if framing == F_NONE:
+        client_framing = framing
+        self._inject = None
+        f = self.factory  # type: ignore[attr-defined]
+        if f.inject_presence and framing != F_NONE and fwd.session_id is not None and head.method == b"GET":
+            from proxy.presence import HtmlInjector, should_inject
+
+            if should_inject(status, hs):
+                # The page grows by a script tag: its length is unknown, send it chunked.
+                self._inject = HtmlInjector(f.presence_interval)
+                client_framing = F_CLOSE
+        if client_framing == F_NONE:
             if length >= 0 and head.method == b"HEAD":
                 parts.append(b"Content-Length: %d\r\n" % length)
-        elif framing == F_LENGTH:
+        elif client_framing == F_LENGTH:
             parts.append(b"Content-Length: %d\r\n" % length)
         elif head.version == b"1.1":
             parts.append(_TE_CHUNKED)
@@ -258,6 +263,10 @@ class ForwardMixin:
         self._resp_framing = framing
 
     def response_body(self, data: bytes) -> None:
+        if self._inject is not None:
+            data = self._inject.feed(data)
+            if not data:
+                return
         if self._rechunk:
             self._out += (b"%x\r\n" % len(data), data, b"\r\n")  # type: ignore[attr-defined]
         else:
@@ -271,7 +280,15 @@ class ForwardMixin:
         if self._dl_kind == _K_UPSTREAM and self._fwd is not None:  # type: ignore[attr-defined]
             self._arm(_K_UPSTREAM, self._fwd.route.read_timeout)  # type: ignore[attr-defined]
 
+    def _finish_inject(self) -> None:
+        inj, self._inject = self._inject, None
+        if inj is not None:
+            tail = inj.finish()
+            if tail:
+                self.response_body(tail)
+
     def response_done(self) -> None:
+        self._finish_inject()
         if self._rechunk:
             self._out.append(_LAST_CHUNK)  # type: ignore[attr-defined]
         up, self._up = self._up, None
@@ -289,6 +306,7 @@ class ForwardMixin:
             return
         if self._out_started_flag:
             if self._resp_framing == F_CLOSE and clean_eof:
+                self._finish_inject()
                 if self._rechunk:
                     self._out.append(_LAST_CHUNK)  # type: ignore[attr-defined]
                 self.flush()
@@ -335,6 +353,7 @@ class ForwardMixin:
         tunnel = WebSocketTunnel(self, conn, self._clock, on_closed=self._tunnel_closed,  # type: ignore[arg-type,attr-defined]
                                  idle_timeout=f.ws_idle_timeout)
         tunnel.session_id = fwd.session_id  # type: ignore[union-attr]
+        tunnel.observer = fwd.on_client_data  # type: ignore[union-attr]
         tunnel.fingerprint = self.identity.fingerprint  # type: ignore[attr-defined]
         conn.tunnel = tunnel
         self._tunnel = tunnel

@@ -13,22 +13,24 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from proxy._http_flow import K_BODY as _K_BODY, K_UPSTREAM as _K_UPSTREAM
+from proxy._http_flow import P_BUFFER as _P_BUFFER, P_DECIDE as _P_DECIDE
 from proxy._http_wire import CONTINUE_100, render_response
 from proxy.messages import Local, Response
 
 log = Logger()
 
-_K_BODY = 4  # mirrors proxy.http1 deadline kinds
-_P_BUFFER, _P_DECIDE = 1, 4
 
 
 class LocalMixin:
     """Methods mixed into GatewayProtocol; they use its attributes (see proxy.http1)."""
 
+    __slots__ = ()
+
     def _respond(self, r: Any, resp: Response) -> None:
         """Answer locally; the request body is read and discarded (bounded), never forwarded."""
         facts = r.facts
-        close = resp.close or not facts.keep_alive or self._age_exceeded()
+        close = resp.close or not facts.keep_alive or self._closing or self._age_exceeded()
         if not r.complete:
             limit = self.factory.max_body_unauth
             if facts.expect_continue or (facts.content_length or 0) > limit:
@@ -69,6 +71,7 @@ class LocalMixin:
                 return
             if isinstance(res, Deferred):
                 self._pause(_P_DECIDE)
+                self._arm(_K_UPSTREAM, self.factory.config.default_route.read_timeout)
                 res.addCallbacks(self._local_done, self._decide_failed, callbackArgs=(r,), errbackArgs=(r,))
             else:
                 self._local_done(res, r)
@@ -102,6 +105,7 @@ class LocalMixin:
         if self.gone or self._active is not r:
             return
         self._resume(_P_DECIDE)
+        self._dl_kind = 0  # K_NONE
         if not isinstance(resp, Response):
             log.error("local handler returned {resp!r}, not a Response", resp=resp)
             self._error_now(500)

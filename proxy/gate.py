@@ -314,5 +314,18 @@ class Gate:
                 return denied
         if self._forwards is not None:
             self._forwards.inc()
-        return Forward(route, account=record.account, session_id=record.id,
-                       set_headers=self.without_session_cookie(head))
+        fwd = Forward(route, account=record.account, session_id=record.id,
+                      set_headers=self.without_session_cookie(head))
+        if head.upgrade:
+            fwd.on_client_data = self._client_observer(head, route, record.id)
+        return fwd
+
+    def _client_observer(self, head: RequestHead, route: "Route", session_id: str) -> Any:
+        """The first front door's watcher of a tunnel's client bytes (e.g. Cockpit's logout)."""
+        for door in self._front_doors:
+            make = getattr(door, "client_observer", None)
+            if make is not None:
+                obs = make(head, route, session_id)
+                if obs is not None:
+                    return obs
+        return None

@@ -166,10 +166,10 @@ def certgate_headers(policy: HeaderPolicy, identity: "ConnectionIdentity | None"
         out.append((b"X-Forwarded-Proto", b"https"))
         if host is not None:
             out.append((b"X-Forwarded-Host", host))
-    if policy.client_cert and identity is not None and identity.chain_der:
-        out.append((b"Client-Cert", client_cert_value(identity.chain_der[0])))
-        if len(identity.chain_der) > 1:
-            out.append((b"Client-Cert-Chain", b", ".join(client_cert_value(d) for d in identity.chain_der[1:])))
+    if policy.client_cert and identity is not None and identity.leaf_der:
+        out.append((b"Client-Cert", client_cert_value(identity.leaf_der)))
+        if identity.chain_der:
+            out.append((b"Client-Cert-Chain", b", ".join(client_cert_value(d) for d in identity.chain_der)))
     for k, v in set_headers:
         out.append((k, check_value(v, k.decode("latin-1"))))
     return out

@@ -20,7 +20,6 @@ Errors certgate generates are short plain-text responses followed by ``Connectio
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any, Callable
 
 import httptools
@@ -28,9 +27,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from proxy._fastwrite import install as install_direct_write
+from proxy._http_flow import (K_BODY, K_HANDSHAKE, K_HEADER, K_IDLE, K_NONE, K_UPSTREAM, P_BUFFER, P_DECIDE,
+                              P_RAW, FlowMixin)
 from proxy._http_forward import ForwardMixin
 from proxy._http_local import LocalMixin
 from proxy._http_wire import check_request, error_bytes
@@ -39,12 +42,9 @@ from proxy.messages import ConnContext, Forward, Local, RequestHead, Response
 
 log = Logger()
 
-# Deadline kinds (one lazily re-armed timer per connection).
-K_NONE, K_HANDSHAKE, K_HEADER, K_IDLE, K_BODY, K_UPSTREAM = range(6)
-# Reasons to stop reading from the client (bit set).
-P_BUFFER, P_UPSTREAM, P_DECIDE, P_RAW = 1, 2, 4, 8
 #: Request-body bytes certgate buffers for requests that cannot stream yet.
 BUFFER_LIMIT = 256 * 1024
+_NO_HEADERS: list[tuple[bytes, bytes]] = []  # shared placeholder, replaced per request
 
 
 class _Limit(Exception):
@@ -74,22 +74,31 @@ class _Req:
 
 
 @implementer(IHandshakeListener, IPushProducer)
-class GatewayProtocol(ForwardMixin, LocalMixin, Protocol):
+class GatewayProtocol(FlowMixin, ForwardMixin, LocalMixin, Protocol):
     """One client connection. See the module docstring for what it guarantees."""
 
-    identity: Any = None
-    conn: ConnContext | None = None
+    # Slots keep an idle connection small (no per-instance dict).
+    __slots__ = ("factory", "transport", "connected", "identity", "conn", "_clock", "gate", "_parser", "_parsing",
+                 "_queue", "_active", "_incoming", "_hdrs", "_url", "_hsize", "_in_head", "_raw_guard", "_raw",
+                 "_paused", "_buffered", "_closing", "gone", "_timer", "_dl", "_dl_kind", "_connected_at",
+                 "_handshake_done", "_write_paused", "_out", "_up", "_tunnel", "_fwd", "_feeding", "_head_armed",
+                 "_out_started_flag", "_resp_close", "_resp_framing", "_rechunk", "_dechunk", "_up_head", "_pool",
+                 "_ours_key", "_ours", "_inject")
 
     def __init__(self, factory: "GatewayFactory") -> None:
         self.factory = factory
+        self.transport: Any = None
+        self.connected = 0
+        self.identity: Any = None
+        self.conn: ConnContext | None = None
         self._clock = factory.clock
         self.gate = factory.gate
-        self._parser: Any = None
+        self._parser: Any = None  # created at the first request byte
         self._parsing = False
-        self._queue: deque[_Req] = deque()
+        self._queue: list[_Req] = []  # tiny (<= max_pipeline): a list beats a deque in memory
         self._active: _Req | None = None
         self._incoming: _Req | None = None
-        self._hdrs: list[tuple[bytes, bytes]] = []
+        self._hdrs: list[tuple[bytes, bytes]] = _NO_HEADERS
         self._url = b""
         self._hsize = 0
         self._in_head = False
@@ -111,12 +120,30 @@ class GatewayProtocol(ForwardMixin, LocalMixin, Protocol):
         self._fwd: Forward | None = None
         self._feeding = False
         self._head_armed = False
+        self._out_started_flag = False
+        self._resp_close = False
+        self._resp_framing = 0
+        self._rechunk = False
+        self._dechunk = False
+        self._up_head = b""
+        self._pool: Any = None
+        self._ours_key: Any = None
+        self._ours = b""
+        self._inject: Any = None  # proxy.presence.HtmlInjector for the current response, if any
 
     # ------------------------------------------------------------------ connection life
     def makeConnection(self, transport: Any) -> None:
+        f = self.factory
         self._connected_at = self._clock.seconds()
-        self.factory.connections.add(self)
-        self.factory.counters["connections"] += 1
+        if len(f.connections) >= f.max_connections:
+            # [listen] max_connections: refuse before the (costly) TLS handshake.
+            f.counters["refused"] += 1
+            self.transport = transport
+            self.gone = True
+            transport.abortConnection()
+            return
+        f.connections.add(self)
+        f.counters["connections"] += 1
         super().makeConnection(transport)
         if self.factory.plain:
             self.handshakeCompleted()
@@ -128,6 +155,8 @@ class GatewayProtocol(ForwardMixin, LocalMixin, Protocol):
             return  # renegotiation is disabled; never re-identify
         self._handshake_done = True
         f = self.factory
+        if f.draining:
+            self._closing = True  # accepted just before the listener stopped: one answer, then close
         now = self._clock.seconds()
         try:
             ident = f.identify(self.transport, now)
@@ -141,11 +170,20 @@ class GatewayProtocol(ForwardMixin, LocalMixin, Protocol):
         host = self.transport.getHost()
         self.conn = ConnContext(identity=ident, connected_at=self._connected_at, scheme="https",
                                 local_host=getattr(host, "host", ""), local_port=getattr(host, "port", 0))
+        t = self.transport
         try:
-            self.transport.setTcpNoDelay(True)
+            t.setTcpNoDelay(True)
         except Exception:  # pragma: no cover - memory transports in tests
             pass
-        self.transport.registerProducer(self, True)
+        if f.fast_writes:
+            # One write per response already: skip BufferingTLSTransport's next-iteration
+            # aggregation, and send straight to the socket when nothing is queued.
+            agg = getattr(t, "_aggregator", None)
+            if agg is not None:
+                agg.flush()
+                t.write = TLSMemoryBIOProtocol.write.__get__(t)
+            install_direct_write(getattr(t, "transport", None) if hasattr(t, "wrappedProtocol") else t)
+        t.registerProducer(self, True)
         self._new_parser()
         self._arm(K_IDLE, f.idle_timeout)
         if self._raw:
@@ -170,6 +208,15 @@ class GatewayProtocol(ForwardMixin, LocalMixin, Protocol):
         elif self._fwd is not None:
             self.factory.pools.pool_for(self._fwd.route).cancel(self)
         self._queue.clear()
+        f = self.factory
+        if f.draining and not f.connections:
+            f._drained()
+
+    def drain(self) -> None:
+        """Finish the request in flight (its response says Connection: close), then close."""
+        self._closing = True
+        if self._active is None and self._tunnel is None and not self._queue:
+            self._close()
 
     def abort(self) -> None:
         """Drop the connection now (used by trust reloads and need-mode refusals)."""
@@ -195,76 +242,10 @@ class GatewayProtocol(ForwardMixin, LocalMixin, Protocol):
             t.unregisterProducer()
             t.loseConnection()
 
-    # ------------------------------------------------------------------ producer (client writes)
-    def pauseProducing(self) -> None:
-        self._write_paused = True
-        if self._up is not None:
-            self._up.pause_reading()
-
-    def resumeProducing(self) -> None:
-        self._write_paused = False
-        if self._up is not None:
-            self._up.resume_reading()
-
-    def stopProducing(self) -> None:
-        pass
-
-    # ------------------------------------------------------------------ reading control
-    def _pause(self, bit: int) -> None:
-        if not self._paused and not self.gone:
-            self.transport.pauseProducing()
-        self._paused |= bit
-
-    def _resume(self, bit: int) -> None:
-        if self._paused & bit:
-            self._paused &= ~bit
-            if not self._paused and not self.gone:
-                self.transport.resumeProducing()
-
-    def upstream_write_paused(self, paused: bool) -> None:
-        if paused:
-            self._pause(P_UPSTREAM)
-        else:
-            self._resume(P_UPSTREAM)
-
-    # ------------------------------------------------------------------ deadlines
-    def _arm(self, kind: int, seconds: float) -> None:
-        clock = self._clock
-        self._dl = clock.seconds() + seconds
-        self._dl_kind = kind
-        t = self._timer
-        if t is None:
-            self._timer = clock.callLater(seconds, self._on_timer)
-        elif t.getTime() > self._dl:
-            t.reset(seconds)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        kind = self._dl_kind
-        if kind == K_NONE or self.gone:
-            return
-        now = self._clock.seconds()
-        if now < self._dl:
-            self._timer = self._clock.callLater(self._dl - now, self._on_timer)
-            return
-        self._dl_kind = K_NONE
-        if kind == K_HANDSHAKE:
-            self.abort()
-        elif kind == K_IDLE:
-            self._close()
-        elif kind == K_HEADER:
-            self._error_now(408)
-        elif kind == K_BODY:
-            self._timeout_body()
-        else:
-            self._timeout_upstream()
-
-    def _timeout_body(self) -> None:
-        self._fail_active(408)
-
     # ------------------------------------------------------------------ parsing
     def _new_parser(self) -> None:
-        self._parser = httptools.HttpRequestParser(self)
+        """Parse HTTP from the next byte on (the llhttp parser itself is made at that byte)."""
+        self._parser = None
         self._parsing = True
         self._in_head = False
 
@@ -286,9 +267,12 @@ class GatewayProtocol(ForwardMixin, LocalMixin, Protocol):
                 return
         elif self._dl_kind == K_BODY:
             self._arm(K_BODY, self.factory.idle_timeout)
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = httptools.HttpRequestParser(self)
         self._feeding = True
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
             self._feeding = False
             self._upgraded(data[e.args[0]:])
@@ -384,8 +368,6 @@ class GatewayProtocol(ForwardMixin, LocalMixin, Protocol):
             self._parsing = False
         self._incoming = r
         self._queue.append(r)
-        if not facts.keep_alive or facts.websocket:
-            self._parsing = False  # nothing after a closing request (or an upgrade) is parsed as HTTP
         if self._active is None:
             self._start(r)
 
@@ -407,6 +389,8 @@ class GatewayProtocol(ForwardMixin, LocalMixin, Protocol):
             return
         self._incoming = None
         r.complete = True
+        if not r.facts.keep_alive:
+            self._parsing = False  # nothing after a request that closes the connection is parsed
         cb = r.on_complete
         if cb is not None:
             r.on_complete = None
@@ -468,6 +452,8 @@ class GatewayProtocol(ForwardMixin, LocalMixin, Protocol):
             self._forward(r, d)
         elif isinstance(d, Deferred):
             self._pause(P_DECIDE)
+            # A decision that never comes (a stuck store) ends in 504 like a silent upstream.
+            self._arm(K_UPSTREAM, self.factory.config.default_route.read_timeout)
             d.addCallbacks(self._decided, self._decide_failed, callbackArgs=(r,), errbackArgs=(r,))
         else:
             self._decided(d, r)
@@ -476,6 +462,7 @@ class GatewayProtocol(ForwardMixin, LocalMixin, Protocol):
         if self.gone or self._active is not r:
             return
         self._resume(P_DECIDE)
+        self._dl_kind = K_NONE
         if isinstance(d, Forward):
             self._forward(r, d)
         elif isinstance(d, Response):
@@ -506,7 +493,7 @@ class GatewayProtocol(ForwardMixin, LocalMixin, Protocol):
         """The active request is answered; start the next one or go idle (or close)."""
         q = self._queue
         if q:
-            q.popleft()
+            del q[0]
         self._active = None
         self._fwd = None
         if close or self._closing:
@@ -531,6 +518,7 @@ class GatewayFactory(Factory):
     protocol = GatewayProtocol  # type: ignore[assignment]
     noisy = False
     plain = False  # True only in PlainGatewayFactory (profiling/tests without TLS)
+    fast_writes = True  # see proxy._fastwrite; False restores Twisted's stock write path
 
     def __init__(self, *, gate: Any, identify: Callable[[Any, float], Any], config: Any, pools: Any,
                  clock: Any, tunnels: Any, metrics: Any = None) -> None:
@@ -542,9 +530,12 @@ class GatewayFactory(Factory):
         self.tunnels = tunnels
         self.metrics = metrics
         self.connections: set[GatewayProtocol] = set()
-        self.counters: dict[str, int] = {"connections": 0, "requests": 0, "errors": 0, "upstream_errors": 0,
-                                         "tunnels": 0}
+        self.draining = False
+        self._drain_waiters: list[Deferred[None]] = []
+        self.counters: dict[str, int] = {"connections": 0, "refused": 0, "requests": 0, "errors": 0,
+                                         "upstream_errors": 0, "tunnels": 0}
         listen, limits, ws = config.listen, config.limits, config.websocket
+        self.max_connections = int(getattr(listen, "max_connections", 10000))
         self.handshake_timeout = float(listen.handshake_timeout)
         self.header_timeout = float(listen.header_timeout)
         self.idle_timeout = float(listen.idle_timeout)
@@ -559,6 +550,53 @@ class GatewayFactory(Factory):
         self.ws_origins = frozenset(o.encode("latin-1") for o in ws.origins)
         self.ws_idle_timeout = float(ws.idle_timeout)
         self.header_policy = HeaderPolicy.from_config(config.headers)
+        sessions = getattr(config, "sessions", None)
+        self.inject_presence = bool(getattr(sessions, "inject_presence_script", False))
+        self.presence_interval = float(getattr(sessions, "presence_interval", 30.0))
+        if metrics is not None and hasattr(metrics, "gauge"):
+            self._register_metrics(metrics)
+
+    def _register_metrics(self, metrics: Any) -> None:
+        """Expose ``counters`` and the open connection count as callback gauges (read at scrape)."""
+        c = self.counters
+        metrics.gauge("http_connections_open", "Client connections open in this process", (),
+                      lambda: [((), float(len(self.connections)))])
+        for key, help_text in (("connections", "Client connections accepted"),
+                               ("refused", "Client connections refused by [listen] max_connections"),
+                               ("requests", "Requests handed to the gate"),
+                               ("errors", "Error responses certgate generated (4xx/5xx)"),
+                               ("upstream_errors", "Upstream failures (502/504)"),
+                               ("tunnels", "WebSocket tunnels opened")):
+            metrics.gauge(f"http_{key}_count", help_text + " since start", (),
+                          lambda key=key: [((), float(c[key]))])
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """Graceful stop: idle connections close now, busy ones after their current response.
+
+        The Deferred fires when no connection is left, or after ``timeout`` seconds, when the
+        rest are aborted. Tunnels are not touched here (the service closes them with 1001).
+        """
+        self.draining = True
+        d: Deferred[None] = Deferred()
+        self._drain_waiters.append(d)
+        for p in list(self.connections):
+            p.drain()
+        if not self.connections:
+            self._drained()
+        else:
+            call = self.clock.callLater(timeout, self._drain_expired)
+            d.addBoth(lambda r: (call.cancel() if call.active() else None, r)[1])
+        return d
+
+    def _drain_expired(self) -> None:
+        for p in list(self.connections):
+            p.abort()
+        self._drained()
+
+    def _drained(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for d in waiters:
+            d.callback(None)
 
     def buildProtocol(self, addr: Any) -> GatewayProtocol:
         p = GatewayProtocol(self)

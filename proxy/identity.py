@@ -38,7 +38,8 @@ class ConnectionIdentity:
     client_port: int
     server_name: str | None = None
     leaf: "x509.Certificate | None" = None
-    chain_der: tuple[bytes, ...] = ()
+    leaf_der: bytes = b""
+    chain_der: tuple[bytes, ...] = ()  # the intermediates the client sent, leaf excluded
 
     @property
     def ok(self) -> bool:

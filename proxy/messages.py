@@ -108,7 +108,8 @@ class Forward:
     ``set_headers`` are added after all client copies of identity and hop-by-hop headers
     were removed; a name in ``set_headers`` also removes every client copy of that name.
     ``on_response(status, headers)`` may return headers to add to the response.
-    ``session_id`` ties a WebSocket tunnel to its trusted session.
+    ``session_id`` ties a WebSocket tunnel to its trusted session. ``on_client_data`` sees
+    (never changes) every client byte of a WebSocket tunnel, e.g. to spot Cockpit's logout.
     """
 
     route: object  # proxy.config.Route
@@ -116,6 +117,7 @@ class Forward:
     session_id: str | None = None
     on_response: OnResponse | None = None
     account: str | None = None
+    on_client_data: Callable[[bytes], None] | None = None
 
 
 class LocalHandler(Protocol):

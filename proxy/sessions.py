@@ -467,7 +467,9 @@ def _only_cookie(head: "RequestHead", name: str) -> str | None:
 def _cert_and_chain(identity: "ConnectionIdentity") -> tuple[bytes, tuple[bytes, ...]]:
     """The leaf DER and the rest of the chain from a connection identity."""
     chain = tuple(identity.chain_der)
-    if identity.leaf is not None:
+    if identity.leaf_der:
+        der = identity.leaf_der
+    elif identity.leaf is not None:
         from cryptography.hazmat.primitives.serialization import Encoding
 
         der = identity.leaf.public_bytes(Encoding.DER)

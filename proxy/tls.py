@@ -125,7 +125,7 @@ def identify(transport: Any, now: float) -> ConnectionIdentity | None:
     return ConnectionIdentity(presented=True, verdict=verdict, account=account, mapping_error=mapping_error,
                               handshake_at=now, full_handshake=full, protocol=protocol, cipher=cipher,
                               client_ip=ip, client_port=port, server_name=sni, leaf=leaf,
-                              chain_der=rec.chain_ders())
+                              leaf_der=leaf_der, chain_der=rec.chain_ders())
 
 
 def _peer_chain(conn: SSL.Connection, leaf_der: bytes) -> dict[int, bytes]:

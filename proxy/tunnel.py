@@ -19,6 +19,10 @@ import hashlib
 import struct
 from typing import Callable, Protocol
 
+from twisted.logger import Logger
+
+log = Logger(namespace="certgate.tunnel")
+
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
@@ -124,7 +128,8 @@ class WebSocketTunnel:
         self.client = client
         self.upstream = upstream
         self._clock = clock
-        self._tracker = FrameTracker()
+        self._tracker = FrameTracker()  # upstream -> client
+        self._up_tracker = FrameTracker()  # client -> upstream
         self._closing: tuple[int, str] | None = None
         self._closed = False
         self._grace = close_grace
@@ -135,13 +140,21 @@ class WebSocketTunnel:
         self._idle_call = clock.callLater(idle_timeout, self._check_idle) if idle_timeout else None  # type: ignore[attr-defined]
         self.session_id: str | None = None
         self.fingerprint: str | None = None
+        self.observer: Callable[[bytes], None] | None = None  # sees client bytes, never changes them
 
     # -- data
     def from_client(self, data: bytes) -> None:
         if self._closing is None and not self._closed:
             if self._idle:
                 self._last = self._clock.seconds()  # type: ignore[attr-defined]
+            self._up_tracker.feed(data)
             self.upstream.write(data)
+            if self.observer is not None:
+                try:
+                    self.observer(data)
+                except Exception:  # a broken observer must not break the tunnel
+                    log.failure("tunnel observer failed; it is detached")
+                    self.observer = None
 
     def from_upstream(self, data: bytes) -> None:
         if self._closed:
@@ -184,7 +197,8 @@ class WebSocketTunnel:
         code, reason = self._closing or (1001, "going away")
         self.client.write(close_frame(code, reason))
         self.client.loseConnection()
-        self.upstream.write(close_frame(code, reason, mask=b"\x00\x00\x00\x00"))
+        if self._up_tracker.at_boundary:  # never cut into a frame the client was sending
+            self.upstream.write(close_frame(code, reason, mask=b"\x00\x00\x00\x00"))
         self.upstream.loseConnection()
         self.lost()
 

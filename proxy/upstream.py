@@ -27,6 +27,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from proxy._fastwrite import install as install_direct_write
+
 if TYPE_CHECKING:  # pragma: no cover
     from proxy.config import Route
 
@@ -89,6 +91,8 @@ class UpstreamConnection(Protocol):
             t.setTcpNoDelay(True)  # type: ignore[union-attr]
         except Exception:  # pragma: no cover - not a TCP transport (tests)
             pass
+        if self.pool.fast_writes:
+            install_direct_write(t.transport if hasattr(t, "wrappedProtocol") else t)  # type: ignore[union-attr]
         t.registerProducer(self, True)  # type: ignore[union-attr]
         self.pool._connected(self)
 
@@ -334,6 +338,8 @@ class _UnverifiedCreator:
 
 class Pool:
     """Keep-alive connections to one route: at most ``max_connections`` open, ``max_idle`` idle."""
+
+    fast_writes = True  # see proxy._fastwrite
 
     def __init__(self, route: "Route", clock: Any, reactor: Any) -> None:
         self.route = route

@@ -7,8 +7,11 @@ Usage (by :class:`tests.support_http.GatewayProcess`)::
 Prints ``{"port": N}`` once listening on 127.0.0.1. The fake gate decides by path:
 ``/_gate/deny`` -> 401 Response; ``/_gate/local`` -> Local handler reporting the body it got;
 ``/_gate/deferred/...`` -> Forward through a Deferred; ``/_gate/close-session/SID`` -> closes the
-tunnels of session SID; ``/anon/...`` -> unauthenticated Forward; anything else -> Forward with
-``account`` = the client certificate's CN and ``session_id`` from ``X-Test-Session``.
+tunnels of session SID; ``/_gate/count`` -> JSON with the registry size (``registered``), idle
+upstream connections and the factory counters; ``/anon/...`` -> unauthenticated Forward; anything
+else -> Forward with ``account`` = the client certificate's CN and ``session_id`` from
+``X-Test-Session``. Environment: ``CERTGATE_SLOW_WRITES=1`` turns the direct-write shortcut off
+(for A/B profiling), ``CERTGATE_TLS_NOBUFFER=1`` uses the unbuffered TLS protocol class.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ def main() -> None:
         der = leaf.public_bytes(serialization.Encoding.DER)
         return ConnectionIdentity(presented=True, verdict=verdict, account=cn, mapping_error=None,  # type: ignore[arg-type]
                                   handshake_at=now, full_handshake=True, protocol="TLSv1.3", cipher="",
-                                  client_ip=peer.host, client_port=peer.port, leaf=leaf, chain_der=(der,))
+                                  client_ip=peer.host, client_port=peer.port, leaf=leaf, leaf_der=der)
 
     def local_handler(head: Any, body: bytes, conn: Any) -> Any:
         return json_response(200, {"local": True, "len": len(body), "sha256": hashlib.sha256(body).hexdigest()})
@@ -91,13 +94,20 @@ def main() -> None:
                     reactor.callLater(0.01, d.callback, fwd)  # type: ignore[attr-defined]
                     return d
                 if t.startswith(b"/_gate/count"):
+                    f = gw_factory[0]
                     return json_response(200, {"registered": tunnels.count(), "idle": pools.idle_count(),
-                                               **gw_factory[0].counters, "live": len(gw_factory[0].connections), "paused": [p._paused for p in gw_factory[0].connections], "tun": [p._tunnel is not None for p in gw_factory[0].connections]})
+                                               "live": len(f.connections),
+                                               "paused": [p._paused for p in f.connections], **f.counters})
             if t.startswith(b"/anon"):
                 return Forward(config.default_route, account=None)
             return fwd
 
     gw_factory: list[Any] = []
+    if os.environ.get("CERTGATE_SLOW_WRITES"):
+        from proxy.upstream import Pool
+
+        GatewayFactory.fast_writes = False
+        Pool.fast_writes = False
     kw = dict(gate=FakeGate(), identify=identify, config=config, pools=pools, clock=reactor, tunnels=tunnels)
     if spec["plain"]:
         factory: Any = PlainGatewayFactory(**kw)

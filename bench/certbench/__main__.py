@@ -45,6 +45,7 @@ def versions(env: Env) -> dict[str, str]:
         "cpu": next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?"),
         "nproc": str(os.cpu_count()), "kernel": platform.release(),
         "certgate": " ".join(env.certgate) if env.certgate else "STAND-IN: nginx in the certgate slot",
+        "certgate_commit": sh("git", "-C", str(env.root), "describe", "--always", "--dirty"),
     }
 
 
@@ -94,7 +95,21 @@ def profile_certgate(env: Env, plan_s: float, upstreams: dict[str, Proc]) -> str
     return "\n".join(out)
 
 
+def resummarize(out: Path) -> int:
+    """Print the table of an earlier run again, from OUT/results.json."""
+    try:
+        data = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"cannot read {out / 'results.json'}: {e}")
+    text, _ = report.render(report.summarize(data["runs"], data.get("ceiling")),
+                            f"certgate vs nginx, {data['meta']['mode']} mode (re-printed from {out})")
+    print(text + "".join(f"  - {p}\n" for p in data.get("problems", [])))
+    return 0
+
+
 def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--summarize":
+        return resummarize(Path(sys.argv[2]))
     ap = argparse.ArgumentParser(prog="certbench", description=__doc__)
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="1 rep, short phases, ECDSA only (< 2 min)")
@@ -151,12 +166,14 @@ def main() -> int:
     records: list[dict[str, Any]] = []
     profile_md = ""
 
-    def note(rec: dict[str, Any]) -> None:
-        records.append(rec)
-        m = {k: round(v, 2) for k, v in rec["metrics"].items() if isinstance(v, (int, float))}
-        log(f"   {rec['proxy']:8} {rec['flavour']} {rec['kind']:8} rep {rec['rep']}: "
-            + ("valid " if rec["valid"] else "INVALID ") + json.dumps(m)
-            + ("" if rec["valid"] else " " + rec.get("error", "")[:300]))
+    def note(recs: list[dict[str, Any]]) -> None:
+        for rec in recs:
+            records.append(rec)
+            m = {k: round(v, 2) for k, v in rec["metrics"].items() if isinstance(v, (int, float))}
+            state = "valid" if rec["valid"] else ("DISCARDED" if rec.get("discarded") else "INVALID")
+            why = rec.get("discarded") or rec.get("error", "")
+            log(f"   {rec['proxy']:8} {rec['flavour']} {rec['kind']:8} rep {rec['rep']}: {state} "
+                + json.dumps(m) + ("" if rec["valid"] else " " + why[:300]))
 
     try:
         for rep in range(1, plan.reps + 1):
@@ -164,13 +181,13 @@ def main() -> int:
             for fl in plan.flavours:
                 for proxy in order:
                     log(f"rep {rep} {fl} {proxy}: handshakes, keep-alive, latency, memory")
-                    note(runner.main_run(proxy, fl, rep))
+                    note(runner.clean(lambda: runner.main_run(proxy, fl, rep)))
             for proxy in order:
                 log(f"rep {rep} ec {proxy}: WebSocket" + (", large bodies" if plan.body_bytes else ""))
-                note(runner.stream_run(proxy, rep))
+                note(runner.clean(lambda: runner.stream_run(proxy, rep)))
             for w in ((1, 2) if rep % 2 else (2, 1)):
                 log(f"rep {rep} certgate workers={w} (both cores)")
-                note(runner.workers_run(w, rep))
+                note(runner.clean(lambda: runner.workers_run(w, rep)))
         if a.profile:
             log("profiling certgate with py-spy")
             profile_md = profile_certgate(env, max(10.0, plan.ka_s), upstreams)
@@ -184,7 +201,11 @@ def main() -> int:
     if a.standin:
         title += "  (STAND-IN: certgate column is nginx)"
     text, md = report.render(lines, title)
+    ver = versions(env)
     notes = [
+        f"certgate {ver['certgate_commit']} (pyOpenSSL {ver['pyopenssl']}, {ver['wheel_openssl']}); "
+        f"{ver['nginx'].replace('nginx version: ', '')} ({ver['openssl'].split(' (')[0]}); {ver['cpu']}, "
+        f"{ver['nproc']} cores.",
         "↑ higher is better, ↓ lower is better; the ratio is always certgate/nginx.",
         "µs figures are CPU of the proxy's own processes (/proc) per operation; the upstream is not included.",
         "Ceiling: system OpenSSL for nginx, the cryptography wheel's OpenSSL for certgate; "
@@ -202,7 +223,7 @@ def main() -> int:
         md += "\n**Problems:**\n\n" + "\n".join(f"- {p}" for p in problems) + "\n"
     if profile_md:
         md += "\n### Where certgate's time goes (py-spy)\n\n" + profile_md
-    meta = {"mode": plan.name, "plan": dataclasses.asdict(plan), "versions": versions(env),
+    meta = {"mode": plan.name, "plan": dataclasses.asdict(plan), "versions": ver,
             "ports": dataclasses.asdict(env.ports) | {"all": env.ports.all()}, "server_cpus": server_cpus, "load_cpus": load_cpus, "standin": a.standin,
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "duration_s": round(time.monotonic() - t_start, 1)}

@@ -113,7 +113,8 @@ class Proc:
         return False
 
     def log_tail(self, n: int = 2000) -> str:
-        self._logf.flush()
+        if not self._logf.closed:
+            self._logf.flush()
         try:
             return self.log.read_text(errors="replace")[-n:]
         except OSError:

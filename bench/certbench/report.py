@@ -117,9 +117,11 @@ def summarize(records: Sequence[Record], ceiling: dict[str, Any] | None) -> list
     w2 = stats(collect(records, "certgate", "ec", "workers2", "ka_rps"))
     if w1 or w2:
         r = w2["median"] / w1["median"] if w1 and w2 and w1["median"] else None
+        us = {k: stats(collect(records, "certgate", "ec", k, "ka_us")) for k in ("workers1", "workers2")}
         lines.append({"metric": "workers_ka_rps", "flavour": "ec",
                       "label": "certgate keep-alive req/s, workers=2 vs workers=1 (2 cores shared) ↑",
-                      "nginx": None, "certgate": {"workers1": w1, "workers2": w2}, "ratio": r,
+                      "nginx": None, "certgate": {"workers1": w1, "workers2": w2},
+                      "us_per_request": us, "ratio": r,
                       "ratio_of": "workers2/workers1", "target": ">= 1.8x (w2/w1)",
                       "met": None if r is None else r >= 1.8})
     if ceiling:
@@ -146,9 +148,11 @@ def _cells(line: dict[str, Any]) -> list[str]:
         f = lambda x: "-" if not x else f"{x['hs_per_s']:,.0f} ({x['us_per_hs']:.0f} µs)"  # noqa: E731
         return [f(n) + " sys", f(c) + " wheel", "-"]
     if line["metric"] == "workers_ka_rps":
-        w = line["certgate"]
+        w, us = line["certgate"], line.get("us_per_request") or {}
         ratio = "-" if line["ratio"] is None else f"{line['ratio']:.2f}x"
-        return ["-", f"w1 {cell(w['workers1'])} / w2 {cell(w['workers2'])}", ratio]
+        each = [f"{k[0]}{k[-1]} {cell(w[k])}" + (f" ({fmt(us[k]['median'])} µs/req)" if us.get(k) else "")
+                for k in ("workers1", "workers2")]
+        return ["-", " / ".join(each), ratio]
     ratio = "-" if line["ratio"] is None else f"{line['ratio']:.2f}x"
     return [cell(line["nginx"]), cell(line["certgate"]), ratio]
 
@@ -175,10 +179,13 @@ def interference(records: Sequence[Record], threshold: float = 0.25) -> str:
     """One sentence on CPU used by other programs during the measured phases."""
     seen = []
     for r in records:
+        if not r.get("valid"):
+            continue
         for name, ph in r.get("phases", {}).items():
             f = ph.get("foreign_cores") if isinstance(ph, dict) else None
             if f is not None and name != "warmup":
                 seen.append((f, f"{r['proxy']}/{r['flavour']}/{r['kind']}/rep{r['rep']}/{name}"))
+    repeated = sum(1 for r in records if r.get("discarded"))
     if not seen:
         return "Other programs' CPU during the phases: not measured."
     vals = [f for f, _ in seen]
@@ -189,4 +196,7 @@ def interference(records: Sequence[Record], threshold: float = 0.25) -> str:
         text += (f"; {len(busy)} phase(s) above {threshold} cores, e.g. "
                  + ", ".join(f"{n} {f:.2f}" for f, n in busy[:4])
                  + ": compare their reps before trusting a small difference")
+    if repeated:
+        text += (f"; {repeated} run(s) were repeated because other programs used over 0.5 cores during them "
+                 "(the cleaner run was kept)")
     return text + "."

@@ -159,3 +159,39 @@ def test_totp_through_x_conversation(totp_site: Site) -> None:
     # the same nonce again: refused by certgate, like cockpit's "Invalid conversation token"
     status, _, _ = s.login(USER, answer)
     assert status == 401
+
+
+def test_cockpit_logout_message_ends_the_certgate_session(site: Site) -> None:
+    """Cockpit's logout control message on /cockpit/socket also ends certgate's trusted session."""
+    import asyncio
+
+    import websockets
+
+    status, headers, body = site.login(USER, basic(USER, PW))
+    assert status == 200, body
+    jar = cookies_of(headers)
+    cookie = f"cockpit={jar['cockpit']}; __Host-certgate={jar['__Host-certgate']}"
+    probe = dict(cert=site.pki.client(USER), ca=site.pki.ca_pem,
+                 headers={"Accept": "application/json", "Cookie": cookie})
+    assert request(site.gw.port, "GET", "/cockpit/login", **probe)[0] == 200  # type: ignore[arg-type]
+
+    async def logout() -> None:
+        ctx = client_context(site.pki.client(USER), site.pki.ca_pem)
+        async with websockets.connect(f"wss://127.0.0.1:{site.gw.port}/cockpit/socket", ssl=ctx,
+                                      server_hostname="localhost", subprotocols=["cockpit1"],
+                                      origin=f"https://127.0.0.1:{site.gw.port}",  # type: ignore[arg-type]
+                                      additional_headers={"Cookie": cookie}, open_timeout=15) as ws:
+            first = str(await asyncio.wait_for(ws.recv(), 15))
+            assert json.loads(first.partition("\n")[2])["command"] == "init"
+            await ws.send("\n" + json.dumps({"command": "init", "version": 1}))
+            await ws.send("\n" + json.dumps({"command": "logout", "disconnect": True}))
+            try:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
+            except (websockets.ConnectionClosed, asyncio.TimeoutError):
+                pass
+
+    asyncio.run(logout())
+    wait_for(lambda: request(site.gw.port, "GET", "/cockpit/@localhost/manifests.json",  # type: ignore[arg-type]
+                             **probe)[0] == 401, 10, what="certgate's session to end after cockpit's logout")
+    assert '"reason":"cockpit-logout"' in site.gw.log()

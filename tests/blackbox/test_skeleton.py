@@ -123,3 +123,26 @@ def test_bad_config_stops_the_process_with_every_problem(tmp_path: Path, pki: Pk
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert "[listen] client_auth" in out.stdout + out.stderr
+
+
+def test_rfc9440_client_cert_headers_carry_the_presented_certificate(tmp_path: Path, upstream: Recorder) -> None:
+    """[headers] client_cert: Client-Cert is the client's own certificate, Client-Cert-Chain its intermediates."""
+    import base64
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    from trust import issue as I
+
+    pki = Pki(tmp_path / "pki")
+    inter = I.ca("certgate test intermediate", issuer=pki.ca)
+    alice = pki.client("alice", issuer=inter, name="alice-via-inter")
+    cfg = write_config(tmp_path, pki, upstream=upstream.url, extra={"headers": {"client_cert": "yes"}})
+    with Gateway(cfg) as gw:
+        assert request(gw.port, cert=alice, ca=pki.ca_pem)[0] == 200
+    hs = dict((k.lower(), v) for k, v in _headers(upstream.requests[0]))
+    leaf = x509.load_der_x509_certificate(base64.b64decode(hs["client-cert"].strip(":")))
+    assert leaf.fingerprint(hashes.SHA256()).hex() == alice.fingerprint
+    chain = [x509.load_der_x509_certificate(base64.b64decode(v.strip().strip(":")))
+             for v in hs["client-cert-chain"].split(",")]
+    assert [c.subject for c in chain] == [inter.cert.subject]

@@ -106,7 +106,8 @@ def test_summary_medians_spread_ratio_and_targets() -> None:
 
 
 def test_summary_workers_and_ceiling_rows() -> None:
-    recs = [_rec("certgate", 1, kind="workers1", ka_rps=5000), _rec("certgate", 1, kind="workers2", ka_rps=9500),
+    recs = [_rec("certgate", 1, kind="workers1", ka_rps=5000, ka_us=100),
+            _rec("certgate", 1, kind="workers2", ka_rps=9500, ka_us=105),
             _rec("nginx", 1, hs_us=1000), _rec("certgate", 1, hs_us=800)]
     ceil = {"system": {"ceiling": {"ec": {"us_per_hs": 250.0, "hs_per_s": 4000.0}}},
             "wheel": {"ceiling": {"ec": {"us_per_hs": 400.0, "hs_per_s": 2500.0}}}}
@@ -115,7 +116,7 @@ def test_summary_workers_and_ceiling_rows() -> None:
     assert w["ratio"] == pytest.approx(1.9) and w["met"] is True
     assert rows["ceiling"]["target"] == "nginx at 25%; certgate at 50%"
     text, md = report.render(list(rows.values()), "title")
-    assert "w1 5,000 / w2 9,500" in text and "1.90x" in text and "✔ met" in text
+    assert "w1 5,000 (100 µs/req) / w2 9,500 (105 µs/req)" in text and "1.90x" in text and "✔ met" in text
     assert md.startswith("### title") and md.count("\n|") >= 4
 
 
@@ -147,3 +148,25 @@ def test_ports_are_distinct_and_below_the_ephemeral_range() -> None:
     p = configs.choose_ports()
     assert len(set(p.all())) == 4 and max(p.all()) < 32768
     assert p.proxy("certgate") - p.proxy("nginx") == 8
+
+
+def _loaded(foreign: float, valid: bool = True) -> dict:
+    rec = _rec("certgate", 1, valid=valid, ka_rps=1000)
+    rec["phases"] = {"warmup": {"foreign_cores": 1.5}, "ka": {"foreign_cores": foreign}}
+    return rec
+
+
+def test_a_run_disturbed_by_other_programs_is_repeated_once_and_the_cleaner_kept() -> None:
+    from certbench.runs import FULL, Runner
+
+    runner = Runner(None, FULL, {})  # type: ignore[arg-type]
+    results = iter([_loaded(0.9), _loaded(0.1)])
+    kept = runner.clean(lambda: next(results))
+    assert [r["valid"] for r in kept] == [False, True]
+    assert "0.90 cores" in kept[0]["discarded"] and kept[1]["phases"]["ka"]["foreign_cores"] == 0.1
+    assert runner.retries_left == FULL.retry_budget - 1
+    # A quiet run (the warm-up does not count) is not repeated; nor is anything once the budget is spent.
+    assert len(runner.clean(lambda: _loaded(0.2))) == 1
+    runner.retries_left = 0
+    assert len(runner.clean(lambda: _loaded(0.9))) == 1
+    assert "repeated" in report.interference(kept)

@@ -74,7 +74,7 @@ def test_set_header_names_remove_client_copies() -> None:
 
 def test_certgate_headers_forwarded_and_rfc9440() -> None:
     """Our headers come from the identity: XFF/Proto/Host and RFC 9440 Client-Cert(-Chain)."""
-    ident = SimpleNamespace(client_ip="192.0.2.1", chain_der=(b"\x30\x03leaf", b"\x30\x02ca"))
+    ident = SimpleNamespace(client_ip="192.0.2.1", leaf_der=b"\x30\x03leaf", chain_der=(b"\x30\x02ca",))
     out = certgate_headers(POLICY, ident, "alice", b"console.example:8443", [(b"Authorization", b"Bearer t")])  # type: ignore[arg-type]
     assert out == [
         (b"X-Remote-User", b"alice"), (b"X-Forwarded-For", b"192.0.2.1"), (b"X-Forwarded-Proto", b"https"),

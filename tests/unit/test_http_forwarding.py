@@ -279,3 +279,64 @@ def test_websocket_backpressure() -> None:
     assert h.client.producerState == "paused"
     conn.resumeProducing()
     assert h.client.producerState == "producing"
+
+
+def test_presence_script_injected_into_session_html_pages() -> None:
+    """[sessions] inject_presence_script: a session's HTML page gets the tag before </head>, chunked."""
+    h = Harness({"sessions": {"inject_presence_script": True, "presence_interval": 20.0}})
+    h.send(b"GET /page HTTP/1.1\r\nHost: a\r\n\r\n")
+    conn, _ = h.connect_upstream()
+    page = b"<html><head><title>x</title></head><body>hi</body></html>"
+    h.respond(conn, b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: %d\r\n\r\n"
+              % len(page) + page[:20])
+    h.respond(conn, page[20:])
+    out = h.out()
+    head, body = out.split(b"\r\n\r\n", 1)
+    assert b"Transfer-Encoding: chunked" in head and b"Content-Length" not in head
+    chunks, rest = [], body
+    while True:
+        size_line, rest = rest.split(b"\r\n", 1)
+        n = int(size_line, 16)
+        if n == 0:
+            break
+        chunks.append(rest[:n])
+        rest = rest[n + 2:]
+    html = b"".join(chunks)
+    assert html == page.replace(b"</head>", b'<script src="/.certgate/presence.js" data-interval="20" defer>'
+                                             b"</script></head>")
+    # Not for requests without a session, nor for non-HTML answers.
+    h.gate.next = lambda head: Forward(h.config.default_route, account="alice")
+    h.send(b"GET /page2 HTTP/1.1\r\nHost: a\r\n\r\n")
+    h.respond(conn, b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n" % len(page) + page)
+    assert h.out().endswith(page)
+
+
+def test_waiting_for_a_free_upstream_connection_is_bounded() -> None:
+    """With max_connections reached, a waiting request gets 504 after connect+read timeout."""
+    h = Harness({"upstream": {"max_connections": 1, "connect_timeout": 1.0, "read_timeout": 5.0}})
+    h.send(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+    conn, _ = h.connect_upstream()
+    from tests.unit._http_harness import Transport
+
+    other = Transport(("10.0.0.8", 1))
+    p2 = h.factory.buildProtocol(None)
+    other.protocol = p2
+    p2.makeConnection(other)
+    p2.dataReceived(b"GET /b HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert len(h.reactor.tcpClients) == 1  # waiting in the pool
+    h.reactor.advance(5.5)  # the first request times out (504) and frees its slot...
+    assert h.out().startswith(b"HTTP/1.1 504") and other.value() == b""
+    assert len(h.reactor.tcpClients) == 2  # ...the waiter now connects, and never gets through
+    h.reactor.advance(0.6)
+    assert other.value().startswith(b"HTTP/1.1 504") and other.lost
+
+
+def test_http10_client_gets_close_delimited_body_from_chunked_upstream() -> None:
+    """An HTTP/1.0 client cannot take chunked: the body is sent raw and the connection closes."""
+    h = Harness()
+    h.send(b"GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n")
+    conn, t = h.connect_upstream()
+    h.respond(conn, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+    out = h.out()
+    assert out == b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nabc" and h.client.lost
+    assert h.pools.pool_for(h.config.default_route).idle == [conn]  # the upstream side ended cleanly

@@ -388,3 +388,93 @@ def test_expect_other_417_and_too_large_413() -> None:
     h2.send(b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
     out = h2.out()
     assert _status(out) == 413 and b"100 Continue" not in out
+
+
+def test_counters_and_metrics_gauges() -> None:
+    """counters follow requests/errors; a Metrics registry reads them at scrape time."""
+    from proxy.http1 import GatewayFactory
+    from proxy.metrics import Metrics
+    from tests.unit._http_harness import identity
+
+    h = Harness()
+    h.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    conn, _ = h.connect_upstream()
+    h.respond(conn, OK2)
+    h.send(SMUGGLING["CL.TE"])
+    c = h.factory.counters
+    assert (c["connections"], c["requests"], c["errors"]) == (1, 1, 1)
+    m = Metrics()
+    GatewayFactory(gate=h.gate, identify=identity, config=h.config, pools=h.pools, clock=h.reactor,
+                   tunnels=h.tunnels, metrics=m)
+    text = m.render().decode()
+    assert "certgate_http_connections_open 0" in text and "certgate_http_requests_count 0" in text
+
+
+def test_drain_closes_idle_and_finishes_in_flight() -> None:
+    """drain(): idle connections close now; a busy one answers with Connection: close, then closes."""
+    busy = Harness()
+    busy.send(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+    conn, _ = busy.connect_upstream()
+    d = busy.factory.drain(10.0)
+    assert not busy.client.lost
+    fired: list[object] = []
+    d.addCallback(fired.append)
+    busy.respond(conn, OK2)
+    assert b"Connection: close\r\n" in busy.out() and busy.client.lost and fired == [None]
+
+    idle = Harness()
+    assert idle.factory.drain(10.0) is not None and idle.client.lost
+
+
+def test_drain_deadline_aborts_stragglers() -> None:
+    h = Harness()
+    h.send(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+    h.connect_upstream()
+    fired: list[object] = []
+    h.factory.drain(5.0).addCallback(fired.append)
+    h.reactor.advance(4.9)
+    assert fired == [] and not h.client.lost
+    h.reactor.advance(0.2)
+    assert fired == [None] and h.client.aborted
+
+
+def test_connection_close_request_body_in_later_reads_is_forwarded() -> None:
+    """Connection: close ends parsing after the request, not before its body (regression)."""
+    h = Harness()
+    h.send(b"POST /u HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 6\r\n\r\n")
+    conn, t = h.connect_upstream()
+    h.send(b"abc")
+    h.send(b"def")
+    assert t.value().endswith(b"\r\n\r\nabcdef")
+    h.send(b"GET /ignored HTTP/1.1\r\nHost: a\r\n\r\n")
+    h.respond(conn, OK2)
+    out = h.out()
+    assert b"Connection: close" in out and h.client.lost
+    assert [x.target for x in h.gate.heads] == [b"/u"]
+
+
+def test_max_connections_refuses_before_handshake() -> None:
+    """[listen] max_connections: one more connection is aborted at once and counted."""
+    from tests.unit._http_harness import Transport
+
+    h = Harness({"listen": {"max_connections": 1}})
+    extra = Transport()
+    p = h.factory.buildProtocol(None)
+    extra.protocol = p
+    p.makeConnection(extra)
+    assert extra.aborted and h.factory.counters["refused"] == 1
+    assert len(h.factory.connections) == 1 and not h.client.lost
+
+
+def test_decision_that_never_comes_is_504() -> None:
+    """A gate Deferred that never fires ends in 504 after read_timeout; a late answer is ignored."""
+    h = Harness({"upstream": {"read_timeout": 7.0}})
+    d: Deferred[object] = Deferred()
+    h.gate.next = lambda head: d
+    h.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    h.reactor.advance(6.9)
+    assert h.out() == b""
+    h.reactor.advance(0.2)
+    assert _status(h.out()) == 504 and h.client.lost
+    d.callback(text_response(200, "late"))
+    assert h.out() == b""

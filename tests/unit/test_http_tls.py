@@ -70,8 +70,9 @@ class Gate:
         return text_response(200, f"hello {conn.identity.account}")
 
 
-def _stack(identify_result: str = "cn", client_cert: I.Issued | None = ALICE, send_tls: bool = True) -> Any:
-    clock = Clock()
+def _stack(identify_result: str = "cn", client_cert: I.Issued | None = ALICE, send_tls: bool = True,
+           listen: dict[str, Any] | None = None, gw: Any = None, clock: Any = None) -> Any:
+    clock = clock or Clock()
     calls: list[tuple[Any, float]] = []
 
     def identify(transport: Any, now: float) -> Any:
@@ -84,10 +85,12 @@ def _stack(identify_result: str = "cn", client_cert: I.Issued | None = ALICE, se
                                   full_handshake=True, protocol="", cipher="", client_ip="127.0.0.2",
                                   client_port=1)
 
-    config = make_config("http://127.0.0.1:9", {"listen": {"handshake_timeout": 5.0}})
+    config = make_config("http://127.0.0.1:9", {"listen": {"handshake_timeout": 5.0, **(listen or {})}})
     gate = Gate()
-    gw = GatewayFactory(gate=gate, identify=identify, config=config, pools=UpstreamPools(config.routes, clock, clock),
-                        clock=clock, tunnels=TunnelRegistry())
+    if gw is None:
+        gw = GatewayFactory(gate=gate, identify=identify, config=config,
+                            pools=UpstreamPools(config.routes, clock, clock), clock=clock, tunnels=TunnelRegistry())
+    gate = gw.gate
     opts = CertificateOptions(privateKey=SERVER.key, certificate=SERVER.cert, verify=True,
                               caCerts=[crypto.X509.from_cryptography(CA.cert)], requireCertificate=False)
     server_factory = TLSMemoryBIOFactory(opts, False, gw, clock=clock)
@@ -140,3 +143,17 @@ def test_identify_none_aborts_before_http() -> None:
     pump.flush()
     assert len(calls) == 1 and gate.heads == [] and not gw.connections
     assert b"HTTP/1.1" not in client.received and client.lost
+
+
+def test_max_connections_refused_before_tls_handshake() -> None:
+    """One connection over [listen] max_connections is dropped before any handshake work."""
+    clock, gw, gate, calls, c, s, pump = _stack(listen={"max_connections": 1})
+    pump.flush()
+    assert len(gw.connections) == 1
+    _, _, _, calls2, c2, s2, pump2 = _stack(gw=gw, clock=clock)
+    pump2.flush()
+    client2 = CLIENTS[-1]
+    assert client2.lost and gw.counters["refused"] == 1 and len(gw.connections) == 1
+    c.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")  # the first connection is unaffected
+    pump.flush()
+    assert CLIENTS[-2].received.endswith(b"hello alice")

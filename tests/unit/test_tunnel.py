@@ -72,14 +72,15 @@ def test_tunnel_relays_and_closes_at_frame_boundary() -> None:
     client, upstream = End(), End()
     closed = []
     t = WebSocketTunnel(client, upstream, clock, on_closed=closed.append)
-    t.from_client(b"abc")
-    assert upstream.data == b"abc"
+    hello = ws_frame(1, b"abc")
+    t.from_client(hello)
+    assert upstream.data == hello
     frame = ws_frame(2, b"z" * 1000, mask=False)
     t.from_upstream(frame[:100])
     t.close(1008, "session ended")
     assert not client.closed  # mid-frame: waits
     t.from_client(b"ignored")
-    assert upstream.data == b"abc"
+    assert upstream.data == hello
     t.from_upstream(frame[100:] + ws_frame(1, b"next", mask=False))
     assert client.data.startswith(frame)
     assert client.data[len(frame):] == close_frame(1008, "session ended")
@@ -141,3 +142,14 @@ def test_registry_remove_when_tunnel_ends_by_itself() -> None:
     reg.add("s", "f", t)
     t.lost()
     assert reg.count() == 0 and reg.close_session("s") == 0 and reg.close_fingerprint("f") == 0
+
+
+def test_no_close_frame_into_a_half_sent_client_frame() -> None:
+    """If the client was mid-frame, the upstream gets no injected close frame (just the close)."""
+    client, upstream = End(), End()
+    t = WebSocketTunnel(client, upstream, Clock())
+    half = ws_frame(1, b"x" * 50)[:20]
+    t.from_client(half)
+    t.close(1008, "session ended")
+    assert client.data == close_frame(1008, "session ended")
+    assert upstream.data == half and upstream.closed
