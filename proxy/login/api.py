@@ -114,18 +114,8 @@ class AuthApi:
         login = self.login
         if not login.startups.try_acquire():
             return outcome_response(login.busy_outcome(fields["account"], conn))
-        try:
-            d = login.authenticate_async(account=fields["account"], conn=conn, password=fields.get("password"),
-                                         totp=fields.get("totp"), receipt=receipt)
-        except BaseException:
-            login.startups.release()
-            raise
-
-        def done(result: Any) -> Any:
-            login.startups.release()
-            return result
-
-        d.addBoth(done)
+        d = login.authenticate_in_slot(account=fields["account"], conn=conn, password=fields.get("password"),
+                                       totp=fields.get("totp"), receipt=receipt)
         d.addCallback(outcome_response)
         return d
 

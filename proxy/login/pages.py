@@ -194,18 +194,8 @@ class LoginPage:
             o = login.busy_outcome(account, conn)
             return self.render(head, conn, next_path=nxt, status=503, message=o.public_message,
                                headers=[(b"Retry-After", b"1")])
-        try:
-            d = login.authenticate_async(account=account, conn=conn, password=f.get("password") or None,
-                                         totp=f.get("totp") or None, receipt=f.get("receipt") or None)
-        except BaseException:
-            login.startups.release()
-            raise
-
-        def done(result: Any) -> Any:
-            login.startups.release()
-            return result
-
-        d.addBoth(done)
+        d = login.authenticate_in_slot(account=account, conn=conn, password=f.get("password") or None,
+                                       totp=f.get("totp") or None, receipt=f.get("receipt") or None)
         d.addCallback(lambda o: self._answer(head, conn, o, nxt, account))
         return d
 

@@ -189,6 +189,21 @@ class LoginService:
                                                  password_proven_upstream, open_session))
         return d
 
+    def authenticate_in_slot(self, **kw: Any) -> "Deferred[AuthOutcome]":
+        """:meth:`authenticate_async` holding a MaxStartups slot the caller already acquired
+        (``self.startups.try_acquire()``); the slot is released however the attempt ends."""
+        try:
+            d = self.authenticate_async(**kw)
+        except BaseException:
+            self.startups.release()
+            raise
+
+        def done(result: Any) -> Any:
+            self.startups.release()
+            return result
+
+        return d.addBoth(done)
+
     def _check_password(self, account: str, password: str) -> bool | str:
         """True/False, or ``"password-file-error"`` when the file is unusable (fails closed)."""
         assert self.passwords is not None

@@ -68,6 +68,18 @@ def check_update_fields(fields_: dict[str, Any]) -> None:
             raise ValueError(f"session update: field {k!r} {why}")
 
 
+def touched(rec: SessionRecord, *, proved_at: float, last_seen: float, client_ip: str,
+            long_grace: float) -> SessionRecord:
+    """``rec`` after a request: proof and activity only move forward; an active long
+    trusted session extends from the newest proof. Ended records are returned unchanged."""
+    if rec.ended is not None:
+        return rec
+    proved = max(rec.proved_at, proved_at)
+    long_until = max(rec.long_until, proved + long_grace) if rec.long_until > 0 else 0.0
+    return rec.with_(proved_at=proved, last_seen=max(rec.last_seen, last_seen), client_ip=client_ip,
+                     long_until=long_until)
+
+
 def record_to_json(rec: SessionRecord) -> str:
     """Serialise a record (bytes as base64) for stores that keep text."""
     d = asdict(rec)

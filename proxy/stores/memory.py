@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from proxy.stores.interface import SessionRecord, StoreError, check_update_fields, record_expiry
+from proxy.stores.interface import SessionRecord, StoreError, check_update_fields, record_expiry, touched
 
 _FAILURE_KEEP = 31 * 86400.0
 
@@ -64,10 +64,8 @@ class MemoryStore:
             rec = self._sessions.get(session_id)
             if rec is None or rec.ended is not None:
                 return rec
-            proved = max(rec.proved_at, proved_at)
-            long_until = max(rec.long_until, proved + long_grace) if rec.long_until > 0 else 0.0
-            rec = rec.with_(proved_at=proved, last_seen=max(rec.last_seen, last_seen), client_ip=client_ip,
-                            long_until=long_until)
+            rec = touched(rec, proved_at=proved_at, last_seen=last_seen, client_ip=client_ip,
+                          long_grace=long_grace)
             self._sessions[session_id] = rec
             return rec
 

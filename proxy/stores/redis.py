@@ -25,7 +25,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from proxy.stores.interface import (SessionRecord, StoreError, check_update_fields, record_expiry,
-                                    record_from_json, record_to_json)
+                                    record_from_json, record_to_json, touched)
 
 MIN_TTL = 60
 _TOTP_CAS = """
@@ -117,12 +117,8 @@ class RedisStore:
     def touch(self, session_id: str, *, proved_at: float, last_seen: float, client_ip: str,
               long_grace: float) -> SessionRecord | None:
         def change(rec: SessionRecord) -> SessionRecord:
-            if rec.ended is not None:
-                return rec
-            proved = max(rec.proved_at, proved_at)
-            long_until = max(rec.long_until, proved + long_grace) if rec.long_until > 0 else 0.0
-            return rec.with_(proved_at=proved, last_seen=max(rec.last_seen, last_seen), client_ip=client_ip,
-                             long_until=long_until)
+            return touched(rec, proved_at=proved_at, last_seen=last_seen, client_ip=client_ip,
+                           long_grace=long_grace)
         return self._rewrite(session_id, change)
 
     def get_many(self, session_ids: list[str]) -> dict[str, SessionRecord | None]:

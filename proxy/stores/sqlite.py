@@ -17,7 +17,7 @@ from base64 import b64decode, b64encode
 from pathlib import Path
 from typing import Any, Iterator
 
-from proxy.stores.interface import SessionRecord, StoreError, check_update_fields, record_expiry
+from proxy.stores.interface import SessionRecord, StoreError, check_update_fields, record_expiry, touched
 
 SCHEMA_VERSION = 1
 _FAILURE_KEEP = 31 * 86400.0
@@ -163,12 +163,8 @@ class SQLiteStore:
     def touch(self, session_id: str, *, proved_at: float, last_seen: float, client_ip: str,
               long_grace: float) -> SessionRecord | None:
         def change(rec: SessionRecord) -> SessionRecord:
-            if rec.ended is not None:
-                return rec
-            proved = max(rec.proved_at, proved_at)
-            long_until = max(rec.long_until, proved + long_grace) if rec.long_until > 0 else 0.0
-            return rec.with_(proved_at=proved, last_seen=max(rec.last_seen, last_seen), client_ip=client_ip,
-                             long_until=long_until)
+            return touched(rec, proved_at=proved_at, last_seen=last_seen, client_ip=client_ip,
+                           long_grace=long_grace)
         return self._run(lambda db: self._rewrite(db, session_id, change))
 
     def delete(self, session_id: str) -> bool:
