@@ -360,6 +360,8 @@ class GatewayProtocol(FlowMixin, ForwardMixin, LocalMixin, Protocol):
         facts = check_request(method, self._url, version, self._hdrs, p.should_upgrade())
         head = RequestHead(method, self._url, version, self._hdrs, facts.websocket, facts.keep_alive,
                            facts.chunked or bool(facts.content_length))
+        self._hdrs = _NO_HEADERS  # the head owns them now; an idle connection keeps nothing
+        self._url = b""
         r = _Req(head, facts, facts.error)
         if facts.error:
             self._parsing = False  # framing no longer trusted: nothing after this is parsed

@@ -75,6 +75,9 @@ class TrustState:
         self.failed_reloads = 0
         self._listeners: list[Listener] = []
         self._watched = self._watched_files()
+        store = Path(self.settings.store)
+        # Per-handshake check: plain strings, no pathlib work on the hot path.
+        self._quick_paths = tuple(str(p) for p in (store, store / PINNED_DIR, *self._watched))
         self._pending_quick: tuple[Any, ...] = ()
         sig = self._signature()
         self._current = self._build(sig, 1)
@@ -218,8 +221,15 @@ class TrustState:
         return (folder_signature(self.settings.store), file_stats(self._watched))
 
     def _quick_signature(self) -> tuple[Any, ...]:
-        store = Path(self.settings.store)
-        return file_stats((store, store / PINNED_DIR, *self._watched))
+        out: list[Any] = []
+        stat = os.stat
+        for p in self._quick_paths:
+            try:
+                st = stat(p)
+                out.append((st.st_size, st.st_mtime_ns, st.st_ino))
+            except OSError:
+                out.append(None)
+        return tuple(out)
 
     def _build(self, sig: tuple[Any, ...], number: int) -> TLSSnapshot:
         now = self.clock.seconds()

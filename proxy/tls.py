@@ -78,6 +78,17 @@ def handshake_record(transport: Any) -> HandshakeRecord | None:
 
 
 def identify(transport: Any, now: float) -> ConnectionIdentity | None:
+    """See :func:`_identify`; afterwards the handshake record is dropped (an idle
+    connection keeps only its frozen identity)."""
+    try:
+        return _identify(transport, now)
+    finally:
+        conn = transport.getHandle() if hasattr(transport, "getHandle") else None
+        if isinstance(conn, SSL.Connection):
+            RECORDS.pop(conn, None)
+
+
+def _identify(transport: Any, now: float) -> ConnectionIdentity | None:
     """The frozen identity of a connection whose TLS handshake just completed.
 
     ``transport`` is the ``TLSMemoryBIOProtocol`` (``getHandle()`` gives the

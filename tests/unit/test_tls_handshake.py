@@ -292,9 +292,10 @@ def test_record_is_per_connection(pki: TlsPki, clock: Clock) -> None:
     _, creator = listener(pki, clock, "want")
     a = connect(creator, ClientTLS.presenting(pki, pki.client("alice")), clock)
     b = connect(creator, ClientTLS.presenting(pki, pki.expired("x")), clock)
-    ra, rb = handshake_record(a.server_tls), handshake_record(b.server_tls)
-    assert ra is not None and rb is not None and ra is not rb
-    assert ra.verdict.ok and not rb.verdict.ok
+    assert a.identity.ok and not b.identity.ok
+    assert a.identity.fingerprint != b.identity.fingerprint
+    # identify() keeps only the frozen identity: the handshake record is released
+    assert handshake_record(a.server_tls) is None and handshake_record(b.server_tls) is None
 
 
 def test_expiry_during_clock_time(tmp_path: Path) -> None:
