@@ -95,6 +95,12 @@ def run_main(argv: list[str]) -> int:
     ap.add_argument("--config", "-c", required=True, help="path of the config file")
     ap.add_argument("--pidfile", default="", help="write the process id here (default: none)")
     ns = ap.parse_args(argv)
+    import platform
+
+    if platform.system() == "Linux" and "twisted.internet.reactor" not in sys.modules:
+        from proxy._reactor import install
+
+        install()
     from twisted.scripts.twistd import run
 
     sys.argv = ["certgate", "--nodaemon", f"--pidfile={ns.pidfile}", "--logger=proxy.logs.observer_from_env",
