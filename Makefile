@@ -7,7 +7,7 @@ DEMO   ?= demo
 PORT   ?= 8443
 UPSTREAM_PORT ?= 9090
 
-.PHONY: all venv install run demo test test-unit test-blackbox bench bench-quick check clean plugin-cache
+.PHONY: all venv install system-deps run demo test test-unit test-blackbox bench bench-quick check clean plugin-cache
 
 all: install
 
@@ -27,7 +27,11 @@ run: install
 	@$(VENV)/bin/certgate check-config $(DEMO)/certgate.conf
 	@bash conf/demo-run.sh $(VENV) $(DEMO) $(PORT) $(UPSTREAM_PORT)
 
-test: install
+# System programs the tests run for real (cockpit-ws, redis, chromium, ...): apt-get as root.
+system-deps:
+	bash tests/system/install.sh
+
+test: install system-deps
 	$(PY) -m pytest -q tests
 
 test-unit: install
