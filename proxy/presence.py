@@ -18,9 +18,9 @@ Endpoints (mount with :func:`session_endpoints`; all answers are ``no-store``):
   ``DELETE`` deactivates; ``GET`` reads the state.
 - ``GET /.certgate/api/session`` — the session's account, fingerprint and times.
 
-State-changing endpoints are CSRF-safe: a browser request must be same-origin by
-``Sec-Fetch-Site`` (or, without it, by ``Origin`` == ``https://`` + ``Host``); requests with
-neither header (scripts, curl) pass, and the cookie is ``SameSite=Strict`` anyway.
+State-changing endpoints are CSRF-safe by the one rule of :mod:`proxy.sameorigin`
+(``Sec-Fetch-Site`` first, else ``Origin``); requests with neither header (scripts, curl)
+pass, and the session cookie is ``SameSite=Strict`` anyway.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import re
 from typing import TYPE_CHECKING, Any, Callable
 
 from proxy.messages import ConnContext, Headers, RequestHead, Response
+from proxy.sameorigin import REFERRER_POLICY, cross_site
 
 if TYPE_CHECKING:  # pragma: no cover
     from proxy.sessions import SessionCheck, SessionManager
@@ -157,15 +158,8 @@ def inject_presence_script(html: bytes, interval: float) -> bytes:
 # --------------------------------------------------------------------------- endpoints
 
 def same_origin(head: RequestHead) -> bool:
-    """CSRF check for state-changing requests (see the module docstring)."""
-    site = head.get(b"sec-fetch-site")
-    if site is not None:
-        return site.strip().lower() == b"same-origin"
-    origin = head.get(b"origin")
-    if origin is None:
-        return True  # not a browser cross-site request: browsers send Origin on every cross-origin POST
-    host = head.get(b"host")
-    return host is not None and origin.strip().lower() == b"https://" + host.strip().lower()
+    """CSRF check for state-changing requests: :func:`proxy.sameorigin.cross_site` finds nothing."""
+    return cross_site(head) is None
 
 
 def _json(status: int, obj: object, *, extra: Headers | None = None, close: bool = False) -> Response:
@@ -176,7 +170,7 @@ def _json(status: int, obj: object, *, extra: Headers | None = None, close: bool
 def _html(status: int, body: str, extra: Headers | None = None) -> Response:
     hs: Headers = [(b"Content-Type", b"text/html; charset=utf-8"), (b"Cache-Control", b"no-store"),
                    (b"Content-Security-Policy", b"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"),
-                   (b"X-Frame-Options", b"DENY")] + (extra or [])
+                   (b"X-Frame-Options", b"DENY"), (b"Referrer-Policy", REFERRER_POLICY)] + (extra or [])
     return Response(status, hs, body.encode("utf-8"))
 
 
