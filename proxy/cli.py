@@ -29,7 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
 
 def _usage() -> str:
     width = max(len(k) for k in SUBCOMMANDS)
-    lines = ["usage: certgate COMMAND [ARGS...]", "", "commands:"]
+    lines = ["usage: certgate COMMAND [ARGS...]    (certgate --version)", "", "commands:"]
     lines += [f"  {name.ljust(width)}  {help_}" for name, (_, _, help_) in SUBCOMMANDS.items()]
     lines += ["", "`certgate COMMAND --help` shows a command's options."]
     return "\n".join(lines)
@@ -41,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0 if args else 2
+    if args[0] in ("--version", "-V"):
+        return version_main([])
     name, rest = args[0], args[1:]
     if name not in SUBCOMMANDS:
         print(f"certgate: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
@@ -90,25 +92,27 @@ def check_config_main(argv: list[str]) -> int:
 
 
 def run_main(argv: list[str]) -> int:
-    """``certgate run --config FILE``: the same service twistd runs, in the foreground."""
+    """``certgate run --config FILE``: the same service twistd runs, in the foreground.
+
+    twistd gets the ServiceMaker directly, so this works from any install mode (a plain
+    ``pip install .`` or a strict editable install, where twistd's plugin scan finds nothing).
+    """
     ap = argparse.ArgumentParser(prog="certgate run", description="Run the gateway in the foreground.")
     ap.add_argument("--config", "-c", required=True, help="path of the config file")
     ap.add_argument("--pidfile", default="", help="write the process id here (default: none)")
     ns = ap.parse_args(argv)
-    import platform
+    from proxy.tap import LOGGER, SERVICE_MAKER, install_reactor
 
-    if platform.system() == "Linux" and "twisted.internet.reactor" not in sys.modules:
-        from proxy._reactor import install
+    install_reactor()
+    from twisted.application import app
+    from twisted.scripts.twistd import ServerOptions, runApp
 
-        install()
-    from twisted.scripts.twistd import run
+    class _Options(ServerOptions):  # type: ignore[misc,valid-type]
+        _getPlugins = staticmethod(lambda interface: [SERVICE_MAKER])
 
-    sys.argv = ["certgate", "--nodaemon", f"--pidfile={ns.pidfile}", "--logger=proxy.logs.observer_from_env",
+    sys.argv = ["certgate", "--nodaemon", f"--pidfile={ns.pidfile}", f"--logger={LOGGER}",
                 "certgate", "--config", ns.config]
-    import os
-
-    os.environ["CERTGATE_CONFIG"] = ns.config
-    run()
+    app.run(runApp, _Options)
     return 0
 
 

@@ -158,6 +158,8 @@ class Gateway(MultiService):
         return d
 
     def startService(self) -> None:
+        log.info("certgate {version} starting: pid {pid}, reactor {reactor}", version=_version(), pid=os.getpid(),
+                 reactor=type(self.reactor).__name__)
         sessions = self.parts.get("sessions")
         if sessions is not None:
             sessions.start()  # ends sessions that died while the gateway was down, arms timers
@@ -237,6 +239,15 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
         log.warn("UNSAFE: upstream TLS verification is off for route(s) {names}",
                  names=", ".join(r.name for r in cfg.routes if r.tls and r.tls.unsafe_skip_verify))
     return gw
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("certgate")
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def _is_main_thread() -> bool:
