@@ -94,7 +94,9 @@ class AdminAPI:
             return _json(401, {"error": "unauthorized", "message": "send Authorization: Bearer <token>"},
                          [(b"WWW-Authenticate", b'Bearer realm="certgate-admin"')])
         if p == "/metrics" and method in (b"GET", b"HEAD"):
-            return AdminResponse(200, b"text/plain; version=0.0.4; charset=utf-8", self.metrics.render(), [])
+            from proxy.metrics import CONTENT_TYPE
+
+            return AdminResponse(200, CONTENT_TYPE, self.metrics.render(), [])
         if p == "/sessions":
             if method in (b"GET", b"HEAD"):
                 return self._list(q.get("all") in ("1", "true", "yes"))
@@ -205,13 +207,9 @@ def admin_service(cfg: Any, gw: Any, reactor: Any) -> Any:
         return bool(getattr(trust, "healthy", True)), getattr(trust, "last_error", None)
 
     metrics = parts["metrics"]
-    tunnels = parts.get("tunnels")
-    if tunnels is not None and hasattr(tunnels, "count"):
-        metrics.gauge("websocket_tunnels", "Open WebSocket tunnels in this process", (),
-                      lambda: [((), float(tunnels.count()))])
     if trust is not None:
         metrics.gauge("trust_healthy", "1 when the last trust reload succeeded", (),
-                      lambda: [((), 1.0 if getattr(trust, "healthy", True) else 0.0)])
+                      lambda: [((), 1.0 if getattr(trust, "healthy", True) else 0.0)], shared=True)
     api = AdminAPI(sessions=parts["sessions"], metrics=metrics, health=health, token=token)
     svc = TCPServer(cfg.admin.port, admin_site(api), interface=cfg.admin.address, reactor=reactor)
     svc.setName("admin")

@@ -1,6 +1,6 @@
 """JSON-lines audit log of every authentication decision.
 
-One line per decision: ``{"ts": ..., "event": ..., "decision": ..., ...}``. Callers pass
+One line per decision: ``{"time": "2026-12-01T21:00:00.123Z", "event": ..., "decision": ..., ...}``. Callers pass
 who (account, fingerprint, client IP), the decision and a stable reason code. Secrets
 (passwords, TOTP codes, receipts, cookies) must never be passed; :meth:`Audit.record`
 drops fields whose names look secret as a last line of defence.
@@ -17,7 +17,9 @@ _SECRET_WORDS = ("password", "passwd", "totp_code", "code", "secret", "token", "
 
 
 class Audit:
-    """Append audit records to a stream. ``now`` returns epoch seconds (inject a clock)."""
+    """Append audit records to a stream. ``now`` returns epoch seconds (inject a clock).
+
+    ``time`` is RFC 3339 UTC with milliseconds."""
 
     def __init__(self, stream: IO[str] | None = None, now: Callable[[], float] | None = None) -> None:
         import time
@@ -30,13 +32,15 @@ class Audit:
     @classmethod
     def open(cls, target: str, now: Callable[[], float] | None = None) -> "Audit":
         """``-`` for standard error, else a file opened for appending (line buffered)."""
-        if target == "-":
-            return cls(sys.stderr, now)
-        return cls(open(target, "a", buffering=1, encoding="utf-8"), now)
+        from proxy.logfiles import open_log
+
+        return cls(open_log(target), now)
 
     def record(self, event: str, decision: str, reason: str, **fields: Any) -> dict[str, Any]:
         """Write one record; returns it. Fields named like secrets are dropped."""
-        rec: dict[str, Any] = {"ts": round(self._now(), 3), "event": event, "decision": decision,
+        from proxy.accesslog import rfc3339
+
+        rec: dict[str, Any] = {"time": rfc3339(self._now()), "event": event, "decision": decision,
                                "reason": reason}
         for k, v in fields.items():
             if any(w == k or k.endswith("_" + w) for w in _SECRET_WORDS):

@@ -18,6 +18,7 @@ from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 
 from proxy.config import Config
@@ -85,6 +86,22 @@ class _Listener(Service):
         return None
 
 
+class _WorkerProtocol(ProcessProtocol):
+    """A worker's process protocol: when it ends, its live gauges leave the shared metrics."""
+
+    pid: int | None = None
+
+    def connectionMade(self) -> None:  # noqa: N802 (Twisted's name)
+        self.pid = getattr(self.transport, "pid", None)
+
+    def processEnded(self, reason: Any) -> None:  # noqa: N802 (Twisted's name)
+        folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if folder and self.pid:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(self.pid, folder)
+
+
 class _Workers(Service):
     """Extra worker processes (``[listen] workers``), each binding the port with SO_REUSEPORT."""
 
@@ -93,14 +110,12 @@ class _Workers(Service):
         self._procs: list[Any] = []
 
     def startService(self) -> None:
-        from twisted.internet.protocol import ProcessProtocol
-
         super().startService()
         env = dict(os.environ, CERTGATE_WORKER="1")
         for i in range(self._count):
             env["CERTGATE_WORKER_INDEX"] = str(i + 1)
             argv = [sys.executable, "-m", "proxy.cli", "run", "--config", str(self._path)]
-            proc = self._reactor.spawnProcess(ProcessProtocol(), sys.executable, argv, env=env,
+            proc = self._reactor.spawnProcess(_WorkerProtocol(), sys.executable, argv, env=env,
                                               childFDs={0: "w", 1: 1, 2: 2})
             self._procs.append(proc)
             log.info("started worker {index} (pid {pid})", index=i + 1, pid=proc.pid)
@@ -177,7 +192,6 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
     from proxy.audit import Audit
     from proxy.gate import Gate
     from proxy.http1 import GatewayFactory
-    from proxy.metrics import Metrics
     from proxy.reload import TrustState
     from proxy.sessions import SessionManager
     from proxy.stores import open_store
@@ -187,7 +201,11 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
 
     gw = Gateway(cfg, reactor)
     is_worker = os.environ.get("CERTGATE_WORKER") == "1"
-    metrics = Metrics()
+    from proxy.accesslog import RequestLog
+    from proxy.logfiles import open_log
+    from proxy.ops import OpsService, make_metrics, register_gauges
+
+    metrics = make_metrics(cfg, is_worker)
     audit = Audit.open(cfg.audit.file, now=reactor.seconds)
     trust_state = TrustState(cfg, reactor)
     creator = LiveServerTLS(trust_state, cfg)
@@ -198,8 +216,14 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
     gate = Gate(config=cfg, sessions=sessions, clock=reactor, audit=audit, endpoints=endpoints,
                 front_doors=front_doors, metrics=metrics)
     pools = UpstreamPools(cfg.routes, reactor, reactor)
+    pools.use_metrics(metrics)
     http = GatewayFactory(gate=gate, identify=identify, config=cfg, pools=pools, clock=reactor,
                           tunnels=tunnels, metrics=metrics)
+    access = open_log(cfg.log.access_file, buffered=True) if cfg.log.access_file else None
+    http.request_done = RequestLog(metrics=metrics, clock=reactor, stream=access)
+    metrics.gauge("websocket_tunnels", "Open WebSocket tunnels", (), lambda: [((), float(tunnels.count()))])
+    if not is_worker:
+        register_gauges(metrics, trust_state, reactor)
     tls_factory = TLSMemoryBIOFactory(creator, False, http, clock=reactor)
     gw.parts.update(trust=trust_state, tls=creator, store=store, tunnels=tunnels, sessions=sessions, gate=gate,
                     pools=pools, http=http, metrics=metrics, audit=audit)
@@ -227,6 +251,7 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
         w.setServiceParent(gw)
 
     workers = gw.getServiceNamed("workers") if cfg.listen.workers > 1 and not is_worker else None
+    OpsService(reactor, metrics, workers).setServiceParent(gw)
 
     def on_sighup(signum: int, frame: object) -> None:
         reactor.callFromThread(trust_state.reload, "SIGHUP")

@@ -49,3 +49,122 @@ def test_twistd_plugin_and_certgate_run_log_to_the_same_file_with_the_same_react
         assert reactors[0] == reactors[1] == "DirectEPollReactor", reactors
     finally:
         upstream.close()
+
+
+def _scrape(port: int) -> dict[str, object]:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = resp.read().decode()
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def _sample(fams: dict[str, object], family: str, sample: str, **labels: str) -> float | None:
+    fam = fams.get(family)
+    for s in getattr(fam, "samples", []):
+        if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
+            return float(s.value)
+    return None
+
+
+def test_metrics_parse_and_count_real_traffic(tmp_path: Path) -> None:
+    """/metrics passes prometheus_client's parser; counters are counters, durations histograms."""
+    from tests.blackbox import free_port
+
+    upstream = Recorder()
+    try:
+        pki = Pki(tmp_path / "pki")
+        admin = free_port()
+        cfg = write_config(tmp_path, pki, upstream=upstream.url, extra={"admin": {"port": admin}})
+        with Gateway(cfg) as gw:
+            for _ in range(3):
+                assert request(gw.port, "GET", "/x", cert=pki.client("alice"), ca=pki.ca_pem)[0] == 200
+            fams = _scrape(admin)
+        kinds = {n: getattr(f, "type") for n, f in fams.items()}
+        assert kinds["certgate_http_request_duration_seconds"] == "histogram"
+        assert kinds["certgate_tls_handshake_duration_seconds"] == "histogram"
+        assert kinds["certgate_upstream_response_duration_seconds"] == "histogram"
+        assert kinds["certgate_upstream_connect_duration_seconds"] == "histogram"
+        assert kinds["certgate_http_connections_accepted"] == "counter"
+        assert kinds["certgate_gate_decisions"] == "counter"
+        assert kinds["certgate_http_connections"] == "gauge"
+        assert kinds["certgate_certificate_expiry_seconds"] == "gauge"
+        assert "process_cpu_seconds" in kinds and kinds["certgate_build_info"] == "gauge"
+        assert not [n for n in kinds if n.endswith("_count") and kinds[n] == "gauge"]
+        assert _sample(fams, "certgate_http_request_duration_seconds", "certgate_http_request_duration_seconds_count",
+                       route="default", code_class="2xx") == 3
+        # the start-up probe's bare TCP connection counts too
+        assert (_sample(fams, "certgate_http_connections_accepted", "certgate_http_connections_accepted_total") or 0) >= 3
+        assert _sample(fams, "certgate_gate_decisions", "certgate_gate_decisions_total", outcome="forward") == 3
+        ca_left = _sample(fams, "certgate_certificate_expiry_seconds", "certgate_certificate_expiry_seconds",
+                          kind="ca")
+        server_left = _sample(fams, "certgate_certificate_expiry_seconds", "certgate_certificate_expiry_seconds",
+                              kind="server")
+        assert ca_left is not None and ca_left > 86400 and server_left is not None and server_left > 86400
+    finally:
+        upstream.close()
+
+
+def test_metrics_of_two_workers_are_summed(tmp_path: Path) -> None:
+    """workers = 2: the admin listener (primary) reports requests served by both processes."""
+    from tests.blackbox import free_port
+    from tests.blackbox.test_service import _listeners
+
+    upstream = Recorder()
+    try:
+        pki = Pki(tmp_path / "pki")
+        admin = free_port()
+        cfg = write_config(tmp_path, pki, upstream=upstream.url,
+                           extra={"admin": {"port": admin}, "listen": {"workers": 2},
+                                  "sessions": {"store": f"sqlite:{tmp_path / 's.db'}"}})
+        with Gateway(cfg) as gw:
+            wait_for(lambda: len(_listeners(gw.port)) == 2, 20, what="two listening workers")
+            for _ in range(20):
+                assert request(gw.port, "GET", "/x", cert=pki.client("alice"), ca=pki.ca_pem)[0] == 200
+            fams = _scrape(admin)
+            n = _sample(fams, "certgate_http_request_duration_seconds", "certgate_http_request_duration_seconds_count",
+                        route="default", code_class="2xx")
+            assert n == 20, n
+            accepted = _sample(fams, "certgate_http_connections_accepted", "certgate_http_connections_accepted_total")
+            assert accepted is not None and accepted >= 20
+    finally:
+        upstream.close()
+
+
+def test_access_log_lines_and_reopen_on_sigusr1(tmp_path: Path) -> None:
+    """One JSON line per request in access.log (next to the config), 0640; rename + SIGUSR1 -> new file."""
+    import json
+    import stat
+
+    upstream = Recorder()
+    try:
+        pki = Pki(tmp_path / "pki")
+        cfg = write_config(tmp_path, pki, upstream=upstream.url,
+                           extra={"audit": {"file": "audit.log"}, "log": {"file": "gateway.log"}})
+        access, audit, glog = tmp_path / "access.log", tmp_path / "audit.log", tmp_path / "gateway.log"
+        with Gateway(cfg) as gw:
+            assert request(gw.port, "GET", "/a/b?secret=1", cert=pki.client("alice"), ca=pki.ca_pem)[0] == 200
+            wait_for(lambda: access.exists() and access.read_text().count("\n") == 1, 10, what="an access line")
+            line = json.loads(access.read_text())
+            assert line["method"] == "GET" and line["path"] == "/a/b" and line["status"] == 200
+            assert line["account"] == "alice" and line["client"] == "127.0.0.1" and line["route"] == "default"
+            assert line["upstream_status"] == 200 and line["duration"] >= line["upstream_response"] >= 0
+            assert len(line["fingerprint"]) == 64 and line["time"].endswith("Z") and "T" in line["time"]
+            assert line["bytes_out"] > 0 and "secret" not in access.read_text()
+            for f in (access, audit, glog):
+                assert stat.S_IMODE(f.stat().st_mode) == 0o640, (f, oct(f.stat().st_mode))
+            # logrotate without copytruncate: rename, then SIGUSR1
+            for f in (access, glog):
+                f.rename(f.with_suffix(".log.1"))
+            gw.signal(signal.SIGUSR1)
+            wait_for(lambda: glog.exists() and "log files reopened" in glog.read_text(), 10,
+                     what="the log reopened after SIGUSR1")
+            assert request(gw.port, "GET", "/after", cert=pki.client("alice"), ca=pki.ca_pem)[0] == 200
+            wait_for(lambda: access.exists() and '"/after"' in access.read_text(), 10,
+                     what="the next access line in the new file")
+            assert '"/after"' not in (tmp_path / "access.log.1").read_text()
+    finally:
+        upstream.close()

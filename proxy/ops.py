@@ -1,0 +1,115 @@
+"""Operational wiring: metrics registry set-up, expiry gauges, access log, log reopening (SIGUSR1).
+
+Called by :func:`proxy.service.make_service`; nothing here decides about requests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.logger import Logger
+
+log = Logger(namespace="certgate")
+
+
+def make_metrics(cfg: Any, is_worker: bool) -> Any:
+    """The process's :class:`~proxy.metrics.Metrics`; the primary of several workers shares files."""
+    from proxy.metrics import Metrics, enable_multiprocess, multiprocess_dir
+
+    if cfg.listen.workers > 1 and not is_worker and not multiprocess_dir():
+        folder = tempfile.mkdtemp(prefix="certgate-metrics-", dir=os.environ.get("RUNTIME_DIRECTORY") or None)
+        enable_multiprocess(folder)
+    m = Metrics()
+    if not is_worker:
+        from proxy.service import _version
+
+        m.add_process_metrics(_version())
+    return m
+
+
+def expiry_series(trust_state: Any, now: float) -> list[tuple[tuple[str, str, str], float]]:
+    """(kind, file, fingerprint) -> seconds until expiry (CRL: until nextUpdate; server: leaf notAfter)."""
+    out: list[tuple[tuple[str, str, str], float]] = []
+    snap = trust_state.current
+    for e in snap.generation.entries:
+        if e.not_after is not None:
+            out.append(((e.kind.lower(), e.file, e.fingerprint), e.not_after.timestamp() - now))
+    ident = snap.identity
+    certs = [("server", ident.default)] + [("server", sc) for sc in ident.sni.values()]
+    seen = set()
+    for kind, sc in certs:
+        leaf = sc.leaf
+        from cryptography.hazmat.primitives import hashes
+
+        fp = leaf.fingerprint(hashes.SHA256()).hex()
+        if fp in seen:
+            continue
+        seen.add(fp)
+        out.append(((kind, str(sc.cert_path), fp), leaf.not_valid_after_utc.timestamp() - now))
+    return out
+
+
+def register_gauges(metrics: Any, trust_state: Any, clock: Any) -> None:
+    """Expiry gauges (shared by every process; read in the admin process)."""
+    metrics.gauge("certificate_expiry_seconds",
+                  "Seconds until a trusted CA, pinned certificate or server certificate expires, or a CRL's "
+                  "nextUpdate (negative: past)", ("kind", "file", "fingerprint"),
+                  lambda: expiry_series(trust_state, clock.seconds()), shared=True)
+
+
+class OpsService(Service):
+    """Flushes the access log every second, refreshes shared gauges, reopens log files on SIGUSR1."""
+
+    name = "ops"
+
+    def __init__(self, reactor: Any, metrics: Any, workers: Any = None) -> None:
+        self.reactor, self.metrics, self.workers = reactor, metrics, workers
+        self._loop: Any = None
+        self._owned_dir: str | None = None
+
+    def tick(self) -> None:
+        from proxy.logfiles import flush_all
+
+        flush_all()
+        if self.metrics.multiprocess:
+            self.metrics.refresh()
+
+    def reopen(self) -> None:
+        """Reopen every log file (after logrotate renamed them); the workers get SIGUSR1 too."""
+        from proxy.logfiles import flush_all, reopen_all
+
+        flush_all()
+        errors = reopen_all()
+        for e in errors:
+            log.error("SIGUSR1: cannot reopen {err}; still writing to the old file", err=e)
+        log.info("SIGUSR1: log files reopened")
+        if self.workers is not None:
+            self.workers.signal_all("USR1")
+
+    def startService(self) -> None:
+        from twisted.internet.task import LoopingCall
+
+        super().startService()
+        self._loop = LoopingCall(self.tick)
+        self._loop.clock = self.reactor
+        self._loop.start(1.0, now=False)
+        if os.environ.get("CERTGATE_WORKER") != "1" and self.metrics.multiprocess:
+            self._owned_dir = self.metrics.multiprocess
+        if hasattr(signal, "SIGUSR1"):
+            import threading
+
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGUSR1, lambda s, f: self.reactor.callFromThread(self.reopen))
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self.tick()
+        if self._owned_dir:
+            shutil.rmtree(self._owned_dir, ignore_errors=True)
