@@ -65,3 +65,49 @@ def memory_audit(now: Callable[[], float] | None = None) -> Audit:
     a = Audit(io.StringIO(), now)
     a.records = []
     return a
+
+
+class RefusalDigest:
+    """Refused TLS handshakes, summed per (source address, reason) and written once per ``interval``.
+
+    A flood writes at most ``max_keys`` + 1 records per interval (further sources are summed
+    under ``client_ip = "*"``), so it cannot fill the disk. ``flush()`` writes and resets.
+    """
+
+    def __init__(self, audit: Audit, clock: Any, interval: float = 60.0, max_keys: int = 256) -> None:
+        self.audit, self.clock, self.interval, self.max_keys = audit, clock, interval, max_keys
+        self._counts: dict[tuple[str, str], list[float]] = {}  # -> [count, first, last]
+        self._loop: Any = None
+
+    def add(self, client_ip: str, reason: str) -> None:
+        now = self.clock.seconds()
+        key = (client_ip, reason)
+        entry = self._counts.get(key)
+        if entry is None:
+            if len(self._counts) >= self.max_keys:
+                key = ("*", reason)
+                entry = self._counts.get(key)
+            if entry is None:
+                entry = self._counts[key] = [0, now, now]
+        entry[0] += 1
+        entry[2] = now
+
+    def flush(self) -> None:
+        from proxy.accesslog import rfc3339
+
+        counts, self._counts = self._counts, {}
+        for (ip, reason), (n, first, last) in sorted(counts.items()):
+            self.audit.record("tls-handshake", "deny", reason, client_ip=ip, count=int(n),
+                              first=rfc3339(first), last=rfc3339(last))
+
+    def start(self) -> None:
+        from twisted.internet.task import LoopingCall
+
+        self._loop = LoopingCall(self.flush)
+        self._loop.clock = self.clock
+        self._loop.start(self.interval, now=False)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self.flush()

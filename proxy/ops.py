@@ -67,8 +67,8 @@ class OpsService(Service):
 
     name = "ops"
 
-    def __init__(self, reactor: Any, metrics: Any, workers: Any = None) -> None:
-        self.reactor, self.metrics, self.workers = reactor, metrics, workers
+    def __init__(self, reactor: Any, metrics: Any, workers: Any = None, refusals: Any = None) -> None:
+        self.reactor, self.metrics, self.workers, self.refusals = reactor, metrics, workers, refusals
         self._loop: Any = None
         self._owned_dir: str | None = None
 
@@ -98,6 +98,8 @@ class OpsService(Service):
         self._loop = LoopingCall(self.tick)
         self._loop.clock = self.reactor
         self._loop.start(1.0, now=False)
+        if self.refusals is not None:
+            self.refusals.start()
         if os.environ.get("CERTGATE_WORKER") != "1" and self.metrics.multiprocess:
             self._owned_dir = self.metrics.multiprocess
         if hasattr(signal, "SIGUSR1"):
@@ -110,6 +112,8 @@ class OpsService(Service):
         super().stopService()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        if self.refusals is not None:
+            self.refusals.stop()
         self.tick()
         if self._owned_dir:
             shutil.rmtree(self._owned_dir, ignore_errors=True)

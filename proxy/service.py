@@ -207,6 +207,11 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
 
     metrics = make_metrics(cfg, is_worker)
     audit = Audit.open(cfg.audit.file, now=reactor.seconds)
+    from proxy._tls_verify import HandshakeVerifier
+    from proxy.audit import RefusalDigest
+
+    refusals = RefusalDigest(audit, reactor)
+    HandshakeVerifier.refusal_sink = refusals.add
     trust_state = TrustState(cfg, reactor)
     creator = LiveServerTLS(trust_state, cfg)
     store = open_store(cfg.sessions.store, cfg.base_dir)
@@ -251,7 +256,7 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
         w.setServiceParent(gw)
 
     workers = gw.getServiceNamed("workers") if cfg.listen.workers > 1 and not is_worker else None
-    OpsService(reactor, metrics, workers).setServiceParent(gw)
+    OpsService(reactor, metrics, workers, refusals).setServiceParent(gw)
 
     def on_sighup(signum: int, frame: object) -> None:
         reactor.callFromThread(trust_state.reload, "SIGHUP")

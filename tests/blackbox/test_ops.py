@@ -168,3 +168,25 @@ def test_access_log_lines_and_reopen_on_sigusr1(tmp_path: Path) -> None:
             assert '"/after"' not in (tmp_path / "access.log.1").read_text()
     finally:
         upstream.close()
+
+
+def test_refused_handshakes_reach_the_audit_log_summed(tmp_path: Path) -> None:
+    """Five refused handshakes from one source: one audit record with count 5 (written at latest on stop)."""
+    import json
+
+    from tests.blackbox import handshake_refused
+
+    pki = Pki(tmp_path / "pki")
+    cfg = write_config(tmp_path, pki, upstream="http://127.0.0.1:9", extra={"audit": {"file": "audit.log"}})
+    gw = Gateway(cfg).start()
+    try:
+        for _ in range(5):
+            assert handshake_refused(gw.port, pki.rogue_client("alice"), pki.ca_pem)
+    finally:
+        # twistd re-raises SIGTERM after a clean shutdown
+        assert gw.stop() in (0, -signal.SIGTERM)
+    assert "Traceback" not in gw.log()
+    recs = [json.loads(x) for x in (tmp_path / "audit.log").read_text().splitlines()]
+    tls = [r for r in recs if r["event"] == "tls-handshake"]
+    assert len(tls) == 1 and tls[0]["count"] == 5 and tls[0]["client_ip"] == "127.0.0.1", tls
+    assert tls[0]["decision"] == "deny" and tls[0]["reason"]

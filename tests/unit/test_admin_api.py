@@ -130,3 +130,33 @@ def test_read_token_and_service_refuses_public_address_without_token(tmp_path):
         admin_service(cfg, gw, Clock())
     cfg = make_config({"admin": {"address": "0.0.0.0", "port": 9999, "token_file": tmp_path / "tok"}})
     assert admin_service(cfg, gw, Clock()).name == "admin"
+
+
+def test_refused_handshakes_are_summed_per_source_and_reason() -> None:
+    """A flood of refusals gives one audit record per (source, reason) per interval, bounded in number."""
+    from twisted.internet.task import Clock
+
+    from proxy.audit import RefusalDigest, memory_audit
+
+    clock = Clock()
+    clock.advance(1_800_000_000)
+    audit = memory_audit(clock.seconds)
+    digest = RefusalDigest(audit, clock, interval=60, max_keys=3)
+    digest.start()
+    for i in range(1000):
+        digest.add("192.0.2.1", "untrusted-issuer")
+    digest.add("192.0.2.2", "expired")
+    for i in range(50):
+        digest.add(f"198.51.100.{i}", "untrusted-issuer")
+    assert audit.records == []
+    clock.advance(60)
+    recs = audit.records
+    assert recs is not None and len(recs) == 4
+    by = {(r["client_ip"], r["reason"]): r["count"] for r in recs}
+    assert by[("192.0.2.1", "untrusted-issuer")] == 1000 and by[("192.0.2.2", "expired")] == 1
+    assert by[("198.51.100.0", "untrusted-issuer")] == 1 and by[("*", "untrusted-issuer")] == 49
+    assert all(r["event"] == "tls-handshake" and r["decision"] == "deny" for r in recs)
+    assert recs[0]["time"] == "2027-01-15T08:01:00.000Z" and recs[0]["first"].endswith("Z")
+    clock.advance(60)
+    assert len(audit.records) == 4  # nothing new, nothing written
+    digest.stop()
