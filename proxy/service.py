@@ -147,6 +147,13 @@ class Gateway(MultiService):
 
     def stopService(self) -> defer.Deferred[None]:
         """Stop accepting, close WebSockets with 1001, let in-flight requests finish (bounded)."""
+        if os.environ.get("CERTGATE_WORKER") != "1":
+            from proxy.sdnotify import notify
+
+            notify("STOPPING=1")
+        watchdog = self.parts.get("watchdog")
+        if watchdog is not None and watchdog.running:
+            watchdog.stop()
         d = defer.maybeDeferred(super().stopService)
         tunnels = self.parts.get("tunnels")
         if tunnels is not None:
@@ -179,6 +186,24 @@ class Gateway(MultiService):
         if sessions is not None:
             sessions.start()  # ends sessions that died while the gateway was down, arms timers
         super().startService()
+        if os.environ.get("CERTGATE_WORKER") != "1":
+            self._tell_systemd()
+
+    def _tell_systemd(self) -> None:
+        """READY=1 now that the listeners are bound (Type=notify); WATCHDOG=1 pings if asked for."""
+        from proxy.sdnotify import notify, watchdog_interval
+
+        addrs = [f"{p.port.getHost().host}:{p.port.getHost().port}" for p in self if isinstance(p, _Listener)
+                 and p.port is not None]
+        notify(f"READY=1\nSTATUS=listening on {', '.join(addrs)}\nMAINPID={os.getpid()}")
+        interval = watchdog_interval()
+        if interval:
+            from twisted.internet.task import LoopingCall
+
+            loop = LoopingCall(notify, "WATCHDOG=1")
+            loop.clock = self.reactor
+            loop.start(interval, now=True)
+            self.parts["watchdog"] = loop
 
 
 def make_service(cfg: Config, reactor: Any = None) -> Gateway:

@@ -190,3 +190,36 @@ def test_refused_handshakes_reach_the_audit_log_summed(tmp_path: Path) -> None:
     tls = [r for r in recs if r["event"] == "tls-handshake"]
     assert len(tls) == 1 and tls[0]["count"] == 5 and tls[0]["client_ip"] == "127.0.0.1", tls
     assert tls[0]["decision"] == "deny" and tls[0]["reason"]
+
+
+def test_systemd_notify_ready_after_the_listener_is_up_and_watchdog(tmp_path: Path) -> None:
+    """NOTIFY_SOCKET: READY=1 arrives when the port already accepts; WATCHDOG_USEC: WATCHDOG=1 pings."""
+    import socket
+
+    upstream = Recorder()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = tmp_path / "notify.sock"
+    sock.bind(str(path))
+    sock.settimeout(20)
+    try:
+        pki = Pki(tmp_path / "pki")
+        cfg = write_config(tmp_path, pki, upstream=upstream.url)
+        port = int(cfg.read_text().split("port = ", 1)[1].split()[0])
+        gw = Gateway(cfg, env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"})
+        gw.start()
+        try:
+            first = sock.recv(4096).decode()
+            assert first.startswith("READY=1\n") and f"127.0.0.1:{port}" in first, first
+            assert f"MAINPID={gw.proc.pid}" in first  # type: ignore[union-attr]
+            socket.create_connection(("127.0.0.1", port), 2).close()  # listening before READY was sent
+            pings = [sock.recv(4096).decode() for _ in range(3)]
+            assert pings == ["WATCHDOG=1"] * 3, pings
+        finally:
+            gw.stop()
+        got = []
+        sock.settimeout(5)
+        while "STOPPING=1" not in got:
+            got.append(sock.recv(4096).decode())
+    finally:
+        sock.close()
+        upstream.close()
