@@ -62,13 +62,64 @@ def register_gauges(metrics: Any, trust_state: Any, clock: Any) -> None:
                   lambda: expiry_series(trust_state, clock.seconds()), shared=True)
 
 
+def expiry_lines(snapshot: Any, now: float, warn_days: int) -> list[str]:
+    """Warnings for the trust store's entries (CA, pinned, CRL nextUpdate) and the server certificates.
+
+    Trust entries use ``trust.store.expiry_warnings`` (the same lines ``certgate trust list``
+    shows); a server certificate warns within ``warn_days`` of notAfter.
+    """
+    import datetime as dt
+
+    from trust.store import expiry_warnings
+
+    when = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+    out = expiry_warnings(snapshot.generation, when, warn_days)
+    ident = snapshot.identity
+    for sc in dict.fromkeys((ident.default, *ident.sni.values())):
+        left = sc.leaf.not_valid_after_utc - when
+        if dt.timedelta(0) <= left <= dt.timedelta(days=warn_days):
+            days = int(left.total_seconds() // 86400)
+            out.append(f"{sc.cert_path} (server certificate): expires in {days} day{'s' if days != 1 else ''}")
+    return out
+
+
+class ExpiryWarner:
+    """Logs :func:`expiry_lines` at start, after every trust reload and once a day."""
+
+    def __init__(self, trust_state: Any, clock: Any, warn_days: int, logger: Any = None) -> None:
+        self.trust_state, self.clock, self.warn_days = trust_state, clock, warn_days
+        self.log = logger or log
+        self._loop: Any = None
+        trust_state.add_listener(lambda old, new: self.check("reload"))
+
+    def check(self, when: str) -> list[str]:
+        lines = expiry_lines(self.trust_state.current, self.clock.seconds(), self.warn_days)
+        for line in lines:
+            self.log.warn("expiry ({when}): {line}", when=when, line=line)
+        return lines
+
+    def start(self) -> None:
+        from twisted.internet.task import LoopingCall
+
+        self.check("start")
+        self._loop = LoopingCall(self.check, "daily")
+        self._loop.clock = self.clock
+        self._loop.start(86400.0, now=False)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
+
 class OpsService(Service):
     """Flushes the access log every second, refreshes shared gauges, reopens log files on SIGUSR1."""
 
     name = "ops"
 
-    def __init__(self, reactor: Any, metrics: Any, workers: Any = None, refusals: Any = None) -> None:
+    def __init__(self, reactor: Any, metrics: Any, workers: Any = None, refusals: Any = None,
+                 expiry: ExpiryWarner | None = None) -> None:
         self.reactor, self.metrics, self.workers, self.refusals = reactor, metrics, workers, refusals
+        self.expiry = expiry
         self._loop: Any = None
         self._owned_dir: str | None = None
 
@@ -100,6 +151,8 @@ class OpsService(Service):
         self._loop.start(1.0, now=False)
         if self.refusals is not None:
             self.refusals.start()
+        if self.expiry is not None:
+            self.expiry.start()
         if os.environ.get("CERTGATE_WORKER") != "1" and self.metrics.multiprocess:
             self._owned_dir = self.metrics.multiprocess
         if hasattr(signal, "SIGUSR1"):
@@ -114,6 +167,8 @@ class OpsService(Service):
             self._loop.stop()
         if self.refusals is not None:
             self.refusals.stop()
+        if self.expiry is not None:
+            self.expiry.stop()
         self.tick()
         if self._owned_dir:
             shutil.rmtree(self._owned_dir, ignore_errors=True)

@@ -281,7 +281,10 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
         w.setServiceParent(gw)
 
     workers = gw.getServiceNamed("workers") if cfg.listen.workers > 1 and not is_worker else None
-    OpsService(reactor, metrics, workers, refusals).setServiceParent(gw)
+    from proxy.ops import ExpiryWarner
+
+    expiry = None if is_worker else ExpiryWarner(trust_state, reactor, cfg.trust.expiry_warning_days)
+    OpsService(reactor, metrics, workers, refusals, expiry).setServiceParent(gw)
 
     def on_sighup(signum: int, frame: object) -> None:
         reactor.callFromThread(trust_state.reload, "SIGHUP")
