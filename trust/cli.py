@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--name", help="file name to use in the store")
     r = sub.add_parser("remove", parents=[common], help="remove a store file by fingerprint or name")
     r.add_argument("target", metavar="FINGERPRINT-or-NAME")
+    r.add_argument("--force", action="store_true", help="remove even the last CA (every client is then refused)")
     s = sub.add_parser("show", parents=[common], help="show one entry in detail")
     s.add_argument("target", metavar="FINGERPRINT-or-NAME")
     v = sub.add_parser("verify", parents=[common], help="verify a client certificate against the store")
@@ -210,7 +211,12 @@ def _remove(args: argparse.Namespace) -> int:
             return _commit(settings, Plan({target: None}, [f"removed {target}"]), now)
         raise CliError(f"the trust store {settings.store} cannot be loaded (remove a broken file by name):\n"
                        + "\n".join(f"  {p}" for p in exc.problems)) from None
-    return _commit(settings, plan_remove(gen, args.target), now)
+    plan = plan_remove(gen, args.target)
+    left = [e for e in gen.cas if e.file not in plan.changes]
+    if gen.cas and not left and not args.force:
+        raise CliError(f"{args.target}: this removes the last CA of {settings.store}; with no CA every client "
+                       "certificate is refused (pinned ones excepted). Repeat with --force to do it")
+    return _commit(settings, plan, now)
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -206,7 +206,10 @@ def test_remove(filled: Env):
     rc, out, _ = filled.run("remove", INTER.fingerprint[:10])
     assert rc == 0 and "removed CA CN=CLI Issuing" in out and "removed CRL CLI-Issuing.crl too" in out
     assert sorted(os.listdir(filled.store)) == ["CLI-Root.pem", "pinned"]
-    rc, out, _ = filled.run("remove", "CLI-Root.pem")
+    rc, _, err = filled.run("remove", "CLI-Root.pem")  # the last CA: refused without --force
+    assert rc == 1 and "removes the last CA" in err and "--force" in err
+    assert sorted(os.listdir(filled.store)) == ["CLI-Root.pem", "pinned"]
+    rc, out, _ = filled.run("remove", "CLI-Root.pem", "--force")
     assert rc == 0 and os.listdir(filled.store) == ["pinned"]
     rc, _, err = filled.run("remove", "nothing-here")
     assert rc == 1 and "neither a fingerprint nor a file" in err
