@@ -102,12 +102,14 @@ class AdminAPI:
                 return self._list(q.get("all") in ("1", "true", "yes"))
             if method == b"DELETE":
                 return self._revoke_where(q)
-            return _json(405, {"error": "method-not-allowed"}, [(b"Allow", b"GET, DELETE")])
+            return _json(405, {"error": "method-not-allowed", "message": "use GET or DELETE"},
+                         [(b"Allow", b"GET, DELETE")])
         if p.startswith("/sessions/"):
             if method != b"DELETE":
-                return _json(405, {"error": "method-not-allowed"}, [(b"Allow", b"DELETE")])
+                return _json(405, {"error": "method-not-allowed", "message": "use DELETE"}, [(b"Allow", b"DELETE")])
             return self._revoke_one(p[len("/sessions/"):])
-        return _json(404, {"error": "not-found", "paths": ["/health", "/metrics", "/sessions"]})
+        return _json(404, {"error": "not-found", "message": "no such admin endpoint",
+                           "paths": ["/health", "/metrics", "/sessions"]})
 
     def _health(self, q: dict[str, str]) -> AdminResponse:
         problems = []
@@ -132,7 +134,9 @@ class AdminAPI:
         if not include_all:
             rows = [r for r in rows if r["state"] == "live"]
         rows.sort(key=lambda r: r["created_at"])
-        return _json(200, {"now": now, "sessions": rows})
+        from proxy.accesslog import rfc3339
+
+        return _json(200, {"now": rfc3339(now), "sessions": rows})
 
     def _revoke_one(self, ref: str) -> AdminResponse:
         try:

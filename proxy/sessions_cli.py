@@ -13,7 +13,6 @@ the gateway process: the command then talks to the admin API (``[admin] port``, 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 import time
@@ -29,8 +28,9 @@ class CliError(Exception):
     """A problem to print (without a traceback) and exit 1 for."""
 
 
-def _ts(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
+def _ts(t: str | None) -> str:
+    """An RFC 3339 time from describe(), to the second (``2026-12-01T21:00:00Z``)."""
+    return (t[:19] + "Z") if t else "-"
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

@@ -188,7 +188,7 @@ def totp_main(argv: list[str], *, stdin: IO[str] | None = None, stdout: IO[str] 
                 if isinstance(info, str):
                     print(f"{account}\tUNUSABLE\t{info}", file=out)
                 else:
-                    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(info.created))
+                    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(info.created))
                     print(f"{account}\tenrolled\t{when}", file=out)
             if not rows:
                 print("no account is enrolled", file=err)

@@ -81,7 +81,7 @@ def test_list_and_revoke_sessions():
     assert status == 200
     rows = {r["account"]: r for r in body["sessions"]}
     assert set(rows) == {"alice", "bob"}
-    assert rows["alice"]["ends_at"] == 10_300 and rows["alice"]["state"] == "live"
+    assert rows["alice"]["ends_at"] == "1970-01-01T02:51:40.000Z" and rows["alice"]["state"] == "live"
     assert rows["alice"]["client_ip"] == "192.0.2.5" and rows["alice"]["trusted"] is False
     assert "cert_der" not in rows["alice"]
     assert e.call(b"DELETE", b"/sessions/" + a.id[:4].encode())[0] == 400  # prefix too short
@@ -160,3 +160,26 @@ def test_refused_handshakes_are_summed_per_source_and_reason() -> None:
     clock.advance(60)
     assert len(audit.records) == 4  # nothing new, nothing written
     digest.stop()
+
+
+def test_every_certgate_json_error_has_the_one_shape() -> None:
+    """{"error": code (str), "message": text (str)} from admin, session endpoints, login API, gate."""
+    import json
+
+    from proxy.login.api import error as api_error
+    from proxy.messages import error_json
+    from proxy.presence import _login_401, _method_not_allowed
+
+    bodies = [json.loads(api_error(401, "nope").body), json.loads(error_json(503, "later").body),
+              json.loads(_method_not_allowed(b"GET").body)]
+    class _S:
+        def clear_cookie_headers(self) -> list:
+            return []
+    bodies.append(json.loads(_login_401("session-ended", _S()).body))  # type: ignore[arg-type]
+    from proxy.admin import AdminAPI
+
+    api = AdminAPI(sessions=None, metrics=None, health=lambda: (True, None), token="t" * 20)
+    for method, path in ((b"GET", b"/sessions"), (b"GET", b"/nowhere")):
+        bodies.append(json.loads(api.handle(method, path, b"Bearer " + b"t" * 20 if path == b"/nowhere" else None).body))
+    for b in bodies:
+        assert isinstance(b["error"], str) and isinstance(b["message"], str) and b["message"], b
