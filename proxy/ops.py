@@ -54,8 +54,22 @@ def expiry_series(trust_state: Any, now: float) -> list[tuple[tuple[str, str, st
     return out
 
 
-def register_gauges(metrics: Any, trust_state: Any, clock: Any) -> None:
-    """Expiry gauges (shared by every process; read in the admin process)."""
+def live_sessions(sessions: Any, now: float) -> float:
+    """Sessions in the store that are neither ended nor past their end (one store listing).
+
+    Synchronous, like the admin API's ``/sessions``; an async store should cache this count."""
+    n = 0
+    for rec in sessions.store.list():
+        if rec.ended is None and sessions.ends_at(rec)[0] > now:
+            n += 1
+    return float(n)
+
+
+def register_gauges(metrics: Any, trust_state: Any, clock: Any, sessions: Any = None) -> None:
+    """Expiry and live-session gauges (the same for every process; read in the admin process)."""
+    if sessions is not None:
+        metrics.gauge("sessions_live", "Trusted sessions live in the session store", (),
+                      lambda: [((), live_sessions(sessions, clock.seconds()))], shared=True)
     metrics.gauge("certificate_expiry_seconds",
                   "Seconds until a trusted CA, pinned certificate or server certificate expires, or a CRL's "
                   "nextUpdate (negative: past)", ("kind", "file", "fingerprint"),

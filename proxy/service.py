@@ -242,7 +242,7 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
     store = open_store(cfg.sessions.store, cfg.base_dir)
     tunnels = TunnelRegistry()
     sessions = SessionManager(store, reactor, cfg.sessions, tunnels, audit)
-    endpoints, front_doors = _login_parts(cfg, store, sessions, reactor, audit)
+    endpoints, front_doors = _login_parts(cfg, store, sessions, reactor, audit, metrics)
     gate = Gate(config=cfg, sessions=sessions, clock=reactor, audit=audit, endpoints=endpoints,
                 front_doors=front_doors, metrics=metrics)
     pools = UpstreamPools(cfg.routes, reactor, reactor)
@@ -253,7 +253,7 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
     http.request_done = RequestLog(metrics=metrics, clock=reactor, stream=access)
     metrics.gauge("websocket_tunnels", "Open WebSocket tunnels", (), lambda: [((), float(tunnels.count()))])
     if not is_worker:
-        register_gauges(metrics, trust_state, reactor)
+        register_gauges(metrics, trust_state, reactor, sessions)
     tls_factory = TLSMemoryBIOFactory(creator, False, http, clock=reactor)
     gw.parts.update(trust=trust_state, tls=creator, store=store, tunnels=tunnels, sessions=sessions, gate=gate,
                     pools=pools, http=http, metrics=metrics, audit=audit)
@@ -319,12 +319,14 @@ def _still_valid(trust_state: Any, rec: Any, now: float) -> bool:
     return bool(trust_state.still_valid(rec.cert_der, rec.chain_der, now))
 
 
-def _login_parts(cfg: Config, store: Any, sessions: Any, reactor: Any, audit: Any
+def _login_parts(cfg: Config, store: Any, sessions: Any, reactor: Any, audit: Any, metrics: Any = None
                  ) -> tuple[dict[str, Any], list[Any]]:
     """Login endpoints and the front doors the configured routes ask for."""
     from proxy.login.service import LoginService
 
     login = LoginService(config=cfg, store=store, sessions=sessions, clock=reactor, audit=audit)
+    if metrics is not None:
+        login.use_metrics(metrics)
     endpoints = dict(login.endpoints())
     doors: list[Any] = []
     kinds = {r.kind for r in cfg.routes}

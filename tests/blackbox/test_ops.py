@@ -92,6 +92,7 @@ def test_metrics_parse_and_count_real_traffic(tmp_path: Path) -> None:
         assert kinds["certgate_gate_decisions"] == "counter"
         assert kinds["certgate_http_connections"] == "gauge"
         assert kinds["certgate_certificate_expiry_seconds"] == "gauge"
+        assert kinds["certgate_sessions_live"] == "gauge" and kinds["certgate_login_duration_seconds"] == "histogram"
         assert "process_cpu_seconds" in kinds and kinds["certgate_build_info"] == "gauge"
         assert not [n for n in kinds if n.endswith("_count") and kinds[n] == "gauge"]
         assert _sample(fams, "certgate_http_request_duration_seconds", "certgate_http_request_duration_seconds_count",

@@ -148,3 +148,15 @@ def test_async_password_check_runs_in_thread(tmp_path):
     rig.login._defer_to_thread = runner
     r = call(rig, {"account": "alice", "password": "pw"})
     assert r.status == 200 and len(seen) == 1
+
+
+def test_login_duration_histogram_by_result(rig):
+    from proxy.metrics import Metrics
+
+    m = Metrics()
+    rig.login.use_metrics(m)
+    assert call(rig, {"account": "alice", "password": "wrong"}).status == 401
+    assert call(rig, {"account": "alice", "password": "alice-pw"}).status == 200
+    count = "certgate_login_duration_seconds_count"
+    assert m.registry.get_sample_value(count, {"result": "refused"}) == 1
+    assert m.registry.get_sample_value(count, {"result": "ok"}) == 1
