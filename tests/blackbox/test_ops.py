@@ -9,6 +9,8 @@ from pathlib import Path
 
 from tests.blackbox import VENV_BIN, Gateway, Pki, Recorder, request, wait_for, write_config
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def _started_line(log: Path) -> str:
     for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
@@ -223,4 +225,43 @@ def test_systemd_notify_ready_after_the_listener_is_up_and_watchdog(tmp_path: Pa
             got.append(sock.recv(4096).decode())
     finally:
         sock.close()
+        upstream.close()
+
+
+def test_logrotate_with_the_shipped_snippet_rotates_without_copytruncate(tmp_path: Path) -> None:
+    """conf/logrotate, pointed at a test folder and this gateway's pid: renamed files, new ones written."""
+    import shutil
+
+    exe = shutil.which("logrotate") or "/usr/sbin/logrotate"
+    if not Path(exe).exists():
+        raise RuntimeError("logrotate not found: install Debian's logrotate (apt-get install logrotate)")
+    upstream = Recorder()
+    try:
+        pki = Pki(tmp_path / "pki")
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        cfg = write_config(tmp_path, pki, upstream=upstream.url,
+                           extra={"log": {"file": str(logs / "certgate.log"), "access_file": str(logs / "access.log")},
+                                  "audit": {"file": str(logs / "audit.log")}})
+        with Gateway(cfg) as gw:
+            assert request(gw.port, "GET", "/before", cert=pki.client("alice"), ca=pki.ca_pem)[0] == 200
+            wait_for(lambda: '"/before"' in (logs / "access.log").read_text(), 10, what="the first access line")
+            snippet = (ROOT / "conf" / "logrotate").read_text()
+            assert "copytruncate" not in snippet.split("#", 1)[0] and "SIGUSR1" in snippet
+            conf = snippet.replace("/var/log/certgate", str(logs))
+            conf = conf.replace("create 0640 certgate certgate", "create 0640")
+            conf = conf.replace("systemctl kill --signal=SIGUSR1 --kill-whom=main certgate.service",
+                                f"kill -USR1 {gw.proc.pid}")  # type: ignore[union-attr]
+            (tmp_path / "rotate.conf").write_text(conf)
+            out = subprocess.run([exe, "--force", "--state", str(tmp_path / "state"), str(tmp_path / "rotate.conf")],
+                                 capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, out.stderr
+            assert (logs / "access.log.1").exists() and '"/before"' in (logs / "access.log.1").read_text()
+            wait_for(lambda: "log files reopened" in (logs / "certgate.log").read_text()
+                     if (logs / "certgate.log").exists() else False, 10, what="certgate to reopen its logs")
+            assert request(gw.port, "GET", "/after", cert=pki.client("alice"), ca=pki.ca_pem)[0] == 200
+            wait_for(lambda: (logs / "access.log").exists() and '"/after"' in (logs / "access.log").read_text(), 10,
+                     what="the next access line in the new access.log")
+            assert '"/before"' not in (logs / "access.log").read_text()
+    finally:
         upstream.close()
