@@ -18,8 +18,8 @@ secrets). ``session`` is the first 16 hex digits of SHA-256 of the session id, n
 from __future__ import annotations
 
 import hashlib
-import json
 import time
+from json.encoder import encode_basestring_ascii as _encode
 from typing import Any, Callable
 
 _CLASS = ("1xx", "1xx", "2xx", "3xx", "4xx", "5xx")
@@ -85,28 +85,45 @@ class RequestLog:
         ident = proto.identity
         head = r.head
         facts = r.facts
-        rec = {
-            "time": self._time(now),
-            "client": getattr(ident, "client_ip", None),
-            "account": (fwd.account if fwd is not None and fwd.account else getattr(ident, "account", None)),
-            "fingerprint": getattr(ident, "fingerprint", None),
-            "method": head.method.decode("latin-1") if head is not None else None,
-            "path": request_path(head) if head is not None else None,
-            "status": status,
-            "bytes_in": (facts.content_length if facts is not None and facts.content_length is not None
-                         else r.received),
-            "bytes_out": r.out_bytes,
-            "route": route,
-            "upstream_status": status if up_resp is not None else None,
-            "duration": round(now - t0, 6),
-            "upstream_wait": round(r.t_up - t0, 6) if fwd is not None and r.t_up else None,
-            "upstream_response": round(up_resp, 6) if up_resp is not None else None,
-            "session": self._session(fwd.session_id if fwd is not None else None),
-        }
+        if fwd is not None:
+            account, sid, t_up = fwd.account, fwd.session_id, r.t_up
+        else:
+            account, sid, t_up = None, None, 0.0
+        account = account or getattr(ident, "account", None)
+        cl = facts.content_length if facts is not None else None
+        # Hand-built (about 3x cheaper than json.dumps of a dict); every string goes through
+        # the JSON string encoder, so anything a client sent is escaped.
+        line = "".join((
+            '{"time":"', self._time(now),
+            '","client":', _s(getattr(ident, "client_ip", None)),
+            ',"account":', _s(account),
+            ',"fingerprint":', _s(getattr(ident, "fingerprint", None)),
+            ',"method":', _s(head.method.decode("latin-1")) if head is not None else "null",
+            ',"path":', _s(request_path(head)) if head is not None else "null",
+            ',"status":', str(status),
+            ',"bytes_in":', str(cl if cl is not None else r.received),
+            ',"bytes_out":', str(r.out_bytes),
+            ',"route":', _s(route),
+            ',"upstream_status":', str(status) if up_resp is not None else "null",
+            ',"duration":', _n(now - t0),
+            ',"upstream_wait":', _n(t_up - t0) if t_up else "null",
+            ',"upstream_response":', _n(up_resp) if up_resp is not None else "null",
+            ',"session":', _s(self._session(sid)),
+            "}\n"))
         try:
-            self.stream.write(json.dumps(rec, separators=(",", ":")) + "\n")
+            self.stream.write(line)
         except (OSError, ValueError):
             pass
+
+
+def _s(value: str | None) -> str:
+    """A JSON string (ASCII, escaped) or null."""
+    return "null" if value is None else _encode(value)
+
+
+def _n(seconds: float) -> str:
+    """Seconds with microsecond resolution as a JSON number."""
+    return "%.6f" % seconds
 
 
 def make_flusher(clock: Any, flush: Callable[[], None], interval: float = 1.0) -> Any:
