@@ -16,7 +16,7 @@ import getpass
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -178,7 +178,43 @@ def _list(args: argparse.Namespace) -> int:
             print(f"       ! {w}")
     for f, why in gen.ignored:
         print(f"ignored {f}: {why}")
+    server = _server_certificate(args)
+    if server is not None:
+        path, cert = server
+        left = cert.not_valid_after_utc - now
+        days = int(left.total_seconds() // 86400)
+        print(f"server certificate {path}: not after {cert.not_valid_after_utc:%Y-%m-%d}, {days} day(s), "
+              f"sha256 {certinfo.fingerprint(cert)}")
+        if left.total_seconds() < 0:
+            print("       ! expired")
+        elif days <= settings.expiry_warning_days:
+            print(f"       ! expires in {days} day{'s' if days != 1 else ''}")
     return 0
+
+
+def _server_certificate(args: argparse.Namespace) -> tuple[Path, Any] | None:
+    """The leaf of ``[listen] certificate`` when ``--config`` names a config that sets it (else None)."""
+    config = getattr(args, "config", None)
+    if not config:
+        return None
+    cp = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"), strict=False)
+    try:
+        with open(config, encoding="utf-8") as fh:
+            cp.read_file(fh)
+        raw = cp.get("listen", "certificate", fallback="").strip()
+    except (OSError, configparser.Error):
+        return None
+    if not raw:
+        return None
+    path = Path(raw) if Path(raw).is_absolute() else Path(config).resolve().parent / raw
+    try:
+        from cryptography import x509
+
+        certs = x509.load_pem_x509_certificates(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        print(f"server certificate {path}: cannot be read ({getattr(exc, 'strerror', None) or exc})")
+        return None
+    return path, certs[0]
 
 
 def _add(args: argparse.Namespace) -> int:

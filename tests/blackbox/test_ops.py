@@ -146,7 +146,8 @@ def test_access_log_lines_and_reopen_on_sigusr1(tmp_path: Path) -> None:
     try:
         pki = Pki(tmp_path / "pki")
         cfg = write_config(tmp_path, pki, upstream=upstream.url,
-                           extra={"audit": {"file": "audit.log"}, "log": {"file": "gateway.log"}})
+                           extra={"audit": {"file": "audit.log"},
+                                  "log": {"file": "gateway.log", "json_file": "gateway.json"}})
         access, audit, glog = tmp_path / "access.log", tmp_path / "audit.log", tmp_path / "gateway.log"
         with Gateway(cfg) as gw:
             assert request(gw.port, "GET", "/a/b?secret=1", cert=pki.client("alice"), ca=pki.ca_pem)[0] == 200
@@ -157,7 +158,9 @@ def test_access_log_lines_and_reopen_on_sigusr1(tmp_path: Path) -> None:
             assert line["upstream_status"] == 200 and line["duration"] >= line["upstream_response"] >= 0
             assert len(line["fingerprint"]) == 64 and line["time"].endswith("Z") and "T" in line["time"]
             assert line["bytes_out"] > 0 and "secret" not in access.read_text()
-            for f in (access, audit, glog):
+            events = [json.loads(x) for x in (tmp_path / "gateway.json").read_text().splitlines()]
+            assert any(e.get("log_format", "").startswith("certgate {version} starting") for e in events)
+            for f in (access, audit, glog, tmp_path / "gateway.json"):
                 assert stat.S_IMODE(f.stat().st_mode) == 0o640, (f, oct(f.stat().st_mode))
             # logrotate without copytruncate: rename, then SIGUSR1
             for f in (access, glog):
