@@ -21,8 +21,12 @@ import platform
 import re
 from typing import Any, Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+
+# no `*_created` series: they double every counter and histogram, and the process start
+# time (process_start_time_seconds) tells the same
+disable_created_metrics()
 
 GaugeFn = Callable[[], Iterable[tuple[tuple[str, ...], float]]]
 
