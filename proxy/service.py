@@ -170,10 +170,13 @@ class Gateway(MultiService):
         store = self.parts.get("store")
 
         def close(r: object) -> object:
+            from proxy.logfiles import flush_all
+
             if sessions is not None:
                 sessions.stop()
             if store is not None:
                 store.close()
+            flush_all()  # access lines of the requests finished while draining
             return r
 
         d.addBoth(close)
