@@ -268,3 +268,26 @@ def test_logrotate_with_the_shipped_snippet_rotates_without_copytruncate(tmp_pat
             assert '"/before"' not in (logs / "access.log").read_text()
     finally:
         upstream.close()
+
+
+def test_request_finished_during_the_shutdown_drain_is_in_the_access_log(tmp_path: Path) -> None:
+    import threading
+
+    slow = Recorder(delay=1.0)
+    try:
+        pki = Pki(tmp_path / "pki")
+        cfg = write_config(tmp_path, pki, upstream=slow.url)
+        gw = Gateway(cfg).start()
+        result: dict[str, object] = {}
+        t = threading.Thread(target=lambda: result.update(r=request(gw.port, "GET", "/slow", cert=pki.client("alice"),
+                                                                    ca=pki.ca_pem)))
+        t.start()
+        wait_for(lambda: slow.requests, 10, what="the request to reach the upstream")
+        gw.signal(signal.SIGTERM)
+        t.join(15)
+        assert gw.proc is not None and gw.proc.wait(15) in (0, -signal.SIGTERM)
+        gw.stop()
+        assert result["r"][0] == 200  # type: ignore[index]
+        assert '"path":"/slow"' in (tmp_path / "access.log").read_text()
+    finally:
+        slow.close()
