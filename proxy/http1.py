@@ -200,7 +200,11 @@ class GatewayProtocol(FlowMixin, ForwardMixin, LocalMixin, Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.gone = True
-        self.factory.connections.discard(self)
+        f = self.factory
+        if not self._handshake_done and f.handshake_failed is not None and self in f.connections:
+            # before the handshake only its deadline (or a drain) aborts: _closing says "timed out"
+            f.handshake_failed(self.transport, reason, self._closing)
+        f.connections.discard(self)
         self._dl_kind = K_NONE
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
@@ -216,7 +220,6 @@ class GatewayProtocol(FlowMixin, ForwardMixin, LocalMixin, Protocol):
         elif self._fwd is not None:
             self.factory.pools.pool_for(self._fwd.route).cancel(self)
         self._queue.clear()
-        f = self.factory
         if f.draining and not f.connections:
             f._drained()
 
@@ -555,6 +558,8 @@ class GatewayFactory(Factory):
                                          "upstream_errors": 0, "tunnels": 0}
         #: called with (protocol, request) once per answered request (metrics, access log)
         self.request_done: Callable[[Any, Any], None] | None = None
+        #: called with (transport, reason, timed_out) when a connection ends before its handshake did
+        self.handshake_failed: Callable[[Any, Any, bool], None] | None = None
         from proxy.metrics import NOOP
 
         self.m_accepted = self.m_refused = self.m_handshake = self.m_upstream_errors = self.m_tunnels = NOOP

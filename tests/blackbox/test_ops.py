@@ -291,3 +291,44 @@ def test_request_finished_during_the_shutdown_drain_is_in_the_access_log(tmp_pat
         assert '"path":"/slow"' in (tmp_path / "access.log").read_text()
     finally:
         slow.close()
+
+
+def test_failed_handshakes_are_counted_and_audited_by_reason(tmp_path: Path) -> None:
+    """No certificate in need mode and a plain-HTTP request: audited once per reason; a bare probe is not."""
+    import json
+    import socket
+
+    from tests.blackbox import free_port, handshake_refused
+
+    pki = Pki(tmp_path / "pki")
+    admin = free_port()
+    cfg = write_config(tmp_path, pki, upstream="http://127.0.0.1:9",
+                       extra={"audit": {"file": "audit.log"}, "admin": {"port": admin}})
+    gw = Gateway(cfg).start()
+    try:
+        for _ in range(3):
+            assert handshake_refused(gw.port, None, pki.ca_pem)
+        with socket.create_connection(("127.0.0.1", gw.port), 5) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.settimeout(5)
+            try:
+                s.recv(100)
+            except OSError:
+                pass
+        assert handshake_refused(gw.port, pki.rogue_client("alice"), pki.ca_pem)
+
+        def failed() -> dict[str, float]:
+            fams = _scrape(admin)
+            fam = fams.get("certgate_tls_handshakes_failed")
+            return {s.labels["reason"]: s.value for s in getattr(fam, "samples", [])
+                    if s.name.endswith("_total")}
+
+        wait_for(lambda: failed().get("no-certificate") == 3 and failed().get("not-tls") == 1
+                 and failed().get("certificate-refused") == 1, 10, what="the failed-handshake counters")
+    finally:
+        assert gw.stop() in (0, -signal.SIGTERM)
+    recs = [json.loads(x) for x in (tmp_path / "audit.log").read_text().splitlines()]
+    by = {r["reason"]: r["count"] for r in recs if r["event"] == "tls-handshake"}
+    assert by.get("no-certificate") == 3 and by.get("not-tls") == 1, by
+    assert "closed" not in by and "certificate-refused" not in by
+    assert sum(1 for r in recs if r["event"] == "tls-handshake") == 3, recs  # + the rogue one's own reason
