@@ -332,3 +332,35 @@ def test_failed_handshakes_are_counted_and_audited_by_reason(tmp_path: Path) -> 
     assert by.get("no-certificate") == 3 and by.get("not-tls") == 1, by
     assert "closed" not in by and "certificate-refused" not in by
     assert sum(1 for r in recs if r["event"] == "tls-handshake") == 3, recs  # + the rogue one's own reason
+
+
+def test_serves_under_the_units_umask_and_no_new_privileges(tmp_path: Path) -> None:
+    """The parts of conf/certgate.service that apply without systemd: UMask=0027, NoNewPrivileges=yes."""
+    import shutil
+    import stat
+
+    from tests.blackbox import CERTGATE
+
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        raise RuntimeError("setpriv not found: install Debian's util-linux (apt-get install util-linux)")
+    unit = (ROOT / "conf" / "certgate.service").read_text()
+    assert "UMask=0027" in unit and "NoNewPrivileges=yes" in unit
+    wrapper = tmp_path / "certgate-sandboxed"
+    wrapper.write_text(f"#!/bin/sh\numask 0027\nexec {setpriv} --no-new-privs {CERTGATE} \"$@\"\n")
+    wrapper.chmod(0o755)
+    upstream = Recorder()
+    try:
+        pki = Pki(tmp_path / "pki")
+        cfg = write_config(tmp_path, pki, upstream=upstream.url,
+                           extra={"sessions": {"store": "sqlite:sessions.db"}, "audit": {"file": "audit.log"}})
+        with Gateway(cfg, exe=str(wrapper)) as gw:
+            assert request(gw.port, "GET", "/x", cert=pki.client("alice"), ca=pki.ca_pem)[0] == 200
+            status = Path(f"/proc/{gw.proc.pid}/status").read_text()  # type: ignore[union-attr]
+            assert "NoNewPrivs:\t1" in status
+            wait_for(lambda: (tmp_path / "access.log").exists(), 10, what="the access log")
+        for name in ("access.log", "audit.log", "sessions.db"):
+            mode = stat.S_IMODE((tmp_path / name).stat().st_mode)
+            assert mode & 0o007 == 0, (name, oct(mode))  # nothing for others
+    finally:
+        upstream.close()
