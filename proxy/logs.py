@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from twisted.logger import (FilteringLogObserver, ILogObserver, LogLevel, LogLevelFilterPredicate,
-                            jsonFileLogObserver, textFileLogObserver)
+from twisted.logger import (FileLogObserver, FilteringLogObserver, ILogObserver, LogLevel, LogLevelFilterPredicate,
+                            formatEventAsClassicLogText, jsonFileLogObserver)
 from zope.interface import implementer
 
 from proxy.logfiles import open_log
@@ -30,9 +30,20 @@ class _Fanout:
             o(event)
 
 
+def _rfc3339(when: float | None) -> str:
+    from proxy.accesslog import rfc3339
+
+    return rfc3339(when) if when is not None else "-"
+
+
+def text_observer(stream: Any) -> ILogObserver:
+    """Twisted's classic text lines, stamped with RFC 3339 UTC times (``2026-12-01T21:00:00.123Z``)."""
+    return FileLogObserver(stream, lambda event: formatEventAsClassicLogText(event, formatTime=_rfc3339))
+
+
 def observer(level: str = "info", target: str = "-", json_target: str = "") -> ILogObserver:
     """Text to ``target`` (``-`` = stderr) and, if given, JSON lines to ``json_target``, at ``level`` and up."""
-    observers: list[Any] = [textFileLogObserver(open_log(target))]
+    observers: list[Any] = [text_observer(open_log(target))]
     if json_target:
         observers.append(jsonFileLogObserver(open_log(json_target), recordSeparator=""))
     pred = LogLevelFilterPredicate(defaultLogLevel=_LEVELS.get(level, LogLevel.info))
