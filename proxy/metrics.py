@@ -117,6 +117,7 @@ class Metrics:
         self._families: dict[str, tuple[str, _Family]] = {}
         self._callbacks = _Callbacks()
         self._local_gauges: list[tuple[_Family, GaugeFn]] = []
+        self._process: list[Any] = []  # process/platform collectors (the admin process's own)
         self.registry.register(self._callbacks)
 
     def _full(self, name: str) -> str:
@@ -178,8 +179,7 @@ class Metrics:
         """``process_*`` of this process and ``certgate_build_info`` (call in the admin process)."""
         from prometheus_client import PlatformCollector, ProcessCollector
 
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
+        self._process = [ProcessCollector(registry=self.registry), PlatformCollector(registry=self.registry)]
         import twisted
 
         labels = ("version", "python", "twisted")
@@ -211,10 +211,6 @@ class Metrics:
         reg = CollectorRegistry(auto_describe=False)
         multiprocess.MultiProcessCollector(reg, path=self.multiprocess)
         reg.register(self._callbacks)
-        for c in self._process_collectors():
+        for c in self._process:
             reg.register(c)
         return generate_latest(reg)
-
-    def _process_collectors(self) -> list[Any]:
-        return [c for c in list(self.registry._collector_to_names)  # noqa: SLF001 (public API lacks a lister)
-                if type(c).__name__ in ("ProcessCollector", "PlatformCollector")]
