@@ -79,3 +79,28 @@ def test_sd_notify_datagram_and_watchdog_interval(tmp_path: Path) -> None:
 def test_rfc3339() -> None:
     assert rfc3339(0) == "1970-01-01T00:00:00.000Z"
     assert rfc3339(1_800_000_000.25) == "2027-01-15T08:00:00.250Z"
+
+
+def test_metrics_registry_names_kinds_and_parser() -> None:
+    """Counters end in _total once; redeclaring returns the same family; a clash is an error; the text parses."""
+    import pytest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from proxy.metrics import Metrics
+
+    m = Metrics()
+    c = m.counter("things_total", "Things", ("kind",))
+    assert m.counter("things_total", "Things", ("kind",)) is c
+    with pytest.raises(ValueError):
+        m.counter("things_total", "Things", ("other",))
+    c.labels("a").inc()
+    c.labels("a").inc(2)
+    m.histogram("wait_seconds", "Waits").labels().observe(0.003)
+    m.gauge("open", "Open things", ("kind",), lambda: [(("a",), 4.0)])
+    m.gauge("broken", "A gauge whose callback fails", (), lambda: 1 / 0)  # type: ignore[arg-type,return-value]
+    fams = {f.name: f for f in text_string_to_metric_families(m.render().decode())}
+    assert fams["certgate_things"].type == "counter"
+    assert [s.name for s in fams["certgate_things"].samples] == ["certgate_things_total"]
+    assert fams["certgate_wait_seconds"].type == "histogram" and fams["certgate_open"].type == "gauge"
+    assert m.value("things_total", "a") == 3 and m.value("open", "a") == 4
+    assert not fams["certgate_broken"].samples  # a failing gauge shows no series, /metrics still answers
