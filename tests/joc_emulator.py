@@ -48,12 +48,14 @@ def jetty_path(target: str) -> str:
     """The path JOC's servlet stack may route ``target`` to (a superset of Jetty + JAX-RS leniency).
 
     ``;`` path parameters are dropped from each segment (servlet rule), escapes decoded (also
-    ``%2F``, as older Jetty versions did), empty and ``.`` segments dropped, ``..`` applied
-    (never above the root), and a trailing ``/`` ignored (JAX-RS). Letter case is kept.
+    ``%2F``, as older Jetty versions did), ``\\`` taken as ``/`` (as on Windows), empty and ``.``
+    segments dropped, ``..`` applied (never above the root), and a trailing ``/`` ignored
+    (JAX-RS). Letter case is kept.
     """
+    raw = target.split("?", 1)[0].replace("\\", "/").split("/")[1:]
+    decoded = "/".join(unquote(seg.split(";", 1)[0]) for seg in raw).replace("\\", "/")
     segs: list[str] = []
-    for seg in target.split("?", 1)[0].split("/")[1:]:
-        seg = unquote(seg.split(";", 1)[0])
+    for seg in decoded.split("/"):
         if seg in ("", "."):
             continue
         if seg == "..":
