@@ -14,6 +14,8 @@ with one). Order, first match wins:
    else login (302 for browser navigations, 401 JSON otherwise).
 
 The gate never re-verifies certificates: it reads the frozen ``ConnectionIdentity``.
+Every path comparison uses ``head.path``: the canonical path the HTTP layer made once
+(``proxy.paths``), which is also what the upstream receives; the gate never decodes it again.
 """
 
 from __future__ import annotations

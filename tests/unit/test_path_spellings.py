@@ -130,3 +130,53 @@ def test_not_a_login_spelling_is_not_claimed_and_the_session_forwards_it(tmp_pat
         assert not site.env.door.matches(RequestHead(b"POST", p.encode(), b"1.1", []), site.env.route), p
         d = site.decide(p, b"POST", _basic("bob:bob-pw"))
         assert isinstance(d, Forward) and d.account == "alice", p  # what a missed spelling would get
+
+
+def test_routes_and_certgate_endpoints_decide_on_the_canonical_path() -> None:
+    from twisted.internet.task import Clock
+
+    from proxy.audit import memory_audit
+    from proxy.paths import canonical_target
+    from tests.support_http import make_config as http_config
+
+    cfg = http_config("http://cockpit.test:9090", {"listen": {"client_auth": "none"}},
+                      routes=[{"name": "joc", "prefix": "/joc/", "url": "http://joc.test:4446", "kind": "joc"}])
+    hits: list[str] = []
+
+    def ping(head: RequestHead, conn: ConnContext) -> Response:
+        hits.append(head.path)
+        return Response(204)
+
+    gate = Gate(config=cfg, sessions=None, clock=Clock(), audit=memory_audit(), endpoints={"/.certgate/ping": ping},
+                front_doors=[])
+    conn = ConnContext(identity=make_identity(presented=False), connected_at=0.0)
+
+    def decide(spelling: str) -> Any:
+        target = canonical_target(spelling.encode())
+        return gate.decide(RequestHead(b"GET", target, b"1.1", [(b"Accept", b"application/json")]), conn)
+
+    for spelling, route in (("/cockpit/../joc/api/x", "joc"), ("/joc/../cockpit/x", "default"), ("/%6Aoc/api", "joc"),
+                            ("//joc//api", "joc"), ("/joc/./", "joc"), ("/x/%2e%2e/joc/a", "joc"),
+                            ("/JOC/api", "default")):
+        d = decide(spelling)
+        assert isinstance(d, Forward) and getattr(d.route, "name") == route, spelling
+    for spelling in ("/x/../.certgate/ping", "/.certgate/./ping", "/.certgate//ping", "/%2Ecertgate/%70ing"):
+        d = decide(spelling)
+        assert isinstance(d, Response) and d.status == 204, spelling
+    assert hits == ["/.certgate/ping"] * 4
+    for spelling in ("/.certgate/ping/", "/.certgate/x/../pong"):
+        d = decide(spelling)
+        assert isinstance(d, Response) and d.status == 404, spelling
+
+
+def test_admin_api_decides_on_the_canonical_path() -> None:
+    from tests.unit.test_admin_api import TOKEN
+    from tests.unit.test_admin_api import Env as AdminEnv
+
+    e = AdminEnv(token=TOKEN)
+    assert e.call(b"GET", b"/sessions/../health")[0] == 200  # /health needs no token
+    assert e.call(b"GET", b"/health/../sessions")[0] == 401  # /sessions does
+    assert e.call(b"GET", b"/%73essions", b"Bearer " + TOKEN.encode())[0] == 200
+    status, body = e.call(b"GET", b"/x%2F..%2Fhealth")
+    assert status == 400 and body["message"] == "request target refused: encoded '/' (%2F) in the path"
+    assert e.call(b"GET", b"/a;b")[0] == 400
