@@ -114,6 +114,9 @@ def test_joc_login_spellings_through_the_gateway(joc_site: JocSite, cls: str) ->
         assert len(joc_site.joc.requests) == before, (spelling, joc_site.joc.requests[before:])  # nothing reached JOC
     log = joc_site.gw.log()
     assert "bob-pw" not in log
+    if cls == "path parameters":  # one log line per refusal: reason and the escaped target
+        assert "request refused (400) from 127.0.0.1: request target refused: ';' path parameters are not " \
+               "accepted; target b'/joc/api/authentication/login;jsessionid=1'" in log, log[-3000:]
 
 
 def test_the_session_still_reaches_joc_on_other_paths(joc_site: JocSite) -> None:
