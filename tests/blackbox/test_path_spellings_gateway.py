@@ -197,3 +197,26 @@ def test_the_session_still_reaches_cockpit_on_other_paths(cockpit_site: CockpitS
     status, _, _ = s.get("/cockpit/static/../@localhost/manifests.json", {"Cookie": s.cookie})
     assert status in (200, 401, 404)
     assert s.relay.request_lines()[before:] == [(b"GET", b"/cockpit/@localhost/manifests.json")]
+
+
+# --------------------------------------------------------------------------- generic routes
+
+
+def test_generic_route_gets_the_canonical_target_and_unsafe_option_the_raw_one(tmp_path: Path) -> None:
+    """Default: the upstream receives the canonical target (query untouched). With
+    ``unsafe_forward_raw_target = yes`` on a route it receives the raw target, certgate logs
+    UNSAFE at start, and refusals still stand."""
+    from tests.support_http import EchoServer
+
+    pki = Pki(tmp_path / "pki")
+    with EchoServer() as safe, EchoServer() as raw:
+        cfg = write_config(tmp_path, pki, upstream=safe.url, extra={"listen": {"client_auth": "none"}},
+                           raw=f"[route:raw]\nprefix = /raw/\nurl = {raw.url}\nunsafe_forward_raw_target = yes\n")
+        with Gateway(cfg) as gw:
+            assert "UNSAFE: route(s) raw forward the raw request target" in gw.log()
+            status, _, _ = request(gw.port, "GET", "/a/./b//%7e/../c?x=%2F..&y=/./", ca=pki.ca_pem)
+            assert status == 200 and safe.paths() == ["/a/b/c?x=%2F..&y=/./"]
+            status, _, _ = request(gw.port, "GET", "/x/../raw/./p//%7e", ca=pki.ca_pem)
+            assert status == 200 and raw.paths() == ["/x/../raw/./p//%7e"]  # routed by the canonical /raw/p/~
+            status, _, body = request(gw.port, "GET", "/raw/a%2Fb", ca=pki.ca_pem)
+            assert status == 400 and len(raw.paths()) == 1 and len(safe.paths()) == 1
