@@ -60,8 +60,8 @@ def decode_joc_basic(value: bytes) -> tuple[str, str | None] | None:
 
 
 def joc_error(status: int, message: str) -> Response:
-    """JOC's 420-style error body ``{"error": {"code": "JOC-420", "message": ...}}``."""
-    body = json.dumps({"error": {"code": "JOC-420", "message": message}}).encode("utf-8")
+    """JOC's error body ``{"error": {"code": "JOC-<status>", "message": ...}}`` (JOC-420 for 420)."""
+    body = json.dumps({"error": {"code": f"JOC-{status}", "message": message}}).encode("utf-8")
     return Response(status, [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-cache, no-store")], body)
 
 
