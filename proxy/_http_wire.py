@@ -2,8 +2,9 @@
 
 Nothing here does I/O. ``check_request`` is the policy the parser (llhttp) does not enforce
 by itself: exactly ``chunked`` as transfer coding, no coding on HTTP/1.0, one ``Host``, a
-request target that can be made canonical (``proxy.paths``), WebSocket-only upgrades. The rest (CL+TE, duplicate or malformed
-``Content-Length``, bare LF, obs-fold, control characters) llhttp already refuses.
+request target that can be made canonical (``proxy.paths``), WebSocket-only upgrades. The
+rest (CL+TE, duplicate or malformed ``Content-Length``, bare LF, obs-fold, control
+characters) llhttp already refuses.
 """
 
 from __future__ import annotations
