@@ -225,7 +225,7 @@ class CockpitFrontDoor:
         if getattr(route, "kind", None) != "cockpit":
             return False
         path = head.path
-        if self.is_login_path(path) or self.is_login_variant(path):
+        if self.is_login_variant(path):  # the exact login path is one of its spellings
             return True
         return (head.method in (b"GET", b"HEAD") and self.is_open_path(path)
                 and self._sessions.session_id(head) is None)
