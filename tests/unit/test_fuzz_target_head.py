@@ -19,7 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.messages import Response
-from proxy.paths import TargetError, _normalise, _remove_dots, canonical_path, canonical_target, split_target
+from proxy.paths import TargetError, _normalise, _remove_dots, canonical_path, canonical_target, same_login_path, \
+    split_target
+from tests.joc_emulator import jetty_path
+from tests.path_spellings import JOC_LOGIN
 from tests.unit._http_harness import Harness
 
 BOUNDED = settings(derandomize=True, max_examples=1000, deadline=timedelta(milliseconds=500),
@@ -96,6 +99,39 @@ def test_worst_case_targets_at_the_largest_request_line_finish() -> None:
             canonical_target(big)
         except TargetError:
             pass
+
+
+SEPARATORS = ["/"] * 12 + ["//", "/./", "/x/../", "/%2e/", "/.;/", "/x/..;/", "\\", "%2F", "/x%2F../"]
+SUFFIXES = [""] * 20 + [";", ";jsessionid=1", "%3B", "%20", "%00", "."]
+TAILS = [""] * 6 + ["/", "/.", "//", "/x/..", "/%2e", "%2F", "?a=b", ";", "#x"]
+
+
+@st.composite
+def joc_login_spellings(draw: st.DrawFn) -> str:
+    """Spellings built around the JOC login path: odd separators, dot segments, escapes, case,
+    ``;`` parameters, tails (weighted so most of them stay spellings of the login)."""
+    out = ""
+    for seg in ("joc", "api", "authentication", "login"):
+        out += draw(st.sampled_from(SEPARATORS + ["/%2E%2e/" + seg + "/"]))
+        out += "".join(draw(st.sampled_from([c] * 12 + [c.upper(), "%%%02X" % ord(c), "%%%02x" % ord(c)]))
+                       for c in seg)
+        out += draw(st.sampled_from(SUFFIXES))
+    return out + draw(st.sampled_from(TAILS))
+
+
+@BOUNDED
+@given(spelling=joc_login_spellings())
+def test_every_spelling_a_lenient_joc_takes_for_its_login_is_refused_or_claimed(spelling: str) -> None:
+    """The Done-when of the path work as a property: whatever JOC's Jetty + JAX-RS (modelled
+    leniently by the emulator's ``jetty_path``, case folded too) would route to its login,
+    certgate either refuses or decides is its JOC door's path."""
+    if jetty_path(spelling).lower() != JOC_LOGIN:
+        return
+    try:
+        c = canonical_target(spelling.encode("latin-1"), b"POST")
+    except TargetError:
+        return
+    assert same_login_path(split_target(c)[0].decode("ascii"), JOC_LOGIN), (spelling, c)
 
 
 # --------------------------------------------------------------------------- through the HTTP layer
