@@ -9,8 +9,9 @@ appends one line to ``[log] access_file``::
    "bytes_out":5120,"route":"default","upstream_status":200,"duration":0.0042,
    "upstream_wait":0.0003,"upstream_response":0.0031,"session":"9f2c…"}
 
-``path`` is the path the gate decided on, without the query string (which may carry
-secrets). ``session`` is the first 16 hex digits of SHA-256 of the session id, never the id.
+``path`` is the canonical path the gate decided on (:mod:`proxy.paths`), without the query
+string (which may carry secrets); a request refused for its target logs the target as
+received (JSON-escaped). ``session`` is the first 16 hex digits of SHA-256 of the session id, never the id.
 ``bytes_in``/``bytes_out`` count body bytes. Lines are buffered and flushed every second
 (and at shutdown); the time string is rebuilt once a second.
 """
@@ -31,11 +32,8 @@ def rfc3339(ts: float) -> str:
 
 
 def request_path(head: Any) -> str:
-    """The path logged for ``head``: its target without the query.
-
-    Hook: when a canonical-path module decides routing on a normalised path, return that
-    same value here so the log shows what was decided on.
-    """
+    """The path logged for ``head``: its target (the canonical one, what the gate decided on)
+    without the query."""
     target = head.target
     q = target.find(b"?")
     return (target if q < 0 else target[:q]).decode("latin-1")
