@@ -135,3 +135,32 @@ def test_locked_out_account(scene: Scene, tmp_path: Path, bpki: Pki, accounts: A
         assert "/locked" not in upstream.paths()
     finally:
         site.stop()
+
+
+def test_want_mode_without_a_certificate(scene: Scene, page_site: Site, upstream: DemoUpstream) -> None:
+    site = scene.watch(page_site)
+    b = scene.browser("no-card")  # no card in the reader: the browser presents nothing
+    page = b.page
+    page.goto(site.url("/no-card-here"))
+    page.wait_for_load_state()
+    b.step("explanation page")
+    text = b.text()
+    assert re.search(r"did not present a client certificate", text, re.I), text
+    assert re.search(r"smart card", text, re.I), text
+    assert page.locator("#password").count() == 0  # no form: a login could not succeed
+    assert "/no-card-here" not in upstream.paths()
+
+
+def test_want_mode_with_a_refused_certificate(scene: Scene, page_site: Site, upstream: DemoUpstream) -> None:
+    site = scene.watch(page_site)
+    b = scene.browser("rogue", "cgbpage", rogue=True)  # same CN and issuer name, another CA key
+    page = b.page
+    resp = page.goto(site.url("/rogue-here"))
+    b.step("explanation page")
+    text = b.text()
+    assert resp is not None and resp.status == 403, (resp and resp.status, text)
+    assert re.search(r"certificate", text, re.I) and re.search(r"refused|not accept", text, re.I), text
+    assert not re.search(r"bad-signature|unknown-ca|refused:", text), text  # plain words, no verdict codes
+    assert page.locator("#password").count() == 0
+    assert "/rogue-here" not in upstream.paths()
+    assert site.audit_has(event="gate", decision="deny", reason="certificate-invalid"), site.report()
