@@ -57,6 +57,7 @@ def playwright() -> Iterator[Any]:
     policy = CertPolicy()
     policy.install()
     pw = sync_playwright().start()
+    pw.certgate_policy = policy  # type: ignore[attr-defined]
     try:
         yield pw
     finally:
@@ -96,7 +97,7 @@ class Scene:
     def browser(self, label: str, cert: str | None = None, *, rogue: bool = False) -> Browser:
         """A fresh Chromium whose card holds ``cert``'s certificate (a CN of the PKI), a rogue CA's
         certificate of that CN with ``rogue=True``, or no card at all."""
-        b = Browser(self.playwright, self.tmp / f"home-{label}", self.out, label)
+        b = Browser(self.playwright, self.tmp / f"home-{label}", self.out, label, self.playwright.certgate_policy)
         self.browsers.append(b)
         if cert is None:
             return b.launch(self.pki.ca_path)

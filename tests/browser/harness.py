@@ -38,25 +38,51 @@ def find_chromium() -> str:
 
 
 class CertPolicy:
-    """Writes (and later removes) the Chromium managed policy selecting the test CA's certificates."""
+    """Writes (and later removes) the Chromium managed policy selecting the test CA's certificates.
+
+    Several runs of the suite may share the machine: each registers its pid under ``USERS``, and
+    the policy file is removed only by the last live run (Chromium watches the folder, so a
+    removal would reach browsers that are still running). ``ensure`` rewrites a file another
+    process removed."""
+
+    USERS = POLICY_DIR.parent / "certgate-browser-tests.users"
 
     def __init__(self) -> None:
         rule = {"pattern": "https://127.0.0.1:*", "filter": {"ISSUER": {"CN": CA_CN}}}
         self.text = json.dumps({"AutoSelectCertificateForUrls": [json.dumps(rule)]}, indent=1) + "\n"
+        self.me = self.USERS / str(os.getpid())
 
     def install(self) -> None:
         try:
-            POLICY_DIR.mkdir(parents=True, exist_ok=True)
-            POLICY_FILE.write_text(self.text)
+            self.USERS.mkdir(parents=True, exist_ok=True)
+            self.me.touch()
+            self.ensure()
         except OSError as e:
             raise RuntimeError(f"cannot write the Chromium policy {POLICY_FILE}: {e} (the browser suite runs as "
                                "root so that Chromium presents the test certificate without a dialog)") from e
 
-    def remove(self) -> None:
+    def ensure(self) -> None:
+        POLICY_DIR.mkdir(parents=True, exist_ok=True)
         try:
-            POLICY_FILE.unlink()
-        except FileNotFoundError:
+            if POLICY_FILE.read_text() == self.text:
+                return
+        except OSError:
             pass
+        tmp = POLICY_FILE.with_name(f".{POLICY_FILE.name}.{os.getpid()}")
+        tmp.write_text(self.text)
+        tmp.replace(POLICY_FILE)
+
+    def remove(self) -> None:
+        self.me.unlink(missing_ok=True)
+        for other in self.USERS.glob("*"):
+            try:
+                os.kill(int(other.name), 0)
+                return  # another run still uses the policy
+            except (ValueError, ProcessLookupError):
+                other.unlink(missing_ok=True)
+            except PermissionError:
+                return
+        POLICY_FILE.unlink(missing_ok=True)
 
 
 def slug(text: str) -> str:
@@ -66,8 +92,9 @@ def slug(text: str) -> str:
 class Browser:
     """One Chromium process with a fresh profile and a private HOME (NSS database, card)."""
 
-    def __init__(self, playwright: Any, home: Path, out: Path, name: str) -> None:
+    def __init__(self, playwright: Any, home: Path, out: Path, name: str, policy: CertPolicy) -> None:
         self.playwright = playwright
+        self.policy = policy
         self.home = Path(home)
         self.out = Path(out)
         self.name = name
@@ -80,6 +107,7 @@ class Browser:
         """Set up the NSS database (trusting ``ca_pem``), the card when ``cert``/``key`` are given,
         and start Chromium headless with its own ``--user-data-dir``."""
         exe = find_chromium()
+        self.policy.ensure()
         self.home.mkdir(parents=True, exist_ok=True)
         self.card.setup(ca_pem, cert, key)
         profile = self.home / "profile"
