@@ -26,6 +26,7 @@ CHROMIUM = "/usr/bin/chromium"
 CA_CN = "certgate test CA"  # tests.blackbox.Pki's CA (and its rogue twin of the same name)
 POLICY_DIR = Path("/etc/chromium/policies/managed")
 POLICY_FILE = POLICY_DIR / "certgate-browser-tests.json"
+DOC_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "img"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
 
@@ -130,6 +131,16 @@ class Browser:
         except Exception as e:  # a crashed page still lets the test say what it saw
             path.with_suffix(".txt").write_text(f"screenshot failed: {e}\n")
         return path
+
+    def doc_shot(self, locator: Any, name: str) -> None:
+        """With ``CERTGATE_DOC_IMAGES=1`` in the environment: a screenshot of ``locator`` (one
+        element, CSS pixels) as ``docs/img/<name>`` for the README; it must stay under 60 KB."""
+        if os.environ.get("CERTGATE_DOC_IMAGES") != "1":
+            return
+        path = DOC_IMAGES / name
+        DOC_IMAGES.mkdir(parents=True, exist_ok=True)
+        locator.screenshot(path=str(path), scale="css", animations="disabled", timeout=10000)
+        assert path.stat().st_size < 60_000, f"{path} is {path.stat().st_size} bytes (keep README images small)"
 
     def text(self) -> str:
         """The visible text of the page (and of its frames), for assertions and failure reports."""

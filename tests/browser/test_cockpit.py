@@ -158,6 +158,10 @@ def cockpit_login(b: Browser, site: Site, accounts: Accounts, account: str, *, p
     if path is not None:
         page.goto(site.url(path))
     wait_for_login_form(page)
+    if page.locator("#login-again").is_visible():  # Cockpit after its Logout: "Login again"
+        b.step("cockpit logout successful")
+        page.click("#login-again")
+        page.locator("#login-user-input").wait_for(state="visible", timeout=20000)
     if page.locator("form[action='/.certgate/login']").count():
         b.step("certgate login page")
         certgate_page_login(b, accounts, account)
@@ -171,6 +175,7 @@ def cockpit_login(b: Browser, site: Site, accounts: Accounts, account: str, *, p
             prompt = page.inner_text("#conversation-prompt")
             assert "Authenticator code" in prompt, prompt
             b.step("totp asked through x-conversation")
+            b.doc_shot(page.locator("#main"), "cockpit-totp-prompt.png")
             page.fill("#conversation-input", accounts.code(account))
             page.click("#login-button")
     wait_for_shell(page)
@@ -181,7 +186,8 @@ def cockpit_login(b: Browser, site: Site, accounts: Accounts, account: str, *, p
 
 def wait_for_login_form(page: Any) -> None:
     """Until Cockpit's login form or certgate's is visible."""
-    forms = page.locator("#login-user-input").or_(page.locator("form[action='/.certgate/login']"))
+    forms = page.locator("#login-user-input").or_(page.locator("form[action='/.certgate/login']")).or_(
+        page.locator("#login-again"))
     forms.first.wait_for(state="visible", timeout=20000)
 
 
@@ -204,9 +210,14 @@ def wait_for_shell(page: Any) -> None:
 
 
 def frame_named(page: Any, prefix: str) -> Any:
+    """Cockpit's page frame ``cockpit1:localhost/<path>`` (by name, or by its document URL:
+    a frame's name is read when it attaches, and Cockpit may name it later)."""
+    path = prefix.split("cockpit1:localhost/", 1)[1]
+    doc = "/cockpit/@localhost/" + (path if "/" in path else path + "/index")
+
     def find() -> Any:
         for f in page.frames:
-            if f.name.startswith(prefix):
+            if f.name == prefix or f.name.startswith(prefix + "#") or doc in f.url:
                 return f
         return None
 
@@ -233,6 +244,7 @@ def run_in_terminal(b: Browser, frame: Any, account: str, marker_dir: Path) -> s
     wait_for(lambda: f"DONE-{token}-{account}" in frame.inner_text(".xterm"), 20,
              what="the command's output in the terminal")
     b.step("command ran")
+    b.doc_shot(b.page.locator("iframe[name='cockpit1:localhost/system/terminal']"), "cockpit-terminal.png")
     assert out.read_text().strip() == account
     assert pwd.getpwuid(out.stat().st_uid).pw_name == account  # the file belongs to that account
     return out.read_text()
@@ -340,6 +352,7 @@ def test_card_out_ends_the_session_at_grace(scene: Scene, cockpit: CockpitSite, 
     scene.timing("card out -> page says the certificate is needed", time.time() - t0)
     b.page.wait_for_load_state()
     b.step("certificate needed again")
+    b.doc_shot(b.page.locator("main"), "certificate-needed-again.png")
     text = b.text()
     assert re.search(r"certificate", text, re.I) and "smart card" in text.lower(), text
     assert site.audit_has(event="session", decision="end", account="cgbcardout"), site.report()
