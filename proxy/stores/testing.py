@@ -86,7 +86,8 @@ def make_config(sections: Mapping[str, Mapping[str, Any]] | None = None, *,
     Example: ``make_config({"login": {"required_auth_methods": [["tls-cert", "password"]]}})``.
     Values are taken as already parsed (no validation here).
     """
-    from proxy.config import SCHEMA, Config, Section, _route, derive_defaults
+    from proxy.config import SCHEMA, Config, Section, _route
+    from proxy.presence_rules import derive_defaults
 
     base = Path(base_dir)
     vals: dict[str, dict[str, Any]] = {}
