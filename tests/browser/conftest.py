@@ -48,7 +48,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
                                                  indent=1) + "\n")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Any]:
     find_chromium()
     check_tools()
@@ -65,13 +65,13 @@ def playwright() -> Iterator[Any]:
         policy.remove()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def bpki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """CA, server certificate (127.0.0.1) and one client certificate per account."""
     return Pki(tmp_path_factory.mktemp("browser-pki"), clients=COCKPIT_ACCOUNTS + PAGE_ACCOUNTS + (OTHER_CN,))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def accounts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Accounts]:
     acc = Accounts(tmp_path_factory.mktemp("browser-accounts"), COCKPIT_ACCOUNTS + PAGE_ACCOUNTS)
     try:

@@ -4,17 +4,20 @@ X-Conversation), the Overview, a Terminal command running as that account; refus
 cockpit-ws never sees; the session kept while the card is in, ended at ``grace`` once it is
 out (``long_grace`` after activating a long trusted session); Cockpit's Logout; a bookmark.
 
-certgate runs the configuration docs/cockpit.md gives (``kind = cockpit``, bearer mode,
-``client_auth = want``, the documented login rules) with only the times shortened.
+certgate runs the configuration docs/cockpit.md's Setup gives (read from that file; only its
+paths, addresses and ports replaced by the test's own) with only ``grace``/``long_grace``
+shortened; everything else, presence included, is at its default for ``kind = cockpit``.
 """
 
 from __future__ import annotations
 
+import configparser
 import pwd
 import re
 import secrets
 import shutil
 import tempfile
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -33,15 +36,32 @@ from tests.cockpit_support import CERTGATE, write_cockpit_auth_config
 GRACE = 6.0  # [sessions] grace (default 300 s)
 LONG_GRACE = 16.0  # [sessions] long_grace (default 3600 s)
 PRESENCE = GRACE / 4  # [sessions] presence_interval: not set, its default for this grace
-COCKPIT_SECTIONS: dict[str, dict[str, object]] = {
-    # docs/cockpit.md's setup ...
-    "listen": {"client_auth": "want"},
-    "upstream": {"kind": "cockpit"},
-    "cockpit": {"mode": "bearer"},
-    "login": {"required_auth_methods": '[["tls-cert", "password"], ["tls-cert", "password", "totp"]]'},
-    # ... with the times shortened
-    "sessions": {"grace": GRACE, "long_grace": LONG_GRACE},
-}
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "cockpit.md"
+# keys naming this installation's files, addresses and ports: the test's own replace them
+INSTALL_KEYS = {("listen", "address"), ("listen", "port"), ("listen", "certificate"), ("listen", "key"),
+                ("trust", "store"), ("upstream", "url"), ("login", "password_file"), ("login", "totp_secrets"),
+                ("login", "totp_key"), ("login", "secret_key"), ("sessions", "store"), ("audit", "file")}
+
+
+def documented_config() -> dict[str, dict[str, object]]:
+    """The certgate.conf of docs/cockpit.md's Setup (step 4), without its installation paths."""
+    text = DOCS.read_text()
+    at = text.index("4. certgate.conf")
+    start = text.index("```ini\n", at) + len("```ini\n")
+    block = textwrap.dedent(text[start:text.index("```", start)])
+    cp = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",))
+    cp.read_string(block)
+    out: dict[str, dict[str, object]] = {}
+    for sec in cp.sections():
+        for key, value in cp.items(sec):
+            if (sec, key) not in INSTALL_KEYS:
+                out.setdefault(sec, {})[key] = value
+    return out
+
+
+COCKPIT_SECTIONS = documented_config()
+COCKPIT_SECTIONS.setdefault("sessions", {}).update(grace=GRACE, long_grace=LONG_GRACE)  # only times shortened
+assert COCKPIT_SECTIONS["upstream"]["kind"] == "cockpit", COCKPIT_SECTIONS
 
 
 class CockpitSite:
