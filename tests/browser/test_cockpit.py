@@ -424,6 +424,10 @@ def test_logout_then_login_again(scene: Scene, cockpit: CockpitSite, accounts: A
     secs = cockpit_login(b, site, accounts, "cgblogout", path=None)
     scene.timing("login again after logout", secs)
     assert "cgblogout" in page.inner_text("body")
+    opened = [e for e in site.audit() if e.get("event") == "session" and e.get("decision") == "open"
+              and e.get("account") == "cgblogout"]
+    assert len(opened) == 2, site.report()  # one session per login; the first ended with the logout
+    assert sum("accepted account=cgblogout" in ln for ln in cockpit.auth_lines()) == 2, cockpit.report()
 
 
 def test_bookmark_to_a_deep_path(scene: Scene, cockpit: CockpitSite, accounts: Accounts) -> None:
@@ -436,3 +440,5 @@ def test_bookmark_to_a_deep_path(scene: Scene, cockpit: CockpitSite, accounts: A
     frame_named(page, "cockpit1:localhost/system/services")
     b.step("back at the bookmarked path")
     assert page.url == site.url(deep)
+    assert not any("certgate" in p.name and "login-page" in p.name for p in scene.out.glob("*.png"))
+    assert any("accepted account=cgbdeep" in ln for ln in cockpit.auth_lines()), cockpit.report()
