@@ -95,6 +95,9 @@ def run_main(argv: list[str]) -> int:
     ap.add_argument("--config", "-c", required=True, help="path of the config file")
     ap.add_argument("--pidfile", default="", help="write the process id here (default: none)")
     ns = ap.parse_args(argv)
+    from proxy._openssl_conf import configure_process
+
+    configure_process()  # before OpenSSL loads: no TLS 1.3 session tickets (docs/tls.md)
     import platform
 
     if platform.system() == "Linux" and "twisted.internet.reactor" not in sys.modules:

@@ -211,6 +211,7 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
                      closed=closed, ended=ended)
 
     trust_state.add_listener(after_reload)
+    _log_ticket_check(trust_state.current.identity)
     _Listener(reactor, cfg.listen.address, cfg.listen.port, tls_factory,
               reuse_port=cfg.listen.workers > 1).setServiceParent(gw)
     if cfg.trust.reload_interval > 0:
@@ -237,6 +238,22 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
         log.warn("UNSAFE: upstream TLS verification is off for route(s) {names}",
                  names=", ".join(r.name for r in cfg.routes if r.tls and r.tls.unsafe_skip_verify))
     return gw
+
+
+def _log_ticket_check(identity: Any) -> None:
+    """Measure and log the TLS 1.3 session tickets this process sends (one in-memory handshake)."""
+    from proxy._openssl_conf import tickets_per_handshake
+    from proxy._tls_context import build_context
+
+    ctx = build_context(identity.default, client_auth="none", client_cas=(), min_version="1.3",
+                        verify_callback=None, session_id=b"certgate-ticket-check")
+    n = tickets_per_handshake(ctx)
+    conf = os.environ.get("OPENSSL_CONF", "")
+    if n:
+        log.warn("TLS 1.3 handshakes send {n} session ticket(s): the OpenSSL configuration {conf!r} does not set "
+                 "NumTickets = 0 (see docs/tls.md)", n=n, conf=conf)
+    else:
+        log.info("TLS 1.3 session tickets per handshake: 0")
 
 
 def _is_main_thread() -> bool:

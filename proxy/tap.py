@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import os
 
+from proxy._openssl_conf import configure_process, openssl_loaded
+
+if not openssl_loaded():  # before anything loads OpenSSL: no TLS 1.3 tickets (docs/tls.md)
+    configure_process()
+
 from twisted.application.service import IService
 from twisted.python import usage
 
