@@ -21,7 +21,6 @@ twisted.web ``Site``.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -156,13 +155,6 @@ class AdminAPI:
         return _json(200, {"revoked": n})
 
 
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
-
-
 def admin_site(api: AdminAPI) -> Any:
     """A twisted.web Site serving ``api`` (no request logging of tokens)."""
     from twisted.web import resource, server
@@ -192,10 +184,12 @@ def admin_service(cfg: Any, gw: Any, reactor: Any) -> Any:
     """
     from twisted.application.internet import TCPServer
 
+    from proxy.checks import admin_problems
+
+    problems = admin_problems(cfg)
+    if problems:
+        raise ValueError(str(problems[0]))
     token = read_token(cfg.admin.token_file) if cfg.admin.token_file else None
-    if token is None and not _is_loopback(cfg.admin.address):
-        raise ValueError(f"[admin] address: {cfg.admin.address} is not a loopback address; set [admin] token_file "
-                         "so the admin API needs a bearer token")
     parts = gw.parts
     trust = parts.get("trust")
 

@@ -17,6 +17,7 @@ from typing import Any
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
@@ -27,36 +28,13 @@ log = Logger(namespace="certgate")
 
 
 def preflight(cfg: Config) -> list[Problem]:
-    """Checks that need files loaded: server key/cert, trust store, session store.
+    """Every problem that stops the gateway from starting (:func:`proxy.checks.startup_problems`).
 
-    Returns every problem found; an empty list means the gateway can start.
+    ``certgate check-config`` and the service call this same function; empty means it can start.
     """
-    problems: list[Problem] = []
-    try:
-        from proxy.tls import load_server_identity
+    from proxy.checks import startup_problems
 
-        load_server_identity(cfg)
-    except Exception as e:  # the message names the file and the reason
-        problems.append(Problem("listen", "certificate", str(e)))
-    try:
-        import datetime as dt
-
-        from trust.store import TrustStoreError, load_store
-
-        load_store(cfg.trust.store, now=dt.datetime.now(dt.timezone.utc))
-    except TrustStoreError as e:
-        for p in e.problems:
-            problems.append(Problem("trust", "store", str(p)))
-    except OSError as e:
-        problems.append(Problem("trust", "store", f"{cfg.trust.store}: {e.strerror}"))
-    if any(r.kind == "cockpit" for r in cfg.routes):
-        from proxy.frontdoors.cockpit import config_problems
-
-        problems += config_problems(cfg)
-    if cfg.listen.workers > 1 and cfg.sessions.store == "memory":
-        problems.append(Problem("sessions", "store", "memory cannot be shared by several workers; use sqlite:PATH "
-                                "or redis://"))
-    return problems
+    return startup_problems(cfg)
 
 
 class _Listener(Service):
@@ -74,7 +52,12 @@ class _Listener(Service):
 
         super().startService()
         binding = makeBinding(self._address, self._port, reuseAddress=True, reusePort=self._reuse_port)
-        self.port = self._reactor.listenTCP(binding, self._factory, backlog=1024)
+        try:
+            self.port = self._reactor.listenTCP(binding, self._factory, backlog=1024)
+        except CannotListenError as e:  # taken after the start checks: one line, status 2
+            sys.stderr.write(f"certgate: [listen] port: {self._address}:{self._port} cannot be bound: "
+                             f"{e.socketError}\n")
+            raise SystemExit(2) from None
         addr = self.port.getHost()
         log.info("certgate listening on {host}:{port}", host=addr.host, port=addr.port)
 
