@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
+from proxy.escape import safe_json
 from proxy.sessions import describe
 
 HealthFn = Callable[[], "tuple[bool, str | None]"]
@@ -40,7 +41,7 @@ class AdminResponse:
 
 
 def _json(status: int, obj: object, headers: list[tuple[bytes, bytes]] | None = None) -> AdminResponse:
-    return AdminResponse(status, b"application/json", json.dumps(obj, indent=1).encode("utf-8") + b"\n",
+    return AdminResponse(status, b"application/json", json.dumps(safe_json(obj), indent=1).encode("utf-8") + b"\n",
                          headers or [])
 
 

@@ -11,8 +11,11 @@ import os
 import sys
 from typing import IO
 
-from twisted.logger import (FilteringLogObserver, ILogObserver, LogLevel, LogLevelFilterPredicate,
-                            textFileLogObserver)
+from twisted.logger import (FileLogObserver, FilteringLogObserver, ILogObserver, LogLevel, LogLevelFilterPredicate,
+                            formatEventAsClassicLogText)
+from zope.interface import implementer
+
+from proxy.escape import safe_lines, safe_text
 
 _LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn, "error": LogLevel.error}
 
@@ -21,7 +24,32 @@ def observer(level: str = "info", target: str = "-") -> ILogObserver:
     """A text observer writing to ``target`` (``-`` = stderr) at ``level`` and above."""
     stream: IO[str] = sys.stderr if target == "-" else open(target, "a", buffering=1, encoding="utf-8")
     pred = LogLevelFilterPredicate(defaultLogLevel=_LEVELS.get(level, LogLevel.info))
-    return FilteringLogObserver(textFileLogObserver(stream), [pred])
+    return FilteringLogObserver(EscapingObserver(escaped_text_observer(stream)), [pred])
+
+
+def escaped_text_observer(stream: IO[str]) -> ILogObserver:
+    """Twisted's classic text lines, with any control or bidi character left in them escaped."""
+    return FileLogObserver(stream, lambda event: safe_lines(formatEventAsClassicLogText(event) or ""))
+
+
+_PLAIN = (int, float, bool, type(None))
+
+
+@implementer(ILogObserver)
+class EscapingObserver:
+    """Passes events on with every field value escaped by :func:`proxy.escape.safe_text`.
+
+    Fields named ``log_*`` (the format string, the failure, the level ...) and numbers are
+    passed as they are; any other value is turned into one line of printable text before the
+    format string sees it, so a client's CR, LF or terminal escape cannot shape a log line.
+    """
+
+    def __init__(self, inner: ILogObserver) -> None:
+        self._inner = inner
+
+    def __call__(self, event: dict[str, object]) -> None:
+        self._inner({k: v if k.startswith("log_") or isinstance(v, _PLAIN) else safe_text(v)
+                     for k, v in event.items()})
 
 
 def observer_from_env() -> ILogObserver:

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from proxy.escape import safe_text
 from proxy.frontdoors.assertion import AssertionInvalid, assertion_key, verify_assertion
 
 #: Namespace of consumed assertion ids in the store (shared with the gateway's minting side).
@@ -288,7 +289,7 @@ def bridge_argv(user: str, bridge: str, *, euid: int, current_user: str) -> list
 # --------------------------------------------------------------------------- main (I/O)
 
 def _log(text: str) -> None:
-    print(f"certgate-cockpit-auth[{os.getpid()}]: {text}", file=sys.stderr, flush=True)
+    print(f"certgate-cockpit-auth[{os.getpid()}]: {safe_text(text)}", file=sys.stderr, flush=True)
 
 
 def _write_all(data: bytes) -> None:

@@ -1,0 +1,131 @@
+"""Issue 12: one escaping helper (proxy.escape) and a test per sink that uses it."""
+
+from __future__ import annotations
+
+import io
+import json
+import unicodedata
+from typing import Any
+
+import pytest
+from hypothesis import given, settings, strategies as st
+from twisted.logger import Logger, LogPublisher
+
+from proxy.escape import safe_html, safe_json, safe_lines, safe_text
+
+EVIL = "e\x1b[31mvil\r\nforged line\x00\x7f\x85\x9b\x07\u202etxt\u2066\u2028\u2029\u200d\ufeff\\"
+ESCAPED = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
+def raw_controls(text: str, allowed: str = "") -> list[str]:
+    return sorted({repr(ch) for ch in text if ch not in allowed and unicodedata.category(ch) in ESCAPED})
+
+
+def test_safe_text_escapes_every_class() -> None:
+    out = safe_text(EVIL)
+    assert out == ("e\\x1b[31mvil\\x0d\\x0aforged line\\x00\\x7f\\x85\\x9b\\x07\\u202etxt\\u2066\\u2028\\u2029"
+                   "\\u200d\\ufeff\\\\")
+    assert safe_text(EVIL, backslash=False).endswith("\\ufeff\\")
+    assert safe_text(b"ok\xff\x1b") == "ok\\xff\\x1b"  # undecodable bytes and controls in bytes
+    assert safe_text("\U000e0001") == "\\U000e0001"  # a tag character (Cf) beyond the BMP
+
+
+@pytest.mark.parametrize("text", ["alice", "Zoë Ångström", "José-María O'Brien", "日本語 テスト", "CN=a,O=b c",
+                                  "Ελληνικά", "😀 emoji"])
+def test_printable_text_is_unchanged(text: str) -> None:
+    assert safe_text(text) == text and safe_html(text) == text.replace("'", "&#x27;")
+
+
+@settings(derandomize=True, max_examples=300, deadline=None)
+@given(st.text())
+def test_safe_text_never_leaves_a_control(text: str) -> None:
+    out = safe_text(text)
+    assert raw_controls(out) == []
+    assert raw_controls(safe_lines(text), "\n\t") == []
+    if text.isprintable() and "\\" not in text:
+        assert out == text
+
+
+@settings(derandomize=True, max_examples=300, deadline=None)
+@given(st.text())
+def test_safe_text_is_reversible(text: str) -> None:
+    """With backslashes doubled, the escaped text decodes back to exactly what was sent."""
+    assert safe_text(text).encode("latin-1", "backslashreplace").decode("unicode_escape") == text
+
+
+# ---- sinks -----------------------------------------------------------------------------
+
+def test_operational_log_sink() -> None:
+    from proxy.logs import EscapingObserver, escaped_text_observer
+
+    buf = io.StringIO()
+    log = Logger(namespace="certgate", observer=LogPublisher(EscapingObserver(escaped_text_observer(buf))))
+    log.info("TLS handshake refused: certificate {subject} from {peer} ({n} tries)", subject="CN=" + EVIL,
+             peer=b"10.0.0.1\r\n", n=3)
+    text = buf.getvalue()
+    assert text.count("\n") == 1 and raw_controls(text, "\n") == []
+    assert "CN=e\\x1b[31mvil\\x0d\\x0aforged line" in text and "(3 tries)" in text
+
+
+def test_audit_log_sink() -> None:
+    from proxy.audit import Audit
+
+    buf = io.StringIO()
+    Audit(buf, now=lambda: 1.0).record("login", "deny", "certificate-invalid", account=EVIL, path="/" + EVIL,
+                                       user_agent=EVIL.encode())
+    line = buf.getvalue()
+    assert line.count("\n") == 1 and line.isascii()
+    rec = json.loads(line)
+    for key in ("account", "path", "user_agent"):
+        assert raw_controls(rec[key]) == [], key
+    assert rec["account"] == safe_text(EVIL, backslash=False)
+
+
+def test_cockpit_auth_stderr_sink(capsys: pytest.CaptureFixture[str]) -> None:
+    from proxy.frontdoors import cockpit_auth
+
+    cockpit_auth._log(f"refused problem=authentication-failed account={EVIL}: bad")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and raw_controls(err, "\n") == []
+    assert "account=e\\x1b[31mvil\\x0d\\x0a" in err
+
+
+def test_gate_error_page_sink() -> None:
+    from proxy.gate import error_page
+    from proxy.messages import RequestHead
+
+    html_head = RequestHead(b"GET", b"/", b"1.1", [(b"accept", b"text/html")])
+    page = error_page(html_head, 403, "code<" + EVIL, "Title " + EVIL, "message <b>" + EVIL).body.decode()
+    assert raw_controls(page, "\n") == [] and "<b>" not in page and "&lt;b&gt;" in page
+    json_head = RequestHead(b"GET", b"/", b"1.1", [])
+    body = json.loads(error_page(json_head, 403, "c", "T", EVIL).body)
+    assert body["message"] == safe_text(EVIL, backslash=False)
+
+
+def test_login_page_escapes_the_certificate() -> None:
+    from proxy.login import pages
+
+    assert pages._e("<" + EVIL) == "&lt;" + safe_text(EVIL, backslash=False)
+
+
+@pytest.mark.parametrize("sink", ["messages", "admin", "presence"])
+def test_json_sinks(sink: str) -> None:
+    obj: dict[str, Any] = {"account": EVIL, "subject": "CN=" + EVIL, "sans": [EVIL], EVIL: 1, "n": 2, "ok": True}
+    if sink == "messages":
+        from proxy.messages import json_response
+
+        body = json_response(200, obj).body
+    elif sink == "admin":
+        from proxy.admin import _json
+
+        body = _json(200, obj).body
+    else:
+        from proxy.presence import _json as presence_json
+
+        body = presence_json(200, obj).body
+    assert raw_controls(json.dumps(json.loads(body), ensure_ascii=False)) == []
+    assert json.loads(body)["n"] == 2 and json.loads(body)["sans"] == [safe_text(EVIL, backslash=False)]
+
+
+def test_safe_json_keeps_numbers_and_structure() -> None:
+    assert safe_json({"a": [1, 2.5, None, True, ("x\n",)]}) == {"a": [1, 2.5, None, True, ["x\\x0a"]]}
