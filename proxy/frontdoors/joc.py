@@ -27,6 +27,7 @@ import binascii
 import json
 from typing import TYPE_CHECKING, Any
 
+from proxy.escape import safe_json
 from proxy.frontdoors.access import access_refusal
 from proxy.messages import ConnContext, Forward, Headers, RequestHead, Response
 
@@ -56,7 +57,7 @@ def decode_joc_basic(value: bytes) -> tuple[str, str | None] | None:
 
 def joc_error(status: int, message: str) -> Response:
     """JOC's 420-style error body ``{"error": {"code": "JOC-420", "message": ...}}``."""
-    body = json.dumps({"error": {"code": "JOC-420", "message": message}}).encode("utf-8")
+    body = json.dumps(safe_json({"error": {"code": "JOC-420", "message": message}})).encode("utf-8")
     return Response(status, [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-cache, no-store")], body)
 
 
@@ -67,7 +68,7 @@ def joc_denied(account: str, status: int = 401, message: str = "Access denied",
             "hasRole": False, "isApprover": False, "isApprovalRequestor": False, "forcePasswordChange": False,
             "enableTouch": True}
     hs: Headers = [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-cache, no-store, must-revalidate")]
-    return Response(status, hs + (headers or []), json.dumps(body).encode("utf-8"))
+    return Response(status, hs + (headers or []), json.dumps(safe_json(body)).encode("utf-8"))
 
 
 class JocFrontDoor:

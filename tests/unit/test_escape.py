@@ -129,3 +129,22 @@ def test_json_sinks(sink: str) -> None:
 
 def test_safe_json_keeps_numbers_and_structure() -> None:
     assert safe_json({"a": [1, 2.5, None, True, ("x\n",)]}) == {"a": [1, 2.5, None, True, ["x\\x0a"]]}
+
+
+def test_front_door_answers_escape_account_and_reason_phrase() -> None:
+    from proxy.frontdoors.cockpit import CockpitFrontDoor
+    from proxy.frontdoors.joc import joc_denied, joc_error
+
+    resp = CockpitFrontDoor._answer(401, "authentication-failed", "account " + EVIL)
+    assert b"\r" not in resp.reason and b"\n" not in resp.reason and resp.reason.isascii()
+    for body in (resp.body, joc_denied(EVIL).body, joc_error(401, EVIL).body):
+        assert raw_controls(json.dumps(json.loads(body), ensure_ascii=False)) == []
+
+
+def test_sessions_cli_table_escapes_accounts() -> None:
+    from proxy.sessions_cli import _table
+
+    row = {"id": "a" * 64, "account": EVIL, "fingerprint": "f" * 64, "created_at": 0, "proved_at": 0,
+           "ends_at": 0, "trusted": False, "client_ip": "10.0.0.1\x1b[2J", "state": "live", "end_reason": None}
+    out = _table([row])
+    assert out.count("\n") == 1 and raw_controls(out, "\n") == [] and "e\\x1b[31mvil" in out
