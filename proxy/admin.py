@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
-from proxy.escape import safe_json
+from trust.escape import safe_json
 from proxy.sessions import describe
 
 HealthFn = Callable[[], "tuple[bool, str | None]"]

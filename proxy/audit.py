@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import IO, Any, Callable
 
-from proxy.escape import safe_json, safe_text
+from trust.escape import safe_json, safe_text
 
 _SECRET_WORDS = ("password", "passwd", "totp_code", "code", "secret", "token", "cookie", "receipt", "assertion")
 
@@ -44,7 +44,7 @@ class Audit:
             if any(w == k or k.endswith("_" + w) for w in _SECRET_WORDS):
                 continue
             rec[k] = v
-        line = json.dumps(safe_json(rec), separators=(",", ":"), default=lambda o: safe_text(o, backslash=False))
+        line = json.dumps(safe_json(rec), separators=(",", ":"), default=safe_text)
         with self._lock:
             try:
                 self._stream.write(line + "\n")

@@ -12,7 +12,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from proxy.escape import safe_html
+from trust.escape import safe_html
 
 DEMO_CLIENTS = ("alice", "bob")
 

@@ -22,7 +22,7 @@ import json
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence, Union
 from urllib.parse import quote
 
-from proxy.escape import safe_html, safe_json
+from trust.escape import safe_html, safe_json
 from proxy.messages import ConnContext, Decision, Forward, Headers, RequestHead, Response
 from proxy.stores.interface import StoreError
 

@@ -15,7 +15,7 @@ from twisted.logger import (FileLogObserver, FilteringLogObserver, ILogObserver,
                             formatEventAsClassicLogText)
 from zope.interface import implementer
 
-from proxy.escape import safe_lines, safe_text
+from trust.escape import safe_lines, safe_text
 
 _LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn, "error": LogLevel.error}
 
@@ -37,7 +37,7 @@ _PLAIN = (int, float, bool, type(None))
 
 @implementer(ILogObserver)
 class EscapingObserver:
-    """Passes events on with every field value escaped by :func:`proxy.escape.safe_text`.
+    """Passes events on with every field value escaped by :func:`trust.escape.safe_text`.
 
     Fields named ``log_*`` (the format string, the failure, the level ...) and numbers are
     passed as they are; any other value is turned into one line of printable text before the

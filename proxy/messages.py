@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Protocol, Union
 from urllib.parse import unquote
 
-from proxy.escape import safe_json
+from trust.escape import safe_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred

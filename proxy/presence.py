@@ -29,7 +29,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any, Callable
 
-from proxy.escape import safe_json
+from trust.escape import safe_json
 from proxy.messages import ConnContext, Headers, RequestHead, Response
 
 if TYPE_CHECKING:  # pragma: no cover

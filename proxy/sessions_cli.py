@@ -22,7 +22,7 @@ import urllib.request
 from typing import Any, Sequence
 from urllib.parse import quote, urlencode
 
-from proxy.escape import safe_json, safe_text
+from trust.escape import safe_json, safe_text
 
 DEFAULT_CONFIG = "/etc/certgate/certgate.conf"
 

@@ -39,7 +39,7 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from proxy.escape import safe_json, safe_text
+from trust.escape import safe_json, safe_text
 from proxy.frontdoors.access import access_refusal
 from proxy.frontdoors.assertion import assertion_key, mint_assertion
 from proxy.frontdoors.wsframes import LogoutWatcher

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from proxy.escape import safe_text
+from trust.escape import safe_text
 from proxy.frontdoors.assertion import AssertionInvalid, assertion_key, verify_assertion
 
 #: Namespace of consumed assertion ids in the store (shared with the gateway's minting side).

@@ -27,7 +27,7 @@ import binascii
 import json
 from typing import TYPE_CHECKING, Any
 
-from proxy.escape import safe_json
+from trust.escape import safe_json
 from proxy.frontdoors.access import access_refusal
 from proxy.messages import ConnContext, Forward, Headers, RequestHead, Response
 

@@ -19,7 +19,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from proxy.escape import safe_html
+from trust.escape import safe_html
 from proxy.login import factors
 from proxy.login.keys import derive_key
 from proxy.login.service import AuthOutcome

@@ -23,8 +23,8 @@ from trust import issue as I
 
 #: ESC/CSI colour, CR LF with a forged log line, NUL, DEL, C1 (NEL, CSI), BEL, OSC title,
 #: bidi override and isolate, line separator, zero-width joiner.
-EVIL = ("e\x1b[31mvil\r\n2026-01-01T00:00:00 [certgate#info] accepted\x00\x7f\x85\x9b2J\x07"
-        "\x1b]0;pwned\x07\u202etxt.exe\u2066\u2028\u200d")
+EVIL = ("e\x1b[31mvil\r\n2026 [certgate#info]\x00\x7f\x85\x9b\x07"
+        "\x1b]0;pw\x07\u202etx\u2066\u2028\u200d")  # names stay within X.509's 64 bytes
 ESCAPED = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
 
 
@@ -35,7 +35,7 @@ def raw_controls(text: str, allowed: str = "\n\t") -> list[str]:
 
 def evil_client(pki: Pki) -> ClientCert:
     """A client certificate from an unknown CA; subject CN/O and issuer CN carry ``EVIL``."""
-    rogue_ca = I.ca("rogue " + EVIL)
+    rogue_ca = I.ca("R" + EVIL)
     issued = I.client(rogue_ca, ["alice" + EVIL])
     cert_path, key_path = issued.write(pki.folder / "evil", "evil")
     return ClientCert("alice" + EVIL, cert_path, key_path, issued.fingerprint)
@@ -83,9 +83,9 @@ def test_need_mode_refusal_is_logged_escaped(tmp_path: Path, pki: Pki, upstream:
     text = log.read_text(encoding="utf-8")
     assert raw_controls(text) == []
     line = next(line for line in text.splitlines() if "refused: certificate" in line)
-    assert "e\\x1b[31mvil\\x0d\\x0a2026-01-01T00:00:00 [certgate#info] accepted" in line
-    assert "\\u202etxt.exe\\u2066\\u2028\\u200d" in line
-    assert not any(line.startswith("2026-01-01T00:00:00") for line in text.splitlines())
+    assert "e\\x1b[31mvil\\x0d\\x0a2026 [certgate#info]\\00\\x7f\\x85\\x9b\\x07" in line  # \\00: RFC 4514
+    assert "\\x1b]0\\;pw\\x07\\u202etx\\u2066\\u2028\\u200d" in line
+    assert not any(line.startswith("2026 ") for line in text.splitlines())
 
 
 def test_want_mode_page_logs_and_audit_hold_only_escaped_text(tmp_path: Path, pki: Pki,
