@@ -66,6 +66,8 @@ def check_config_main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="certgate check-config", description="Validate a certgate config file.")
     ap.add_argument("config", help="path of the config file")
     ap.add_argument("--quiet", "-q", action="store_true", help="print nothing when valid")
+    ap.add_argument("--running", action="store_true",
+                    help="the gateway already runs with this file: skip the port checks (its ports are taken)")
     ns = ap.parse_args(argv)
     from proxy.config import ConfigError, load_config
     from proxy.service import preflight
@@ -77,7 +79,7 @@ def check_config_main(argv: list[str]) -> int:
         for p in e.problems:
             print(f"  {p}", file=sys.stderr)
         return 1
-    problems = preflight(cfg)
+    problems = preflight(cfg, bind=not ns.running)
     if problems:
         print(f"{ns.config}: {len(problems)} problem(s):", file=sys.stderr)
         for p in problems:

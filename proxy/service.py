@@ -27,14 +27,14 @@ from trust.problems import Problem
 log = Logger(namespace="certgate")
 
 
-def preflight(cfg: Config) -> list[Problem]:
+def preflight(cfg: Config, *, bind: bool = True) -> list[Problem]:
     """Every problem that stops the gateway from starting (:func:`proxy.checks.startup_problems`).
 
     ``certgate check-config`` and the service call this same function; empty means it can start.
     """
     from proxy.checks import startup_problems
 
-    return startup_problems(cfg)
+    return startup_problems(cfg, bind=bind)
 
 
 class _Listener(Service):

@@ -149,3 +149,18 @@ def test_admin_with_token_on_any_address_starts(tmp_path: Path, pki: Pki) -> Non
             assert status == 200
     finally:
         upstream.close()
+
+
+def test_check_config_running_skips_only_the_port_check(tmp_path: Path, pki: Pki) -> None:
+    """Validating the file of a running gateway: --running does not report its own port."""
+    upstream = Recorder()
+    cfg = write_config(tmp_path, pki, upstream=upstream.url)
+    try:
+        with Gateway(cfg) as gw:
+            busy = subprocess.run([CERTGATE, "check-config", str(cfg)], capture_output=True, text=True, timeout=60)
+            assert busy.returncode == 1 and f"[listen] port: 127.0.0.1:{gw.port} is in use" in busy.stderr
+            ok = subprocess.run([CERTGATE, "check-config", "--running", str(cfg)], capture_output=True, text=True,
+                                timeout=60)
+            assert ok.returncode == 0, ok.stderr
+    finally:
+        upstream.close()
