@@ -16,6 +16,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from trust.escape import safe_text
 from trust.problems import Problem
 
 
@@ -34,6 +35,7 @@ def startup_problems(cfg: Any, *, bind: bool = True) -> list[Problem]:
 
         problems += config_problems(cfg)
     problems += store_problems(cfg)
+    problems += upstream_tls_problems(cfg)
     problems += _login_problems(cfg)
     problems += admin_problems(cfg)
     problems += _writable_file("audit", "file", cfg.audit.file)
@@ -87,6 +89,30 @@ def store_problems(cfg: Any) -> list[Problem]:
         p = p if p.is_absolute() else Path(cfg.base_dir) / p
         return _writable_file("sessions", "store", str(p), create_dirs=True)
     return []
+
+
+def upstream_tls_problems(cfg: Any) -> list[Problem]:
+    """Each https route's CA bundle and client certificate/key: readable, PEM, usable together."""
+    from proxy.upstream import _client_tls_creator
+
+    out: list[Problem] = []
+    for route in cfg.routes:
+        if route.scheme != "https" or route.tls is None:
+            continue
+        section = "upstream" if route.name == "default" else f"route:{route.name}"
+        before = len(out)
+        for key, path in (("tls_ca", route.tls.ca), ("tls_client_certificate", route.tls.client_certificate),
+                          ("tls_client_key", route.tls.client_key)):
+            if path is not None:
+                out += _readable(section, key, Path(path))
+        if len(out) > before:
+            continue
+        try:
+            _client_tls_creator(route)
+        except Exception as e:  # PEM or key errors: the message says which
+            key = "tls_ca" if route.tls.client_certificate is None else "tls_client_certificate"
+            out.append(Problem(section, key, f"unusable: {safe_text(e) or type(e).__name__}"))
+    return out
 
 
 def _login_problems(cfg: Any) -> list[Problem]:

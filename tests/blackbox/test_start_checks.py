@@ -164,3 +164,13 @@ def test_check_config_running_skips_only_the_port_check(tmp_path: Path, pki: Pki
             assert ok.returncode == 0, ok.stderr
     finally:
         upstream.close()
+
+
+def test_unusable_upstream_ca_bundle(tmp_path: Path, pki: Pki) -> None:
+    bundle = tmp_path / "upstream-ca.pem"
+    bundle.write_text("not a certificate\n")
+    cfg = write_config(tmp_path, pki, upstream="https://127.0.0.1:9", extra={"upstream": {"tls_ca": str(bundle)}})
+    check, run = _both(cfg)
+    assert check.returncode == 1 and "[upstream] tls_ca: unusable: " in check.stderr, check.stderr
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and "[upstream] tls_ca: unusable: " in run.stderr
