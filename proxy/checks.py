@@ -39,7 +39,10 @@ def startup_problems(cfg: Any, *, bind: bool = True) -> list[Problem]:
     problems += _login_problems(cfg)
     problems += admin_problems(cfg)
     problems += _writable_file("audit", "file", cfg.audit.file)
-    problems += _writable_file("log", "file", cfg.log.file)
+    log_file = cfg.log.file  # relative to the config's folder, as proxy.logs opens it
+    if log_file != "-" and not Path(log_file).is_absolute():
+        log_file = str(Path(cfg.base_dir) / log_file)
+    problems += _writable_file("log", "file", log_file)
     if bind:
         problems += port_problems("listen", "port", cfg.listen.address, cfg.listen.port,
                                   reuse_port=cfg.listen.workers > 1)
