@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
-from trust.escape import safe_json
 from proxy.sessions import describe
+from trust.escape import safe_json
 
 HealthFn = Callable[[], "tuple[bool, str | None]"]
 

@@ -25,7 +25,8 @@ def startup_problems(cfg: Any, *, bind: bool = True) -> list[Problem]:
 
     Covers the server certificates and keys, the trust store, the front doors' config, the
     session store, the login key files, the admin listener, the audit and log files and (with
-    ``bind``) whether the listen and admin ports can be bound right now.
+    ``bind``) whether the listen and admin ports can be bound right now (a worker process,
+    ``CERTGATE_WORKER=1``, shares the listen port with SO_REUSEPORT and has no admin port).
     """
     problems: list[Problem] = []
     problems += _tls_problems(cfg)
@@ -46,7 +47,7 @@ def startup_problems(cfg: Any, *, bind: bool = True) -> list[Problem]:
     if bind:
         problems += port_problems("listen", "port", cfg.listen.address, cfg.listen.port,
                                   reuse_port=cfg.listen.workers > 1)
-        if cfg.admin.port:
+        if cfg.admin.port and os.environ.get("CERTGATE_WORKER") != "1":  # workers serve no admin API
             problems += port_problems("admin", "port", cfg.admin.address, cfg.admin.port)
     return problems
 

@@ -174,3 +174,20 @@ def test_unusable_upstream_ca_bundle(tmp_path: Path, pki: Pki) -> None:
     assert check.returncode == 1 and "[upstream] tls_ca: unusable: " in check.stderr, check.stderr
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1 and "[upstream] tls_ca: unusable: " in run.stderr
+
+
+def test_workers_with_an_admin_listener_all_start(tmp_path: Path, pki: Pki) -> None:
+    """A worker process makes the same start checks but does not claim the primary's admin port."""
+    from tests.blackbox import wait_for
+    from tests.blackbox.test_service import _listeners
+
+    upstream = Recorder()
+    cfg = write_config(tmp_path, pki, upstream=upstream.url,
+                       extra={"listen": {"workers": 2}, "sessions": {"store": f"sqlite:{tmp_path / 's.db'}"},
+                              "admin": {"port": _free()}})
+    try:
+        with Gateway(cfg) as gw:
+            wait_for(lambda: len(_listeners(gw.port)) == 2, 20, what="two listening workers")
+            assert "Traceback" not in gw.log() and "cannot be bound" not in gw.log()
+    finally:
+        upstream.close()
