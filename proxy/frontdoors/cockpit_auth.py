@@ -265,6 +265,8 @@ def local_user_check(disallowed: frozenset[str]) -> Callable[[str], str | None]:
             pwd.getpwnam(name)
         except KeyError:
             return f"the account {name!r} has no local user on this host"
+        except ValueError:  # e.g. an embedded NUL: no user can have that name
+            return f"the account {name!r} is not a valid user name"
         return None
 
     return check

@@ -150,3 +150,10 @@ def test_sessions_cli_table_escapes_accounts() -> None:
            "ends_at": 0, "trusted": False, "client_ip": "10.0.0.1\x1b[2J", "state": "live", "end_reason": None}
     out = _table([row])
     assert out.count("\n") == 1 and raw_controls(out, "\n") == [] and "e\\x1b[31mvil" in out
+
+
+def test_cockpit_auth_user_check_refuses_a_nul_name_without_a_traceback() -> None:
+    from proxy.frontdoors.cockpit_auth import local_user_check
+
+    why = local_user_check(frozenset())("root\x00x")
+    assert why is not None and "is not a valid user name" in why and "\x00" not in why
