@@ -212,7 +212,7 @@ def check_config_text(text: str, path: Path) -> None:
 
 @FUZZ
 @given(lines)
-def test_config_parser_structured(tmp_path_factory: pytest.TempPathFactory, body: list[str]) -> None:
+def test_config_parser_structured(body: list[str]) -> None:
     check_config_text("\n".join(body) + "\n", Path("/nonexistent/certgate.conf"))
 
 
