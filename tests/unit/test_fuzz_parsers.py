@@ -220,3 +220,24 @@ def test_config_parser_structured(body: list[str]) -> None:
 @given(st.text(max_size=400))
 def test_config_parser_arbitrary_text(text: str) -> None:
     check_config_text(text, Path("/nonexistent/certgate.conf"))
+
+
+@pytest.fixture(scope="module")
+def valid_base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A folder with the files a minimal valid config names, and that config's text."""
+    d = tmp_path_factory.mktemp("fuzz-config")
+    (d / "server.pem").write_text("x")
+    (d / "server.key").write_text("x")
+    (d / "trust.d").mkdir()
+    text = (f"[listen]\ncertificate = {d}/server.pem\nkey = {d}/server.key\n[trust]\nstore = {d}/trust.d\n"
+            "[upstream]\nurl = http://127.0.0.1:9\n")
+    parse_config(text, d / "certgate.conf")  # the base itself is valid
+    return d, text
+
+
+@FUZZ
+@given(lines)
+def test_config_parser_mutating_a_valid_config(valid_base: tuple[Path, str], body: list[str]) -> None:
+    """Random sections and keys appended to a valid config reach the value and cross checks."""
+    folder, base = valid_base
+    check_config_text(base + "\n".join(body) + "\n", folder / "certgate.conf")
