@@ -117,8 +117,9 @@ class ForwardMixin:
             framing = b""
         if facts.websocket:
             framing += _WS_UPGRADE
-        target = head.target
-        if route.base_path:
+        # The canonical target the gate decided on (proxy.paths); the raw one only when unsafe.
+        target = r.raw_target if route.unsafe_forward_raw_target else head.target
+        if route.base_path and target != b"*":
             target = route.base_path.encode("latin-1") + target
         self._up_head = b"".join((head.method, b" ", target, b" HTTP/1.1\r\n", render_headers(hs),
                                   ours, framing, b"\r\n"))

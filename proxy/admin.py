@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
+from proxy.paths import TargetError, canonical_target
 from proxy.sessions import describe
 from trust.escape import safe_json
 
@@ -84,7 +85,14 @@ class AdminAPI:
         return hmac.compare_digest(authorization[7:].strip(), self.token.encode("utf-8"))
 
     def handle(self, method: bytes, path: bytes, authorization: bytes | None = None) -> AdminResponse:
-        """Answer one request; ``path`` includes the query string."""
+        """Answer one request; ``path`` is the request target as received (query included).
+
+        Every decision uses its canonical form (``proxy.paths``); a target without one gets 400.
+        """
+        try:
+            path = canonical_target(path, method)
+        except TargetError as e:
+            return _json(400, {"error": "bad-request", "message": "request target refused: " + e.reason})
         raw_path, _, raw_query = path.partition(b"?")
         p = raw_path.decode("latin-1").rstrip("/") or "/"
         q = {k: v[-1] for k, v in parse_qs(raw_query.decode("latin-1")).items()}

@@ -74,6 +74,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "tls_client_certificate": Key("path", None, "client certificate (PEM) certgate presents upstream"),
         "tls_client_key": Key("path", None, "its private key (PEM)"),
         "unsafe_skip_verify": Key("bool", False, "UNSAFE: do not verify an https upstream's certificate"),
+        "unsafe_forward_raw_target": Key("bool", False, "UNSAFE: forward the request target as the client "
+                                         "sent it, not the canonical path certgate decided on"),
     },
     "headers": {
         "account": Key("header", "X-Remote-User", "header carrying the account to the upstream"),
@@ -186,6 +188,7 @@ class Route:
     max_idle: int
     max_connections: int
     tls: UpstreamTLS | None
+    unsafe_forward_raw_target: bool = False
 
 
 @dataclass(frozen=True)
@@ -364,7 +367,8 @@ def _route(name: str, values: Mapping[str, Any], prefix: str) -> Route:
                  port=parts.port or (443 if scheme == "https" else 80), base_path=parts.path.rstrip("/"),
                  kind=values["kind"], connect_timeout=values["connect_timeout"],
                  read_timeout=values["read_timeout"], max_idle=values["max_idle"],
-                 max_connections=values["max_connections"], tls=tls)
+                 max_connections=values["max_connections"], tls=tls,
+                 unsafe_forward_raw_target=values["unsafe_forward_raw_target"])
 
 
 def _check_files(cfg_values: Mapping[str, Mapping[str, Any]], problems: list[Problem]) -> None:
@@ -413,6 +417,8 @@ def parse_config(text: str, path: Path) -> Config:
             prefix = rv.get("prefix") or "/"
             if not str(prefix).startswith("/"):
                 problems.append(Problem(sec, "prefix", f"{prefix!r} must start with /"))
+            else:
+                _check_canonical(sec, "prefix", str(prefix), problems)
             routes.append(_route(sec.split(":", 1)[1], rv, prefix))
     routes.sort(key=lambda r: len(r.prefix), reverse=True)
     routes.append(_route("default", vals["upstream"], "/"))
@@ -435,7 +441,23 @@ def parse_config(text: str, path: Path) -> Config:
                   audit=Section(vals["audit"]), log=Section(vals["log"]), account_rules=account_rules)
 
 
+def _check_canonical(section: str, key: str, path: str, problems: list[Problem]) -> None:
+    """Paths certgate compares with request paths must be canonical (``proxy.paths``) themselves."""
+    from proxy.paths import TargetError, canonical_path
+
+    try:
+        canon = canonical_path(path.encode("utf-8")).decode("ascii")
+    except TargetError as e:
+        problems.append(Problem(section, key, f"{path!r} is not a usable path: {e.reason}"))
+        return
+    if canon != path:
+        problems.append(Problem(section, key, f"{path!r} is not canonical; write {canon!r} (see docs/forwarding.md)"))
+
+
 def _validate_cross(vals: Mapping[str, Mapping[str, Any]], problems: list[Problem]) -> None:
+    _check_canonical("joc", "login_path", str(vals["joc"]["login_path"]), problems)
+    root = "/" + str(vals["cockpit"]["url_root"]).strip().strip("/")
+    _check_canonical("cockpit", "url_root", root, problems)
     try:
         ipaddress.ip_address(vals["listen"]["address"])
     except ValueError:

@@ -36,7 +36,7 @@ from proxy._http_flow import (K_BODY, K_HANDSHAKE, K_HEADER, K_IDLE, K_NONE, K_U
                               P_RAW, FlowMixin)
 from proxy._http_forward import ForwardMixin
 from proxy._http_local import LocalMixin
-from proxy._http_wire import check_request, error_bytes
+from proxy._http_wire import check_request, error_bytes, refusal_bytes
 from proxy.headers import HeaderPolicy
 from proxy.messages import ConnContext, Forward, Local, RequestHead, Response
 
@@ -57,7 +57,7 @@ class _Req:
     """One request as the HTTP layer tracks it (the gate sees only ``head``)."""
 
     __slots__ = ("head", "facts", "complete", "chunks", "buffered", "sink", "on_complete", "received",
-                 "limit", "error", "retried")
+                 "limit", "error", "retried", "raw_target")
 
     def __init__(self, head: RequestHead | None, facts: Any, error: int = 0) -> None:
         self.head = head
@@ -71,6 +71,7 @@ class _Req:
         self.limit: int | None = None
         self.error = error
         self.retried = False
+        self.raw_target = b""  # the target as received (forwarded only by unsafe_forward_raw_target)
 
 
 @implementer(IHandshakeListener, IPushProducer)
@@ -357,12 +358,19 @@ class GatewayProtocol(FlowMixin, ForwardMixin, LocalMixin, Protocol):
         p = self._parser
         method = p.get_method()
         version = p.get_http_version().encode()
-        facts = check_request(method, self._url, version, self._hdrs, p.should_upgrade())
-        head = RequestHead(method, self._url, version, self._hdrs, facts.websocket, facts.keep_alive,
+        raw = self._url
+        facts = check_request(method, raw, version, self._hdrs, p.should_upgrade())
+        # Decisions and the forwarded request use the canonical target (proxy.paths), never ``raw``.
+        head = RequestHead(method, facts.target or raw, version, self._hdrs, facts.websocket, facts.keep_alive,
                            facts.chunked or bool(facts.content_length))
         self._hdrs = _NO_HEADERS  # the head owns them now; an idle connection keeps nothing
         self._url = b""
         r = _Req(head, facts, facts.error)
+        r.raw_target = raw
+        if facts.why:
+            ident = self.identity
+            log.info("request refused ({status}) from {ip}: {why}; target {target}", status=facts.error,
+                     ip=getattr(ident, "client_ip", "?"), why=facts.why, target=ascii(raw[:200]))
         if facts.error:
             self._parsing = False  # framing no longer trusted: nothing after this is parsed
         elif len(self._queue) >= self.factory.max_pipeline:
@@ -413,10 +421,11 @@ class GatewayProtocol(FlowMixin, ForwardMixin, LocalMixin, Protocol):
         if self._active is None:
             self._start(err)
 
-    def _error_now(self, status: int) -> None:
-        """Answer ``status`` unless a response already began, cancel the exchange, close."""
+    def _error_now(self, status: int, why: str = "") -> None:
+        """Answer ``status`` (with certgate's one-line ``why``) unless a response already began,
+        cancel the exchange, close."""
         if not self._out_started():
-            self.transport.write(error_bytes(status))
+            self.transport.write(refusal_bytes(status, why) if why else error_bytes(status))
             self.factory.counters["errors"] += 1
         self._cancel_upstream()
         self._active = None
@@ -439,7 +448,7 @@ class GatewayProtocol(FlowMixin, ForwardMixin, LocalMixin, Protocol):
         self._up = None
         self._dl_kind = K_NONE
         if r.error:
-            self._error_now(r.error)
+            self._error_now(r.error, r.facts.why if r.facts is not None else "")
             return
         conn = self.conn
         conn.requests += 1  # type: ignore[union-attr]

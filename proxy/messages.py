@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Protocol, Union
-from urllib.parse import unquote
 
 from trust.escape import safe_json
 
@@ -22,7 +21,12 @@ Headers = list[tuple[bytes, bytes]]
 
 @dataclass(slots=True)
 class RequestHead:
-    """A parsed request head. ``headers`` keep wire order, repeats and original case."""
+    """A parsed request head. ``headers`` keep wire order, repeats and original case.
+
+    ``target`` is the canonical request target (``proxy.paths.canonical_target``): the one value
+    every decision uses and the upstream receives. Code that builds heads itself (tests) passes
+    a canonical target or goes through ``canonical_target`` first.
+    """
 
     method: bytes
     target: bytes
@@ -34,9 +38,11 @@ class RequestHead:
 
     @property
     def path(self) -> str:
-        """The decoded path (no query); ``%2F`` stays decoded-as-slash (compare prefixes carefully)."""
+        """The path (no query) exactly as it is forwarded: ``target`` is canonical (``proxy.paths``)
+        when the HTTP layer made the head, so this is ASCII with only reserved or non-ASCII bytes
+        still ``%XX``-escaped. It is not decoded further: compare it with canonical paths."""
         raw = self.target.split(b"?", 1)[0]
-        return unquote(raw.decode("latin-1"))
+        return raw.decode("latin-1")
 
     @property
     def query(self) -> str:

@@ -220,6 +220,9 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
     if cfg.routes and any(r.tls and r.tls.unsafe_skip_verify for r in cfg.routes):
         log.warn("UNSAFE: upstream TLS verification is off for route(s) {names}",
                  names=", ".join(r.name for r in cfg.routes if r.tls and r.tls.unsafe_skip_verify))
+    if any(r.unsafe_forward_raw_target for r in cfg.routes):
+        log.warn("UNSAFE: route(s) {names} forward the raw request target, not the canonical path certgate "
+                 "decided on", names=", ".join(r.name for r in cfg.routes if r.unsafe_forward_raw_target))
     return gw
 
 
