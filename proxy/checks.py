@@ -40,10 +40,11 @@ def startup_problems(cfg: Any, *, bind: bool = True) -> list[Problem]:
     problems += _login_problems(cfg)
     problems += admin_problems(cfg)
     problems += _writable_file("audit", "file", cfg.audit.file)
-    log_file = cfg.log.file  # relative to the config's folder, as proxy.logs opens it
-    if log_file != "-" and not Path(log_file).is_absolute():
-        log_file = str(Path(cfg.base_dir) / log_file)
-    problems += _writable_file("log", "file", log_file)
+    for key in ("file", "json_file", "access_file"):  # relative to the config's folder, as proxy.logs opens them
+        target = getattr(cfg.log, key, "") or "-"
+        if target != "-" and not Path(target).is_absolute():
+            target = str(Path(cfg.base_dir) / target)
+        problems += _writable_file("log", key, target)
     if bind:
         problems += port_problems("listen", "port", cfg.listen.address, cfg.listen.port,
                                   reuse_port=cfg.listen.workers > 1)

@@ -4,7 +4,8 @@ A real gateway, real handshakes: a client certificate from an unknown CA whose s
 issuer are full of terminal escapes, CR, LF, NUL, DEL, C1 controls and bidi overrides is
 refused (``need``) or explained (``want``); a request carries the same in its path, User-Agent
 and other header values. The operational log file, the audit log file and the login page
-must hold none of those characters raw, and the escaped text must be there.
+(text and JSON), the audit log and the access log must hold none of those characters raw, and
+the escaped text must be there.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def evil_client(pki: Pki) -> ClientCert:
 def _config(tmp_path: Path, pki: Pki, upstream: Recorder, client_auth: str) -> Path:
     return write_config(tmp_path, pki, upstream=upstream.url, extra={
         "listen": {"client_auth": client_auth},
-        "log": {"level": "debug", "file": str(tmp_path / "certgate.log")},
+        "log": {"level": "debug", "file": str(tmp_path / "certgate.log"), "json_file": str(tmp_path / "certgate.json"),
+                "access_file": str(tmp_path / "access.log")},
         "audit": {"file": str(tmp_path / "audit.log")},
     })
 
@@ -111,9 +113,14 @@ def test_want_mode_page_logs_and_audit_hold_only_escaped_text(tmp_path: Path, pk
     assert bad.startswith(b"HTTP/1.1 400 "), bad[:100]
     assert raw_controls(denied.partition(b"\r\n\r\n")[2].decode("utf-8")) == []
     assert status == 401 and raw_controls(json.dumps(json.loads(body), ensure_ascii=False)) == []
-    for name in ("certgate.log", "audit.log"):
+    for name in ("certgate.log", "certgate.json", "audit.log", "access.log"):
         text = (tmp_path / name).read_text(encoding="utf-8")
         assert raw_controls(text) == [], name
+    for name in ("certgate.json", "access.log"):  # JSON lines: the decoded values are escaped text too
+        for line in (tmp_path / name).read_text().splitlines():
+            assert raw_controls(json.dumps(json.loads(line), ensure_ascii=False)) == [], (name, line)
+    paths = [json.loads(line).get("path") for line in (tmp_path / "access.log").read_text().splitlines()]
+    assert "/%1b%5b31m%0d%0a%00%7f%c2%85%e2%80%ae" in paths  # the canonical target stays percent-encoded
     records = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
     for rec in records:  # the decoded JSON values are escaped text too (for `jq -r`)
         assert raw_controls(json.dumps(rec, ensure_ascii=False)) == [], rec

@@ -58,10 +58,10 @@ def test_safe_text_is_reversible(text: str) -> None:
 # ---- sinks -----------------------------------------------------------------------------
 
 def test_operational_log_sink() -> None:
-    from proxy.logs import EscapingObserver, escaped_text_observer
+    from proxy.logs import EscapingObserver, text_observer
 
     buf = io.StringIO()
-    log = Logger(namespace="certgate", observer=LogPublisher(EscapingObserver(escaped_text_observer(buf))))
+    log = Logger(namespace="certgate", observer=LogPublisher(EscapingObserver(text_observer(buf))))
     log.info("TLS handshake refused: certificate {subject} from {peer} ({n} tries)", subject="CN=" + EVIL,
              peer=b"10.0.0.1\r\n", n=3)
     text = buf.getvalue()
@@ -157,3 +157,10 @@ def test_cockpit_auth_user_check_refuses_a_nul_name_without_a_traceback() -> Non
 
     why = local_user_check(frozenset())("root\x00x")
     assert why is not None and "is not a valid user name" in why and "\x00" not in why
+
+
+def test_access_log_strings() -> None:
+    from proxy.accesslog import _s
+
+    encoded = _s(EVIL)
+    assert encoded.isascii() and json.loads(encoded) == safe_text(EVIL) and _s(None) == "null"
