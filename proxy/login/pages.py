@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import html
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
 
@@ -31,6 +30,7 @@ from proxy.login.service import AuthOutcome
 from proxy.login.web import PRE_COOKIE, CsrfTokens, cross_site, safe_next
 from proxy.messages import ConnContext, Headers, Local, RequestHead, Response
 from proxy.sameorigin import REFERRER_POLICY
+from trust.escape import safe_html
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred
@@ -61,7 +61,7 @@ _SHELL = """<!DOCTYPE html>
 
 
 def _e(s: object) -> str:
-    return html.escape(str(s), quote=True)
+    return safe_html(s)
 
 
 LOGIN_PATH = "/.certgate/login"
