@@ -54,8 +54,10 @@ def outcome_response(o: AuthOutcome) -> Response:
         return json_response(401, body, headers=[(RECEIPT_HEADER, o.receipt.encode("ascii"))])
     if o.reason == "throttled":
         return error(429, o.public_message, [(b"Retry-After", str(o.retry_after).encode())])
-    if o.reason == "busy":
+    if o.reason in ("busy", "session-store-unavailable"):
         return error(503, o.public_message, [(b"Retry-After", str(o.retry_after or 1).encode())])
+    if o.reason == "session-limit":
+        return error(403, o.public_message)
     return error(401, o.public_message, [(b"WWW-Authenticate", b'Certgate realm="certgate"')])
 
 

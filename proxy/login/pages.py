@@ -210,5 +210,10 @@ class LoginPage:
         if o.reason == "throttled":
             return self.render(head, conn, next_path=nxt, status=429, message=o.public_message,
                                headers=[(b"Retry-After", str(o.retry_after).encode())])
+        if o.reason == "session-store-unavailable":
+            return self.render(head, conn, next_path=nxt, status=503, message=o.public_message,
+                               headers=[(b"Retry-After", str(o.retry_after).encode())])
+        if o.reason == "session-limit":
+            return self.render(head, conn, next_path=nxt, status=403, message=o.public_message)
         return self.render(head, conn, next_path=nxt, status=401, message=o.public_message,
                            account=account if conn.identity.ok else None)

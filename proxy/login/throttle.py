@@ -22,13 +22,17 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Iterator, Protocol, Sequence
 
+from twisted.internet.defer import inlineCallbacks
+
 
 class FailureStore(Protocol):
-    def incr_failure(self, key: str, now: float, window: float) -> int: ...
+    """The failure-counter operations of an asynchronous store (each returns a Deferred)."""
 
-    def failures(self, key: str, now: float, window: float) -> int: ...
+    def incr_failure(self, key: str, now: float, window: float) -> Any: ...
 
-    def reset_failures(self, key: str) -> None: ...
+    def failures(self, key: str, now: float, window: float) -> Any: ...
+
+    def reset_failures(self, key: str) -> Any: ...
 
 
 def keys_for(account: str | None, fingerprint: str | None, client_ip: str | None) -> list[str]:
@@ -59,29 +63,33 @@ class Throttle:
         self.window = window
         self.lockout = lockout
 
-    def check(self, keys: Sequence[str], now: float) -> ThrottleState:
-        """Blocked when any key is locked; ``retry_after`` is the lockout (an upper bound)."""
+    @inlineCallbacks
+    def check(self, keys: Sequence[str], now: float) -> Any:
+        """Blocked when any key is locked; ``retry_after`` is the lockout (an upper bound).
+        A Deferred (ThrottleState); fails with StoreError when the store cannot answer."""
         for k in keys:
-            if self._store.failures("lock:" + k, now, self.lockout) > 0:
+            if (yield self._store.failures("lock:" + k, now, self.lockout)) > 0:
                 return ThrottleState(True, k, max(1, int(self.lockout)))
         return ThrottleState(False)
 
-    def fail(self, keys: Sequence[str], now: float) -> ThrottleState:
-        """Count one failure on every key; lock those that reached the limit."""
+    @inlineCallbacks
+    def fail(self, keys: Sequence[str], now: float) -> Any:
+        """Count one failure on every key; lock those that reached the limit. A Deferred (ThrottleState)."""
         locked: str | None = None
         for k in keys:
-            if self._store.incr_failure(k, now, self.window) >= self.limit:
-                self._store.incr_failure("lock:" + k, now, self.lockout)
-                self._store.reset_failures(k)
+            if (yield self._store.incr_failure(k, now, self.window)) >= self.limit:
+                yield self._store.incr_failure("lock:" + k, now, self.lockout)
+                yield self._store.reset_failures(k)
                 locked = locked or k
         if locked:
             return ThrottleState(True, locked, max(1, int(self.lockout)))
         return ThrottleState(False)
 
-    def succeed(self, keys: Sequence[str]) -> None:
-        """Forget the failures of ``keys`` (callers pass account and certificate, not the IP)."""
+    @inlineCallbacks
+    def succeed(self, keys: Sequence[str]) -> Any:
+        """Forget the failures of ``keys`` (callers pass account and certificate, not the IP). A Deferred."""
         for k in keys:
-            self._store.reset_failures(k)
+            yield self._store.reset_failures(k)
 
 
 class StartupRefused(Exception):

@@ -23,6 +23,7 @@ from proxy.messages import ConnContext, Forward, RequestHead, Response
 from proxy.sessions import SessionManager
 from proxy.stores.memory import MemoryStore
 from proxy.stores.testing import FakeTunnels, make_config, make_identity
+from tests.reactor_thread import Blocking, resolve
 
 T0 = 1_800_000_000.0
 PW = "correct horse"
@@ -45,12 +46,15 @@ class Env:
         self.route = self.cfg.default_route
         self.clock = Clock()
         self.clock.advance(T0)
-        self.store = MemoryStore()
+        raw = MemoryStore()
+        self.store = Blocking(raw)
         self.audit = memory_audit(now=self.clock.seconds)
-        self.sessions = SessionManager(self.store, self.clock, self.cfg.sessions, FakeTunnels(), self.audit)
-        self.login = LoginService(config=self.cfg, store=self.store, sessions=self.sessions, clock=self.clock,
-                                  audit=self.audit)
-        self.door = CockpitFrontDoor(config=self.cfg, login=self.login, sessions=self.sessions, store=self.store,
+        self.mgr = SessionManager(raw, self.clock, self.cfg.sessions, FakeTunnels(), self.audit)
+        self.sessions = Blocking(self.mgr)
+        self.raw_login = LoginService(config=self.cfg, store=raw, sessions=self.mgr, clock=self.clock,
+                                      audit=self.audit)
+        self.login = Blocking(self.raw_login)
+        self.door = CockpitFrontDoor(config=self.cfg, login=self.raw_login, sessions=self.mgr, store=raw,
                                      clock=self.clock, audit=self.audit)
         self.key = assertion_key(self.login.secret)
 
@@ -142,7 +146,7 @@ def test_bearer_login_with_password_then_session_on_200(tmp_path) -> None:
     a = verify_assertion(e.key, auth[7:].decode(), now=T0)
     assert a.account == "alice" and a.fingerprint == make_identity("alice").fingerprint
     assert f.account == "alice"
-    assert e.store.list() == []  # nothing opened before cockpit-ws said yes
+    assert len(live_sessions(e)) <= 1 and not released(f)  # nothing opened before cockpit-ws said yes
     extra = f.on_response(200, [(b"Set-Cookie", b"cockpit=x")])
     assert len(extra) == 1 and extra[0][1].startswith(b"__Host-certgate=")
     [rec] = e.store.list()
@@ -153,7 +157,7 @@ def test_bearer_login_with_password_then_session_on_200(tmp_path) -> None:
 def test_bearer_cockpit_ws_refusal_opens_nothing(tmp_path) -> None:
     e = Env(tmp_path)
     f = e.decide(headers=basic("alice", PW))
-    assert f.on_response(403, []) == [] and e.store.list() == []
+    assert f.on_response(403, []) == [] and live_sessions(e) == []
     assert e.audit.records[-1]["reason"] == "upstream-refused" and e.audit.records[-1]["status"] == 403
 
 
@@ -256,7 +260,7 @@ def test_basic_mode_forwards_credentials_and_counts_upstream_password(tmp_path) 
     f = e.decide(headers=basic("alice", "pam-password"))
     assert isinstance(f, Forward)
     assert header(f, b"Authorization") == b"Basic " + base64.b64encode(b"alice:pam-password")
-    assert e.store.list() == []
+    assert len(live_sessions(e)) <= 1 and not released(f)
     assert f.on_response(200, [])[0][1].startswith(b"__Host-certgate=")
     assert set(e.store.list()[0].methods) == {"tls-cert", "password"}
     # PAM says no: a failure is counted (the lockout survives in the store) and audited
@@ -386,3 +390,14 @@ def test_dead_session_cookie_is_cleared_on_the_automatic_login(tmp_path) -> None
     e.clock.advance(e.cfg.sessions.grace + 1)
     r = e.decide(headers=[(b"Cookie", cookie)], ident=make_identity("alice", handshake_at=T0))
     assert r.status == 401 and b"Max-Age=0" in header(r, b"Set-Cookie")
+
+
+def live_sessions(e: Any) -> list[Any]:
+    """Live sessions. The front door prepares the session before forwarding (the store is
+    asynchronous) and releases its cookie only on the upstream's 200; after a refusal it is ended."""
+    return [r for r in e.store.list() if r.ended is None]
+
+
+def released(f: Any) -> bool:
+    """True when the forwarded request already carries a certgate cookie (it must not, before the 200)."""
+    return any(k.lower() == b"set-cookie" for k, _ in f.set_headers)

@@ -5,7 +5,22 @@ import json
 import pyotp
 import pytest
 
-from proxy.login.testing import make_rig
+from proxy.login.testing import make_rig as _make_rig
+from tests.reactor_thread import Blocking
+
+
+def make_rig(*a, store=None, **kw):
+    """The login rig with blocking views (the memory store's Deferreds have fired when returned)."""
+    r = _make_rig(*a, store=store.store if isinstance(store, Blocking) else store, **kw)
+    r.login, r.store, r.sessions = Blocking(r.login), Blocking(r.store), Blocking(r.sessions)
+    return r
+
+
+def SQLiteStore(path):  # noqa: N802  (the SQLite engine, run at once: these tests drive a fake clock)
+    from proxy.stores.asynchronous import ImmediateStore
+    from proxy.stores.sqlite import SQLiteEngine
+
+    return Blocking(ImmediateStore(SQLiteEngine(path), "sqlite store"))
 from proxy.login.totp import TotpSecrets
 
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
@@ -86,7 +101,8 @@ def test_strip_domain_uses_the_mapped_account(tmp_path):
     cfg = dataclasses.replace(r.login.config, trust=type("Trust", (), {"mapping": mapping})())
     from proxy.login.service import LoginService
 
-    svc = LoginService(config=cfg, store=r.store, sessions=r.sessions, clock=r.clock, audit=r.audit)
+    svc = Blocking(LoginService(config=cfg, store=r.store.store, sessions=r.sessions.store, clock=r.clock,
+                                audit=r.audit))
     o = svc.authenticate(account="alice@corp.example", conn=r.conn("alice"), password="pw")
     assert o.ok and o.account == "alice" and o.session.account == "alice"
     assert r.login.authenticate(account="alice@corp.example", conn=r.conn("alice"), password="pw").reason == "cn-mismatch"
@@ -157,8 +173,6 @@ def test_cn_mismatch_does_not_lock_the_victim_account(rig):
 
 
 def test_counters_survive_restart_with_sqlite(tmp_path):
-    from proxy.stores.sqlite import SQLiteStore
-
     store = SQLiteStore(tmp_path / "s.db")
     r = make_rig(tmp_path, store=store)
     r.set_password("alice", "pw")
@@ -218,8 +232,6 @@ def test_totp_step_plus_two_refused(rig):
 
 
 def test_totp_replay_across_restart(tmp_path):
-    from proxy.stores.sqlite import SQLiteStore
-
     store = SQLiteStore(tmp_path / "s.db")
     r = make_rig(tmp_path, store=store)
     r.set_password("alice", "pw")
