@@ -113,6 +113,18 @@ class LoginService:
 
             defer_to_thread = lambda f, *a: deferToThreadPool(clock, clock.getThreadPool(), f, *a)  # noqa: E731
         self._defer_to_thread = defer_to_thread
+        self._duration: Any = None
+
+    def use_metrics(self, metrics: Any) -> None:
+        """Observe every login attempt's duration by result (ok, partial, refused)."""
+        self._duration = metrics.histogram("login_duration_seconds",
+                                           "Login attempt (all factors checked here) by result", ("result",))
+
+    def _observe(self, t0: float, out: AuthOutcome) -> AuthOutcome:
+        if self._duration is not None:
+            result = "ok" if out.ok else ("partial" if out.receipt is not None else "refused")
+            self._duration.labels(result).observe(self.clock.seconds() - t0)
+        return out
 
     def _path(self, p: Any) -> Path:
         path = Path(p)
@@ -171,16 +183,18 @@ class LoginService:
         is false) and ``set_cookie`` carries its cookie. Runs scrypt in the calling thread.
         A Deferred; a store that cannot answer gives the outcome ``session-store-unavailable``
         (nothing is accepted that could not be recorded)."""
+        t0 = self.clock.seconds()
         return self._guarded(self._authenticate(account, conn, password, totp, receipt,
-                                                password_proven_upstream, open_session, False), account, conn)
+                                                password_proven_upstream, open_session, False), account, conn, t0)
 
     def authenticate_async(self, *, account: str, conn: "ConnContext", password: str | None = None,
                            totp: str | None = None, receipt: str | None = None,
                            password_proven_upstream: bool = False, open_session: bool = True
                            ) -> "Deferred[AuthOutcome]":
         """Like :meth:`authenticate`, with the scrypt work in a thread (the rest in the caller's)."""
+        t0 = self.clock.seconds()
         return self._guarded(self._authenticate(account, conn, password, totp, receipt,
-                                                password_proven_upstream, open_session, True), account, conn)
+                                                password_proven_upstream, open_session, True), account, conn, t0)
 
     @inlineCallbacks
     def _authenticate(self, account: Any, conn: "ConnContext", password: str | None, totp: str | None,
@@ -197,14 +211,15 @@ class LoginService:
         out = yield self._finish(pre, conn, password, pw_ok, totp, receipt, upstream, open_session)
         return out
 
-    def _guarded(self, d: "Deferred[AuthOutcome]", account: Any, conn: "ConnContext") -> "Deferred[AuthOutcome]":
+    def _guarded(self, d: "Deferred[AuthOutcome]", account: Any, conn: "ConnContext", t0: float
+                 ) -> "Deferred[AuthOutcome]":
         def down(f: Any) -> AuthOutcome:
             f.trap(StoreError)
             shown = account[:MAX_ACCOUNT] if isinstance(account, str) else ""
             self._audit(shown, conn, "refuse", "session-store-unavailable", error=f.getErrorMessage()[:300])
             return AuthOutcome(False, shown, frozenset(), [], None, "session-store-unavailable", MSG_STORE,
                                retry_after=self.retry_after)
-        return d.addErrback(down)
+        return d.addErrback(down).addCallback(lambda out: self._observe(t0, out))
 
     def authenticate_in_slot(self, **kw: Any) -> "Deferred[AuthOutcome]":
         """:meth:`authenticate_async` holding a MaxStartups slot the caller already acquired

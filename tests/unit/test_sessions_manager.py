@@ -14,7 +14,7 @@ from proxy.metrics import Metrics
 from proxy.sessions import SessionManager, session_id_for
 from proxy.stores.memory import MemoryStore
 from proxy.stores.testing import FakeTunnels, make_config, make_identity
-from tests.reactor_thread import Blocking
+from tests.reactor_thread import Blocking, resolve
 
 
 def SQLiteStore(path):  # noqa: N802  (the SQLite engine, run at once: these tests drive a fake clock)
@@ -402,3 +402,17 @@ def test_ws04_real_tunnel_registry_closed_at_5_minutes_and_1_hour():
     assert t_long.closed is None
     clock.advance(1)
     assert t_long.closed == (1008, "long-grace-expired") and registry.count() == 0
+
+
+def test_live_sessions_gauge_counts_the_store():
+    """certgate_sessions_live: open sessions that are neither ended nor past their end."""
+    from proxy.ops import live_sessions
+
+    w = World(grace=300)
+    w.at(1000)
+    a, _ = w.login()
+    w.login(account="bob")
+    assert resolve(live_sessions(w.mgr.store, w.clock.seconds())) == 2
+    w.mgr.end(a.id, "logout")
+    assert resolve(live_sessions(w.mgr.store, w.clock.seconds())) == 1
+    assert resolve(live_sessions(w.mgr.store, 1000 + 301)) == 0  # grace passed: expired, not live
