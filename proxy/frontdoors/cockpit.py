@@ -196,7 +196,13 @@ class CockpitFrontDoor:
         self._response_timeout = float(config.login.response_timeout)
         self._key = assertion_key(login.secret)
         self._nonce = nonce or (lambda: secrets.token_urlsafe(18))
-        self.conversations = Conversations(clock.seconds)
+        from proxy.frontdoors.conversations import SharedConversations
+        from proxy.login.keys import derive_key
+
+        # pending prompts live in the shared store: any worker of any gateway continues the login
+        self.conversations = SharedConversations(store, derive_key(login.secret, "cockpit-conversation"),
+                                                 clock.seconds, limit=MAX_CONVERSATIONS,
+                                                 per_certificate=PER_CERTIFICATE)
 
     # ------------------------------------------------------------------ matching
 

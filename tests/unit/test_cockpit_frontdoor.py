@@ -401,3 +401,30 @@ def live_sessions(e: Any) -> list[Any]:
 def released(f: Any) -> bool:
     """True when the forwarded request already carries a certgate cookie (it must not, before the 200)."""
     return any(k.lower() == b"set-cookie" for k, _ in f.set_headers)
+
+
+def test_pending_conversation_is_continued_by_another_process_through_the_store() -> None:
+    """Worker/gateway A asks for the code; B (same store and secret, its own table) takes it once."""
+    from proxy.frontdoors.cockpit import Conversation
+    from proxy.frontdoors.conversations import NAMESPACE, SharedConversations
+    from proxy.stores.memory import MemoryEngine
+
+    engine = MemoryEngine()
+    store = MemoryStore(engine)
+    now = [100.0]
+    key = b"k" * 32
+    a = SharedConversations(store, key, lambda: now[0], limit=5, per_certificate=3)
+    b = SharedConversations(store, key, lambda: now[0], limit=5, per_certificate=3)
+    conv = Conversation("n1", "alice", "fp", "rcpt", "s3cret-pw", b"root", 160.0)
+    assert resolve(a.add(conv)) is True and len(a) == 1
+    sealed = engine._stash[(NAMESPACE, "n1")][0]
+    assert "s3cret-pw" not in sealed and "alice" not in sealed  # sealed, not just encoded
+    assert resolve(b.take("n1")) == conv
+    assert resolve(a.take("n1")) is None and resolve(b.take("n1")) is None  # single use across processes
+    # another secret cannot open it; an expired one is gone
+    resolve(a.add(Conversation("n2", "alice", "fp", None, None, None, 160.0)))
+    other = SharedConversations(store, b"x" * 32, lambda: now[0], limit=5, per_certificate=3)
+    assert resolve(other.take("n2")) is None
+    resolve(a.add(Conversation("n3", "alice", "fp", None, None, None, 160.0)))
+    now[0] = 160.0
+    assert resolve(b.take("n3")) is None and len(a) == 0
