@@ -451,6 +451,13 @@ class RedisStore(_EngineStore):
         factory = self._conn._factory
         factory.initialDelay = 0.1  # reconnect quickly after an outage; ClientService doubles it
         factory.maxDelay = 10.0
+        # txredisapi gives up for good when AUTH or SELECT fails on a new connection, and a server
+        # that is paused (or still loading) makes them time out: keep retrying with backoff
+        # instead (a wrong password is logged at every attempt); close() still stops it.
+        give_up = factory.stopTrying
+        from twisted.internet.defer import succeed
+
+        factory.stopTrying = lambda: give_up() if self._closed else succeed(None)
 
     def __repr__(self) -> str:
         return f"RedisStore({self._safe_url!r})"
