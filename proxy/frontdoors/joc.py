@@ -256,7 +256,12 @@ class JocFrontDoor:
             out = yield self._login.authenticate(account=account, conn=conn, receipt=receipt,
                                                  password_proven_upstream=True, open_session=True)
             if not out.ok:
-                return self._after(conn, None, account, None, out)  # type: ignore[arg-type]
+                if out.reason == "session-store-unavailable":
+                    return joc_denied(account, 503, out.public_message,
+                                      [(b"Retry-After", str(out.retry_after or 1).encode())])
+                if out.reason == "session-limit":
+                    return joc_denied(account, 403, out.public_message)
+                return joc_denied(account)
             return (out.session, list(out.set_cookie))
         methods = sorted(proven | {"password"})
         try:

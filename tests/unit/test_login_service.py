@@ -383,3 +383,36 @@ def test_session_does_not_replace_certificate_at_login(rig):
     assert o.ok
     o2 = rig.login.authenticate(account="alice", conn=rig.conn("alice", presented=False), password="alice-pw")
     assert not o2.ok and o2.reason == "no-certificate" and o2.session is None
+
+
+def test_a_totp_step_that_cannot_be_recorded_is_refused_never_accepted(rig):
+    """Replay protection never opens: the store fails exactly when the step must be recorded."""
+    from twisted.internet.defer import fail
+
+    from proxy.stores.interface import StoreError
+
+    enroll(rig)
+    raw = rig.store.store
+    real = raw.use_totp_step
+    raw.use_totp_step = lambda account, step: fail(StoreError("redis store redis://10.0.0.5:6379/0: not connected"))
+    c = code(rig)
+    o = rig.login.authenticate(account="alice", conn=rig.conn("alice"), password="alice-pw", totp=c)
+    assert not o.ok and o.reason == "session-store-unavailable" and o.retry_after == 2
+    assert o.session is None and not o.set_cookie and rig.store.list() == []
+    assert rig.audit.records[-1]["reason"] == "session-store-unavailable"
+    raw.use_totp_step = real  # the store is back: the same code is accepted once, then never again
+    assert rig.login.authenticate(account="alice", conn=rig.conn("alice"), password="alice-pw", totp=c).ok
+    assert rig.login.authenticate(account="alice", conn=rig.conn("alice"), password="alice-pw",
+                                  totp=c).reason == "totp-replay"
+
+
+def test_session_limit_refuses_the_login_with_its_own_reason(tmp_path):
+    from proxy.stores.testing import make_config
+
+    r = make_rig(tmp_path, {"required_auth_methods": [["tls-cert", "password"]]})
+    r.sessions.store.settings = make_config({"sessions": {"max_per_account": 1}}).sessions
+    r.set_password("alice", "pw")
+    assert r.login.authenticate(account="alice", conn=r.conn("alice"), password="pw").ok
+    o = r.login.authenticate(account="alice", conn=r.conn("alice"), password="pw")
+    assert not o.ok and o.reason == "session-limit" and "maximum number of sessions" in o.public_message
+    assert len([x for x in r.store.list() if x.ended is None]) == 1
