@@ -45,12 +45,12 @@ class StoreMonitor:
         self._ops = self._secs = self._errs = None
 
     def use_metrics(self, metrics: Any) -> None:
-        """Count operations by ``op``/``outcome``, their seconds, and errors (once)."""
+        """Count operations by ``op``/``outcome``, their latency (a histogram), and errors (once)."""
         if self._ops is not None or metrics is None:
             return
         self._ops = metrics.counter("store_operations_total", "Session store operations by outcome", ("op", "outcome"))
-        self._secs = metrics.counter("store_operation_seconds_total", "Seconds spent in session store operations",
-                                     ("op",))
+        self._secs = metrics.histogram("store_operation_duration_seconds",
+                                       "Session store operation latency (to its answer or its deadline)", ("op",))
         self._errs = metrics.counter("store_errors_total", "Session store operations that failed or missed "
                                      "their deadline").labels()
 
@@ -72,7 +72,7 @@ class StoreMonitor:
             self.last_error = error
         if self._ops is not None:
             self._ops.labels(op, "error" if error else "ok").inc()
-            self._secs.labels(op).inc(max(0.0, seconds))  # type: ignore[union-attr]
+            self._secs.labels(op).observe(max(0.0, seconds))  # type: ignore[union-attr]
             if error:
                 self._errs.inc()  # type: ignore[union-attr]
 
