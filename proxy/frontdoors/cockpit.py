@@ -348,22 +348,14 @@ class CockpitFrontDoor:
 
     def _basic(self, head: RequestHead, conn: ConnContext, route: "Route", user: str, password: str
                ) -> "Response | Deferred[Any]":
-        from twisted.internet.defer import maybeDeferred
-
         login = self._login
-        if not login.startups.try_acquire():
-            return self._outcome_refusal(login.busy_outcome(user, conn))
         check_pw = (password or None) if login.config.login.password == "file" else None
-        d = maybeDeferred(login.authenticate_async, account=user, conn=conn, password=check_pw, open_session=False)
+        # MaxStartups: a slot shared by every gateway on the store; ``busy`` is answered 503
+        d = login.authenticate_with_slot(account=user, conn=conn, password=check_pw, open_session=False)
 
         def step(out: "AuthOutcome") -> "Response | Forward":
             return self._after_first_step(head, conn, route, out, password)
 
-        def release(result: Any) -> Any:
-            login.startups.release()
-            return result
-
-        d.addBoth(release)
         d.addCallback(step)
         return d
 

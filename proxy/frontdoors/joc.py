@@ -159,21 +159,12 @@ class JocFrontDoor:
 
     def _check(self, head: RequestHead, conn: ConnContext, route: "Route", account: str, password: str | None,
                totp: str | None, session_totp: bool = False) -> "Response | Deferred[Any]":
-        from twisted.internet.defer import maybeDeferred
-
         login = self._login
-        if not login.startups.try_acquire():
-            out = login.busy_outcome(account, conn)
-            return joc_denied(account, 503, out.public_message, [(b"Retry-After", b"1")])
         file_mode = login.config.login.password == "file"
-        d = maybeDeferred(login.authenticate_async, account=account, conn=conn,
-                          password=(password or None) if file_mode else None, totp=totp, open_session=False)
-
-        def release(result: Any) -> Any:
-            login.startups.release()
-            return result
-
-        d.addBoth(release)
+        # MaxStartups: a slot shared by every gateway on the store; ``busy`` is answered 503
+        d = login.authenticate_with_slot(account=account, conn=conn,
+                                         password=(password or None) if file_mode else None, totp=totp,
+                                         open_session=False)
         d.addCallback(lambda out: self._after(conn, route, account, password, out, session_totp))
         return d
 
@@ -197,6 +188,8 @@ class JocFrontDoor:
             return self._refuse(conn, account, "factors-missing", joc_denied(account), missing=sorted(missing))
         if out.reason == "throttled":
             return joc_denied(account, 401, "Access denied", [(b"Retry-After", str(out.retry_after or 1).encode())])
+        if out.reason == "busy":
+            return joc_denied(account, 503, out.public_message, [(b"Retry-After", b"1")])
         if out.reason == "session-store-unavailable":
             return joc_denied(account, 503, out.public_message, [(b"Retry-After", str(out.retry_after or 1).encode())])
         if out.reason == "session-limit":

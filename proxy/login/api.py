@@ -111,9 +111,7 @@ class AuthApi:
         raw = head.get(RECEIPT_HEADER)
         receipt = raw.decode("latin-1").strip() if raw is not None else None
         login = self.login
-        if not login.startups.try_acquire():
-            return outcome_response(login.busy_outcome(fields["account"], conn))
-        d = login.authenticate_in_slot(account=fields["account"], conn=conn, password=fields.get("password"),
+        d = login.authenticate_with_slot(account=fields["account"], conn=conn, password=fields.get("password"),
                                        totp=fields.get("totp"), receipt=receipt)
         d.addCallback(outcome_response)
         return d

@@ -22,11 +22,10 @@ factor failed.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.defer import inlineCallbacks
 
@@ -34,7 +33,7 @@ from proxy.login import factors
 from proxy.login.keys import derive_key, load_secret
 from proxy.login.passwords import PasswordFile, PasswordFileError
 from proxy.login.receipts import ReceiptCodec, ReceiptError, consume
-from proxy.login.throttle import Startups, StartupRefused, Throttle, keys_for
+from proxy.login.throttle import SharedStartups, Throttle, keys_for
 from proxy.login.totp import TotpError, TotpSecrets, check_code, valid_syntax
 from proxy.stores.interface import LimitReached, StoreError
 
@@ -103,7 +102,7 @@ class LoginService:
                      if lc.totp_secrets and lc.totp_key else None)
         self.throttle = Throttle(store, limit=int(lc.failure_limit), window=float(lc.failure_window),
                                  lockout=float(lc.lockout))
-        self.startups = Startups(lc.max_startups, rng)
+        self.startups = SharedStartups(store, lc.max_startups, clock, float(lc.timeout), rng)
         self.retry_after = max(1, math.ceil(float(getattr(config.sessions, "store_deadline", 2.0))))
         trust = getattr(config, "trust", None)
         mapping = getattr(trust, "mapping", None)
@@ -163,12 +162,6 @@ class LoginService:
 
     # ------------------------------------------------------------------ MaxStartups
 
-    @contextlib.contextmanager
-    def pending(self) -> Iterator[None]:
-        """A pending-login slot (MaxStartups); raises :class:`StartupRefused` when refused."""
-        with self.startups.slot():
-            yield
-
     def busy_outcome(self, account: str, conn: "ConnContext") -> AuthOutcome:
         """The outcome (and audit record) of a login refused by MaxStartups."""
         self._audit(account, conn, "refuse", "busy")
@@ -213,28 +206,45 @@ class LoginService:
 
     def _guarded(self, d: "Deferred[AuthOutcome]", account: Any, conn: "ConnContext", t0: float
                  ) -> "Deferred[AuthOutcome]":
-        def down(f: Any) -> AuthOutcome:
-            f.trap(StoreError)
-            shown = account[:MAX_ACCOUNT] if isinstance(account, str) else ""
-            self._audit(shown, conn, "refuse", "session-store-unavailable", error=f.getErrorMessage()[:300])
-            return AuthOutcome(False, shown, frozenset(), [], None, "session-store-unavailable", MSG_STORE,
-                               retry_after=self.retry_after)
-        return d.addErrback(down).addCallback(lambda out: self._observe(t0, out))
+        return d.addErrback(self._store_down, account, conn).addCallback(lambda out: self._observe(t0, out))
 
-    def authenticate_in_slot(self, **kw: Any) -> "Deferred[AuthOutcome]":
-        """:meth:`authenticate_async` holding a MaxStartups slot the caller already acquired
+    def _store_down(self, f: Any, account: Any, conn: "ConnContext") -> AuthOutcome:
+        """The outcome (and audit record) of an attempt the store could not serve (StoreError only)."""
+        f.trap(StoreError)
+        shown = account[:MAX_ACCOUNT] if isinstance(account, str) else ""
+        self._audit(shown, conn, "refuse", "session-store-unavailable", error=f.getErrorMessage()[:300])
+        return AuthOutcome(False, shown, frozenset(), [], None, "session-store-unavailable", MSG_STORE,
+                           retry_after=self.retry_after)
+
+    def authenticate_in_slot(self, slot: str, **kw: Any) -> "Deferred[AuthOutcome]":
+        """:meth:`authenticate_async` holding the MaxStartups ``slot`` the caller acquired
         (``self.startups.try_acquire()``); the slot is released however the attempt ends."""
         try:
             d = self.authenticate_async(**kw)
         except BaseException:
-            self.startups.release()
+            self.startups.release(slot)
             raise
 
         def done(result: Any) -> Any:
-            self.startups.release()
+            self.startups.release(slot)
             return result
 
         return d.addBoth(done)
+
+    def authenticate_with_slot(self, **kw: Any) -> "Deferred[AuthOutcome]":
+        """:meth:`authenticate_async` inside a MaxStartups slot shared by every gateway on the store:
+        the outcome ``busy`` when refused, ``session-store-unavailable`` when the store fails."""
+        account, conn = kw.get("account"), kw["conn"]
+
+        t0 = self.clock.seconds()
+
+        def go(slot: str | None) -> Any:
+            if slot is None:
+                return self._observe(t0, self.busy_outcome(account if isinstance(account, str) else "", conn))
+            return self.authenticate_in_slot(slot, **kw)  # observed by authenticate_async
+        def down(f: Any) -> AuthOutcome:
+            return self._observe(t0, self._store_down(f, account, conn))
+        return self.startups.try_acquire().addCallbacks(go, down)
 
     def _check_password(self, account: str, password: str) -> bool | str:
         """True/False, or ``"password-file-error"`` when the file is unusable (fails closed)."""

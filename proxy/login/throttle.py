@@ -160,3 +160,49 @@ class Startups:
             yield
         finally:
             self.release()
+
+
+class SharedStartups:
+    """MaxStartups across every worker and gateway sharing the session store.
+
+    Each pending login holds a slot in the store (``take_slot``: atomic, capped at ``full``);
+    the refusal probability between ``start`` and ``full`` uses the number of slots taken
+    before this one, as :class:`Startups` does. A slot lives at most ``lifetime`` seconds
+    (``[login] timeout``), so a crashed process cannot hold slots for ever. ``pending`` counts
+    the slots this process holds (for tests and logs only).
+    """
+
+    NAMESPACE = "login-startups"
+
+    def __init__(self, store: Any, spec: Any, clock: Any, lifetime: float, rng: Any = None) -> None:
+        self._rule = Startups(spec, rng)
+        self.start, self.rate, self.full = self._rule.start, self._rule.rate, self._rule.full
+        self._store = store
+        self._clock = clock
+        self.lifetime = float(lifetime)
+        self.pending = 0
+
+    def refuse_probability(self, pending: int) -> float:
+        return self._rule.refuse_probability(pending)
+
+    def try_acquire(self) -> Any:
+        """A Deferred: a slot id to :meth:`release`, or None when refused (StoreError when the store fails)."""
+        import secrets
+
+        slot = secrets.token_hex(12)
+        now = self._clock.seconds()
+
+        def decided(before: int) -> Any:
+            if before < 0:
+                return None
+            p = self.refuse_probability(before)
+            if p >= 1.0 or (p > 0.0 and self._rule._rng.random() < p):
+                return self._store.release_slot(self.NAMESPACE, slot).addCallback(lambda _: None)
+            self.pending += 1
+            return slot
+        return self._store.take_slot(self.NAMESPACE, slot, now, now + self.lifetime, self.full).addCallback(decided)
+
+    def release(self, slot: str) -> Any:
+        """Give ``slot`` back; a Deferred that never fails (a slot not released expires)."""
+        self.pending = max(0, self.pending - 1)
+        return self._store.release_slot(self.NAMESPACE, slot).addErrback(lambda f: None)

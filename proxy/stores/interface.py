@@ -147,7 +147,8 @@ def pick_replaced(live: list[SessionRecord], limit: int) -> list[SessionRecord]:
 
 #: Operations every store offers (same names and arguments in the blocking and the asynchronous face).
 OPERATIONS = ("create", "get", "get_many", "update", "touch", "delete", "list", "delete_where", "incr_failure",
-              "failures", "reset_failures", "use_totp_step", "consume_once", "stash", "unstash", "purge", "ping")
+              "failures", "reset_failures", "use_totp_step", "consume_once", "stash", "unstash", "take_slot",
+              "release_slot", "purge", "ping")
 
 
 @runtime_checkable
@@ -217,6 +218,13 @@ class IBlockingStore(Protocol):
     def unstash(self, namespace: str, item_id: str, now: float) -> str | None:
         """Atomically take (read and delete) a stashed value; None when absent or expired at ``now``."""
 
+    def take_slot(self, namespace: str, item_id: str, now: float, expires_at: float, cap: int) -> int:
+        """Atomically: forget slots of ``namespace`` expired at ``now``; when fewer than ``cap`` remain,
+        add ``item_id`` (until ``expires_at``) and return how many there were before; else -1."""
+
+    def release_slot(self, namespace: str, item_id: str) -> None:
+        """Give a slot back (a slot never released expires by itself)."""
+
     def purge(self, now: float) -> int:
         """Forget records past :func:`record_expiry`, single-use ids past their ``expires_at`` and
         failures older than 31 days; the number of sessions forgotten. (Redis expires keys itself.)"""
@@ -270,6 +278,10 @@ class ISessionStore(Protocol):
     def stash(self, namespace: str, item_id: str, value: str, expires_at: float) -> "Deferred[None]": ...
 
     def unstash(self, namespace: str, item_id: str, now: float) -> "Deferred[str | None]": ...
+
+    def take_slot(self, namespace: str, item_id: str, now: float, expires_at: float, cap: int) -> "Deferred[int]": ...
+
+    def release_slot(self, namespace: str, item_id: str) -> "Deferred[None]": ...
 
     def purge(self, now: float) -> "Deferred[int]": ...
 

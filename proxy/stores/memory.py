@@ -29,6 +29,7 @@ class MemoryEngine:
         self._totp: dict[str, int] = {}
         self._once: dict[tuple[str, str], float] = {}
         self._stash: dict[tuple[str, str], tuple[str, float]] = {}
+        self._slots: dict[str, dict[str, float]] = {}
         self._closed = False
 
     def _check_open(self) -> None:
@@ -157,6 +158,23 @@ class MemoryEngine:
             self._check_open()
             got = self._stash.pop((namespace, item_id), None)
             return got[0] if got is not None and now < got[1] else None
+
+    def take_slot(self, namespace: str, item_id: str, now: float, expires_at: float, cap: int) -> int:
+        with self._lock:
+            self._check_open()
+            slots = self._slots.setdefault(namespace, {})
+            for k in [k for k, exp in slots.items() if exp <= now]:
+                del slots[k]
+            n = len(slots)
+            if n >= cap:
+                return -1
+            slots[item_id] = expires_at
+            return n
+
+    def release_slot(self, namespace: str, item_id: str) -> None:
+        with self._lock:
+            self._check_open()
+            self._slots.get(namespace, {}).pop(item_id, None)
 
     def ping(self) -> None:
         with self._lock:

@@ -15,7 +15,8 @@ Layout under a key prefix (default ``certgate:``):
 - ``f:<key>``: a sorted set of failure times (one Lua script: trim, add, count, expire);
 - ``t:<account>``: the last used TOTP step, set by a Lua compare-and-set, never expiring;
 - ``o:<ns>:<id>``: single-use ids, ``SET NX`` with a TTL;
-- ``p:<ns>:<id>``: stashed pending-login state, taken with ``GETDEL``.
+- ``p:<ns>:<id>``: stashed pending-login state, taken with ``GETDEL``;
+- ``m:<ns>``: a sorted set of pending-login slots (MaxStartups) by expiry, taken by a Lua script.
 
 Keys expire by themselves: a TTL derived from :func:`record_expiry` (or ``expires_at``)
 minus the gateway's wall clock, at least :data:`MIN_TTL` seconds, so clock skew between
@@ -88,6 +89,15 @@ redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
 redis.call('SADD', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
+"""
+
+_TAKE_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local n = redis.call('ZCARD', KEYS[1])
+if n >= tonumber(ARGV[3]) then return -1 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return n
 """
 
 Cmd = tuple[Any, ...]
@@ -321,6 +331,16 @@ class _Ops:
         return 0
         yield  # pragma: no cover  (a generator)
 
+    def take_slot(self, namespace: str, item_id: str, now: float, expires_at: float, cap: int) -> Op:
+        got = yield self._eval(_TAKE_SLOT, [self.k("m", namespace)],
+                               [repr(now), repr(expires_at), int(cap), item_id,
+                                max(MIN_TTL, int(math.ceil(expires_at - self.wall())))])
+        return int(got)
+
+    def release_slot(self, namespace: str, item_id: str) -> Op:
+        yield ("ZREM", self.k("m", namespace), item_id)
+        return None
+
     def ping(self) -> Op:
         yield ("PING",)
         return None
@@ -330,7 +350,8 @@ class _Ops:
 
 
 _ALL_OPS = ("create", "get", "get_many", "update", "touch", "delete", "list", "delete_where", "incr_failure",
-            "failures", "reset_failures", "use_totp_step", "consume_once", "stash", "unstash", "purge", "ping")
+            "failures", "reset_failures", "use_totp_step", "consume_once", "stash", "unstash", "take_slot",
+            "release_slot", "purge", "ping")
 
 
 class RedisEngine:

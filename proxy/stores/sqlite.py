@@ -48,6 +48,8 @@ CREATE TABLE IF NOT EXISTS once (ns TEXT NOT NULL, item TEXT NOT NULL, expires_a
   PRIMARY KEY (ns, item));
 CREATE TABLE IF NOT EXISTS stash (ns TEXT NOT NULL, item TEXT NOT NULL, value TEXT NOT NULL,
   expires_at REAL NOT NULL, PRIMARY KEY (ns, item));
+CREATE TABLE IF NOT EXISTS slots (ns TEXT NOT NULL, item TEXT NOT NULL, expires_at REAL NOT NULL,
+  PRIMARY KEY (ns, item));
 """
 
 
@@ -254,6 +256,19 @@ class SQLiteEngine:
             db.execute("DELETE FROM stash WHERE ns = ? AND item = ?", (namespace, item_id))
             return row[0] if now < row[1] else None
         return self._run(fn)
+
+    def take_slot(self, namespace: str, item_id: str, now: float, expires_at: float, cap: int) -> int:
+        def fn(db: sqlite3.Connection) -> int:
+            db.execute("DELETE FROM slots WHERE ns = ? AND expires_at <= ?", (namespace, now))
+            n = db.execute("SELECT COUNT(*) FROM slots WHERE ns = ?", (namespace,)).fetchone()[0]
+            if n >= cap:
+                return -1
+            db.execute("INSERT OR REPLACE INTO slots VALUES (?, ?, ?)", (namespace, item_id, expires_at))
+            return int(n)
+        return self._run(fn)
+
+    def release_slot(self, namespace: str, item_id: str) -> None:
+        self._run(lambda db: db.execute("DELETE FROM slots WHERE ns = ? AND item = ?", (namespace, item_id)))
 
     def ping(self) -> None:
         self._read("SELECT 1")

@@ -196,10 +196,11 @@ def test_no_or_invalid_certificate(tmp_path) -> None:
 
 def test_busy_refused_like_maxstartups(tmp_path) -> None:
     e = Env(tmp_path, max_startups=(1, 100, 1))
-    assert e.login.startups.try_acquire()  # one login pending
+    slot = resolve(e.login.startups.try_acquire())
+    assert slot  # one login pending
     r = e.decide(headers=basic("alice", PW))
     assert r.status == 503 and e.audit.records[-1]["reason"] == "busy"
-    e.login.startups.release()
+    resolve(e.login.startups.release(slot))
     assert isinstance(e.decide(headers=basic("alice", PW)), Forward)
     assert e.login.startups.pending == 0  # the slot was given back
 

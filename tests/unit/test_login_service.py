@@ -6,7 +6,7 @@ import pyotp
 import pytest
 
 from proxy.login.testing import make_rig as _make_rig
-from tests.reactor_thread import Blocking
+from tests.reactor_thread import Blocking, resolve
 
 
 def make_rig(*a, store=None, **kw):
@@ -361,15 +361,24 @@ def test_upstream_flag_ignored_in_file_mode(rig):
 
 
 def test_pending_slot(tmp_path):
-    r = make_rig(tmp_path, {"max_startups": (1, 100, 1)})
-    from proxy.login.throttle import StartupRefused
+    """MaxStartups slots live in the store: a second login process (same store) sees the first's slot."""
+    from proxy.login.service import LoginService
 
-    with r.login.pending():
-        with pytest.raises(StartupRefused):
-            with r.login.pending():
-                pass
-    with r.login.pending():
-        pass
+    r = make_rig(tmp_path, {"max_startups": (1, 100, 1)})
+    other = LoginService(config=r.login.config, store=r.store.store, sessions=r.sessions.store, clock=r.clock,
+                         audit=r.audit)
+    slot = resolve(r.login.startups.try_acquire())
+    assert slot
+    assert resolve(other.startups.try_acquire()) is None  # refused: the one slot is taken elsewhere
+    resolve(r.login.startups.release(slot))
+    again = resolve(other.startups.try_acquire())
+    assert again
+    resolve(other.startups.release(again))
+    # a slot never released (a crashed process) expires after [login] timeout
+    assert resolve(r.login.startups.try_acquire())
+    assert resolve(other.startups.try_acquire()) is None
+    r.clock.advance(float(r.login.config.login.timeout))
+    assert resolve(other.startups.try_acquire())
 
 
 def test_no_http_route_changes_secrets(rig):

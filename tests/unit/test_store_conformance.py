@@ -93,6 +93,14 @@ class StoreConformance:
         assert store.unstash("other", "n2", T0) is None
         assert store.unstash("cockpit", "n2", T0 + 61) is None  # expired (Redis: by its own TTL, later)
 
+    def test_slots_are_capped_released_and_expire(self, store):
+        assert [store.take_slot("startups", f"s{i}", T0, T0 + 30, 3) for i in range(4)] == [0, 1, 2, -1]
+        assert self.peer(store).take_slot("startups", "p", T0, T0 + 30, 3) == -1  # shared by every handle
+        store.release_slot("startups", "s1")
+        assert store.take_slot("startups", "s4", T0, T0 + 30, 3) == 2
+        assert store.take_slot("other", "x", T0, T0 + 30, 3) == 0  # namespaces are separate
+        assert store.take_slot("startups", "late", T0 + 30, T0 + 60, 3) == 0  # all expired at T0 + 30
+
     def test_get_many_and_ping(self, store):
         store.create(rec(1))
         store.create(rec(2, ended="logout"))
