@@ -41,7 +41,7 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from twisted.internet.defer import inlineCallbacks, returnValue
+from twisted.internet.defer import Deferred, inlineCallbacks, returnValue
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -165,6 +165,8 @@ class SessionManager:
         self._timers: dict[str, "DelayedCall"] = {}
         self._sweeper: LoopingCall | None = None
         self._sweeps = 0
+        self._revalidating = 0
+        self._settle_waiters: list[Deferred[None]] = []
         self._m_opened = self._m_ended = None
         if metrics is not None:
             self.use_metrics(metrics)
@@ -291,6 +293,8 @@ class SessionManager:
         certificate. ``activity=False`` (a presence ping from a hidden page) refreshes the proof
         but does not count as use for the idle timeout. A Deferred firing with a SessionCheck.
         """
+        if self._revalidating:  # a trust reload is ending sessions: decide after it (never on a revoked one)
+            yield self._settled()
         now = self.clock.seconds()
         rec = yield self.store.get(session_id)
         if rec is None:
@@ -413,7 +417,27 @@ class SessionManager:
         """After a trust reload: end every live session whose certificate ``still_valid`` refuses.
 
         A ``still_valid`` that raises counts as a refusal (fail closed). A Deferred: how many.
+        Session checks that arrive meanwhile wait until it is done (at most the store deadline per
+        operation), so a session of a revoked certificate is never served after the reload.
         """
+        self._revalidating += 1
+        try:
+            n = yield self._revalidate(still_valid, reason)
+        finally:
+            self._revalidating -= 1
+            if not self._revalidating:
+                waiters, self._settle_waiters = self._settle_waiters, []
+                for w in waiters:
+                    w.callback(None)
+        return n
+
+    def _settled(self) -> "Deferred[None]":
+        d: Deferred[None] = Deferred()
+        self._settle_waiters.append(d)
+        return d
+
+    @inlineCallbacks
+    def _revalidate(self, still_valid: Callable[[SessionRecord], bool], reason: str) -> Any:
         n = 0
         for rec in (yield self.store.list()):
             if rec.ended is not None:

@@ -416,3 +416,34 @@ def test_live_sessions_gauge_counts_the_store():
     w.mgr.end(a.id, "logout")
     assert resolve(live_sessions(w.mgr.store, w.clock.seconds())) == 1
     assert resolve(live_sessions(w.mgr.store, 1000 + 301)) == 0  # grace passed: expired, not live
+
+
+def test_checks_wait_for_a_running_revalidation():
+    """After a trust reload the revalidation may take a store round trip; a request meanwhile is
+    decided after it, so it never rides on a session that is being ended."""
+    from twisted.internet.defer import Deferred
+
+    from proxy.stores.memory import MemoryEngine
+    from proxy.stores.asynchronous import ImmediateStore
+
+    class Slow(ImmediateStore):
+        gate: "Deferred | None" = None
+
+        def list(self):
+            d = super().list()
+            if self.gate is None:
+                return d
+            held, self.gate = self.gate, None
+            return held.addCallback(lambda _: d)
+
+    store = Slow(MemoryEngine(), "slow store")
+    w = World(store=store)
+    rec, _ = w.login()
+    gate = store.gate = Deferred()
+    reval = w.mgr.store.revalidate(lambda r: False, "trust-store-changed")  # the raw manager: not resolved yet
+    pending = w.mgr.store.check(rec.id, make_identity(presented=False), "192.0.2.1")
+    assert not pending.called  # waits for the revalidation
+    gate.callback(None)
+    assert resolve(reval) == 1
+    chk = resolve(pending)
+    assert not chk.ok and chk.reason == "session-ended"
