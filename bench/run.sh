@@ -12,6 +12,8 @@
 #   --reps N   override the number of repetitions
 #   --flavours ec|rsa|ec,rsa   override the key types
 #   --standin  run a second nginx in the certgate slot (to develop the harness itself)
+#   --sessions-only  only the session-mode rows (cookie + store lookup per request, SQLite and
+#              Redis, next to certificate-only); they are part of every --quick/--full run too
 # bench/run.sh --summarize DIR   prints the table of an earlier run again (DIR/results.json)
 #
 # Needs `make` to have created .venv with certgate installed (.venv/bin/certgate).
@@ -36,7 +38,8 @@ while [ $# -gt 0 ]; do
     --reps) args+=(--reps "${2:?--reps needs a number}"); shift ;;
     --flavours) args+=(--flavours "${2:?--flavours needs ec, rsa or ec,rsa}"); shift ;;
     --standin) args+=(--standin) ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    --sessions-only) args+=(--sessions-only) ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument '$1' (see --help)" >&2; exit 64 ;;
   esac
   shift

@@ -121,7 +121,18 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "secret_key": Key("path", "certgate.secret", "key file signing receipts and assertions (created if missing)"),
     },
     "sessions": {
-        "store": Key("str", "sqlite:sessions.db", "memory | sqlite:PATH | redis://HOST:PORT/DB"),
+        "store": Key("str", "sqlite:sessions.db", "memory | sqlite:PATH | redis://[USER@]HOST:PORT/DB | "
+                     "rediss://... (TLS) | redis+sentinel://[USER@]HOST:PORT[,HOST:PORT]/SERVICE/DB"),
+        "store_deadline": Key("float", 2.0, "seconds a store operation may take; past it requests that need the "
+                              "store answer 503 session-store-unavailable", 0.05, 60),
+        "store_max_queue": Key("int", 256, "store operations in flight per worker; more fail at once", 1, 100000),
+        "redis_pool_size": Key("int", 4, "Redis connections per worker", 1, 64),
+        "redis_password_file": Key("path", None, "file whose first line is the Redis password (AUTH / ACL user)"),
+        "redis_ca": Key("path", None, "CA bundle verifying a rediss:// server (default: the system store)"),
+        "max_per_account": Key("int", 0, "live sessions per account (0: no limit); [account:NAME] max_sessions "
+                               "overrides it", 0, 100000),
+        "on_limit": Key("choice", "refuse", "at max_per_account: refuse the new login, or replace (end) the "
+                        "oldest session", choices=("refuse", "replace")),
         "grace": Key("float", 300.0, "seconds a session lives after the certificate was last proved", 1, 86400),
         "long_grace": Key("float", 3600.0, "grace after activation through the API", 1, 86400 * 7),
         "idle_timeout": Key("float", 1800.0, "seconds without a request before the session ends", 1, 86400 * 7),
@@ -167,7 +178,9 @@ ROUTE_KEYS = {k: v for k, v in SCHEMA["upstream"].items()} | {
 #: Sections handled by trust.settings (``[trust]``) and named sections (``[access:NAME]``,
 #: ``[route:NAME]``, ``[account:NAME]``).
 PREFIX_SECTIONS = ("access:", "route:", "account:")
-ACCOUNT_KEYS = {"required_auth_methods": SCHEMA["login"]["required_auth_methods"]}
+ACCOUNT_KEYS = {"required_auth_methods": SCHEMA["login"]["required_auth_methods"],
+                "max_sessions": Key("int", None, "live sessions of this account (overrides [sessions] "
+                                    "max_per_account; 0: no limit)", 0, 100000)}
 
 
 # --------------------------------------------------------------------------- values
@@ -452,10 +465,16 @@ def parse_config(text: str, path: Path) -> Config:
     routes.append(_route("default", vals["upstream"], "/"))
 
     account_rules: dict[str, list[list[str]]] = {}
+    account_limits: dict[str, int] = {}
     for sec in parser.sections():
         if sec.startswith("account:"):
             av = _section(parser, sec, ACCOUNT_KEYS, base, problems)
-            account_rules[sec.split(":", 1)[1]] = av["required_auth_methods"]
+            name = sec.split(":", 1)[1]
+            if parser.has_option(sec, "required_auth_methods") or not parser.has_option(sec, "max_sessions"):
+                account_rules[name] = av["required_auth_methods"]
+            if av.get("max_sessions") is not None:
+                account_limits[name] = int(av["max_sessions"])
+    vals["sessions"]["account_limits"] = account_limits
 
     _validate_cross(vals, problems)
     validate_presence(vals, [r.kind for r in routes], problems)
@@ -496,8 +515,10 @@ def _validate_cross(vals: Mapping[str, Mapping[str, Any]], problems: list[Proble
         problems.append(Problem("sessions", "cookie_name", f"{name!r} must start with __Host- (the cookie is "
                                 "then bound to this host, Secure and Path=/)"))
     store = vals["sessions"]["store"]
-    if not (store == "memory" or store.startswith("sqlite:") or store.startswith("redis://")):
-        problems.append(Problem("sessions", "store", f"{store!r} is not memory, sqlite:PATH or redis://..."))
+    if not (store == "memory" or store.startswith("sqlite:")
+            or store.startswith(("redis://", "rediss://", "redis+sentinel://"))):
+        problems.append(Problem("sessions", "store", f"{store!r} is not memory, sqlite:PATH, redis://, rediss:// "
+                                "or redis+sentinel://..."))
     if vals["login"]["password"] == "file":
         if not vals["login"]["password_file"]:
             problems.append(Problem("login", "password_file", "is required when password = file"))

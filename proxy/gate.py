@@ -90,6 +90,23 @@ def error_page(head: RequestHead, status: int, code: str, title: str, message: s
     return Response(status, hs, json.dumps(safe_json({"error": code, "message": message})).encode("utf-8"))
 
 
+def retry_after_for(config: Any) -> bytes:
+    """The ``Retry-After`` seconds of a 503 ``session-store-unavailable`` (``[sessions] store_deadline``,
+    rounded up, at least 1)."""
+    import math
+
+    return str(max(1, math.ceil(float(getattr(config.sessions, "store_deadline", 2.0))))).encode("ascii")
+
+
+def store_unavailable(head: RequestHead, conn: ConnContext, audit: Any, error: str = "",
+                      retry_after: bytes = b"2") -> Response:
+    """The 503 ``session-store-unavailable`` answer (with ``Retry-After``), audited with the store's error."""
+    audit.record("gate", "deny", "session-store-unavailable", client_ip=conn.identity.client_ip, error=error[:300])
+    return error_page(head, 503, "session-store-unavailable", "Temporarily unavailable",
+                      "certgate cannot reach its session store; try again shortly.",
+                      headers=[(b"Retry-After", retry_after)])
+
+
 def safe_next(target: bytes) -> str:
     """The request target as a same-origin ``next`` value: an absolute path, never ``//host``."""
     t = target.decode("latin-1")
@@ -139,6 +156,7 @@ class Gate:
             from trust.access import check  # the single source of access decisions
 
             self._access_check = check
+        self._retry_after = retry_after_for(config)
         self._forwards = self._denied = self._logins = self._local = None
         if metrics is not None:
             fam = metrics.counter("gate_decisions_total", "Gate decisions by outcome", ("outcome",))
@@ -235,41 +253,46 @@ class Gate:
                     if denied is not None:
                         return denied
                 sets = self.without_session_cookie(head)
+                fwd = Forward(route, account=account, set_headers=sets)
                 if sets and self._sessions is not None:
-                    refused = self._cookie_beside_certificate(head, conn)
-                    if refused is not None:
-                        return refused
+                    sid = self._sessions.session_id(head)
+                    if sid is not None:
+                        return self._cookie_beside_certificate(head, conn, sid, fwd)
                 if self._forwards is not None:
                     self._forwards.inc()
-                return Forward(route, account=account, set_headers=sets)
+                return fwd
         return self._session_mode(head, conn, route)
 
-    def _cookie_beside_certificate(self, head: RequestHead, conn: ConnContext) -> Response | None:
+    def _cookie_beside_certificate(self, head: RequestHead, conn: ConnContext, sid: str,
+                                   fwd: Forward) -> "Deferred[Decision]":
         """Certificate-only request that also carries a session cookie: check the session anyway.
 
         A cookie of a session bound to another certificate is cookie theft (AUTH-01): refused,
-        and the session ends. A matching session has its proof refreshed. Anything else: None.
+        and the session ends. A matching session has its proof refreshed. Otherwise ``fwd``;
+        a store that cannot answer gives 503 (the cookie cannot be judged).
         """
-        sid = self._sessions.session_id(head)
-        if sid is None:
-            return None
         ident = conn.identity
-        try:
-            chk = self._sessions.check(sid, ident, ident.client_ip)
-        except StoreError:
-            return self._store_down(head, conn)
-        if not chk.ok and chk.reason == "session-cert-mismatch":
-            return self._deny(head, conn, 403, "session-cert-mismatch", "Session refused",
-                              "This session belongs to another certificate. It has been ended.",
-                              headers=list(self._sessions.clear_cookie_headers()))
-        return None
+
+        def checked(chk: Any) -> Decision:
+            if not chk.ok and chk.reason == "session-cert-mismatch":
+                return self._deny(head, conn, 403, "session-cert-mismatch", "Session refused",
+                                  "This session belongs to another certificate. It has been ended.",
+                                  headers=list(self._sessions.clear_cookie_headers()))
+            if self._forwards is not None:
+                self._forwards.inc()
+            return fwd
+        return self._store_guard(self._sessions.check(sid, ident, ident.client_ip), head, conn).addCallback(
+            lambda chk: chk if isinstance(chk, Response) else checked(chk))
+
+    def _store_guard(self, d: "Deferred[Any]", head: RequestHead, conn: ConnContext) -> "Deferred[Any]":
+        """``d``, with a StoreError turned into the 503 ``session-store-unavailable`` Response."""
+        def down(f: Any) -> Response:
+            f.trap(StoreError)
+            return self._store_down(head, conn, f.getErrorMessage())
+        return d.addErrback(down)
 
     def _store_down(self, head: RequestHead, conn: ConnContext, error: str = "") -> Response:
-        self._audit.record("gate", "deny", "session-store-unavailable", client_ip=conn.identity.client_ip,
-                           error=error[:300])
-        return error_page(head, 503, "session-store-unavailable", "Temporarily unavailable",
-                          "certgate cannot reach its session store; try again shortly.",
-                          headers=[(b"Retry-After", b"5")])
+        return store_unavailable(head, conn, self._audit, error, self._retry_after)
 
     def without_session_cookie(self, head: RequestHead) -> Headers:
         """``set_headers`` that replace the client's Cookie headers by one without certgate's cookie.
@@ -316,10 +339,13 @@ class Gate:
                 return self._deny(head, conn, 403, "certificate-required", "Certificate required",
                                   wording.NO_CERTIFICATE)
             return self.login_required(head, "login-required", route=route, conn=conn)
-        try:
-            chk = sessions.check(sid, ident, ident.client_ip)
-        except StoreError as e:  # fail closed, say so, keep serving
-            return self._store_down(head, conn, str(e))
+        d = sessions.check(sid, ident, ident.client_ip)
+        return self._store_guard(d, head, conn).addCallback(  # fail closed, say so, keep serving
+            lambda chk: chk if isinstance(chk, Response) else self._session_checked(head, conn, route, chk))
+
+    def _session_checked(self, head: RequestHead, conn: ConnContext, route: "Route", chk: Any) -> Decision:
+        sessions = self._sessions
+        ident = conn.identity
         if not chk.ok:
             if chk.reason == "session-cert-mismatch":
                 return self._deny(head, conn, 403, "session-cert-mismatch", "Session refused",

@@ -54,22 +54,43 @@ def expiry_series(trust_state: Any, now: float) -> list[tuple[tuple[str, str, st
     return out
 
 
-def live_sessions(sessions: Any, now: float) -> float:
-    """Sessions in the store that are neither ended nor past their end (one store listing).
+def live_sessions(sessions: Any, now: float) -> Any:
+    """Sessions in the store that are neither ended nor past their end (one store listing):
+    a Deferred firing with the count (the store is asynchronous)."""
+    def count(recs: Any) -> float:
+        return float(sum(1 for rec in recs if rec.ended is None and sessions.ends_at(rec)[0] > now))
+    return sessions.store.list().addCallback(count)
 
-    Synchronous, like the admin API's ``/sessions``; an async store should cache this count."""
-    n = 0
-    for rec in sessions.store.list():
-        if rec.ended is None and sessions.ends_at(rec)[0] > now:
-            n += 1
-    return float(n)
+
+class LiveSessionsGauge:
+    """The ``sessions_live`` gauge callback: answers the last count at once and starts a new
+    store listing if none is running (a scrape never waits for the store; a failed listing
+    keeps the last count)."""
+
+    def __init__(self, sessions: Any, clock: Any) -> None:
+        self.sessions = sessions
+        self.clock = clock
+        self.value = 0.0
+        self._busy = False
+
+    def __call__(self) -> list[tuple[tuple[()], float]]:
+        if not self._busy:
+            self._busy = True
+
+            def got(v: float) -> None:
+                self.value = v
+
+            def done(_: Any) -> None:
+                self._busy = False
+            live_sessions(self.sessions, self.clock.seconds()).addCallbacks(got, lambda f: None).addBoth(done)
+        return [((), self.value)]
 
 
 def register_gauges(metrics: Any, trust_state: Any, clock: Any, sessions: Any = None) -> None:
     """Expiry and live-session gauges (the same for every process; read in the admin process)."""
     if sessions is not None:
         metrics.gauge("sessions_live", "Trusted sessions live in the session store", (),
-                      lambda: [((), live_sessions(sessions, clock.seconds()))], shared=True)
+                      LiveSessionsGauge(sessions, clock), shared=True)
     metrics.gauge("certificate_expiry_seconds",
                   "Seconds until a trusted CA, pinned certificate or server certificate expires, or a CRL's "
                   "nextUpdate (negative: past)", ("kind", "file", "fingerprint"),

@@ -33,6 +33,8 @@ import json
 import re
 from typing import TYPE_CHECKING, Any, Callable
 
+from twisted.internet.defer import inlineCallbacks, maybeDeferred
+
 from proxy import wording
 from proxy.messages import ConnContext, Headers, RequestHead, Response
 from proxy.sameorigin import REFERRER_POLICY, cross_site
@@ -272,10 +274,11 @@ def session_endpoints(sessions: "SessionManager", *, clock: Any = None) -> dict[
         ident = conn.identity
         return sessions.check(sid, ident, ident.client_ip, activity=activity)
 
-    def presence(head: RequestHead, conn: ConnContext) -> Response:
+    @inlineCallbacks
+    def presence(head: RequestHead, conn: ConnContext) -> Any:
         if head.method not in (b"GET", b"HEAD"):
             return _method_not_allowed(b"GET, HEAD")
-        chk = check(head, conn, activity="visible=0" not in head.query.split("&"))
+        chk = yield check(head, conn, activity="visible=0" not in head.query.split("&"))
         if chk is None or not chk.ok:
             return _login_401("login-required" if chk is None else (chk.reason or "session-ended"), sessions)
         ident = conn.identity
@@ -291,7 +294,8 @@ def session_endpoints(sessions: "SessionManager", *, clock: Any = None) -> dict[
                               (b"Cache-Control", b"private, max-age=300"),
                               (b"X-Content-Type-Options", b"nosniff")], script)
 
-    def logout(head: RequestHead, conn: ConnContext) -> Response:
+    @inlineCallbacks
+    def logout(head: RequestHead, conn: ConnContext) -> Any:
         if head.method == b"GET":
             return _html(200, _LOGOUT_PAGE)
         if head.method != b"POST":
@@ -300,15 +304,16 @@ def session_endpoints(sessions: "SessionManager", *, clock: Any = None) -> dict[
             return _json(403, {"error": "cross-site-request", "message": "logout must come from this site"})
         sid = sessions.session_id(head)
         if sid is not None:
-            sessions.end(sid, "logout")
+            yield sessions.end(sid, "logout")
         clear = sessions.clear_cookie_headers()
         if head.wants_html():
             return _html(200, _LOGGED_OUT, clear)
         return _json(200, {"ok": True, "logged_out": sid is not None}, extra=clear)
 
-    def trusted(head: RequestHead, conn: ConnContext) -> Response:
+    @inlineCallbacks
+    def trusted(head: RequestHead, conn: ConnContext) -> Any:
         if head.method == b"GET":
-            chk = check(head, conn)
+            chk = yield check(head, conn)
             if chk is None or not chk.ok:
                 return _login_401("login-required" if chk is None else (chk.reason or "session-ended"), sessions)
             return _json(200, session_view(sessions, chk))
@@ -320,7 +325,7 @@ def session_endpoints(sessions: "SessionManager", *, clock: Any = None) -> dict[
         if sid is None:
             return _login_401("login-required", sessions)
         op = sessions.activate_long if head.method == b"POST" else sessions.deactivate_long
-        chk = op(sid, conn.identity)
+        chk = yield op(sid, conn.identity)
         if chk.ok:
             return _json(200, session_view(sessions, chk))
         if chk.reason == "fresh-proof-required":
@@ -330,29 +335,36 @@ def session_endpoints(sessions: "SessionManager", *, clock: Any = None) -> dict[
                                           f"at most {interval:g} s old) and retry"}, close=True)
         return _login_401(chk.reason or "session-ended", sessions)
 
-    def info(head: RequestHead, conn: ConnContext) -> Response:
+    @inlineCallbacks
+    def info(head: RequestHead, conn: ConnContext) -> Any:
         if head.method not in (b"GET", b"HEAD"):
             return _method_not_allowed(b"GET, HEAD")
-        chk = check(head, conn)
+        chk = yield check(head, conn)
         if chk is None or not chk.ok:
             return _login_401("login-required" if chk is None else (chk.reason or "session-ended"), sessions)
         return _json(200, session_view(sessions, chk))
 
     eps = {PRESENCE_PATH: presence, SCRIPT_PATH: presence_js, LOGOUT_PATH: logout, TRUSTED_PATH: trusted,
            INFO_PATH: info}
-    return {path: _store_errors_as_503(fn) for path, fn in eps.items()}
+    from proxy.gate import retry_after_for
+
+    retry = retry_after_for(type("C", (), {"sessions": sessions.settings})())
+    return {path: _store_errors_as_503(fn, retry) for path, fn in eps.items()}
 
 
-def _store_errors_as_503(fn: Callable[[RequestHead, ConnContext], Response]) -> Callable[..., Response]:
+def _store_errors_as_503(fn: Callable[[RequestHead, ConnContext], Any], retry_after: bytes = b"2"
+                         ) -> Callable[..., Any]:
     """A session store failure answers 503 (fail closed) instead of breaking the connection."""
     from proxy.stores.interface import StoreError
 
-    def wrapped(head: RequestHead, conn: ConnContext) -> Response:
-        try:
-            return fn(head, conn)
-        except StoreError:
-            return _json(503, {"error": "session-store-unavailable", "message": "try again shortly"},
-                         extra=[(b"Retry-After", b"5")])
+    def down(f: Any) -> Response:
+        f.trap(StoreError)
+        return _json(503, {"error": "session-store-unavailable", "message": "try again shortly"},
+                     extra=[(b"Retry-After", retry_after)])
+
+    def wrapped(head: RequestHead, conn: ConnContext) -> Any:
+        d = maybeDeferred(fn, head, conn)
+        return d.addErrback(down)
 
     wrapped.__name__ = getattr(fn, "__name__", "endpoint")
     return wrapped

@@ -170,7 +170,9 @@ class Gateway(MultiService):
                  reactor=type(self.reactor).__name__)
         sessions = self.parts.get("sessions")
         if sessions is not None:
-            sessions.start()  # ends sessions that died while the gateway was down, arms timers
+            d = sessions.start()  # ends sessions that died while the gateway was down, arms timers
+            d.addErrback(lambda f: log.warn("session store unavailable at start ({err}); sessions are checked "
+                                            "on use", err=f.getErrorMessage()))
         super().startService()
         if os.environ.get("CERTGATE_WORKER") != "1":
             self._tell_systemd()
@@ -205,7 +207,7 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
     from proxy.http1 import GatewayFactory
     from proxy.reload import TrustState
     from proxy.sessions import SessionManager
-    from proxy.stores import open_store
+    from proxy.stores import open_store, options_from
     from proxy.tls import LiveServerTLS, identify, revalidate
     from proxy.tunnel import TunnelRegistry
     from proxy.upstream import UpstreamPools
@@ -225,7 +227,8 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
     HandshakeVerifier.refusal_sink = refusals.add
     trust_state = TrustState(cfg, reactor)
     creator = LiveServerTLS(trust_state, cfg)
-    store = open_store(cfg.sessions.store, cfg.base_dir)
+    store = open_store(cfg.sessions.store, cfg.base_dir, options_from(cfg.sessions, cfg.base_dir), reactor=reactor)
+    store.monitor.use_metrics(metrics)
     tunnels = TunnelRegistry()
     sessions = SessionManager(store, reactor, cfg.sessions, tunnels, audit)
     endpoints, front_doors = _login_parts(cfg, store, sessions, reactor, audit, metrics)
@@ -250,10 +253,17 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
     def after_reload(old: Any, new: Any) -> None:
         now = reactor.seconds()
         closed = revalidate(list(http.connections), trust_state, now)
-        ended = sessions.revalidate(lambda rec: _still_valid(trust_state, rec, now), "trust-store-changed")
-        if closed or ended:
-            log.info("trust reload closed {closed} connection(s) and ended {ended} session(s)",
-                     closed=closed, ended=ended)
+        d = sessions.revalidate(lambda rec: _still_valid(trust_state, rec, now), "trust-store-changed")
+
+        def done(ended: int) -> None:
+            if closed or ended:
+                log.info("trust reload closed {closed} connection(s) and ended {ended} session(s)",
+                         closed=closed, ended=ended)
+
+        def failed(f: Any) -> None:
+            log.error("trust reload closed {closed} connection(s); sessions not revalidated (store: {err}); the "
+                      "next reload tries again", closed=closed, err=f.getErrorMessage())
+        d.addCallbacks(done, failed)
 
     trust_state.add_listener(after_reload)
     _log_ticket_check(trust_state.current.identity)

@@ -23,6 +23,12 @@ Rules (``DESIGN.md`` "Trusted sessions"), all on the injected clock:
 
 ``last_seen`` is written at most once per :data:`TOUCH_EVERY` seconds unless the proof moves,
 so the idle timeout is precise to that much and the store sees few writes.
+
+Every method that reads or writes the store returns a Deferred (the store is asynchronous,
+:class:`proxy.stores.interface.ISessionStore`); a store failure fails it with StoreError,
+which callers turn into 503 ``session-store-unavailable``. ``[sessions] max_per_account``
+limits live sessions per account atomically in the store (``refuse`` the new login, or
+``replace`` the oldest, whose WebSockets are closed).
 """
 
 from __future__ import annotations
@@ -35,9 +41,13 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from twisted.internet.defer import Deferred, inlineCallbacks, returnValue
 from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 
-from proxy.stores.interface import SessionRecord
+from proxy.stores.interface import LimitReached, SessionRecord
+
+log = Logger()
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.base import DelayedCall
@@ -155,6 +165,8 @@ class SessionManager:
         self._timers: dict[str, "DelayedCall"] = {}
         self._sweeper: LoopingCall | None = None
         self._sweeps = 0
+        self._revalidating = 0
+        self._settle_waiters: list[Deferred[None]] = []
         self._m_opened = self._m_ended = None
         if metrics is not None:
             self.use_metrics(metrics)
@@ -169,19 +181,20 @@ class SessionManager:
                       lambda: [((), float(len(self._timers)))])
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> None:
+    @inlineCallbacks
+    def start(self) -> Any:
         """End sessions that died while the gateway was down, then sweep every ``sweep_interval``.
 
         Optional: without it the sweep starts with the first session this process tracks, and
-        dead sessions are ended by the first request that names them.
+        dead sessions are ended by the first request that names them. A Deferred.
         """
+        self._ensure_sweeping()
         now = self.clock.seconds()
-        for rec in self.store.list():
+        for rec in (yield self.store.list()):
             if rec.ended is None:
                 at, why = self.ends_at(rec)
                 if now >= at:
-                    self._mark_ended(rec, why)
-        self._ensure_sweeping()
+                    yield self._mark_ended(rec, why)
 
     def _ensure_sweeping(self) -> None:
         if self._sweeper is None or not self._sweeper.running:
@@ -225,12 +238,21 @@ class SessionManager:
         return session_id_for(token)
 
     # ------------------------------------------------------------------ open
-    def open(self, identity: "ConnectionIdentity", account: str, methods: Any, client_ip: str
-             ) -> tuple[SessionRecord, "Headers"]:
-        """Open a new session bound to ``identity``'s certificate; the record and its Set-Cookie header.
+    def limit_for(self, account: str) -> tuple[int, bool]:
+        """``(max live sessions, replace the oldest?)`` for ``account``: its ``[account:NAME]``
+        ``max_sessions`` if set, else ``[sessions] max_per_account`` (0 = no limit)."""
+        per = getattr(self.settings, "account_limits", None) or {}
+        limit = int(per.get(account, getattr(self.settings, "max_per_account", 0)) or 0)
+        return limit, getattr(self.settings, "on_limit", "refuse") == "replace"
+
+    @inlineCallbacks
+    def open(self, identity: "ConnectionIdentity", account: str, methods: Any, client_ip: str) -> Any:
+        """Open a new session bound to ``identity``'s certificate: a Deferred firing with the
+        record and its Set-Cookie header.
 
         Raises ValueError when the connection did not present a valid certificate (a session is
-        never opened without one). Does not check factors or the account: the login did.
+        never opened without one), :class:`LimitReached` when the account is at its limit
+        (``refuse``). Does not check factors or the account: the login did.
         """
         if not identity.ok or not identity.presented:
             raise ValueError("a trusted session needs a valid client certificate on the login connection")
@@ -241,25 +263,40 @@ class SessionManager:
                             cert_der=cert_der, chain_der=chain, created_at=now,
                             proved_at=min(identity.handshake_at, now), last_seen=now, long_until=0.0,
                             methods=tuple(methods), client_ip=client_ip, ended=None)
-        self.store.create(rec)
+        limit, replace = self.limit_for(account)
+        try:
+            replaced = yield self.store.create(rec, limit=limit, replace=replace)
+        except LimitReached as e:
+            self.audit.record("session", "refuse", "session-limit", account=account, fingerprint=rec.fingerprint,
+                              client_ip=client_ip, live=e.live, limit=limit)
+            raise
+        for old in replaced:
+            self.audit.record("session", "end", "replaced-by-newer-login", account=account, session=old[:16],
+                              limit=limit)
+            if self._m_ended is not None:
+                self._m_ended.labels("replaced-by-newer-login").inc()
+            self._forget(old, close_reason="replaced-by-newer-login", force=True)
         self._arm(rec)
         self.audit.record("session", "open", "login", account=account, fingerprint=rec.fingerprint,
                           client_ip=client_ip, session=rec.id[:16], methods=list(rec.methods))
         if self._m_opened is not None:
             self._m_opened.inc()
-        return rec, [self._cookie_header(token)]
+        returnValue((rec, [self._cookie_header(token)]))
 
     # ------------------------------------------------------------------ check
+    @inlineCallbacks
     def check(self, session_id: str, identity: "ConnectionIdentity", client_ip: str, *,
-              activity: bool = True) -> SessionCheck:
+              activity: bool = True) -> Any:
         """Is the session alive for a request on a connection with ``identity``? Refresh its proof.
 
         Ends the session (and says why) when its time is up or the connection presents another
         certificate. ``activity=False`` (a presence ping from a hidden page) refreshes the proof
-        but does not count as use for the idle timeout.
+        but does not count as use for the idle timeout. A Deferred firing with a SessionCheck.
         """
+        if self._revalidating:  # a trust reload is ending sessions: decide after it (never on a revoked one)
+            yield self._settled()
         now = self.clock.seconds()
-        rec = self.store.get(session_id)
+        rec = yield self.store.get(session_id)
         if rec is None:
             self._forget(session_id)
             return _fail("session-unknown")
@@ -270,21 +307,21 @@ class SessionManager:
             self.audit.record("session", "deny", "session-cert-mismatch", account=rec.account,
                               fingerprint=identity.fingerprint, session_fingerprint=rec.fingerprint,
                               presented_account=identity.account, client_ip=client_ip, session=rec.id[:16])
-            self.end(rec.id, "session-cert-mismatch")
+            yield self.end(rec.id, "session-cert-mismatch")
             return _fail("session-cert-mismatch", rec, "session-cert-mismatch")
         if identity.presented and not identity.ok:
-            self.end(rec.id, "certificate-invalid")
+            yield self.end(rec.id, "certificate-invalid")
             return _fail("certificate-invalid", rec, "certificate-invalid")
         at, why = self.ends_at(rec)
         if now >= at:
-            self.end(rec.id, why)
+            yield self.end(rec.id, why)
             return _fail(why, rec, why)
         proved = rec.proved_at
         if identity.presented and identity.full_handshake:
             proved = max(proved, min(identity.handshake_at, now))
         if proved > rec.proved_at or (activity and now - rec.last_seen >= TOUCH_EVERY) or client_ip != rec.client_ip:
-            new = self.store.touch(rec.id, proved_at=proved, last_seen=now if activity else rec.last_seen,
-                                   client_ip=client_ip, long_grace=self.settings.long_grace)
+            new = yield self.store.touch(rec.id, proved_at=proved, last_seen=now if activity else rec.last_seen,
+                                         client_ip=client_ip, long_grace=self.settings.long_grace)
             if new is None:
                 self._forget(rec.id)
                 return _fail("session-unknown")
@@ -295,8 +332,9 @@ class SessionManager:
         self._arm(rec)
         return SessionCheck(True, rec)
 
-    def _fresh_proof(self, session_id: str, identity: "ConnectionIdentity") -> SessionCheck:
-        chk = self.check(session_id, identity, identity.client_ip)
+    @inlineCallbacks
+    def _fresh_proof(self, session_id: str, identity: "ConnectionIdentity") -> Any:
+        chk = yield self.check(session_id, identity, identity.client_ip)
         if not chk.ok:
             return chk
         now = self.clock.seconds()
@@ -305,14 +343,16 @@ class SessionManager:
             return _fail("fresh-proof-required", chk.record)
         return chk
 
-    def activate_long(self, session_id: str, identity: "ConnectionIdentity") -> SessionCheck:
-        """Switch the session to the long grace; needs a fresh proof of its certificate on this connection."""
-        chk = self._fresh_proof(session_id, identity)
+    @inlineCallbacks
+    def activate_long(self, session_id: str, identity: "ConnectionIdentity") -> Any:
+        """Switch the session to the long grace; needs a fresh proof of its certificate on this
+        connection. A Deferred firing with a SessionCheck."""
+        chk = yield self._fresh_proof(session_id, identity)
         if not chk.ok:
             return chk
         rec = chk.record
         assert rec is not None
-        new = self.store.update(rec.id, long_until=rec.proved_at + self.settings.long_grace)
+        new = yield self.store.update(rec.id, long_until=rec.proved_at + self.settings.long_grace)
         if new is None:
             return _fail("session-unknown")
         self._arm(new)
@@ -320,14 +360,15 @@ class SessionManager:
                           fingerprint=rec.fingerprint, client_ip=identity.client_ip, session=rec.id[:16])
         return SessionCheck(True, new)
 
-    def deactivate_long(self, session_id: str, identity: "ConnectionIdentity") -> SessionCheck:
-        """Back to the normal grace; needs a fresh proof like activation."""
-        chk = self._fresh_proof(session_id, identity)
+    @inlineCallbacks
+    def deactivate_long(self, session_id: str, identity: "ConnectionIdentity") -> Any:
+        """Back to the normal grace; needs a fresh proof like activation. A Deferred (SessionCheck)."""
+        chk = yield self._fresh_proof(session_id, identity)
         if not chk.ok:
             return chk
         rec = chk.record
         assert rec is not None
-        new = self.store.update(rec.id, long_until=0.0)
+        new = yield self.store.update(rec.id, long_until=0.0)
         if new is None:
             return _fail("session-unknown")
         self._arm(new)
@@ -336,42 +377,69 @@ class SessionManager:
         return SessionCheck(True, new)
 
     # ------------------------------------------------------------------ end
-    def _mark_ended(self, rec: SessionRecord, reason: str) -> bool:
-        new = self.store.update(rec.id, ended=reason, last_seen=max(rec.last_seen, self.clock.seconds()))
+    @inlineCallbacks
+    def _mark_ended(self, rec: SessionRecord, reason: str) -> Any:
+        new = yield self.store.update(rec.id, ended=reason, last_seen=max(rec.last_seen, self.clock.seconds()))
         self.audit.record("session", "end", reason, account=rec.account, fingerprint=rec.fingerprint,
                           client_ip=rec.client_ip, session=rec.id[:16])
         if self._m_ended is not None:
             self._m_ended.labels(reason).inc()
         return new is not None
 
-    def end(self, session_id: str, reason: str) -> bool:
-        """End a live session: mark it ended in the store, close its WebSockets, audit. True if it was live."""
-        rec = self.store.get(session_id)
-        live = rec is not None and rec.ended is None
-        if live:
-            assert rec is not None
-            self._mark_ended(rec, reason)
-        self._forget(session_id, close_reason=reason, force=True)
+    @inlineCallbacks
+    def end(self, session_id: str, reason: str) -> Any:
+        """End a live session: mark it ended in the store, close its WebSockets, audit.
+        A Deferred: True if it was live. The WebSockets close even when the store fails."""
+        try:
+            rec = yield self.store.get(session_id)
+            live = rec is not None and rec.ended is None
+            if live:
+                assert rec is not None
+                yield self._mark_ended(rec, reason)
+        finally:
+            self._forget(session_id, close_reason=reason, force=True)
         return live
 
-    def end_where(self, *, account: str | None = None, fingerprint: str | None = None, reason: str) -> int:
-        """End every live session of ``account`` and/or ``fingerprint``; how many."""
+    @inlineCallbacks
+    def end_where(self, *, account: str | None = None, fingerprint: str | None = None, reason: str) -> Any:
+        """End every live session of ``account`` and/or ``fingerprint``; a Deferred: how many."""
         if account is None and fingerprint is None:
             raise ValueError("end_where needs account and/or fingerprint")
         n = 0
-        for rec in self.store.list():
+        for rec in (yield self.store.list()):
             if rec.ended is None and (account is None or rec.account == account) \
                     and (fingerprint is None or rec.fingerprint == fingerprint):
-                n += self.end(rec.id, reason)
+                n += yield self.end(rec.id, reason)
         return n
 
-    def revalidate(self, still_valid: Callable[[SessionRecord], bool], reason: str) -> int:
+    @inlineCallbacks
+    def revalidate(self, still_valid: Callable[[SessionRecord], bool], reason: str) -> Any:
         """After a trust reload: end every live session whose certificate ``still_valid`` refuses.
 
-        A ``still_valid`` that raises counts as a refusal (fail closed).
+        A ``still_valid`` that raises counts as a refusal (fail closed). A Deferred: how many.
+        Session checks that arrive meanwhile wait until it is done (at most the store deadline per
+        operation), so a session of a revoked certificate is never served after the reload.
         """
+        self._revalidating += 1
+        try:
+            n = yield self._revalidate(still_valid, reason)
+        finally:
+            self._revalidating -= 1
+            if not self._revalidating:
+                waiters, self._settle_waiters = self._settle_waiters, []
+                for w in waiters:
+                    w.callback(None)
+        return n
+
+    def _settled(self) -> "Deferred[None]":
+        d: Deferred[None] = Deferred()
+        self._settle_waiters.append(d)
+        return d
+
+    @inlineCallbacks
+    def _revalidate(self, still_valid: Callable[[SessionRecord], bool], reason: str) -> Any:
         n = 0
-        for rec in self.store.list():
+        for rec in (yield self.store.list()):
             if rec.ended is not None:
                 continue
             try:
@@ -379,7 +447,7 @@ class SessionManager:
             except Exception:
                 ok = False
             if not ok:
-                n += self.end(rec.id, reason)
+                n += yield self.end(rec.id, reason)
         return n
 
     # ------------------------------------------------------------------ timers
@@ -402,9 +470,15 @@ class SessionManager:
         if t is not None or force:
             self.tunnels.close_session(session_id, WS_CLOSE_CODE, close_reason or "session-ended")
 
-    def _timer_fired(self, session_id: str) -> None:
+    @inlineCallbacks
+    def _timer_fired(self, session_id: str) -> Any:
         self._timers.pop(session_id, None)
-        rec = self.store.get(session_id)  # another gateway may have moved the proof
+        try:
+            rec = yield self.store.get(session_id)  # another gateway may have moved the proof
+        except Exception as e:  # store down: the session's time is up here, close its tunnels now
+            log.warn("session end timer: store unavailable ({err}); closing the session's WebSockets", err=str(e))
+            self.tunnels.close_session(session_id, WS_CLOSE_CODE, "session-store-unavailable")
+            return
         if rec is None:
             self.tunnels.close_session(session_id, WS_CLOSE_CODE, "session-unknown")
             return
@@ -413,26 +487,28 @@ class SessionManager:
             return
         at, why = self.ends_at(rec)
         if self.clock.seconds() >= at:
-            self.end(session_id, why)
+            try:
+                yield self.end(session_id, why)
+            except Exception as e:
+                log.warn("session end: store unavailable ({err})", err=str(e))
         else:
             self._arm(rec)
 
-    def sweep(self) -> None:
+    def sweep(self) -> Any:
         """Close tunnels of tracked sessions that vanished or ended elsewhere; purge the store now and then.
 
         A store error is logged and the sweep tries again next interval (it never stops the loop).
+        Returns a Deferred that never fails.
         """
-        try:
-            self._sweep()
-        except Exception as e:  # e.g. Redis unreachable: keep sweeping
-            from twisted.logger import Logger
+        def failed(f: Any) -> None:  # e.g. Redis unreachable: keep sweeping
+            log.warn("session sweep failed: {err}", err=f"{f.type.__name__}: {f.getErrorMessage()}")
+        self._sweeps += 1
+        return self._sweep().addErrback(failed)
 
-            Logger().warn("session sweep failed: {err}", err=f"{type(e).__name__}: {e}")
-
-    def _sweep(self) -> None:
+    @inlineCallbacks
+    def _sweep(self) -> Any:
         ids = list(self._timers)
-        get_many = getattr(self.store, "get_many", None)  # one round trip on Redis
-        recs = get_many(ids) if get_many is not None else {sid: self.store.get(sid) for sid in ids}
+        recs = (yield self.store.get_many(ids)) if ids else {}
         for sid in ids:
             if sid not in self._timers:  # ended meanwhile by a callback
                 continue
@@ -441,9 +517,8 @@ class SessionManager:
                 self._forget(sid, close_reason="session-revoked")
             elif rec.ended is not None:
                 self._forget(sid, close_reason=rec.ended)
-        self._sweeps += 1
         if self._sweeps % 12 == 1:
-            self.store.purge(self.clock.seconds())
+            yield self.store.purge(self.clock.seconds())
 
     def tracked(self) -> list[str]:
         """Ids of sessions with an end timer in this process (for tests and metrics)."""

@@ -87,10 +87,10 @@ def _run(ns: argparse.Namespace) -> int:
         raise CliError(f"{ns.config}: " + "; ".join(str(p) for p in e.problems)) from None
     if cfg.sessions.store == "memory":
         return _via_admin(cfg, ns)
-    from proxy.stores import StoreError, open_store
+    from proxy.stores import StoreError, open_engine, options_from
 
     try:
-        store = open_store(cfg.sessions.store, cfg.base_dir)
+        store = open_engine(cfg.sessions.store, cfg.base_dir, options_from(cfg.sessions, cfg.base_dir))
     except StoreError as e:
         raise CliError(str(e)) from None
     try:

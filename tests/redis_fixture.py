@@ -27,12 +27,16 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """One redis-server process (no persistence, loopback only, protected mode)."""
+    """One redis-server process (loopback only, protected mode). ``persistent`` keeps every write
+    in an append-only file fsynced per write, so a killed and restarted server loses nothing;
+    ``extra`` adds command line arguments (TLS, ACL users, replication)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, persistent: bool = False, extra: list[str] | None = None) -> None:
         self.port = 0
         self.dir: Path | None = None
         self.proc: subprocess.Popen[bytes] | None = None
+        self.persistent = persistent
+        self.extra = list(extra or [])
 
     @property
     def url(self) -> str:
@@ -42,11 +46,13 @@ class RedisServer:
         exe = shutil.which("redis-server") or (REDIS_SERVER if Path(REDIS_SERVER).exists() else None)
         if exe is None:
             raise RuntimeError("redis-server not found: install Debian's redis-server (apt-get install redis-server)")
-        self.dir = Path(tempfile.mkdtemp(prefix="certgate-redis-"))
-        self.port = free_port()
+        if self.dir is None:
+            self.dir = Path(tempfile.mkdtemp(prefix="certgate-redis-"))
+            self.port = free_port()
+        aof = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
         self.proc = subprocess.Popen(
             [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--save", "",
-             "--appendonly", "no", "--daemonize", "no", "--logfile", str(self.dir / "redis.log")],
+             *aof, "--daemonize", "no", "--logfile", str(self.dir / "redis.log"), *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         wait = threading.Event()
@@ -54,16 +60,39 @@ class RedisServer:
             if self.proc.poll() is not None:
                 log = (self.dir / "redis.log").read_text(errors="replace") if (self.dir / "redis.log").exists() else ""
                 raise RuntimeError(f"redis-server exited with {self.proc.returncode}: {log[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return self
-            except OSError:
-                pass
+            if self.ready():
+                return self
             wait.wait(0.05)
         self.stop()
         raise RuntimeError(f"redis-server did not answer on 127.0.0.1:{self.port} within {timeout} s")
+
+    def ready(self) -> bool:
+        """True when the server answers PING (or NOAUTH: it is up, it wants a password)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith((b"+PONG", b"-NOAUTH"))
+        except OSError:
+            return False
+
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its sockets but answers nothing."""
+        import signal
+
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        import signal
+
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL, keeping the data directory and port for :meth:`start` again."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
 
     def flush(self) -> None:
         import redis
@@ -72,6 +101,9 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            import signal
+
+            self.proc.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
             self.proc.terminate()
             try:
                 self.proc.wait(5)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import ceiling, configs, phases, report
+from . import ceiling, configs, phases, report, sessionmode
 from .pki import make_pki
 from .procs import Proc, start
 from .runs import FULL, QUICK, Env, Runner
@@ -121,6 +121,8 @@ def main() -> int:
     ap.add_argument("--flavours", help="override the key flavours, e.g. ec or ec,rsa")
     ap.add_argument("--standin", action="store_true", help="run nginx in the certgate slot (harness development)")
     ap.add_argument("--profile", action="store_true", help="also sample certgate with py-spy")
+    ap.add_argument("--sessions-only", action="store_true",
+                    help="only the session-mode rows (cookie + store lookup per request; SQLite, Redis)")
     ap.add_argument("--port-base", type=int, default=19000,
                     help="first candidate port base (ports base+80, +81, +443, +451; next base +1000 if busy)")
     ap.add_argument("--server-cpus", default="0")
@@ -175,8 +177,9 @@ def main() -> int:
             log(f"   {rec['proxy']:8} {rec['flavour']} {rec['kind']:8} rep {rec['rep']}: {state} "
                 + json.dumps(m) + ("" if rec["valid"] else " " + why[:300]))
 
+    session_rows: list[dict[str, Any]] = []
     try:
-        for rep in range(1, plan.reps + 1):
+        for rep in range(1, 0 if a.sessions_only else plan.reps + 1):
             order = ["nginx", "certgate"] if rep % 2 else ["certgate", "nginx"]  # interleaved
             for fl in plan.flavours:
                 for proxy in order:
@@ -188,6 +191,12 @@ def main() -> int:
             for w in ((1, 2) if rep % 2 else (2, 1)):
                 log(f"rep {rep} certgate workers={w} (both cores)")
                 note(runner.clean(lambda: runner.workers_run(w, rep)))
+        if not a.standin:
+            log("session mode: keep-alive requests with a session cookie (certificate-only, SQLite, Redis)")
+            session_rows = sessionmode.run(env, plan.ka_s, upstreams["main"])
+            for r in session_rows:
+                log(f"   {r['mode']:18} {'valid' if r['valid'] else 'INVALID'} "
+                    + json.dumps({k: r.get(k) for k in ("rate", "us", "p99_ms", "errors")}))
         if a.profile:
             log("profiling certgate with py-spy")
             profile_md = profile_certgate(env, max(10.0, plan.ka_s), upstreams)
@@ -195,6 +204,13 @@ def main() -> int:
         for p in upstreams.values():
             p.stop()
 
+    s_text, s_md = sessionmode.render(session_rows)
+    if a.sessions_only:
+        (out / "results.json").write_text(json.dumps({"session_mode": session_rows}, indent=1, default=str))
+        (out / "results.md").write_text(s_md)
+        print()
+        print(s_text)
+        return 0 if session_rows and all(r["valid"] for r in session_rows) else 2
     lines = report.summarize(records, ceil)
     title = (f"certgate vs nginx, {plan.name} mode: median [min-max] of {plan.reps} interleaved rep(s); "
              f"server+upstream on core {server_cpus}, load on core {load_cpus}")
@@ -221,6 +237,9 @@ def main() -> int:
     if problems:
         text += "\nProblems:\n" + "\n".join(f"  - {p}" for p in problems) + "\n"
         md += "\n**Problems:**\n\n" + "\n".join(f"- {p}" for p in problems) + "\n"
+    if session_rows:
+        text += "\n" + s_text
+        md += "\n" + s_md
     if profile_md:
         md += "\n### Where certgate's time goes (py-spy)\n\n" + profile_md
     meta = {"mode": plan.name, "plan": dataclasses.asdict(plan), "versions": ver,
@@ -228,7 +247,8 @@ def main() -> int:
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "duration_s": round(time.monotonic() - t_start, 1)}
     (out / "results.json").write_text(json.dumps({"meta": meta, "ceiling": ceil, "table": lines,
-                                                  "problems": problems, "runs": records}, indent=1, default=str))
+                                                  "problems": problems, "runs": records,
+                                                  "session_mode": session_rows}, indent=1, default=str))
     (out / "results.md").write_text(md)
     print()
     print(text)

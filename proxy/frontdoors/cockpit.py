@@ -43,12 +43,16 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from twisted.internet.defer import inlineCallbacks
+from twisted.python.failure import Failure
+
 from trust.escape import safe_json, safe_text
 from proxy.frontdoors.access import access_refusal
 from proxy.frontdoors.assertion import assertion_key, mint_assertion
 from proxy.frontdoors.wsframes import LogoutWatcher
 from proxy.messages import ConnContext, Forward, Headers, RequestHead, Response
 from proxy.paths import loose_path
+from proxy.stores.interface import LimitReached, StoreError
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred
@@ -196,7 +200,13 @@ class CockpitFrontDoor:
         self._response_timeout = float(config.login.response_timeout)
         self._key = assertion_key(login.secret)
         self._nonce = nonce or (lambda: secrets.token_urlsafe(18))
-        self.conversations = Conversations(clock.seconds)
+        from proxy.frontdoors.conversations import SharedConversations
+        from proxy.login.keys import derive_key
+
+        # pending prompts live in the shared store: any worker of any gateway continues the login
+        self.conversations = SharedConversations(store, derive_key(login.secret, "cockpit-conversation"),
+                                                 clock.seconds, limit=MAX_CONVERSATIONS,
+                                                 per_certificate=PER_CERTIFICATE)
 
     # ------------------------------------------------------------------ matching
 
@@ -317,6 +327,11 @@ class CockpitFrontDoor:
                                 [(b"Retry-After", str(out.retry_after or 1).encode("ascii"))])
         if out.reason == "busy":
             return self._answer(503, "busy", out.public_message, [(b"Retry-After", b"1")])
+        if out.reason == "session-store-unavailable":
+            return self._answer(503, "session-store-unavailable", out.public_message,
+                                [(b"Retry-After", str(out.retry_after or 1).encode("ascii"))])
+        if out.reason == "session-limit":
+            return self._answer(403, "session-limit", out.public_message)
         if out.reason in _CERT_REASONS:
             # login.js shows a 403's reason phrase: the same plain words as certgate's own page
             return self._answer(403, "access-denied", out.public_message)
@@ -325,12 +340,13 @@ class CockpitFrontDoor:
 
     # ------------------------------------------------------------------ no Authorization
 
-    def _no_credentials(self, head: RequestHead, conn: ConnContext, route: "Route") -> "Response | Forward":
+    @inlineCallbacks
+    def _no_credentials(self, head: RequestHead, conn: ConnContext, route: "Route") -> Any:
         ident = conn.identity
         sid = self._sessions.session_id(head)
         clear: Headers = []
         if sid is not None:
-            chk = self._sessions.check(sid, ident, ident.client_ip)
+            chk = yield self._sessions.check(sid, ident, ident.client_ip)
             if not chk.ok:
                 clear = list(self._sessions.clear_cookie_headers())  # a dead session: forget its cookie
             else:
@@ -338,16 +354,18 @@ class CockpitFrontDoor:
                 if self.mode == "bearer":
                     self._audit.record("cockpit-login", "allow", "session-assertion", account=rec.account,
                                        fingerprint=ident.fingerprint, client_ip=ident.client_ip)
-                    return self._to_cockpit(head, conn, route, rec.account, proven=None, receipt=None,
-                                            bearer=True, password=None)
+                    return (yield self._to_cockpit(head, conn, route, rec.account, proven=None, receipt=None,
+                                                   bearer=True, password=None))
                 # basic: cockpit's cookie (if still alive) is the only way in without a password
                 return Forward(route, account=rec.account, session_id=rec.id)
         if self.mode == "bearer" and ident.ok and ident.account is not None:
             if ["tls-cert"] in self._login.effective_rules(ident.account):
-                out = self._login.authenticate(account=ident.account, conn=conn, open_session=False)
+                out = yield self._login.authenticate(account=ident.account, conn=conn, open_session=False)
                 if out.ok:
-                    return self._to_cockpit(head, conn, route, out.account, proven=out.proven, receipt=None,
-                                            bearer=True, password=None)
+                    return (yield self._to_cockpit(head, conn, route, out.account, proven=out.proven, receipt=None,
+                                                   bearer=True, password=None))
+                if out.reason == "session-store-unavailable":
+                    return self._outcome_refusal(out)
         # what cockpit-ws itself answers without credentials: login.js then shows its form
         return self._answer(401, "authentication-required", "Authentication required", clear)
 
@@ -355,27 +373,19 @@ class CockpitFrontDoor:
 
     def _basic(self, head: RequestHead, conn: ConnContext, route: "Route", user: str, password: str
                ) -> "Response | Deferred[Any]":
-        from twisted.internet.defer import maybeDeferred
-
         login = self._login
-        if not login.startups.try_acquire():
-            return self._outcome_refusal(login.busy_outcome(user, conn))
         check_pw = (password or None) if login.config.login.password == "file" else None
-        d = maybeDeferred(login.authenticate_async, account=user, conn=conn, password=check_pw, open_session=False)
+        # MaxStartups: a slot shared by every gateway on the store; ``busy`` is answered 503
+        d = login.authenticate_with_slot(account=user, conn=conn, password=check_pw, open_session=False)
 
         def step(out: "AuthOutcome") -> "Response | Forward":
             return self._after_first_step(head, conn, route, out, password)
 
-        def release(result: Any) -> Any:
-            login.startups.release()
-            return result
-
-        d.addBoth(release)
         d.addCallback(step)
         return d
 
     def _after_first_step(self, head: RequestHead, conn: ConnContext, route: "Route", out: "AuthOutcome",
-                          password: str) -> "Response | Forward":
+                          password: str) -> Any:
         basic = self.mode == "basic"
         if out.ok:
             return self._to_cockpit(head, conn, route, out.account, proven=out.proven, receipt=None,
@@ -394,14 +404,14 @@ class CockpitFrontDoor:
 
     # ------------------------------------------------------------------ X-Conversation
 
-    def _ask_code(self, head: RequestHead, conn: ConnContext, out: "AuthOutcome", password: str | None
-                  ) -> Response:
+    @inlineCallbacks
+    def _ask_code(self, head: RequestHead, conn: ConnContext, out: "AuthOutcome", password: str | None) -> Any:
         ident = conn.identity
         now = self._clock.seconds()
         conv = Conversation(nonce=self._nonce(), account=out.account, fingerprint=ident.fingerprint or "",
                             receipt=out.receipt, password=password, superuser=head.get(b"x-superuser"),
                             expires_at=now + self._response_timeout)
-        if not self.conversations.add(conv):
+        if not (yield self.conversations.add(conv)):
             return self._outcome_refusal(self._login.busy_outcome(out.account, conn))
         self._audit.record("cockpit-login", "challenge", "totp-required", account=out.account,
                            fingerprint=ident.fingerprint, client_ip=ident.client_ip)
@@ -411,11 +421,11 @@ class CockpitFrontDoor:
         return Response(401, [(b"WWW-Authenticate", challenge), (b"Content-Type", b"application/json"),
                               (b"Cache-Control", b"no-cache, no-store")], body, reason=b"Authentication required")
 
-    def _conversation_answer(self, head: RequestHead, conn: ConnContext, route: "Route", rest: str
-                             ) -> "Response | Forward":
+    @inlineCallbacks
+    def _conversation_answer(self, head: RequestHead, conn: ConnContext, route: "Route", rest: str) -> Any:
         ident = conn.identity
         nonce, _, answer = rest.strip().partition(" ")
-        conv = self.conversations.take(nonce)
+        conv = yield self.conversations.take(nonce)
         if conv is None:
             return self._refuse(conn, None, 401, "conversation-unknown", "Invalid conversation token")
         if ident.fingerprint != conv.fingerprint or not ident.ok:
@@ -424,24 +434,28 @@ class CockpitFrontDoor:
             code = base64.b64decode(answer.strip(), validate=True).decode("utf-8")
         except (binascii.Error, ValueError, UnicodeDecodeError):
             return self._refuse(conn, conv.account, 401, "conversation-malformed", "Authentication failed")
-        out = self._login.authenticate(account=conv.account, conn=conn, totp=code, receipt=conv.receipt,
-                                       open_session=False)
+        out = yield self._login.authenticate(account=conv.account, conn=conn, totp=code, receipt=conv.receipt,
+                                             open_session=False)
         basic = self.mode == "basic"
         if out.ok:
-            return self._to_cockpit(head, conn, route, out.account, proven=out.proven, receipt=None,
-                                    bearer=not basic, password=conv.password, superuser=conv.superuser)
+            return (yield self._to_cockpit(head, conn, route, out.account, proven=out.proven, receipt=None,
+                                           bearer=not basic, password=conv.password, superuser=conv.superuser))
         if out.partial and basic and {m for r in out.required for m in r} - set(out.proven) <= {"password"}:
-            return self._to_cockpit(head, conn, route, out.account, proven=out.proven, receipt=out.receipt,
-                                    bearer=False, password=conv.password, superuser=conv.superuser)
+            return (yield self._to_cockpit(head, conn, route, out.account, proven=out.proven, receipt=out.receipt,
+                                           bearer=False, password=conv.password, superuser=conv.superuser))
         return self._outcome_refusal(out)
 
     # ------------------------------------------------------------------ to cockpit-ws
 
+    @inlineCallbacks
     def _to_cockpit(self, head: RequestHead, conn: ConnContext, route: "Route", account: str, *,
                     proven: frozenset[str] | None, receipt: str | None, bearer: bool, password: str | None,
-                    superuser: bytes | None = None) -> Forward:
-        """Forward the login to cockpit-ws with the right credentials; open the session on its 200.
+                    superuser: bytes | None = None) -> Any:
+        """Forward the login to cockpit-ws with the right credentials; a Deferred (Forward or Response).
 
+        The session is opened in the store *before* forwarding (the store is asynchronous, the
+        response hook is not); its cookie is released only on cockpit-ws's 200, otherwise the
+        session is ended at once. Nobody else knows its token meanwhile.
         ``proven`` None: a live certgate session already exists (no new one is opened).
         ``receipt``: the password is still to be proven by cockpit-ws (``password = upstream``).
         """
@@ -458,14 +472,24 @@ class CockpitFrontDoor:
             sets.append((b"X-Superuser", superuser))
         old_sid = self._sessions.session_id(head)
         via = "bearer" if bearer else "basic"
+        opened: tuple[Any, Headers] | None = None
+        if proven is not None:
+            got = yield self._open_session(conn, account, proven, receipt)
+            if isinstance(got, Response):
+                return got
+            opened = got
 
         def on_response(status: int, headers: Headers) -> Headers:
             if status != 200:
+                if opened is not None:
+                    _later(self._sessions.end(opened[0].id, "upstream-refused"), "end the unused session")
                 self._upstream_refused(conn, account, status, via, password_at_stake=not bearer)
                 return []
-            if proven is None:
+            if opened is None:
                 return []
-            return self._open_session(conn, account, proven, receipt, old_sid)
+            if old_sid is not None:
+                _later(self._sessions.end(old_sid, "replaced-by-login"), "end the replaced session")
+            return opened[1]
 
         return Forward(route, set_headers=sets, account=account, on_response=on_response)
 
@@ -476,35 +500,39 @@ class CockpitFrontDoor:
         if password_at_stake and status == 401:  # PAM refused the password: count it like ours
             from proxy.login.throttle import keys_for
 
-            state = self._login.throttle.fail(keys_for(account, ident.fingerprint, ident.client_ip),
-                                              self._clock.seconds())
-            locked = state.blocked
+            d = self._login.throttle.fail(keys_for(account, ident.fingerprint, ident.client_ip),
+                                          self._clock.seconds())
+            locked = d.result.blocked if d.called and not isinstance(d.result, Failure) else None
+            _later(d, "count the refused password")
         self._audit.record("cockpit-login", "deny", "upstream-refused", account=account,
                            fingerprint=ident.fingerprint, client_ip=ident.client_ip, status=status, via=via,
                            locked=locked)
 
-    def _open_session(self, conn: ConnContext, account: str, proven: frozenset[str], receipt: str | None,
-                      old_sid: str | None) -> Headers:
+    @inlineCallbacks
+    def _open_session(self, conn: ConnContext, account: str, proven: frozenset[str], receipt: str | None) -> Any:
+        """The opened (record, cookies), or the refusal Response (store down, session limit, receipt)."""
+        from proxy.login.service import MSG_LIMIT, MSG_STORE
+
         ident = conn.identity
+        if receipt is not None:
+            out = yield self._login.authenticate(account=account, conn=conn, receipt=receipt,
+                                                 password_proven_upstream=True, open_session=True)
+            if not out.ok:
+                return self._outcome_refusal(out)
+            return (out.session, list(out.set_cookie))
+        methods = sorted(proven | ({"password"} if self.mode == "basic" else set()))
         try:
-            if receipt is not None:
-                out = self._login.authenticate(account=account, conn=conn, receipt=receipt,
-                                               password_proven_upstream=True, open_session=True)
-                if not out.ok:
-                    return []
-                cookies = list(out.set_cookie)
-            else:
-                methods = sorted(proven | ({"password"} if self.mode == "basic" else set()))
-                _, cookies = self._sessions.open(ident, account, methods, ident.client_ip)
-                self._audit.record("cockpit-login", "allow", "ok", account=account, fingerprint=ident.fingerprint,
-                                   client_ip=ident.client_ip, methods=methods)
-        except Exception as e:  # the response is on its way: never break it, but say why
+            rec, cookies = yield self._sessions.open(ident, account, methods, ident.client_ip)
+        except LimitReached:
+            return self._answer(403, "session-limit", MSG_LIMIT)
+        except StoreError as e:
             self._audit.record("cockpit-login", "error", "session-open-failed", account=account,
                                fingerprint=ident.fingerprint, client_ip=ident.client_ip, error=str(e)[:200])
-            return []
-        if old_sid is not None:
-            self._sessions.end(old_sid, "replaced-by-login")
-        return cookies
+            return self._answer(503, "session-store-unavailable", MSG_STORE,
+                                [(b"Retry-After", str(self._login.retry_after).encode("ascii"))])
+        self._audit.record("cockpit-login", "allow", "ok", account=account, fingerprint=ident.fingerprint,
+                           client_ip=ident.client_ip, methods=methods)
+        return (rec, cookies)
 
     # ------------------------------------------------------------------ logout
 
@@ -514,7 +542,7 @@ class CockpitFrontDoor:
 
         def ended() -> None:
             self._audit.record("cockpit-login", "logout", "cockpit-logout", session=session_id[:16])
-            self._sessions.end(session_id, "cockpit-logout")
+            _later(self._sessions.end(session_id, "cockpit-logout"), "end the session at Cockpit's logout")
 
         return LogoutWatcher(ended)
 
@@ -531,3 +559,11 @@ class CockpitFrontDoor:
         """``<UrlRoot>cockpit/socket`` (and ``cockpit+APP/socket``): the tunnels to watch."""
         rel = self._rel(path)
         return rel is not None and (rel == "cockpit/socket" or bool(re.match(r"^cockpit\+[^/]+/socket$", rel)))
+
+
+def _later(d: Any, what: str) -> None:
+    """Let ``d`` finish on its own; a failure is logged (the response is already on its way)."""
+    from twisted.logger import Logger
+
+    d.addErrback(lambda f: Logger().warn("cockpit front door: cannot {what}: {err}", what=what,
+                                         err=f.getErrorMessage()))

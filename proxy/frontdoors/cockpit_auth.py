@@ -319,17 +319,19 @@ def _setup(config_path: str) -> tuple[bytes | None, Consume | None, str | None, 
         if url == "memory":
             return None, None, ("[sessions] store = memory cannot mark an assertion used across processes; "
                                 "use sqlite:PATH or redis://"), None
-        store = open_store(url, cfg.base_dir)
+        from proxy.stores import options_from
+
+        store = open_store(url, cfg.base_dir, options_from(cfg.sessions, cfg.base_dir))
         return key, store.consume_once, None, store
     except Exception as e:  # any setup failure must still answer cockpit-ws with a problem
         return None, None, f"setup failed: {type(e).__name__}: {e}", None
 
 
-def open_store(url: str, base_dir: Path) -> Any:
-    """The configured shared store (sqlite or redis) through the stores package."""
-    from proxy.stores import open_store as _open  # the sessions engineer's factory
+def open_store(url: str, base_dir: Path, options: Any = None) -> Any:
+    """The blocking face of the configured shared store (sqlite or redis): this process owns its thread."""
+    from proxy.stores import open_engine
 
-    return _open(url, base_dir)
+    return open_engine(url, base_dir, options)
 
 
 def main(argv: Sequence[str]) -> int:

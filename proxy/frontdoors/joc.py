@@ -31,6 +31,9 @@ import binascii
 import json
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import inlineCallbacks
+from twisted.python.failure import Failure
+
 from proxy.frontdoors.access import access_refusal
 from proxy.messages import ConnContext, Forward, Headers, RequestHead, Response
 from proxy.paths import same_login_path
@@ -126,16 +129,26 @@ class JocFrontDoor:
         if len(totps) > 1:
             return self._refuse(conn, account, "totp-repeated", joc_denied(account))
         totp = totps[0].decode("latin-1") if totps else None
-        return self._check(head, conn, route, account, password, totp, self._session_totp(head, conn))
+        d = self._session_totp(head, conn)
+        d.addCallback(lambda st: self._check(head, conn, route, account, password, totp, st))
+        return d.addErrback(self._store_down, account)
 
-    def _session_totp(self, head: RequestHead, conn: ConnContext) -> bool:
+    def _store_down(self, f: Any, account: str) -> Response:
+        from proxy.stores.interface import StoreError
+
+        f.trap(StoreError)
+        return joc_denied(account, 503, "Login is unavailable for a moment; try again shortly.",
+                          [(b"Retry-After", str(self._login.retry_after).encode("ascii"))])
+
+    @inlineCallbacks
+    def _session_totp(self, head: RequestHead, conn: ConnContext) -> Any:
         """True when the request carries a live certgate session of this certificate's account
         that proved TOTP (e.g. through ``/.certgate/login``): JOC's GUI has no field for a code."""
         ident = conn.identity
         sid = self._sessions.session_id(head)
         if sid is None or not ident.ok:
             return False
-        chk = self._sessions.check(sid, ident, ident.client_ip)
+        chk = yield self._sessions.check(sid, ident, ident.client_ip)
         return bool(chk.ok and chk.record.account == ident.account and "totp" in chk.record.methods)
 
     def _refuse(self, conn: ConnContext, account: str | None, reason: str, resp: Response, **extra: Any) -> Response:
@@ -146,21 +159,12 @@ class JocFrontDoor:
 
     def _check(self, head: RequestHead, conn: ConnContext, route: "Route", account: str, password: str | None,
                totp: str | None, session_totp: bool = False) -> "Response | Deferred[Any]":
-        from twisted.internet.defer import maybeDeferred
-
         login = self._login
-        if not login.startups.try_acquire():
-            out = login.busy_outcome(account, conn)
-            return joc_denied(account, 503, out.public_message, [(b"Retry-After", b"1")])
         file_mode = login.config.login.password == "file"
-        d = maybeDeferred(login.authenticate_async, account=account, conn=conn,
-                          password=(password or None) if file_mode else None, totp=totp, open_session=False)
-
-        def release(result: Any) -> Any:
-            login.startups.release()
-            return result
-
-        d.addBoth(release)
+        # MaxStartups: a slot shared by every gateway on the store; ``busy`` is answered 503
+        d = login.authenticate_with_slot(account=account, conn=conn,
+                                         password=(password or None) if file_mode else None, totp=totp,
+                                         open_session=False)
         d.addCallback(lambda out: self._after(conn, route, account, password, out, session_totp))
         return d
 
@@ -184,24 +188,40 @@ class JocFrontDoor:
             return self._refuse(conn, account, "factors-missing", joc_denied(account), missing=sorted(missing))
         if out.reason == "throttled":
             return joc_denied(account, 401, "Access denied", [(b"Retry-After", str(out.retry_after or 1).encode())])
+        if out.reason == "busy":
+            return joc_denied(account, 503, out.public_message, [(b"Retry-After", b"1")])
+        if out.reason == "session-store-unavailable":
+            return joc_denied(account, 503, out.public_message, [(b"Retry-After", str(out.retry_after or 1).encode())])
+        if out.reason == "session-limit":
+            return joc_denied(account, 403, out.public_message)
         if out.reason in _CERT_REASONS:
             return joc_denied(account, 401, out.public_message)
         return joc_denied(account)
 
+    @inlineCallbacks
     def _forward(self, conn: ConnContext, route: "Route", account: str, password: str | None,
-                 proven: frozenset[str], receipt: str | None, open_session: bool = True) -> Forward:
+                 proven: frozenset[str], receipt: str | None, open_session: bool = True) -> Any:
+        """Forward the login to JOC; a Deferred (Forward, or a refusal Response). The session is
+        opened before forwarding and its cookie released only on JOC's 200 (ended otherwise)."""
         ident = conn.identity
+        opened: Any = None
+        if open_session:
+            opened = yield self._open_session(conn, account, proven, receipt)
+            if isinstance(opened, Response):
+                return opened
         cred = account if password is None else f"{account}:{password}"
         sets: Headers = [(b"Authorization", b"Basic " + base64.b64encode(cred.encode("utf-8"))),
                          (TOTP_HEADER, b"")]
 
         def on_response(status: int, headers: Headers) -> Headers:
             if status != 200:
+                if opened is not None:
+                    _later(self._sessions.end(opened[0].id, "upstream-refused"), "end the unused session")
                 self._upstream_refused(conn, account, status)
                 return []
-            if not open_session:
+            if opened is None:
                 return []
-            return self._open_session(conn, account, proven, receipt)
+            return opened[1]
 
         return Forward(route, set_headers=sets, account=account, on_response=on_response)
 
@@ -211,25 +231,47 @@ class JocFrontDoor:
         if status == 401:  # JOC refused the password: count it like certgate's own failures
             from proxy.login.throttle import keys_for
 
-            locked = self._login.throttle.fail(keys_for(account, ident.fingerprint, ident.client_ip),
-                                               self._clock.seconds()).blocked
+            d = self._login.throttle.fail(keys_for(account, ident.fingerprint, ident.client_ip),
+                                          self._clock.seconds())
+            locked = d.result.blocked if d.called and not isinstance(d.result, Failure) else None
+            _later(d, "count the refused password")
         self._audit.record("joc-login", "deny", "upstream-refused", account=account, fingerprint=ident.fingerprint,
                            client_ip=ident.client_ip, status=status, locked=locked)
 
-    def _open_session(self, conn: ConnContext, account: str, proven: frozenset[str], receipt: str | None
-                      ) -> Headers:
+    @inlineCallbacks
+    def _open_session(self, conn: ConnContext, account: str, proven: frozenset[str], receipt: str | None) -> Any:
+        """(record, cookies), or the refusal Response (store down, session limit, receipt refused)."""
+        from proxy.login.service import MSG_LIMIT, MSG_STORE
+        from proxy.stores.interface import LimitReached, StoreError
+
         ident = conn.identity
+        if receipt is not None:
+            out = yield self._login.authenticate(account=account, conn=conn, receipt=receipt,
+                                                 password_proven_upstream=True, open_session=True)
+            if not out.ok:
+                if out.reason == "session-store-unavailable":
+                    return joc_denied(account, 503, out.public_message,
+                                      [(b"Retry-After", str(out.retry_after or 1).encode())])
+                if out.reason == "session-limit":
+                    return joc_denied(account, 403, out.public_message)
+                return joc_denied(account)
+            return (out.session, list(out.set_cookie))
+        methods = sorted(proven | {"password"})
         try:
-            if receipt is not None:
-                out = self._login.authenticate(account=account, conn=conn, receipt=receipt,
-                                               password_proven_upstream=True, open_session=True)
-                return list(out.set_cookie) if out.ok else []
-            methods = sorted(proven | {"password"})
-            _, cookies = self._sessions.open(ident, account, methods, ident.client_ip)
-            self._audit.record("joc-login", "allow", "ok", account=account, fingerprint=ident.fingerprint,
-                               client_ip=ident.client_ip, methods=methods)
-            return list(cookies)
-        except Exception as e:  # the response is on its way: never break it, but say why
+            rec, cookies = yield self._sessions.open(ident, account, methods, ident.client_ip)
+        except LimitReached:
+            return joc_denied(account, 403, MSG_LIMIT)
+        except StoreError as e:
             self._audit.record("joc-login", "error", "session-open-failed", account=account,
                                fingerprint=ident.fingerprint, client_ip=ident.client_ip, error=str(e)[:200])
-            return []
+            return joc_denied(account, 503, MSG_STORE, [(b"Retry-After", str(self._login.retry_after).encode())])
+        self._audit.record("joc-login", "allow", "ok", account=account, fingerprint=ident.fingerprint,
+                           client_ip=ident.client_ip, methods=methods)
+        return (rec, list(cookies))
+
+
+def _later(d: Any, what: str) -> None:
+    """Let ``d`` finish on its own; a failure is logged (the response is already on its way)."""
+    from twisted.logger import Logger
+
+    d.addErrback(lambda f: Logger().warn("JOC front door: cannot {what}: {err}", what=what, err=f.getErrorMessage()))

@@ -51,8 +51,10 @@ def outcome_response(o: AuthOutcome) -> Response:
         return json_response(401, body, headers=[(RECEIPT_HEADER, o.receipt.encode("ascii"))])
     if o.reason == "throttled":
         return error(429, o.public_message, [(b"Retry-After", str(o.retry_after).encode())])
-    if o.reason == "busy":
+    if o.reason in ("busy", "session-store-unavailable"):
         return error(503, o.public_message, [(b"Retry-After", str(o.retry_after or 1).encode())])
+    if o.reason == "session-limit":
+        return error(403, o.public_message)
     return error(401, o.public_message, [(b"WWW-Authenticate", b'Certgate realm="certgate"')])
 
 
@@ -109,9 +111,7 @@ class AuthApi:
         raw = head.get(RECEIPT_HEADER)
         receipt = raw.decode("latin-1").strip() if raw is not None else None
         login = self.login
-        if not login.startups.try_acquire():
-            return outcome_response(login.busy_outcome(fields["account"], conn))
-        d = login.authenticate_in_slot(account=fields["account"], conn=conn, password=fields.get("password"),
+        d = login.authenticate_with_slot(account=fields["account"], conn=conn, password=fields.get("password"),
                                        totp=fields.get("totp"), receipt=receipt)
         d.addCallback(outcome_response)
         return d

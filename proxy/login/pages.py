@@ -226,11 +226,7 @@ class LoginPage:
                                message="This login form has expired or was opened elsewhere. Please try again.")
         account = f.get("account") or ""
         login = self.login
-        if not login.startups.try_acquire():
-            o = login.busy_outcome(account, conn)
-            return self.render(head, conn, next_path=nxt, status=503, message=o.public_message,
-                               headers=[(b"Retry-After", b"1")])
-        d = login.authenticate_in_slot(account=account, conn=conn, password=f.get("password") or None,
+        d = login.authenticate_with_slot(account=account, conn=conn, password=f.get("password") or None,
                                        totp=f.get("totp") or None, receipt=f.get("receipt") or None)
         d.addCallback(lambda o: self._answer(head, conn, o, nxt, account))
         return d
@@ -246,5 +242,13 @@ class LoginPage:
         if o.reason == "throttled":
             return self.render(head, conn, next_path=nxt, status=429, message=o.public_message,
                                headers=[(b"Retry-After", str(o.retry_after).encode())])
+        if o.reason == "busy":
+            return self.render(head, conn, next_path=nxt, status=503, message=o.public_message,
+                               headers=[(b"Retry-After", b"1")])
+        if o.reason == "session-store-unavailable":
+            return self.render(head, conn, next_path=nxt, status=503, message=o.public_message,
+                               headers=[(b"Retry-After", str(o.retry_after).encode())])
+        if o.reason == "session-limit":
+            return self.render(head, conn, next_path=nxt, status=403, message=o.public_message)
         return self.render(head, conn, next_path=nxt, status=401, message=o.public_message,
                            account=account if conn.identity.ok else None)

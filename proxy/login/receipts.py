@@ -104,7 +104,10 @@ class ReceiptCodec:
         return rec
 
 
-def consume(store: Any, rec: Receipt) -> None:
-    """Mark ``rec`` used; ReceiptError("receipt-reused") when it already was (store CAS)."""
-    if not store.consume_once("receipt", rec.jti, rec.expires_at):
-        raise ReceiptError("receipt-reused", "this receipt was already used")
+def consume(store: Any, rec: Receipt) -> Any:
+    """Mark ``rec`` used (store CAS): a Deferred failing with ReceiptError("receipt-reused") when it
+    already was, and with StoreError when the use cannot be recorded (the receipt is then refused)."""
+    def checked(first: bool) -> None:
+        if not first:
+            raise ReceiptError("receipt-reused", "this receipt was already used")
+    return store.consume_once("receipt", rec.jti, rec.expires_at).addCallback(checked)

@@ -22,18 +22,21 @@ factor failed.
 
 from __future__ import annotations
 
-import contextlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable
+
+from twisted.internet.defer import inlineCallbacks
 
 from proxy import wording
 from proxy.login import factors
 from proxy.login.keys import derive_key, load_secret
 from proxy.login.passwords import PasswordFile, PasswordFileError
 from proxy.login.receipts import ReceiptCodec, ReceiptError, consume
-from proxy.login.throttle import Startups, StartupRefused, Throttle, keys_for
+from proxy.login.throttle import SharedStartups, Throttle, keys_for
 from proxy.login.totp import TotpError, TotpSecrets, check_code, valid_syntax
+from proxy.stores.interface import LimitReached, StoreError
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred
@@ -46,6 +49,8 @@ MSG_THROTTLED = "Too many failed attempts. Try again later."
 MSG_BUSY = "Too many logins are in progress. Try again in a moment."
 MSG_PARTIAL = "More authentication methods are required."
 MSG_OK = "Logged in."
+MSG_STORE = "Login is unavailable for a moment (the session store cannot be reached). Try again shortly."
+MSG_LIMIT = "This account already has the maximum number of sessions open. Log out of one of them first."
 MAX_ACCOUNT = 256
 
 _CERT_REASONS = frozenset({"no-certificate", "certificate-invalid", "cn-mismatch"})
@@ -107,7 +112,8 @@ class LoginService:
                      if lc.totp_secrets and lc.totp_key else None)
         self.throttle = Throttle(store, limit=int(lc.failure_limit), window=float(lc.failure_window),
                                  lockout=float(lc.lockout))
-        self.startups = Startups(lc.max_startups, rng)
+        self.startups = SharedStartups(store, lc.max_startups, clock, float(lc.timeout), rng)
+        self.retry_after = max(1, math.ceil(float(getattr(config.sessions, "store_deadline", 2.0))))
         trust = getattr(config, "trust", None)
         mapping = getattr(trust, "mapping", None)
         self._strip_domain = bool(getattr(mapping, "strip_domain", False))
@@ -166,12 +172,6 @@ class LoginService:
 
     # ------------------------------------------------------------------ MaxStartups
 
-    @contextlib.contextmanager
-    def pending(self) -> Iterator[None]:
-        """A pending-login slot (MaxStartups); raises :class:`StartupRefused` when refused."""
-        with self.startups.slot():
-            yield
-
     def busy_outcome(self, account: str, conn: "ConnContext") -> AuthOutcome:
         """The outcome (and audit record) of a login refused by MaxStartups."""
         self._audit(account, conn, "refuse", "busy")
@@ -181,53 +181,80 @@ class LoginService:
 
     def authenticate(self, *, account: str, conn: "ConnContext", password: str | None = None,
                      totp: str | None = None, receipt: str | None = None,
-                     password_proven_upstream: bool = False, open_session: bool = True) -> AuthOutcome:
+                     password_proven_upstream: bool = False, open_session: bool = True) -> "Deferred[AuthOutcome]":
         """Check one login attempt; on ``ok`` the trusted session is opened (unless ``open_session``
-        is false) and ``set_cookie`` carries its cookie. Runs scrypt in the calling thread."""
+        is false) and ``set_cookie`` carries its cookie. Runs scrypt in the calling thread.
+        A Deferred; a store that cannot answer gives the outcome ``session-store-unavailable``
+        (nothing is accepted that could not be recorded)."""
         t0 = self.clock.seconds()
-        pre = self._precheck(account, conn)
-        if isinstance(pre, AuthOutcome):
-            return self._observe(t0, pre)
-        pw_ok = None
-        if password is not None and self._mode == "file":
-            pw_ok = self._check_password(pre, password)
-        return self._observe(t0, self._finish(pre, conn, password, pw_ok, totp, receipt, password_proven_upstream,
-                                              open_session))
+        return self._guarded(self._authenticate(account, conn, password, totp, receipt,
+                                                password_proven_upstream, open_session, False), account, conn, t0)
 
     def authenticate_async(self, *, account: str, conn: "ConnContext", password: str | None = None,
                            totp: str | None = None, receipt: str | None = None,
                            password_proven_upstream: bool = False, open_session: bool = True
                            ) -> "Deferred[AuthOutcome]":
         """Like :meth:`authenticate`, with the scrypt work in a thread (the rest in the caller's)."""
-        from twisted.internet.defer import succeed
-
         t0 = self.clock.seconds()
-        pre = self._precheck(account, conn)
-        if isinstance(pre, AuthOutcome):
-            return succeed(self._observe(t0, pre))
-        if password is None or self._mode != "file" or self._defer_to_thread is None:
-            return succeed(self.authenticate(account=account, conn=conn, password=password, totp=totp,
-                                             receipt=receipt, password_proven_upstream=password_proven_upstream,
-                                             open_session=open_session))
-        d = self._defer_to_thread(self._check_password, pre, password)
-        d.addCallback(lambda pw_ok: self._observe(t0, self._finish(pre, conn, password, pw_ok, totp, receipt,
-                                                                   password_proven_upstream, open_session)))
-        return d
+        return self._guarded(self._authenticate(account, conn, password, totp, receipt,
+                                                password_proven_upstream, open_session, True), account, conn, t0)
 
-    def authenticate_in_slot(self, **kw: Any) -> "Deferred[AuthOutcome]":
-        """:meth:`authenticate_async` holding a MaxStartups slot the caller already acquired
+    @inlineCallbacks
+    def _authenticate(self, account: Any, conn: "ConnContext", password: str | None, totp: str | None,
+                      receipt: str | None, upstream: bool, open_session: bool, threaded: bool) -> Any:
+        pre = yield self._precheck(account, conn)
+        if isinstance(pre, AuthOutcome):
+            return pre
+        pw_ok = None
+        if password is not None and self._mode == "file":
+            if threaded and self._defer_to_thread is not None:
+                pw_ok = yield self._defer_to_thread(self._check_password, pre, password)
+            else:
+                pw_ok = self._check_password(pre, password)
+        out = yield self._finish(pre, conn, password, pw_ok, totp, receipt, upstream, open_session)
+        return out
+
+    def _guarded(self, d: "Deferred[AuthOutcome]", account: Any, conn: "ConnContext", t0: float
+                 ) -> "Deferred[AuthOutcome]":
+        return d.addErrback(self._store_down, account, conn).addCallback(lambda out: self._observe(t0, out))
+
+    def _store_down(self, f: Any, account: Any, conn: "ConnContext") -> AuthOutcome:
+        """The outcome (and audit record) of an attempt the store could not serve (StoreError only)."""
+        f.trap(StoreError)
+        shown = account[:MAX_ACCOUNT] if isinstance(account, str) else ""
+        self._audit(shown, conn, "refuse", "session-store-unavailable", error=f.getErrorMessage()[:300])
+        return AuthOutcome(False, shown, frozenset(), [], None, "session-store-unavailable", MSG_STORE,
+                           retry_after=self.retry_after)
+
+    def authenticate_in_slot(self, slot: str, **kw: Any) -> "Deferred[AuthOutcome]":
+        """:meth:`authenticate_async` holding the MaxStartups ``slot`` the caller acquired
         (``self.startups.try_acquire()``); the slot is released however the attempt ends."""
         try:
             d = self.authenticate_async(**kw)
         except BaseException:
-            self.startups.release()
+            self.startups.release(slot)
             raise
 
         def done(result: Any) -> Any:
-            self.startups.release()
+            self.startups.release(slot)
             return result
 
         return d.addBoth(done)
+
+    def authenticate_with_slot(self, **kw: Any) -> "Deferred[AuthOutcome]":
+        """:meth:`authenticate_async` inside a MaxStartups slot shared by every gateway on the store:
+        the outcome ``busy`` when refused, ``session-store-unavailable`` when the store fails."""
+        account, conn = kw.get("account"), kw["conn"]
+
+        t0 = self.clock.seconds()
+
+        def go(slot: str | None) -> Any:
+            if slot is None:
+                return self._observe(t0, self.busy_outcome(account if isinstance(account, str) else "", conn))
+            return self.authenticate_in_slot(slot, **kw)  # observed by authenticate_async
+        def down(f: Any) -> AuthOutcome:
+            return self._observe(t0, self._store_down(f, account, conn))
+        return self.startups.try_acquire().addCallbacks(go, down)
 
     def _check_password(self, account: str, password: str) -> bool | str:
         """True/False, or ``"password-file-error"`` when the file is unusable (fails closed)."""
@@ -237,37 +264,39 @@ class LoginService:
         except PasswordFileError:
             return "password-file-error"
 
-    def _precheck(self, account: Any, conn: "ConnContext") -> AuthOutcome | str:
+    @inlineCallbacks
+    def _precheck(self, account: Any, conn: "ConnContext") -> Any:
         """Throttling and the certificate; the canonical account, or a failed outcome."""
         ident = conn.identity
         now = self.clock.seconds()
         shown = account if isinstance(account, str) else ""
         if not isinstance(account, str) or not account or len(account) > MAX_ACCOUNT:
-            return self._fail(shown[:MAX_ACCOUNT], conn, "bad-account", [], count=[])
-        state = self.throttle.check(keys_for(account, ident.fingerprint, ident.client_ip), now)
+            return (yield self._fail(shown[:MAX_ACCOUNT], conn, "bad-account", [], count=[]))
+        state = yield self.throttle.check(keys_for(account, ident.fingerprint, ident.client_ip), now)
         if state.blocked:
             self._audit(account, conn, "refuse", "throttled", locked=(state.key or "").split(":", 1)[0])
             return AuthOutcome(False, account, frozenset(), [], None, "throttled", MSG_THROTTLED,
                                retry_after=state.retry_after)
         if not ident.presented:
-            return self._fail(account, conn, "no-certificate", [], count=["ip"])
+            return (yield self._fail(account, conn, "no-certificate", [], count=["ip"]))
         if not ident.ok:
-            return self._fail(account, conn, "certificate-invalid", [], count=["cert", "ip"])
+            return (yield self._fail(account, conn, "certificate-invalid", [], count=["cert", "ip"]))
         from trust.mapping import account_matches
 
         if not account_matches(ident.account, account, self._strip_domain):
-            return self._fail(account, conn, "cn-mismatch", [], count=["cert", "ip"])
+            return (yield self._fail(account, conn, "cn-mismatch", [], count=["cert", "ip"]))
         canonical = str(ident.account)
         if canonical != account:  # domain stripped: the canonical account's lock applies too
-            state = self.throttle.check(keys_for(canonical, None, None), now)
+            state = yield self.throttle.check(keys_for(canonical, None, None), now)
             if state.blocked:
                 self._audit(canonical, conn, "refuse", "throttled", locked="account")
                 return AuthOutcome(False, canonical, frozenset(), [], None, "throttled", MSG_THROTTLED,
                                    retry_after=state.retry_after)
         return canonical
 
+    @inlineCallbacks
     def _finish(self, account: str, conn: "ConnContext", password: str | None, pw_ok: bool | str | None,
-                totp: str | None, receipt: str | None, upstream_ok: bool, open_session: bool) -> AuthOutcome:
+                totp: str | None, receipt: str | None, upstream_ok: bool, open_session: bool) -> Any:
         ident = conn.identity
         now = self.clock.seconds()
         rules = self.effective_rules(account)
@@ -276,35 +305,35 @@ class LoginService:
         if receipt is not None:
             try:
                 rec = self.receipts.open(receipt, account=account, fingerprint=ident.fingerprint, now=now)
-                consume(self.store, rec)
+                yield consume(self.store, rec)
             except ReceiptError as e:
-                return self._fail(account, conn, "receipt-invalid", rules, detail=e.reason)
+                return (yield self._fail(account, conn, "receipt-invalid", rules, detail=e.reason))
             proven |= set(rec.methods)
             not_after = rec.expires_at
         if password is not None:
             if self._mode != "file":
-                return self._fail(account, conn, "password-not-checkable", rules)
+                return (yield self._fail(account, conn, "password-not-checkable", rules))
             if pw_ok is None:
                 pw_ok = self._check_password(account, password)
             if pw_ok == "password-file-error":
-                return self._fail(account, conn, "password-file-error", rules)
+                return (yield self._fail(account, conn, "password-file-error", rules))
             if pw_ok is not True:
-                return self._fail(account, conn, "bad-password", rules)
+                return (yield self._fail(account, conn, "bad-password", rules))
             proven.add(factors.PASSWORD)
         if upstream_ok:
             if self._mode != "upstream":
-                return self._fail(account, conn, "password-not-upstream", rules)
+                return (yield self._fail(account, conn, "password-not-upstream", rules))
             proven.add(factors.PASSWORD)
         if totp is not None:
-            why = self._check_totp(account, totp, now)
+            why = yield self._check_totp(account, totp, now)
             if why:
-                return self._fail(account, conn, why, rules)
+                return (yield self._fail(account, conn, why, rules))
             proven.add(factors.TOTP)
         done = frozenset(proven)
         if not rules:
-            return self._fail(account, conn, "no-usable-rule", self.required_methods(account))
+            return (yield self._fail(account, conn, "no-usable-rule", self.required_methods(account)))
         if factors.satisfied(rules, done) is not None:
-            return self._succeed(account, conn, done, open_session)
+            return (yield self._succeed(account, conn, done, open_session))
         token, rec2 = self.receipts.issue(account=account, fingerprint=ident.fingerprint or "",
                                           methods=sorted(done), now=now, lifetime=self._lifetime,
                                           not_after=not_after)
@@ -314,7 +343,8 @@ class LoginService:
         return AuthOutcome(False, account, done, required, token, "more-methods-required", MSG_PARTIAL,
                            receipt_expires_at=rec2.expires_at)
 
-    def _check_totp(self, account: str, code: str, now: float) -> str:
+    @inlineCallbacks
+    def _check_totp(self, account: str, code: str, now: float) -> Any:
         """'' when the code proves TOTP (its step now used), else the reason code."""
         if not valid_syntax(code):
             return "bad-totp"
@@ -329,31 +359,36 @@ class LoginService:
         step = check_code(secret, code, now, self._window)
         if step is None:
             return "bad-totp"
-        if not self.store.use_totp_step(account, step):
+        if not (yield self.store.use_totp_step(account, step)):  # StoreError: refused, never accepted
             return "totp-replay"
         return ""
 
-    def _succeed(self, account: str, conn: "ConnContext", proven: frozenset[str], open_session: bool
-                 ) -> AuthOutcome:
+    @inlineCallbacks
+    def _succeed(self, account: str, conn: "ConnContext", proven: frozenset[str], open_session: bool) -> Any:
         ident = conn.identity
-        self.throttle.succeed(keys_for(account, ident.fingerprint, None))
+        yield self.throttle.succeed(keys_for(account, ident.fingerprint, None))
         record, cookies, ends = None, [], None
         if open_session:
-            record, cookies = self.sessions.open(ident, account, factors.ordered(proven), ident.client_ip)
+            try:
+                record, cookies = yield self.sessions.open(ident, account, factors.ordered(proven), ident.client_ip)
+            except LimitReached:
+                self._audit(account, conn, "refuse", "session-limit", methods=factors.ordered(proven))
+                return AuthOutcome(False, account, proven, [], None, "session-limit", MSG_LIMIT)
             ends = self.sessions.ends_at(record)[0]
         self._audit(account, conn, "allow", "ok", methods=factors.ordered(proven),
                     session=record.id[:16] if record is not None else None)
         return AuthOutcome(True, account, proven, [], None, "ok", MSG_OK, session=record,
                            set_cookie=list(cookies), session_expires_at=ends)
 
+    @inlineCallbacks
     def _fail(self, account: str, conn: "ConnContext", reason: str, rules: list[list[str]], *,
-              count: list[str] | None = None, detail: str | None = None) -> AuthOutcome:
+              count: list[str] | None = None, detail: str | None = None) -> Any:
         ident = conn.identity
         parts = count if count is not None else ["account", "cert", "ip"]
         keys = keys_for(account if "account" in parts else None,
                         ident.fingerprint if "cert" in parts else None,
                         ident.client_ip if "ip" in parts else None)
-        state = self.throttle.fail(keys, self.clock.seconds()) if keys else None
+        state = (yield self.throttle.fail(keys, self.clock.seconds())) if keys else None
         extra: dict[str, Any] = {"detail": detail} if detail else {}
         if state is not None and state.blocked:
             extra["locked"] = (state.key or "").split(":", 1)[0]

@@ -22,13 +22,17 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Iterator, Protocol, Sequence
 
+from twisted.internet.defer import inlineCallbacks
+
 
 class FailureStore(Protocol):
-    def incr_failure(self, key: str, now: float, window: float) -> int: ...
+    """The failure-counter operations of an asynchronous store (each returns a Deferred)."""
 
-    def failures(self, key: str, now: float, window: float) -> int: ...
+    def incr_failure(self, key: str, now: float, window: float) -> Any: ...
 
-    def reset_failures(self, key: str) -> None: ...
+    def failures(self, key: str, now: float, window: float) -> Any: ...
+
+    def reset_failures(self, key: str) -> Any: ...
 
 
 def keys_for(account: str | None, fingerprint: str | None, client_ip: str | None) -> list[str]:
@@ -59,29 +63,33 @@ class Throttle:
         self.window = window
         self.lockout = lockout
 
-    def check(self, keys: Sequence[str], now: float) -> ThrottleState:
-        """Blocked when any key is locked; ``retry_after`` is the lockout (an upper bound)."""
+    @inlineCallbacks
+    def check(self, keys: Sequence[str], now: float) -> Any:
+        """Blocked when any key is locked; ``retry_after`` is the lockout (an upper bound).
+        A Deferred (ThrottleState); fails with StoreError when the store cannot answer."""
         for k in keys:
-            if self._store.failures("lock:" + k, now, self.lockout) > 0:
+            if (yield self._store.failures("lock:" + k, now, self.lockout)) > 0:
                 return ThrottleState(True, k, max(1, int(self.lockout)))
         return ThrottleState(False)
 
-    def fail(self, keys: Sequence[str], now: float) -> ThrottleState:
-        """Count one failure on every key; lock those that reached the limit."""
+    @inlineCallbacks
+    def fail(self, keys: Sequence[str], now: float) -> Any:
+        """Count one failure on every key; lock those that reached the limit. A Deferred (ThrottleState)."""
         locked: str | None = None
         for k in keys:
-            if self._store.incr_failure(k, now, self.window) >= self.limit:
-                self._store.incr_failure("lock:" + k, now, self.lockout)
-                self._store.reset_failures(k)
+            if (yield self._store.incr_failure(k, now, self.window)) >= self.limit:
+                yield self._store.incr_failure("lock:" + k, now, self.lockout)
+                yield self._store.reset_failures(k)
                 locked = locked or k
         if locked:
             return ThrottleState(True, locked, max(1, int(self.lockout)))
         return ThrottleState(False)
 
-    def succeed(self, keys: Sequence[str]) -> None:
-        """Forget the failures of ``keys`` (callers pass account and certificate, not the IP)."""
+    @inlineCallbacks
+    def succeed(self, keys: Sequence[str]) -> Any:
+        """Forget the failures of ``keys`` (callers pass account and certificate, not the IP). A Deferred."""
         for k in keys:
-            self._store.reset_failures(k)
+            yield self._store.reset_failures(k)
 
 
 class StartupRefused(Exception):
@@ -152,3 +160,49 @@ class Startups:
             yield
         finally:
             self.release()
+
+
+class SharedStartups:
+    """MaxStartups across every worker and gateway sharing the session store.
+
+    Each pending login holds a slot in the store (``take_slot``: atomic, capped at ``full``);
+    the refusal probability between ``start`` and ``full`` uses the number of slots taken
+    before this one, as :class:`Startups` does. A slot lives at most ``lifetime`` seconds
+    (``[login] timeout``), so a crashed process cannot hold slots for ever. ``pending`` counts
+    the slots this process holds (for tests and logs only).
+    """
+
+    NAMESPACE = "login-startups"
+
+    def __init__(self, store: Any, spec: Any, clock: Any, lifetime: float, rng: Any = None) -> None:
+        self._rule = Startups(spec, rng)
+        self.start, self.rate, self.full = self._rule.start, self._rule.rate, self._rule.full
+        self._store = store
+        self._clock = clock
+        self.lifetime = float(lifetime)
+        self.pending = 0
+
+    def refuse_probability(self, pending: int) -> float:
+        return self._rule.refuse_probability(pending)
+
+    def try_acquire(self) -> Any:
+        """A Deferred: a slot id to :meth:`release`, or None when refused (StoreError when the store fails)."""
+        import secrets
+
+        slot = secrets.token_hex(12)
+        now = self._clock.seconds()
+
+        def decided(before: int) -> Any:
+            if before < 0:
+                return None
+            p = self.refuse_probability(before)
+            if p >= 1.0 or (p > 0.0 and self._rule._rng.random() < p):
+                return self._store.release_slot(self.NAMESPACE, slot).addCallback(lambda _: None)
+            self.pending += 1
+            return slot
+        return self._store.take_slot(self.NAMESPACE, slot, now, now + self.lifetime, self.full).addCallback(decided)
+
+    def release(self, slot: str) -> Any:
+        """Give ``slot`` back; a Deferred that never fails (a slot not released expires)."""
+        self.pending = max(0, self.pending - 1)
+        return self._store.release_slot(self.NAMESPACE, slot).addErrback(lambda f: None)

@@ -8,8 +8,11 @@ is atomic on its own: ``update`` is a read-modify-write that cannot interleave w
 Stores do not interpret session times (the :class:`proxy.sessions.SessionManager` does);
 they only drop records whose ``expire_at`` hint (see :func:`record_expiry`) has passed, to
 bound their size. Times are epoch seconds from the injected clock, never read here.
+Each store has two faces: :class:`IBlockingStore` (an *engine*, for the command line tools
+and worker threads) and :class:`ISessionStore`, where every operation returns a Deferred
+(txacme's store interface is the model), which is all the gateway uses on the reactor.
 Implementations: :mod:`proxy.stores.memory`, :mod:`proxy.stores.sqlite`,
-:mod:`proxy.stores.redis`; one conformance test mixin runs against all three.
+:mod:`proxy.stores.redis`; one conformance test mixin runs against every face of all three.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twisted.internet.defer import Deferred
 
 
 class StoreError(Exception):
@@ -118,15 +124,52 @@ def record_expiry(rec: SessionRecord) -> float:
     return rec.created_at + MAX_RECORD_AGE
 
 
-@runtime_checkable
-class ISessionStore(Protocol):
-    """Durable state of trusted sessions and of the login engine. All methods are atomic."""
+#: ``ended`` reason of a session ended by ``create(..., replace=True)``
+REPLACED = "replaced-by-newer-login"
 
-    def create(self, rec: SessionRecord) -> None:
-        """Store a new record; raise StoreError if the id exists."""
+
+class LimitReached(Exception):
+    """``create`` with a ``limit`` refused: the account already has ``live`` live sessions."""
+
+    def __init__(self, account: str, live: int) -> None:
+        self.account = account
+        self.live = live
+        super().__init__(f"account {account!r} already has {live} live session(s)")
+
+
+def pick_replaced(live: list[SessionRecord], limit: int) -> list[SessionRecord]:
+    """The oldest records (by ``created_at``, then id) that must end so one more fits under ``limit``."""
+    extra = len(live) - limit + 1
+    if extra <= 0:
+        return []
+    return sorted(live, key=lambda r: (r.created_at, r.id))[:extra]
+
+
+#: Operations every store offers (same names and arguments in the blocking and the asynchronous face).
+OPERATIONS = ("create", "get", "get_many", "update", "touch", "delete", "list", "delete_where", "incr_failure",
+              "failures", "reset_failures", "use_totp_step", "consume_once", "stash", "unstash", "take_slot",
+              "release_slot", "purge", "ping")
+
+
+@runtime_checkable
+class IBlockingStore(Protocol):
+    """The blocking face of a store (an *engine*): used by the command line tools, which own their
+    thread, and by :class:`proxy.stores.asynchronous.ThreadedStore` inside its worker thread.
+    Never call it on the reactor thread. All methods are atomic."""
+
+    def create(self, rec: SessionRecord, *, limit: int = 0, replace: bool = False) -> list[str]:
+        """Store a new record; raise StoreError if the id exists.
+
+        With ``limit`` > 0, atomically with the insert: when the account already has ``limit``
+        live (not ended) records, raise :class:`LimitReached`, or with ``replace`` mark the
+        oldest ended (``replaced-by-newer-login``) so the new one fits. The ids so ended
+        ([] without a limit). Ended records are left as tombstones."""
 
     def get(self, session_id: str) -> SessionRecord | None:
         """The record, or None if unknown or forgotten."""
+
+    def get_many(self, session_ids: list[str]) -> dict[str, SessionRecord | None]:
+        """Several records at once (one round trip where the backend allows)."""
 
     def update(self, session_id: str, **fields: Any) -> SessionRecord | None:
         """Atomically change mutable fields; the new record, or None if the id is gone."""
@@ -168,9 +211,80 @@ class ISessionStore(Protocol):
         The id is remembered at least until ``expires_at``.
         """
 
+    def stash(self, namespace: str, item_id: str, value: str, expires_at: float) -> None:
+        """Keep ``value`` under ``(namespace, item_id)`` until ``unstash`` or ``expires_at``
+        (pending login state any worker of any gateway may continue)."""
+
+    def unstash(self, namespace: str, item_id: str, now: float) -> str | None:
+        """Atomically take (read and delete) a stashed value; None when absent or expired at ``now``."""
+
+    def take_slot(self, namespace: str, item_id: str, now: float, expires_at: float, cap: int) -> int:
+        """Atomically: forget slots of ``namespace`` expired at ``now``; when fewer than ``cap`` remain,
+        add ``item_id`` (until ``expires_at``) and return how many there were before; else -1."""
+
+    def release_slot(self, namespace: str, item_id: str) -> None:
+        """Give a slot back (a slot never released expires by itself)."""
+
     def purge(self, now: float) -> int:
         """Forget records past :func:`record_expiry`, single-use ids past their ``expires_at`` and
         failures older than 31 days; the number of sessions forgotten. (Redis expires keys itself.)"""
 
+    def ping(self) -> None:
+        """Raise StoreError when the backend cannot be used right now."""
+
     def close(self) -> None:
         """Release connections/files; the store must not be used afterwards."""
+
+
+@runtime_checkable
+class ISessionStore(Protocol):
+    """The store as the gateway uses it: every operation of :class:`IBlockingStore`, with the same
+    arguments, returning a Deferred that fires with that operation's result, or fails with its
+    exception. A backend that is unreachable or slower than the store's deadline fails the
+    Deferred with :class:`StoreError` *within the deadline*; the caller never waits longer.
+    Implementations: :class:`proxy.stores.memory.MemoryStore` (immediate),
+    :class:`proxy.stores.sqlite.SQLiteStore` (a dedicated thread),
+    :class:`proxy.stores.redis.RedisStore` (txredisapi on the reactor)."""
+
+    kind: str
+
+    def create(self, rec: SessionRecord, *, limit: int = 0, replace: bool = False) -> "Deferred[list[str]]": ...
+
+    def get(self, session_id: str) -> "Deferred[SessionRecord | None]": ...
+
+    def get_many(self, session_ids: list[str]) -> "Deferred[dict[str, SessionRecord | None]]": ...
+
+    def update(self, session_id: str, **fields: Any) -> "Deferred[SessionRecord | None]": ...
+
+    def touch(self, session_id: str, *, proved_at: float, last_seen: float, client_ip: str,
+              long_grace: float) -> "Deferred[SessionRecord | None]": ...
+
+    def delete(self, session_id: str) -> "Deferred[bool]": ...
+
+    def list(self) -> "Deferred[list[SessionRecord]]": ...
+
+    def delete_where(self, *, account: str | None = None, fingerprint: str | None = None) -> "Deferred[list[str]]": ...
+
+    def incr_failure(self, key: str, now: float, window: float) -> "Deferred[int]": ...
+
+    def failures(self, key: str, now: float, window: float) -> "Deferred[int]": ...
+
+    def reset_failures(self, key: str) -> "Deferred[None]": ...
+
+    def use_totp_step(self, account: str, step: int) -> "Deferred[bool]": ...
+
+    def consume_once(self, namespace: str, item_id: str, expires_at: float) -> "Deferred[bool]": ...
+
+    def stash(self, namespace: str, item_id: str, value: str, expires_at: float) -> "Deferred[None]": ...
+
+    def unstash(self, namespace: str, item_id: str, now: float) -> "Deferred[str | None]": ...
+
+    def take_slot(self, namespace: str, item_id: str, now: float, expires_at: float, cap: int) -> "Deferred[int]": ...
+
+    def release_slot(self, namespace: str, item_id: str) -> "Deferred[None]": ...
+
+    def purge(self, now: float) -> "Deferred[int]": ...
+
+    def ping(self) -> "Deferred[None]": ...
+
+    def close(self) -> "Deferred[None]": ...

@@ -1,7 +1,8 @@
 """An in-process session store: fast, lost at exit, not shared between worker processes.
 
 Use it for tests and single-process setups that accept losing sessions at restart. A lock
-makes every method atomic even if called from several threads.
+makes every method of :class:`MemoryEngine` atomic even if called from several threads;
+:class:`MemoryStore` is its asynchronous face (every Deferred has fired when returned).
 """
 
 from __future__ import annotations
@@ -9,13 +10,15 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from proxy.stores.interface import SessionRecord, StoreError, check_update_fields, record_expiry, touched
+from proxy.stores.asynchronous import ImmediateStore
+from proxy.stores.interface import (REPLACED, LimitReached, SessionRecord, StoreError, check_update_fields,
+                                    pick_replaced, record_expiry, touched)
 
 _FAILURE_KEEP = 31 * 86400.0
 
 
-class MemoryStore:
-    """:class:`proxy.stores.interface.ISessionStore` in a dict."""
+class MemoryEngine:
+    """:class:`proxy.stores.interface.IBlockingStore` in a dict."""
 
     kind = "memory"
 
@@ -25,6 +28,8 @@ class MemoryStore:
         self._failures: dict[str, list[float]] = {}
         self._totp: dict[str, int] = {}
         self._once: dict[tuple[str, str], float] = {}
+        self._stash: dict[tuple[str, str], tuple[str, float]] = {}
+        self._slots: dict[str, dict[str, float]] = {}
         self._closed = False
 
     def _check_open(self) -> None:
@@ -32,12 +37,27 @@ class MemoryStore:
             raise StoreError("memory store: used after close()")
 
     # sessions ------------------------------------------------------------------
-    def create(self, rec: SessionRecord) -> None:
+    def create(self, rec: SessionRecord, *, limit: int = 0, replace: bool = False) -> list[str]:
         with self._lock:
             self._check_open()
             if rec.id in self._sessions:
                 raise StoreError(f"memory store: session id {rec.id[:8]}... already exists")
+            gone: list[str] = []
+            if limit > 0:
+                live = [r for r in self._sessions.values() if r.account == rec.account and r.ended is None]
+                old = pick_replaced(live, limit)
+                if old and not replace:
+                    raise LimitReached(rec.account, len(live))
+                for r in old:
+                    self._sessions[r.id] = r.with_(ended=REPLACED, last_seen=max(r.last_seen, rec.created_at))
+                    gone.append(r.id)
             self._sessions[rec.id] = rec
+            return gone
+
+    def get_many(self, session_ids: list[str]) -> dict[str, SessionRecord | None]:
+        with self._lock:
+            self._check_open()
+            return {i: self._sessions.get(i) for i in session_ids}
 
     def get(self, session_id: str) -> SessionRecord | None:
         with self._lock:
@@ -128,9 +148,43 @@ class MemoryStore:
             self._once[k] = expires_at
             return True
 
+    def stash(self, namespace: str, item_id: str, value: str, expires_at: float) -> None:
+        with self._lock:
+            self._check_open()
+            self._stash[(namespace, item_id)] = (value, expires_at)
+
+    def unstash(self, namespace: str, item_id: str, now: float) -> str | None:
+        with self._lock:
+            self._check_open()
+            got = self._stash.pop((namespace, item_id), None)
+            return got[0] if got is not None and now < got[1] else None
+
+    def take_slot(self, namespace: str, item_id: str, now: float, expires_at: float, cap: int) -> int:
+        with self._lock:
+            self._check_open()
+            slots = self._slots.setdefault(namespace, {})
+            for k in [k for k, exp in slots.items() if exp <= now]:
+                del slots[k]
+            n = len(slots)
+            if n >= cap:
+                return -1
+            slots[item_id] = expires_at
+            return n
+
+    def release_slot(self, namespace: str, item_id: str) -> None:
+        with self._lock:
+            self._check_open()
+            self._slots.get(namespace, {}).pop(item_id, None)
+
+    def ping(self) -> None:
+        with self._lock:
+            self._check_open()
+
     def purge(self, now: float) -> int:
         with self._lock:
             self._check_open()
+            for k in [k for k, (_, exp) in self._stash.items() if exp <= now]:
+                del self._stash[k]
             gone = [sid for sid, r in self._sessions.items() if record_expiry(r) <= now]
             for sid in gone:
                 del self._sessions[sid]
@@ -147,6 +201,20 @@ class MemoryStore:
     def close(self) -> None:
         with self._lock:
             self._closed = True
+
+    def __repr__(self) -> str:
+        return "MemoryEngine()"
+
+
+class MemoryStore(ImmediateStore):
+    """:class:`proxy.stores.interface.ISessionStore` on a :class:`MemoryEngine` (``engine``).
+
+    Operations run at once on the calling thread; the Deferred returned has already fired."""
+
+    kind = "memory"
+
+    def __init__(self, engine: MemoryEngine | None = None) -> None:
+        super().__init__(engine if engine is not None else MemoryEngine(), "memory store")
 
     def __repr__(self) -> str:
         return "MemoryStore()"

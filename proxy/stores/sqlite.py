@@ -5,6 +5,11 @@ lock), so concurrent gateway workers never interleave updates; ``busy_timeout`` 
 writer wait (up to ``timeout`` seconds) instead of failing. ``synchronous=NORMAL`` with WAL
 keeps every committed transaction across a process crash (a power loss may drop the last
 few, never corrupt the file). The file is created with mode 0600.
+
+:class:`SQLiteEngine` is the blocking face (command line tools); :class:`SQLiteStore` runs it
+on one dedicated thread (:class:`proxy.stores.asynchronous.ThreadedStore`) for the gateway,
+with ``busy_timeout`` equal to the operation deadline, so a database locked by another
+process costs a 503 within the deadline, never a frozen reactor.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from base64 import b64decode, b64encode
 from pathlib import Path
 from typing import Any, Iterator
 
-from proxy.stores.interface import SessionRecord, StoreError, check_update_fields, record_expiry, touched
+from proxy.stores.asynchronous import DEFAULT_DEADLINE, DEFAULT_MAX_QUEUE, ThreadedStore
+from proxy.stores.interface import (REPLACED, LimitReached, SessionRecord, StoreError, check_update_fields,
+                                    pick_replaced, record_expiry, touched)
 
 SCHEMA_VERSION = 1
 _FAILURE_KEEP = 31 * 86400.0
@@ -39,6 +46,10 @@ CREATE INDEX IF NOT EXISTS failures_key ON failures(key, ts);
 CREATE TABLE IF NOT EXISTS totp_steps (account TEXT PRIMARY KEY, step INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS once (ns TEXT NOT NULL, item TEXT NOT NULL, expires_at REAL NOT NULL,
   PRIMARY KEY (ns, item));
+CREATE TABLE IF NOT EXISTS stash (ns TEXT NOT NULL, item TEXT NOT NULL, value TEXT NOT NULL,
+  expires_at REAL NOT NULL, PRIMARY KEY (ns, item));
+CREATE TABLE IF NOT EXISTS slots (ns TEXT NOT NULL, item TEXT NOT NULL, expires_at REAL NOT NULL,
+  PRIMARY KEY (ns, item));
 """
 
 
@@ -56,8 +67,8 @@ def _values(rec: SessionRecord) -> tuple[Any, ...]:
             record_expiry(rec))
 
 
-class SQLiteStore:
-    """:class:`proxy.stores.interface.ISessionStore` in an SQLite file (``sqlite:PATH``)."""
+class SQLiteEngine:
+    """:class:`proxy.stores.interface.IBlockingStore` in an SQLite file (``sqlite:PATH``)."""
 
     kind = "sqlite"
 
@@ -91,11 +102,11 @@ class SQLiteStore:
             raise StoreError(f"sqlite store {self.path}: {e.strerror}") from None
 
     def __repr__(self) -> str:
-        return f"SQLiteStore({str(self.path)!r})"
+        return f"SQLiteEngine({str(self.path)!r})"
 
     # ------------------------------------------------------------------ plumbing
     class _Tx:
-        def __init__(self, store: "SQLiteStore") -> None:
+        def __init__(self, store: "SQLiteEngine") -> None:
             self.s = store
 
         def __enter__(self) -> sqlite3.Connection:
@@ -113,8 +124,8 @@ class SQLiteStore:
             finally:
                 self.s._lock.release()
 
-    def _tx(self) -> "SQLiteStore._Tx":
-        return SQLiteStore._Tx(self)
+    def _tx(self) -> "SQLiteEngine._Tx":
+        return SQLiteEngine._Tx(self)
 
     def _run(self, fn: Any) -> Any:
         """Run ``fn(db)`` in a write transaction; sqlite errors become StoreError with the path."""
@@ -132,13 +143,31 @@ class SQLiteStore:
             raise StoreError(f"sqlite store {self.path}: {e}") from None
 
     # ------------------------------------------------------------------ sessions
-    def create(self, rec: SessionRecord) -> None:
-        def fn(db: sqlite3.Connection) -> None:
+    def create(self, rec: SessionRecord, *, limit: int = 0, replace: bool = False) -> list[str]:
+        def fn(db: sqlite3.Connection) -> list[str]:
+            gone: list[str] = []
+            if limit > 0:
+                live = [_row(r) for r in db.execute(_SELECT + " WHERE account = ? AND ended IS NULL", (rec.account,))]
+                old = pick_replaced(live, limit)
+                if old and not replace:
+                    raise LimitReached(rec.account, len(live))
+                for r in old:
+                    self._rewrite(db, r.id, lambda x: x.with_(ended=REPLACED, last_seen=max(x.last_seen, rec.created_at)))
+                    gone.append(r.id)
             try:
                 db.execute("INSERT INTO sessions VALUES (" + ",".join("?" * 13) + ")", _values(rec))
             except sqlite3.IntegrityError:
                 raise StoreError(f"sqlite store {self.path}: session id {rec.id[:8]}... already exists") from None
-        self._run(fn)
+            return gone
+        return self._run(fn)
+
+    def get_many(self, session_ids: list[str]) -> dict[str, SessionRecord | None]:
+        out: dict[str, SessionRecord | None] = {i: None for i in session_ids}
+        for i in range(0, len(session_ids), 500):
+            part = session_ids[i:i + 500]
+            for r in self._read(_SELECT + " WHERE id IN (" + ",".join("?" * len(part)) + ")", tuple(part)):
+                out[r[0]] = _row(r)
+        return out
 
     def get(self, session_id: str) -> SessionRecord | None:
         rows = self._read(_SELECT + " WHERE id = ?", (session_id,))
@@ -214,9 +243,40 @@ class SQLiteStore:
         return self._run(lambda db: db.execute("INSERT OR IGNORE INTO once VALUES (?, ?, ?)",
                                                (namespace, item_id, expires_at)).rowcount == 1)
 
+    def stash(self, namespace: str, item_id: str, value: str, expires_at: float) -> None:
+        self._run(lambda db: db.execute("INSERT OR REPLACE INTO stash VALUES (?, ?, ?, ?)",
+                                        (namespace, item_id, value, expires_at)))
+
+    def unstash(self, namespace: str, item_id: str, now: float) -> str | None:
+        def fn(db: sqlite3.Connection) -> str | None:
+            row = db.execute("SELECT value, expires_at FROM stash WHERE ns = ? AND item = ?",
+                             (namespace, item_id)).fetchone()
+            if row is None:
+                return None
+            db.execute("DELETE FROM stash WHERE ns = ? AND item = ?", (namespace, item_id))
+            return row[0] if now < row[1] else None
+        return self._run(fn)
+
+    def take_slot(self, namespace: str, item_id: str, now: float, expires_at: float, cap: int) -> int:
+        def fn(db: sqlite3.Connection) -> int:
+            db.execute("DELETE FROM slots WHERE ns = ? AND expires_at <= ?", (namespace, now))
+            n = db.execute("SELECT COUNT(*) FROM slots WHERE ns = ?", (namespace,)).fetchone()[0]
+            if n >= cap:
+                return -1
+            db.execute("INSERT OR REPLACE INTO slots VALUES (?, ?, ?)", (namespace, item_id, expires_at))
+            return int(n)
+        return self._run(fn)
+
+    def release_slot(self, namespace: str, item_id: str) -> None:
+        self._run(lambda db: db.execute("DELETE FROM slots WHERE ns = ? AND item = ?", (namespace, item_id)))
+
+    def ping(self) -> None:
+        self._read("SELECT 1")
+
     def purge(self, now: float) -> int:
         def fn(db: sqlite3.Connection) -> int:
             n = db.execute("DELETE FROM sessions WHERE expire_at <= ?", (now,)).rowcount
+            db.execute("DELETE FROM stash WHERE expires_at <= ?", (now,))
             db.execute("DELETE FROM once WHERE expires_at < ?", (now,))
             db.execute("DELETE FROM failures WHERE ts <= ?", (now - _FAILURE_KEEP,))
             return n
@@ -232,3 +292,23 @@ class SQLiteStore:
     def iter_ids(self) -> Iterator[str]:
         """Every stored session id (for the CLI's prefix matching)."""
         return iter([r[0] for r in self._read("SELECT id FROM sessions")])
+
+
+class SQLiteStore(ThreadedStore):
+    """:class:`proxy.stores.interface.ISessionStore` on an :class:`SQLiteEngine` run by one dedicated
+    thread. Opening the file happens here, on the calling thread (at startup, before serving)."""
+
+    kind = "sqlite"
+
+    def __init__(self, path: str | Path, *, reactor: Any = None, clock: Any = None,
+                 deadline: float = DEFAULT_DEADLINE, max_queue: int = DEFAULT_MAX_QUEUE) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        self.path = Path(path)
+        super().__init__(SQLiteEngine(path, timeout=deadline), f"sqlite store {self.path}", reactor=reactor,
+                         clock=clock, deadline=deadline, max_queue=max_queue)
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r})"

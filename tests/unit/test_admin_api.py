@@ -14,6 +14,8 @@ from proxy.metrics import Metrics
 from proxy.sessions import SessionManager
 from proxy.stores.interface import StoreError
 from proxy.stores.memory import MemoryStore
+from twisted.internet.defer import fail
+from tests.reactor_thread import Blocking, resolve
 from proxy.stores.testing import FakeTunnels, make_config, make_identity
 
 TOKEN = "s3cret-token-0123456789"
@@ -25,11 +27,13 @@ class Env:
         self.clock.advance(10_000)
         self.metrics = Metrics()
         self.tunnels = FakeTunnels()
-        self.store = store or MemoryStore()
-        self.sessions = SessionManager(self.store, self.clock, make_config().sessions, self.tunnels,
-                                       memory_audit(), metrics=self.metrics)
+        raw = store or MemoryStore()
+        self.store = Blocking(raw)
+        self.mgr = SessionManager(raw, self.clock, make_config().sessions, self.tunnels,
+                                  memory_audit(), metrics=self.metrics)
+        self.sessions = Blocking(self.mgr)
         self.health_state = (True, None)
-        self.api = AdminAPI(sessions=self.sessions, metrics=self.metrics, health=lambda: self.health_state,
+        self.api = AdminAPI(sessions=self.mgr, metrics=self.metrics, health=lambda: self.health_state,
                             token=token)
 
     def login(self, account="alice", cert=b"cert-alice"):
@@ -39,7 +43,7 @@ class Env:
         return rec
 
     def call(self, method, path, auth=None):
-        r = self.api.handle(method, path, auth)
+        r = resolve(self.api.handle(method, path, auth))
         return r.status, (json.loads(r.body) if r.content_type == b"application/json" else r.body)
 
 
@@ -55,8 +59,8 @@ def test_health_ok_and_degraded_after_a_failed_reload():
 
 def test_health_reports_an_unreachable_store():
     class Down(MemoryStore):
-        def get(self, session_id):
-            raise StoreError("redis store redis://127.0.0.1:1/0: ConnectionError")
+        def ping(self):
+            return fail(StoreError("redis store redis://127.0.0.1:1/0: ConnectionError"))
 
     e = Env(store=Down())
     status, body = e.call(b"GET", b"/health")
@@ -180,6 +184,6 @@ def test_every_certgate_json_error_has_the_one_shape() -> None:
 
     api = AdminAPI(sessions=None, metrics=None, health=lambda: (True, None), token="t" * 20)
     for method, path in ((b"GET", b"/sessions"), (b"GET", b"/nowhere")):
-        bodies.append(json.loads(api.handle(method, path, b"Bearer " + b"t" * 20 if path == b"/nowhere" else None).body))
+        bodies.append(json.loads(resolve(api.handle(method, path, b"Bearer " + b"t" * 20 if path == b"/nowhere" else None)).body))
     for b in bodies:
         assert isinstance(b["error"], str) and isinstance(b["message"], str) and b["message"], b

@@ -12,7 +12,7 @@ from proxy.frontdoors.assertion import (AssertionInvalid, assertion_key, mint_as
 from proxy.frontdoors.cockpit_auth import (Accepted, AuthCommand, FrameError, FrameReader, Refused,
                                            bridge_argv, encode_control, encode_frame, local_user_check,
                                            parse_control, read_disallowed)
-from proxy.stores.memory import MemoryStore
+from proxy.stores.memory import MemoryEngine as MemoryStore  # the blocking face: this command owns its process
 
 SECRET = b"s" * 32
 KEY = assertion_key(SECRET)

@@ -24,6 +24,7 @@ from proxy.messages import ConnContext, Forward, RequestHead, Response
 from proxy.sessions import SessionManager
 from proxy.stores.memory import MemoryStore
 from proxy.stores.testing import FakeTunnels, make_config, make_identity
+from tests.reactor_thread import Blocking, resolve
 
 T0 = 1_800_000_000.0
 PW = "correct horse"
@@ -46,12 +47,15 @@ class Env:
         self.route = self.cfg.default_route
         self.clock = Clock()
         self.clock.advance(T0)
-        self.store = MemoryStore()
+        raw = MemoryStore()
+        self.store = Blocking(raw)
         self.audit = memory_audit(now=self.clock.seconds)
-        self.sessions = SessionManager(self.store, self.clock, self.cfg.sessions, FakeTunnels(), self.audit)
-        self.login = LoginService(config=self.cfg, store=self.store, sessions=self.sessions, clock=self.clock,
-                                  audit=self.audit)
-        self.door = CockpitFrontDoor(config=self.cfg, login=self.login, sessions=self.sessions, store=self.store,
+        self.mgr = SessionManager(raw, self.clock, self.cfg.sessions, FakeTunnels(), self.audit)
+        self.sessions = Blocking(self.mgr)
+        self.raw_login = LoginService(config=self.cfg, store=raw, sessions=self.mgr, clock=self.clock,
+                                      audit=self.audit)
+        self.login = Blocking(self.raw_login)
+        self.door = CockpitFrontDoor(config=self.cfg, login=self.raw_login, sessions=self.mgr, store=raw,
                                      clock=self.clock, audit=self.audit)
         self.key = assertion_key(self.login.secret)
 
@@ -143,7 +147,7 @@ def test_bearer_login_with_password_then_session_on_200(tmp_path) -> None:
     a = verify_assertion(e.key, auth[7:].decode(), now=T0)
     assert a.account == "alice" and a.fingerprint == make_identity("alice").fingerprint
     assert f.account == "alice"
-    assert e.store.list() == []  # nothing opened before cockpit-ws said yes
+    assert len(live_sessions(e)) <= 1 and not released(f)  # nothing opened before cockpit-ws said yes
     extra = f.on_response(200, [(b"Set-Cookie", b"cockpit=x")])
     assert len(extra) == 1 and extra[0][1].startswith(b"__Host-certgate=")
     [rec] = e.store.list()
@@ -154,7 +158,7 @@ def test_bearer_login_with_password_then_session_on_200(tmp_path) -> None:
 def test_bearer_cockpit_ws_refusal_opens_nothing(tmp_path) -> None:
     e = Env(tmp_path)
     f = e.decide(headers=basic("alice", PW))
-    assert f.on_response(403, []) == [] and e.store.list() == []
+    assert f.on_response(403, []) == [] and live_sessions(e) == []
     assert e.audit.records[-1]["reason"] == "upstream-refused" and e.audit.records[-1]["status"] == 403
 
 
@@ -194,10 +198,11 @@ def test_no_or_invalid_certificate(tmp_path) -> None:
 
 def test_busy_refused_like_maxstartups(tmp_path) -> None:
     e = Env(tmp_path, max_startups=(1, 100, 1))
-    assert e.login.startups.try_acquire()  # one login pending
+    slot = resolve(e.login.startups.try_acquire())
+    assert slot  # one login pending
     r = e.decide(headers=basic("alice", PW))
     assert r.status == 503 and e.audit.records[-1]["reason"] == "busy"
-    e.login.startups.release()
+    resolve(e.login.startups.release(slot))
     assert isinstance(e.decide(headers=basic("alice", PW)), Forward)
     assert e.login.startups.pending == 0  # the slot was given back
 
@@ -258,7 +263,7 @@ def test_basic_mode_forwards_credentials_and_counts_upstream_password(tmp_path) 
     f = e.decide(headers=basic("alice", "pam-password"))
     assert isinstance(f, Forward)
     assert header(f, b"Authorization") == b"Basic " + base64.b64encode(b"alice:pam-password")
-    assert e.store.list() == []
+    assert len(live_sessions(e)) <= 1 and not released(f)
     assert f.on_response(200, [])[0][1].startswith(b"__Host-certgate=")
     assert set(e.store.list()[0].methods) == {"tls-cert", "password"}
     # PAM says no: a failure is counted (the lockout survives in the store) and audited
@@ -390,14 +395,53 @@ def test_dead_session_cookie_is_cleared_on_the_automatic_login(tmp_path) -> None
     assert r.status == 401 and b"Max-Age=0" in header(r, b"Set-Cookie")
 
 
+def live_sessions(e: Any) -> list[Any]:
+    """Live sessions. The front door prepares the session before forwarding (the store is
+    asynchronous) and releases its cookie only on the upstream's 200; after a refusal it is ended."""
+    return [r for r in e.store.list() if r.ended is None]
+
+
+def released(f: Any) -> bool:
+    """True when the forwarded request already carries a certgate cookie (it must not, before the 200)."""
+    return any(k.lower() == b"set-cookie" for k, _ in f.set_headers)
+
+
+def test_pending_conversation_is_continued_by_another_process_through_the_store() -> None:
+    """Worker/gateway A asks for the code; B (same store and secret, its own table) takes it once."""
+    from proxy.frontdoors.cockpit import Conversation
+    from proxy.frontdoors.conversations import NAMESPACE, SharedConversations
+    from proxy.stores.memory import MemoryEngine
+
+    engine = MemoryEngine()
+    store = MemoryStore(engine)
+    now = [100.0]
+    key = b"k" * 32
+    a = SharedConversations(store, key, lambda: now[0], limit=5, per_certificate=3)
+    b = SharedConversations(store, key, lambda: now[0], limit=5, per_certificate=3)
+    conv = Conversation("n1", "alice", "fp", "rcpt", "s3cret-pw", b"root", 160.0)
+    assert resolve(a.add(conv)) is True and len(a) == 1
+    sealed = engine._stash[(NAMESPACE, "n1")][0]
+    assert "s3cret-pw" not in sealed and "alice" not in sealed  # sealed, not just encoded
+    assert resolve(b.take("n1")) == conv
+    assert resolve(a.take("n1")) is None and resolve(b.take("n1")) is None  # single use across processes
+    # another secret cannot open it; an expired one is gone
+    resolve(a.add(Conversation("n2", "alice", "fp", None, None, None, 160.0)))
+    other = SharedConversations(store, b"x" * 32, lambda: now[0], limit=5, per_certificate=3)
+    assert resolve(other.take("n2")) is None
+    resolve(a.add(Conversation("n3", "alice", "fp", None, None, None, 160.0)))
+    now[0] = 160.0
+    assert resolve(b.take("n3")) is None and len(a) == 0
+
+
 # ------------------------------------------------------------------ navigations without a session
 
 def _gate_decide(e: Env, target: bytes, headers: Any = (), ident: Any = None, upgrade: bool = False) -> Any:
     from proxy.gate import Gate
 
-    gate = Gate(config=e.cfg, sessions=e.sessions, clock=e.clock, audit=e.audit, endpoints={}, front_doors=[e.door])
+    gate = Gate(config=e.cfg, sessions=e.mgr, clock=e.clock, audit=e.audit, endpoints={}, front_doors=[e.door])
     head = RequestHead(b"GET", target, b"1.1", [(b"Host", b"gw.example")] + list(headers), upgrade=upgrade)
-    return gate.decide(head, ConnContext(identity=ident or make_identity("alice", handshake_at=T0), connected_at=T0))
+    return resolve(gate.decide(head, ConnContext(identity=ident or make_identity("alice", handshake_at=T0),
+                                                 connected_at=T0)))
 
 
 NAV = (b"Accept", b"text/html,application/xhtml+xml")

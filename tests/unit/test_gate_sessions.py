@@ -14,6 +14,8 @@ from proxy.sessions import SessionManager
 from proxy.stores.interface import StoreError
 from proxy.stores.memory import MemoryStore
 from proxy.stores.testing import FakeTunnels, make_config, make_identity
+from tests.reactor_thread import Blocking, resolve
+from twisted.internet.defer import fail
 
 ALICE = b"cert-alice"
 PASSWORD_RULES = {"login": {"required_auth_methods": [["tls-cert", "password"]]},
@@ -25,11 +27,13 @@ class Env:
         self.clock = Clock()
         self.clock.advance(1000)
         self.cfg = make_config(sections or PASSWORD_RULES)
-        self.store = store or MemoryStore()
+        raw = store or MemoryStore()
+        self.store = Blocking(raw)
         self.tunnels = FakeTunnels()
         self.audit = memory_audit(self.clock.seconds)
-        self.sessions = SessionManager(self.store, self.clock, self.cfg.sessions, self.tunnels, self.audit)
-        self.gate = Gate(config=self.cfg, sessions=self.sessions, clock=self.clock, audit=self.audit,
+        self.mgr = SessionManager(raw, self.clock, self.cfg.sessions, self.tunnels, self.audit)
+        self.sessions = Blocking(self.mgr)
+        self.gate = Gate(config=self.cfg, sessions=self.mgr, clock=self.clock, audit=self.audit,
                          endpoints={}, front_doors=[])  # the gate mounts the session endpoints itself
 
     def login(self):
@@ -48,7 +52,7 @@ class Env:
         if token is not None:
             hs.append((b"Cookie", b"__Host-certgate=" + token))
         head = RequestHead(method, target, b"1.1", hs)
-        return self.gate.decide(head, ConnContext(identity=ident or self.ident(), connected_at=0.0))
+        return resolve(self.gate.decide(head, ConnContext(identity=ident or self.ident(), connected_at=0.0)))
 
 
 def test_session_request_is_forwarded_with_account_and_session_id():
@@ -112,7 +116,7 @@ def test_cert_only_mode_still_honours_a_session_without_certificate():
 def test_store_failure_is_a_503_not_a_crash():
     class Broken(MemoryStore):
         def get(self, session_id):
-            raise StoreError("redis store redis://127.0.0.1:1/0: ConnectionError: refused")
+            return fail(StoreError("redis store redis://127.0.0.1:1/0: ConnectionError: refused"))
 
     e = Env(store=Broken())
     d = e.decide(b"/", b"A" * 43)

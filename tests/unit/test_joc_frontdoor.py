@@ -20,6 +20,7 @@ from proxy.messages import ConnContext, Forward, RequestHead, Response
 from proxy.sessions import SessionManager
 from proxy.stores.memory import MemoryStore
 from proxy.stores.testing import FakeTunnels, make_config, make_identity
+from tests.reactor_thread import Blocking, resolve
 
 T0 = 1_800_000_000.0
 SECRET = pyotp.random_base32()
@@ -44,12 +45,15 @@ class Env:
         self.route = self.cfg.default_route
         self.clock = Clock()
         self.clock.advance(T0)
-        self.store = MemoryStore()
+        raw = MemoryStore()
+        self.store = Blocking(raw)
         self.audit = memory_audit(now=self.clock.seconds)
-        self.sessions = SessionManager(self.store, self.clock, self.cfg.sessions, FakeTunnels(), self.audit)
-        self.login = LoginService(config=self.cfg, store=self.store, sessions=self.sessions, clock=self.clock,
-                                  audit=self.audit)
-        self.door = JocFrontDoor(config=self.cfg, login=self.login, sessions=self.sessions, clock=self.clock,
+        self.mgr = SessionManager(raw, self.clock, self.cfg.sessions, FakeTunnels(), self.audit)
+        self.sessions = Blocking(self.mgr)
+        self.raw_login = LoginService(config=self.cfg, store=raw, sessions=self.mgr, clock=self.clock,
+                                      audit=self.audit)
+        self.login = Blocking(self.raw_login)
+        self.door = JocFrontDoor(config=self.cfg, login=self.raw_login, sessions=self.mgr, clock=self.clock,
                                  audit=self.audit)
 
     def decide(self, headers: Any = (), ident: Any = None, method: bytes = b"POST") -> Any:
@@ -94,7 +98,7 @@ def test_right_cn_forwards_and_opens_session_on_joc_200(tmp_path) -> None:
     e = Env(tmp_path)
     f = e.decide(basic("alice:joc-pw"))
     assert isinstance(f, Forward) and sent_auth(f) == "alice:joc-pw" and f.account == "alice"
-    assert e.store.list() == []
+    assert len(live_sessions(e)) <= 1 and not released(f)
     extra = f.on_response(200, [(b"X-Access-Token", b"t")])
     assert extra[0][0] == b"Set-Cookie" and extra[0][1].startswith(b"__Host-certgate=")
     assert all(k != b"X-Access-Token" for k, _ in extra)  # JOC's token is JOC's, passed through untouched
@@ -142,7 +146,7 @@ def test_missing_and_malformed_authorization(tmp_path) -> None:
 def test_joc_401_counts_as_failed_password(tmp_path) -> None:
     e = Env(tmp_path)
     f = e.decide(basic("alice:wrong"))
-    assert f.on_response(401, []) == [] and e.store.list() == []
+    assert f.on_response(401, []) == [] and live_sessions(e) == []
     assert e.store.failures("account:alice", T0, 900) == 1
     assert e.audit.records[-1]["reason"] == "upstream-refused"
 
@@ -197,3 +201,14 @@ def test_live_totp_session_stands_in_for_the_code(tmp_path) -> None:
     # nor another certificate's session
     other = make_identity("alice", cert=b"other-alice", handshake_at=T0)
     assert e.decide(basic("alice:pw") + [(b"Cookie", cookie)], ident=other).status == 401
+
+
+def live_sessions(e: Any) -> list[Any]:
+    """Live sessions. The front door prepares the session before forwarding (the store is
+    asynchronous) and releases its cookie only on the upstream's 200; after a refusal it is ended."""
+    return [r for r in e.store.list() if r.ended is None]
+
+
+def released(f: Any) -> bool:
+    """True when the forwarded request already carries a certgate cookie (it must not, before the 200)."""
+    return any(k.lower() == b"set-cookie" for k, _ in f.set_headers)

@@ -5,6 +5,7 @@ import json
 import pyotp
 import pytest
 
+from tests.reactor_thread import resolve
 from proxy.login.testing import head, make_rig
 from proxy.login.totp import TotpSecrets
 from proxy.messages import Local, Response
@@ -93,10 +94,11 @@ def test_throttled_429_retry_after(rig):
 def test_maxstartups_503(tmp_path):
     rig = make_rig(tmp_path, {"max_startups": (1, 100, 1)})
     rig.set_password("alice", "pw")
-    assert rig.login.startups.try_acquire()  # one login pending
+    slot = resolve(rig.login.startups.try_acquire())
+    assert slot  # one login pending
     r = call(rig, {"account": "alice", "password": "pw"})
     assert r.status == 503 and hdr(r, "Retry-After") == [b"1"]
-    rig.login.startups.release()
+    resolve(rig.login.startups.release(slot))
     assert call(rig, {"account": "alice", "password": "pw"}).status == 200
     assert rig.login.startups.pending == 0
 

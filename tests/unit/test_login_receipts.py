@@ -4,6 +4,7 @@ import pytest
 
 from proxy.login.receipts import ReceiptCodec, ReceiptError, consume
 from proxy.stores.memory import MemoryStore
+from tests.reactor_thread import resolve
 
 KEY = b"k" * 32
 FP = "ab" * 32
@@ -68,7 +69,7 @@ def test_not_after_caps_lifetime():
 def test_single_use():
     _, rec = issue()
     store = MemoryStore()
-    consume(store, rec)
+    resolve(consume(store, rec))
     with pytest.raises(ReceiptError) as ei:
-        consume(store, rec)
+        resolve(consume(store, rec))
     assert ei.value.reason == "receipt-reused"

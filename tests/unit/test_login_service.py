@@ -5,7 +5,22 @@ import json
 import pyotp
 import pytest
 
-from proxy.login.testing import make_rig
+from proxy.login.testing import make_rig as _make_rig
+from tests.reactor_thread import Blocking, resolve
+
+
+def make_rig(*a, store=None, **kw):
+    """The login rig with blocking views (the memory store's Deferreds have fired when returned)."""
+    r = _make_rig(*a, store=store.store if isinstance(store, Blocking) else store, **kw)
+    r.login, r.store, r.sessions = Blocking(r.login), Blocking(r.store), Blocking(r.sessions)
+    return r
+
+
+def SQLiteStore(path):  # noqa: N802  (the SQLite engine, run at once: these tests drive a fake clock)
+    from proxy.stores.asynchronous import ImmediateStore
+    from proxy.stores.sqlite import SQLiteEngine
+
+    return Blocking(ImmediateStore(SQLiteEngine(path), "sqlite store"))
 from proxy.login.totp import TotpSecrets
 
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
@@ -86,7 +101,8 @@ def test_strip_domain_uses_the_mapped_account(tmp_path):
     cfg = dataclasses.replace(r.login.config, trust=type("Trust", (), {"mapping": mapping})())
     from proxy.login.service import LoginService
 
-    svc = LoginService(config=cfg, store=r.store, sessions=r.sessions, clock=r.clock, audit=r.audit)
+    svc = Blocking(LoginService(config=cfg, store=r.store.store, sessions=r.sessions.store, clock=r.clock,
+                                audit=r.audit))
     o = svc.authenticate(account="alice@corp.example", conn=r.conn("alice"), password="pw")
     assert o.ok and o.account == "alice" and o.session.account == "alice"
     assert r.login.authenticate(account="alice@corp.example", conn=r.conn("alice"), password="pw").reason == "cn-mismatch"
@@ -157,8 +173,6 @@ def test_cn_mismatch_does_not_lock_the_victim_account(rig):
 
 
 def test_counters_survive_restart_with_sqlite(tmp_path):
-    from proxy.stores.sqlite import SQLiteStore
-
     store = SQLiteStore(tmp_path / "s.db")
     r = make_rig(tmp_path, store=store)
     r.set_password("alice", "pw")
@@ -218,8 +232,6 @@ def test_totp_step_plus_two_refused(rig):
 
 
 def test_totp_replay_across_restart(tmp_path):
-    from proxy.stores.sqlite import SQLiteStore
-
     store = SQLiteStore(tmp_path / "s.db")
     r = make_rig(tmp_path, store=store)
     r.set_password("alice", "pw")
@@ -349,15 +361,24 @@ def test_upstream_flag_ignored_in_file_mode(rig):
 
 
 def test_pending_slot(tmp_path):
-    r = make_rig(tmp_path, {"max_startups": (1, 100, 1)})
-    from proxy.login.throttle import StartupRefused
+    """MaxStartups slots live in the store: a second login process (same store) sees the first's slot."""
+    from proxy.login.service import LoginService
 
-    with r.login.pending():
-        with pytest.raises(StartupRefused):
-            with r.login.pending():
-                pass
-    with r.login.pending():
-        pass
+    r = make_rig(tmp_path, {"max_startups": (1, 100, 1)})
+    other = LoginService(config=r.login.config, store=r.store.store, sessions=r.sessions.store, clock=r.clock,
+                         audit=r.audit)
+    slot = resolve(r.login.startups.try_acquire())
+    assert slot
+    assert resolve(other.startups.try_acquire()) is None  # refused: the one slot is taken elsewhere
+    resolve(r.login.startups.release(slot))
+    again = resolve(other.startups.try_acquire())
+    assert again
+    resolve(other.startups.release(again))
+    # a slot never released (a crashed process) expires after [login] timeout
+    assert resolve(r.login.startups.try_acquire())
+    assert resolve(other.startups.try_acquire()) is None
+    r.clock.advance(float(r.login.config.login.timeout))
+    assert resolve(other.startups.try_acquire())
 
 
 def test_no_http_route_changes_secrets(rig):
@@ -371,3 +392,36 @@ def test_session_does_not_replace_certificate_at_login(rig):
     assert o.ok
     o2 = rig.login.authenticate(account="alice", conn=rig.conn("alice", presented=False), password="alice-pw")
     assert not o2.ok and o2.reason == "no-certificate" and o2.session is None
+
+
+def test_a_totp_step_that_cannot_be_recorded_is_refused_never_accepted(rig):
+    """Replay protection never opens: the store fails exactly when the step must be recorded."""
+    from twisted.internet.defer import fail
+
+    from proxy.stores.interface import StoreError
+
+    enroll(rig)
+    raw = rig.store.store
+    real = raw.use_totp_step
+    raw.use_totp_step = lambda account, step: fail(StoreError("redis store redis://10.0.0.5:6379/0: not connected"))
+    c = code(rig)
+    o = rig.login.authenticate(account="alice", conn=rig.conn("alice"), password="alice-pw", totp=c)
+    assert not o.ok and o.reason == "session-store-unavailable" and o.retry_after == 2
+    assert o.session is None and not o.set_cookie and rig.store.list() == []
+    assert rig.audit.records[-1]["reason"] == "session-store-unavailable"
+    raw.use_totp_step = real  # the store is back: the same code is accepted once, then never again
+    assert rig.login.authenticate(account="alice", conn=rig.conn("alice"), password="alice-pw", totp=c).ok
+    assert rig.login.authenticate(account="alice", conn=rig.conn("alice"), password="alice-pw",
+                                  totp=c).reason == "totp-replay"
+
+
+def test_session_limit_refuses_the_login_with_its_own_reason(tmp_path):
+    from proxy.stores.testing import make_config
+
+    r = make_rig(tmp_path, {"required_auth_methods": [["tls-cert", "password"]]})
+    r.sessions.store.settings = make_config({"sessions": {"max_per_account": 1}}).sessions
+    r.set_password("alice", "pw")
+    assert r.login.authenticate(account="alice", conn=r.conn("alice"), password="pw").ok
+    o = r.login.authenticate(account="alice", conn=r.conn("alice"), password="pw")
+    assert not o.ok and o.reason == "session-limit" and "maximum number of sessions" in o.public_message
+    assert len([x for x in r.store.list() if x.ended is None]) == 1

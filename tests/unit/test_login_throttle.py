@@ -4,10 +4,11 @@ import pytest
 
 from proxy.login.throttle import StartupRefused, Startups, Throttle, keys_for
 from proxy.stores.memory import MemoryStore
+from tests.reactor_thread import Blocking
 
 
 def test_lockout_after_limit_then_released():
-    th = Throttle(MemoryStore(), limit=3, window=60, lockout=120)
+    th = Blocking(Throttle(MemoryStore(), limit=3, window=60, lockout=120))
     keys = keys_for("alice", "fp1", "10.0.0.1")
     assert not th.fail(keys, 0).blocked
     assert not th.fail(keys, 1).blocked
@@ -21,7 +22,7 @@ def test_lockout_after_limit_then_released():
 
 
 def test_failures_outside_window_do_not_count():
-    th = Throttle(MemoryStore(), limit=3, window=10, lockout=100)
+    th = Blocking(Throttle(MemoryStore(), limit=3, window=10, lockout=100))
     k = ["account:alice"]
     th.fail(k, 0)
     th.fail(k, 5)
@@ -29,7 +30,7 @@ def test_failures_outside_window_do_not_count():
 
 
 def test_success_resets():
-    th = Throttle(MemoryStore(), limit=2, window=60, lockout=60)
+    th = Blocking(Throttle(MemoryStore(), limit=2, window=60, lockout=60))
     k = ["account:alice"]
     th.fail(k, 0)
     th.succeed(k)

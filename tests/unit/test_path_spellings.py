@@ -47,7 +47,7 @@ class Site:
 
     def __init__(self, env: Any) -> None:
         self.env = env
-        self.gate = Gate(config=env.cfg, sessions=env.sessions, clock=env.clock, audit=env.audit, endpoints={},
+        self.gate = Gate(config=env.cfg, sessions=env.mgr, clock=env.clock, audit=env.audit, endpoints={},
                          front_doors=[env.door])
         self.ident = make_identity("alice", handshake_at=joc_env.T0)
         _, cookies = env.sessions.open(self.ident, "alice", ("tls-cert", "password"), "127.0.0.1")

@@ -16,6 +16,7 @@ from proxy.login.testing import head, make_rig
 from proxy.login.web import PRE_COOKIE
 from proxy.messages import Local, Response
 from proxy.sameorigin import REFERRER_POLICY, cross_site
+from tests.reactor_thread import resolve
 
 HOST = (b"Host", b"gw.example")
 SFS = b"Sec-Fetch-Site"
@@ -109,14 +110,14 @@ def _logout_post(rig, headers):
     from proxy.presence import session_endpoints
 
     ep = session_endpoints(rig.sessions)["/.certgate/logout"]
-    return ep(head(b"POST", b"/.certgate/logout", list(headers)), rig.conn("alice")).status
+    return resolve(ep(head(b"POST", b"/.certgate/logout", list(headers)), rig.conn("alice"))).status
 
 
 def _trusted_post(rig, headers):
     from proxy.presence import session_endpoints
 
     ep = session_endpoints(rig.sessions)["/.certgate/api/trusted-session"]
-    return ep(head(b"POST", b"/.certgate/api/trusted-session", list(headers)), rig.conn("alice")).status
+    return resolve(ep(head(b"POST", b"/.certgate/api/trusted-session", list(headers)), rig.conn("alice"))).status
 
 
 ENDPOINTS = {"login-page": (_login_page_post, 303), "login-api": (_api_post, 200),

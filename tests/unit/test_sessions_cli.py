@@ -9,7 +9,7 @@ import pytest
 
 from proxy.sessions_cli import main
 from proxy.stores.interface import SessionRecord
-from proxy.stores.sqlite import SQLiteStore
+from proxy.stores.sqlite import SQLiteEngine as SQLiteStore  # the CLI's blocking face
 from tests.sessions_support import Pki, write_config
 
 

@@ -14,6 +14,14 @@ from proxy.metrics import Metrics
 from proxy.sessions import SessionManager, session_id_for
 from proxy.stores.memory import MemoryStore
 from proxy.stores.testing import FakeTunnels, make_config, make_identity
+from tests.reactor_thread import Blocking, resolve
+
+
+def SQLiteStore(path):  # noqa: N802  (the SQLite engine, run at once: these tests drive a fake clock)
+    from proxy.stores.asynchronous import ImmediateStore
+    from proxy.stores.sqlite import SQLiteEngine
+
+    return Blocking(ImmediateStore(SQLiteEngine(path), "sqlite store"))
 
 ALICE = b"cert-alice"
 MALLORY = b"cert-mallory"
@@ -24,13 +32,14 @@ class World:
 
     def __init__(self, store=None, clock=None, **sessions):
         self.clock = clock or Clock()
-        self.store = store if store is not None else MemoryStore()
+        raw = store.store if isinstance(store, Blocking) else (store if store is not None else MemoryStore())
+        self.store = Blocking(raw)
         self.tunnels = FakeTunnels()
         self.audit = memory_audit(self.clock.seconds)
         self.metrics = Metrics()
         self.settings = make_config({"sessions": sessions}).sessions
-        self.mgr = SessionManager(self.store, self.clock, self.settings, self.tunnels, self.audit,
-                                  metrics=self.metrics)
+        self.mgr = Blocking(SessionManager(raw, self.clock, self.settings, self.tunnels, self.audit,
+                                  metrics=self.metrics))
 
     def at(self, t: float) -> None:
         self.clock.advance(t - self.clock.seconds())
@@ -270,7 +279,7 @@ def test_end_where_and_revalidate():
 
 
 def test_restart_after_grace_expired_meanwhile_is_dead():
-    store = MemoryStore()
+    store = Blocking(MemoryStore())
     w1 = World(store=store)
     rec, _ = w1.login()
     w1.mgr.stop()  # gateway stops at t=0
@@ -284,7 +293,7 @@ def test_restart_after_grace_expired_meanwhile_is_dead():
 
 
 def test_restart_inside_grace_keeps_the_session():
-    store = MemoryStore()
+    store = Blocking(MemoryStore())
     w1 = World(store=store)
     rec, _ = w1.login()
     w1.mgr.stop()
@@ -299,7 +308,7 @@ def test_restart_inside_grace_keeps_the_session():
 
 
 def test_two_gateways_sharing_a_store_rearm_from_the_store():
-    store = MemoryStore()
+    store = Blocking(MemoryStore())
     clock = Clock()
     a = World(store=store, clock=clock)
     b = World(store=store, clock=clock)
@@ -321,8 +330,6 @@ def test_clear_cookie_header():
 
 
 def test_restart_on_sqlite_file_keeps_live_sessions_and_kills_expired_ones(tmp_path):
-    from proxy.stores.sqlite import SQLiteStore
-
     store = SQLiteStore(tmp_path / "s.db")
     w1 = World(store=store)
     w1.at(1000)
@@ -379,8 +386,8 @@ def test_ws04_real_tunnel_registry_closed_at_5_minutes_and_1_hour():
 
     clock = Clock()
     registry = TunnelRegistry()
-    mgr = SessionManager(MemoryStore(), clock, make_config({"sessions": {"idle_timeout": 86400}}).sessions,
-                         registry, memory_audit(clock.seconds))
+    mgr = Blocking(SessionManager(MemoryStore(), clock, make_config({"sessions": {"idle_timeout": 86400}}).sessions,
+                                  registry, memory_audit(clock.seconds)))
     short, _ = mgr.open(make_identity("alice", cert=ALICE, handshake_at=0), "alice", ("tls-cert",), "ip")
     long_, _ = mgr.open(make_identity("bob", cert=b"cert-bob", handshake_at=0), "bob", ("tls-cert",), "ip")
     assert mgr.activate_long(long_.id, make_identity("bob", cert=b"cert-bob", handshake_at=0)).ok
@@ -405,7 +412,38 @@ def test_live_sessions_gauge_counts_the_store():
     w.at(1000)
     a, _ = w.login()
     w.login(account="bob")
-    assert live_sessions(w.mgr, w.clock.seconds()) == 2
+    assert resolve(live_sessions(w.mgr.store, w.clock.seconds())) == 2
     w.mgr.end(a.id, "logout")
-    assert live_sessions(w.mgr, w.clock.seconds()) == 1
-    assert live_sessions(w.mgr, 1000 + 301) == 0  # grace passed: expired, not live
+    assert resolve(live_sessions(w.mgr.store, w.clock.seconds())) == 1
+    assert resolve(live_sessions(w.mgr.store, 1000 + 301)) == 0  # grace passed: expired, not live
+
+
+def test_checks_wait_for_a_running_revalidation():
+    """After a trust reload the revalidation may take a store round trip; a request meanwhile is
+    decided after it, so it never rides on a session that is being ended."""
+    from twisted.internet.defer import Deferred
+
+    from proxy.stores.memory import MemoryEngine
+    from proxy.stores.asynchronous import ImmediateStore
+
+    class Slow(ImmediateStore):
+        gate: "Deferred | None" = None
+
+        def list(self):
+            d = super().list()
+            if self.gate is None:
+                return d
+            held, self.gate = self.gate, None
+            return held.addCallback(lambda _: d)
+
+    store = Slow(MemoryEngine(), "slow store")
+    w = World(store=store)
+    rec, _ = w.login()
+    gate = store.gate = Deferred()
+    reval = w.mgr.store.revalidate(lambda r: False, "trust-store-changed")  # the raw manager: not resolved yet
+    pending = w.mgr.store.check(rec.id, make_identity(presented=False), "192.0.2.1")
+    assert not pending.called  # waits for the revalidation
+    gate.callback(None)
+    assert resolve(reval) == 1
+    chk = resolve(pending)
+    assert not chk.ok and chk.reason == "session-ended"

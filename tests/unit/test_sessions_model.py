@@ -9,6 +9,7 @@ from twisted.internet.task import Clock
 from proxy.audit import memory_audit
 from proxy.sessions import SessionManager
 from proxy.stores.memory import MemoryStore
+from tests.reactor_thread import Blocking
 from proxy.stores.testing import FakeTunnels, make_config, make_identity
 
 G, L, IDLE, MAX, FRESH = 300, 3600, 1800, 20000, 30
@@ -57,10 +58,10 @@ def test_manager_follows_the_model(events):
     clock = Clock()
     clock.advance(1000)
     tunnels = FakeTunnels()
-    store = MemoryStore()
+    store = Blocking(MemoryStore())
     cfg = make_config({"sessions": {"grace": G, "long_grace": L, "idle_timeout": IDLE, "max_lifetime": MAX,
                                     "presence_interval": FRESH}})
-    mgr = SessionManager(store, clock, cfg.sessions, tunnels, memory_audit(clock.seconds))
+    mgr = Blocking(SessionManager(store.store, clock, cfg.sessions, tunnels, memory_audit(clock.seconds)))
     rec, _ = mgr.open(make_identity("alice", cert=ALICE, handshake_at=1000), "alice", ("tls-cert",), "ip")
     tunnels.live.add(rec.id)
     model = Model(1000)

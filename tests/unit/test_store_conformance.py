@@ -1,4 +1,6 @@
-"""One conformance mixin for ISessionStore, run against memory, SQLite and a real redis-server."""
+"""One conformance mixin, run against both faces (blocking engine, asynchronous store) of memory,
+SQLite and a real redis-server. The asynchronous stores are driven through ``Blocking`` views
+(the memory store's Deferreds have fired; SQLite and Redis run on a real reactor thread)."""
 
 from __future__ import annotations
 
@@ -9,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from proxy.stores import StoreError, open_store
-from proxy.stores.interface import ISessionStore, SessionRecord, TOMBSTONE_SECONDS
-from proxy.stores.memory import MemoryStore
-from proxy.stores.redis import RedisStore
-from proxy.stores.sqlite import SQLiteStore
+from proxy.stores import StoreError, open_engine, open_store
+from proxy.stores.interface import (REPLACED, IBlockingStore, ISessionStore, LimitReached, SessionRecord,
+                                    TOMBSTONE_SECONDS)
+from proxy.stores.memory import MemoryEngine, MemoryStore
+from proxy.stores.redis import RedisEngine, RedisStore, parse_url
+from proxy.stores.sqlite import SQLiteEngine, SQLiteStore
+from tests.reactor_thread import Blocking, blocking, reactor_running
 from tests.redis_fixture import redis_server  # noqa: F401  (pytest fixture)
 
 T0 = 2_000_000_000.123456789  # realistic epoch times: Redis TTLs are computed from them
@@ -34,8 +38,76 @@ class StoreConformance:
         """Another handle on the same backend (another connection / process view)."""
         raise NotImplementedError
 
-    def test_is_an_isessionstore(self, store):
-        assert isinstance(store, ISessionStore)
+    def test_is_a_store(self, store):
+        if isinstance(store, Blocking):
+            assert isinstance(store.store, ISessionStore)
+        else:
+            assert isinstance(store, IBlockingStore)
+
+    def test_limited_create_refuses_or_replaces_the_oldest(self, store):
+        store.create(rec(1, created_at=T0))
+        store.create(rec(2, created_at=T0 + 1))
+        store.create(rec(3, account="bob"))
+        store.create(rec(4, ended="logout"))  # tombstones do not count
+        with pytest.raises(LimitReached, match="'alice' already has 2"):
+            store.create(rec(5, created_at=T0 + 2), limit=2)
+        assert store.get(rec(5).id) is None
+        assert store.create(rec(5, created_at=T0 + 2), limit=3) == []
+        assert store.create(rec(6, created_at=T0 + 3), limit=2, replace=True) == [rec(1).id, rec(2).id]
+        assert store.get(rec(1).id).ended == REPLACED and store.get(rec(2).id).ended == REPLACED
+        assert store.get(rec(5).id).ended is None and store.get(rec(6).id).ended is None
+        assert store.get(rec(3).id).ended is None
+        store.delete(rec(5).id)
+        assert store.create(rec(7, created_at=T0 + 4), limit=2) == []
+        with pytest.raises(StoreError, match="already exists"):
+            store.create(rec(7), limit=5)
+
+    def test_concurrent_limited_creates_admit_exactly_the_limit(self, store):
+        handles = [store] + [self.peer(store) for _ in range(3)]
+        admitted: list[int] = []
+        lock = threading.Lock()
+        barrier = threading.Barrier(8)
+
+        def worker(i: int) -> None:
+            barrier.wait()
+            try:
+                handles[i % len(handles)].create(rec(100 + i, created_at=T0 + i), limit=3)
+            except LimitReached:
+                return
+            with lock:
+                admitted.append(i)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(admitted) == 3
+        assert len([r for r in store.list() if r.ended is None]) == 3
+
+    def test_stash_is_taken_once_and_expires(self, store):
+        store.stash("cockpit", "n1", '{"a": 1}', T0 + 60)
+        assert self.peer(store).unstash("cockpit", "n1", T0) == '{"a": 1}'
+        assert store.unstash("cockpit", "n1", T0) is None
+        store.stash("cockpit", "n2", "x", T0 + 60)
+        assert store.unstash("other", "n2", T0) is None
+        assert store.unstash("cockpit", "n2", T0 + 61) is None  # expired (Redis: by its own TTL, later)
+
+    def test_slots_are_capped_released_and_expire(self, store):
+        assert [store.take_slot("startups", f"s{i}", T0, T0 + 30, 3) for i in range(4)] == [0, 1, 2, -1]
+        assert self.peer(store).take_slot("startups", "p", T0, T0 + 30, 3) == -1  # shared by every handle
+        store.release_slot("startups", "s1")
+        assert store.take_slot("startups", "s4", T0, T0 + 30, 3) == 2
+        assert store.take_slot("other", "x", T0, T0 + 30, 3) == 0  # namespaces are separate
+        assert store.take_slot("startups", "late", T0 + 30, T0 + 60, 3) == 0  # all expired at T0 + 30
+
+    def test_get_many_and_ping(self, store):
+        store.create(rec(1))
+        store.create(rec(2, ended="logout"))
+        got = store.get_many([rec(1).id, rec(2).id, rec(3).id])
+        assert got == {rec(1).id: rec(1), rec(2).id: rec(2, ended="logout"), rec(3).id: None}
+        assert store.get_many([]) == {}
+        assert store.ping() is None
 
     def test_create_get_roundtrip_is_exact(self, store):
         r = rec()
@@ -178,11 +250,30 @@ class PurgingStore(StoreConformance):
         assert store.consume_once("receipt", "old", T0 + 10) is True  # forgotten after it expired
 
 
+class TestMemoryEngine(PurgingStore):
+    @pytest.fixture
+    def store(self):
+        s = MemoryEngine()
+        yield s
+        s.close()
+
+    def peer(self, store):
+        return store
+
+    def test_closed_store_refuses_use(self):
+        s = MemoryEngine()
+        s.close()
+        with pytest.raises(StoreError, match="after close"):
+            s.get("x")
+
+
 class TestMemoryStore(PurgingStore):
+    """The asynchronous face: every Deferred has fired when returned (no reactor involved)."""
+
     @pytest.fixture
     def store(self):
         s = MemoryStore()
-        yield s
+        yield Blocking(s)
         s.close()
 
     def peer(self, store):
@@ -192,7 +283,8 @@ class TestMemoryStore(PurgingStore):
         s = MemoryStore()
         s.close()
         with pytest.raises(StoreError, match="after close"):
-            s.get("x")
+            Blocking(s).get("x")
+        assert "after close" in s.monitor.problem()
 
 
 class PersistentStore:
@@ -213,10 +305,10 @@ class PersistentStore:
             again.close()
 
 
-class TestSQLiteStore(PurgingStore, PersistentStore):
+class TestSQLiteEngine(PurgingStore, PersistentStore):
     @pytest.fixture
     def store(self, tmp_path):
-        s = SQLiteStore(tmp_path / "sessions.db")
+        s = SQLiteEngine(tmp_path / "sessions.db")
         self._peers = []
         yield s
         for p in self._peers:
@@ -224,18 +316,18 @@ class TestSQLiteStore(PurgingStore, PersistentStore):
         s.close()
 
     def peer(self, store):
-        p = SQLiteStore(store.path)  # its own connection, as another worker process would have
+        p = SQLiteEngine(store.path)  # its own connection, as another worker process would have
         self._peers.append(p)
         return p
 
     def reopen(self, store):
         store.close()
-        return SQLiteStore(store.path)
+        return SQLiteEngine(store.path)
 
     def test_file_mode_wal_and_open_store(self, tmp_path):
-        s = open_store("sqlite:sub/s.db", tmp_path)
+        s = open_engine("sqlite:sub/s.db", tmp_path)
         try:
-            assert isinstance(s, SQLiteStore) and s.path == tmp_path / "sub" / "s.db"
+            assert isinstance(s, SQLiteEngine) and s.path == tmp_path / "sub" / "s.db"
             assert (s.path.stat().st_mode & 0o777) == 0o600
             import sqlite3
 
@@ -246,15 +338,15 @@ class TestSQLiteStore(PurgingStore, PersistentStore):
     def test_unusable_path_is_a_precise_error(self, tmp_path):
         (tmp_path / "f").write_text("x")
         with pytest.raises(StoreError, match=r"sqlite store .*f/s\.db"):
-            SQLiteStore(tmp_path / "f" / "s.db")
+            SQLiteEngine(tmp_path / "f" / "s.db")
         (tmp_path / "junk.db").write_bytes(b"this is not a database" * 100)
         with pytest.raises(StoreError, match="junk.db"):
-            SQLiteStore(tmp_path / "junk.db")
+            SQLiteEngine(tmp_path / "junk.db")
 
     def test_several_processes_count_every_failure(self, tmp_path):
         db = tmp_path / "shared.db"
-        SQLiteStore(db).close()
-        code = ("import sys; from proxy.stores.sqlite import SQLiteStore; s = SQLiteStore(sys.argv[1]);\n"
+        SQLiteEngine(db).close()
+        code = ("import sys; from proxy.stores.sqlite import SQLiteEngine; s = SQLiteEngine(sys.argv[1]);\n"
                 "wins = sum(s.use_totp_step('alice', 100) for _ in range(1));\n"
                 "[s.incr_failure('ip:x', 2e9 + i, 3600) for i in range(40)]; print(wins)")
         root = Path(__file__).resolve().parents[2]
@@ -263,18 +355,48 @@ class TestSQLiteStore(PurgingStore, PersistentStore):
         wins = [int(p.communicate(timeout=60)[0]) for p in procs]
         assert all(p.returncode == 0 for p in procs)
         assert sum(wins) == 1
-        s = SQLiteStore(db)
+        s = SQLiteEngine(db)
         try:
             assert s.failures("ip:x", 2e9 + 39, 3600) == 160
         finally:
             s.close()
 
 
-class TestRedisStore(StoreConformance, PersistentStore):
+class TestSQLiteStore(PurgingStore, PersistentStore):
+    """The asynchronous face: the engine on its own thread, results delivered on a real reactor."""
+
+    @pytest.fixture
+    def store(self, tmp_path):
+        reactor_running()
+        s = SQLiteStore(tmp_path / "sessions.db")
+        self._peers = []
+        yield Blocking(s, blocking)
+        for p in self._peers:
+            p.store.close()
+        s.close()
+
+    def peer(self, store):
+        p = Blocking(SQLiteStore(store.path), blocking)  # its own thread and connection
+        self._peers.append(p)
+        return p
+
+    def reopen(self, store):
+        store.close()
+        return Blocking(SQLiteStore(store.path), blocking)
+
+    def test_open_store_gives_the_threaded_store(self, tmp_path):
+        s = open_store("sqlite:sub/s.db", tmp_path, reactor=reactor_running())
+        try:
+            assert isinstance(s, SQLiteStore) and s.path == tmp_path / "sub" / "s.db"
+        finally:
+            s.close()
+
+
+class TestRedisEngine(StoreConformance, PersistentStore):
     @pytest.fixture
     def store(self, redis_server):  # noqa: F811
         redis_server.flush()
-        s = RedisStore(redis_server.url, wall=lambda: T0)
+        s = RedisEngine(redis_server.url, wall=lambda: T0)
         self._peers = []
         yield s
         for p in self._peers:
@@ -282,20 +404,13 @@ class TestRedisStore(StoreConformance, PersistentStore):
         s.close()
 
     def peer(self, store):
-        p = RedisStore(store.url)
+        p = RedisEngine(store.url)
         self._peers.append(p)
         return p
 
     def reopen(self, store):
         store.close()
-        return RedisStore(store.url)
-
-    def test_get_many(self, store):
-        store.create(rec(1))
-        store.create(rec(2, ended="logout"))
-        got = store.get_many([rec(1).id, rec(2).id, rec(3).id])
-        assert got == {rec(1).id: rec(1), rec(2).id: rec(2, ended="logout"), rec(3).id: None}
-        assert store.get_many([]) == {}
+        return RedisEngine(store.url)
 
     def check_expiry(self, store, live, ended):
         # Redis forgets by itself: every key carries a TTL from the store's wall clock (here T0)
@@ -305,20 +420,97 @@ class TestRedisStore(StoreConformance, PersistentStore):
         assert store.consume_once("receipt", "old", T0 + 10) is False
         assert store.purge(T0 + 10 ** 6) == 0 and store.get(live.id) == live
 
-    def test_open_store_and_unreachable_server(self, redis_server):  # noqa: F811
-        s = open_store(redis_server.url, "/")
+    def test_open_engine_and_unreachable_server(self, redis_server):  # noqa: F811
+        s = open_engine(redis_server.url, "/")
         try:
-            assert isinstance(s, RedisStore)
+            assert isinstance(s, RedisEngine)
         finally:
             s.close()
         from tests.redis_fixture import free_port
 
         with pytest.raises(StoreError, match=r"redis store redis://127\.0\.0\.1:\d+/0"):
-            RedisStore(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=1)
+            RedisEngine(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=1)
+
+
+def _connected_redis_store(url: str, **kw) -> RedisStore:
+    from tests.blackbox import wait_for
+
+    s = blocking(lambda: RedisStore(url, **kw))
+    wait_for(lambda: s.connected() > 0, 10, what="the Redis store to connect")
+    return s
+
+
+class TestRedisStore(StoreConformance, PersistentStore):
+    """The asynchronous face (txredisapi) against the same redis-server, on a real reactor."""
+
+    @pytest.fixture
+    def store(self, redis_server):  # noqa: F811
+        redis_server.flush()
+        s = _connected_redis_store(redis_server.url, wall=lambda: T0)
+        self._peers = []
+        yield Blocking(s, blocking)
+        for p in self._peers:
+            blocking(p.store.close)
+        blocking(s.close)
+
+    def peer(self, store):
+        p = Blocking(_connected_redis_store(store.url), blocking)
+        self._peers.append(p)
+        return p
+
+    def reopen(self, store):
+        store.close()
+        return Blocking(_connected_redis_store(store.url), blocking)
+
+    def check_expiry(self, store, live, ended):
+        assert TOMBSTONE_SECONDS - 10 < store.ttl("s", ended.id) <= TOMBSTONE_SECONDS
+        assert 86400 * 31 - 10 < store.ttl("s", live.id) <= 86400 * 31
+        assert 50 < store.ttl("o", "receipt:old") <= 60
+        assert store.consume_once("receipt", "old", T0 + 10) is False
+        assert store.purge(T0 + 10 ** 6) == 0 and store.get(live.id) == live
+
+    def test_both_faces_share_one_layout(self, store, redis_server):  # noqa: F811
+        engine = RedisEngine(redis_server.url)
+        try:
+            store.create(rec(1))
+            assert engine.get(rec(1).id) == rec(1)
+            engine.touch(rec(1).id, proved_at=T0 + 3, last_seen=T0 + 3, client_ip="c", long_grace=1)
+            assert store.get(rec(1).id).proved_at == T0 + 3
+            assert engine.create(rec(2), limit=1, replace=True) == [rec(1).id]
+            assert store.get(rec(1).id).ended == REPLACED
+        finally:
+            engine.close()
+
+    def test_unreachable_server_fails_fast_without_blocking(self):
+        from tests.redis_fixture import free_port
+
+        s = blocking(lambda: RedisStore(f"redis://127.0.0.1:{free_port()}/0", deadline=1))
+        try:
+            with pytest.raises(StoreError, match=r"redis store redis://127\.0\.0\.1:\d+/0: not connected"):
+                Blocking(s, blocking).get("x")
+            assert "not connected" in s.monitor.problem()
+        finally:
+            blocking(s.close)
+
+
+def test_redis_urls_parse_and_refuse_passwords():
+    t = parse_url("redis+sentinel://certgate@10.0.0.1:26379,[::1]:26380/mymaster/2")
+    assert (t.scheme, t.hosts, t.service, t.db, t.username) == (
+        "redis+sentinel", (("10.0.0.1", 26379), ("::1", 26380)), "mymaster", 2, "certgate")
+    assert parse_url("rediss://h:6380/1").tls and parse_url("redis://h").hosts == (("h", 6379),)
+    with pytest.raises(StoreError, match="password in the URL"):
+        parse_url("redis://u:secret@h:6379/0")
+    with pytest.raises(StoreError, match="service name"):
+        parse_url("redis+sentinel://h:26379")
+    with pytest.raises(StoreError, match="several hosts"):
+        parse_url("redis://a:1,b:2/0")
 
 
 def test_open_store_rejects_unknown_specs(tmp_path):
     assert isinstance(open_store("memory", tmp_path), MemoryStore)
+    assert isinstance(open_engine("memory", tmp_path), MemoryEngine)
     for bad in ("mysql://x", "sqlite:", "files"):
         with pytest.raises(StoreError, match=r"\[sessions\] store"):
             open_store(bad, tmp_path)
+        with pytest.raises(StoreError, match=r"\[sessions\] store"):
+            open_engine(bad, tmp_path)
