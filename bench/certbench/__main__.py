@@ -18,6 +18,7 @@ from typing import Any
 from . import ceiling, configs, phases, report
 from .pki import make_pki
 from .procs import Proc, start
+from . import runs
 from .runs import FULL, QUICK, Env, Runner
 
 
@@ -121,6 +122,8 @@ def main() -> int:
     ap.add_argument("--flavours", help="override the key flavours, e.g. ec or ec,rsa")
     ap.add_argument("--standin", action="store_true", help="run nginx in the certgate slot (harness development)")
     ap.add_argument("--profile", action="store_true", help="also sample certgate with py-spy")
+    ap.add_argument("--no-floors", dest="floors", action="store_false",
+                    help="skip the Python-floor control rows (bench/floor.py)")
     ap.add_argument("--port-base", type=int, default=19000,
                     help="first candidate port base (ports base+80, +81, +443, +451; next base +1000 if busy)")
     ap.add_argument("--server-cpus", default="0")
@@ -178,8 +181,9 @@ def main() -> int:
     try:
         for rep in range(1, plan.reps + 1):
             order = ["nginx", "certgate"] if rep % 2 else ["certgate", "nginx"]  # interleaved
+            floors = ["floor-static", "floor-fwd"] if rep % 2 else ["floor-fwd", "floor-static"]
             for fl in plan.flavours:
-                for proxy in order:
+                for proxy in (order[:1] + floors + order[1:]) if a.floors else order:
                     log(f"rep {rep} {fl} {proxy}: handshakes, keep-alive, latency, memory")
                     note(runner.clean(lambda: runner.main_run(proxy, fl, rep)))
             for proxy in order:
@@ -236,6 +240,8 @@ def main() -> int:
         print(profile_md)
     log(f"done in {time.monotonic() - t_start:.0f} s; results in {out}/results.md and results.json")
     valid = {r["proxy"] for r in records if r["valid"] and r["kind"] == "main"}
+    if a.floors and not set(runs.FLOORS) <= valid:
+        return 2
     return 0 if {"nginx", "certgate"} <= valid else 2
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Ports:
-    """The loopback ports of one benchmark: base+80, +81, +443, +451."""
+    """The loopback ports of one benchmark: base+80, +81, +443, +451 (+452, +453: the floors)."""
 
     base: int
 
@@ -27,10 +27,11 @@ class Ports:
         return self.base + 81
 
     def proxy(self, name: str) -> int:
-        return self.base + {"nginx": 443, "certgate": 451}[name]
+        return self.base + {"nginx": 443, "certgate": 451, "floor-static": 452, "floor-fwd": 453}[name]
 
     def all(self) -> list[int]:
-        return [self.upstream, self.stream, self.proxy("nginx"), self.proxy("certgate")]
+        return [self.upstream, self.stream, *(self.proxy(p) for p in ("nginx", "certgate", "floor-static",
+                                                                          "floor-fwd"))]
 
 
 def _free(port: int) -> bool:

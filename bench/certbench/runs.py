@@ -18,6 +18,9 @@ from .procs import Proc, pause, pinned, port_open, rss_kib, start, wait_for_quie
 
 Record = dict[str, Any]
 
+#: control rows measured in the same run: name -> bench/floor.py mode
+FLOORS = {"floor-static": "static", "floor-fwd": "forward"}
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -67,6 +70,12 @@ def start_proxy(env: Env, proxy: str, flavour: str, upstream_port: int, workers:
         raise RuntimeError(f"port {port} for {proxy} is already in use by another program; stop it first")
     d = env.out / "run" / f"{proxy}-{tag}"
     log = env.out / "logs" / f"{proxy}-{tag}.log"
+    if proxy in FLOORS:
+        # The Python floor: bench/floor.py on the same wheel and TLS settings (see its docstring).
+        floor = Path(__file__).resolve().parent.parent / "floor.py"
+        argv = [str(env.root / ".venv" / "bin" / "python"), str(floor), FLOORS[proxy], str(port), str(pki),
+                str(upstream_port)]
+        return start(proxy, argv, log, cpus, env=dict(os.environ, PYTHONPATH=str(env.root))), port
     if proxy == "nginx" or not env.certgate:
         conf = configs.nginx_proxy(d, pki, port, upstream_port, streaming=upstream_port == env.ports.stream)
         return start(proxy, ["nginx", "-c", str(conf), "-p", str(d)], log, cpus), port
