@@ -10,6 +10,7 @@
 #              nothing is written into the sources (bench-out/ at the top is git-ignored)
 #   --profile  also sample certgate with py-spy (installed into .venv if missing)
 #   --reps N   override the number of repetitions
+#   --scale N  idle connections held in the scale phase (full: 10000; 0 skips it)
 #   --flavours ec|rsa|ec,rsa   override the key types
 #   --standin  run a second nginx in the certgate slot (to develop the harness itself)
 #   --no-floors  skip the Python-floor control rows (bench/floor.py: static, forwarding)
@@ -35,10 +36,11 @@ while [ $# -gt 0 ]; do
     --out=*) out="${1#--out=}" ;;
     --profile) profile=1; args+=(--profile) ;;
     --reps) args+=(--reps "${2:?--reps needs a number}"); shift ;;
+    --scale) args+=(--scale "${2:?--scale needs a number}"); shift ;;
     --flavours) args+=(--flavours "${2:?--flavours needs ec, rsa or ec,rsa}"); shift ;;
     --standin) args+=(--standin) ;;
     --no-floors) args+=(--no-floors) ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument '$1' (see --help)" >&2; exit 64 ;;
   esac
   shift

@@ -119,6 +119,7 @@ def main() -> int:
     ap.add_argument("--root", required=True, type=Path, help="the repository")
     ap.add_argument("--tools", required=True, type=Path, help="folder with cgload and certinject.so")
     ap.add_argument("--reps", type=int, help="override the number of repetitions")
+    ap.add_argument("--scale", type=int, help="idle connections of the scale phase (0: skip; full: 10000)")
     ap.add_argument("--flavours", help="override the key flavours, e.g. ec or ec,rsa")
     ap.add_argument("--standin", action="store_true", help="run nginx in the certgate slot (harness development)")
     ap.add_argument("--profile", action="store_true", help="also sample certgate with py-spy")
@@ -133,6 +134,8 @@ def main() -> int:
     plan = QUICK if a.quick else FULL
     if a.reps:
         plan = dataclasses.replace(plan, reps=a.reps)
+    if a.scale is not None:
+        plan = dataclasses.replace(plan, scale_conns=a.scale)
     if a.flavours:
         bad = set(a.flavours.split(",")) - {"ec", "rsa"}
         if bad:

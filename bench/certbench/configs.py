@@ -60,8 +60,8 @@ _NGINX_COMMON = """worker_processes 1;
 daemon off;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
-worker_rlimit_nofile 16384;
-events {{ worker_connections 8192; }}
+worker_rlimit_nofile 65536;
+events {{ worker_connections 32768; }}
 """
 
 
@@ -153,6 +153,8 @@ certificate = {pki}/server.pem
 key = {pki}/server.key
 client_auth = need
 workers = {workers}
+; the scale phase holds 10,000 idle connections and then still expects new ones in
+max_connections = 20000
 
 [trust]
 store = {pki}/trust.d

@@ -164,3 +164,36 @@ def idle_rss(t: Target, n: int, hold_s: float = 120.0) -> Parsed:
         res["last_error"] = (err or "")[-300:]
     pause(1.0)
     return res
+
+
+def scale(t: Target, n: int, probe_s: float = 3.0, hold_s: float = 300.0) -> Parsed:
+    """Hold ``n`` idle mTLS connections; read the proxy's RSS; then time new clients meanwhile.
+
+    The new clients are ``cgload hs -c 1`` (one full handshake plus one request each, one at
+    a time) for ``probe_s`` seconds; their p50/p99 are what a person arriving at a busy gateway
+    waits. The file-descriptor limit is raised by the harness at start (inherited by all).
+    """
+    argv = t.cgload_argv("idle", "-n", str(n), "-c", "100", "-d", f"{hold_s}s")
+    p = subprocess.Popen(pinned(t.load_cpus, argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=t.go_env())
+    assert p.stdin and p.stdout and p.stderr
+    ready = ""
+    for line in p.stderr:
+        if line.startswith("READY"):
+            ready = line
+            break
+    pause(2.0)
+    res: Parsed = {"rss_kib": rss_kib(t.server.pids)}
+    parts = ready.split()
+    res["opened"] = int(parts[1]) if len(parts) == 3 else 0
+    res["failed"] = int(parts[2]) if len(parts) == 3 else n
+    probe = cgload(t, "scale_probe", "hs", probe_s, "-c", "1")
+    res.update(probe_ok=probe.get("ok"), probe_errors=probe.get("errors"), p50_ms=probe.get("p50_ms"),
+               p99_ms=probe.get("p99_ms"), probe_server_us=probe.get("server_us_per_op"))
+    try:
+        p.communicate(input="", timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+    pause(2.0)
+    return res

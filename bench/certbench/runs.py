@@ -35,6 +35,7 @@ class Plan:
     ws_s: float
     workers_s: float
     idle_conns: int          # 0: skip the RSS-with-idle-connections phase
+    scale_conns: int         # 0: skip the 10,000-idle-connections phase (ECDSA, main runs)
     body_bytes: int          # 0: skip the large-body phases
     body_transfers: int
     ceiling_s: int
@@ -42,8 +43,8 @@ class Plan:
     retry_budget: int        # runs that may be repeated because other programs loaded the machine
 
 
-QUICK = Plan("quick", 1, ("ec",), 3, 3, 2, 3, 3, 0, 0, 0, 1, 0, 0)
-FULL = Plan("full", 3, ("ec", "rsa"), 10, 10, 5, 8, 8, 1000, 256 << 20, 2, 3, 15, 6)
+QUICK = Plan("quick", 1, ("ec",), 3, 3, 2, 3, 3, 0, 0, 0, 0, 1, 0, 0)
+FULL = Plan("full", 3, ("ec", "rsa"), 10, 10, 5, 8, 8, 1000, 10000, 256 << 20, 2, 3, 15, 6)
 
 
 @dataclass
@@ -223,6 +224,13 @@ class Runner:
                 m["conn_kib"] = (idle["rss_kib"] - m["rss_idle"] * 1024) / plan.idle_conns
             else:
                 ph["idle_conns"]["errors"] = idle["failed"] or 1
+        if plan.scale_conns and flavour == "ec" and rec["proxy"] in ("nginx", "certgate"):
+            sc = ph["scale"] = phases.scale(t, plan.scale_conns)
+            if sc["opened"] == plan.scale_conns and not sc.get("probe_errors") and sc.get("probe_ok"):
+                m["rss_10k"] = sc["rss_kib"] / 1024
+                m["scale_p50"], m["scale_p99"] = sc["p50_ms"], sc["p99_ms"]
+            else:
+                sc["errors"] = sc["failed"] or sc.get("probe_errors") or 1
         hs = ph["hs"] = phases.cgload(t, "hs", "hs", plan.hs_s, "-c", "16")
         m["hs_rate"], m["hs_us"] = hs.get("rate"), hs.get("server_us_per_op")
         ka = ph["ka"] = phases.wrk(t, "ka", 32, plan.ka_s)

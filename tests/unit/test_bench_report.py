@@ -111,6 +111,15 @@ def test_summary_medians_spread_ratio_and_targets() -> None:
     assert "ws_rate" not in rows  # no data, no row
 
 
+def test_scale_row_is_judged_on_certgate_alone() -> None:
+    recs = [_rec("nginx", 1, scale_p99=3.0, rss_10k=90), _rec("certgate", 1, scale_p99=42.0, rss_10k=300)]
+    rows = {r["metric"]: r for r in report.summarize(recs, None)}
+    assert rows["scale_p99"]["met"] is True and rows["scale_p99"]["target"] == "< 100 ms"
+    recs[1]["metrics"]["scale_p99"] = 140.0
+    assert {r["metric"]: r for r in report.summarize(recs, None)}["scale_p99"]["met"] is False
+    assert {r["metric"]: r for r in report.summarize(recs, None)}["rss_10k"]["ratio"] == pytest.approx(300 / 90)
+
+
 def test_summary_workers_and_ceiling_rows() -> None:
     recs = [_rec("certgate", 1, kind="workers1", ka_rps=5000, ka_us=100),
             _rec("certgate", 1, kind="workers2", ka_rps=9500, ka_us=105),
