@@ -216,10 +216,12 @@ def test_bytes_inside_openssl_are_delivered_when_reading_resumes(server: Server,
     server.spin(lambda: "done" in box, what="the client")
 
 
-def _send_and_hold(ctx: ssl.SSLContext, port: int, payload: bytes) -> bytes:
+def _send_and_hold(ctx: ssl.SSLContext, port: int, payload: bytes, sent: threading.Event | None = None) -> bytes:
     with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), 5), server_hostname="localhost") as s:
         s.settimeout(5)
         s.sendall(payload)
+        if sent is not None:
+            sent.set()
         return s.recv(1)  # ends when the server closes
 
 
@@ -290,3 +292,31 @@ def test_lose_connection_sends_close_notify(server: Server, tmp_path: Path) -> N
     server.protocols[0].transport.loseConnection()
     server.spin(lambda: "done" in box, what="the client")
     assert box.get("result") == b"", box
+
+
+def test_streamed_bytes_arrive_whole_and_in_joined_records(server: Server, tmp_path: Path) -> None:
+    """256 KiB in 16 KiB TLS records: every byte arrives in order, and records that are
+    already there are handed over together (fewer, larger dataReceived calls)."""
+    sizes: list[int] = []
+
+    sent = threading.Event()
+
+    class Sizes(Recorder):
+        def handshakeCompleted(self) -> None:
+            self.transport.pauseProducing()  # read nothing until the client has sent it all
+
+        def dataReceived(self, data: bytes) -> None:
+            sizes.append(len(data))
+            self.data += data
+
+    server.protocol_class = Sizes
+    ctx = server.client_context(tmp_path)
+    payload = bytes(range(256)) * 1024
+    box = in_thread(lambda: _send_and_hold(ctx, server.port_number, payload, sent))
+    server.spin(lambda: sent.is_set() and bool(server.protocols), what="the client to send everything")
+    server.protocols[0].transport.resumeProducing()
+    server.spin(lambda: len(server.protocols[0].data) == len(payload), what="the whole payload")
+    assert server.protocols[0].data == payload
+    assert max(sizes) > 16384 and max(sizes) <= _tls_socket.TLSServer.bufferSize
+    server.protocols[0].transport.loseConnection()
+    server.spin(lambda: "done" in box, what="the client")
