@@ -23,7 +23,9 @@ It does not verify anything itself: the context's verify callback decides (proxy
 
 from __future__ import annotations
 
+import ipaddress
 import socket
+import sys
 from typing import Any
 
 from OpenSSL import SSL
@@ -75,6 +77,17 @@ class TLSServer(tcp.Server):
     def getHandle(self) -> Any:
         """The ``SSL.Connection`` (not the socket), as with Twisted's TLS transport."""
         return self._tlsConnection
+
+    def getHost(self) -> Any:
+        """The local address; the listening one when the port is bound to one address (no
+        ``getsockname`` per connection), else the socket's own."""
+        host = self.server.fixed_host
+        return host if host is not None else tcp.Server.getHost(self)
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        if enabled and self.server.nodelay:
+            return  # inherited from the listening socket at accept (Linux)
+        tcp.Server.setTcpNoDelay(self, enabled)
 
     def write(self, data: bytes) -> None:
         """Send at once when nothing is queued (no epoll round trip); queue the rest."""
@@ -283,11 +296,33 @@ class TLSPort(tcp.Port):
     """
 
     transport = TLSServer
+    #: accepted sockets inherit TCP_NODELAY from the listening socket (set in createInternetSocket)
+    nodelay = False
+    #: the listening address when it is one address (not a wildcard): every connection's getHost()
+    fixed_host: Any = None
 
     def __init__(self, port: Any, factory: Any, creator: Any, backlog: int = 50, interface: str = "",
                  reactor: Any = None) -> None:
         super().__init__(port, factory, backlog, interface, reactor)
         self.creator = creator
+
+    def createInternetSocket(self) -> socket.socket:
+        skt = super().createInternetSocket()
+        if sys.platform.startswith("linux"):
+            try:
+                skt.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.nodelay = True
+            except OSError:
+                self.nodelay = False
+        return skt
+
+    def startListening(self) -> None:
+        super().startListening()
+        host = self.getHost()
+        if ipaddress.ip_address(host.host.split("%")[0]).is_unspecified:
+            self.fixed_host = None
+        else:
+            self.fixed_host = host
 
 
 def listen_tls(reactor: Any, binding: Any, factory: Any, creator: Any, backlog: int = 1024) -> TLSPort:

@@ -142,6 +142,8 @@ def test_handshake_gives_the_protocol_the_connection_and_identity(server: Server
     assert isinstance(p.handle, SSL.Connection)
     assert p.identity is not None and p.identity.account == "alice" and p.identity.presented
     assert p.transport.getPeer().host == "127.0.0.1"
+    assert p.transport.getHost().port == server.port_number and p.transport.getHost().host == "127.0.0.1"
+    assert p.transport.getTcpNoDelay()  # inherited from the listening socket
 
 
 def test_refused_certificate_gets_its_alert_not_a_reset(server: Server, tmp_path: Path) -> None:
