@@ -195,5 +195,19 @@ def scale(t: Target, n: int, probe_s: float = 3.0, hold_s: float = 300.0) -> Par
     except subprocess.TimeoutExpired:
         p.kill()
         p.communicate()
-    pause(2.0)
+    res["settle_s"] = settle(t.server.pids)
     return res
+
+
+def settle(pids: list[int], limit_s: float = 30.0, idle_share: float = 0.05) -> float:
+    """Wait until ``pids`` use under ``idle_share`` of a core for 1 s (e.g. done closing 10,000
+    connections), at most ``limit_s``; returns the seconds waited."""
+    t0 = time.monotonic()
+    last = cpu_seconds(pids)
+    while time.monotonic() - t0 < limit_s:
+        pause(1.0)
+        now = cpu_seconds(pids)
+        if now - last < idle_share:
+            break
+        last = now
+    return round(time.monotonic() - t0, 1)
