@@ -151,6 +151,8 @@ class TLSServer(tcp.Server):
         self.stopWriting()
         if self._linger is not None:
             return None
+        if self.disconnecting:
+            return main.CONNECTION_DONE  # loseConnection() before the handshake ended: close now
         return self._handshake()
 
     def writeSomeData(self, data: Any) -> Any:

@@ -322,3 +322,17 @@ def test_streamed_bytes_arrive_whole_and_in_joined_records(server: Server, tmp_p
     assert max(sizes) > 16384 and max(sizes) <= _tls_socket.TLSServer.bufferSize
     server.protocols[0].transport.loseConnection()
     server.spin(lambda: "done" in box, what="the client")
+
+
+def test_lose_connection_before_the_handshake_closes_at_once(server: Server) -> None:
+    """A drain that meets a connection still in its handshake closes it (no waiting for the deadline)."""
+    raw = socket.create_connection(("127.0.0.1", server.port_number), 5)
+    try:
+        server.spin(lambda: bool(server.protocols) and server.protocols[0].transport is not None,
+                    what="the accept")
+        server.protocols[0].transport.loseConnection()
+        server.spin(lambda: server.protocols[0].lost is not None, what="the close")
+        raw.settimeout(5)
+        assert raw.recv(10) == b""
+    finally:
+        raw.close()
