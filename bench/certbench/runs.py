@@ -76,7 +76,11 @@ def start_proxy(env: Env, proxy: str, flavour: str, upstream_port: int, workers:
         floor = Path(__file__).resolve().parent.parent / "floor.py"
         argv = [str(env.root / ".venv" / "bin" / "python"), str(floor), FLOORS[proxy], str(port), str(pki),
                 str(upstream_port)]
-        return start(proxy, argv, log, cpus, env=dict(os.environ, PYTHONPATH=str(env.root))), port
+        fenv = dict(os.environ, PYTHONPATH=str(env.root))
+        conf = env.root / "proxy" / "openssl-certgate.cnf"  # certgate's NumTickets = 0, as certgate runs
+        if conf.exists():
+            fenv["OPENSSL_CONF"] = str(conf)
+        return start(proxy, argv, log, cpus, env=fenv), port
     if proxy == "nginx" or not env.certgate:
         conf = configs.nginx_proxy(d, pki, port, upstream_port, streaming=upstream_port == env.ports.stream)
         return start(proxy, ["nginx", "-c", str(conf), "-p", str(d)], log, cpus), port
