@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # certgate's benchmark: certgate against nginx doing the same mTLS-proxy job.
 #
-# Usage: bench/run.sh [--quick|--full] [--out DIR] [--profile] [--reps N] [--flavours F] [--standin]
+# Usage: bench/run.sh [--quick|--full] [--out DIR] [--profile] [--reps N] [--flavours F] [--standin] [--no-floors]
 #   --quick    1 repetition, short phases, ECDSA only, no 1,000-connection or large-body
 #              phases (under 2 minutes); for development
 #   --full     3 interleaved repetitions of every phase, ECDSA and RSA (the default;
@@ -10,10 +10,12 @@
 #              nothing is written into the sources (bench-out/ at the top is git-ignored)
 #   --profile  also sample certgate with py-spy (installed into .venv if missing)
 #   --reps N   override the number of repetitions
+#   --scale N  idle connections held in the scale phase (full: 10000; 0 skips it)
 #   --flavours ec|rsa|ec,rsa   override the key types
 #   --standin  run a second nginx in the certgate slot (to develop the harness itself)
 #   --sessions-only  only the session-mode rows (cookie + store lookup per request, SQLite and
 #              Redis, next to certificate-only); they are part of every --quick/--full run too
+#   --no-floors  skip the Python-floor control rows (bench/floor.py: static, forwarding)
 # bench/run.sh --summarize DIR   prints the table of an earlier run again (DIR/results.json)
 #
 # Needs `make` to have created .venv with certgate installed (.venv/bin/certgate).
@@ -36,9 +38,11 @@ while [ $# -gt 0 ]; do
     --out=*) out="${1#--out=}" ;;
     --profile) profile=1; args+=(--profile) ;;
     --reps) args+=(--reps "${2:?--reps needs a number}"); shift ;;
+    --scale) args+=(--scale "${2:?--scale needs a number}"); shift ;;
     --flavours) args+=(--flavours "${2:?--flavours needs ec, rsa or ec,rsa}"); shift ;;
     --standin) args+=(--standin) ;;
     --sessions-only) args+=(--sessions-only) ;;
+    --no-floors) args+=(--no-floors) ;;
     -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument '$1' (see --help)" >&2; exit 64 ;;
   esac

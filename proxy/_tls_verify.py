@@ -160,7 +160,8 @@ class HandshakeVerifier:
         peer = "?"
         host = "?"
         try:
-            addr = conn.get_app_data().transport.getPeer()
+            app = conn.get_app_data()  # TLSServer, or TLSMemoryBIOProtocol (whose transport is TCP)
+            addr = getattr(app, "transport", app).getPeer()
             host = addr.host
             peer = f"{addr.host}:{addr.port}"
         except Exception:

@@ -42,9 +42,10 @@ class _Listener(Service):
     """Listen on the configured address; stopping stops accepting (existing connections stay)."""
 
     def __init__(self, reactor: Any, address: str, port: int, factory: Any, reuse_port: bool,
-                 name: str = "listener") -> None:
+                 name: str = "listener", creator: Any = None) -> None:
         self._reactor, self._address, self._port = reactor, address, port
         self._factory, self._reuse_port = factory, reuse_port
+        self._creator = creator  # set: TLS on the socket itself (proxy._tls_socket) for factory
         self.port: IListeningPort | None = None
         self.setName(name)
 
@@ -54,7 +55,12 @@ class _Listener(Service):
         super().startService()
         binding = makeBinding(self._address, self._port, reuseAddress=True, reusePort=self._reuse_port)
         try:
-            self.port = self._reactor.listenTCP(binding, self._factory, backlog=1024)
+            if self._creator is not None:
+                from proxy._tls_socket import listen_tls
+
+                self.port = listen_tls(self._reactor, binding, self._factory, self._creator, backlog=1024)
+            else:
+                self.port = self._reactor.listenTCP(binding, self._factory, backlog=1024)
         except CannotListenError as e:  # taken after the start checks: one line, status 2
             sys.stderr.write(f"certgate: [listen] port: {self._address}:{self._port} cannot be bound: "
                              f"{e.socketError}\n")
@@ -200,8 +206,6 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
-    from twisted.protocols.tls import TLSMemoryBIOFactory
-
     from proxy.audit import Audit
     from proxy.gate import Gate
     from proxy.http1 import GatewayFactory
@@ -246,7 +250,6 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
     metrics.gauge("websocket_tunnels", "Open WebSocket tunnels", (), lambda: [((), float(tunnels.count()))])
     if not is_worker:
         register_gauges(metrics, trust_state, reactor, sessions)
-    tls_factory = TLSMemoryBIOFactory(creator, False, http, clock=reactor)
     gw.parts.update(trust=trust_state, tls=creator, store=store, tunnels=tunnels, sessions=sessions, gate=gate,
                     pools=pools, http=http, metrics=metrics, audit=audit)
 
@@ -267,8 +270,8 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
 
     trust_state.add_listener(after_reload)
     _log_ticket_check(trust_state.current.identity)
-    _Listener(reactor, cfg.listen.address, cfg.listen.port, tls_factory,
-              reuse_port=cfg.listen.workers > 1).setServiceParent(gw)
+    _Listener(reactor, cfg.listen.address, cfg.listen.port, http, reuse_port=cfg.listen.workers > 1,
+              creator=creator).setServiceParent(gw)
     if cfg.trust.reload_interval > 0:
         TimerService(cfg.trust.reload_interval, trust_state.maybe_reload).setServiceParent(gw)
     if cfg.admin.port and not is_worker:

@@ -51,9 +51,14 @@ class LiveServerTLS:
         self.connections_made = 0
 
     def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        return self.socket_connection(None)
+
+    def socket_connection(self, sock: Any) -> SSL.Connection:
+        """A new server ``SSL.Connection`` on ``sock`` (None: memory BIOs) with the current context,
+        registered with that generation's verifier (proxy._tls_socket calls this per accept)."""
         self.trust_state.quick_check()
         snap = self.trust_state.current
-        conn = SSL.Connection(snap.context, None)
+        conn = SSL.Connection(snap.context, sock)
         snap.verifier.register(conn)
         self.connections_made += 1
         return conn
@@ -92,8 +97,8 @@ def identify(transport: Any, now: float) -> ConnectionIdentity | None:
 def _identify(transport: Any, now: float) -> ConnectionIdentity | None:
     """The frozen identity of a connection whose TLS handshake just completed.
 
-    ``transport`` is the ``TLSMemoryBIOProtocol`` (``getHandle()`` gives the
-    ``SSL.Connection``); ``now`` is the handshake time from the caller's clock. Returns
+    ``transport`` is a ``proxy._tls_socket.TLSServer`` or a ``TLSMemoryBIOProtocol``
+    (``getHandle()`` gives the ``SSL.Connection`` of either); ``now`` is the handshake time from the caller's clock. Returns
     None when the connection must be aborted: ``need`` mode without an accepted,
     mapped certificate (normally refused inside the handshake already), a resumed
     handshake in ``need`` mode, or a connection not made by :class:`LiveServerTLS`.

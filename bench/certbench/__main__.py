@@ -18,6 +18,7 @@ from typing import Any
 from . import ceiling, configs, phases, report, sessionmode
 from .pki import make_pki
 from .procs import Proc, start
+from . import runs
 from .runs import FULL, QUICK, Env, Runner
 
 
@@ -118,11 +119,14 @@ def main() -> int:
     ap.add_argument("--root", required=True, type=Path, help="the repository")
     ap.add_argument("--tools", required=True, type=Path, help="folder with cgload and certinject.so")
     ap.add_argument("--reps", type=int, help="override the number of repetitions")
+    ap.add_argument("--scale", type=int, help="idle connections of the scale phase (0: skip; full: 10000)")
     ap.add_argument("--flavours", help="override the key flavours, e.g. ec or ec,rsa")
     ap.add_argument("--standin", action="store_true", help="run nginx in the certgate slot (harness development)")
     ap.add_argument("--profile", action="store_true", help="also sample certgate with py-spy")
     ap.add_argument("--sessions-only", action="store_true",
                     help="only the session-mode rows (cookie + store lookup per request; SQLite, Redis)")
+    ap.add_argument("--no-floors", dest="floors", action="store_false",
+                    help="skip the Python-floor control rows (bench/floor.py)")
     ap.add_argument("--port-base", type=int, default=19000,
                     help="first candidate port base (ports base+80, +81, +443, +451; next base +1000 if busy)")
     ap.add_argument("--server-cpus", default="0")
@@ -132,6 +136,8 @@ def main() -> int:
     plan = QUICK if a.quick else FULL
     if a.reps:
         plan = dataclasses.replace(plan, reps=a.reps)
+    if a.scale is not None:
+        plan = dataclasses.replace(plan, scale_conns=a.scale)
     if a.flavours:
         bad = set(a.flavours.split(",")) - {"ec", "rsa"}
         if bad:
@@ -181,8 +187,9 @@ def main() -> int:
     try:
         for rep in range(1, 0 if a.sessions_only else plan.reps + 1):
             order = ["nginx", "certgate"] if rep % 2 else ["certgate", "nginx"]  # interleaved
+            floors = ["floor-static", "floor-fwd"] if rep % 2 else ["floor-fwd", "floor-static"]
             for fl in plan.flavours:
-                for proxy in order:
+                for proxy in (order[:1] + floors + order[1:]) if a.floors else order:
                     log(f"rep {rep} {fl} {proxy}: handshakes, keep-alive, latency, memory")
                     note(runner.clean(lambda: runner.main_run(proxy, fl, rep)))
             for proxy in order:
@@ -256,6 +263,8 @@ def main() -> int:
         print(profile_md)
     log(f"done in {time.monotonic() - t_start:.0f} s; results in {out}/results.md and results.json")
     valid = {r["proxy"] for r in records if r["valid"] and r["kind"] == "main"}
+    if a.floors and not set(runs.FLOORS) <= valid:
+        return 2
     return 0 if {"nginx", "certgate"} <= valid else 2
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Ports:
-    """The loopback ports of one benchmark: base+80, +81, +443, +451."""
+    """The loopback ports of one benchmark: base+80, +81, +443, +451 (+452, +453: the floors)."""
 
     base: int
 
@@ -27,10 +27,11 @@ class Ports:
         return self.base + 81
 
     def proxy(self, name: str) -> int:
-        return self.base + {"nginx": 443, "certgate": 451}[name]
+        return self.base + {"nginx": 443, "certgate": 451, "floor-static": 452, "floor-fwd": 453}[name]
 
     def all(self) -> list[int]:
-        return [self.upstream, self.stream, self.proxy("nginx"), self.proxy("certgate")]
+        return [self.upstream, self.stream, *(self.proxy(p) for p in ("nginx", "certgate", "floor-static",
+                                                                          "floor-fwd"))]
 
 
 def _free(port: int) -> bool:
@@ -59,8 +60,8 @@ _NGINX_COMMON = """worker_processes 1;
 daemon off;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
-worker_rlimit_nofile 16384;
-events {{ worker_connections 8192; }}
+worker_rlimit_nofile 65536;
+events {{ worker_connections 32768; }}
 """
 
 
@@ -152,6 +153,8 @@ certificate = {pki}/server.pem
 key = {pki}/server.key
 client_auth = need
 workers = {workers}
+; the scale phase holds 10,000 idle connections and then still expects new ones in
+max_connections = 20000
 
 [trust]
 store = {pki}/trust.d

@@ -164,3 +164,50 @@ def idle_rss(t: Target, n: int, hold_s: float = 120.0) -> Parsed:
         res["last_error"] = (err or "")[-300:]
     pause(1.0)
     return res
+
+
+def scale(t: Target, n: int, probe_s: float = 3.0, hold_s: float = 300.0) -> Parsed:
+    """Hold ``n`` idle mTLS connections; read the proxy's RSS; then time new clients meanwhile.
+
+    The new clients are ``cgload hs -c 1`` (one full handshake plus one request each, one at
+    a time) for ``probe_s`` seconds; their p50/p99 are what a person arriving at a busy gateway
+    waits. The file-descriptor limit is raised by the harness at start (inherited by all).
+    """
+    argv = t.cgload_argv("idle", "-n", str(n), "-c", "100", "-d", f"{hold_s}s")
+    p = subprocess.Popen(pinned(t.load_cpus, argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=t.go_env())
+    assert p.stdin and p.stdout and p.stderr
+    ready = ""
+    for line in p.stderr:
+        if line.startswith("READY"):
+            ready = line
+            break
+    pause(2.0)
+    res: Parsed = {"rss_kib": rss_kib(t.server.pids)}
+    parts = ready.split()
+    res["opened"] = int(parts[1]) if len(parts) == 3 else 0
+    res["failed"] = int(parts[2]) if len(parts) == 3 else n
+    probe = cgload(t, "scale_probe", "hs", probe_s, "-c", "1")
+    res.update(probe_ok=probe.get("ok"), probe_errors=probe.get("errors"), p50_ms=probe.get("p50_ms"),
+               p99_ms=probe.get("p99_ms"), probe_server_us=probe.get("server_us_per_op"))
+    try:
+        p.communicate(input="", timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+    res["settle_s"] = settle(t.server.pids)
+    return res
+
+
+def settle(pids: list[int], limit_s: float = 30.0, idle_share: float = 0.05) -> float:
+    """Wait until ``pids`` use under ``idle_share`` of a core for 1 s (e.g. done closing 10,000
+    connections), at most ``limit_s``; returns the seconds waited."""
+    t0 = time.monotonic()
+    last = cpu_seconds(pids)
+    while time.monotonic() - t0 < limit_s:
+        pause(1.0)
+        now = cpu_seconds(pids)
+        if now - last < idle_share:
+            break
+        last = now
+    return round(time.monotonic() - t0, 1)

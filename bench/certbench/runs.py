@@ -18,6 +18,9 @@ from .procs import Proc, pause, pinned, port_open, rss_kib, start, wait_for_quie
 
 Record = dict[str, Any]
 
+#: control rows measured in the same run: name -> bench/floor.py mode
+FLOORS = {"floor-static": "static", "floor-fwd": "forward"}
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -32,6 +35,7 @@ class Plan:
     ws_s: float
     workers_s: float
     idle_conns: int          # 0: skip the RSS-with-idle-connections phase
+    scale_conns: int         # 0: skip the 10,000-idle-connections phase (ECDSA, main runs)
     body_bytes: int          # 0: skip the large-body phases
     body_transfers: int
     ceiling_s: int
@@ -39,8 +43,8 @@ class Plan:
     retry_budget: int        # runs that may be repeated because other programs loaded the machine
 
 
-QUICK = Plan("quick", 1, ("ec",), 3, 3, 2, 3, 3, 0, 0, 0, 1, 0, 0)
-FULL = Plan("full", 3, ("ec", "rsa"), 10, 10, 5, 8, 8, 1000, 256 << 20, 2, 3, 15, 6)
+QUICK = Plan("quick", 1, ("ec",), 3, 3, 2, 3, 3, 0, 0, 0, 0, 1, 0, 0)
+FULL = Plan("full", 3, ("ec", "rsa"), 10, 10, 5, 8, 8, 1000, 10000, 256 << 20, 2, 3, 15, 6)
 
 
 @dataclass
@@ -67,6 +71,16 @@ def start_proxy(env: Env, proxy: str, flavour: str, upstream_port: int, workers:
         raise RuntimeError(f"port {port} for {proxy} is already in use by another program; stop it first")
     d = env.out / "run" / f"{proxy}-{tag}"
     log = env.out / "logs" / f"{proxy}-{tag}.log"
+    if proxy in FLOORS:
+        # The Python floor: bench/floor.py on the same wheel and TLS settings (see its docstring).
+        floor = Path(__file__).resolve().parent.parent / "floor.py"
+        argv = [str(env.root / ".venv" / "bin" / "python"), str(floor), FLOORS[proxy], str(port), str(pki),
+                str(upstream_port)]
+        fenv = dict(os.environ, PYTHONPATH=str(env.root))
+        conf = env.root / "proxy" / "openssl-certgate.cnf"  # certgate's NumTickets = 0, as certgate runs
+        if conf.exists():
+            fenv["OPENSSL_CONF"] = str(conf)
+        return start(proxy, argv, log, cpus, env=fenv), port
     if proxy == "nginx" or not env.certgate:
         conf = configs.nginx_proxy(d, pki, port, upstream_port, streaming=upstream_port == env.ports.stream)
         return start(proxy, ["nginx", "-c", str(conf), "-p", str(d)], log, cpus), port
@@ -214,6 +228,13 @@ class Runner:
                 m["conn_kib"] = (idle["rss_kib"] - m["rss_idle"] * 1024) / plan.idle_conns
             else:
                 ph["idle_conns"]["errors"] = idle["failed"] or 1
+        if plan.scale_conns and flavour == "ec" and rec["proxy"] in ("nginx", "certgate"):
+            sc = ph["scale"] = phases.scale(t, plan.scale_conns)
+            if sc["opened"] == plan.scale_conns and not sc.get("probe_errors") and sc.get("probe_ok"):
+                m["rss_10k"] = sc["rss_kib"] / 1024
+                m["scale_p50"], m["scale_p99"] = sc["p50_ms"], sc["p99_ms"]
+            else:
+                sc["errors"] = sc["failed"] or sc.get("probe_errors") or 1
         hs = ph["hs"] = phases.cgload(t, "hs", "hs", plan.hs_s, "-c", "16")
         m["hs_rate"], m["hs_us"] = hs.get("rate"), hs.get("server_us_per_op")
         ka = ph["ka"] = phases.wrk(t, "ka", 32, plan.ka_s)
