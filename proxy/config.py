@@ -154,7 +154,7 @@ ROUTE_KEYS = {k: v for k, v in SCHEMA["upstream"].items()} | {
 }
 #: Sections handled by trust.settings (``[trust]``) and named sections (``[access:NAME]``,
 #: ``[route:NAME]``, ``[account:NAME]``).
-PREFIX_SECTIONS = ("access:", "route:", "account:")
+PREFIX_SECTIONS = ("access:", "route:", "account:", "ocsp:")
 ACCOUNT_KEYS = {"required_auth_methods": SCHEMA["login"]["required_auth_methods"]}
 
 
@@ -376,7 +376,9 @@ def _check_files(cfg_values: Mapping[str, Mapping[str, Any]], problems: list[Pro
 
 def parse_config(text: str, path: Path) -> Config:
     """Parse config ``text`` (read from ``path``); raise ConfigError with every problem."""
-    from trust.settings import parse_access_sections, parse_trust_section
+    from dataclasses import replace
+
+    from trust.settings import parse_access_sections, parse_ocsp_sections, parse_trust_section
 
     base = path.resolve().parent
     problems: list[Problem] = []
@@ -405,6 +407,11 @@ def parse_config(text: str, path: Path) -> Config:
     access_secs = {s.split(":", 1)[1]: dict(parser[s]) for s in parser.sections() if s.startswith("access:")}
     rules, aprobs = parse_access_sections(access_secs)
     problems += aprobs
+    ocsp_secs = {s.split(":", 1)[1]: dict(parser[s]) for s in parser.sections() if s.startswith("ocsp:")}
+    if ocsp_secs:
+        ocsp_rules, oprobs = parse_ocsp_sections(ocsp_secs, trust_settings.ocsp.nonce)
+        problems += oprobs
+        trust_settings = replace(trust_settings, ocsp=replace(trust_settings.ocsp, rules=ocsp_rules))
 
     routes: list[Route] = []
     for sec in parser.sections():

@@ -187,7 +187,12 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
     is_worker = os.environ.get("CERTGATE_WORKER") == "1"
     metrics = Metrics()
     audit = Audit.open(cfg.audit.file, now=reactor.seconds)
-    trust_state = TrustState(cfg, reactor)
+    ocsp = None
+    if cfg.trust.ocsp.enabled:
+        from proxy.ocsp import AgentFetcher, OcspChecker
+
+        ocsp = OcspChecker(cfg.trust.ocsp, reactor, AgentFetcher(reactor), metrics=metrics, audit=audit)
+    trust_state = TrustState(cfg, reactor, ocsp=ocsp)
     creator = LiveServerTLS(trust_state, cfg)
     store = open_store(cfg.sessions.store, cfg.base_dir)
     tunnels = TunnelRegistry()
@@ -200,7 +205,7 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
                           tunnels=tunnels, metrics=metrics)
     tls_factory = TLSMemoryBIOFactory(creator, False, http, clock=reactor)
     gw.parts.update(trust=trust_state, tls=creator, store=store, tunnels=tunnels, sessions=sessions, gate=gate,
-                    pools=pools, http=http, metrics=metrics, audit=audit)
+                    pools=pools, http=http, metrics=metrics, audit=audit, ocsp=ocsp)
 
     def after_reload(old: Any, new: Any) -> None:
         now = reactor.seconds()

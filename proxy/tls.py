@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -77,7 +78,7 @@ def handshake_record(transport: Any) -> HandshakeRecord | None:
     return RECORDS.get(conn) if isinstance(conn, SSL.Connection) else None
 
 
-def identify(transport: Any, now: float) -> ConnectionIdentity | None:
+def identify(transport: Any, now: float) -> "ConnectionIdentity | None | Deferred[ConnectionIdentity | None]":
     """See :func:`_identify`; afterwards the handshake record is dropped (an idle
     connection keeps only its frozen identity)."""
     try:
@@ -88,7 +89,7 @@ def identify(transport: Any, now: float) -> ConnectionIdentity | None:
             RECORDS.pop(conn, None)
 
 
-def _identify(transport: Any, now: float) -> ConnectionIdentity | None:
+def _identify(transport: Any, now: float) -> "ConnectionIdentity | None | Deferred[ConnectionIdentity | None]":
     """The frozen identity of a connection whose TLS handshake just completed.
 
     ``transport`` is the ``TLSMemoryBIOProtocol`` (``getHandle()`` gives the
@@ -98,6 +99,10 @@ def _identify(transport: Any, now: float) -> ConnectionIdentity | None:
     handshake in ``need`` mode, or a connection not made by :class:`LiveServerTLS`.
     Reads the verdict recorded in the handshake; computes it only if the callback did not
     (never for a certificate OpenSSL did not receive).
+
+    When an OCSP answer is still being fetched, returns a Deferred that fires with the
+    identity (or None) once the answer is in or its deadline (``ocsp_timeout``) passed; the
+    caller must hold the connection (read nothing, forward nothing) until then.
     """
     rec = handshake_record(transport)
     if rec is None:
@@ -126,17 +131,36 @@ def _identify(transport: Any, now: float) -> ConnectionIdentity | None:
         if rec.leaf_der != leaf_der:
             rec.chain = _peer_chain(conn, leaf_der)
         verifier.decide(rec, leaf_der, now)
+    base = ConnectionIdentity(presented=True, verdict=None, account=None, mapping_error=None,
+                              handshake_at=now, full_handshake=full, protocol=protocol, cipher=cipher,
+                              client_ip=ip, client_port=port, server_name=sni, leaf=leaf,
+                              leaf_der=leaf_der, chain_der=rec.chain_ders())
     verdict, mapping = rec.verdict, rec.mapping
+    wait, plan = rec.ocsp_wait, rec.ocsp_plan
+    if wait is None:
+        return _finish(base, mode, verdict, mapping)
+    from trust import ocsp as O
+
+    def answered(result: "O.OcspResult") -> ConnectionIdentity | None:
+        v = O.apply(verdict, *O.decide(plan.mode, result))
+        ident = _finish(base, mode, v, mapping if v.ok else None)
+        if ident is None or not v.ok:
+            _log.info("connection from {ip}:{port} of {subject} (sha256 {fp}) {what} after the OCSP check: {why}",
+                      ip=ip, port=port, subject=v.subject or "?", fp=v.fingerprint,
+                      what="closed" if ident is None else "refused", why=v.summary)
+        return ident
+
+    return wait.addCallback(answered)
+
+
+def _finish(base: ConnectionIdentity, mode: str, verdict: Any, mapping: Any) -> ConnectionIdentity | None:
     account = mapping.account if (verdict.ok and mapping is not None) else None
     mapping_error = None
     if verdict.ok and account is None:
         mapping_error = mapping.reason if mapping is not None else "the certificate maps to no account"
     if mode == "need" and account is None:
         return None
-    return ConnectionIdentity(presented=True, verdict=verdict, account=account, mapping_error=mapping_error,
-                              handshake_at=now, full_handshake=full, protocol=protocol, cipher=cipher,
-                              client_ip=ip, client_port=port, server_name=sni, leaf=leaf,
-                              leaf_der=leaf_der, chain_der=rec.chain_ders())
+    return replace(base, verdict=verdict, account=account, mapping_error=mapping_error)
 
 
 def _peer_chain(conn: SSL.Connection, leaf_der: bytes) -> dict[int, bytes]:
