@@ -92,18 +92,19 @@ class _Limited(_Protocol):
 class AgentFetcher:
     """:class:`Fetcher` over ``twisted.web.client.Agent`` (no persistent connections).
 
-    ``clock`` bounds every fetch (connect, send, read) by ``timeout``; on expiry the
-    connection is aborted and the Deferred fails with ``TimeoutError``.
+    The deadline is the caller's: cancelling the Deferred aborts the connection at any
+    stage (connect, send, read). ``timeout`` also bounds the TCP connect.
     """
 
-    def __init__(self, reactor: Any, clock: Any = None) -> None:
-        self._clock = clock or reactor
-        self._agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self._pool = HTTPConnectionPool(reactor, persistent=False)
 
     def post(self, url: str, body: bytes, timeout: float) -> "Deferred[bytes]":
+        agent = Agent(self._reactor, connectTimeout=timeout, pool=self._pool)
         headers = Headers({b"Content-Type": [b"application/ocsp-request"],
                            b"Accept": [b"application/ocsp-response"]})
-        d = self._agent.request(b"POST", url.encode("ascii"), headers, _Bytes(body))
+        d = agent.request(b"POST", url.encode("ascii"), headers, _Bytes(body))
 
         def read(response: Any) -> "Deferred[bytes]":
             if response.code != 200:
@@ -123,7 +124,6 @@ class AgentFetcher:
             return done
 
         d.addCallback(read)
-        d.addTimeout(timeout, self._clock)
         return d
 
 
@@ -203,6 +203,8 @@ class OcspChecker:
                 "ocsp-unreachable", f"cannot send an OCSP request to {plan.url}: {exc}", responder=plan.url))
             return waiter
         self.fetches += 1
+        # The deadline: whatever failure the cancellation surfaces as (Agent wraps it), it is a timeout.
+        d.addTimeout(self.settings.timeout, self.clock, onTimeoutCancel=lambda _r, t: Failure(TimeoutError(f"{t:g}s")))
         d.addCallbacks(self._validate, _describe_failure, callbackArgs=(plan, nonce),
                        errbackArgs=(plan.url, self.settings.timeout))
         d.addErrback(lambda f: O.OcspResult("ocsp-malformed", f"the OCSP response cannot be checked: "

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from tests.blackbox import wait_for
+from tests.blackbox import free_port, wait_for
 from trust import issue as I
 from trust import ocsp as O
 
@@ -69,8 +69,9 @@ class OpenSSLResponder:
     """``openssl ocsp -port 0`` serving ``index.txt`` for ``ca``, signing with ``signer``.
 
     ``signer`` defaults to the CA itself; a delegated responder certificate is included in
-    every response. ``next_minutes`` sets nextUpdate (None: no nextUpdate). The index is
-    re-read by openssl when it changes, so certificates may be added after start.
+    every response. ``next_minutes`` sets nextUpdate (None: no nextUpdate). openssl reads
+    the index once, at start: :meth:`add` every certificate first. The port is chosen at
+    construction so certificates can name :attr:`url` in their AIA before the start.
     """
 
     def __init__(self, folder: Path, ca: I.Issued, signer: I.Issued | None = None,
@@ -84,7 +85,7 @@ class OpenSSLResponder:
         self.index.write_text("")
         self.lines: list[str] = []
         self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
+        self.port = free_port()
         self.log_path = self.folder / "openssl-ocsp.log"
 
     def add(self, cert: x509.Certificate, revoked_at: dt.datetime | None = None) -> None:
@@ -111,7 +112,7 @@ class OpenSSLResponder:
         ca_path.write_bytes(self.ca.cert_pem())
         signer_path, key_path = self.signer.write(self.folder, "signer")
         argv = [openssl(), "ocsp", "-index", str(self.index), "-CA", str(ca_path), "-rsigner", str(signer_path),
-                "-rkey", str(key_path), "-port", "0", "-ignore_err"]
+                "-rkey", str(key_path), "-port", str(self.port), "-ignore_err"]
         if self.next_minutes is not None:
             argv += ["-nmin", str(self.next_minutes)]
         self._log = open(self.log_path, "ab")
@@ -122,10 +123,7 @@ class OpenSSLResponder:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"openssl ocsp exited with {self.proc.returncode}: {self.log()}")
-            m = re.search(r"ACCEPT \S*:(\d+)", self.log())
-            if m:
-                self.port = int(m.group(1))
-            return bool(m)
+            return re.search(rf"ACCEPT \S*:{self.port}\b", self.log()) is not None
 
         wait_for(listening, 10, what="openssl ocsp to listen")
         return self
