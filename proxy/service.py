@@ -41,9 +41,16 @@ def preflight(cfg: Config) -> list[Problem]:
     try:
         import datetime as dt
 
+        from trust.certinfo import normalize_fingerprint
         from trust.store import TrustStoreError, load_store
 
-        load_store(cfg.trust.store, now=dt.datetime.now(dt.timezone.utc))
+        gen = load_store(cfg.trust.store, now=dt.datetime.now(dt.timezone.utc))
+        ca_files = {e.file for e in gen.entries if e.kind == "CA"}
+        for rule in cfg.trust.ocsp.rules:  # a file name must be a CA of the store (fingerprints may name
+            for ca in rule.cas:            # intermediates that clients send)
+                if normalize_fingerprint(ca) is None and ca not in ca_files:
+                    problems.append(Problem(f"ocsp:{rule.name}", "cas", f"{ca!r} is not a CA file of the trust store "
+                                            f"{cfg.trust.store}"))
     except TrustStoreError as e:
         for p in e.problems:
             problems.append(Problem("trust", "store", str(p)))
