@@ -92,6 +92,7 @@ class HandshakeVerifier:
         self.clock = clock
         self.log = log or _log
         self._mapping_memo: dict[str, Any] = {}
+        self._plan_memo: dict[tuple[str, ...], Any] = {}  # chain fingerprints -> trust.ocsp.OcspPlan | None
         self.refused = 0  # handshakes refused in need mode (for tests/metrics)
         #: set just before the callback refuses; read by the context's alert shim
         self.refusal_error: int | None = None
@@ -137,7 +138,13 @@ class HandshakeVerifier:
     def _with_ocsp(self, rec: HandshakeRecord, verdict: Any, now: float) -> Any:
         from trust import ocsp as O
 
-        plan = O.plan_for(verdict, self.generation, self.ocsp.settings)
+        key = verdict.chain_fingerprints
+        plan = self._plan_memo.get(key, False)
+        if plan is False:
+            plan = O.plan_for(verdict, self.generation, self.ocsp.settings)
+            if len(self._plan_memo) >= _MAPPING_MEMO_MAX:
+                self._plan_memo.clear()
+            self._plan_memo[key] = plan
         if plan is None:
             return verdict
         result = self.ocsp.cached(plan, now)

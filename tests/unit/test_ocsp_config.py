@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from proxy.service import preflight
@@ -42,3 +43,16 @@ def test_the_documented_example_parses(tmp_path: Path) -> None:
     cfg = parse_config(text, tmp_path / "certgate.conf")
     assert [(r.name, r.mode, r.nonce) for r in cfg.trust.ocsp.rules] == [("badges", "hard", True), ("eid", "soft", False)]
     assert preflight(cfg) == []
+
+
+def test_reference_config_documents_every_ocsp_key() -> None:
+    """conf/certgate.conf names every [trust] key and every [ocsp:NAME] key."""
+    from trust.settings import OCSP_KEYS, TRUST_KEYS
+
+    text = (Path(__file__).resolve().parents[2] / "conf" / "certgate.conf").read_text()
+    trust = re.search(r"^\[trust\]\n(.*?)(?=^\[)", text, re.S | re.M).group(1)  # type: ignore[union-attr]
+    for key in TRUST_KEYS:
+        assert re.search(rf"^;?{key} =", trust, re.M), f"[trust] {key} not documented"
+    rule = re.search(r"^;\[ocsp:\w+\]\n(.*?)(?=^\[)", text, re.S | re.M).group(1)  # type: ignore[union-attr]
+    for key in OCSP_KEYS:
+        assert re.search(rf"^;{key} =", rule, re.M), f"[ocsp:NAME] {key} not documented"
