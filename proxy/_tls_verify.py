@@ -129,10 +129,12 @@ class HandshakeVerifier:
         chain = rec.chain_ders()
         verdict = self.verdict_for(leaf_der, chain, now)
         rec.ocsp_plan = rec.ocsp_wait = None
-        if verdict.ok and self.ocsp is not None:
+        mapping = self.mapping_for(verdict, leaf_der) if verdict.ok else None
+        if mapping is not None and mapping.account is not None and self.ocsp is not None:
+            # Only certificates that would otherwise be accepted are worth asking about.
             verdict = self._with_ocsp(rec, verdict, now)
         rec.leaf_der, rec.verdict = leaf_der, verdict
-        rec.mapping = self.mapping_for(verdict, leaf_der) if verdict.ok else None
+        rec.mapping = mapping if verdict.ok else None
         return bool(verdict.ok and rec.mapping is not None and rec.mapping.account is not None)
 
     def _with_ocsp(self, rec: HandshakeRecord, verdict: Any, now: float) -> Any:
