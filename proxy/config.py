@@ -431,6 +431,11 @@ def parse_config(text: str, path: Path) -> Config:
             account_rules[sec.split(":", 1)[1]] = av["required_auth_methods"]
 
     _validate_cross(vals, problems)
+    ocsp = trust_settings.ocsp
+    if ocsp.enabled and ocsp.timeout >= vals["listen"]["handshake_timeout"]:
+        problems.append(Problem("trust", "ocsp_timeout", f"{ocsp.timeout:g} must be below [listen] handshake_timeout "
+                                f"({vals['listen']['handshake_timeout']:g}): the handshake deadline would close "
+                                "connections before the OCSP deadline decides"))
     _check_files(vals, problems)
     if problems:
         raise ConfigError(problems)

@@ -56,3 +56,15 @@ def test_reference_config_documents_every_ocsp_key() -> None:
     rule = re.search(r"^;\[ocsp:\w+\]\n(.*?)(?=^\[)", text, re.S | re.M).group(1)  # type: ignore[union-attr]
     for key in OCSP_KEYS:
         assert re.search(rf"^;{key} =", rule, re.M), f"[ocsp:NAME] {key} not documented"
+
+
+def test_ocsp_timeout_must_be_below_the_handshake_deadline(tmp_path: Path) -> None:
+    import pytest
+
+    from proxy.config import ConfigError
+
+    with pytest.raises(ConfigError) as ei:
+        make_config(TlsPki(tmp_path), trust="ocsp = soft\nocsp_timeout = 12\n")
+    assert str(ei.value) == ("[trust] ocsp_timeout: 12 must be below [listen] handshake_timeout (10): the handshake "
+                             "deadline would close connections before the OCSP deadline decides")
+    assert make_config(TlsPki(tmp_path / "b"), trust="ocsp_timeout = 12\n").trust.ocsp.timeout == 12  # off: unused
