@@ -15,7 +15,10 @@ own CPU is excluded) and, for cold checks, the wall-clock latency a handshake wa
 responder's signing included). On a shared machine both drift; repetitions are interleaved and
 medians with [min-max] are printed. Usage::
 
-    .venv/bin/python bench/ocsp_bench.py [--cached N] [--cold N] [--reps R] [--json FILE]
+    .venv/bin/python bench/ocsp_bench.py [--cached N] [--cold N] [--e2e N] [--reps R] [--json FILE]
+
+``--e2e N`` (default 200; 0 skips) adds real gateways (``ocsp_e2e.py``): OCSP off and
+``hard``, N TLS 1.3 mTLS connections per phase, the gateway process's CPU per connection.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from proxy._tls_verify import HandshakeRecord, HandshakeVerifier  # noqa: E402
 from proxy.ocsp import AgentFetcher, OcspChecker  # noqa: E402
@@ -109,6 +113,7 @@ def main() -> int:
     ap.add_argument("--cached", type=int, default=20000, help="decide() calls per cached repetition")
     ap.add_argument("--cold", type=int, default=150, help="distinct certificates per cold repetition")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--e2e", type=int, default=200, help="connections per phase through real gateways (0: skip)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
 
@@ -124,7 +129,8 @@ def main() -> int:
     generation = load_store(folder / "store", now=I.utcnow())
     cached_leaf = I.client(ca, "alice", ocsp_urls=(url,))
     cold = [[I.client(ca, f"u{r}x{i}", ocsp_urls=(url,)) for i in range(args.cold)] for r in range(args.reps)]
-    proc = _responder(folder, ca, [cached_leaf] + [c for rep in cold for c in rep], port)
+    e2e_cold = [[I.client(ca, f"e{r}x{i}", ocsp_urls=(url,)) for i in range(args.e2e)] for r in range(args.reps)]
+    proc = _responder(folder, ca, [cached_leaf] + [c for rep in cold + e2e_cold for c in rep], port)
     from cryptography.hazmat.primitives.serialization import Encoding
 
     settings = O.OcspSettings(mode="hard", timeout=5.0)
@@ -175,8 +181,14 @@ def main() -> int:
 
     reactor.callWhenRunning(start)
     reactor.run()
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(5)
+    try:
+        if args.e2e and not (outcome and hasattr(outcome[0], "raiseException")):
+            from ocsp_e2e import measure
+
+            results.update(measure(folder / "e2e", folder / "store", cached_leaf, e2e_cold, args.e2e))
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(5)
     if outcome and hasattr(outcome[0], "raiseException"):
         outcome[0].raiseException()
     base, cached = results["baseline_us"], results["cached_us"]
@@ -191,6 +203,19 @@ def main() -> int:
           f"{_spread([c - b for b, c in zip(new, cold_cpu)])} us: request, POST, validation)")
     print(f"  cold check, wall time a handshake waits      {_spread(results['cold_wall_ms'])} ms median, "
           f"{_spread(results['cold_p95_ms'])} ms p95 (local openssl ocsp responder)")
+    if args.e2e:
+        ko, kc, no, nc = (results[k] for k in ("e2e_known_off_us", "e2e_known_cached_us", "e2e_new_off_us",
+                                                "e2e_new_cold_us"))
+        print(f"Real gateways, TLS 1.3 mTLS handshake + GET per connection (gateway CPU per connection, "
+              f"{args.e2e} connections per phase)")
+        print(f"  known certificate, OCSP off                  {_spread(ko)} us")
+        print(f"  known certificate, OCSP hard, cached         {_spread(kc)} us   (added: "
+              f"{_spread([c - b for b, c in zip(ko, kc)])} us)")
+        print(f"  new certificate, OCSP off                    {_spread(no)} us")
+        print(f"  new certificate, OCSP hard, cold             {_spread(nc)} us   (added: "
+              f"{_spread([c - b for b, c in zip(no, nc)])} us)")
+        if sum(results["e2e_failures"]):
+            failures.append(f"{sum(results['e2e_failures']):g} gateway connections did not get a 200")
     if failures:
         print(f"  {len(failures)} cold checks did not come back good, e.g. {failures[0]}")
     if args.json:
