@@ -140,13 +140,14 @@ def _identify(transport: Any, now: float) -> "ConnectionIdentity | None | Deferr
     if wait is None:
         return _finish(base, mode, verdict, mapping)
     from trust import ocsp as O
+    from trust.certinfo import printable_repr
 
     def answered(result: "O.OcspResult") -> ConnectionIdentity | None:
         v = O.apply(verdict, *O.decide(plan.mode, result))
         ident = _finish(base, mode, v, mapping if v.ok else None)
         if ident is None or not v.ok:
             _log.info("connection from {ip}:{port} of {subject} (sha256 {fp}) {what} after the OCSP check: {why}",
-                      ip=ip, port=port, subject=v.subject or "?", fp=v.fingerprint,
+                      ip=ip, port=port, subject=printable_repr(v.subject) or "?", fp=v.fingerprint,
                       what="closed" if ident is None else "refused", why=v.summary)
         return ident
 
