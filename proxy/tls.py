@@ -15,11 +15,10 @@ Client certificates are judged only by :mod:`trust` (see :mod:`proxy._tls_verify
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -27,6 +26,9 @@ from zope.interface import implementer
 from proxy._tls_context import (TLSConfigError, ServerIdentity, build_context,  # noqa: F401 (re-exports)
                                 load_server_identity)
 from proxy._tls_verify import RECORDS, HandshakeRecord
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twisted.internet.defer import Deferred
 from proxy.identity import ConnectionIdentity, anonymous
 
 __all__ = ["LiveServerTLS", "identify", "revalidate", "load_server_identity", "TLSConfigError",
@@ -131,37 +133,42 @@ def _identify(transport: Any, now: float) -> "ConnectionIdentity | None | Deferr
         if rec.leaf_der != leaf_der:
             rec.chain = _peer_chain(conn, leaf_der)
         verifier.decide(rec, leaf_der, now)
-    base = ConnectionIdentity(presented=True, verdict=None, account=None, mapping_error=None,
-                              handshake_at=now, full_handshake=full, protocol=protocol, cipher=cipher,
-                              client_ip=ip, client_port=port, server_name=sni, leaf=leaf,
-                              leaf_der=leaf_der, chain_der=rec.chain_ders())
-    verdict, mapping = rec.verdict, rec.mapping
-    wait, plan = rec.ocsp_wait, rec.ocsp_plan
-    if wait is None:
-        return _finish(base, mode, verdict, mapping)
-    from trust import ocsp as O
-    from trust.certinfo import printable_repr
-
-    def answered(result: "O.OcspResult") -> ConnectionIdentity | None:
-        v = O.apply(verdict, *O.decide(plan.mode, result))
-        ident = _finish(base, mode, v, mapping if v.ok else None)
-        if ident is None or not v.ok:
-            _log.info("connection from {ip}:{port} of {subject} (sha256 {fp}) {what} after the OCSP check: {why}",
-                      ip=ip, port=port, subject=printable_repr(v.subject) or "?", fp=v.fingerprint,
-                      what="closed" if ident is None else "refused", why=v.summary)
-        return ident
-
-    return wait.addCallback(answered)
+    chain_der = rec.chain_ders()
+    facts = dict(handshake_at=now, full_handshake=full, protocol=protocol, cipher=cipher, client_ip=ip,
+                 client_port=port, server_name=sni, leaf=leaf, leaf_der=leaf_der, chain_der=chain_der)
+    if rec.ocsp_wait is not None:
+        # No cached OCSP answer: the connection's identity waits for the responder (bounded by
+        # ocsp_timeout); the HTTP layer parses nothing meanwhile.
+        verdict, mapping, plan = rec.verdict, rec.mapping, rec.ocsp_plan
+        return rec.ocsp_wait.addCallback(lambda result: _after_ocsp(verdict, mapping, plan, result, mode, facts))
+    return _identity(rec.verdict, rec.mapping, mode, facts)
 
 
-def _finish(base: ConnectionIdentity, mode: str, verdict: Any, mapping: Any) -> ConnectionIdentity | None:
+def _identity(verdict: Any, mapping: Any, mode: str, facts: dict[str, Any]) -> ConnectionIdentity | None:
+    """The identity of a presented certificate with its verdict and mapping (None: abort)."""
     account = mapping.account if (verdict.ok and mapping is not None) else None
     mapping_error = None
     if verdict.ok and account is None:
         mapping_error = mapping.reason if mapping is not None else "the certificate maps to no account"
     if mode == "need" and account is None:
         return None
-    return replace(base, verdict=verdict, account=account, mapping_error=mapping_error)
+    return ConnectionIdentity(presented=True, verdict=verdict, account=account, mapping_error=mapping_error,
+                              **facts)
+
+
+def _after_ocsp(verdict: Any, mapping: Any, plan: Any, result: Any, mode: str, facts: dict[str, Any]
+                ) -> ConnectionIdentity | None:
+    """The identity once the OCSP answer (or its failure) is in: the verdict with the answer applied."""
+    from trust import ocsp as O
+    from trust.certinfo import printable_repr
+
+    v = O.apply(verdict, *O.decide(plan.mode, result))
+    ident = _identity(v, mapping if v.ok else None, mode, facts)
+    if ident is None or not v.ok:
+        _log.info("connection from {ip}:{port} of {subject} (sha256 {fp}) {what} after the OCSP check: {why}",
+                  ip=facts["client_ip"], port=facts["client_port"], subject=printable_repr(v.subject) or "?",
+                  fp=v.fingerprint, what="closed" if ident is None else "refused", why=v.summary)
+    return ident
 
 
 def _peer_chain(conn: SSL.Connection, leaf_der: bytes) -> dict[int, bytes]:
