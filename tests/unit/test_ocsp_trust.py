@@ -222,3 +222,36 @@ def test_settings_parse(tmp_path: Path) -> None:
     assert any(t.startswith("[ocsp:a] nonce: 'perhaps' is not a boolean") for t in texts)
     assert "[ocsp:b] cas: 'x.pem' is already named by [ocsp:a]" in texts
     assert "[ocsp:c] cas: required: the CA(s) this rule applies to" in texts
+
+
+def test_crl_and_ocsp_together(tmp_path: Path, pki: dict[str, I.Issued]) -> None:
+    """A serial in the store's CRL is refused before OCSP is asked; others get an OCSP plan."""
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "unit-ca.pem").write_bytes(pki["ca"].cert_pem())
+    listed = I.client(pki["ca"], "carl", not_before=NOW - dt.timedelta(days=1), days=30, ocsp_urls=("http://o/",))
+    crl = I.crl(pki["ca"], [listed.cert.serial_number], last_update=NOW - dt.timedelta(hours=1))
+    (store / "unit-ca.crl").write_bytes(I.pem(crl))
+    gen = load_store(store, now=NOW)
+    settings = O.OcspSettings(mode="hard")
+    v = verify(listed.cert, [], gen, VerifyPolicy(crl="hard"), now=NOW)
+    assert v.codes == ("revoked",) and O.plan_for(v, gen, settings) is None
+    v = verify(pki["leaf"].cert, [], gen, VerifyPolicy(crl="hard"), now=NOW)
+    assert v.ok and O.plan_for(v, gen, settings) is not None
+
+
+def test_pinned_certificate_is_checked_when_its_issuer_is_a_store_ca(tmp_path: Path, pki: dict[str, I.Issued]
+                                                                     ) -> None:
+    store = tmp_path / "store"
+    (store / "pinned").mkdir(parents=True)
+    (store / "pinned" / "alice.pem").write_bytes(pki["leaf"].cert_pem())
+    gen = load_store(store, now=NOW)
+    v = verify(pki["leaf"].cert, [], gen, VerifyPolicy(), now=NOW)
+    assert v.ok and v.pinned
+    assert O.plan_for(v, gen, O.OcspSettings(mode="hard")) is None  # issuer not in the store: nothing to ask with
+    (store / "unit-ca.pem").write_bytes(pki["ca"].cert_pem())
+    gen = load_store(store, now=NOW)
+    v = verify(pki["leaf"].cert, [], gen, VerifyPolicy(), now=NOW)
+    rule = O.OcspRule("ca", ("unit-ca.pem",), mode="soft")
+    plan = O.plan_for(v, gen, O.OcspSettings(rules=(rule,)))
+    assert v.ok and v.pinned and plan is not None and plan.issuer == pki["ca"].cert and plan.rule == "ca"
