@@ -13,7 +13,7 @@ import subprocess
 import threading
 import urllib.request
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -200,6 +200,3 @@ class ReplayServer:
         self.server.shutdown()
         self.server.server_close()
 
-
-def pem_chain(certs: Sequence[x509.Certificate]) -> bytes:
-    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
