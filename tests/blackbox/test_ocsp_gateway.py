@@ -116,6 +116,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         cap2.add(leaf("nora", nca, None).cert)
         cap2.start()
         w.replay.answers["nononce"] = cap2.ask(w.issued["nora"].cert, nonce=b"an earlier nonce")
+        # HTTP-level failures: a 404 from the responder, an answer larger than 64 KiB.
+        leaf("hugo", ca("httperr", f"mode = hard\nresponder = {w.replay.url('missing')}"), None)
+        leaf("lars", ca("large", f"mode = hard\nresponder = {w.replay.url('large')}"), None)
+        w.replay.answers["large"] = b"\x30" * (70 * 1024)
         yield w
     finally:
         for r in w.responders.values():
@@ -249,8 +253,9 @@ def test_slow_responder_hits_the_deadline_without_stalling_others(world: World, 
     assert "did not answer within 1.5s" in need.log()
 
 
-def test_bad_signature_stale_and_replayed_answers(world: World, need: Gateway) -> None:
-    for cn, code in (("bea", "ocsp-bad-signature"), ("stan", "ocsp-stale"), ("ray", "ocsp-nonce-mismatch")):
+def test_bad_signature_stale_replayed_and_broken_answers(world: World, need: Gateway) -> None:
+    for cn, code in (("bea", "ocsp-bad-signature"), ("stan", "ocsp-stale"), ("ray", "ocsp-nonce-mismatch"),
+                     ("hugo", "ocsp-http-error"), ("lars", "too large")):
         assert handshake_refused(need.port, world.certs[cn], world.pki.ca_pem), cn
         wait_for(lambda: code in need.log(), 5, what=f"{code} in the log")
     # The captured answer is fresh: with nonce = no for its CA it is accepted.
