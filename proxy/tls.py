@@ -25,7 +25,7 @@ from zope.interface import implementer
 
 from proxy._tls_context import (TLSConfigError, ServerIdentity, build_context,  # noqa: F401 (re-exports)
                                 load_server_identity)
-from proxy._tls_verify import RECORDS, HandshakeRecord
+from proxy._tls_verify import RECORDS, HandshakeRecord, HandshakeVerifier
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred
@@ -164,6 +164,9 @@ def _after_ocsp(verdict: Any, mapping: Any, plan: Any, result: Any, mode: str, f
 
     v = O.apply(verdict, *O.decide(plan.mode, result))
     ident = _identity(v, mapping if v.ok else None, mode, facts)
+    sink = HandshakeVerifier.refusal_sink
+    if ident is None and sink is not None:  # a need-mode refusal, as if refused in the handshake
+        sink(facts["client_ip"], v.codes[0] if v.codes else "unmapped")
     if ident is None or not v.ok:
         _log.info("connection from {ip}:{port} of {subject} (sha256 {fp}) {what} after the OCSP check: {why}",
                   ip=facts["client_ip"], port=facts["client_port"], subject=printable_repr(v.subject) or "?",

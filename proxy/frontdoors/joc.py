@@ -6,6 +6,10 @@ my client certificate". Behind certgate, JOC no longer sees the certificate, so 
 JOC's own rule itself (``clientCertCN.equals(account)``, exact; ``[trust] mapping_strip_domain``
 strips ``user@domain`` / ``DOMAIN\\user`` first, as JOC's two-factor mode does):
 
+0. the door claims every spelling of the login path that JOC might route to its login (the
+   canonical path, see ``proxy.paths``, compared ignoring case and a trailing ``/``) and
+   answers ``404`` to every one but the exact ``[joc] login_path``: JOC never sees them;
+
 1. no ``Authorization``: ``420`` (JOC's answer), JOC never called;
 2. the account (or, when empty, the certificate's account) must match the certificate, the
    factors certgate checks must pass (:meth:`LoginService.authenticate_async`: password with
@@ -29,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxy.frontdoors.access import access_refusal
 from proxy.messages import ConnContext, Forward, Headers, RequestHead, Response
+from proxy.paths import same_login_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred
@@ -55,8 +60,8 @@ def decode_joc_basic(value: bytes) -> tuple[str, str | None] | None:
 
 
 def joc_error(status: int, message: str) -> Response:
-    """JOC's 420-style error body ``{"error": {"code": "JOC-420", "message": ...}}``."""
-    body = json.dumps({"error": {"code": "JOC-420", "message": message}}).encode("utf-8")
+    """JOC's error body ``{"error": {"code": "JOC-<status>", "message": ...}}`` (JOC-420 for 420)."""
+    body = json.dumps({"error": {"code": f"JOC-{status}", "message": message}}).encode("utf-8")
     return Response(status, [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-cache, no-store")], body)
 
 
@@ -82,11 +87,19 @@ class JocFrontDoor:
         self.login_path: str = config.joc.login_path
 
     def matches(self, head: RequestHead, route: "Route") -> bool:
-        """The login path of a ``joc`` route (any method; only POST is let through)."""
-        return getattr(route, "kind", None) == "joc" and head.path == self.login_path
+        """Every spelling of the login path on a ``joc`` route (any method; only POST is let through).
+
+        ``head.path`` is canonical (dot segments, escapes, slashes already resolved); on top of
+        that the match ignores letter case and a trailing ``/``, which JOC's JAX-RS routing may
+        accept too. :meth:`decide` refuses every spelling but the exact ``login_path``.
+        """
+        return getattr(route, "kind", None) == "joc" and same_login_path(head.path, self.login_path)
 
     def decide(self, head: RequestHead, conn: ConnContext, route: "Route") -> "Response | Deferred[Any]":
         ident = conn.identity
+        if head.path != self.login_path:
+            return self._refuse(conn, None, "login-path-variant",
+                                joc_error(404, f"The login API is only served at {self.login_path}"))
         why = access_refusal(self._config, conn)
         if why is not None:
             return self._refuse(conn, ident.account, "access-denied", joc_denied(ident.account or "", 403), detail=why)
