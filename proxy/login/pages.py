@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import html
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+from trust.escape import safe_html
 from proxy.login import factors
 from proxy.login.keys import derive_key
 from proxy.login.service import AuthOutcome
@@ -55,7 +55,7 @@ _SHELL = """<!DOCTYPE html>
 
 
 def _e(s: object) -> str:
-    return html.escape(str(s), quote=True)
+    return safe_html(s)
 
 
 def _expiry(conn: ConnContext) -> str | None:

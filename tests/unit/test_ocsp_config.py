@@ -17,7 +17,7 @@ def test_rules_reach_the_trust_settings_and_preflight_checks_store_files(tmp_pat
     assert o.mode == "soft" and o.enabled and not o.nonce
     assert [(r.name, r.cas, r.mode, r.responder, r.nonce) for r in o.rules] == [
         ("corp", ("ca.pem",), "hard", "http://ocsp.corp.example/", False), ("gone", ("missing.pem",), "off", None, False)]
-    texts = [str(p) for p in preflight(cfg)]
+    texts = [str(p) for p in preflight(cfg, bind=False)]
     assert texts == [f"[ocsp:gone] cas: 'missing.pem' is not a CA file of the trust store {pki.store}"]
 
 
@@ -42,7 +42,7 @@ def test_the_documented_example_parses(tmp_path: Path) -> None:
             + example.replace("store = trust.d", f"store = {pki.store}"))
     cfg = parse_config(text, tmp_path / "certgate.conf")
     assert [(r.name, r.mode, r.nonce) for r in cfg.trust.ocsp.rules] == [("badges", "hard", True), ("eid", "soft", False)]
-    assert preflight(cfg) == []
+    assert preflight(cfg, bind=False) == []
 
 
 def test_reference_config_documents_every_ocsp_key() -> None:
