@@ -68,3 +68,12 @@ def test_ocsp_timeout_must_be_below_the_handshake_deadline(tmp_path: Path) -> No
     assert str(ei.value) == ("[trust] ocsp_timeout: 12 must be below [listen] handshake_timeout (10): the handshake "
                              "deadline would close connections before the OCSP deadline decides")
     assert make_config(TlsPki(tmp_path / "b"), trust="ocsp_timeout = 12\n").trust.ocsp.timeout == 12  # off: unused
+
+
+def test_every_ocsp_reason_has_plain_words() -> None:
+    """The want-mode page says each OCSP refusal in plain words (never "could not be verified")."""
+    from proxy import wording
+    from trust.ocsp import ERROR_CODES
+
+    for code in ("ocsp-revoked", "ocsp-unknown", *ERROR_CODES):
+        assert code in wording._WHY, code
