@@ -9,7 +9,7 @@ UPSTREAM_PORT ?= 9090
 # sslyze (TLS posture check in `make test`) pins its own OpenSSL binding (nassl): own virtualenv
 SSLYZE_VENV ?= .venv-sslyze
 
-.PHONY: all venv install system-deps sslyze-venv run demo test test-unit test-blackbox bench bench-quick check clean plugin-cache
+.PHONY: all venv install system-deps sslyze-venv run demo test test-unit test-blackbox bench bench-quick bench-ocsp check clean plugin-cache
 
 all: install
 
@@ -50,10 +50,13 @@ test-blackbox: install
 	$(PY) -m pytest -q tests/blackbox
 
 bench: install
-	bash bench/run.sh --full
+	bash bench/run.sh --full; rc=$$?; $(PY) bench/ocsp_bench.py || rc=$$((rc ? rc : $$?)); exit $$rc
 
 bench-quick: install
-	bash bench/run.sh --quick
+	bash bench/run.sh --quick; rc=$$?; $(PY) bench/ocsp_bench.py --cached 5000 --cold 50 --reps 1 || rc=$$((rc ? rc : $$?)); exit $$rc
+
+bench-ocsp: install
+	$(PY) bench/ocsp_bench.py
 
 plugin-cache:
 	$(PY) -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"

@@ -10,6 +10,12 @@ computes the one ``trust`` verdict through the shared :class:`trust.verify.Verdi
   certificate fails the handshake with an alert, and the reason is logged;
 * ``want``: always returns true and records the verdict, so the person can be told why.
 
+OCSP (when ``[trust] ocsp`` or an ``[ocsp:NAME]`` rule applies to an accepted chain): a
+fresh cached answer is folded into the verdict right here, so a revoked certificate fails a
+``need`` handshake with the ``certificate_revoked`` alert. Without one, the fetch starts
+here and the record keeps its Deferred (``ocsp_wait``); :func:`proxy.tls.identify` then
+holds the connection's identity until the answer or the ``ocsp_timeout`` deadline.
+
 Per-connection state lives in :data:`RECORDS`, keyed weakly by the ``SSL.Connection``.
 """
 
@@ -33,7 +39,7 @@ _MAPPING_MEMO_MAX = 4096
 #: alert (unknown_ca, certificate_expired, certificate_revoked, unsupported_certificate);
 #: anything else is X509_V_ERR_CERT_REJECTED (alert bad_certificate).
 X509_ERRORS = {"unknown-ca": 20, "expired": 10, "pinned-expired": 10, "not-yet-valid": 9, "revoked": 23,
-               "wrong-usage": 26, "no-client-usage": 26}
+               "ocsp-revoked": 23, "wrong-usage": 26, "no-client-usage": 26}
 X509_V_ERR_CERT_REJECTED = 28
 
 
@@ -57,6 +63,8 @@ class HandshakeRecord:
     mapping: Any = None  # trust.mapping.MappingResult (only when the verdict is ok)
     decision: bool | None = None
     calls: int = 0
+    ocsp_plan: Any = None  # trust.ocsp.OcspPlan of a pending OCSP fetch
+    ocsp_wait: Any = None  # Deferred[trust.ocsp.OcspResult] of that fetch
 
     def chain_ders(self) -> tuple[bytes, ...]:
         """The certificates above the leaf, nearest first, as OpenSSL walked them."""
@@ -79,8 +87,10 @@ class HandshakeVerifier:
     refusal_sink: "Callable[[str, str], None] | None" = None
 
     def __init__(self, *, generation: Any, policy: Any, verdicts: Any, mapper: Callable[[x509.Certificate], Any],
-                 client_auth: str, clock: Any, log: Logger | None = None) -> None:
+                 client_auth: str, clock: Any, log: Logger | None = None, ocsp: Any = None) -> None:
         self.generation = generation
+        #: a proxy.ocsp.OcspChecker when OCSP is enabled for some CA, else None
+        self.ocsp = ocsp if ocsp is not None and ocsp.settings.enabled else None
         self.policy = policy
         self.verdicts = verdicts
         self.mapper = mapper
@@ -88,6 +98,7 @@ class HandshakeVerifier:
         self.clock = clock
         self.log = log or _log
         self._mapping_memo: dict[str, Any] = {}
+        self._plan_memo: dict[tuple[str, ...], Any] = {}  # chain fingerprints -> trust.ocsp.OcspPlan | None
         self.refused = 0  # handshakes refused in need mode (for tests/metrics)
         #: set just before the callback refuses; read by the context's alert shim
         self.refusal_error: int | None = None
@@ -115,12 +126,40 @@ class HandshakeVerifier:
         return result
 
     def decide(self, rec: HandshakeRecord, leaf_der: bytes, now: float) -> bool:
-        """Compute and record the verdict (and mapping) for ``rec``; the need-mode answer."""
+        """Compute and record the verdict (and mapping) for ``rec``; the need-mode answer.
+
+        With OCSP, a cached answer is folded into the verdict; otherwise a fetch is started
+        and recorded in ``rec.ocsp_wait`` (the answer is provisionally yes: see
+        :func:`proxy.tls.identify`).
+        """
         chain = rec.chain_ders()
         verdict = self.verdict_for(leaf_der, chain, now)
+        rec.ocsp_plan = rec.ocsp_wait = None
+        mapping = self.mapping_for(verdict, leaf_der) if verdict.ok else None
+        if mapping is not None and mapping.account is not None and self.ocsp is not None:
+            # Only certificates that would otherwise be accepted are worth asking about.
+            verdict = self._with_ocsp(rec, verdict, now)
         rec.leaf_der, rec.verdict = leaf_der, verdict
-        rec.mapping = self.mapping_for(verdict, leaf_der) if verdict.ok else None
+        rec.mapping = mapping if verdict.ok else None
         return bool(verdict.ok and rec.mapping is not None and rec.mapping.account is not None)
+
+    def _with_ocsp(self, rec: HandshakeRecord, verdict: Any, now: float) -> Any:
+        from trust import ocsp as O
+
+        key = verdict.chain_fingerprints
+        plan = self._plan_memo.get(key, False)
+        if plan is False:
+            plan = O.plan_for(verdict, self.generation, self.ocsp.settings)
+            if len(self._plan_memo) >= _MAPPING_MEMO_MAX:
+                self._plan_memo.clear()
+            self._plan_memo[key] = plan
+        if plan is None:
+            return verdict
+        result = self.ocsp.cached(plan, now)
+        if result is None:
+            rec.ocsp_plan, rec.ocsp_wait = plan, self.ocsp.fetch(plan)
+            return verdict
+        return O.apply(verdict, *O.decide(plan.mode, result))
 
     # -- the OpenSSL callback
     def __call__(self, conn: SSL.Connection, cert: Any, errno: int, depth: int, preverify_ok: int) -> bool:

@@ -72,15 +72,22 @@ def _same(where: str, path: Any) -> bool:
 def _trust_problems(cfg: Any) -> list[Problem]:
     import datetime as dt
 
+    from trust.certinfo import normalize_fingerprint
     from trust.store import TrustStoreError, load_store
 
     try:
-        load_store(cfg.trust.store, now=dt.datetime.now(dt.timezone.utc))
+        gen = load_store(cfg.trust.store, now=dt.datetime.now(dt.timezone.utc))
     except TrustStoreError as e:
         return [Problem("trust", "store", str(p)) for p in e.problems]
     except OSError as e:
         return [Problem("trust", "store", f"{cfg.trust.store}: {e.strerror}")]
-    return []
+    # [ocsp:NAME] cas: a file name must be a CA of the store (fingerprints may name intermediates
+    # that clients send)
+    ca_files = {e.file for e in gen.entries if e.kind == "CA"}
+    return [Problem(f"ocsp:{rule.name}", "cas", f"{safe_text(ca)!r} is not a CA file of the trust store "
+                                                f"{cfg.trust.store}")
+            for rule in cfg.trust.ocsp.rules for ca in rule.cas
+            if normalize_fingerprint(ca) is None and ca not in ca_files]
 
 
 def store_problems(cfg: Any) -> list[Problem]:

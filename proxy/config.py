@@ -177,7 +177,7 @@ ROUTE_KEYS = {k: v for k, v in SCHEMA["upstream"].items()} | {
 }
 #: Sections handled by trust.settings (``[trust]``) and named sections (``[access:NAME]``,
 #: ``[route:NAME]``, ``[account:NAME]``).
-PREFIX_SECTIONS = ("access:", "route:", "account:")
+PREFIX_SECTIONS = ("access:", "route:", "account:", "ocsp:")
 ACCOUNT_KEYS = {"required_auth_methods": SCHEMA["login"]["required_auth_methods"],
                 "max_sessions": Key("int", None, "live sessions of this account (overrides [sessions] "
                                     "max_per_account; 0: no limit)", 0, 100000)}
@@ -421,7 +421,9 @@ def _check_files(cfg_values: Mapping[str, Mapping[str, Any]], problems: list[Pro
 
 def parse_config(text: str, path: Path) -> Config:
     """Parse config ``text`` (read from ``path``); raise ConfigError with every problem."""
-    from trust.settings import parse_access_sections, parse_trust_section
+    from dataclasses import replace
+
+    from trust.settings import parse_access_sections, parse_ocsp_sections, parse_trust_section
 
     base = path.resolve().parent
     problems: list[Problem] = []
@@ -450,6 +452,11 @@ def parse_config(text: str, path: Path) -> Config:
     access_secs = {s.split(":", 1)[1]: dict(parser[s]) for s in parser.sections() if s.startswith("access:")}
     rules, aprobs = parse_access_sections(access_secs)
     problems += aprobs
+    ocsp_secs = {s.split(":", 1)[1]: dict(parser[s]) for s in parser.sections() if s.startswith("ocsp:")}
+    if ocsp_secs:
+        ocsp_rules, oprobs = parse_ocsp_sections(ocsp_secs, trust_settings.ocsp.nonce)
+        problems += oprobs
+        trust_settings = replace(trust_settings, ocsp=replace(trust_settings.ocsp, rules=ocsp_rules))
 
     routes: list[Route] = []
     for sec in parser.sections():
@@ -478,6 +485,11 @@ def parse_config(text: str, path: Path) -> Config:
 
     _validate_cross(vals, problems)
     validate_presence(vals, [r.kind for r in routes], problems)
+    ocsp = trust_settings.ocsp
+    if ocsp.enabled and ocsp.timeout >= vals["listen"]["handshake_timeout"]:
+        problems.append(Problem("trust", "ocsp_timeout", f"{ocsp.timeout:g} must be below [listen] handshake_timeout "
+                                f"({vals['listen']['handshake_timeout']:g}): the handshake deadline would close "
+                                "connections before the OCSP deadline decides"))
     _check_files(vals, problems)
     if problems:
         raise ConfigError(problems)

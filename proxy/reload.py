@@ -62,8 +62,9 @@ class TrustState:
     """
 
     def __init__(self, config: Any, clock: Any, log: Logger | None = None,
-                 verdicts: VerdictCache | None = None) -> None:
+                 verdicts: VerdictCache | None = None, ocsp: Any = None) -> None:
         self.config = config
+        self.ocsp = ocsp  # proxy.ocsp.OcspChecker shared by every snapshot (its cache survives reloads)
         self.settings = config.trust
         self.clock = clock
         self.log = log or Logger(namespace="certgate.tls")
@@ -252,7 +253,8 @@ class TrustState:
         mapping = self.settings.mapping
         verifier = HandshakeVerifier(generation=generation, policy=self.settings.policy, verdicts=self.verdicts,
                                      mapper=lambda cert: map_account(cert, mapping),
-                                     client_auth=self.client_auth, clock=self.clock, log=self.log)
+                                     client_auth=self.client_auth, clock=self.clock, log=self.log,
+                                     ocsp=self.ocsp)
         # A fresh session-id context per snapshot: no session can cross a reload.
         session_id = os.urandom(16).hex().encode()
         min_version = str(self.config.listen.tls_min_version)

@@ -229,7 +229,12 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
 
     refusals = RefusalDigest(audit, reactor)
     HandshakeVerifier.refusal_sink = refusals.add
-    trust_state = TrustState(cfg, reactor)
+    ocsp = None
+    if cfg.trust.ocsp.enabled:
+        from proxy.ocsp import AgentFetcher, OcspChecker
+
+        ocsp = OcspChecker(cfg.trust.ocsp, reactor, AgentFetcher(reactor), metrics=metrics, audit=audit)
+    trust_state = TrustState(cfg, reactor, ocsp=ocsp)
     creator = LiveServerTLS(trust_state, cfg)
     store = open_store(cfg.sessions.store, cfg.base_dir, options_from(cfg.sessions, cfg.base_dir), reactor=reactor)
     store.monitor.use_metrics(metrics)
@@ -251,7 +256,7 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
     if not is_worker:
         register_gauges(metrics, trust_state, reactor, sessions)
     gw.parts.update(trust=trust_state, tls=creator, store=store, tunnels=tunnels, sessions=sessions, gate=gate,
-                    pools=pools, http=http, metrics=metrics, audit=audit)
+                    pools=pools, http=http, metrics=metrics, audit=audit, ocsp=ocsp)
 
     def after_reload(old: Any, new: Any) -> None:
         now = reactor.seconds()

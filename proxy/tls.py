@@ -15,7 +15,7 @@ Client certificates are judged only by :mod:`trust` (see :mod:`proxy._tls_verify
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
@@ -25,7 +25,10 @@ from zope.interface import implementer
 
 from proxy._tls_context import (TLSConfigError, ServerIdentity, build_context,  # noqa: F401 (re-exports)
                                 load_server_identity)
-from proxy._tls_verify import RECORDS, HandshakeRecord
+from proxy._tls_verify import RECORDS, HandshakeRecord, HandshakeVerifier
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twisted.internet.defer import Deferred
 from proxy.identity import ConnectionIdentity, anonymous
 from trust.escape import safe_text
 
@@ -83,7 +86,7 @@ def handshake_record(transport: Any) -> HandshakeRecord | None:
     return RECORDS.get(conn) if isinstance(conn, SSL.Connection) else None
 
 
-def identify(transport: Any, now: float) -> ConnectionIdentity | None:
+def identify(transport: Any, now: float) -> "ConnectionIdentity | None | Deferred[ConnectionIdentity | None]":
     """See :func:`_identify`; afterwards the handshake record is dropped (an idle
     connection keeps only its frozen identity)."""
     try:
@@ -94,7 +97,7 @@ def identify(transport: Any, now: float) -> ConnectionIdentity | None:
             RECORDS.pop(conn, None)
 
 
-def _identify(transport: Any, now: float) -> ConnectionIdentity | None:
+def _identify(transport: Any, now: float) -> "ConnectionIdentity | None | Deferred[ConnectionIdentity | None]":
     """The frozen identity of a connection whose TLS handshake just completed.
 
     ``transport`` is a ``proxy._tls_socket.TLSServer`` or a ``TLSMemoryBIOProtocol``
@@ -104,6 +107,10 @@ def _identify(transport: Any, now: float) -> ConnectionIdentity | None:
     handshake in ``need`` mode, or a connection not made by :class:`LiveServerTLS`.
     Reads the verdict recorded in the handshake; computes it only if the callback did not
     (never for a certificate OpenSSL did not receive).
+
+    When an OCSP answer is still being fetched, returns a Deferred that fires with the
+    identity (or None) once the answer is in or its deadline (``ocsp_timeout``) passed; the
+    caller must hold the connection (read nothing, forward nothing) until then.
     """
     rec = handshake_record(transport)
     if rec is None:
@@ -132,7 +139,19 @@ def _identify(transport: Any, now: float) -> ConnectionIdentity | None:
         if rec.leaf_der != leaf_der:
             rec.chain = _peer_chain(conn, leaf_der)
         verifier.decide(rec, leaf_der, now)
-    verdict, mapping = rec.verdict, rec.mapping
+    chain_der = rec.chain_ders()
+    facts = dict(handshake_at=now, full_handshake=full, protocol=protocol, cipher=cipher, client_ip=ip,
+                 client_port=port, server_name=sni, leaf=leaf, leaf_der=leaf_der, chain_der=chain_der)
+    if rec.ocsp_wait is not None:
+        # No cached OCSP answer: the connection's identity waits for the responder (bounded by
+        # ocsp_timeout); the HTTP layer parses nothing meanwhile.
+        verdict, mapping, plan = rec.verdict, rec.mapping, rec.ocsp_plan
+        return rec.ocsp_wait.addCallback(lambda result: _after_ocsp(verdict, mapping, plan, result, mode, facts))
+    return _identity(rec.verdict, rec.mapping, mode, facts)
+
+
+def _identity(verdict: Any, mapping: Any, mode: str, facts: dict[str, Any]) -> ConnectionIdentity | None:
+    """The identity of a presented certificate with its verdict and mapping (None: abort)."""
     account = mapping.account if (verdict.ok and mapping is not None) else None
     mapping_error = None
     if verdict.ok and account is None:
@@ -140,9 +159,25 @@ def _identify(transport: Any, now: float) -> ConnectionIdentity | None:
     if mode == "need" and account is None:
         return None
     return ConnectionIdentity(presented=True, verdict=verdict, account=account, mapping_error=mapping_error,
-                              handshake_at=now, full_handshake=full, protocol=protocol, cipher=cipher,
-                              client_ip=ip, client_port=port, server_name=sni, leaf=leaf,
-                              leaf_der=leaf_der, chain_der=rec.chain_ders())
+                              **facts)
+
+
+def _after_ocsp(verdict: Any, mapping: Any, plan: Any, result: Any, mode: str, facts: dict[str, Any]
+                ) -> ConnectionIdentity | None:
+    """The identity once the OCSP answer (or its failure) is in: the verdict with the answer applied."""
+    from trust import ocsp as O
+    from trust.certinfo import printable_repr
+
+    v = O.apply(verdict, *O.decide(plan.mode, result))
+    ident = _identity(v, mapping if v.ok else None, mode, facts)
+    sink = HandshakeVerifier.refusal_sink
+    if ident is None and sink is not None:  # a need-mode refusal, as if refused in the handshake
+        sink(facts["client_ip"], v.codes[0] if v.codes else "unmapped")
+    if ident is None or not v.ok:
+        _log.info("connection from {ip}:{port} of {subject} (sha256 {fp}) {what} after the OCSP check: {why}",
+                  ip=facts["client_ip"], port=facts["client_port"], subject=printable_repr(v.subject) or "?",
+                  fp=v.fingerprint, what="closed" if ident is None else "refused", why=v.summary)
+    return ident
 
 
 def _peer_chain(conn: SSL.Connection, leaf_der: bytes) -> dict[int, bytes]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from trust.ocsp import ERROR_CODES as OCSP_ERROR_CODES
+
 if TYPE_CHECKING:  # pragma: no cover
     from proxy.identity import ConnectionIdentity
 
@@ -41,6 +43,9 @@ _WHY: dict[str, str] = {
     "weak-signature": "its key or signature is too weak",
     "unsupported-key": "its key type is not supported",
     "crl-expired": "its revocation status cannot be checked right now",
+    "ocsp-revoked": "it has been revoked",
+    "ocsp-unknown": "the authority that issued it does not know it",
+    **{code: "its revocation status cannot be checked right now" for code in OCSP_ERROR_CODES},
 }
 _NO_ACCOUNT = "it does not name an account this gateway knows"
 _UNKNOWN = "it could not be verified"

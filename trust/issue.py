@@ -133,11 +133,13 @@ def issue(
     upns: Sequence[str] = (),
     serial: int | None = None,
     ski_aki: bool = True,
+    ocsp_urls: Sequence[str] = (),
 ) -> Issued:
     """Issue one certificate; self-signed when ``issuer`` is None.
 
     Defaults make a client-auth leaf (EKU clientAuth, CA:FALSE). ``eku=None`` omits
-    the EKU extension. Nothing is validated: broken certificates are the point.
+    the EKU extension. ``ocsp_urls`` adds an Authority Information Access extension naming
+    these OCSP responders. Nothing is validated: broken certificates are the point.
     """
     subj = name(subject) if isinstance(subject, str) else subject
     key = key or new_key(key_type)
@@ -172,6 +174,10 @@ def issue(
     sans += [x509.OtherName(UPN_OID, _der_utf8(u)) for u in upns]
     if sans:
         b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    if ocsp_urls:
+        b = b.add_extension(x509.AuthorityInformationAccess([
+            x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(u))
+            for u in ocsp_urls]), critical=False)
     if ski_aki:
         b = b.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         if issuer is not None:

@@ -11,10 +11,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Mapping
+from urllib.parse import urlsplit
 
 from . import certinfo
 from .access import AccessRule, IPNetwork
 from .mapping import MapFileError, account_problem, load_map_file
+from .ocsp import OcspRule, OcspSettings
 from .problems import Problem
 from .verify import VerifyPolicy
 
@@ -26,8 +28,10 @@ SECTION = "trust"
 _TRUE = {"yes", "true", "on", "1"}
 _FALSE = {"no", "false", "off", "0"}
 TRUST_KEYS = ("store", "reload_interval", "crl", "max_depth", "min_rsa_bits", "unsafe_allow_missing_eku",
-              "expiry_warning_days", "mapping", "mapping_strip_domain", "mapping_regex", "mapping_file")
+              "expiry_warning_days", "mapping", "mapping_strip_domain", "mapping_regex", "mapping_file",
+              "ocsp", "ocsp_timeout", "ocsp_clock_skew", "ocsp_max_age", "ocsp_cache_size", "ocsp_nonce")
 ACCESS_KEYS = ("cas", "cns", "ip_ranges")
+OCSP_KEYS = ("cas", "mode", "responder", "nonce")
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class TrustSettings:
     unsafe_allow_missing_eku: bool = False
     expiry_warning_days: int = 14
     mapping: MappingSettings = field(default_factory=MappingSettings)
+    ocsp: OcspSettings = field(default_factory=OcspSettings)
 
     @property
     def policy(self) -> VerifyPolicy:
@@ -94,14 +99,15 @@ def _choice(values: Mapping[str, str], key: str, choices: tuple[str, ...], defau
     return v
 
 
-def _flag(values: Mapping[str, str], key: str, problems: list[Problem]) -> bool:
+def _flag(values: Mapping[str, str], key: str, problems: list[Problem], default: bool = False,
+          section: str = SECTION) -> bool:
     raw = values.get(key)
     if raw is None:
-        return False
+        return default
     v = parse_bool(raw)
     if v is None:
-        problems.append(Problem(SECTION, key, f"{raw.strip()!r} is not a boolean (yes/no, true/false, on/off, 1/0)"))
-        return False
+        problems.append(Problem(section, key, f"{raw.strip()!r} is not a boolean (yes/no, true/false, on/off, 1/0)"))
+        return default
     return v
 
 
@@ -133,10 +139,67 @@ def parse_trust_section(values: Mapping[str, str], base_dir: Path) -> tuple[Trus
     unsafe_eku = _flag(values, "unsafe_allow_missing_eku", problems)
     warn_days = int(_number(values, "expiry_warning_days", int, 0, 3650, 14, problems))
     mapping = _parse_mapping(values, base_dir, problems)
+    ocsp_settings = OcspSettings(
+        mode=_choice(values, "ocsp", ("hard", "soft", "off"), "off", problems),  # type: ignore[arg-type]
+        timeout=float(_number(values, "ocsp_timeout", float, 0.1, 60, 3.0, problems)),
+        clock_skew=float(_number(values, "ocsp_clock_skew", float, 0, 3600, 300.0, problems)),
+        max_age=float(_number(values, "ocsp_max_age", float, 10, 7 * 86400, 3600.0, problems)),
+        cache_size=int(_number(values, "ocsp_cache_size", int, 1, 10_000_000, 10000, problems)),
+        nonce=_flag(values, "ocsp_nonce", problems, default=True))
     settings = TrustSettings(store=store, reload_interval=reload_interval, crl=crl,  # type: ignore[arg-type]
                              max_depth=max_depth, min_rsa_bits=min_rsa_bits, unsafe_allow_missing_eku=unsafe_eku,
-                             expiry_warning_days=warn_days, mapping=mapping)
+                             expiry_warning_days=warn_days, mapping=mapping, ocsp=ocsp_settings)
     return settings, problems
+
+
+def parse_ocsp_sections(sections: Mapping[str, Mapping[str, str]], default_nonce: bool = True
+                        ) -> tuple[tuple[OcspRule, ...], list[Problem]]:
+    """Parse ``[ocsp:NAME]`` sections (keys of ``sections`` are the NAMEs) into rules.
+
+    ``cas`` (required): SHA-256 fingerprints or store file names, as in ``[access:NAME]``;
+    ``mode``: hard (default), soft, off; ``responder``: an http(s) URL with a host (default:
+    the certificate's AIA); ``nonce``: boolean (default ``default_nonce``). A CA named by
+    two rules is a problem. Does not check that the CAs exist in the store.
+    """
+    rules: list[OcspRule] = []
+    problems: list[Problem] = []
+    seen: dict[str, str] = {}
+    for name, values in sections.items():
+        section = f"ocsp:{name}"
+        if not name or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            problems.append(Problem(section, None, "rule names use letters, digits, '_', '.', '-'"))
+        for key in values:
+            if key not in OCSP_KEYS:
+                problems.append(Problem(section, key, f"unknown key (known: {', '.join(OCSP_KEYS)})"))
+        cas: list[str] = []
+        for item in _split(values.get("cas")):
+            fp = certinfo.normalize_fingerprint(item)
+            if fp is None and (item.startswith("/") or ".." in item.split("/")):
+                problems.append(Problem(section, "cas", f"{item!r} is neither a SHA-256 fingerprint nor a "
+                                                        "file name inside the trust store"))
+                continue
+            ca = fp or item
+            if ca in seen:
+                problems.append(Problem(section, "cas", f"{item!r} is already named by [ocsp:{seen[ca]}]"))
+            seen[ca] = name
+            cas.append(ca)
+        if not cas:
+            problems.append(Problem(section, "cas", "required: the CA(s) this rule applies to"))
+        raw_mode = (values.get("mode") or "hard").strip()
+        if raw_mode not in ("hard", "soft", "off"):
+            problems.append(Problem(section, "mode", f"{raw_mode!r} is not one of hard, soft, off"))
+            raw_mode = "hard"
+        responder = (values.get("responder") or "").strip() or None
+        if responder is not None:
+            parts = urlsplit(responder)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
+                problems.append(Problem(section, "responder", f"{responder!r} must be an http:// or https:// URL "
+                                                              "with a host"))
+                responder = None
+        nonce = _flag(values, "nonce", problems, default=default_nonce, section=section)
+        rules.append(OcspRule(name=name, cas=tuple(cas), mode=raw_mode, responder=responder,  # type: ignore[arg-type]
+                              nonce=nonce))
+    return tuple(rules), problems
 
 
 def _parse_mapping(values: Mapping[str, str], base_dir: Path, problems: list[Problem]) -> MappingSettings:

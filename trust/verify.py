@@ -168,7 +168,7 @@ def verify(leaf: x509.Certificate | None, intermediates: Sequence[x509.Certifica
     crl_chain: tuple[x509.Certificate, ...] = ()
     if pinned_entry is not None:
         chain = (leaf,)
-        issuer_ca = _direct_issuer(leaf, generation)
+        issuer_ca = direct_issuer(leaf, generation)
         crl_chain = (leaf, issuer_ca) if issuer_ca is not None else ()
     elif len(intermediates) > MAX_INTERMEDIATES:
         reasons.append(Reason("chain-too-deep", f"the client sent {len(intermediates)} chain certificates "
@@ -258,7 +258,8 @@ def _verify_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Certifica
     return (), [Reason("chain-invalid", f"the X.509 path validator refused the chain: {rust_error}")]
 
 
-def _direct_issuer(leaf: x509.Certificate, generation: TrustGeneration) -> x509.Certificate | None:
+def direct_issuer(leaf: x509.Certificate, generation: TrustGeneration) -> x509.Certificate | None:
+    """The store CA whose key signed ``leaf`` (name match *and* signature), or None."""
     for ca in generation.ca_certs:
         if ca.subject == leaf.issuer:
             try:
