@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
+from proxy.presence_rules import validate_presence
 from trust.problems import Problem
 
 
@@ -56,8 +57,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "handshake_timeout": Key("float", 10.0, "seconds for a TLS handshake to complete", 0.1, 300),
         "header_timeout": Key("float", 10.0, "seconds to receive a complete request head (slowloris)", 0.1, 300),
         "idle_timeout": Key("float", 120.0, "seconds a keep-alive connection may sit idle", 1, 86400),
-        "max_connection_age": Key("float", 60.0, "seconds after which the next response carries "
-                                  "Connection: close, so the client re-proves its certificate (0 = never)", 0, 86400),
+        "max_connection_age": Key("float", 60.0, "seconds after its handshake a connection is closed: "
+                                  "at once when idle, else its next response carries Connection: close, so the "
+                                  "client re-proves its certificate (0 = never); capped by [sessions] "
+                                  "presence_interval", 0, 86400),
         "max_connections": Key("int", 10000, "concurrent client connections per worker", 1, 1000000),
         "workers": Key("int", 1, "worker processes sharing the port (SO_REUSEPORT)", 1, 64),
     },
@@ -124,8 +127,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "idle_timeout": Key("float", 1800.0, "seconds without a request before the session ends", 1, 86400 * 7),
         "max_lifetime": Key("float", 43200.0, "absolute session lifetime in seconds", 60, 86400 * 30),
         "cookie_name": Key("str", "__Host-certgate", "session cookie name (must start with __Host-)"),
-        "presence_interval": Key("float", 30.0, "seconds between presence pings of the page script", 1, 3600),
-        "inject_presence_script": Key("bool", False, "add the presence script to upstream HTML pages"),
+        "presence_interval": Key("float", None, "seconds between presence pings of the page script, and the "
+                                 "handshake age at which connections close; default: grace / 4, at most 30; "
+                                 "at most grace / 3 where the script is injected", 1, 3600),
+        "inject_presence_script": Key("autobool", "auto", "add the presence script to upstream HTML pages of "
+                                      "session-guarded routes: auto (routes of kind cockpit or joc, single-page "
+                                      "apps), yes (every route) or no"),
     },
     "cockpit": {
         "mode": Key("choice", "bearer", "bearer: certgate hands cockpit-ws a signed assertion checked by "
@@ -261,6 +268,12 @@ def _parse_value(section: str, key: str, spec: Key, raw: str, base: Path, proble
     if spec.kind == "bool":
         if raw.lower() not in _BOOLS:
             return bad(f"{raw!r} is not yes/no")
+        return _BOOLS[raw.lower()]
+    if spec.kind == "autobool":
+        if raw.lower() == "auto":
+            return "auto"
+        if raw.lower() not in _BOOLS:
+            return bad(f"{raw!r} is not auto, yes or no")
         return _BOOLS[raw.lower()]
     if spec.kind == "choice":
         if raw not in spec.choices:
@@ -430,6 +443,7 @@ def parse_config(text: str, path: Path) -> Config:
             account_rules[sec.split(":", 1)[1]] = av["required_auth_methods"]
 
     _validate_cross(vals, problems)
+    validate_presence(vals, [r.kind for r in routes], problems)
     _check_files(vals, problems)
     if problems:
         raise ConfigError(problems)
