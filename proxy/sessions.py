@@ -301,6 +301,11 @@ class SessionManager:
             return _fail("fresh-proof-required", chk.record)
         return chk
 
+    def fresh_proof(self, session_id: str, identity: "ConnectionIdentity") -> SessionCheck:
+        """:meth:`check`, and ``fresh-proof-required`` unless this connection's full handshake with
+        the session's certificate is at most :meth:`fresh_window` seconds old."""
+        return self._fresh_proof(session_id, identity)
+
     def activate_long(self, session_id: str, identity: "ConnectionIdentity") -> SessionCheck:
         """Switch the session to the long grace; needs a fresh proof of its certificate on this connection."""
         chk = self._fresh_proof(session_id, identity)

@@ -12,6 +12,9 @@ Used by certgate's own login page and JSON API (:mod:`proxy.login.pages`,
 4. the password: with ``password = file`` checked against the scrypt file; with ``upstream``
    only the front door can prove it (``password_proven_upstream=True``);
 5. the TOTP code: ``^[0-9]{6}$``, valid within the window, its time step never used before;
+5b. the WebAuthn assertion (:mod:`proxy.login.webauthn_service`): a challenge certgate sealed
+   for this account and certificate, never used before, one of the account's keys, origin
+   and RP id of ``[webauthn]``, signature, user verification, a counter that moved forward;
 6. the rules: a satisfied rule opens the trusted session (``ok``); otherwise a partial success
    answers a new receipt and the rules still reachable (Keystone ``required_auth_methods``).
 
@@ -76,6 +79,7 @@ class AuthOutcome:
     set_cookie: list[tuple[bytes, bytes]] = field(default_factory=list)
     session_expires_at: float | None = None
     retry_after: int = 0  # seconds, for ``throttled`` and ``busy``
+    webauthn_options: dict[str, Any] | None = None  # request options when a partial success needs the key
 
     @property
     def partial(self) -> bool:
@@ -105,6 +109,12 @@ class LoginService:
         self.passwords = PasswordFile(self._path(lc.password_file)) if lc.password_file else None
         self.totp = (TotpSecrets(self._path(lc.totp_secrets), self._path(lc.totp_key))
                      if lc.totp_secrets and lc.totp_key else None)
+        self.webauthn = None
+        if getattr(config.webauthn, "rp_id", "") and getattr(config.webauthn, "credentials", None):
+            from proxy.login.webauthn_service import WebAuthnFactor
+
+            self.webauthn = WebAuthnFactor(config=config, secret=self.secret, store=store, audit=audit,
+                                           base_dir=Path(config.base_dir))
         self.throttle = Throttle(store, limit=int(lc.failure_limit), window=float(lc.failure_window),
                                  lockout=float(lc.lockout))
         self.startups = Startups(lc.max_startups, rng)
@@ -138,9 +148,20 @@ class LoginService:
         except TotpError:
             return True
 
+    def webauthn_enrolled(self, account: str) -> bool:
+        """True when ``account`` has a security key (or the key file cannot be read)."""
+        return self.webauthn is not None and self.webauthn.enrolled(account)
+
     def effective_rules(self, account: str) -> list[list[str]]:
         """The rules that apply now (:func:`factors.effective_rules` with the enrolment)."""
-        return factors.effective_rules(self.required_methods(account), self.totp_enrolled(account))
+        return factors.effective_rules(self.required_methods(account), self.totp_enrolled(account),
+                                       self.webauthn_enrolled(account))
+
+    def webauthn_options(self, account: str, conn: "ConnContext") -> dict[str, Any] | None:
+        """Request options for ``account``'s keys bound to this connection's certificate, or None."""
+        if self.webauthn is None or not conn.identity.ok:
+            return None
+        return self.webauthn.login_options(account, conn.identity.fingerprint, self.clock.seconds())
 
     def needs_totp(self, account: str) -> bool:
         """True when every rule that applies to ``account`` needs a TOTP code."""
@@ -169,7 +190,8 @@ class LoginService:
 
     def authenticate(self, *, account: str, conn: "ConnContext", password: str | None = None,
                      totp: str | None = None, receipt: str | None = None,
-                     password_proven_upstream: bool = False, open_session: bool = True) -> AuthOutcome:
+                     password_proven_upstream: bool = False, open_session: bool = True,
+                     webauthn: str | None = None) -> AuthOutcome:
         """Check one login attempt; on ``ok`` the trusted session is opened (unless ``open_session``
         is false) and ``set_cookie`` carries its cookie. Runs scrypt in the calling thread."""
         pre = self._precheck(account, conn)
@@ -178,12 +200,13 @@ class LoginService:
         pw_ok = None
         if password is not None and self._mode == "file":
             pw_ok = self._check_password(pre, password)
-        return self._finish(pre, conn, password, pw_ok, totp, receipt, password_proven_upstream, open_session)
+        return self._finish(pre, conn, password, pw_ok, totp, receipt, password_proven_upstream, open_session,
+                            webauthn)
 
     def authenticate_async(self, *, account: str, conn: "ConnContext", password: str | None = None,
                            totp: str | None = None, receipt: str | None = None,
-                           password_proven_upstream: bool = False, open_session: bool = True
-                           ) -> "Deferred[AuthOutcome]":
+                           password_proven_upstream: bool = False, open_session: bool = True,
+                           webauthn: str | None = None) -> "Deferred[AuthOutcome]":
         """Like :meth:`authenticate`, with the scrypt work in a thread (the rest in the caller's)."""
         from twisted.internet.defer import succeed
 
@@ -193,10 +216,10 @@ class LoginService:
         if password is None or self._mode != "file" or self._defer_to_thread is None:
             return succeed(self.authenticate(account=account, conn=conn, password=password, totp=totp,
                                              receipt=receipt, password_proven_upstream=password_proven_upstream,
-                                             open_session=open_session))
+                                             open_session=open_session, webauthn=webauthn))
         d = self._defer_to_thread(self._check_password, pre, password)
         d.addCallback(lambda pw_ok: self._finish(pre, conn, password, pw_ok, totp, receipt,
-                                                 password_proven_upstream, open_session))
+                                                 password_proven_upstream, open_session, webauthn))
         return d
 
     def authenticate_in_slot(self, **kw: Any) -> "Deferred[AuthOutcome]":
@@ -252,7 +275,8 @@ class LoginService:
         return canonical
 
     def _finish(self, account: str, conn: "ConnContext", password: str | None, pw_ok: bool | str | None,
-                totp: str | None, receipt: str | None, upstream_ok: bool, open_session: bool) -> AuthOutcome:
+                totp: str | None, receipt: str | None, upstream_ok: bool, open_session: bool,
+                webauthn: str | None = None) -> AuthOutcome:
         ident = conn.identity
         now = self.clock.seconds()
         rules = self.effective_rules(account)
@@ -285,6 +309,14 @@ class LoginService:
             if why:
                 return self._fail(account, conn, why, rules)
             proven.add(factors.TOTP)
+        if webauthn is not None:
+            if self.webauthn is None:
+                return self._fail(account, conn, "webauthn-not-configured", rules)
+            extra: dict[str, Any] = {"fingerprint": ident.fingerprint, "client_ip": ident.client_ip}
+            why = self.webauthn.check(account, ident.fingerprint, webauthn, now, extra)
+            if why:
+                return self._fail(account, conn, why, rules, detail=extra.get("detail"))
+            proven.add(factors.WEBAUTHN)
         done = frozenset(proven)
         if not rules:
             return self._fail(account, conn, "no-usable-rule", self.required_methods(account))
@@ -294,10 +326,11 @@ class LoginService:
                                           methods=sorted(done), now=now, lifetime=self._lifetime,
                                           not_after=not_after)
         required = factors.reachable(rules, done)
-        self._audit(account, conn, "partial", "more-methods-required", methods=factors.ordered(done),
-                    missing=factors.missing(rules, done))
+        need = factors.missing(rules, done)
+        self._audit(account, conn, "partial", "more-methods-required", methods=factors.ordered(done), missing=need)
+        options = self.webauthn_options(account, conn) if factors.WEBAUTHN in need else None
         return AuthOutcome(False, account, done, required, token, "more-methods-required", MSG_PARTIAL,
-                           receipt_expires_at=rec2.expires_at)
+                           receipt_expires_at=rec2.expires_at, webauthn_options=options)
 
     def _check_totp(self, account: str, code: str, now: float) -> str:
         """'' when the code proves TOTP (its step now used), else the reason code."""
@@ -358,4 +391,9 @@ class LoginService:
         from proxy.login.api import AuthApi
         from proxy.login.pages import LoginPage
 
-        return {"/.certgate/login": LoginPage(self), "/.certgate/api/auth": AuthApi(self)}
+        eps: dict[str, Any] = {"/.certgate/login": LoginPage(self), "/.certgate/api/auth": AuthApi(self)}
+        if self.webauthn is not None:
+            from proxy.login.webauthn_page import WEBAUTHN_PATH, EnrolPage
+
+            eps[WEBAUTHN_PATH] = EnrolPage(self)
+        return eps

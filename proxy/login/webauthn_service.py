@@ -1,0 +1,129 @@
+"""The ``webauthn`` factor as the login service uses it: options, checks, enrolment, audit.
+
+One :class:`WebAuthnFactor` per gateway: :class:`proxy.login.webauthn.Ceremonies` for the
+relying party of ``[webauthn]``, the credentials file and the session store (for single use
+of challenges only, :func:`proxy.login.webauthn.consume`). Every change of the credentials
+and every refused ceremony is audited (event ``webauthn``), with the client-sent credential
+name escaped by the audit writer like any other value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from proxy.login.keys import derive_key
+from proxy.login.webauthn import (Ceremonies, CounterRegression, StoredCredential, WebAuthnError, consume,
+                                  user_handle)
+from proxy.login.webauthn_creds import CredentialFile, CredentialFileError, clean_name
+
+
+class WebAuthnFactor:
+    def __init__(self, *, config: Any, secret: bytes, store: Any, audit: Any, base_dir: Path) -> None:
+        w = config.webauthn
+        self._key = derive_key(secret, "webauthn")
+        self.ceremonies = Ceremonies(self._key, rp_id=str(w.rp_id).strip().lower(), origin=str(w.origin).strip(),
+                                     rp_name=str(w.rp_name), lifetime=float(w.challenge_lifetime))
+        path = Path(w.credentials)
+        self.creds = CredentialFile(path if path.is_absolute() else base_dir / path)
+        self.store = store
+        self.audit = audit
+        self._uv_default = str(w.user_verification)
+        self._uv = dict(getattr(config, "account_uv", {}) or {})
+
+    def uv(self, account: str) -> str:
+        """``preferred`` or ``required`` for ``account``."""
+        return self._uv.get(account, self._uv_default)
+
+    def enrolled(self, account: str) -> bool:
+        """True when ``account`` has a key; True too when the file cannot be read (fails closed)."""
+        try:
+            return self.creds.enrolled(account)
+        except CredentialFileError:
+            return True
+
+    def credentials(self, account: str) -> list[StoredCredential]:
+        try:
+            return self.creds.credentials(account)
+        except CredentialFileError:
+            return []
+
+    # ------------------------------------------------------------------ login
+
+    def login_options(self, account: str, fingerprint: str | None, now: float) -> dict[str, Any] | None:
+        """Request options for ``account``'s keys, bound to ``fingerprint``; None without keys."""
+        creds = self.credentials(account)
+        if not creds or not fingerprint:
+            return None
+        opts, _ = self.ceremonies.authentication_options(account=account, fingerprint=fingerprint,
+                                                         credentials=[c.id for c in creds], uv=self.uv(account),
+                                                         now=now)
+        return opts
+
+    def check(self, account: str, fingerprint: str | None, response: str, now: float,
+              audit_extra: dict[str, Any]) -> str:
+        """'' when ``response`` proves the factor (challenge consumed, counter stored), else the
+        reason code. A counter regression is audited on its own line before the refusal."""
+        try:
+            creds = self.creds.credentials(account)
+        except CredentialFileError:
+            return "webauthn-unavailable"
+        if not creds:
+            return "webauthn-not-enrolled"
+        try:
+            a, ch = self.ceremonies.verify_assertion(response, account=account, fingerprint=fingerprint,
+                                                     credentials=creds, uv=self.uv(account), now=now)
+            consume(self.store, ch)
+        except CounterRegression as e:
+            self._regression(account, e.credential_id, e.stored, e.received, audit_extra)
+            return e.reason
+        except WebAuthnError as e:
+            audit_extra["detail"] = e.detail[:200] or None
+            return e.reason
+        try:
+            stored = self.creds.record_use(account, a.credential_id, a.new_sign_count, now)
+        except (CredentialFileError, KeyError):
+            return "webauthn-unavailable"
+        if stored is not None:  # another login moved the counter between the check and the write
+            self._regression(account, a.credential_id, stored, a.new_sign_count, audit_extra)
+            return "webauthn-counter-regression"
+        audit_extra["credential"] = a.credential_id[:16]
+        return ""
+
+    def _regression(self, account: str, cid: str, stored: int, received: int, extra: dict[str, Any]) -> None:
+        self.audit.record("webauthn", "deny", "counter-regression", account=account, credential=cid[:16],
+                          stored_count=stored, received_count=received, **{k: v for k, v in extra.items()
+                                                                             if k in ("fingerprint", "client_ip")})
+
+    # ------------------------------------------------------------------ enrolment
+
+    def registration_options(self, account: str, fingerprint: str, now: float) -> dict[str, Any]:
+        existing = [c.id for c in self.credentials(account)]
+        opts, _ = self.ceremonies.registration_options(account=account, fingerprint=fingerprint,
+                                                       user_handle=user_handle(self._key, account),
+                                                       existing=existing, uv=self.uv(account), now=now)
+        return opts
+
+    def register(self, account: str, fingerprint: str | None, response: str, name: object, now: float,
+                 who: dict[str, Any]) -> StoredCredential:
+        """Verify a registration and store the key as ``name``; WebAuthnError (reason, detail) when
+        refused. Audited either way."""
+        try:
+            clean = clean_name(name)
+        except ValueError as e:
+            raise WebAuthnError("webauthn-bad-name", str(e)) from None
+        try:
+            new, ch = self.ceremonies.verify_registration(response, account=account, fingerprint=fingerprint,
+                                                          uv=self.uv(account), now=now)
+            consume(self.store, ch)
+            cred = StoredCredential(new.id, new.public_key, new.sign_count, clean, now, None, new.user_verified)
+            self.creds.add(account, cred)
+        except WebAuthnError as e:
+            self.audit.record("webauthn", "deny", e.reason, account=account, detail=e.detail[:200] or None, **who)
+            raise
+        except CredentialFileError as e:
+            self.audit.record("webauthn", "deny", "webauthn-store-failed", account=account, detail=str(e), **who)
+            raise WebAuthnError("webauthn-store-failed", str(e)) from None
+        self.audit.record("webauthn", "add", "enrolled", account=account, credential=cred.id[:16], name=clean,
+                          user_verified=cred.user_verified, **who)
+        return cred
