@@ -55,8 +55,8 @@ class WebAuthnError(Exception):
 class CounterRegression(WebAuthnError):
     """The authenticator's signature counter did not move forward (a cloned key, or a replay)."""
 
-    def __init__(self, credential_id: str, stored: int, received: int) -> None:
-        self.credential_id, self.stored, self.received = credential_id, stored, received
+    def __init__(self, credential_id: str, stored: int, received: int, challenge: "Challenge | None" = None) -> None:
+        self.credential_id, self.stored, self.received, self.challenge = credential_id, stored, received, challenge
         super().__init__("webauthn-counter-regression", f"counter {received} after {stored}")
 
 
@@ -218,7 +218,7 @@ class Ceremonies:
             raise WebAuthnError(_why(str(e)), str(e)) from None
         new = int(v.new_sign_count)
         if (stored.sign_count or new) and new <= stored.sign_count:
-            raise CounterRegression(cid, stored.sign_count, new)
+            raise CounterRegression(cid, stored.sign_count, new, ch)
         return Assertion(cid, new, bool(v.user_verified)), ch
 
 

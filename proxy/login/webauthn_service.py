@@ -75,6 +75,11 @@ class WebAuthnFactor:
                                                      credentials=creds, uv=self.uv(account), now=now)
             consume(self.store, ch)
         except CounterRegression as e:
+            try:  # a used challenge is the plainer cause (a replayed assertion repeats its counter)
+                if e.challenge is not None:
+                    consume(self.store, e.challenge)
+            except WebAuthnError as used:
+                return used.reason
             self._regression(account, e.credential_id, e.stored, e.received, audit_extra)
             return e.reason
         except WebAuthnError as e:
