@@ -157,6 +157,11 @@ class LoginService:
         return factors.effective_rules(self.required_methods(account), self.totp_enrolled(account),
                                        self.webauthn_enrolled(account))
 
+    def needs_webauthn(self, account: str) -> bool:
+        """True when every rule that applies to ``account`` needs its security key."""
+        rules = self.effective_rules(account)
+        return bool(rules) and all(factors.WEBAUTHN in r for r in rules)
+
     def webauthn_options(self, account: str, conn: "ConnContext") -> dict[str, Any] | None:
         """Request options for ``account``'s keys bound to this connection's certificate, or None."""
         if self.webauthn is None or not conn.identity.ok:

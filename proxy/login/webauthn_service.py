@@ -114,10 +114,10 @@ class WebAuthnFactor:
         """Verify a registration and store the key as ``name``; WebAuthnError (reason, detail) when
         refused. Audited either way."""
         try:
-            clean = clean_name(name)
-        except ValueError as e:
-            raise WebAuthnError("webauthn-bad-name", str(e)) from None
-        try:
+            try:
+                clean = clean_name(name)
+            except ValueError as bad:
+                raise WebAuthnError("webauthn-bad-name", str(bad)) from None
             new, ch = self.ceremonies.verify_registration(response, account=account, fingerprint=fingerprint,
                                                           uv=self.uv(account), now=now)
             consume(self.store, ch)
