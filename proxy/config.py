@@ -34,7 +34,7 @@ class ConfigError(Exception):
 class Key:
     """One configuration key: how to parse it, its default and its documentation."""
 
-    kind: str  # str | int | float | bool | choice | path | url | list | json | header | maxstartups
+    kind: str  # str | int | float | bool | choice | path | logpath | url | list | json | header | maxstartups
     default: Any
     doc: str
     lo: float | None = None
@@ -164,11 +164,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "token_file": Key("path", None, "file holding a bearer token required by the admin API"),
     },
     "audit": {
-        "file": Key("str", "-", "JSON-lines audit log path, or - for standard error"),
+        "file": Key("logpath", "-", "JSON-lines audit log path, or - for standard error"),
     },
     "log": {
         "level": Key("choice", "info", "log level", choices=("debug", "info", "warn", "error")),
-        "file": Key("str", "-", "log file path, or - for standard error"),
+        "file": Key("logpath", "-", "log file path, or - for standard error"),
+        "json_file": Key("logpath", "", "also write the operational log as JSON lines here (empty = off)"),
+        "access_file": Key("logpath", "access.log", "access log, one JSON line per request (- = standard "
+                           "error, empty = off)"),
     },
 }
 
@@ -303,6 +306,8 @@ def _parse_value(section: str, key: str, spec: Key, raw: str, base: Path, proble
             return None
         p = Path(raw)
         return p if p.is_absolute() else (base / p)
+    if spec.kind == "logpath":
+        return _logpath(raw, base)
     if spec.kind == "list":
         return [x.strip() for x in raw.split(",") if x.strip()]
     if spec.kind == "header":
@@ -325,6 +330,14 @@ def _parse_value(section: str, key: str, spec: Key, raw: str, base: Path, proble
     if spec.kind == "maxstartups":
         return _parse_maxstartups(raw, where, problems, spec.default)
     return raw
+
+
+def _logpath(raw: str, base: Path) -> str:
+    """``-`` (standard error) and empty (off) as they are; a relative path from the config's folder."""
+    if raw in ("-", ""):
+        return raw
+    p = Path(raw)
+    return str(p if p.is_absolute() else base / p)
 
 
 def _parse_methods(raw: str, where: tuple[str, str], problems: list[Problem], default: Any) -> Any:
@@ -382,6 +395,8 @@ def _section(parser: configparser.ConfigParser, name: str, schema: Mapping[str, 
             d = spec.default
             if spec.kind == "path" and isinstance(d, str):
                 d = base / d
+            elif spec.kind == "logpath":
+                d = _logpath(d, base)
             values[key] = d
     return values
 

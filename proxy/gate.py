@@ -197,7 +197,7 @@ class Gate:
             return Response(302, [(b"Location", loc.encode("ascii")), (b"Cache-Control", b"no-store"),
                                   (b"Content-Type", b"text/plain; charset=utf-8")] + extra,
                             b"Login required\n")
-        body = json.dumps({"error": reason, "login": LOGIN_PATH}).encode("utf-8")
+        body = json.dumps({"error": reason, "message": "log in first", "login": LOGIN_PATH}).encode("utf-8")
         return Response(401, [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-store"),
                               (b"WWW-Authenticate", b'Certgate realm="certgate"')] + extra, body)
 

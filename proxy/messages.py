@@ -148,6 +148,26 @@ def text_response(status: int, text: str, *, close: bool = False, headers: Heade
     return Response(status, hs + (headers or []), text.encode("utf-8"), close=close)
 
 
+#: certgate's one JSON error shape: ``{"error": CODE, "message": TEXT, ...}`` where CODE is a
+#: stable lower-case reason (e.g. ``session-ended``) and TEXT a sentence for a person.
+ERROR_CODES = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
+               405: "method-not-allowed", 409: "conflict", 413: "too-large", 415: "unsupported-media-type",
+               429: "too-many-requests", 500: "internal-error", 502: "bad-gateway", 503: "service-unavailable",
+               504: "gateway-timeout"}
+
+
+def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
+    """The JSON error object every certgate endpoint answers with (extra keys after the two)."""
+    return {"error": code, "message": message, **extra}
+
+
+def error_json(status: int, message: str, *, code: str | None = None, headers: Headers | None = None,
+               **extra: object) -> Response:
+    """An ``application/json`` error response in the one shape (code defaults from the status)."""
+    return json_response(status, error_body(code or ERROR_CODES.get(status, "error"), message, **extra),
+                         headers=headers)
+
+
 def json_response(status: int, obj: object, *, headers: Headers | None = None) -> Response:
     """A ``application/json`` response."""
     import json

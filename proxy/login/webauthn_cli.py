@@ -90,3 +90,6 @@ def main(argv: list[str], *, stdout: IO[str] | None = None, stderr: IO[str] | No
     except (_Fail, CredentialFileError) as e:
         print(f"certgate webauthn: {e}", file=err)
         return 1
+    except OSError as e:
+        print(f"certgate webauthn: {getattr(e, 'filename', '') or ''}: {e.strerror}", file=err)
+        return 1

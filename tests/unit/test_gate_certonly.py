@@ -148,7 +148,7 @@ def test_global_cert_only_with_an_account_needing_a_password():
     d = g.decide(head(b"/api", method=b"POST", headers=JSON), conn(make_identity("alice")))
     assert d.status == 401
     assert dict(d.headers)[b"WWW-Authenticate"] == b'Certgate realm="certgate"'
-    assert json.loads(d.body) == {"error": "login-required", "login": "/.certgate/login"}
+    assert json.loads(d.body) == {"error": "login-required", "message": "log in first", "login": "/.certgate/login"}
 
 
 def test_access_rules_come_from_trust_access():
