@@ -106,6 +106,7 @@ class Browser:
         self.context: Any = None
         self.page: Any = None
         self.steps = 0
+        self.login_pages: list[str] = []  # which login page each login went through
 
     def launch(self, ca_pem: Path, cert: Path | None = None, key: Path | None = None) -> "Browser":
         """Set up the NSS database (trusting ``ca_pem``), the card when ``cert``/``key`` are given,

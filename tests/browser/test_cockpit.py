@@ -184,9 +184,11 @@ def cockpit_login(b: Browser, site: Site, accounts: Accounts, account: str, *, p
         page.locator("#login-user-input").wait_for(state="visible", timeout=20000)
     if page.locator("form[action='/.certgate/login']").count():
         b.step("certgate login page")
+        b.login_pages.append("certgate")
         certgate_page_login(b, accounts, account)
     else:
         b.step("cockpit login page")
+        b.login_pages.append("cockpit")
         page.fill("#login-user-input", account)
         page.fill("#login-password-input", PASSWORD)
         page.click("#login-button")
@@ -424,6 +426,11 @@ def test_logout_then_login_again(scene: Scene, cockpit: CockpitSite, accounts: A
     secs = cockpit_login(b, site, accounts, "cgblogout", path=None)
     scene.timing("login again after logout", secs)
     assert "cgblogout" in page.inner_text("body")
+    opened = [e for e in site.audit() if e.get("event") == "session" and e.get("decision") == "open"
+              and e.get("account") == "cgblogout"]
+    assert b.login_pages == ["cockpit", "cockpit"]  # after Logout too: Cockpit's own page
+    assert len(opened) == 2, site.report()  # one session per login; the first ended with the logout
+    assert sum("accepted account=cgblogout" in ln for ln in cockpit.auth_lines()) == 2, cockpit.report()
 
 
 def test_bookmark_to_a_deep_path(scene: Scene, cockpit: CockpitSite, accounts: Accounts) -> None:
@@ -436,3 +443,5 @@ def test_bookmark_to_a_deep_path(scene: Scene, cockpit: CockpitSite, accounts: A
     frame_named(page, "cockpit1:localhost/system/services")
     b.step("back at the bookmarked path")
     assert page.url == site.url(deep)
+    assert b.login_pages == ["cockpit"]  # Cockpit's own login page, at the bookmarked path
+    assert any("accepted account=cgbdeep" in ln for ln in cockpit.auth_lines()), cockpit.report()
