@@ -173,11 +173,11 @@ class Gate:
         return error_page(head, status, code, title, message, headers=headers)
 
     def login_required(self, head: RequestHead, reason: str, *, clear_cookie: bool = False,
-                       route: "Route | None" = None) -> Decision:
+                       route: "Route | None" = None, conn: ConnContext | None = None) -> Decision:
         """The login for a request without a live session.
 
         A browser GET navigation on ``route`` whose front door serves its own login page there
-        (Cockpit: ``login_page(head, route)``) gets that page, forwarded without credentials;
+        (Cockpit: ``login_page(head, conn, route)``) gets that page, forwarded without credentials;
         other browser GET navigations a 302 to certgate's login page; anything else 401 JSON
         with WWW-Authenticate. ``clear_cookie`` also expires certgate's (dead) cookie.
         """
@@ -185,14 +185,14 @@ class Gate:
             self._logins.inc()
         extra: Headers = list(self._sessions.clear_cookie_headers()) if clear_cookie and self._sessions else []
         if head.method in (b"GET", b"HEAD") and head.wants_html():
-            if route is not None and not head.upgrade:
+            if route is not None and conn is not None and not head.upgrade:
                 for door in self._front_doors:
                     page = getattr(door, "login_page", None)
-                    fwd = page(head, route) if page is not None else None
-                    if fwd is not None:
-                        if extra:
-                            fwd.on_response = lambda status, headers: extra
-                        return fwd
+                    answer = page(head, conn, route) if page is not None else None
+                    if answer is not None:
+                        if extra and isinstance(answer, Forward):
+                            answer.on_response = lambda status, headers: extra
+                        return answer
             loc = LOGIN_PATH + "?next=" + quote(safe_next(head.target), safe="/")
             return Response(302, [(b"Location", loc.encode("ascii")), (b"Cache-Control", b"no-store"),
                                   (b"Content-Type", b"text/plain; charset=utf-8")] + extra,
@@ -315,7 +315,7 @@ class Gate:
             if not ident.presented and self._global_cert_only:
                 return self._deny(head, conn, 403, "certificate-required", "Certificate required",
                                   wording.NO_CERTIFICATE)
-            return self.login_required(head, "login-required", route=route)
+            return self.login_required(head, "login-required", route=route, conn=conn)
         try:
             chk = sessions.check(sid, ident, ident.client_ip)
         except StoreError as e:  # fail closed, say so, keep serving
@@ -326,7 +326,8 @@ class Gate:
                                   "This session belongs to another certificate. It has been ended; log in "
                                   "again with your own certificate.",
                                   headers=list(sessions.clear_cookie_headers()))
-            return self.login_required(head, chk.reason or "session-ended", clear_cookie=True, route=route)
+            return self.login_required(head, chk.reason or "session-ended", clear_cookie=True, route=route,
+                                       conn=conn)
         record = chk.record
         if ident.presented and self._access_check is not None:
             denied = self._access_denied(head, conn, record.account)

@@ -271,7 +271,7 @@ class CockpitFrontDoor:
             return self._conversation_answer(head, conn, route, rest)
         return self._refuse(conn, None, 401, "scheme-refused", "Authentication failed", scheme=scheme[:20])
 
-    def login_page(self, head: RequestHead, route: "Route") -> Forward | None:
+    def login_page(self, head: RequestHead, conn: ConnContext, route: "Route") -> "Response | Forward | None":
         """For the gate, when a browser navigation has no live certgate session: Cockpit's own
         login page at the path asked for (cockpit-ws serves it at any path under its UrlRoot to a
         request without credentials), or None outside this door's routes.
@@ -279,13 +279,17 @@ class CockpitFrontDoor:
         So Cockpit's Logout lands on Cockpit's "Logout successful" page and a bookmark to a deep
         path shows Cockpit's login there: one login, by Cockpit's form through this front door,
         after which Cockpit reloads that path. Nothing that authenticates reaches cockpit-ws
-        (no ``Authorization``, no cockpit or certgate cookie).
+        (no ``Authorization``, no cockpit or certgate cookie). The ``[access:*]`` rules apply as
+        for the login page itself (403).
         """
         if getattr(route, "kind", None) != "cockpit" or head.method not in (b"GET", b"HEAD") or head.upgrade:
             return None
         rel = self._rel(head.path)
-        if rel is None or ".." in rel.split("/") or self.is_login_path(head.path):
+        if rel is None or ".." in rel.split("/") or self.is_login_variant(head.path):
             return None
+        why = access_refusal(self._config, conn)
+        if why is not None:
+            return self._refuse(conn, conn.identity.account, 403, "access-denied", "Access denied", detail=why)
         return self._open_page(head, route)
 
     def _key_login(self, head: RequestHead, conn: ConnContext) -> Response | None:

@@ -444,6 +444,17 @@ def test_navigation_on_a_generic_route_still_goes_to_certgates_login(tmp_path) -
     import dataclasses
 
     generic = dataclasses.replace(e.route, kind="generic")
+    conn = ConnContext(identity=make_identity("alice", handshake_at=T0), connected_at=T0)
     head = RequestHead(b"GET", b"/app", b"1.1", [NAV])
-    assert e.door.login_page(head, generic) is None
-    assert e.door.login_page(RequestHead(b"GET", b"/cockpit/login", b"1.1", [NAV]), e.route) is None
+    assert e.door.login_page(head, conn, generic) is None
+    for login in (b"/cockpit/login", b"/Cockpit/Login/"):
+        assert e.door.login_page(RequestHead(b"GET", login, b"1.1", [NAV]), conn, e.route) is None
+
+
+def test_access_rules_apply_to_the_login_page_at_any_path(tmp_path) -> None:
+    from trust.access import AccessRule
+
+    e = Env(tmp_path)
+    object.__setattr__(e.cfg, "access_rules", [AccessRule("admins", cns=("carol",))])
+    d = _gate_decide(e, b"/system", [NAV])
+    assert isinstance(d, Response) and d.status == 403 and e.audit.records[-1]["reason"] == "access-denied"
