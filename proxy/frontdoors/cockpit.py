@@ -16,8 +16,9 @@ Cockpit's login page (``login.js``) sends ``GET <UrlRoot>cockpit/login`` with
    by nonce, for ``[login] response_timeout`` seconds, and is used once;
 3b. cannot ask for a security key (X-Conversation carries text only): when the rules need
    ``webauthn`` the login starts on certgate's page instead: a navigation to Cockpit's login
-   page by a certificate whose account needs its key is sent to ``/.certgate/login?next=...``
-   (303), and a password typed into Cockpit's form for such an account is refused with a 403
+   page (the UrlRoot or any deep path without a session) by a certificate whose account needs
+   its key is sent to ``/.certgate/login?next=...`` (303), and a password typed into Cockpit's
+   form for such an account anyway is refused with a 403
    whose words (login.js shows them) point there. With the session certgate's page opened,
    ``bearer`` mode then enters Cockpit with an assertion (below, "Without Authorization");
 4. lets cockpit-ws in: ``[cockpit] mode = bearer`` replaces ``Authorization`` with
@@ -290,7 +291,8 @@ class CockpitFrontDoor:
         why = access_refusal(self._config, conn)
         if why is not None:
             return self._refuse(conn, conn.identity.account, 403, "access-denied", "Access denied", detail=why)
-        return self._open_page(head, route)
+        to_key = self._key_login(head, conn)
+        return to_key if to_key is not None else self._open_page(head, route)
 
     def _key_login(self, head: RequestHead, conn: ConnContext) -> Response | None:
         """303 to certgate's login page for a navigation to Cockpit's login page by a certificate

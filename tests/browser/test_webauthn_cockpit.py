@@ -1,7 +1,7 @@
 """A security key in front of a real cockpit-ws (``kind = cockpit``, ``mode = bearer``): the
-login starts on certgate's page (password, then the key) and enters Cockpit without a second
-prompt; a password typed into Cockpit's own form for that account is refused with words that
-point to certgate's page.
+login starts on certgate's page (password, then the key), also from a deep link, and enters
+Cockpit without a second prompt. (A password typed into Cockpit's own form for such an account
+is refused with words pointing to certgate's page: tests/unit/test_webauthn_pages.py.)
 
 The gateway runs docs/cockpit.md's configuration with the rules
 ``[["tls-cert", "password", "webauthn"], ["tls-cert", "password"]]`` and ``[webauthn]`` for
@@ -104,15 +104,17 @@ def test_cockpit_login_starts_on_certgates_page_with_the_key(scene: Scene, cockp
     wait_for(lambda: any(f"user={ACCOUNT}" in ln or ACCOUNT in ln for ln in cockpit_key.auth_lines()), 10,
              what="certgate-cockpit-auth letting the account in")
 
-    # Cockpit's own form (a deep link while logged out) cannot take the key: refused, pointed to certgate
+    # a deep link while logged out: certgate's page too, then Cockpit at that path
     b.context.clear_cookies()
     page.goto(base + "/system/logs")
-    page.wait_for_selector("#login-user-input", state="visible", timeout=20000)
-    page.fill("#login-user-input", ACCOUNT)
-    page.fill("#login-password-input", PASSWORD)
-    page.click("#login-button")
-    wait_for(lambda: "/.certgate/login" in b.text(), 20, what="Cockpit showing certgate's words")
-    b.step("cockpit form refused for a key account")
-    assert site.audit_has(event="cockpit-login", decision="deny", reason="webauthn-on-certgate-page",
-                          account=ACCOUNT), site.report()
-
+    page.wait_for_url(re.compile(r"/\.certgate/login\?next=/system/logs$"))
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#webauthn-go")
+    page.click("#webauthn-go")
+    wait_for_shell(page)
+    page.wait_for_url(re.compile(r"/system/logs$"))
+    b.step("cockpit logs after the key")
+    keyed = [ev for ev in site.audit() if ev.get("event") == "login" and ev.get("decision") == "allow"
+             and ev.get("account") == ACCOUNT and ev.get("methods") == ["tls-cert", "password", "webauthn"]]
+    assert len(keyed) == 2, site.report()
