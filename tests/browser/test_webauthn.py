@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from proxy.login.passwords import set_password
-from tests.blackbox import Pki, free_port, wait_for
+from tests.blackbox import CERTGATE, Pki, free_port, wait_for
 from tests.browser.conftest import Scene
 from tests.browser.harness import Browser
 from tests.browser.sites import PASSWORD, Accounts, DemoUpstream, Site, Timer, gateway_config
@@ -183,6 +184,9 @@ def test_register_then_log_in_with_the_key(scene: Scene, site: Site, upstream: D
     assert b.page.locator("#keys b").count() == 0  # the client-sent name is escaped on the page
     creds = key.credentials()
     assert len(creds) == 1 and creds[0]["rpId"] == "localhost", creds
+    listed = subprocess.run([CERTGATE, "--config", str(site.config), "webauthn", "list", ALICE], capture_output=True,
+                            text=True, timeout=30)
+    assert listed.returncode == 0 and "'blue key <b>'" in listed.stdout and "last used never" in listed.stdout, listed
 
     b.context.clear_cookies()
     t = Timer()
@@ -198,6 +202,10 @@ def test_register_then_log_in_with_the_key(scene: Scene, site: Site, upstream: D
     assert site.audit_has(event="login", decision="allow", account=ALICE, methods=["tls-cert", "password",
                                                                                   "webauthn"]), site.report()
     assert key.credentials()[0]["signCount"] >= 1
+    listed = subprocess.run([CERTGATE, "webauthn", "list", "--json", "--config", str(site.config)],
+                            capture_output=True, text=True, timeout=30)
+    [row] = [json.loads(x) for x in listed.stdout.splitlines() if json.loads(x)["account"] == ALICE]
+    assert row["last_used"] is not None and row["sign_count"] == key.credentials()[0]["signCount"], row
 
 
 def test_api_refuses_replay_other_origin_other_account_and_counter_regression(
@@ -286,10 +294,6 @@ def _enrolled(site: Site, account: str) -> bool:
 def _fresh_key_for(b: Browser, site: Site, account: str) -> None:
     """A new authenticator for ``account``: an operator removes any old key (the CLI), then the
     person logs in with the password and enrols this authenticator's key."""
-    import subprocess
-
-    from tests.blackbox import CERTGATE
-
     if _enrolled(site, account):
         r = subprocess.run([CERTGATE, "webauthn", "remove", account, "--config", str(site.config)],
                            capture_output=True, text=True, timeout=30)

@@ -247,3 +247,21 @@ def test_cli_list_and_remove(rig, tmp_path, monkeypatch):
     assert webauthn_cli.main(["remove", "bob", "--config", str(conf)], stdout=io.StringIO(), stderr=err) == 1
     assert "'bob' has no security key" in err.getvalue()
     assert seen == [str(conf)] * 3  # --config before or after the verb
+
+
+def test_key_alone_after_the_certificate(tmp_path):
+    """Rules where the key replaces the password: step 1 offers the key, one POST logs in."""
+    from proxy.login.pages import LoginPage
+    from proxy.login.testing import head
+
+    r = make_rig(tmp_path, {"required_auth_methods": [["tls-cert", "webauthn"], ["tls-cert", "password"]]},
+                 webauthn={"rp_id": "console.example.org", "origin": ORIGIN, "credentials": tmp_path / "wa.json"})
+    r.set_password("alice", "pw")
+    key = register(r, "alice")
+    page = LoginPage(r.login).render(head(b"GET", b"/.certgate/login"), r.conn("alice")).body.decode()
+    assert 'id="webauthn-go"' in page and 'id="password"' not in page
+    opts = json.loads(page.split('data-mode="get">', 1)[1].split("</script>", 1)[0])
+    o = r.login.authenticate(account="alice", conn=r.conn("alice"), webauthn=key.assert_(opts, ORIGIN))
+    assert o.ok and o.proven == {"tls-cert", "webauthn"}
+    # the password alone no longer opens a session for alice
+    assert not r.login.authenticate(account="alice", conn=r.conn("alice"), password="pw").ok
