@@ -265,3 +265,45 @@ def test_key_alone_after_the_certificate(tmp_path):
     assert o.ok and o.proven == {"tls-cert", "webauthn"}
     # the password alone no longer opens a session for alice
     assert not r.login.authenticate(account="alice", conn=r.conn("alice"), password="pw").ok
+
+
+@pytest.mark.parametrize("response,reason", [
+    ("not json", "webauthn-malformed"),
+    ('{"id": 1}', "webauthn-malformed"),
+    ("[]", "webauthn-malformed"),
+    ("x" * 20000, "webauthn-malformed"),
+    ('{"id":"AA","rawId":"AA","type":"public-key","response":{"clientDataJSON":"!!","authenticatorData":"AA",'
+     '"signature":"AA"}}', "webauthn-malformed"),
+])
+def test_malformed_assertions_get_one_reason_and_no_traceback(rig, response, reason):
+    register(rig, "alice")
+    o = password_step(rig, "alice")
+    out = key_step(rig, "alice", o, response)
+    assert not out.ok and out.reason == reason
+
+
+def test_a_challenge_certgate_did_not_seal_is_refused(rig):
+    key = register(rig, "alice")
+    o = password_step(rig, "alice")
+    forged = dict(o.webauthn_options, challenge="Y2d3MS5leUo5LmZvcmdlZA")  # "cgw1.eyJ9.forged"
+    out = key_step(rig, "alice", o, key.assert_(forged, ORIGIN))
+    assert out.reason == "webauthn-challenge-invalid"
+    # the failed step consumed its receipt too
+    assert rig.login.authenticate(account="alice", conn=rig.conn("alice"), receipt=o.receipt).reason == \
+        "receipt-invalid"
+
+
+def test_two_gateways_sharing_store_and_secret(rig):
+    """Options from one gateway, the assertion checked by another; the replay refused by the first."""
+    from proxy.login.testing import make_rig
+
+    other = make_rig(rig.folder, {"required_auth_methods": RULES}, store=rig.store, clock=rig.clock,
+                     webauthn={"rp_id": "console.example.org", "origin": ORIGIN,
+                               "credentials": rig.folder / "wa.json", "challenge_lifetime": 60.0})
+    key = register(rig, "alice")
+    o = password_step(rig, "alice")
+    resp = key.assert_(o.webauthn_options, ORIGIN)
+    assert other.login.authenticate(account="alice", conn=other.conn("alice"), receipt=o.receipt,
+                                    webauthn=resp).ok
+    again = rig.login.authenticate(account="alice", conn=rig.conn("alice"), password="pw", webauthn=resp)
+    assert again.reason == "webauthn-replay"
