@@ -329,6 +329,7 @@ class LoginService:
             if why:
                 return self._fail(account, conn, why, rules)
             proven.add(factors.TOTP)
+        key_used: str | None = None
         if webauthn is not None:
             if self.webauthn is None:
                 return self._fail(account, conn, "webauthn-not-configured", rules)
@@ -337,11 +338,12 @@ class LoginService:
             if why:
                 return self._fail(account, conn, why, rules, detail=extra.get("detail"))
             proven.add(factors.WEBAUTHN)
+            key_used = extra.get("credential")
         done = frozenset(proven)
         if not rules:
             return self._fail(account, conn, "no-usable-rule", self.required_methods(account))
         if factors.satisfied(rules, done) is not None:
-            return self._succeed(account, conn, done, open_session)
+            return self._succeed(account, conn, done, open_session, credential=key_used)
         token, rec2 = self.receipts.issue(account=account, fingerprint=ident.fingerprint or "",
                                           methods=sorted(done), now=now, lifetime=self._lifetime,
                                           not_after=not_after)
@@ -371,16 +373,17 @@ class LoginService:
             return "totp-replay"
         return ""
 
-    def _succeed(self, account: str, conn: "ConnContext", proven: frozenset[str], open_session: bool
-                 ) -> AuthOutcome:
+    def _succeed(self, account: str, conn: "ConnContext", proven: frozenset[str], open_session: bool,
+                 credential: str | None = None) -> AuthOutcome:
         ident = conn.identity
         self.throttle.succeed(keys_for(account, ident.fingerprint, None))
         record, cookies, ends = None, [], None
         if open_session:
             record, cookies = self.sessions.open(ident, account, factors.ordered(proven), ident.client_ip)
             ends = self.sessions.ends_at(record)[0]
+        extra = {"credential": credential} if credential else {}  # the key whose counter and last use moved
         self._audit(account, conn, "allow", "ok", methods=factors.ordered(proven),
-                    session=record.id[:16] if record is not None else None)
+                    session=record.id[:16] if record is not None else None, **extra)
         return AuthOutcome(True, account, proven, [], None, "ok", MSG_OK, session=record,
                            set_cookie=list(cookies), session_expires_at=ends)
 

@@ -79,6 +79,7 @@ def test_login_with_the_key_stores_counter_and_last_use(rig):
     assert done.ok and done.proven == {"tls-cert", "password", "webauthn"}
     c = CredentialFile(rig.folder / "wa.json").credentials("alice")[0]
     assert c.sign_count == 1 and c.last_used == rig.clock.seconds() and c.name == "blue key"
+    assert rig.audit.records[-1]["reason"] == "ok" and rig.audit.records[-1]["credential"] == c.id[:16]
 
 
 def test_replayed_assertion_is_refused(rig):
