@@ -109,12 +109,6 @@ class LoginService:
         self.passwords = PasswordFile(self._path(lc.password_file)) if lc.password_file else None
         self.totp = (TotpSecrets(self._path(lc.totp_secrets), self._path(lc.totp_key))
                      if lc.totp_secrets and lc.totp_key else None)
-        self.webauthn = None
-        if getattr(config.webauthn, "rp_id", "") and getattr(config.webauthn, "credentials", None):
-            from proxy.login.webauthn_service import WebAuthnFactor
-
-            self.webauthn = WebAuthnFactor(config=config, secret=self.secret, store=store, audit=audit,
-                                           base_dir=Path(config.base_dir))
         self.throttle = Throttle(store, limit=int(lc.failure_limit), window=float(lc.failure_window),
                                  lockout=float(lc.lockout))
         self.startups = Startups(lc.max_startups, rng)
@@ -126,6 +120,12 @@ class LoginService:
 
             defer_to_thread = lambda f, *a: deferToThreadPool(clock, clock.getThreadPool(), f, *a)  # noqa: E731
         self._defer_to_thread = defer_to_thread
+        self.webauthn = None
+        if getattr(config.webauthn, "rp_id", "") and getattr(config.webauthn, "credentials", None):
+            from proxy.login.webauthn_service import WebAuthnFactor
+
+            self.webauthn = WebAuthnFactor(config=config, secret=self.secret, store=store, audit=audit,
+                                           base_dir=Path(config.base_dir), defer_to_thread=defer_to_thread)
         self._duration: Any = None
 
     def use_metrics(self, metrics: Any) -> None:

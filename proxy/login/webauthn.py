@@ -8,10 +8,11 @@ no transport, so this module stays free of Twisted); what certgate adds:
   ``PAYLOAD`` names the ceremony (``reg``/``auth``), the account, the certificate fingerprint,
   a random id and the expiry. The authenticator signs over the challenge, so the binding to
   account and certificate cannot be altered, and any gateway holding the same key can check
-  it. Single use is recorded in the session store (``consume_once("webauthn", jti, exp)``,
-  :func:`consume`), shared by every worker and gateway of that store.
-- **Sign counters** are compared here (not by the library): when the stored or the new
-  count is non-zero, the new one must be strictly greater (:class:`CounterRegression`).
+  it. Single use is recorded in the session store (:mod:`proxy.login.webauthn_state`),
+  shared by every worker and gateway of that store.
+- **Sign counters** are compared here (not by the library) with the count the caller
+  stored: when the stored or the new count is non-zero, the new one must be strictly greater
+  (:class:`CounterRegression`); the caller then advances the store's counter atomically.
 - **Credentials** must belong to the account being logged in (the caller passes only that
   account's credentials).
 
@@ -131,7 +132,7 @@ class Ceremonies:
     def open_challenge(self, raw: bytes, *, kind: str, account: str, fingerprint: str | None,
                        now: float) -> Challenge:
         """The challenge sealed in ``raw`` if genuine, of ``kind``, unexpired and bound to ``account``
-        and ``fingerprint``; else WebAuthnError. Does not check single use (see :func:`consume`)."""
+        and ``fingerprint``; else WebAuthnError. Does not check single use (:func:`proxy.login.webauthn_state.consume`)."""
         parts = raw.split(b".")
         if len(parts) != 3 or parts[0] != PREFIX.encode():
             raise WebAuthnError("webauthn-challenge-invalid", "not a certgate challenge")
@@ -246,12 +247,6 @@ def _why(message: str) -> str:
     if "signature" in m:
         return "webauthn-bad-signature"
     return "webauthn-invalid"
-
-
-def consume(store: Any, ch: Challenge) -> None:
-    """Mark ``ch`` used in the session store; WebAuthnError("webauthn-replay") when it already was."""
-    if not store.consume_once("webauthn", ch.jti, ch.expires_at):
-        raise WebAuthnError("webauthn-replay", "this challenge was already used")
 
 
 def user_handle(secret: bytes, account: str) -> bytes:

@@ -1,25 +1,29 @@
 """The ``webauthn`` factor as the login service uses it: options, checks, enrolment, audit.
 
 One :class:`WebAuthnFactor` per gateway: :class:`proxy.login.webauthn.Ceremonies` for the
-relying party of ``[webauthn]``, the credentials file and the session store (for single use
-of challenges only, :func:`proxy.login.webauthn.consume`). Every change of the credentials
-and every refused ceremony is audited (event ``webauthn``), with the client-sent credential
-name escaped by the audit writer like any other value.
+relying party of ``[webauthn]``, the credentials file and the session store (single use of
+challenges and forward-only counters, :mod:`proxy.login.webauthn_state`). A login's new
+counter and time of use are written to the credentials file in a thread when one is given
+(a locked, fsynced rewrite must not hold the reactor), and audited if that fails. Every
+change of the credentials and every refused ceremony is audited (event ``webauthn``);
+credential names are printable text only (:func:`proxy.login.webauthn_creds.clean_name`) and
+JSON-escaped by the audit writer.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from proxy.login.keys import derive_key
-from proxy.login.webauthn import (Ceremonies, CounterRegression, StoredCredential, WebAuthnError, consume,
-                                  user_handle)
+from proxy.login.webauthn import Ceremonies, CounterRegression, StoredCredential, WebAuthnError, user_handle
 from proxy.login.webauthn_creds import CredentialFile, CredentialFileError, clean_name
+from proxy.login.webauthn_state import advance_counter, consume
 
 
 class WebAuthnFactor:
-    def __init__(self, *, config: Any, secret: bytes, store: Any, audit: Any, base_dir: Path) -> None:
+    def __init__(self, *, config: Any, secret: bytes, store: Any, audit: Any, base_dir: Path,
+                 defer_to_thread: Callable[..., Any] | None = None) -> None:
         w = config.webauthn
         self._key = derive_key(secret, "webauthn")
         self.ceremonies = Ceremonies(self._key, rp_id=str(w.rp_id).strip().lower(), origin=str(w.origin).strip(),
@@ -30,6 +34,7 @@ class WebAuthnFactor:
         self.audit = audit
         self._uv_default = str(w.user_verification)
         self._uv = dict(getattr(config, "account_uv", {}) or {})
+        self._defer_to_thread = defer_to_thread
 
     def uv(self, account: str) -> str:
         """``preferred`` or ``required`` for ``account``."""
@@ -85,15 +90,32 @@ class WebAuthnFactor:
         except WebAuthnError as e:
             audit_extra["detail"] = e.detail[:200] or None
             return e.reason
-        try:
-            stored = self.creds.record_use(account, a.credential_id, a.new_sign_count, now)
-        except (CredentialFileError, KeyError):
-            return "webauthn-unavailable"
-        if stored is not None:  # another login moved the counter between the check and the write
+        stored = next(c.sign_count for c in creds if c.id == a.credential_id)
+        if (stored or a.new_sign_count) and not advance_counter(self.store, a.credential_id, a.new_sign_count):
+            # another login (another worker or gateway) already presented this count or a later one
             self._regression(account, a.credential_id, stored, a.new_sign_count, audit_extra)
             return "webauthn-counter-regression"
+        self._write_use(account, a.credential_id, a.new_sign_count, now)
         audit_extra["credential"] = a.credential_id[:16]
         return ""
+
+    def _write_use(self, account: str, cid: str, count: int, now: float) -> None:
+        """The new counter and last use into the credentials file (in a thread when possible)."""
+        def write() -> None:
+            self.creds.record_use(account, cid, count, now)  # forward only, under the file's lock
+
+        def failed(f: Any) -> None:
+            self.audit.record("webauthn", "error", "credentials-write-failed", account=account, credential=cid[:16],
+                              detail=str(f.value)[:200])
+
+        if self._defer_to_thread is None:
+            try:
+                write()
+            except (CredentialFileError, KeyError, OSError) as e:
+                self.audit.record("webauthn", "error", "credentials-write-failed", account=account,
+                                  credential=cid[:16], detail=str(e)[:200])
+            return
+        self._defer_to_thread(write).addErrback(failed)
 
     def _regression(self, account: str, cid: str, stored: int, received: int, extra: dict[str, Any]) -> None:
         self.audit.record("webauthn", "deny", "counter-regression", account=account, credential=cid[:16],
@@ -123,6 +145,8 @@ class WebAuthnFactor:
             consume(self.store, ch)
             cred = StoredCredential(new.id, new.public_key, new.sign_count, clean, now, None, new.user_verified)
             self.creds.add(account, cred)
+            if new.sign_count:
+                advance_counter(self.store, new.id, new.sign_count)
         except WebAuthnError as e:
             self.audit.record("webauthn", "deny", e.reason, account=account, detail=e.detail[:200] or None, **who)
             raise

@@ -202,10 +202,15 @@ def test_register_then_log_in_with_the_key(scene: Scene, site: Site, upstream: D
     assert site.audit_has(event="login", decision="allow", account=ALICE, methods=["tls-cert", "password",
                                                                                   "webauthn"]), site.report()
     assert key.credentials()[0]["signCount"] >= 1
-    listed = subprocess.run([CERTGATE, "webauthn", "list", "--json", "--config", str(site.config)],
-                            capture_output=True, text=True, timeout=30)
-    [row] = [json.loads(x) for x in listed.stdout.splitlines() if json.loads(x)["account"] == ALICE]
-    assert row["last_used"] is not None and row["sign_count"] == key.credentials()[0]["signCount"], row
+
+    def used() -> dict[str, Any] | None:  # the counter and last use are written in a thread after the login
+        listed = subprocess.run([CERTGATE, "webauthn", "list", "--json", "--config", str(site.config)],
+                                capture_output=True, text=True, timeout=30)
+        [row] = [json.loads(x) for x in listed.stdout.splitlines() if json.loads(x)["account"] == ALICE]
+        return row if row["last_used"] is not None else None
+
+    row = wait_for(used, 10, what="the key's last use in certgate webauthn list")
+    assert row["sign_count"] == key.credentials()[0]["signCount"], row
 
 
 def test_api_refuses_replay_other_origin_other_account_and_counter_regression(

@@ -308,3 +308,22 @@ def test_two_gateways_sharing_store_and_secret(rig):
                                     webauthn=resp).ok
     again = rig.login.authenticate(account="alice", conn=rig.conn("alice"), password="pw", webauthn=resp)
     assert again.reason == "webauthn-replay"
+
+
+def test_store_counter_decides_when_the_file_lags(rig):
+    """The credentials file restored from an old backup (or not yet written by another worker):
+    the store's forward-only counter still refuses a count it has seen."""
+    key = register(rig, "alice")
+    o = password_step(rig, "alice")
+    assert key_step(rig, "alice", o, key.assert_(o.webauthn_options, ORIGIN, counter=3)).ok
+    path = rig.folder / "wa.json"
+    data = json.loads(path.read_text())
+    data["accounts"]["alice"][0]["sign_count"] = 0
+    path.write_text(json.dumps(data))
+    o = password_step(rig, "alice")
+    out = key_step(rig, "alice", o, key.assert_(o.webauthn_options, ORIGIN, counter=2))
+    assert out.reason == "webauthn-counter-regression"
+    ev = [r for r in rig.audit.records if r["event"] == "webauthn" and r["reason"] == "counter-regression"]
+    assert ev[-1]["received_count"] == 2
+    o = password_step(rig, "alice")
+    assert key_step(rig, "alice", o, key.assert_(o.webauthn_options, ORIGIN, counter=4)).ok
