@@ -19,6 +19,8 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+from twisted.internet.defer import Deferred
+
 from proxy.login.keys import derive_key
 from proxy.login.throttle import keys_for
 from proxy.login.web import PRE_COOKIE, CsrfTokens, cross_site
@@ -27,8 +29,6 @@ from proxy.login.webauthn_js import options_block
 from proxy.messages import ConnContext, Headers, Local, RequestHead, Response
 
 if TYPE_CHECKING:  # pragma: no cover
-    from twisted.internet.defer import Deferred
-
     from proxy.login.service import LoginService
 
 WEBAUTHN_PATH = "/.certgate/webauthn"
@@ -177,21 +177,35 @@ class EnrolPage:
         return d
 
     def _register(self, head: RequestHead, conn: ConnContext, account: str, f: dict[str, str],
-                  pw_ok: Any) -> Response:
+                  pw_ok: Any) -> "Response | Deferred[Response]":
         login, ident = self.login, conn.identity
         keys = keys_for(account, ident.fingerprint, ident.client_ip)
         if pw_ok is not True:
             login.throttle.fail(keys, login.clock.seconds())
             self._audit("deny", "bad-password", account, conn)
             return self.render(head, conn, account, status=401, message=_MESSAGES["bad-password"])
-        try:
-            cred = self.factor.register(account, ident.fingerprint, f.get("webauthn") or "", f.get("name", ""),
-                                        login.clock.seconds(), {"fingerprint": ident.fingerprint,
-                                                                "client_ip": ident.client_ip})
-        except WebAuthnError as e:
-            login.throttle.fail(keys, login.clock.seconds())
+        now = login.clock.seconds()
+
+        def refused(e: WebAuthnError) -> Response:
+            login.throttle.fail(keys, now)
             return self.render(head, conn, account, status=400, message=_MESSAGES.get(e.reason, MSG_REFUSED))
-        return self.render(head, conn, account, notice=f"Key \u201c{cred.name}\u201d added. You can log in with it.")
+
+        def added(cred: Any) -> Response:
+            return self.render(head, conn, account, notice=f"Key \u201c{cred.name}\u201d added. You can log in with it.")
+
+        try:
+            result = self.factor.register(account, ident.fingerprint, f.get("webauthn") or "", f.get("name", ""), now,
+                                          {"fingerprint": ident.fingerprint, "client_ip": ident.client_ip})
+        except WebAuthnError as e:
+            return refused(e)
+        if not isinstance(result, Deferred):
+            return added(result)
+
+        def failed(fl: Any) -> Response:
+            fl.trap(WebAuthnError)
+            return refused(fl.value)
+
+        return result.addCallbacks(added, failed)
 
     def _audit(self, decision: str, reason: str, account: str, conn: ConnContext, **extra: Any) -> None:
         self.login.audit.record("webauthn", decision, reason, account=account, fingerprint=conn.identity.fingerprint,

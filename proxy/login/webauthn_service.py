@@ -132,9 +132,11 @@ class WebAuthnFactor:
         return opts
 
     def register(self, account: str, fingerprint: str | None, response: str, name: object, now: float,
-                 who: dict[str, Any]) -> StoredCredential:
-        """Verify a registration and store the key as ``name``; WebAuthnError (reason, detail) when
-        refused. Audited either way."""
+                 who: dict[str, Any]) -> Any:
+        """Verify a registration (on the calling thread: CPU and one store operation) and store
+        the key as ``name`` (the file write in a thread when one was given). Returns the
+        StoredCredential, or a Deferred firing with it; WebAuthnError (reason, detail) when
+        refused, raised or as the Deferred's failure. Audited either way."""
         try:
             try:
                 clean = clean_name(name)
@@ -143,16 +145,33 @@ class WebAuthnFactor:
             new, ch = self.ceremonies.verify_registration(response, account=account, fingerprint=fingerprint,
                                                           uv=self.uv(account), now=now)
             consume(self.store, ch)
-            cred = StoredCredential(new.id, new.public_key, new.sign_count, clean, now, None, new.user_verified)
-            self.creds.add(account, cred)
-            if new.sign_count:
-                advance_counter(self.store, new.id, new.sign_count)
         except WebAuthnError as e:
             self.audit.record("webauthn", "deny", e.reason, account=account, detail=e.detail[:200] or None, **who)
             raise
-        except CredentialFileError as e:
-            self.audit.record("webauthn", "deny", "webauthn-store-failed", account=account, detail=str(e), **who)
-            raise WebAuthnError("webauthn-store-failed", str(e)) from None
-        self.audit.record("webauthn", "add", "enrolled", account=account, credential=cred.id[:16], name=clean,
-                          user_verified=cred.user_verified, **who)
-        return cred
+        cred = StoredCredential(new.id, new.public_key, new.sign_count, clean, now, None, new.user_verified)
+
+        def stored(_: Any) -> StoredCredential:
+            if cred.sign_count:
+                advance_counter(self.store, cred.id, cred.sign_count)
+            self.audit.record("webauthn", "add", "enrolled", account=account, credential=cred.id[:16], name=clean,
+                              user_verified=cred.user_verified, **who)
+            return cred
+
+        def failed(e: Exception) -> WebAuthnError:
+            self.audit.record("webauthn", "deny", "webauthn-store-failed", account=account, detail=str(e)[:200], **who)
+            return WebAuthnError("webauthn-store-failed", str(e))
+
+        if self._defer_to_thread is None:
+            try:
+                self.creds.add(account, cred)
+            except (CredentialFileError, OSError) as e:
+                raise failed(e) from None
+            return stored(None)
+
+        def on_error(f: Any) -> Any:
+            f.trap(CredentialFileError, OSError)
+            raise failed(f.value)
+
+        d = self._defer_to_thread(self.creds.add, account, cred)
+        d.addCallbacks(stored, on_error)
+        return d

@@ -166,3 +166,35 @@ def test_cockpit_door_sends_key_accounts_to_certgates_page(rig):
     r = run(door.decide(login, rig.conn("alice"), route))
     assert r.status == 403 and r.reason == USE_KEY.encode()
     assert rig.audit.records[-1]["reason"] == "webauthn-on-certgate-page"
+
+
+def test_file_writes_off_the_calling_thread_and_their_failures(rig):
+    """With a thread runner, adding a key and a login's counter update go through it; a file that
+    cannot be written is a refusal (enrolment) or an audited error (counter), never a traceback."""
+    from twisted.internet.defer import maybeDeferred
+
+    ran: list[str] = []
+
+    def runner(f: Any, *a: Any) -> Deferred:
+        ran.append(getattr(f, "__name__", "?"))
+        return maybeDeferred(f, *a)
+
+    rig.login.webauthn._defer_to_thread = runner
+    b = Browser(rig)
+    opts, csrf = form_of(b.get())
+    key = SoftKey("console.example.org")
+    r = b.post({"csrf": csrf, "name": "k", "password": "pw", "webauthn": key.register(opts, ORIGIN)})
+    assert r.status == 200 and b"added" in r.body and "add" in ran
+    o = rig.login.authenticate(account="alice", conn=rig.conn("alice"), password="pw")
+    lock = rig.folder / "wa.json.lock"
+    lock.unlink()
+    lock.mkdir()  # the lock file cannot be opened: every write fails
+    done = rig.login.authenticate(account="alice", conn=rig.conn("alice"), receipt=o.receipt,
+                                  webauthn=key.assert_(o.webauthn_options, ORIGIN))
+    assert done.ok and "write" in ran  # the store's counter decided; the file write failed on its own
+    assert any(r["reason"] == "credentials-write-failed" for r in rig.audit.records)
+    opts, csrf = form_of(b.get())
+    r = b.post({"csrf": csrf, "name": "k2", "password": "pw", "webauthn": SoftKey("console.example.org")
+                .register(opts, ORIGIN)})
+    assert r.status == 400 and b"could not be saved" in r.body
+    assert rig.audit.records[-1]["reason"] == "webauthn-store-failed"
