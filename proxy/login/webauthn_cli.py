@@ -19,6 +19,7 @@ import time
 from typing import IO, Any
 
 from proxy.login.cli import DEFAULT_CONFIG, _Fail, _login_section
+from trust.escape import safe_text
 
 
 def _when(t: float | None) -> str:
@@ -73,8 +74,8 @@ def main(argv: list[str], *, stdout: IO[str] | None = None, stderr: IO[str] | No
                                       "last_used": c.last_used, "sign_count": c.sign_count,
                                       "user_verified": c.user_verified}), file=out)
                 else:
-                    print(f"{a}\t{c.id}\t{c.name!r}\tadded {_when(c.created)}\tlast used {_when(c.last_used)}",
-                          file=out)
+                    print(f"{safe_text(a)}\t{safe_text(c.id)}\t{safe_text(repr(c.name))}\tadded {_when(c.created)}"
+                          f"\tlast used {_when(c.last_used)}", file=out)
             if not rows:
                 print("no security key is registered" + (f" for {ns.account!r}" if ns.account else ""), file=err)
             return 0
@@ -85,7 +86,8 @@ def main(argv: list[str], *, stdout: IO[str] | None = None, stderr: IO[str] | No
             return 1
         _audit(cfg, ns.account, removed)
         for c in removed:
-            print(f"{cfg.webauthn.credentials}: key {c.name!r} ({c.id}) of {ns.account!r} removed", file=out)
+            print(f"{cfg.webauthn.credentials}: key {safe_text(repr(c.name))} ({safe_text(c.id)}) of "
+                  f"{safe_text(repr(ns.account))} removed", file=out)
         return 0
     except (_Fail, CredentialFileError) as e:
         print(f"certgate webauthn: {e}", file=err)

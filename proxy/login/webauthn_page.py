@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import html
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -27,6 +26,7 @@ from proxy.login.web import PRE_COOKIE, CsrfTokens, cross_site
 from proxy.login.webauthn import WebAuthnError
 from proxy.login.webauthn_js import options_block
 from proxy.messages import ConnContext, Headers, Local, RequestHead, Response
+from trust.escape import safe_html
 
 if TYPE_CHECKING:  # pragma: no cover
     from proxy.login.service import LoginService
@@ -43,7 +43,7 @@ MSG_REFUSED = "The security key was not accepted. Try again."
 
 
 def _e(s: object) -> str:
-    return html.escape(str(s), quote=True)
+    return safe_html(s)
 
 
 def _when(t: float | None) -> str:
