@@ -27,7 +27,7 @@ import pytest
 
 from proxy.login.keys import load_secret
 from tests.blackbox import Pki, wait_for
-from tests.browser.conftest import Scene
+from tests.browser.conftest import U_CARDIN, U_CARDOUT, U_DEEP, U_LOGOUT, U_LONG, U_OTHER, U_TERM, U_WRONG, Scene
 from tests.browser.harness import Browser
 from tests.browser.sites import PASSWORD, Accounts, Site, Timer, gateway_config
 from tests.cockpit_fixture import CockpitWs
@@ -286,66 +286,66 @@ def marker_dir() -> Iterator[Path]:
 def test_cockpit_login_totp_overview_terminal(scene: Scene, cockpit: CockpitSite, accounts: Accounts,
                                               marker_dir: Path) -> None:
     site = watch(scene, cockpit)
-    b = scene.browser("person", "cgbterm")
+    b = scene.browser("person", U_TERM)
     before = len(cockpit.auth_lines())
-    secs = cockpit_login(b, site, accounts, "cgbterm")
+    secs = cockpit_login(b, site, accounts, U_TERM)
     scene.timing("Cockpit login (page, password, TOTP, shell)", secs)
     overview = frame_named(b.page, "cockpit1:localhost/system")
     wait_for(lambda: re.search(r"Health|System information|Usage", overview.inner_text("body")), 30,
              what="Cockpit's Overview")
     b.step("overview")
-    assert re.search(r"cgbterm", b.page.inner_text("body")), b.text()  # the shell names the account
+    assert U_TERM in b.page.inner_text("body"), b.text()  # the shell names the account
     frame = open_terminal(b, site)
-    run_in_terminal(b, frame, "cgbterm", marker_dir)
+    run_in_terminal(b, frame, U_TERM, marker_dir)
     # what cockpit-ws received: one bearer login, accepted by certgate-cockpit-auth for this account
     lines = cockpit.auth_lines()[before:]
-    assert any("cgbterm" in ln for ln in lines), cockpit.report()
-    assert site.audit_has(event="login", decision="partial", account="cgbterm") or \
-        site.audit_has(event="cockpit-login", decision="challenge", account="cgbterm"), site.report()
-    assert site.audit_has(event="session", decision="open", account="cgbterm"), site.report()
+    assert any(U_TERM in ln for ln in lines), cockpit.report()
+    assert site.audit_has(event="login", decision="partial", account=U_TERM) or \
+        site.audit_has(event="cockpit-login", decision="challenge", account=U_TERM), site.report()
+    assert site.audit_has(event="session", decision="open", account=U_TERM), site.report()
 
 
 def test_cn_mismatch_and_wrong_totp_never_reach_cockpit_ws(scene: Scene, cockpit: CockpitSite,
                                                           accounts: Accounts) -> None:
     site = watch(scene, cockpit)
     before = len(cockpit.auth_lines())
-    # a valid certificate of another person, typing cgbwrong's account and password
-    b = scene.browser("other", "cgbother")
+    # a valid certificate of another person, typing another account and password
+    b = scene.browser("other", U_OTHER)
     page = b.page
     page.goto(site.url("/"))
     page.wait_for_selector("#login-user-input", state="visible")
-    page.fill("#login-user-input", "cgbwrong")
+    page.fill("#login-user-input", U_WRONG)
     page.fill("#login-password-input", PASSWORD)
     page.click("#login-button")
     page.wait_for_selector("#login-error-message", state="visible")
     b.step("cn mismatch refused")
     assert "does not belong to the account you entered" in page.inner_text("#login-error-message"), b.text()
-    assert site.audit_has(event="login", account="cgbwrong", reason="cn-mismatch"), site.report()
+    assert site.audit_has(event="login", account=U_WRONG, reason="cn-mismatch"), site.report()
     # the right certificate and password, a wrong code
-    b2 = scene.browser("person", "cgbwrong")
+    b2 = scene.browser("person", U_WRONG)
     page = b2.page
     page.goto(site.url("/"))
     page.wait_for_selector("#login-user-input", state="visible")
-    page.fill("#login-user-input", "cgbwrong")
+    page.fill("#login-user-input", U_WRONG)
     page.fill("#login-password-input", PASSWORD)
     page.click("#login-button")
     page.wait_for_selector("#conversation-input", state="visible")
-    page.fill("#conversation-input", accounts.wrong_code("cgbwrong"))
+    page.fill("#conversation-input", accounts.wrong_code(U_WRONG))
     page.click("#login-button")
     page.wait_for_selector("#login-error-message", state="visible")
     b2.step("wrong code refused")
     assert "Authentication failed" in page.inner_text("#login-error-message"), b2.text()
     assert page.locator("#login-user-input").is_visible()  # back at the form: the person can try again
-    assert site.audit_has(event="login", account="cgbwrong", reason="bad-totp"), site.report()
+    assert site.audit_has(event="login", account=U_WRONG, reason="bad-totp"), site.report()
     assert cockpit.auth_lines()[before:] == []  # cockpit-ws never started its auth command
 
 
 def test_card_in_keeps_the_session_for_several_graces(scene: Scene, cockpit: CockpitSite, accounts: Accounts,
                                                       marker_dir: Path) -> None:
     site = watch(scene, cockpit)
-    b = scene.browser("person", "cgbcardin")
+    b = scene.browser("person", U_CARDIN)
     socks = Sockets(b.page)
-    cockpit_login(b, site, accounts, "cgbcardin")
+    cockpit_login(b, site, accounts, U_CARDIN)
     frame = open_terminal(b, site)
     t0 = time.time()
     held = 4 * GRACE
@@ -353,15 +353,15 @@ def test_card_in_keeps_the_session_for_several_graces(scene: Scene, cockpit: Coc
          "the session ended while the card was in")
     b.step(f"after {held:.0f} s with the card in")
     scene.timing(f"card in: session kept (>= 4 x grace = {held:.0f} s)", held)
-    run_in_terminal(b, frame, "cgbcardin", marker_dir)
-    assert not site.audit_has(event="session", decision="end", account="cgbcardin"), site.report()
+    run_in_terminal(b, frame, U_CARDIN, marker_dir)
+    assert not site.audit_has(event="session", decision="end", account=U_CARDIN), site.report()
 
 
 def test_card_out_ends_the_session_at_grace(scene: Scene, cockpit: CockpitSite, accounts: Accounts) -> None:
     site = watch(scene, cockpit)
-    b = scene.browser("person", "cgbcardout")
+    b = scene.browser("person", U_CARDOUT)
     socks = Sockets(b.page)
-    cockpit_login(b, site, accounts, "cgbcardout")
+    cockpit_login(b, site, accounts, U_CARDOUT)
     open_terminal(b, site)
     b.card.pull()
     t0 = time.time()
@@ -377,7 +377,7 @@ def test_card_out_ends_the_session_at_grace(scene: Scene, cockpit: CockpitSite, 
     b.doc_shot(b.page.locator("main"), "certificate-needed-again.png")
     text = b.text()
     assert re.search(r"certificate", text, re.I) and "smart card" in text.lower(), text
-    assert site.audit_has(event="session", decision="end", account="cgbcardout"), site.report()
+    assert site.audit_has(event="session", decision="end", account=U_CARDOUT), site.report()
     # not before grace after the last proof: the last proof was at most one presence interval before the pull
     assert ws_closed >= GRACE - 2 * PRESENCE - 1, ws_closed
     assert ws_closed <= GRACE + 2 * PRESENCE + 2, ws_closed
@@ -385,13 +385,13 @@ def test_card_out_ends_the_session_at_grace(scene: Scene, cockpit: CockpitSite, 
 
 def test_long_trusted_session_lasts_long_grace(scene: Scene, cockpit: CockpitSite, accounts: Accounts) -> None:
     site = watch(scene, cockpit)
-    b = scene.browser("person", "cgblong")
+    b = scene.browser("person", U_LONG)
     socks = Sockets(b.page)
-    cockpit_login(b, site, accounts, "cgblong")
+    cockpit_login(b, site, accounts, U_LONG)
     activate = ("() => fetch('/.certgate/api/trusted-session', {method: 'POST', credentials: 'same-origin', "
                 "headers: {'Accept': 'application/json'}}).then(r => r.status)")
     wait_for(lambda: b.page.evaluate(activate) == 200, 15, interval=0.5, what="the long trusted session to activate")
-    assert site.audit_has(event="session", reason="long-session-activated", account="cgblong"), site.report()
+    assert site.audit_has(event="session", reason="long-session-activated", account=U_LONG), site.report()
     b.card.pull()
     t0 = time.time()
     hold(b.page, GRACE + 2 * PRESENCE + 2, lambda: socks.closed_since(t0) is not None or "/.certgate/" in b.page.url,
@@ -408,40 +408,40 @@ def test_long_trusted_session_lasts_long_grace(scene: Scene, cockpit: CockpitSit
 
 def test_logout_then_login_again(scene: Scene, cockpit: CockpitSite, accounts: Accounts) -> None:
     site = watch(scene, cockpit)
-    b = scene.browser("person", "cgblogout")
+    b = scene.browser("person", U_LOGOUT)
     page = b.page
-    cockpit_login(b, site, accounts, "cgblogout")
+    cockpit_login(b, site, accounts, U_LOGOUT)
     page.click("#toggle-menu")
     b.step("session menu")
     page.click("#logout")
     t = Timer()
     wait_for(lambda: (pump(page), site.audit_has(event="session", decision="end", reason="cockpit-logout",
-                                                account="cgblogout"))[1],
+                                                account=U_LOGOUT))[1],
              15, what="certgate to see Cockpit's logout")
     page.wait_for_load_state()
     wait_for_login_form(page)
     b.step("landed after logout")
     scene.timing("Cockpit logout -> login form shown", t())
     # log in again from where the person landed
-    secs = cockpit_login(b, site, accounts, "cgblogout", path=None)
+    secs = cockpit_login(b, site, accounts, U_LOGOUT, path=None)
     scene.timing("login again after logout", secs)
-    assert "cgblogout" in page.inner_text("body")
+    assert U_LOGOUT in page.inner_text("body")
     opened = [e for e in site.audit() if e.get("event") == "session" and e.get("decision") == "open"
-              and e.get("account") == "cgblogout"]
+              and e.get("account") == U_LOGOUT]
     assert b.login_pages == ["cockpit", "cockpit"]  # after Logout too: Cockpit's own page
     assert len(opened) == 2, site.report()  # one session per login; the first ended with the logout
-    assert sum("accepted account=cgblogout" in ln for ln in cockpit.auth_lines()) == 2, cockpit.report()
+    assert sum(f"accepted account={U_LOGOUT}" in ln for ln in cockpit.auth_lines()) == 2, cockpit.report()
 
 
 def test_bookmark_to_a_deep_path(scene: Scene, cockpit: CockpitSite, accounts: Accounts) -> None:
     site = watch(scene, cockpit)
-    b = scene.browser("person", "cgbdeep")
+    b = scene.browser("person", U_DEEP)
     page = b.page
     deep = "/system/services"
-    cockpit_login(b, site, accounts, "cgbdeep", path=deep)
+    cockpit_login(b, site, accounts, U_DEEP, path=deep)
     wait_for(lambda: page.url.endswith(deep) or (pump(page), False)[1], 20, what=f"the shell at {deep}")
     frame_named(page, "cockpit1:localhost/system/services")
     b.step("back at the bookmarked path")
     assert page.url == site.url(deep)
     assert b.login_pages == ["cockpit"]  # Cockpit's own login page, at the bookmarked path
-    assert any("accepted account=cgbdeep" in ln for ln in cockpit.auth_lines()), cockpit.report()
+    assert any(f"accepted account={U_DEEP}" in ln for ln in cockpit.auth_lines()), cockpit.report()
