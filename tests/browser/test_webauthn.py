@@ -24,12 +24,12 @@ import pytest
 
 from proxy.login.passwords import set_password
 from tests.blackbox import CERTGATE, Pki, free_port, wait_for
-from tests.browser.conftest import Scene
+from tests.browser.conftest import Scene, account
 from tests.browser.harness import Browser
 from tests.browser.sites import PASSWORD, Accounts, DemoUpstream, Site, Timer, gateway_config
 
 RULES = '[["tls-cert", "password", "webauthn"], ["tls-cert", "password"]]'
-ALICE, BOB = "cgbwa", "cgbwb"
+ALICE, BOB = account("wa"), account("wb")  # the run's pid in the names, as the suite's others
 
 # The API ceremony run inside the page: password step, then the key (or a given assertion).
 API_LOGIN = r"""async ([account, password, given, allow]) => {
@@ -198,7 +198,7 @@ def test_register_then_log_in_with_the_key(scene: Scene, site: Site, upstream: D
     b.page.wait_for_url(re.compile(r"/hello$"))
     scene.timing("login with password and key", t())
     b.step("upstream page")
-    assert "Hello, cgbwa" in b.text(), b.text()
+    assert f"Hello, {ALICE}" in b.text(), b.text()
     assert site.audit_has(event="login", decision="allow", account=ALICE, methods=["tls-cert", "password",
                                                                                   "webauthn"]), site.report()
     assert key.credentials()[0]["signCount"] >= 1

@@ -17,14 +17,14 @@ import pytest
 
 from proxy.login.keys import load_secret
 from tests.blackbox import Pki, free_port, wait_for
-from tests.browser.conftest import Scene
+from tests.browser.conftest import Scene, account
 from tests.browser.sites import PASSWORD, Accounts, Site, Timer, gateway_config
 from tests.browser.test_cockpit import COCKPIT_SECTIONS, CockpitSite, wait_for_shell
 from tests.browser.test_webauthn import Authenticator, enrol
 from tests.cockpit_fixture import CockpitWs
 from tests.cockpit_support import CERTGATE, write_cockpit_auth_config
 
-ACCOUNT = "cgbwkey"
+ACCOUNT = account("wkey")  # a local account; the run's pid in the name, as the suite's others
 RULES = '[["tls-cert", "password", "webauthn"], ["tls-cert", "password"]]'
 
 
