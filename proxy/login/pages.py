@@ -12,8 +12,9 @@
   sends ``Referrer-Policy: same-origin`` so browsers post it with its real ``Origin``.
 - WebAuthn: when the step needs the ``webauthn`` factor the page carries request options
   bound to the account and certificate and one script (:mod:`proxy.login.webauthn_js`,
-  allowed by its hash) that asks the key and submits the form; no other script. A strict CSP (``default-src 'none'``, the one stylesheet allowed by hash,
-  ``form-action 'self'``, ``frame-ancestors 'none'``).
+  allowed by its hash) that asks the key and submits the form; no other script. A strict CSP
+  (``default-src 'none'``, the one stylesheet allowed by hash, ``form-action 'self'``,
+  ``frame-ancestors 'none'``).
 - Success: 303 to ``next`` (same-origin paths only) with the session cookie; a partial
   success shows step 2 (only the missing fields, the receipt in a hidden field).
 """
