@@ -50,7 +50,9 @@ class CertPolicy:
     USERS = POLICY_DIR.parent / "certgate-browser-tests.users"
 
     def __init__(self) -> None:
-        # localhost too: WebAuthn needs a host name as relying-party id (tests/browser/test_webauthn.py)
+        # localhost too: WebAuthn needs a host name as relying-party id (tests/browser/test_webauthn.py).
+        # Runs share this file; a run whose text differs rewrites it (ensure), so every copy of the
+        # suite must write the same rules.
         rules = [{"pattern": f"https://{host}:*", "filter": {"ISSUER": {"CN": CA_CN}}} for host in ("127.0.0.1",
                                                                                                   "localhost")]
         self.text = json.dumps({"AutoSelectCertificateForUrls": [json.dumps(r) for r in rules]}, indent=1) + "\n"
