@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
 
 from proxy import wording
-from trust.escape import safe_html
 from proxy.login import factors
 from proxy.login.keys import derive_key
 from proxy.login.service import AuthOutcome
@@ -35,6 +34,7 @@ from proxy.login.web import PRE_COOKIE, CsrfTokens, cross_site, safe_next
 from proxy.login.webauthn_js import SCRIPT_SRC, options_block
 from proxy.messages import ConnContext, Headers, Local, RequestHead, Response
 from proxy.sameorigin import REFERRER_POLICY
+from trust.escape import safe_html
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred
