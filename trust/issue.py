@@ -25,9 +25,8 @@ PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519Pri
 #: Microsoft User Principal Name otherName (AD / FreeIPA smart cards).
 UPN_OID = ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
 
-#: Certificates and CRLs start this long before they are made, so a test that froze "now" when
-#: its module was imported still finds them valid after a long suite run (measured: a full run
-#: under load takes over 5 minutes before the trust tests).
+#: How far new certificates and CRLs are backdated by default: clock skew, and test modules
+#: that fix "now" when they are collected (a long suite reaches them minutes later).
 _EPOCH_SLACK = _dt.timedelta(hours=1)
 
 
