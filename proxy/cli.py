@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "trust": ("trust.cli", "main", "manage the trust store (list, add, remove, show, verify, import-p12, map)"),
     "passwd": ("proxy.login.cli", "passwd_main", "set or delete an account's password in the password file"),
     "totp": ("proxy.login.cli", "totp_main", "enroll, list or remove TOTP secrets"),
+    "webauthn": ("proxy.login.webauthn_cli", "main", "list or remove an account's security keys"),
     "sessions": ("proxy.sessions_cli", "main", "list or revoke trusted sessions"),
     "cockpit-auth": ("proxy.frontdoors.cockpit_auth", "main", "the auth command cockpit-ws runs ([bearer] command)"),
     "version": ("proxy.cli", "version_main", "print the version"),
@@ -28,7 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 #: verbs that read a config file; the others accept --config and ignore it
-CONFIG_VERBS = frozenset({"run", "check-config", "trust", "passwd", "totp", "sessions", "cockpit-auth"})
+CONFIG_VERBS = frozenset({"run", "check-config", "trust", "passwd", "totp", "webauthn", "sessions", "cockpit-auth"})
 
 
 def _usage() -> str:

@@ -104,7 +104,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "login": {
         "required_auth_methods": Key("json", [["tls-cert"]], "JSON list of method lists; any one list suffices. "
-                                     "Methods: tls-cert, password, totp. [[\"tls-cert\"]] = certificate alone"),
+                                     "Methods: tls-cert, password, totp, webauthn. [[\"tls-cert\"]] = certificate "
+                                     "alone"),
         "password": Key("choice", "upstream", "who checks passwords: upstream (Cockpit PAM, JOC) or file",
                         choices=("upstream", "file")),
         "password_file": Key("path", None, "scrypt hash file managed by `certgate passwd`"),
@@ -119,6 +120,19 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "response_timeout": Key("float", 60.0, "seconds to answer a second-factor prompt", 1, 900),
         "timeout": Key("float", 30.0, "seconds a login step may take", 1, 900),
         "secret_key": Key("path", "certgate.secret", "key file signing receipts and assertions (created if missing)"),
+    },
+    "webauthn": {
+        "rp_id": Key("str", "", "WebAuthn relying-party id: the host name people type (never an IP address); "
+                     "required when a rule names webauthn"),
+        "origin": Key("str", "", "the exact origin of certgate's pages, https://HOST[:PORT]; required when a "
+                      "rule names webauthn"),
+        "rp_name": Key("str", "certgate", "the name authenticators show"),
+        "credentials": Key("path", None, "JSON file of the registered keys (written by certgate; `certgate "
+                           "webauthn list|remove`)"),
+        "user_verification": Key("choice", "preferred", "ask the authenticator to verify the person (PIN, "
+                                 "biometrics): preferred or required; [account:NAME] webauthn_user_verification "
+                                 "overrides it", choices=("preferred", "required")),
+        "challenge_lifetime": Key("float", 120.0, "seconds a WebAuthn challenge is valid (single use)", 10, 600),
     },
     "sessions": {
         "store": Key("str", "sqlite:sessions.db", "memory | sqlite:PATH | redis://[USER@]HOST:PORT/DB | "
@@ -180,7 +194,10 @@ ROUTE_KEYS = {k: v for k, v in SCHEMA["upstream"].items()} | {
 PREFIX_SECTIONS = ("access:", "route:", "account:", "ocsp:")
 ACCOUNT_KEYS = {"required_auth_methods": SCHEMA["login"]["required_auth_methods"],
                 "max_sessions": Key("int", None, "live sessions of this account (overrides [sessions] "
-                                    "max_per_account; 0: no limit)", 0, 100000)}
+                                    "max_per_account; 0: no limit)", 0, 100000),
+                "webauthn_user_verification": Key("choice", None, "this account's WebAuthn user verification "
+                                                  "(default: [webauthn] user_verification)",
+                                                  choices=("preferred", "required"))}
 
 
 # --------------------------------------------------------------------------- values
@@ -246,6 +263,8 @@ class Config:
     audit: Section
     log: Section
     account_rules: dict[str, list[list[str]]] = field(default_factory=dict)
+    webauthn: Section = field(default_factory=lambda: Section({k: v.default for k, v in SCHEMA["webauthn"].items()}))
+    account_uv: dict[str, str] = field(default_factory=dict)
 
     @property
     def default_route(self) -> Route:
@@ -262,7 +281,7 @@ class Config:
 # --------------------------------------------------------------------------- parsing
 
 _BOOLS = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
-_METHODS = ("tls-cert", "password", "totp")
+_METHODS = ("tls-cert", "password", "totp", "webauthn")
 
 
 def _parse_value(section: str, key: str, spec: Key, raw: str, base: Path, problems: list[Problem]) -> Any:
@@ -473,15 +492,21 @@ def parse_config(text: str, path: Path) -> Config:
 
     account_rules: dict[str, list[list[str]]] = {}
     account_limits: dict[str, int] = {}
+    account_uv: dict[str, str] = {}
     for sec in parser.sections():
         if sec.startswith("account:"):
+            raw_keys = set(parser[sec])
             av = _section(parser, sec, ACCOUNT_KEYS, base, problems)
             name = sec.split(":", 1)[1]
-            if parser.has_option(sec, "required_auth_methods") or not parser.has_option(sec, "max_sessions"):
+            # a section that only sets a limit or the WebAuthn verification keeps the global rules
+            if "required_auth_methods" in raw_keys or not raw_keys & {"max_sessions", "webauthn_user_verification"}:
                 account_rules[name] = av["required_auth_methods"]
             if av.get("max_sessions") is not None:
                 account_limits[name] = int(av["max_sessions"])
+            if av["webauthn_user_verification"]:
+                account_uv[name] = av["webauthn_user_verification"]
     vals["sessions"]["account_limits"] = account_limits
+    _validate_webauthn(vals, [vals["login"]["required_auth_methods"], *account_rules.values()], problems)
 
     _validate_cross(vals, problems)
     validate_presence(vals, [r.kind for r in routes], problems)
@@ -498,7 +523,8 @@ def parse_config(text: str, path: Path) -> Config:
                   limits=Section(vals["limits"]), websocket=Section(vals["websocket"]),
                   login=Section(vals["login"]), sessions=Section(vals["sessions"]),
                   cockpit=Section(vals["cockpit"]), joc=Section(vals["joc"]), admin=Section(vals["admin"]),
-                  audit=Section(vals["audit"]), log=Section(vals["log"]), account_rules=account_rules)
+                  audit=Section(vals["audit"]), log=Section(vals["log"]), account_rules=account_rules,
+                  webauthn=Section(vals["webauthn"]), account_uv=account_uv)
 
 
 def _check_canonical(section: str, key: str, path: str, problems: list[Problem]) -> None:
@@ -534,6 +560,33 @@ def _validate_cross(vals: Mapping[str, Mapping[str, Any]], problems: list[Proble
     if vals["login"]["password"] == "file":
         if not vals["login"]["password_file"]:
             problems.append(Problem("login", "password_file", "is required when password = file"))
+
+
+def _validate_webauthn(vals: Mapping[str, Mapping[str, Any]], rule_sets: list[Any], problems: list[Problem]) -> None:
+    """A rule naming webauthn needs rp_id (a host name), origin (https, that host) and credentials."""
+    w = vals["webauthn"]
+    if not any("webauthn" in r for rules in rule_sets if isinstance(rules, list) for r in rules
+               if isinstance(r, list)):
+        return
+    rp, origin = str(w["rp_id"]).strip().lower(), str(w["origin"]).strip()
+    if not rp:
+        problems.append(Problem("webauthn", "rp_id", "is required when a rule names webauthn"))
+    else:
+        try:
+            ipaddress.ip_address(rp.strip("[]"))
+            problems.append(Problem("webauthn", "rp_id", f"{rp!r} is an IP address; WebAuthn needs a host name"))
+        except ValueError:
+            pass
+    parts = urlsplit(origin)
+    if not origin:
+        problems.append(Problem("webauthn", "origin", "is required when a rule names webauthn"))
+    elif parts.scheme != "https" or not parts.hostname or parts.path or parts.query or parts.fragment:
+        problems.append(Problem("webauthn", "origin", f"{origin!r} must be https://HOST[:PORT], nothing more"))
+    elif rp and not (parts.hostname == rp or parts.hostname.endswith("." + rp)):
+        problems.append(Problem("webauthn", "origin", f"{origin!r} is not on the relying party {rp!r} (or a "
+                                "subdomain of it)"))
+    if not w["credentials"]:
+        problems.append(Problem("webauthn", "credentials", "is required when a rule names webauthn"))
 
 
 def load_config(path: str | Path) -> Config:

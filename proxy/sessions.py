@@ -343,6 +343,11 @@ class SessionManager:
             return _fail("fresh-proof-required", chk.record)
         return chk
 
+    def fresh_proof(self, session_id: str, identity: "ConnectionIdentity") -> Any:
+        """:meth:`check`, and ``fresh-proof-required`` unless this connection's full handshake with
+        the session's certificate is at most :meth:`fresh_window` seconds old. A Deferred (SessionCheck)."""
+        return self._fresh_proof(session_id, identity)
+
     @inlineCallbacks
     def activate_long(self, session_id: str, identity: "ConnectionIdentity") -> Any:
         """Switch the session to the long grace; needs a fresh proof of its certificate on this

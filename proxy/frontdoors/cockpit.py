@@ -14,6 +14,13 @@ Cockpit's login page (``login.js``) sends ``GET <UrlRoot>cockpit/login`` with
    answers ``Authorization: X-Conversation <nonce> <base64(code)>``. The state (account,
    fingerprint, receipt, the pending password in ``basic`` mode) stays in this process, keyed
    by nonce, for ``[login] response_timeout`` seconds, and is used once;
+3b. cannot ask for a security key (X-Conversation carries text only): when the rules need
+   ``webauthn`` the login starts on certgate's page instead: a navigation to Cockpit's login
+   page (the UrlRoot or any deep path without a session) by a certificate whose account needs
+   its key is sent to ``/.certgate/login?next=...`` (303), and a password typed into Cockpit's
+   form for such an account anyway is refused with a 403
+   whose words (login.js shows them) point there. With the session certgate's page opened,
+   ``bearer`` mode then enters Cockpit with an assertion (below, "Without Authorization");
 4. lets cockpit-ws in: ``[cockpit] mode = bearer`` replaces ``Authorization`` with
    ``Bearer <assertion>`` (:mod:`proxy.frontdoors.assertion`, checked by ``certgate
    cockpit-auth``); ``basic`` forwards the Basic credentials so PAM checks the password;
@@ -61,6 +68,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from proxy.login.service import AuthOutcome, LoginService
 
 PROMPT = "Authenticator code (6 digits): "
+USE_KEY = "This account logs in with a security key: open /.certgate/login"
 MAX_CONVERSATIONS = 1024
 #: Pending conversations one certificate may hold (a new one drops its oldest).
 PER_CERTIFICATE = 3
@@ -254,7 +262,8 @@ class CockpitFrontDoor:
         if not self.is_login_path(head.path):
             if self.is_login_variant(head.path):
                 return self._refuse(conn, None, 404, "login-path-variant", "Not Found")
-            return self._open_page(head, route)
+            to_key = self._key_login(head, conn)
+            return to_key if to_key is not None else self._open_page(head, route)
         if head.method not in (b"GET", b"HEAD"):
             return self._refuse(conn, None, 405, "method-not-allowed", "Method Not Allowed")
         values = head.get_all(b"authorization")
@@ -293,7 +302,25 @@ class CockpitFrontDoor:
         why = access_refusal(self._config, conn)
         if why is not None:
             return self._refuse(conn, conn.identity.account, 403, "access-denied", "Access denied", detail=why)
-        return self._open_page(head, route)
+        to_key = self._key_login(head, conn)
+        return to_key if to_key is not None else self._open_page(head, route)
+
+    def _key_login(self, head: RequestHead, conn: ConnContext) -> Response | None:
+        """303 to certgate's login page for a navigation to Cockpit's login page by a certificate
+        whose account needs its security key (Cockpit's page cannot ask for it); else None."""
+        ident = conn.identity
+        rel = self._rel(head.path) or ""
+        if (not ident.ok or ident.account is None or not head.wants_html() or rel.startswith("cockpit/static/")
+                or rel == "favicon.ico" or not self._login.needs_webauthn(ident.account)):
+            return None
+        from urllib.parse import quote
+
+        from proxy.login.web import safe_next
+
+        loc = "/.certgate/login?next=" + quote(safe_next(head.target.decode("latin-1")), safe="/")
+        self._audit.record("cockpit-login", "redirect", "webauthn-on-certgate-page", account=ident.account,
+                           fingerprint=ident.fingerprint, client_ip=ident.client_ip)
+        return Response(303, [(b"Location", loc.encode("ascii")), (b"Cache-Control", b"no-store")], b"")
 
     def _open_page(self, head: RequestHead, route: "Route") -> Forward:
         """Cockpit's login page, without credentials or cockpit cookies (no session reaches cockpit-ws)."""
@@ -393,6 +420,8 @@ class CockpitFrontDoor:
         if not out.partial:
             return self._outcome_refusal(out)
         missing = {m for rule in out.required for m in rule} - set(out.proven)
+        if "webauthn" in missing and self._login.needs_webauthn(out.account):
+            return self._refuse(conn, out.account, 403, "webauthn-on-certgate-page", USE_KEY)
         if "totp" in missing and self._login.needs_totp(out.account):
             return self._ask_code(head, conn, out, password if basic else None)
         if basic and missing <= {"password"}:

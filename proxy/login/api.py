@@ -1,12 +1,15 @@
 """``POST /.certgate/api/auth``: the JSON login API (single- or multi-step, Keystone receipts).
 
-Request: ``{"account": "alice", "password": "...", "totp": "123456"}`` (account required,
-the others optional), ``Content-Type: application/json``, optional ``Certgate-Auth-Receipt``
-header from a previous partial success. Answers:
+Request: ``{"account": "alice", "password": "...", "totp": "123456", "webauthn": {...}}``
+(account required, the others optional; ``webauthn`` is the credential's JSON as the browser's
+``PublicKeyCredential.toJSON()`` gives it), ``Content-Type: application/json``, optional
+``Certgate-Auth-Receipt`` header from a previous partial success. Answers:
 
 - 200 ``{"account", "methods", "session": {"expires_at"}}`` + the session's Set-Cookie;
 - 401 + ``Certgate-Auth-Receipt`` header + ``{"receipt": {...}, "required_auth_methods"}``
-  on a partial success (Keystone's shape, no WWW-Authenticate);
+  on a partial success (Keystone's shape, no WWW-Authenticate); when ``webauthn`` is still
+  missing the body also carries ``"webauthn": {"publicKey": {...}}``: request options whose
+  challenge is bound to the account and certificate and valid once;
 - 401 ``{"error": "unauthorized", "message"}`` on any failure (uniform message; certgate's
   one error shape, :func:`proxy.messages.error_json`);
 - 429 + Retry-After when throttled, 503 + Retry-After when too many logins are pending;
@@ -30,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 RECEIPT_HEADER = b"Certgate-Auth-Receipt"
 MAX_BODY = 16384
-_FIELDS = ("account", "password", "totp")
+_FIELDS = ("account", "password", "totp", "webauthn")
 
 
 def error(status: int, message: str, headers: Headers | None = None) -> Response:
@@ -48,6 +51,8 @@ def outcome_response(o: AuthOutcome) -> Response:
         body = {"receipt": {"methods": sorted_methods(o.proven), "account": o.account,
                             "expires_at": iso(o.receipt_expires_at or 0.0)},
                 "required_auth_methods": o.required}
+        if o.webauthn_options is not None:
+            body["webauthn"] = {"publicKey": o.webauthn_options}
         return json_response(401, body, headers=[(RECEIPT_HEADER, o.receipt.encode("ascii"))])
     if o.reason == "throttled":
         return error(429, o.public_message, [(b"Retry-After", str(o.retry_after).encode())])
@@ -77,7 +82,11 @@ def parse_body(body: bytes) -> dict[str, str]:
     for k, v in obj.items():
         if k not in _FIELDS:
             raise ValueError(f"unknown field {k!r} (known: {', '.join(_FIELDS)})")
-        if not isinstance(v, str):
+        if k == "webauthn" and isinstance(v, dict):
+            obj[k] = json.dumps(v, separators=(",", ":"))
+        elif k == "webauthn" and not isinstance(v, str):
+            raise ValueError("field 'webauthn' must be the credential's JSON object")
+        elif not isinstance(v, str):
             raise ValueError(f"field {k!r} must be a string")
     if not obj.get("account"):
         raise ValueError("field 'account' is required")
@@ -112,7 +121,7 @@ class AuthApi:
         receipt = raw.decode("latin-1").strip() if raw is not None else None
         login = self.login
         d = login.authenticate_with_slot(account=fields["account"], conn=conn, password=fields.get("password"),
-                                       totp=fields.get("totp"), receipt=receipt)
+                                         totp=fields.get("totp"), receipt=receipt, webauthn=fields.get("webauthn"))
         d.addCallback(outcome_response)
         return d
 

@@ -1,13 +1,15 @@
-"""Factor rules: which combinations of ``tls-cert``, ``password`` and ``totp`` open a session.
+"""Factor rules: which combinations of ``tls-cert``, ``password``, ``totp`` and ``webauthn`` open a session.
 
 Pure functions over Keystone's ``required_auth_methods`` shape (a list of rules, each a list
 of method names; any one rule suffices). Semantics, following Keystone's
 ``UserMFARulesValidator`` and stricter where certgate's design asks for it:
 
 - a rule is *satisfied* when the set of proven methods is a superset of the rule;
-- an *enrolled* factor is never skippable: for an account with a TOTP secret, only the rules
-  that contain ``totp`` apply (if any rule does); for an account without one, rules that
-  contain ``totp`` are unreachable and dropped (``effective_rules``);
+- an *enrolled* factor is never skippable: ``totp`` and ``webauthn`` need enrolment; rules
+  naming a factor the account has not enrolled are unreachable and dropped; of the others,
+  when some rule names an enrolled factor, only the rules naming one apply
+  (``effective_rules``): an account with a TOTP secret or a security key cannot log in
+  without one of them;
 - the ``required_auth_methods`` answer of a partial success lists the effective rules that
   overlap what was proven (Keystone's ``ReceiptModel.required_methods``), i.e. the rules still
   reachable from here; every certgate rule contains ``tls-cert`` (the config refuses others).
@@ -22,7 +24,10 @@ from typing import Iterable, Sequence
 TLS_CERT = "tls-cert"
 PASSWORD = "password"
 TOTP = "totp"
-METHODS: tuple[str, ...] = (TLS_CERT, PASSWORD, TOTP)
+WEBAUTHN = "webauthn"
+METHODS: tuple[str, ...] = (TLS_CERT, PASSWORD, TOTP, WEBAUTHN)
+#: factors that exist only once the account enrolled them
+ENROLLED: tuple[str, ...] = (TOTP, WEBAUTHN)
 
 Rules = list[list[str]]
 
@@ -52,17 +57,18 @@ def normalize_rules(rules: Iterable[Sequence[str]]) -> Rules:
     return out
 
 
-def effective_rules(rules: Sequence[Sequence[str]], totp_enrolled: bool) -> Rules:
-    """The rules that apply to an account, given whether it has a TOTP secret.
+def effective_rules(rules: Sequence[Sequence[str]], totp_enrolled: bool, webauthn_enrolled: bool = False) -> Rules:
+    """The rules that apply to an account, given which of ``totp``/``webauthn`` it enrolled.
 
-    Enrolled: the rules containing ``totp`` if there are any (else all rules). Not enrolled:
-    the rules without ``totp`` (possibly none: such an account cannot log in until enrolled).
+    Rules naming a factor that is not enrolled are dropped (possibly all: such an account
+    cannot log in until enrolled). Of the rest, the rules naming an enrolled factor if there
+    are any (else all of them).
     """
     norm = normalize_rules(rules)
-    with_totp = [r for r in norm if TOTP in r]
-    if totp_enrolled:
-        return with_totp or norm
-    return [r for r in norm if TOTP not in r]
+    have = {m for m, on in ((TOTP, totp_enrolled), (WEBAUTHN, webauthn_enrolled)) if on}
+    reach = [r for r in norm if not (set(r) & set(ENROLLED)) - have]
+    with_enrolled = [r for r in reach if set(r) & have]
+    return with_enrolled or reach
 
 
 def satisfied(rules: Sequence[Sequence[str]], proven: Iterable[str]) -> list[str] | None:
@@ -100,6 +106,6 @@ def methods_in(rules: Sequence[Sequence[str]]) -> frozenset[str]:
 
 
 def ordered(methods: Iterable[str]) -> list[str]:
-    """``methods`` in canonical order (tls-cert, password, totp); unknown names dropped."""
+    """``methods`` in canonical order (tls-cert, password, totp, webauthn); unknown names dropped."""
     s = set(methods)
     return [m for m in METHODS if m in s]

@@ -10,8 +10,11 @@
   per-page token ``HMAC(key, cookie)`` in a hidden field; the POST needs both, plus
   ``Sec-Fetch-Site``/``Origin`` that are not cross-site (:mod:`proxy.sameorigin`). The page
   sends ``Referrer-Policy: same-origin`` so browsers post it with its real ``Origin``.
-- No script at all; a strict CSP (``default-src 'none'``, the one stylesheet allowed by hash,
-  ``form-action 'self'``, ``frame-ancestors 'none'``).
+- WebAuthn: when the step needs the ``webauthn`` factor the page carries request options
+  bound to the account and certificate and one script (:mod:`proxy.login.webauthn_js`,
+  allowed by its hash) that asks the key and submits the form; no other script. A strict CSP
+  (``default-src 'none'``, the one stylesheet allowed by hash, ``form-action 'self'``,
+  ``frame-ancestors 'none'``).
 - Success: 303 to ``next`` (same-origin paths only) with the session cookie; a partial
   success shows step 2 (only the missing fields, the receipt in a hidden field).
 """
@@ -28,6 +31,7 @@ from proxy.login import factors
 from proxy.login.keys import derive_key
 from proxy.login.service import AuthOutcome
 from proxy.login.web import PRE_COOKIE, CsrfTokens, cross_site, safe_next
+from proxy.login.webauthn_js import SCRIPT_SRC, options_block
 from proxy.messages import ConnContext, Headers, Local, RequestHead, Response
 from proxy.sameorigin import REFERRER_POLICY
 from trust.escape import safe_html
@@ -38,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from proxy.login.service import LoginService
 
 MAX_BODY = 16384
-_FIELDS = ("account", "password", "totp", "receipt", "next", "csrf")
+_FIELDS = ("account", "password", "totp", "webauthn", "receipt", "next", "csrf")
 
 CSS = ("body{font-family:system-ui,sans-serif;max-width:32em;margin:3em auto;padding:0 1em;color:#222}"
        "h1{font-size:1.4em}label{display:block;margin-top:1em;font-weight:600}"
@@ -46,9 +50,13 @@ CSS = ("body{font-family:system-ui,sans-serif;max-width:32em;margin:3em auto;pad
        "button{margin-top:1.5em;padding:.6em 1.4em;font-size:1em}"
        ".cert{background:#f3f6f9;border-left:4px solid #369;padding:.5em .8em}"
        ".why{background:#fdf3f3;border-left:4px solid #c33;padding:.5em .8em}"
-       "dt{font-weight:600}dd{margin:0 0 .4em 0;word-break:break-all}")
+       "dt{font-weight:600}dd{margin:0 0 .4em 0;word-break:break-all}"
+       "table{border-collapse:collapse;margin-top:1em}td,th{padding:.3em .6em;border-bottom:1px solid #ddd;"
+       "text-align:left}")
 CSP = ("default-src 'none'; style-src 'sha256-" + base64.b64encode(hashlib.sha256(CSS.encode()).digest()).decode()
        + "'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'").encode("ascii")
+#: the same policy plus the one WebAuthn script, allowed by its hash
+CSP_WEBAUTHN = CSP.replace(b"; form-action", b"; script-src " + SCRIPT_SRC.encode("ascii") + b"; form-action")
 
 _SHELL = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title} - certgate</title>
@@ -72,11 +80,13 @@ def _login_link(next_path: str) -> str:
 
 
 def first_step(rules: list[list[str]]) -> list[str]:
-    """The factor step 1 asks for: the password when a rule needs one, else the code (never both:
-    a rule needing both gets the code in step 2, after the password was checked)."""
+    """The factor step 1 asks for: the password when a rule needs one, else the security key or
+    the code (never two: a rule needing more gets the rest in step 2, after this was checked)."""
     methods = factors.methods_in(rules)
     if factors.PASSWORD in methods:
         return [factors.PASSWORD]
+    if factors.WEBAUTHN in methods:
+        return [factors.WEBAUTHN] + ([factors.TOTP] if factors.TOTP in methods else [])
     return [factors.TOTP] if factors.TOTP in methods else []
 
 
@@ -86,6 +96,10 @@ def step_two_message(o: AuthOutcome) -> str:
     done = "Password accepted. " if factors.PASSWORD in o.proven else ""
     if need == [factors.TOTP]:
         return done + "Enter the code from your authenticator app to finish logging in."
+    if need == [factors.WEBAUTHN]:
+        return done + "Use your security key to finish logging in."
+    if factors.WEBAUTHN in need:
+        return done + "Use your security key, or enter the code from your authenticator app, to finish logging in."
     if need == [factors.PASSWORD]:
         return done + "Enter your password to finish logging in."
     return done + "Enter the remaining factor to finish logging in."
@@ -131,8 +145,9 @@ class LoginPage:
                           f'<p><a href="{LOGIN_PATH}">Back to the login page</a></p>', headers)
 
     def _page(self, status: int, title: str, body: str, headers: Headers | None = None) -> Response:
+        csp = CSP_WEBAUTHN if 'id="webauthn-options"' in body else CSP
         hs: Headers = [(b"Content-Type", b"text/html; charset=utf-8"), (b"Cache-Control", b"no-store"),
-                       (b"Content-Security-Policy", CSP), (b"X-Frame-Options", b"DENY"),
+                       (b"Content-Security-Policy", csp), (b"X-Frame-Options", b"DENY"),
                        (b"Referrer-Policy", REFERRER_POLICY), (b"X-Content-Type-Options", b"nosniff")]
         text = _SHELL.format(title=_e(title), css=CSS, body=body)
         return Response(status, hs + (headers or []), text.encode("utf-8"))
@@ -173,23 +188,32 @@ class LoginPage:
             if outcome is not None and outcome.partial:
                 need = factors.missing(outcome.required, outcome.proven)
                 title = "Log in: one more step"
-                fields = self._fields(need, acct, readonly=True)
+                options = outcome.webauthn_options if factors.WEBAUTHN in need else None
+                fields = self._fields(need, acct, readonly=True, key=options is not None)
                 fields += f'<input type="hidden" name="receipt" value="{_e(outcome.receipt)}">'
             else:
                 rules = self.login.effective_rules(acct) or self.login.required_methods(acct)
                 title = "Log in"
-                fields = self._fields(first_step(rules), acct, readonly=False)
+                need = first_step(rules)
+                options = self.login.webauthn_options(acct, conn) if factors.WEBAUTHN in need else None
+                fields = self._fields(need, acct, readonly=False, key=options is not None)
+            submit = '<button type="submit">Log in</button>'
+            if options is not None:
+                submit = ('<button type="button" id="webauthn-go">Use security key</button>'
+                          '<p id="webauthn-status" role="status"></p>' + options_block(options, "get"))
+                if factors.TOTP in need:
+                    submit += '<button type="submit">Log in with the code</button>'
             parts.append('<form method="post" action="/.certgate/login" autocomplete="on">'
                          f'<input type="hidden" name="csrf" value="{_e(token)}">'
                          f'<input type="hidden" name="next" value="{_e(next_path)}">'
-                         f'{fields}<button type="submit">Log in</button></form>')
+                         f'{fields}{submit}</form>')
         else:
             title = "Certificate required" if not ident.presented else "Certificate refused"
             parts.append(f'<p><a href="{_e(_login_link(next_path))}">Try again</a> after choosing a certificate.</p>')
         return self._page(status, title, "\n".join(parts), hs)
 
     @staticmethod
-    def _fields(methods: list[str] | Any, account: str, *, readonly: bool) -> str:
+    def _fields(methods: list[str] | Any, account: str, *, readonly: bool, key: bool = False) -> str:
         ro = " readonly" if readonly else ""
         out = ('<label for="account">Account</label>'
                f'<input id="account" name="account" type="text" value="{_e(account)}" required '
@@ -198,10 +222,13 @@ class LoginPage:
             out += ('<label for="password">Password</label>'
                     '<input id="password" name="password" type="password" required autocomplete="current-password">')
         if factors.TOTP in methods:
+            req = "" if key else " required"  # the key or the code
             out += ('<label for="totp">Code from your authenticator app</label>'
                     '<input id="totp" name="totp" type="text" inputmode="numeric" pattern="[0-9]{6}" '
-                    'maxlength="6" required autocomplete="one-time-code" aria-describedby="totp-help">'
+                    f'maxlength="6"{req} autocomplete="one-time-code" aria-describedby="totp-help">'
                     '<small id="totp-help">Six digits.</small>')
+        if key:
+            out += '<input type="hidden" name="webauthn" value="">'
         return out
 
     # ------------------------------------------------------------------ submit
@@ -227,7 +254,8 @@ class LoginPage:
         account = f.get("account") or ""
         login = self.login
         d = login.authenticate_with_slot(account=account, conn=conn, password=f.get("password") or None,
-                                       totp=f.get("totp") or None, receipt=f.get("receipt") or None)
+                                         totp=f.get("totp") or None, receipt=f.get("receipt") or None,
+                                         webauthn=f.get("webauthn") or None)
         d.addCallback(lambda o: self._answer(head, conn, o, nxt, account))
         return d
 

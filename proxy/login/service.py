@@ -12,6 +12,9 @@ Used by certgate's own login page and JSON API (:mod:`proxy.login.pages`,
 4. the password: with ``password = file`` checked against the scrypt file; with ``upstream``
    only the front door can prove it (``password_proven_upstream=True``);
 5. the TOTP code: ``^[0-9]{6}$``, valid within the window, its time step never used before;
+5b. the WebAuthn assertion (:mod:`proxy.login.webauthn_service`): a challenge certgate sealed
+   for this account and certificate, never used before, one of the account's keys, origin
+   and RP id of ``[webauthn]``, signature, user verification, a counter that moved forward;
 6. the rules: a satisfied rule opens the trusted session (``ok``); otherwise a partial success
    answers a new receipt and the rules still reachable (Keystone ``required_auth_methods``).
 
@@ -81,6 +84,7 @@ class AuthOutcome:
     set_cookie: list[tuple[bytes, bytes]] = field(default_factory=list)
     session_expires_at: float | None = None
     retry_after: int = 0  # seconds, for ``throttled`` and ``busy``
+    webauthn_options: dict[str, Any] | None = None  # request options when a partial success needs the key
 
     @property
     def partial(self) -> bool:
@@ -122,6 +126,12 @@ class LoginService:
 
             defer_to_thread = lambda f, *a: deferToThreadPool(clock, clock.getThreadPool(), f, *a)  # noqa: E731
         self._defer_to_thread = defer_to_thread
+        self.webauthn = None
+        if getattr(config.webauthn, "rp_id", "") and getattr(config.webauthn, "credentials", None):
+            from proxy.login.webauthn_service import WebAuthnFactor
+
+            self.webauthn = WebAuthnFactor(config=config, secret=self.secret, store=store, audit=audit,
+                                           base_dir=Path(config.base_dir), defer_to_thread=defer_to_thread)
         self._duration: Any = None
 
     def use_metrics(self, metrics: Any) -> None:
@@ -156,9 +166,25 @@ class LoginService:
         except TotpError:
             return True
 
+    def webauthn_enrolled(self, account: str) -> bool:
+        """True when ``account`` has a security key (or the key file cannot be read)."""
+        return self.webauthn is not None and self.webauthn.enrolled(account)
+
     def effective_rules(self, account: str) -> list[list[str]]:
         """The rules that apply now (:func:`factors.effective_rules` with the enrolment)."""
-        return factors.effective_rules(self.required_methods(account), self.totp_enrolled(account))
+        return factors.effective_rules(self.required_methods(account), self.totp_enrolled(account),
+                                       self.webauthn_enrolled(account))
+
+    def needs_webauthn(self, account: str) -> bool:
+        """True when every rule that applies to ``account`` needs its security key."""
+        rules = self.effective_rules(account)
+        return bool(rules) and all(factors.WEBAUTHN in r for r in rules)
+
+    def webauthn_options(self, account: str, conn: "ConnContext") -> dict[str, Any] | None:
+        """Request options for ``account``'s keys bound to this connection's certificate, or None."""
+        if self.webauthn is None or not conn.identity.ok:
+            return None
+        return self.webauthn.login_options(account, conn.identity.fingerprint, self.clock.seconds())
 
     def needs_totp(self, account: str) -> bool:
         """True when every rule that applies to ``account`` needs a TOTP code."""
@@ -181,27 +207,31 @@ class LoginService:
 
     def authenticate(self, *, account: str, conn: "ConnContext", password: str | None = None,
                      totp: str | None = None, receipt: str | None = None,
-                     password_proven_upstream: bool = False, open_session: bool = True) -> "Deferred[AuthOutcome]":
+                     password_proven_upstream: bool = False, open_session: bool = True,
+                     webauthn: str | None = None) -> "Deferred[AuthOutcome]":
         """Check one login attempt; on ``ok`` the trusted session is opened (unless ``open_session``
         is false) and ``set_cookie`` carries its cookie. Runs scrypt in the calling thread.
         A Deferred; a store that cannot answer gives the outcome ``session-store-unavailable``
         (nothing is accepted that could not be recorded)."""
         t0 = self.clock.seconds()
         return self._guarded(self._authenticate(account, conn, password, totp, receipt,
-                                                password_proven_upstream, open_session, False), account, conn, t0)
+                                                password_proven_upstream, open_session, False, webauthn),
+                             account, conn, t0)
 
     def authenticate_async(self, *, account: str, conn: "ConnContext", password: str | None = None,
                            totp: str | None = None, receipt: str | None = None,
-                           password_proven_upstream: bool = False, open_session: bool = True
-                           ) -> "Deferred[AuthOutcome]":
+                           password_proven_upstream: bool = False, open_session: bool = True,
+                           webauthn: str | None = None) -> "Deferred[AuthOutcome]":
         """Like :meth:`authenticate`, with the scrypt work in a thread (the rest in the caller's)."""
         t0 = self.clock.seconds()
         return self._guarded(self._authenticate(account, conn, password, totp, receipt,
-                                                password_proven_upstream, open_session, True), account, conn, t0)
+                                                password_proven_upstream, open_session, True, webauthn),
+                             account, conn, t0)
 
     @inlineCallbacks
     def _authenticate(self, account: Any, conn: "ConnContext", password: str | None, totp: str | None,
-                      receipt: str | None, upstream: bool, open_session: bool, threaded: bool) -> Any:
+                      receipt: str | None, upstream: bool, open_session: bool, threaded: bool,
+                      webauthn: str | None = None) -> Any:
         pre = yield self._precheck(account, conn)
         if isinstance(pre, AuthOutcome):
             return pre
@@ -211,7 +241,7 @@ class LoginService:
                 pw_ok = yield self._defer_to_thread(self._check_password, pre, password)
             else:
                 pw_ok = self._check_password(pre, password)
-        out = yield self._finish(pre, conn, password, pw_ok, totp, receipt, upstream, open_session)
+        out = yield self._finish(pre, conn, password, pw_ok, totp, receipt, upstream, open_session, webauthn)
         return out
 
     def _guarded(self, d: "Deferred[AuthOutcome]", account: Any, conn: "ConnContext", t0: float
@@ -296,7 +326,8 @@ class LoginService:
 
     @inlineCallbacks
     def _finish(self, account: str, conn: "ConnContext", password: str | None, pw_ok: bool | str | None,
-                totp: str | None, receipt: str | None, upstream_ok: bool, open_session: bool) -> Any:
+                totp: str | None, receipt: str | None, upstream_ok: bool, open_session: bool,
+                webauthn: str | None = None) -> Any:
         ident = conn.identity
         now = self.clock.seconds()
         rules = self.effective_rules(account)
@@ -329,19 +360,30 @@ class LoginService:
             if why:
                 return (yield self._fail(account, conn, why, rules))
             proven.add(factors.TOTP)
+        key_used: str | None = None
+        if webauthn is not None:
+            if self.webauthn is None:
+                return (yield self._fail(account, conn, "webauthn-not-configured", rules))
+            extra: dict[str, Any] = {"fingerprint": ident.fingerprint, "client_ip": ident.client_ip}
+            why = yield self.webauthn.check(account, ident.fingerprint, webauthn, now, extra)
+            if why:
+                return (yield self._fail(account, conn, why, rules, detail=extra.get("detail")))
+            proven.add(factors.WEBAUTHN)
+            key_used = extra.get("credential")
         done = frozenset(proven)
         if not rules:
             return (yield self._fail(account, conn, "no-usable-rule", self.required_methods(account)))
         if factors.satisfied(rules, done) is not None:
-            return (yield self._succeed(account, conn, done, open_session))
+            return (yield self._succeed(account, conn, done, open_session, credential=key_used))
         token, rec2 = self.receipts.issue(account=account, fingerprint=ident.fingerprint or "",
                                           methods=sorted(done), now=now, lifetime=self._lifetime,
                                           not_after=not_after)
         required = factors.reachable(rules, done)
-        self._audit(account, conn, "partial", "more-methods-required", methods=factors.ordered(done),
-                    missing=factors.missing(rules, done))
+        need = factors.missing(rules, done)
+        self._audit(account, conn, "partial", "more-methods-required", methods=factors.ordered(done), missing=need)
+        options = self.webauthn_options(account, conn) if factors.WEBAUTHN in need else None
         return AuthOutcome(False, account, done, required, token, "more-methods-required", MSG_PARTIAL,
-                           receipt_expires_at=rec2.expires_at)
+                           receipt_expires_at=rec2.expires_at, webauthn_options=options)
 
     @inlineCallbacks
     def _check_totp(self, account: str, code: str, now: float) -> Any:
@@ -364,7 +406,8 @@ class LoginService:
         return ""
 
     @inlineCallbacks
-    def _succeed(self, account: str, conn: "ConnContext", proven: frozenset[str], open_session: bool) -> Any:
+    def _succeed(self, account: str, conn: "ConnContext", proven: frozenset[str], open_session: bool,
+                 credential: str | None = None) -> Any:
         ident = conn.identity
         yield self.throttle.succeed(keys_for(account, ident.fingerprint, None))
         record, cookies, ends = None, [], None
@@ -375,8 +418,9 @@ class LoginService:
                 self._audit(account, conn, "refuse", "session-limit", methods=factors.ordered(proven))
                 return AuthOutcome(False, account, proven, [], None, "session-limit", MSG_LIMIT)
             ends = self.sessions.ends_at(record)[0]
+        extra = {"credential": credential} if credential else {}  # the key whose counter and last use moved
         self._audit(account, conn, "allow", "ok", methods=factors.ordered(proven),
-                    session=record.id[:16] if record is not None else None)
+                    session=record.id[:16] if record is not None else None, **extra)
         return AuthOutcome(True, account, proven, [], None, "ok", MSG_OK, session=record,
                            set_cookie=list(cookies), session_expires_at=ends)
 
@@ -408,4 +452,9 @@ class LoginService:
         from proxy.login.api import AuthApi
         from proxy.login.pages import LoginPage
 
-        return {"/.certgate/login": LoginPage(self), "/.certgate/api/auth": AuthApi(self)}
+        eps: dict[str, Any] = {"/.certgate/login": LoginPage(self), "/.certgate/api/auth": AuthApi(self)}
+        if self.webauthn is not None:
+            from proxy.login.webauthn_page import WEBAUTHN_PATH, EnrolPage
+
+            eps[WEBAUTHN_PATH] = EnrolPage(self)
+        return eps

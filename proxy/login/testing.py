@@ -42,8 +42,9 @@ class Rig:
 
 
 def make_rig(folder: Path, login: Mapping[str, Any] | None = None, *, account_rules: Mapping[str, Any] | None = None,
-             store: Any = None, rng: Any = None, clock: Clock | None = None) -> Rig:
-    """A LoginService with ``password = file`` in ``folder`` and ``[login]`` overrides."""
+             store: Any = None, rng: Any = None, clock: Clock | None = None,
+             webauthn: Mapping[str, Any] | None = None, account_uv: Mapping[str, str] | None = None) -> Rig:
+    """A LoginService with ``password = file`` in ``folder`` and ``[login]`` (and ``[webauthn]``) overrides."""
     from proxy.sessions import SessionManager
     from proxy.stores.memory import MemoryStore
 
@@ -52,7 +53,8 @@ def make_rig(folder: Path, login: Mapping[str, Any] | None = None, *, account_ru
               "totp_key": folder / "totp.key", "secret_key": folder / "secret",
               "required_auth_methods": [["tls-cert", "password"], ["tls-cert", "password", "totp"]]}
     values.update(login or {})
-    cfg = make_config({"login": values}, account_rules=account_rules, base_dir=folder)
+    cfg = make_config({"login": values, "webauthn": dict(webauthn or {})}, account_rules=account_rules,
+                      account_uv=account_uv, base_dir=folder)
     if clock is None:
         clock = Clock()
         clock.advance(T0)

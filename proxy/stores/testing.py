@@ -80,6 +80,7 @@ class FakeTunnels:
 
 def make_config(sections: Mapping[str, Mapping[str, Any]] | None = None, *,
                 account_rules: Mapping[str, list[list[str]]] | None = None, access_rules: list[Any] | None = None,
+                account_uv: Mapping[str, str] | None = None,
                 base_dir: Path | str = "/nonexistent") -> Any:
     """A ``proxy.config.Config`` from the schema defaults, with ``sections`` overriding values.
 
@@ -103,4 +104,5 @@ def make_config(sections: Mapping[str, Mapping[str, Any]] | None = None, *,
                   limits=Section(vals["limits"]), websocket=Section(vals["websocket"]),
                   login=Section(vals["login"]), sessions=Section(vals["sessions"]),
                   cockpit=Section(vals["cockpit"]), joc=Section(vals["joc"]), admin=Section(vals["admin"]),
-                  audit=Section(vals["audit"]), log=Section(vals["log"]), account_rules=dict(account_rules or {}))
+                  audit=Section(vals["audit"]), log=Section(vals["log"]), account_rules=dict(account_rules or {}),
+                  webauthn=Section(vals["webauthn"]), account_uv=dict(account_uv or {}))

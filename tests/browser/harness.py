@@ -4,7 +4,8 @@ database and software smart card (:mod:`tests.browser.smartcard`).
 - :func:`find_chromium`: the system browser (never ``playwright install``); a RuntimeError
   naming the package when it is missing.
 - :class:`CertPolicy`: the managed policy ``AutoSelectCertificateForUrls`` that lets Chromium
-  present the card's certificate without a dialog (pattern ``https://127.0.0.1:*``, issuer CN
+  present the card's certificate without a dialog (patterns ``https://127.0.0.1:*`` and
+  ``https://localhost:*``, issuer CN
   filter on the test CA). One file of a fixed name, the same content for every run; removed
   when the suite ends.
 - :class:`Browser`: one running Chromium; :meth:`Browser.step` writes a numbered screenshot
@@ -49,8 +50,12 @@ class CertPolicy:
     USERS = POLICY_DIR.parent / "certgate-browser-tests.users"
 
     def __init__(self) -> None:
-        rule = {"pattern": "https://127.0.0.1:*", "filter": {"ISSUER": {"CN": CA_CN}}}
-        self.text = json.dumps({"AutoSelectCertificateForUrls": [json.dumps(rule)]}, indent=1) + "\n"
+        # localhost too: WebAuthn needs a host name as relying-party id (tests/browser/test_webauthn.py).
+        # Runs share this file; a run whose text differs rewrites it (ensure), so every copy of the
+        # suite must write the same rules.
+        rules = [{"pattern": f"https://{host}:*", "filter": {"ISSUER": {"CN": CA_CN}}} for host in ("127.0.0.1",
+                                                                                                  "localhost")]
+        self.text = json.dumps({"AutoSelectCertificateForUrls": [json.dumps(r) for r in rules]}, indent=1) + "\n"
         self.me = self.USERS / str(os.getpid())
 
     def install(self) -> None:
