@@ -10,6 +10,10 @@ computes the one ``trust`` verdict through the shared :class:`trust.verify.Verdi
   certificate fails the handshake with an alert, and the reason is logged;
 * ``want``: always returns true and records the verdict, so the person can be told why.
 
+With ``mapping = ldap`` the account comes from a :class:`proxy.directory.DirectoryMapper`:
+a cached answer decides inside the handshake like any mapping; otherwise the record is
+``pending`` and :func:`proxy.tls.identify` asks the directory after the handshake.
+
 Per-connection state lives in :data:`RECORDS`, keyed weakly by the ``SSL.Connection``.
 """
 
@@ -53,6 +57,7 @@ class HandshakeRecord:
     leaf_der: bytes | None = None
     verdict: Any = None  # trust.verify.Verdict
     mapping: Any = None  # trust.mapping.MappingResult (only when the verdict is ok)
+    pending: bool = False  # mapping = ldap and not cached: identify() asks the directory
     decision: bool | None = None
     calls: int = 0
 
@@ -73,8 +78,10 @@ class HandshakeVerifier:
     """
 
     def __init__(self, *, generation: Any, policy: Any, verdicts: Any, mapper: Callable[[x509.Certificate], Any],
-                 client_auth: str, clock: Any, log: Logger | None = None) -> None:
+                 client_auth: str, clock: Any, log: Logger | None = None, directory: Any = None) -> None:
         self.generation = generation
+        #: proxy.directory.DirectoryMapper when mapping = ldap: the account comes from there
+        self.directory = directory
         self.policy = policy
         self.verdicts = verdicts
         self.mapper = mapper
@@ -113,7 +120,14 @@ class HandshakeVerifier:
         chain = rec.chain_ders()
         verdict = self.verdict_for(leaf_der, chain, now)
         rec.leaf_der, rec.verdict = leaf_der, verdict
-        rec.mapping = self.mapping_for(verdict, leaf_der) if verdict.ok else None
+        rec.pending = False
+        if verdict.ok and self.directory is not None:
+            rec.mapping = self.directory.peek(verdict.fingerprint)
+            if rec.mapping is None:
+                rec.pending = True  # the handshake completes; the connection waits for the directory
+                return True
+        else:
+            rec.mapping = self.mapping_for(verdict, leaf_der) if verdict.ok else None
         return bool(verdict.ok and rec.mapping is not None and rec.mapping.account is not None)
 
     # -- the OpenSSL callback

@@ -135,6 +135,39 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "joc": {
         "login_path": Key("str", "/joc/api/authentication/login", "JOC's login API path"),
     },
+    "ldap": {
+        "url": Key("str", "", "with [trust] mapping = ldap: ldaps://HOST[:PORT], or ldap://HOST[:PORT] with "
+                   "starttls = yes"),
+        "starttls": Key("bool", False, "upgrade an ldap:// connection with StartTLS before binding"),
+        "ca_file": Key("path", None, "CA bundle the directory's certificate must chain to (default: the "
+                       "system store); the host name in url must be in its certificate"),
+        "unsafe_plaintext": Key("bool", False, "UNSAFE: allow ldap:// without StartTLS (bind password and "
+                                "answers in clear)"),
+        "bind_dn": Key("str", "", "DN certgate binds as (empty = anonymous)"),
+        "bind_password_file": Key("path", None, "file whose first line is the bind password (read at each new "
+                                  "directory connection)"),
+        "base_dn": Key("str", "", "subtree searched for accounts"),
+        "scope": Key("choice", "sub", "sub: the whole subtree; one: direct children of base_dn",
+                     choices=("sub", "one")),
+        "styles": Key("list", ["certificate", "altsecid", "upn"], "certificate (userCertificate;binary), "
+                      "altsecid (altSecurityIdentities), upn (userPrincipalName), email (mail); ORed in one search"),
+        "altsecid_forms": Key("list", ["issuer-subject", "issuer-serial", "ski"], "altSecurityIdentities X509 "
+                              "forms: issuer-subject, issuer-serial, ski, unsafe-subject, unsafe-rfc822"),
+        "certificate_assertion": Key("choice", "der", "der: the certificate's bytes (Active Directory, 389-ds, "
+                                     "FreeIPA); serial-issuer: OpenLDAP's certificateExactMatch",
+                                     choices=("der", "serial-issuer")),
+        "account_attribute": Key("str", "uid", "attribute holding the account (uid, sAMAccountName, ...)"),
+        "filter": Key("str", "", "extra LDAP filter ANDed with the lookup, e.g. (objectClass=person)"),
+        "timeout": Key("float", 3.0, "seconds for a lookup (connect, TLS, bind, search); then it fails closed",
+                       0.1, 60),
+        "pool_size": Key("int", 4, "directory connections (and lookup threads) kept", 1, 64),
+        "cache_ttl": Key("float", 300.0, "seconds a mapped account is reused without asking (0 = never cache)",
+                         0, 86400),
+        "negative_cache_ttl": Key("float", 30.0, "seconds a 'no account' answer is reused (0 = never cache)",
+                                  0, 3600),
+        "cache_size": Key("int", 10000, "certificates whose account is cached", 1, 1000000),
+        "negative_cache_size": Key("int", 1000, "certificates whose 'no account' answer is cached", 1, 1000000),
+    },
     "admin": {
         "address": Key("str", "127.0.0.1", "admin listener address (health, metrics, sessions)"),
         "port": Key("int", 0, "admin listener port (0 = off)", 0, 65535),
@@ -220,6 +253,7 @@ class Config:
     audit: Section
     log: Section
     account_rules: dict[str, list[list[str]]] = field(default_factory=dict)
+    ldap: Section = field(default_factory=lambda: Section({k: v.default for k, v in SCHEMA["ldap"].items()}))
 
     @property
     def default_route(self) -> Route:
@@ -424,6 +458,7 @@ def parse_config(text: str, path: Path) -> Config:
             account_rules[sec.split(":", 1)[1]] = av["required_auth_methods"]
 
     _validate_cross(vals, problems)
+    _validate_ldap(vals["ldap"], trust_settings.mapping.rule == "ldap", problems)
     _check_files(vals, problems)
     if problems:
         raise ConfigError(problems)
@@ -432,7 +467,8 @@ def parse_config(text: str, path: Path) -> Config:
                   limits=Section(vals["limits"]), websocket=Section(vals["websocket"]),
                   login=Section(vals["login"]), sessions=Section(vals["sessions"]),
                   cockpit=Section(vals["cockpit"]), joc=Section(vals["joc"]), admin=Section(vals["admin"]),
-                  audit=Section(vals["audit"]), log=Section(vals["log"]), account_rules=account_rules)
+                  audit=Section(vals["audit"]), log=Section(vals["log"]), account_rules=account_rules,
+                  ldap=Section(vals["ldap"]))
 
 
 def _validate_cross(vals: Mapping[str, Mapping[str, Any]], problems: list[Problem]) -> None:
@@ -450,6 +486,55 @@ def _validate_cross(vals: Mapping[str, Mapping[str, Any]], problems: list[Proble
     if vals["login"]["password"] == "file":
         if not vals["login"]["password_file"]:
             problems.append(Problem("login", "password_file", "is required when password = file"))
+
+
+def _validate_ldap(v: Mapping[str, Any], used: bool, problems: list[Problem]) -> None:
+    """``[ldap]``: checked when ``[trust] mapping = ldap`` (the section is ignored otherwise)."""
+    from trust.directory import ALTSECID_FORMS, STYLES, filter_problem
+
+    if not used:
+        return
+    url = str(v["url"])
+    parts = urlsplit(url)
+    if not url:
+        problems.append(Problem("ldap", "url", "is required when [trust] mapping = ldap"))
+    elif parts.scheme not in ("ldap", "ldaps") or not parts.hostname or parts.path not in ("", "/") \
+            or parts.query:
+        problems.append(Problem("ldap", "url", f"{url!r} must be ldaps://HOST[:PORT] or ldap://HOST[:PORT]"))
+    else:
+        try:
+            parts.port
+        except ValueError:
+            problems.append(Problem("ldap", "url", f"{url!r} has an invalid port"))
+        if parts.scheme == "ldap" and not v["starttls"] and not v["unsafe_plaintext"]:
+            problems.append(Problem("ldap", "starttls", "ldap:// needs starttls = yes (or ldaps://); refusing to "
+                                    "send the bind password and accounts in clear"))
+        if parts.scheme == "ldaps" and v["starttls"]:
+            problems.append(Problem("ldap", "starttls", "cannot be used with ldaps:// (already TLS)"))
+    if not str(v["base_dn"]).strip():
+        problems.append(Problem("ldap", "base_dn", "is required when [trust] mapping = ldap"))
+    if v["bind_dn"] and v["bind_password_file"] is None:
+        problems.append(Problem("ldap", "bind_password_file", "is required with bind_dn"))
+    for key in ("bind_password_file", "ca_file"):
+        p = v[key]
+        if p is not None and not Path(p).is_file():
+            problems.append(Problem("ldap", key, f"{p} does not exist or is not a file"))
+    styles = list(v["styles"])
+    bad = [s for s in styles if s not in STYLES]
+    if bad or not styles:
+        problems.append(Problem("ldap", "styles", f"{', '.join(bad) or '(empty)'}: choose from {', '.join(STYLES)}"))
+    forms = list(v["altsecid_forms"])
+    bad = [f for f in forms if f not in ALTSECID_FORMS]
+    if bad or ("altsecid" in styles and not forms):
+        problems.append(Problem("ldap", "altsecid_forms",
+                                f"{', '.join(bad) or '(empty)'}: choose from {', '.join(ALTSECID_FORMS)}"))
+    attr = str(v["account_attribute"])
+    if not attr or not all(c.isalnum() or c == "-" for c in attr) or not attr[0].isalpha():
+        problems.append(Problem("ldap", "account_attribute", f"{attr!r} is not an attribute name"))
+    if v["filter"]:
+        why = filter_problem(str(v["filter"]))
+        if why:
+            problems.append(Problem("ldap", "filter", f"{v['filter']!r}: {why}"))
 
 
 def load_config(path: str | Path) -> Config:

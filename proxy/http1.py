@@ -83,7 +83,7 @@ class GatewayProtocol(FlowMixin, ForwardMixin, LocalMixin, Protocol):
                  "_paused", "_buffered", "_closing", "gone", "_timer", "_dl", "_dl_kind", "_connected_at",
                  "_handshake_done", "_write_paused", "_out", "_up", "_tunnel", "_fwd", "_feeding", "_head_armed",
                  "_out_started_flag", "_resp_close", "_resp_framing", "_rechunk", "_dechunk", "_up_head", "_pool",
-                 "_ours_key", "_ours", "_inject")
+                 "_ours_key", "_ours", "_inject", "_identifying")
 
     def __init__(self, factory: "GatewayFactory") -> None:
         self.factory = factory
@@ -130,6 +130,7 @@ class GatewayProtocol(FlowMixin, ForwardMixin, LocalMixin, Protocol):
         self._ours_key: Any = None
         self._ours = b""
         self._inject: Any = None  # proxy.presence.HtmlInjector for the current response, if any
+        self._identifying = False  # identify() returned a Deferred (a directory lookup) not fired yet
 
     # ------------------------------------------------------------------ connection life
     def makeConnection(self, transport: Any) -> None:
@@ -151,18 +152,35 @@ class GatewayProtocol(FlowMixin, ForwardMixin, LocalMixin, Protocol):
             self._arm(K_HANDSHAKE, self.factory.handshake_timeout)
 
     def handshakeCompleted(self) -> None:
-        if self._handshake_done or self.gone:
+        if self._handshake_done or self._identifying or self.gone:
             return  # renegotiation is disabled; never re-identify
+        now = self._clock.seconds()
+        try:
+            ident = self.factory.identify(self.transport, now)
+        except Exception:
+            log.failure("identify() failed; aborting the connection")
+            ident = None
+        if isinstance(ident, Deferred):
+            # The account is being looked up (mapping = ldap): client bytes are held and the
+            # handshake deadline keeps running until the identity is known.
+            self._identifying = True
+            ident.addCallbacks(self._identified, self._identify_failed)
+            return
+        self._identified(ident)
+
+    def _identify_failed(self, failure: Failure) -> None:
+        log.failure("identify() failed; aborting the connection", failure)
+        self._identified(None)
+
+    def _identified(self, ident: Any) -> None:
+        """The connection's identity is fixed (None: abort); HTTP parsing starts."""
+        self._identifying = False
+        if self.gone:
+            return
         self._handshake_done = True
         f = self.factory
         if f.draining:
             self._closing = True  # accepted just before the listener stopped: one answer, then close
-        now = self._clock.seconds()
-        try:
-            ident = f.identify(self.transport, now)
-        except Exception:
-            log.failure("identify() failed; aborting the connection")
-            ident = None
         if ident is None:
             self.abort()
             return

@@ -147,7 +147,11 @@ class Gateway(MultiService):
         sessions = self.parts.get("sessions")
         store = self.parts.get("store")
 
+        directory = self.parts.get("directory")
+
         def close(r: object) -> object:
+            if directory is not None:
+                directory.stop()
             if sessions is not None:
                 sessions.stop()
             if store is not None:
@@ -161,6 +165,9 @@ class Gateway(MultiService):
         sessions = self.parts.get("sessions")
         if sessions is not None:
             sessions.start()  # ends sessions that died while the gateway was down, arms timers
+        directory = self.parts.get("directory")
+        if directory is not None:
+            directory.start()
         super().startService()
 
 
@@ -187,7 +194,12 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
     is_worker = os.environ.get("CERTGATE_WORKER") == "1"
     metrics = Metrics()
     audit = Audit.open(cfg.audit.file, now=reactor.seconds)
-    trust_state = TrustState(cfg, reactor)
+    directory = None
+    if cfg.trust.mapping.rule == "ldap":
+        from proxy.directory import DirectoryMapper
+
+        directory = DirectoryMapper(cfg.ldap, clock=reactor, reactor=reactor, metrics=metrics)
+    trust_state = TrustState(cfg, reactor, directory=directory)
     creator = LiveServerTLS(trust_state, cfg)
     store = open_store(cfg.sessions.store, cfg.base_dir)
     tunnels = TunnelRegistry()
@@ -200,7 +212,7 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
                           tunnels=tunnels, metrics=metrics)
     tls_factory = TLSMemoryBIOFactory(creator, False, http, clock=reactor)
     gw.parts.update(trust=trust_state, tls=creator, store=store, tunnels=tunnels, sessions=sessions, gate=gate,
-                    pools=pools, http=http, metrics=metrics, audit=audit)
+                    pools=pools, http=http, metrics=metrics, audit=audit, directory=directory)
 
     def after_reload(old: Any, new: Any) -> None:
         now = reactor.seconds()

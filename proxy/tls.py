@@ -15,7 +15,7 @@ Client certificates are judged only by :mod:`trust` (see :mod:`proxy._tls_verify
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
@@ -26,6 +26,9 @@ from zope.interface import implementer
 from proxy._tls_context import (TLSConfigError, ServerIdentity, build_context,  # noqa: F401 (re-exports)
                                 load_server_identity)
 from proxy._tls_verify import RECORDS, HandshakeRecord
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twisted.internet.defer import Deferred
 from proxy.identity import ConnectionIdentity, anonymous
 
 __all__ = ["LiveServerTLS", "identify", "revalidate", "load_server_identity", "TLSConfigError",
@@ -77,7 +80,7 @@ def handshake_record(transport: Any) -> HandshakeRecord | None:
     return RECORDS.get(conn) if isinstance(conn, SSL.Connection) else None
 
 
-def identify(transport: Any, now: float) -> ConnectionIdentity | None:
+def identify(transport: Any, now: float) -> "ConnectionIdentity | None | Deferred[ConnectionIdentity | None]":
     """See :func:`_identify`; afterwards the handshake record is dropped (an idle
     connection keeps only its frozen identity)."""
     try:
@@ -88,7 +91,7 @@ def identify(transport: Any, now: float) -> ConnectionIdentity | None:
             RECORDS.pop(conn, None)
 
 
-def _identify(transport: Any, now: float) -> ConnectionIdentity | None:
+def _identify(transport: Any, now: float) -> "ConnectionIdentity | None | Deferred[ConnectionIdentity | None]":
     """The frozen identity of a connection whose TLS handshake just completed.
 
     ``transport`` is the ``TLSMemoryBIOProtocol`` (``getHandle()`` gives the
@@ -96,6 +99,8 @@ def _identify(transport: Any, now: float) -> ConnectionIdentity | None:
     None when the connection must be aborted: ``need`` mode without an accepted,
     mapped certificate (normally refused inside the handshake already), a resumed
     handshake in ``need`` mode, or a connection not made by :class:`LiveServerTLS`.
+    With ``mapping = ldap`` and no cached answer, returns a Deferred firing with the same
+    (identity or None) once the directory answered or its timeout passed.
     Reads the verdict recorded in the handshake; computes it only if the callback did not
     (never for a certificate OpenSSL did not receive).
     """
@@ -126,17 +131,32 @@ def _identify(transport: Any, now: float) -> ConnectionIdentity | None:
         if rec.leaf_der != leaf_der:
             rec.chain = _peer_chain(conn, leaf_der)
         verifier.decide(rec, leaf_der, now)
-    verdict, mapping = rec.verdict, rec.mapping
+    chain_der = rec.chain_ders()
+    facts = dict(handshake_at=now, full_handshake=full, protocol=protocol, cipher=cipher, client_ip=ip,
+                 client_port=port, server_name=sni, leaf=leaf, leaf_der=leaf_der, chain_der=chain_der)
+    if rec.pending and rec.verdict.ok and verifier.directory is not None:
+        # mapping = ldap, not cached: the connection's identity waits for the directory
+        # (bounded by its timeout); the HTTP layer parses nothing meanwhile.
+        verdict = rec.verdict
+        d = verifier.directory.resolve(leaf, leaf_der, verdict.fingerprint)
+        return d.addCallback(lambda mapping: _identity(verdict, mapping, mode, facts))
+    return _identity(rec.verdict, rec.mapping, mode, facts)
+
+
+def _identity(verdict: Any, mapping: Any, mode: str, facts: dict[str, Any]) -> ConnectionIdentity | None:
+    """The identity of a presented certificate with its verdict and mapping (None: abort)."""
     account = mapping.account if (verdict.ok and mapping is not None) else None
     mapping_error = None
     if verdict.ok and account is None:
         mapping_error = mapping.reason if mapping is not None else "the certificate maps to no account"
     if mode == "need" and account is None:
+        if verdict.ok:
+            _log.info("connection from {ip}:{port} closed: certificate {subject} (sha256 {fp}) maps to no "
+                      "account: {why}", ip=facts["client_ip"], port=facts["client_port"], subject=verdict.subject,
+                      fp=verdict.fingerprint, why=mapping_error)
         return None
     return ConnectionIdentity(presented=True, verdict=verdict, account=account, mapping_error=mapping_error,
-                              handshake_at=now, full_handshake=full, protocol=protocol, cipher=cipher,
-                              client_ip=ip, client_port=port, server_name=sni, leaf=leaf,
-                              leaf_der=leaf_der, chain_der=rec.chain_ders())
+                              **facts)
 
 
 def _peer_chain(conn: SSL.Connection, leaf_der: bytes) -> dict[int, bytes]:

@@ -16,14 +16,14 @@ import getpass
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from . import certinfo
 from .edits import EditError, Plan, find_entries, plan_add, plan_pin, plan_remove, read_certificates
-from .mapping import account_matches, describe, map_account
+from .mapping import MappingResult, account_matches, describe, map_account
 from .settings import MappingSettings, TrustSettings, parse_trust_section
 from .store import StoreEntry, TrustGeneration, TrustStoreError, apply_changes, entry_warnings, load_store
 from .verify import verify
@@ -66,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--pin", action="store_true", help="pin the PKCS#12 client certificate instead")
     m = sub.add_parser("map", parents=[common], help="show which account a certificate maps to")
     m.add_argument("cert", metavar="CERT")
-    m.add_argument("--rule", choices=("cn", "san-email", "san-upn", "regex", "file"), help="override the rule")
+    m.add_argument("--rule", choices=("cn", "san-email", "san-upn", "regex", "file", "ldap"),
+                   help="override the rule")
     m.add_argument("--regex", help="mapping regex (with --rule regex)")
     m.add_argument("--map-file", help="map file (with --rule file)")
     m.add_argument("--strip-domain", action="store_true", help="strip DOMAIN\\ and @domain from --account")
@@ -74,8 +75,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one ``certgate trust`` command; returns the exit status."""
+#: ``(config_path, certificate) -> (lines, MappingResult)``: asks the directory for
+#: ``mapping = ldap`` (installed by the ``certgate`` console script; trust/ does no LDAP I/O).
+DirectoryDescriber = Callable[[Path, x509.Certificate], "tuple[list[str], MappingResult]"]
+_directory: DirectoryDescriber | None = None
+
+
+def main(argv: Sequence[str] | None = None, directory: DirectoryDescriber | None = None) -> int:
+    """Run one ``certgate trust`` command; returns the exit status.
+
+    ``directory`` answers ``map`` when the config says ``mapping = ldap``.
+    """
+    global _directory
+    _directory = directory
     parser = _parser()
     try:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
@@ -350,7 +362,15 @@ def _map(args: argparse.Namespace) -> int:
         raise CliError(f"{args.cert} holds no certificate")
     cert: x509.Certificate = certs[0]
     print(describe(cert, mapping))
-    result = map_account(cert, mapping)
+    if mapping.rule == "ldap":
+        config = getattr(args, "config", None)
+        if not config or _directory is None:
+            raise CliError("mapping = ldap asks the directory: give the gateway's --config FILE (with its [ldap] "
+                           "section)")
+        lines, result = _directory(Path(config), cert)
+        print("\n".join(lines))
+    else:
+        result = map_account(cert, mapping)
     if result.account is None:
         return 1
     if args.account is not None:
