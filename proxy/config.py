@@ -134,6 +134,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "joc": {
         "login_path": Key("str", "/joc/api/authentication/login", "JOC's login API path"),
+        "logout_path": Key("str", "/joc/api/authentication/logout", "JOC's logout API path: a POST forwarded "
+                           "within a certgate session ends that session too"),
     },
     "ldap": {
         "url": Key("str", "", "with [trust] mapping = ldap: ldaps://HOST[:PORT], or ldap://HOST[:PORT] with "

@@ -211,13 +211,18 @@ class Gate:
                     if denied is not None:
                         return denied
                 sets = self.without_session_cookie(head)
+                sid = None
                 if sets and self._sessions is not None:
                     refused = self._cookie_beside_certificate(head, conn)
                     if refused is not None:
                         return refused
+                    sid = self._sessions.session_id(head)
                 if self._forwards is not None:
                     self._forwards.inc()
-                return Forward(route, account=account, set_headers=sets)
+                fwd = Forward(route, account=account, set_headers=sets)
+                if sid is not None:
+                    self._session_forward(head, route, sid, fwd)
+                return fwd
         return self._session_mode(head, conn, route)
 
     def _cookie_beside_certificate(self, head: RequestHead, conn: ConnContext) -> Response | None:
@@ -316,9 +321,17 @@ class Gate:
             self._forwards.inc()
         fwd = Forward(route, account=record.account, session_id=record.id,
                       set_headers=self.without_session_cookie(head))
+        self._session_forward(head, route, record.id, fwd)
         if head.upgrade:
             fwd.on_client_data = self._client_observer(head, route, record.id)
         return fwd
+
+    def _session_forward(self, head: RequestHead, route: "Route", session_id: str, fwd: Forward) -> None:
+        """Let front doors act on a request forwarded within a session (e.g. JOC's logout ends it)."""
+        for door in self._front_doors:
+            hook = getattr(door, "session_forward", None)
+            if hook is not None:
+                hook(head, route, session_id, fwd)
 
     def _client_observer(self, head: RequestHead, route: "Route", session_id: str) -> Any:
         """The first front door's watcher of a tunnel's client bytes (e.g. Cockpit's logout)."""

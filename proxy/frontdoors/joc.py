@@ -18,6 +18,10 @@ strips ``user@domain`` / ``DOMAIN\\user`` first, as JOC's two-factor mode does):
 4. on JOC's ``200`` certgate opens its trusted session and adds its ``Set-Cookie``; with
    ``password = upstream`` the password counts as proven only then. JOC's ``X-Access-Token``
    and body pass through unchanged. A JOC ``401`` counts as a failed password for throttling.
+
+JOC's logout (``POST`` to ``[joc] logout_path``, forwarded within a session by the gate) ends
+certgate's session too, as soon as the gate decided to forward it (so a JOC that fails to
+answer cannot keep it alive), and its response clears certgate's cookie.
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ class JocFrontDoor:
         self._clock = clock
         self._audit = audit
         self.login_path: str = config.joc.login_path
+        self.logout_path: str = config.joc.logout_path
 
     def matches(self, head: RequestHead, route: "Route") -> bool:
         """The login path of a ``joc`` route (any method; only POST is let through)."""
@@ -113,6 +118,22 @@ class JocFrontDoor:
             return self._refuse(conn, account, "totp-repeated", joc_denied(account))
         totp = totps[0].decode("latin-1") if totps else None
         return self._check(head, conn, route, account, password, totp, self._session_totp(head, conn))
+
+    def session_forward(self, head: RequestHead, route: "Route", session_id: str, fwd: Forward) -> None:
+        """Called by the gate for a request it forwards within a session: JOC's logout ends it."""
+        if getattr(route, "kind", None) != "joc" or head.method != b"POST" or head.path != self.logout_path:
+            return
+        live = self._sessions.end(session_id, "joc-logout")
+        self._audit.record("joc-login", "logout", "joc-logout", account=fwd.account, session=session_id[:16],
+                           ended=live)
+        before = fwd.on_response
+        clear = list(self._sessions.clear_cookie_headers())
+
+        def on_response(status: int, headers: Headers) -> Headers:
+            extra = before(status, headers) if before is not None else []
+            return list(extra or []) + clear
+
+        fwd.on_response = on_response
 
     def _session_totp(self, head: RequestHead, conn: ConnContext) -> bool:
         """True when the request carries a live certgate session of this certificate's account
