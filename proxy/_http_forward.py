@@ -19,7 +19,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from proxy._http_flow import K_BODY as _K_BODY, K_IDLE as _K_IDLE, K_UPSTREAM as _K_UPSTREAM
+from proxy._http_flow import K_BODY as _K_BODY, K_UPSTREAM as _K_UPSTREAM
 from proxy._http_flow import P_BUFFER as _P_BUFFER, P_RAW as _P_RAW
 from proxy._http_wire import CONTINUE_100, status_line
 from proxy.headers import (HeaderValueError, certgate_headers, clean_request_headers, clean_response_headers,
@@ -236,7 +236,8 @@ class ForwardMixin:
         client_framing = framing
         self._inject = None
         f = self.factory  # type: ignore[attr-defined]
-        if f.inject_presence and framing != F_NONE and fwd.session_id is not None and head.method == b"GET":
+        if (f.inject_presence and framing != F_NONE and fwd.session_id is not None and head.method == b"GET"
+                and (f.presence_kinds is None or getattr(fwd.route, "kind", None) in f.presence_kinds)):
             from proxy.presence import HtmlInjector, should_inject
 
             if should_inject(status, hs):
@@ -379,7 +380,7 @@ class ForwardMixin:
             return  # dataReceived resumes parsing after the current feed
         self._new_parser()  # type: ignore[attr-defined]
         self._resume(_P_RAW)  # type: ignore[attr-defined]
-        self._arm(_K_IDLE, self.factory.idle_timeout)  # type: ignore[attr-defined]
+        self._arm_idle()  # type: ignore[attr-defined]
         raw, self._raw = b"".join(self._raw), []  # type: ignore[attr-defined]
         if raw:
             self.dataReceived(raw)  # type: ignore[attr-defined]

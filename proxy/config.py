@@ -56,8 +56,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "handshake_timeout": Key("float", 10.0, "seconds for a TLS handshake to complete", 0.1, 300),
         "header_timeout": Key("float", 10.0, "seconds to receive a complete request head (slowloris)", 0.1, 300),
         "idle_timeout": Key("float", 120.0, "seconds a keep-alive connection may sit idle", 1, 86400),
-        "max_connection_age": Key("float", 60.0, "seconds after which the next response carries "
-                                  "Connection: close, so the client re-proves its certificate (0 = never)", 0, 86400),
+        "max_connection_age": Key("float", 60.0, "seconds after its handshake a connection is closed: "
+                                  "at once when idle, else its next response carries Connection: close, so the "
+                                  "client re-proves its certificate (0 = never); capped by [sessions] "
+                                  "presence_interval", 0, 86400),
         "max_connections": Key("int", 10000, "concurrent client connections per worker", 1, 1000000),
         "workers": Key("int", 1, "worker processes sharing the port (SO_REUSEPORT)", 1, 64),
     },
@@ -122,8 +124,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "idle_timeout": Key("float", 1800.0, "seconds without a request before the session ends", 1, 86400 * 7),
         "max_lifetime": Key("float", 43200.0, "absolute session lifetime in seconds", 60, 86400 * 30),
         "cookie_name": Key("str", "__Host-certgate", "session cookie name (must start with __Host-)"),
-        "presence_interval": Key("float", 30.0, "seconds between presence pings of the page script", 1, 3600),
-        "inject_presence_script": Key("bool", False, "add the presence script to upstream HTML pages"),
+        "presence_interval": Key("float", None, "seconds between presence pings of the page script, and the "
+                                 "handshake age at which connections close; default: grace / 4, at most 30; "
+                                 "at most grace / 3 where the script is injected", 1, 3600),
+        "inject_presence_script": Key("autobool", "auto", "add the presence script to upstream HTML pages of "
+                                      "session-guarded routes: auto (routes of kind cockpit or joc, single-page "
+                                      "apps), yes (every route) or no"),
     },
     "cockpit": {
         "mode": Key("choice", "bearer", "bearer: certgate hands cockpit-ws a signed assertion checked by "
@@ -295,6 +301,12 @@ def _parse_value(section: str, key: str, spec: Key, raw: str, base: Path, proble
         if raw.lower() not in _BOOLS:
             return bad(f"{raw!r} is not yes/no")
         return _BOOLS[raw.lower()]
+    if spec.kind == "autobool":
+        if raw.lower() == "auto":
+            return "auto"
+        if raw.lower() not in _BOOLS:
+            return bad(f"{raw!r} is not auto, yes or no")
+        return _BOOLS[raw.lower()]
     if spec.kind == "choice":
         if raw not in spec.choices:
             return bad(f"{raw!r} is not one of {', '.join(spec.choices)}")
@@ -461,6 +473,7 @@ def parse_config(text: str, path: Path) -> Config:
 
     _validate_cross(vals, problems)
     _validate_ldap(vals["ldap"], trust_settings.mapping.rule == "ldap", problems)
+    _validate_presence(vals, routes, problems)
     _check_files(vals, problems)
     if problems:
         raise ConfigError(problems)
@@ -537,6 +550,52 @@ def _validate_ldap(v: Mapping[str, Any], used: bool, problems: list[Problem]) ->
         why = filter_problem(str(v["filter"]))
         if why:
             problems.append(Problem("ldap", "filter", f"{v['filter']!r}: {why}"))
+
+#: Upstream kinds whose pages are single-page apps: the presence script is injected by default.
+SPA_KINDS = frozenset({"cockpit", "joc"})
+
+
+def derive_defaults(vals: Mapping[str, dict[str, Any]]) -> None:
+    """Fill the defaults that depend on other keys (in place): ``presence_interval`` from grace."""
+    s = vals["sessions"]
+    if s.get("presence_interval") is None:
+        s["presence_interval"] = max(1.0, min(30.0, float(s["grace"]) / 4))
+
+
+def presence_kinds(inject: Any) -> frozenset[str] | None:
+    """The route kinds whose HTML pages get the presence script; None means every kind."""
+    if inject == "auto":
+        return SPA_KINDS
+    return None if inject else frozenset()
+
+
+def presence_on(inject: Any, kinds: Any) -> bool:
+    """True when the presence script is injected on some route of these ``kinds``."""
+    wanted = presence_kinds(inject)
+    return wanted is None or any(k in wanted for k in kinds)
+
+
+def _validate_presence(vals: Mapping[str, dict[str, Any]], routes: list[Route], problems: list[Problem]) -> None:
+    """Where pages ping, a proof must not go stale between pings: interval <= grace / 3.
+
+    A ping proves the card at its connection's handshake time, at most ``presence_interval``
+    old (connections close at that age), and pings come every ``presence_interval``: the proof
+    is at most two intervals old, and the third leaves room for a late timer.
+    """
+    s = vals["sessions"]
+    explicit = s.get("presence_interval") is not None
+    derive_defaults(vals)
+    if not presence_on(s["inject_presence_script"], [r.kind for r in routes]):
+        return
+    grace, interval = float(s["grace"]), float(s["presence_interval"])
+    if interval * 3 <= grace:
+        return
+    if explicit:
+        problems.append(Problem("sessions", "presence_interval", f"{interval:g} s is more than a third of grace "
+                                f"({grace:g} s): the page's proof would go stale between pings"))
+    else:
+        problems.append(Problem("sessions", "grace", f"{grace:g} s is too short for the presence script (needs "
+                                "at least 3 s; or set inject_presence_script = no)"))
 
 
 def load_config(path: str | Path) -> Config:

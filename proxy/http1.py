@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from proxy._fastwrite import install as install_direct_write
+from proxy.config import presence_kinds
 from proxy._http_flow import (K_BODY, K_HANDSHAKE, K_HEADER, K_IDLE, K_NONE, K_UPSTREAM, P_BUFFER, P_DECIDE,
                               P_RAW, FlowMixin)
 from proxy._http_forward import ForwardMixin
@@ -203,7 +204,7 @@ class GatewayProtocol(FlowMixin, ForwardMixin, LocalMixin, Protocol):
             install_direct_write(getattr(t, "transport", None) if hasattr(t, "wrappedProtocol") else t)
         t.registerProducer(self, True)
         self._new_parser()
-        self._arm(K_IDLE, f.idle_timeout)
+        self._arm_idle()
         if self._raw:
             raw, self._raw = b"".join(self._raw), []
             self.dataReceived(raw)
@@ -523,9 +524,26 @@ class GatewayProtocol(FlowMixin, ForwardMixin, LocalMixin, Protocol):
         if q:
             self._start(q[0])
         elif self._parsing:
-            self._arm(K_IDLE, self.factory.idle_timeout)
+            self._arm_idle()
         else:
             self._after_upgrade_refused()
+
+    def _arm_idle(self) -> None:
+        """Wait for the next request: ``idle_timeout``, but never past the connection's maximum age.
+
+        A browser keeps idle connections in its pool and sends any request (a presence ping)
+        on any of them; one whose handshake is old proves the card only as of that handshake.
+        Closing idle connections by age means every request travels on a connection at most
+        ``max_connection_age`` (capped by ``presence_interval``) old.
+        """
+        f = self.factory
+        wait = f.idle_timeout
+        age = f.max_connection_age
+        if age:
+            left = self._connected_at + age - self._clock.seconds()
+            if left < wait:
+                wait = left if left > 0.0 else 0.0
+        self._arm(K_IDLE, wait)
 
 
 class GatewayFactory(Factory):
@@ -559,7 +577,11 @@ class GatewayFactory(Factory):
         self.handshake_timeout = float(listen.handshake_timeout)
         self.header_timeout = float(listen.header_timeout)
         self.idle_timeout = float(listen.idle_timeout)
-        self.max_connection_age = float(listen.max_connection_age)
+        sessions = getattr(config, "sessions", None)
+        interval = float(getattr(sessions, "presence_interval", None) or 30.0)
+        age = float(listen.max_connection_age)
+        # Connections live at most presence_interval after their handshake (see _arm_idle).
+        self.max_connection_age = min(age, interval) if age else interval
         self.max_request_line = int(limits.max_request_line)
         self.max_header_size = int(limits.max_header_size)
         self.max_head = self.max_request_line + self.max_header_size
@@ -570,9 +592,10 @@ class GatewayFactory(Factory):
         self.ws_origins = frozenset(o.encode("latin-1") for o in ws.origins)
         self.ws_idle_timeout = float(ws.idle_timeout)
         self.header_policy = HeaderPolicy.from_config(config.headers)
-        sessions = getattr(config, "sessions", None)
-        self.inject_presence = bool(getattr(sessions, "inject_presence_script", False))
-        self.presence_interval = float(getattr(sessions, "presence_interval", 30.0))
+        #: route kinds whose session pages get the presence script (None: every kind)
+        self.presence_kinds = presence_kinds(getattr(sessions, "inject_presence_script", "auto"))
+        self.inject_presence = self.presence_kinds is None or bool(self.presence_kinds)
+        self.presence_interval = interval
         if metrics is not None and hasattr(metrics, "gauge"):
             self._register_metrics(metrics)
 

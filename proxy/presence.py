@@ -5,22 +5,26 @@ Endpoints (mount with :func:`session_endpoints`; all answers are ``no-store``):
 - ``GET /.certgate/presence`` — checks the session like any request (so a request on a fresh
   full handshake with the card in re-proves it) and answers 200 JSON with the session's end
   time, or 401 JSON when the session is over. When the connection's own proof is older than
-  ``presence_interval`` the answer carries ``Connection: close`` so the next ping opens a new
-  connection, i.e. a new handshake in which the browser presents the certificate again.
+  ``presence_interval`` (or it has none) the answer says ``"fresh": false`` and carries
+  ``Connection: close``: the script asks once more at once, on a new connection, i.e. a new
+  handshake in which the browser presents the certificate again. (The HTTP layer also closes
+  idle connections at that age, so a ping rarely meets an old one.)
   ``?visible=0`` (a hidden page) proves presence but does not count as use (idle timeout).
 - ``GET /.certgate/presence.js`` — the small page script (no session needed): pings every
-  ``presence_interval`` seconds from the top window only; on 401 it fires a
-  ``certgate-session-ended`` event and sends the page to the login page (unless the script
-  tag has ``data-redirect="off"``).
+  ``presence_interval`` seconds from the top window only, and at the session's announced end;
+  on 401 it fires a ``certgate-session-ended`` event and sends the page to the login page
+  (unless the script tag has ``data-redirect="off"``); when the gateway cannot be reached
+  after that end (the card is out, so no handshake succeeds) it fires the event and covers
+  the page with a notice that the certificate is needed again, linking to the login page.
 - ``POST /.certgate/logout`` — ends the session; ``GET`` shows a page with a logout button.
 - ``POST /.certgate/api/trusted-session`` activates the long trusted session (needs a fresh
   certificate proof on this connection, see :meth:`SessionManager.fresh_window`);
   ``DELETE`` deactivates; ``GET`` reads the state.
 - ``GET /.certgate/api/session`` — the session's account, fingerprint and times.
 
-State-changing endpoints are CSRF-safe: a browser request must be same-origin by
-``Sec-Fetch-Site`` (or, without it, by ``Origin`` == ``https://`` + ``Host``); requests with
-neither header (scripts, curl) pass, and the cookie is ``SameSite=Strict`` anyway.
+State-changing endpoints are CSRF-safe by the one rule of :mod:`proxy.sameorigin`
+(``Sec-Fetch-Site`` first, else ``Origin``); requests with neither header (scripts, curl)
+pass, and the session cookie is ``SameSite=Strict`` anyway.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import re
 from typing import TYPE_CHECKING, Any, Callable
 
 from proxy.messages import ConnContext, Headers, RequestHead, Response
+from proxy.sameorigin import REFERRER_POLICY, cross_site
 
 if TYPE_CHECKING:  # pragma: no cover
     from proxy.sessions import SessionCheck, SessionManager
@@ -48,42 +53,89 @@ _JS = """/* certgate presence: keeps proving the client certificate while this p
   try { if (window.top !== window && window.top.__certgatePresence) { return; } } catch (e) { /* cross-origin top */ }
   if (window.__certgatePresence) { return; }
   window.__certgatePresence = true;
-  var interval = (me && +me.getAttribute("data-interval")) || %(interval)d;
+  var interval = (me && +me.getAttribute("data-interval")) || %(interval)s;
   var redirect = !me || me.getAttribute("data-redirect") !== "off";
-  var stopped = false;
-  function ping() {
+  var stopped = false, endsAt = 0, endTimer = null;
+  function loginUrl() {
+    return "%(login)s?next=" + encodeURIComponent(window.top.location.pathname + window.top.location.search);
+  }
+  function notice() {
+    /* the session is over and the gateway cannot be reached (no certificate): say so on the page */
+    try {
+      var d = document.createElement("div"), p = document.createElement("p"), a = document.createElement("a");
+      d.id = "certgate-session-ended";
+      d.setAttribute("role", "alert");
+      d.style.cssText = "position:fixed;inset:0;z-index:2147483647;background:rgba(255,255,255,.96);" +
+        "font:16px system-ui,sans-serif;color:#222;padding:4em 2em;text-align:center";
+      p.textContent = "%(ended)s";
+      a.textContent = "Log in again";
+      a.href = loginUrl();
+      d.appendChild(p);
+      d.appendChild(a);
+      document.body.appendChild(d);
+    } catch (e) { /* no document body */ }
+  }
+  function ended(gone) {
+    if (stopped) { return; }
+    stopped = true;
+    window.dispatchEvent(new CustomEvent("certgate-session-ended"));
+    if (gone && redirect) {
+      window.top.location.assign(loginUrl());
+    } else {
+      notice();
+    }
+  }
+  function ping(retry) {
     if (stopped) { return; }
     var visible = document.visibilityState === "hidden" ? "0" : "1";
     fetch("%(path)s?visible=" + visible, {credentials: "same-origin", cache: "no-store",
                                           headers: {"Accept": "application/json"}})
       .then(function (r) {
-        if (r.status !== 401) { return; }
-        stopped = true;
-        window.dispatchEvent(new CustomEvent("certgate-session-ended"));
-        if (redirect) {
-          window.top.location.assign("%(login)s?next=" +
-            encodeURIComponent(window.top.location.pathname + window.top.location.search));
-        }
+        if (r.status === 401) { ended(true); return null; }
+        return r.status === 200 && r.json ? r.json() : null;
       })
-      .catch(function () { /* card pulled or network down: the gateway ends the session on time */ });
+      .then(function (j) {
+        if (!j || stopped) { return; }
+        if (typeof j.ends_at === "number" && typeof j.now === "number") {
+          endsAt = Date.now() + (j.ends_at - j.now) * 1000;
+          if (endTimer !== null) { clearTimeout(endTimer); }
+          endTimer = setTimeout(function () { ping(false); }, Math.max(0, endsAt - Date.now()) + 500);
+        }
+        /* answered on an old connection, which the gateway now closes: ask again on a new one */
+        if (j.fresh === false && !retry) { ping(true); }
+      })
+      .catch(function () {
+        /* card pulled (no new handshake) or network down: past the session's end, say so */
+        if (endsAt && Date.now() >= endsAt) { ended(false); }
+      });
   }
-  setInterval(ping, interval * 1000);
+  setInterval(function () { ping(false); }, interval * 1000);
   document.addEventListener("visibilitychange", function () {
-    if (document.visibilityState === "visible") { ping(); }
+    if (document.visibilityState === "visible") { ping(false); }
   });
-  ping();
+  ping(false);
 })();
 """
+
+#: What the page says when the session ended and the gateway cannot be reached.
+ENDED_TEXT = ("Your certgate session has ended: your certificate (smart card) is needed again. "
+              "Insert it, then log in again.")
+
+
+def _seconds(interval: float) -> str:
+    """``interval`` for the script: at least 0.5 s, as a short decimal."""
+    return f"{max(0.5, float(interval)):g}"
 
 
 def presence_script(interval: float) -> bytes:
     """The page script with ``interval`` (seconds) as its default ping period."""
-    return (_JS % {"interval": max(1, int(interval)), "path": PRESENCE_PATH, "login": LOGIN_PATH}).encode("utf-8")
+    return (_JS % {"interval": _seconds(interval), "path": PRESENCE_PATH, "login": LOGIN_PATH,
+                   "ended": ENDED_TEXT}).encode("utf-8")
 
 
 def script_tag(interval: float) -> bytes:
     """The ``<script>`` element to add to a page (external, same-origin: passes ``script-src 'self'``)."""
-    return f'<script src="{SCRIPT_PATH}" data-interval="{max(1, int(interval))}" defer></script>'.encode("ascii")
+    return f'<script src="{SCRIPT_PATH}" data-interval="{_seconds(interval)}" defer></script>'.encode("ascii")
 
 
 # --------------------------------------------------------------------------- HTML injection
@@ -157,15 +209,8 @@ def inject_presence_script(html: bytes, interval: float) -> bytes:
 # --------------------------------------------------------------------------- endpoints
 
 def same_origin(head: RequestHead) -> bool:
-    """CSRF check for state-changing requests (see the module docstring)."""
-    site = head.get(b"sec-fetch-site")
-    if site is not None:
-        return site.strip().lower() == b"same-origin"
-    origin = head.get(b"origin")
-    if origin is None:
-        return True  # not a browser cross-site request: browsers send Origin on every cross-origin POST
-    host = head.get(b"host")
-    return host is not None and origin.strip().lower() == b"https://" + host.strip().lower()
+    """CSRF check for state-changing requests: :func:`proxy.sameorigin.cross_site` finds nothing."""
+    return cross_site(head) is None
 
 
 def _json(status: int, obj: object, *, extra: Headers | None = None, close: bool = False) -> Response:
@@ -176,7 +221,7 @@ def _json(status: int, obj: object, *, extra: Headers | None = None, close: bool
 def _html(status: int, body: str, extra: Headers | None = None) -> Response:
     hs: Headers = [(b"Content-Type", b"text/html; charset=utf-8"), (b"Cache-Control", b"no-store"),
                    (b"Content-Security-Policy", b"default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"),
-                   (b"X-Frame-Options", b"DENY")] + (extra or [])
+                   (b"X-Frame-Options", b"DENY"), (b"Referrer-Policy", REFERRER_POLICY)] + (extra or [])
     return Response(status, hs, body.encode("utf-8"))
 
 
@@ -207,7 +252,8 @@ def session_view(sessions: "SessionManager", chk: "SessionCheck") -> dict[str, A
     return {"account": rec.account, "fingerprint": rec.fingerprint, "created_at": rec.created_at,
             "proved_at": rec.proved_at, "last_seen": rec.last_seen, "ends_at": ends, "end_reason": why,
             "trusted": rec.long_until > 0, "long_until": rec.long_until, "methods": list(rec.methods),
-            "client_ip": rec.client_ip, "presence_interval": sessions.settings.presence_interval}
+            "client_ip": rec.client_ip, "presence_interval": sessions.settings.presence_interval,
+            "now": sessions.clock.seconds()}
 
 
 def session_endpoints(sessions: "SessionManager", *, clock: Any = None) -> dict[str, Callable[..., Response]]:
@@ -230,8 +276,10 @@ def session_endpoints(sessions: "SessionManager", *, clock: Any = None) -> dict[
         if chk is None or not chk.ok:
             return _login_401("login-required" if chk is None else (chk.reason or "session-ended"), sessions)
         ident = conn.identity
-        stale = not ident.presented or clock.seconds() - ident.handshake_at > interval
-        return _json(200, session_view(sessions, chk), close=stale)
+        fresh = ident.presented and clock.seconds() - ident.handshake_at <= interval
+        view = session_view(sessions, chk)
+        view["fresh"] = fresh
+        return _json(200, view, close=not fresh)
 
     def presence_js(head: RequestHead, conn: ConnContext) -> Response:
         if head.method not in (b"GET", b"HEAD"):

@@ -459,7 +459,7 @@ def make_config(upstream_url: str, overrides: dict[str, dict[str, Any]] | None =
     ``routes`` adds ``[route:NAME]`` entries (dicts with ``name``, ``prefix``, ``url`` and any
     upstream key). Does not read or check files.
     """
-    from proxy.config import ROUTE_KEYS, SCHEMA, Config, Section, _route
+    from proxy.config import ROUTE_KEYS, SCHEMA, Config, Section, _route, derive_defaults
 
     overrides = overrides or {}
     vals = {sec: {k: spec.default for k, spec in keys.items()} for sec, keys in SCHEMA.items()}
@@ -467,6 +467,7 @@ def make_config(upstream_url: str, overrides: dict[str, dict[str, Any]] | None =
     vals["upstream"]["url"] = upstream_url
     for sec, kv in overrides.items():
         vals[sec].update(kv)
+    derive_defaults(vals)
     rts = []
     for r in routes or []:
         rv = {k: spec.default for k, spec in ROUTE_KEYS.items()}

@@ -4,8 +4,9 @@
   certificate's subject and expiry are shown; a refused certificate is explained (and no
   form is offered: the login could not succeed).
 - CSRF: a pre-auth cookie (``__Host-certgate-pre``, random, ``SameSite=Strict``) and a
-  per-page token ``HMAC(key, cookie)`` in a hidden field; the POST needs both, plus an
-  ``Origin``/``Sec-Fetch-Site`` that is not cross-site.
+  per-page token ``HMAC(key, cookie)`` in a hidden field; the POST needs both, plus
+  ``Sec-Fetch-Site``/``Origin`` that are not cross-site (:mod:`proxy.sameorigin`). The page
+  sends ``Referrer-Policy: same-origin`` so browsers post it with its real ``Origin``.
 - No script at all; a strict CSP (``default-src 'none'``, the one stylesheet allowed by hash,
   ``form-action 'self'``, ``frame-ancestors 'none'``).
 - Success: 303 to ``next`` (same-origin paths only) with the session cookie; a partial
@@ -25,6 +26,7 @@ from proxy.login.keys import derive_key
 from proxy.login.service import AuthOutcome
 from proxy.login.web import PRE_COOKIE, CsrfTokens, cross_site, safe_next
 from proxy.messages import ConnContext, Headers, Local, RequestHead, Response
+from proxy.sameorigin import REFERRER_POLICY
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred
@@ -47,7 +49,7 @@ CSP = ("default-src 'none'; style-src 'sha256-" + base64.b64encode(hashlib.sha25
 _SHELL = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title} - certgate</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
+<meta name="referrer" content="same-origin">
 <style>{css}</style></head>
 <body><main><h1>{title}</h1>
 {body}</main></body></html>
@@ -95,7 +97,7 @@ class LoginPage:
     def _page(self, status: int, title: str, body: str, headers: Headers | None = None) -> Response:
         hs: Headers = [(b"Content-Type", b"text/html; charset=utf-8"), (b"Cache-Control", b"no-store"),
                        (b"Content-Security-Policy", CSP), (b"X-Frame-Options", b"DENY"),
-                       (b"Referrer-Policy", b"no-referrer"), (b"X-Content-Type-Options", b"nosniff")]
+                       (b"Referrer-Policy", REFERRER_POLICY), (b"X-Content-Type-Options", b"nosniff")]
         text = _SHELL.format(title=_e(title), css=CSS, body=body)
         return Response(status, hs + (headers or []), text.encode("utf-8"))
 

@@ -1,6 +1,6 @@
 """Small HTTP helpers shared by the login page and the JSON API (pure, no Twisted).
 
-- :func:`cross_site`: the Origin / Sec-Fetch-Site check against login CSRF;
+- :func:`cross_site`: the Sec-Fetch-Site / Origin check against login CSRF (:mod:`proxy.sameorigin`);
 - :func:`safe_next`: the ``next`` redirect target, same-origin paths only (no open redirect);
 - :class:`CsrfTokens`: a per-page token bound to a pre-auth cookie (HMAC of the cookie's
   random value), so a token is only valid together with the browser's own cookie;
@@ -16,28 +16,14 @@ import secrets
 from urllib.parse import urlsplit
 
 from proxy.messages import ConnContext, RequestHead
+from proxy.sameorigin import cross_site as _cross_site
 
 PRE_COOKIE = "__Host-certgate-pre"
-_ALLOWED_FETCH_SITES = (b"same-origin", b"none")
 
 
 def cross_site(head: RequestHead, conn: ConnContext) -> str | None:
-    """Why the request looks cross-site, or None when it does not.
-
-    ``Sec-Fetch-Site`` (when sent) must be ``same-origin`` or ``none``; ``Origin`` (when
-    sent) must be ``https://`` + the request's Host. Requests carrying neither (scripts, old
-    browsers) pass here and rely on the CSRF token / JSON content type.
-    """
-    site = head.get(b"sec-fetch-site")
-    if site is not None and site.strip().lower() not in _ALLOWED_FETCH_SITES:
-        return f"Sec-Fetch-Site is {site.decode('latin-1')[:40]!r}"
-    origin = head.get(b"origin")
-    if origin is not None:
-        host = (head.get(b"host") or b"").decode("latin-1").strip().lower()
-        want = f"{conn.scheme}://{host}"
-        if not host or origin.decode("latin-1").strip().lower() != want:
-            return f"Origin {origin.decode('latin-1')[:80]!r} is not {want!r}"
-    return None
+    """Why the request looks cross-site, or None: :func:`proxy.sameorigin.cross_site` on ``conn``'s scheme."""
+    return _cross_site(head, conn.scheme)
 
 
 def safe_next(value: str | None, default: str = "/") -> str:

@@ -82,7 +82,7 @@ def make_config(sections: Mapping[str, Mapping[str, Any]] | None = None, *,
     Example: ``make_config({"login": {"required_auth_methods": [["tls-cert", "password"]]}})``.
     Values are taken as already parsed (no validation here).
     """
-    from proxy.config import SCHEMA, Config, Section, _route
+    from proxy.config import SCHEMA, Config, Section, _route, derive_defaults
 
     base = Path(base_dir)
     vals: dict[str, dict[str, Any]] = {}
@@ -91,6 +91,7 @@ def make_config(sections: Mapping[str, Mapping[str, Any]] | None = None, *,
         vals[sec].update((sections or {}).get(sec, {}))
     if vals["upstream"]["url"] is None:
         vals["upstream"]["url"] = "http://127.0.0.1:9"
+    derive_defaults(vals)
     routes = [_route("default", vals["upstream"], "/")]
     return Config(path=base / "certgate.conf", base_dir=base, listen=Section(vals["listen"]), trust=None,
                   access_rules=list(access_rules or []), routes=routes, headers=Section(vals["headers"]),

@@ -152,14 +152,12 @@ def test_connection_age_limit_closes_keep_alive(gateway: tuple[Gateway, Pki]) ->
         assert b"connection: close" not in r1.lower()
         r1b = _get(s)  # still young: kept alive
         assert r1b.startswith(b"HTTP/1.1 200") and b"connection: close" not in r1b.lower()
-        wait_for(lambda: time.monotonic() - start > 2.6, 6, what="the connection to age")
-        r2 = _get(s)
-        assert r2.startswith(b"HTTP/1.1 200") and r2.endswith(b"user=alice\n")
-        assert b"connection: close" in r2.lower()
-        s.settimeout(5)
+        # idle at its maximum age: the gateway closes it (a browser must not reuse an old proof)
+        s.settimeout(6)
         try:
-            assert s.recv(1) == b""  # the gateway closed it after that response
+            assert s.recv(1) == b""
         except ConnectionResetError:
             pass
+        assert 2.0 <= time.monotonic() - start <= 6.0
     # a new connection (a fresh full handshake) works right away
     assert request(gw.port, cert=pki.client("alice"), ca=pki.ca_pem)[0] == 200

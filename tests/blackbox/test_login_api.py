@@ -144,6 +144,38 @@ def test_login_page_form(tmp_path: Path, upstream: Upstream) -> None:
         assert st == 403
 
 
+@pytest.mark.parametrize("browser,extra,want", [
+    ("chromium, page with no-referrer", {"Origin": "null", "Sec-Fetch-Site": "same-origin"}, 303),
+    ("chromium/firefox/safari, same-origin policy", {"Origin": "ORIGIN", "Sec-Fetch-Site": "same-origin"}, 303),
+    ("safari without fetch metadata", {"Origin": "ORIGIN"}, 303),
+    ("curl", {}, 303),
+    ("cross-site form", {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}, 403),
+    ("sandboxed cross-site frame", {"Origin": "null", "Sec-Fetch-Site": "cross-site"}, 403),
+    ("sibling subdomain", {"Origin": "https://a.localhost", "Sec-Fetch-Site": "same-site"}, 403),
+    ("old browser, other origin", {"Origin": "https://evil.example"}, 403),
+])
+def test_login_form_csrf_rule_over_the_wire(tmp_path: Path, upstream: Upstream, browser: str, extra: dict,
+                                            want: int) -> None:
+    """The headers each browser sends for a same-origin form post pass; the cross-site ones do not."""
+    pki, cfg, _ = setup(tmp_path, upstream)
+    with Gateway(cfg) as gw:
+        st, hs, body = request(gw.port, "GET", "/.certgate/login?next=/app", cert=pki.client("bob"), ca=pki.ca_pem,
+                               headers={"Accept": "text/html"})
+        assert st == 200 and hs["Referrer-Policy"] == "same-origin"
+        pre = hs["Set-Cookie"].split(";")[0]
+        token = re.search(r'name="csrf" value="([0-9a-f]+)"', body.decode()).group(1)  # type: ignore[union-attr]
+        form = urlencode({"account": "bob", "password": "bob-pw", "csrf": token, "next": "/app"}).encode()
+        hdrs = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": pre, "Accept": "text/html"}
+        hdrs.update({k: v.replace("ORIGIN", f"https://localhost:{gw.port}") for k, v in extra.items()})
+        st, hs, body = request(gw.port, "POST", "/.certgate/login", cert=pki.client("bob"), ca=pki.ca_pem,
+                               body=form, headers=hdrs)
+        assert st == want, (browser, body[:300])
+        if want == 303:
+            assert hs["Location"] == "/app"
+        else:
+            assert b"another site" in body
+
+
 def test_lockout_survives_restart(tmp_path: Path, upstream: Upstream) -> None:
     pki, cfg, _ = setup(tmp_path, upstream, store="sqlite:" + str(tmp_path / "sessions.db"))
     with Gateway(cfg) as gw:

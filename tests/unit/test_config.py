@@ -136,3 +136,54 @@ def test_reference_config_is_valid_with_its_files(tmp_path: Path) -> None:
     cp.read_string(text)
     cfg = parse_config(text, tmp_path / "certgate.conf")
     assert cfg.listen.client_auth == "need"
+
+
+def _cfg(tmp_path: Path, extra: str) -> "object":
+    _files(tmp_path)
+    return parse_config(MINIMAL + extra, tmp_path / "certgate.conf")
+
+
+def test_presence_interval_defaults_from_grace(tmp_path: Path) -> None:
+    """No presence_interval: grace / 4, at most 30 s (a short grace works with otherwise default keys)."""
+    assert _cfg(tmp_path, "").sessions.presence_interval == 30.0
+    assert _cfg(tmp_path, "[sessions]\ngrace = 40\n").sessions.presence_interval == 10.0
+    assert _cfg(tmp_path, "[sessions]\ngrace = 8\n").sessions.presence_interval == 2.0
+    assert _cfg(tmp_path, "[sessions]\ngrace = 2\n").sessions.presence_interval == 1.0  # at least 1 s
+    assert _cfg(tmp_path, "[sessions]\npresence_interval = 12\n").sessions.presence_interval == 12.0
+
+
+def test_inject_presence_script_is_auto_yes_or_no(tmp_path: Path) -> None:
+    assert _cfg(tmp_path, "").sessions.inject_presence_script == "auto"
+    assert _cfg(tmp_path, "[sessions]\ninject_presence_script = yes\n").sessions.inject_presence_script is True
+    assert _cfg(tmp_path, "[sessions]\ninject_presence_script = off\n").sessions.inject_presence_script is False
+    with pytest.raises(ConfigError) as ei:
+        _cfg(tmp_path, "[sessions]\ninject_presence_script = sometimes\n")
+    assert "[sessions] inject_presence_script" in str(ei.value) and "auto, yes or no" in str(ei.value)
+
+
+COCKPIT = MINIMAL.replace("url = http://127.0.0.1:9090", "url = http://127.0.0.1:9090\nkind = cockpit")
+
+
+@pytest.mark.parametrize("extra,where,what", [
+    ("[sessions]\ngrace = 60\npresence_interval = 30\n", "[sessions] presence_interval",
+     "more than a third of grace"),
+    ("[sessions]\ngrace = 2\n", "[sessions] grace", "too short for the presence script"),
+])
+def test_presence_interval_that_cannot_keep_a_session_is_refused(tmp_path: Path, extra: str, where: str,
+                                                                 what: str) -> None:
+    _files(tmp_path)
+    with pytest.raises(ConfigError) as ei:
+        parse_config(COCKPIT + extra, tmp_path / "certgate.conf")
+    msg = str(ei.value)
+    assert where in msg and what in msg and "\n" not in msg
+
+
+def test_presence_limits_apply_only_where_the_script_is_injected(tmp_path: Path) -> None:
+    _files(tmp_path)
+    # generic upstream, auto: no script, so a short grace or a long interval is fine
+    assert parse_config(MINIMAL + "[sessions]\ngrace = 2\n", tmp_path / "c.conf").sessions.grace == 2
+    parse_config(MINIMAL + "[sessions]\ngrace = 60\npresence_interval = 30\n", tmp_path / "c.conf")
+    parse_config(COCKPIT + "[sessions]\ngrace = 2\ninject_presence_script = no\n", tmp_path / "c.conf")
+    # a cockpit route with grace shorter than [listen] idle_timeout and default keys otherwise: accepted
+    cfg = parse_config(COCKPIT + "[sessions]\ngrace = 12\n", tmp_path / "c.conf")
+    assert cfg.sessions.presence_interval == 3.0 and cfg.listen.idle_timeout == 120.0

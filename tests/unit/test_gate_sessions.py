@@ -132,10 +132,12 @@ def test_presence_proves_and_reports_the_end():
     assert d.status == 200 and not d.close
     assert body["proved_at"] == 1100 and body["ends_at"] == 1400 and body["end_reason"] == "grace-expired"
     assert body["account"] == "alice" and body["trusted"] is False
-    # a keep-alive connection whose handshake is older than presence_interval: close it
+    assert body["fresh"] is True and body["now"] == 1100
+    # a keep-alive connection whose handshake is older than presence_interval: not fresh, closed
     d = e.decide(b"/.certgate/presence", token, ident=e.ident(hs=1060))
-    assert d.status == 200 and d.close
-    assert e.decide(b"/.certgate/presence", token, ident=make_identity(presented=False)).close
+    assert d.status == 200 and d.close and json.loads(d.body)["fresh"] is False
+    d = e.decide(b"/.certgate/presence", token, ident=make_identity(presented=False))
+    assert d.close and json.loads(d.body)["fresh"] is False
     assert e.decide(b"/.certgate/presence").status == 401
     assert e.decide(b"/.certgate/presence", token, method=b"POST").status == 405
 

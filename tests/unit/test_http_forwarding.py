@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import struct
 
+import pytest
+
 from proxy.messages import Forward
 from proxy.tunnel import close_frame, ws_accept
 from tests.support_http import ws_frame
@@ -340,3 +342,27 @@ def test_http10_client_gets_close_delimited_body_from_chunked_upstream() -> None
     out = h.out()
     assert out == b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nabc" and h.client.lost
     assert h.pools.pool_for(h.config.default_route).idle == [conn]  # the upstream side ended cleanly
+
+
+def _html_through(h, route_kind_route, session="sess-1"):
+    page = b"<html><head></head><body>x</body></html>"
+    h.gate.next = lambda head: Forward(route_kind_route, account="alice", session_id=session)
+    h.send(b"GET /p HTTP/1.1\r\nHost: a\r\n\r\n")
+    conn, _ = h.connect_upstream()
+    h.respond(conn, b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n" % len(page)
+              + page)
+    return h.out()
+
+
+@pytest.mark.parametrize("kind,setting,injected", [
+    ("cockpit", "auto", True), ("joc", "auto", True), ("generic", "auto", False),
+    ("cockpit", False, False), ("generic", True, True),
+])
+def test_presence_script_by_default_on_single_page_app_routes(kind, setting, injected) -> None:
+    """inject_presence_script = auto (the default): session pages of kind cockpit/joc get the script."""
+    import dataclasses
+
+    h = Harness({"sessions": {"inject_presence_script": setting, "grace": 20.0}})
+    route = dataclasses.replace(h.config.default_route, kind=kind)
+    out = _html_through(h, route)
+    assert (b'<script src="/.certgate/presence.js" data-interval="5" defer></script></head>' in out) is injected

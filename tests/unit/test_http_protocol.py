@@ -224,12 +224,15 @@ def test_idle_keepalive_timeout_closes() -> None:
 
 def test_connection_age_adds_connection_close() -> None:
     """After max_connection_age the next response says Connection: close and the connection ends."""
-    h = Harness({"listen": {"max_connection_age": 60.0, "idle_timeout": 120.0}})
+    h = Harness({"listen": {"max_connection_age": 60.0, "idle_timeout": 120.0},
+                 "sessions": {"presence_interval": 100.0}})
     h.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     conn, _ = h.connect_upstream()
     h.respond(conn, OK2)
     assert b"Connection: close" not in h.out()
-    h.reactor.advance(61)
+    h.reactor.advance(50)
+    h.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")  # a long request: still busy when the age is reached
+    h.reactor.advance(11)
     h.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     h.respond(conn, OK2)
     out = h.out()
@@ -238,10 +241,43 @@ def test_connection_age_adds_connection_close() -> None:
 
 def test_connection_age_on_local_responses() -> None:
     h = Harness({"listen": {"max_connection_age": 10.0}})
-    h.gate.next = lambda head: text_response(200, "local")
-    h.reactor.advance(11)
+    d: Deferred = Deferred()
+    h.gate.next = lambda head: d  # a decision that takes past the connection's maximum age
+    h.reactor.advance(9)
     h.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    h.reactor.advance(2)
+    d.callback(text_response(200, "local"))
     assert b"Connection: close\r\n" in h.out() and h.client.lost
+
+
+def test_idle_connection_closes_at_its_maximum_age_not_only_after_idle_timeout() -> None:
+    """A browser sends any request on any idle pooled connection: none outlives its maximum age."""
+    h = Harness({"listen": {"max_connection_age": 60.0, "idle_timeout": 120.0},
+                 "sessions": {"presence_interval": 20.0}})
+    assert h.factory.max_connection_age == 20.0  # capped by presence_interval
+    h.reactor.advance(15)
+    h.gate.next = lambda head: text_response(200, "local")
+    h.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert b"Connection: close" not in h.out()  # 15 s old: kept alive...
+    h.reactor.advance(4.9)
+    assert not h.client.lost
+    h.reactor.advance(0.2)  # ...but closed, idle, 20 s after it began (not 120 s after the response)
+    assert h.client.lost
+
+
+def test_never_used_connection_closes_at_its_maximum_age() -> None:
+    h = Harness({"listen": {"max_connection_age": 0.0, "idle_timeout": 120.0},
+                 "sessions": {"presence_interval": 30.0}})
+    h.reactor.advance(29.9)
+    assert not h.client.lost
+    h.reactor.advance(0.2)  # max_connection_age = 0 still means presence_interval
+    assert h.client.lost and h.out() == b""
+
+
+def test_default_maximum_age_follows_grace() -> None:
+    """No presence_interval set: grace / 4 (at most 30 s) is the presence interval and the age cap."""
+    assert Harness({"sessions": {"grace": 20.0}}).factory.max_connection_age == 5.0
+    assert Harness().factory.max_connection_age == 30.0
 
 
 def test_upstream_read_timeout_504() -> None:

@@ -69,3 +69,80 @@ def test_presence_script_pings_from_the_top_window_and_leaves_on_401():
     assert out["listeners"] == ["visibilitychange"]
     assert out["events"] == ["certgate-session-ended"]
     assert out["assigned"] == ["/.certgate/login?next=%2Fcockpit%2Fsystem%3Fx%3D1"]
+
+
+HARNESS_FRESHNESS = r"""
+const out = {fetches: [], events: [], assigned: [], notices: [], timers: []};
+let answers = [];
+let now = 1000000;
+Date.now = () => now;
+global.CustomEvent = class { constructor(t) { this.type = t; } };
+global.fetch = (url) => {
+  out.fetches.push(url);
+  const a = answers.shift();
+  if (a === "down") { return Promise.reject(new TypeError("Failed to fetch")); }
+  return Promise.resolve({status: a.status, json: () => Promise.resolve(a.body)});
+};
+global.setInterval = (f, ms) => { out.interval = ms; out.tick = f; };
+global.setTimeout = (f, ms) => { out.timers.push(ms); out.endTimer = f; return 1; };
+global.clearTimeout = () => {};
+const win = {dispatchEvent: (e) => out.events.push(e.type)};
+win.top = win;
+win.location = {pathname: "/system", search: "", assign: (u) => out.assigned.push(u)};
+global.window = win;
+function el(tag) {
+  const e = {tag, children: [], style: {}, attrs: {}, textContent: "", href: ""};
+  e.setAttribute = (k, v) => { e.attrs[k] = v; };
+  e.appendChild = (c) => e.children.push(c);
+  return e;
+}
+global.document = {
+  visibilityState: "visible", currentScript: null, addEventListener: () => {},
+  createElement: el, body: {appendChild: (d) => out.notices.push(
+    {id: d.id, role: d.attrs.role, text: d.children[0].textContent, link: d.children[1].href})},
+};
+const settle = () => new Promise((r) => setImmediate(r));
+(async () => {
+  // 1: answered on an old connection -> asked again at once, once
+  answers = [{status: 200, body: {fresh: false, ends_at: 1300, now: 1000}},
+             {status: 200, body: {fresh: true, ends_at: 1300, now: 1000}}];
+  eval(SCRIPT);
+  for (let i = 0; i < 6; i++) { await settle(); }
+  out.afterStale = out.fetches.length;
+  // 2: the card is out (need mode): pings fail; before the end nothing is shown
+  answers = ["down"];
+  out.tick();
+  for (let i = 0; i < 6; i++) { await settle(); }
+  out.noticesBeforeEnd = out.notices.length;
+  // 3: past the announced end, still unreachable: the page says the certificate is needed
+  now += 301000;
+  answers = ["down"];
+  out.endTimer();
+  for (let i = 0; i < 6; i++) { await settle(); }
+  answers = ["down"];
+  out.tick();
+  for (let i = 0; i < 6; i++) { await settle(); }
+  delete out.tick; delete out.endTimer;
+  console.log(JSON.stringify(out));
+})();
+"""
+
+
+def test_presence_script_retries_stale_answers_and_says_when_the_certificate_is_needed():
+    node = shutil.which("node") or shutil.which("nodejs")
+    assert node, "node (Debian package nodejs) is needed to execute the presence script"
+    prog = "const SCRIPT = " + json.dumps(presence_script(2.5).decode()) + ";\n" + HARNESS_FRESHNESS
+    r = subprocess.run([node, "-e", prog], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["interval"] == 2500  # fractional intervals (short graces) are kept
+    assert out["afterStale"] == 2  # one immediate retry after "fresh": false, not more
+    assert out["timers"] and out["timers"][0] == 300 * 1000 + 500  # a ping at the session's announced end
+    assert out["noticesBeforeEnd"] == 0
+    assert out["events"] == ["certgate-session-ended"]  # once
+    assert len(out["notices"]) == 1 and out["assigned"] == []  # unreachable: no navigation, a notice
+    n = out["notices"][0]
+    assert n["id"] == "certgate-session-ended" and n["role"] == "alert"
+    assert "certificate (smart card) is needed again" in n["text"]
+    assert n["link"] == "/.certgate/login?next=%2Fsystem"
+    assert len(out["fetches"]) == 4  # stopped after the end: the last tick sent nothing

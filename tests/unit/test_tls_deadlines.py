@@ -124,7 +124,7 @@ def test_completed_handshake_is_not_cut(tmp_path: Path, clock: Clock) -> None:
 
 
 def test_connection_age_closes_keep_alive(tmp_path: Path, clock: Clock) -> None:
-    server, http, pki = stack(tmp_path, clock, "max_connection_age = 60\n")
+    server, http, pki = stack(tmp_path, clock, "max_connection_age = 60\n[sessions]\npresence_interval = 100\n")
     client = HttpClient()
     client_tls = TLSMemoryBIOFactory(ClientTLS.presenting(pki, pki.client("alice")), True,
                                      Factory.forProtocol(Protocol), clock=clock)
@@ -140,9 +140,28 @@ def test_connection_age_closes_keep_alive(tmp_path: Path, clock: Clock) -> None:
     pump.flush()
     assert b"connection: close" not in client.received.lower() and not client.lost
     client.received = b""
-    clock.advance(1.5)
+    clock.advance(1.5)  # idle at its maximum age: closed by certgate, not left in the client's pool
+    pump.flush()
+    assert client.lost and client.received == b""
+
+
+def test_idle_tls_connection_closes_by_handshake_age(tmp_path: Path, clock: Clock) -> None:
+    """Defaults (presence_interval 30 s from grace 300 s): an idle pooled connection ends 30 s after
+    its handshake, although idle_timeout is 120 s, so no request travels on an old proof."""
+    server, http, pki = stack(tmp_path, clock, "")
+    client = HttpClient()
+    client_tls = TLSMemoryBIOFactory(ClientTLS.presenting(pki, pki.client("alice")), True,
+                                     Factory.forProtocol(Protocol), clock=clock)
+    proto = client_tls.buildProtocol(None)
+    proto.wrappedProtocol = client
+    _, _, pump = pair(server, proto, clock)
+    clock.advance(20)
     proto.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
     pump.flush()
-    assert client.received.startswith(b"HTTP/1.1 200") and b"connection: close" in client.received.lower()
+    assert client.received.startswith(b"HTTP/1.1 200") and b"connection: close" not in client.received.lower()
+    clock.advance(9.8)
+    pump.flush()
+    assert not client.lost
+    clock.advance(0.3)
     pump.flush()
     assert client.lost
