@@ -44,7 +44,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             "listen": {"client_auth": "want"},
             "upstream": {"kind": "joc"},
             "login": {"required_auth_methods": '[["tls-cert", "password"]]', "password": "upstream"},
-            "sessions": {"grace": GRACE, "presence_interval": INTERVAL, "inject_presence_script": "yes"}})
+            "sessions": {"grace": GRACE, "presence_interval": INTERVAL}})  # presence: on by default for joc
         with Gateway(cfg) as gw:
             yield Site(pki, joc, gw)
 
