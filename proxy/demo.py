@@ -86,6 +86,9 @@ def demo_upstream_main(argv: list[str]) -> int:
             headers = [(k.decode("latin-1"), v.decode("latin-1"))
                        for k, vs in request.requestHeaders.getAllRawHeaders() for v in vs]
             info = {"method": request.method.decode(), "path": request.uri.decode("latin-1"), "headers": headers}
+            # one line per request (make run's upstream.log): what the upstream received, escaped
+            who = dict((k.lower(), v) for k, v in headers).get("x-remote-user", "-")
+            print(json.dumps({"method": info["method"], "path": info["path"], "x-remote-user": who}), flush=True)
             if b"json" in (request.getHeader(b"accept") or b""):
                 request.setHeader(b"content-type", b"application/json")
                 return json.dumps(info, indent=1).encode()

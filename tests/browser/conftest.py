@@ -1,0 +1,145 @@
+"""Fixtures of the browser suite: Playwright, the certificate policy, the PKI, local accounts,
+and ``scene`` (browsers of one test, screenshots, and a failure report).
+
+A failing test prints, for every browser, the page text, and for every certgate it ran
+against, the log tail and the audit lines. Screenshots go to ``tests/browser/out/<test>/``
+(git-ignored). Timings recorded with ``scene.timing(...)`` are printed at the end of the run
+and written to ``tests/browser/out/timings.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from tests.blackbox import Pki
+from tests.browser.harness import Browser, CertPolicy, find_chromium
+from tests.browser.sites import Accounts, Site
+from tests.browser.smartcard import check_tools
+
+OUT = Path(__file__).resolve().parent / "out"
+TIMINGS: list[tuple[str, str, float]] = []
+
+# One account per scenario (CN == account): TOTP steps and throttling never interfere.
+COCKPIT_ACCOUNTS = ("cgbterm", "cgbcardin", "cgbcardout", "cgblong", "cgblogout", "cgbdeep", "cgbwrong")
+PAGE_ACCOUNTS = ("cgbpage", "cgblocked")
+OTHER_CN = "cgbother"  # a valid certificate whose CN is no account in use
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not TIMINGS:
+        return
+    terminalreporter.section("browser suite timings (seconds)")
+    for test, what, secs in TIMINGS:
+        terminalreporter.write_line(f"{test:<48} {what:<44} {secs:7.2f}")
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "timings.json").write_text(json.dumps([{"test": t, "what": w, "seconds": s} for t, w, s in TIMINGS],
+                                                 indent=1) + "\n")
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Any]:
+    find_chromium()
+    check_tools()
+    from playwright.sync_api import sync_playwright
+
+    policy = CertPolicy()
+    policy.install()
+    pw = sync_playwright().start()
+    try:
+        yield pw
+    finally:
+        pw.stop()
+        policy.remove()
+
+
+@pytest.fixture(scope="session")
+def bpki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """CA, server certificate (127.0.0.1) and one client certificate per account."""
+    return Pki(tmp_path_factory.mktemp("browser-pki"), clients=COCKPIT_ACCOUNTS + PAGE_ACCOUNTS + (OTHER_CN,))
+
+
+@pytest.fixture(scope="session")
+def accounts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Accounts]:
+    acc = Accounts(tmp_path_factory.mktemp("browser-accounts"), COCKPIT_ACCOUNTS + PAGE_ACCOUNTS)
+    try:
+        yield acc.create(totp=COCKPIT_ACCOUNTS + PAGE_ACCOUNTS)
+    finally:
+        acc.remove()
+
+
+class Scene:
+    """The browsers and certgates of one test."""
+
+    def __init__(self, name: str, playwright: Any, pki: Pki, tmp: Path) -> None:
+        self.name = name
+        self.playwright = playwright
+        self.pki = pki
+        self.tmp = tmp
+        self.out = OUT / name
+        shutil.rmtree(self.out, ignore_errors=True)
+        self.browsers: list[Browser] = []
+        self.sites: list[Site] = []
+        self.extra_reports: list[Any] = []
+
+    def browser(self, label: str, cert: str | None = None, *, rogue: bool = False) -> Browser:
+        """A fresh Chromium whose card holds ``cert``'s certificate (a CN of the PKI), a rogue CA's
+        certificate of that CN with ``rogue=True``, or no card at all."""
+        b = Browser(self.playwright, self.tmp / f"home-{label}", self.out, label)
+        self.browsers.append(b)
+        if cert is None:
+            return b.launch(self.pki.ca_path)
+        cc = self.pki.rogue_client(cert) if rogue else self.pki.client(cert)
+        return b.launch(self.pki.ca_path, cc.cert_path, cc.key_path)
+
+    def watch(self, site: Site) -> Site:
+        if site not in self.sites:
+            self.sites.append(site)
+        return site
+
+    def timing(self, what: str, seconds: float) -> None:
+        TIMINGS.append((self.name, what, round(seconds, 2)))
+        print(f"TIMING {self.name}: {what} = {seconds:.2f} s")
+
+    def report(self) -> str:
+        parts = []
+        for b in self.browsers:
+            url = "-"
+            try:
+                url = b.page.url if b.page is not None else "-"
+            except Exception:
+                pass
+            parts.append(f"--- browser {b.name}: {url} ---\n{b.text()[:3000] if b.page is not None else ''}")
+        parts += [s.report() for s in self.sites]
+        parts += [r() for r in self.extra_reports]
+        return "\n".join(parts)
+
+    def close(self) -> None:
+        for b in self.browsers:
+            b.close()
+
+
+@pytest.fixture
+def scene(request: pytest.FixtureRequest, playwright: Any, bpki: Pki, tmp_path: Path) -> Iterator[Scene]:
+    s = Scene(request.node.name, playwright, bpki, tmp_path)
+    try:
+        yield s
+    finally:
+        rep = getattr(request.node, "rep_call", None)
+        if rep is not None and rep.failed:
+            for b in s.browsers:
+                if b.page is not None:
+                    b.step("at-failure")
+            print(s.report())
+        s.close()
