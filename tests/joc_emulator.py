@@ -58,6 +58,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = 0.0  # when the request arrived (the emulator's clock)
 
 
 @dataclass
@@ -138,7 +139,8 @@ class JocEmulator:
 
     def _record(self, h: BaseHTTPRequestHandler, body: bytes) -> None:
         with self._lock:
-            self.requests.append(Recorded(h.command, h.path.split("?", 1)[0], dict(h.headers.items()), body))
+            self.requests.append(Recorded(h.command, h.path.split("?", 1)[0], dict(h.headers.items()), body,
+                                          self.now()))
 
     @staticmethod
     def _send(h: BaseHTTPRequestHandler, status: int, obj: Any, headers: Mapping[str, str] | None = None) -> None:

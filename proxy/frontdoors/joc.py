@@ -15,7 +15,9 @@ strips ``user@domain`` / ``DOMAIN\\user`` first, as JOC's two-factor mode does):
    certificate's account filled in when it was empty) and ``X-Certgate-TOTP`` blanked;
    A live certgate session of the same certificate that proved TOTP (``/.certgate/login``)
    stands in for the code (JOC's GUI has no field for it);
-4. on JOC's ``200`` certgate opens its trusted session and adds its ``Set-Cookie``; with
+4. on JOC's ``200`` certgate opens its trusted session and adds its ``Set-Cookie`` (unless the
+   request carries a live session of this certificate and account that proved as much: it is
+   kept, e.g. one opened on certgate's login page before JOC's GUI loaded); with
    ``password = upstream`` the password counts as proven only then. JOC's ``X-Access-Token``
    and body pass through unchanged. A JOC ``401`` counts as a failed password for throttling.
 
@@ -117,7 +119,8 @@ class JocFrontDoor:
         if len(totps) > 1:
             return self._refuse(conn, account, "totp-repeated", joc_denied(account))
         totp = totps[0].decode("latin-1") if totps else None
-        return self._check(head, conn, route, account, password, totp, self._session_totp(head, conn))
+        return self._check(head, conn, route, account, password, totp, self._session_totp(head, conn),
+                           self._live_methods(head, conn, account))
 
     def session_forward(self, head: RequestHead, route: "Route", session_id: str, fwd: Forward) -> None:
         """Called by the gate for a request it forwards within a session: JOC's logout ends it."""
@@ -145,6 +148,18 @@ class JocFrontDoor:
         chk = self._sessions.check(sid, ident, ident.client_ip)
         return bool(chk.ok and chk.record.account == ident.account and "totp" in chk.record.methods)
 
+    def _live_methods(self, head: RequestHead, conn: ConnContext, account: str) -> frozenset[str] | None:
+        """The methods of a live certgate session of this certificate and account that the request
+        carries (e.g. opened on certgate's login page before JOC's GUI loaded), else None."""
+        ident = conn.identity
+        sid = self._sessions.session_id(head)
+        if sid is None or not ident.ok:
+            return None
+        chk = self._sessions.check(sid, ident, ident.client_ip)
+        if not (chk.ok and chk.record.account == account and chk.record.fingerprint == ident.fingerprint):
+            return None
+        return frozenset(chk.record.methods)
+
     def _refuse(self, conn: ConnContext, account: str | None, reason: str, resp: Response, **extra: Any) -> Response:
         ident = conn.identity
         self._audit.record("joc-login", "deny", reason, account=account, fingerprint=ident.fingerprint,
@@ -152,7 +167,8 @@ class JocFrontDoor:
         return resp
 
     def _check(self, head: RequestHead, conn: ConnContext, route: "Route", account: str, password: str | None,
-               totp: str | None, session_totp: bool = False) -> "Response | Deferred[Any]":
+               totp: str | None, session_totp: bool = False,
+               live: frozenset[str] | None = None) -> "Response | Deferred[Any]":
         from twisted.internet.defer import maybeDeferred
 
         login = self._login
@@ -168,14 +184,17 @@ class JocFrontDoor:
             return result
 
         d.addBoth(release)
-        d.addCallback(lambda out: self._after(conn, route, account, password, out, session_totp))
+        d.addCallback(lambda out: self._after(conn, route, account, password, out, session_totp, live))
         return d
 
     def _after(self, conn: ConnContext, route: "Route", account: str, password: str | None,
-               out: "AuthOutcome", session_totp: bool = False) -> "Response | Forward":
+               out: "AuthOutcome", session_totp: bool = False,
+               live: frozenset[str] | None = None) -> "Response | Forward":
         upstream_pw = self._login.config.login.password == "upstream"
         if out.ok:
-            return self._forward(conn, route, account, password, out.proven, None)
+            # a live session of this certificate and account that already proved as much is kept
+            keep = live is not None and (set(out.proven) | {"password"}) <= live
+            return self._forward(conn, route, account, password, out.proven, None, open_session=not keep)
         if out.partial:
             missing = {m for r in out.required for m in r} - set(out.proven)
             if session_totp and missing <= ({"totp", "password"} if upstream_pw else {"totp"}):

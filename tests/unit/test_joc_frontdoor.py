@@ -197,3 +197,18 @@ def test_live_totp_session_stands_in_for_the_code(tmp_path) -> None:
     # nor another certificate's session
     other = make_identity("alice", cert=b"other-alice", handshake_at=T0)
     assert e.decide(basic("alice:pw") + [(b"Cookie", cookie)], ident=other).status == 401
+
+
+def test_a_live_session_of_the_same_certificate_and_account_is_kept(tmp_path) -> None:
+    """Logged in on certgate's page first, then in JOC's GUI: no second session is opened."""
+    e = Env(tmp_path, password="file")
+    ident = make_identity("alice", handshake_at=T0)
+    rec, cookies = e.sessions.open(ident, "alice", ["password", "tls-cert"], ident.client_ip)
+    cookie = cookies[0][1].split(b";", 1)[0]
+    f = e.decide(basic("alice:pw") + [(b"Cookie", cookie)], ident=ident)
+    assert isinstance(f, Forward) and f.on_response(200, []) == []
+    assert [r.id for r in e.store.list()] == [rec.id]
+    # without the cookie (or with another account's session) a session is opened as before
+    f = e.decide(basic("alice:pw"), ident=ident)
+    assert any(k == b"Set-Cookie" for k, _ in f.on_response(200, []))
+    assert len(e.store.list()) == 2
