@@ -142,6 +142,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "login_path": Key("str", "/joc/api/authentication/login", "JOC's login API path"),
         "logout_path": Key("str", "/joc/api/authentication/logout", "JOC's logout API path: a POST forwarded "
                            "within a certgate session ends that session too"),
+        "gui_prefix": Key("str", "/joc/", "JOC's GUI files (GET/HEAD below this prefix, outside /joc/api/) are "
+                          "forwarded without a certgate session, so JOC's own login page loads (empty = off)"),
+        "prelogin_api": Key("list", ["/joc/api/configuration/login", "/joc/api/iam/identityproviders"],
+                            "JOC API paths its login page calls before anyone logs in (POST, no session needed)"),
     },
     "ldap": {
         "url": Key("str", "", "with [trust] mapping = ldap: ldaps://HOST[:PORT], or ldap://HOST[:PORT] with "

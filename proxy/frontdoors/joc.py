@@ -21,6 +21,13 @@ strips ``user@domain`` / ``DOMAIN\\user`` first, as JOC's two-factor mode does):
    ``password = upstream`` the password counts as proven only then. JOC's ``X-Access-Token``
    and body pass through unchanged. A JOC ``401`` counts as a failed password for throttling.
 
+JOC's GUI (a single-page app) must load before anyone logged in: without a live certgate
+session, ``GET``/``HEAD`` of its files (below ``[joc] gui_prefix``, outside ``/joc/api/``) and
+``POST`` to its pre-login API paths (``[joc] prelogin_api``) are forwarded without an account,
+without ``Authorization``, ``X-Access-Token`` or certgate's cookie; paths with ``%``-escapes,
+dot segments, ``//`` or ``\`` are not open. Its pages get the presence script in its waiting
+mode (it starts once JOC's login opened the session).
+
 JOC's logout (``POST`` to ``[joc] logout_path``, forwarded within a session by the gate) ends
 certgate's session too, as soon as the gate decided to forward it (so a JOC that fails to
 answer cannot keep it alive), and its response clears certgate's cookie.
@@ -87,13 +94,45 @@ class JocFrontDoor:
         self._audit = audit
         self.login_path: str = config.joc.login_path
         self.logout_path: str = config.joc.logout_path
+        self.gui_prefix: str = str(getattr(config.joc, "gui_prefix", "") or "")
+        self.prelogin_api = frozenset(getattr(config.joc, "prelogin_api", ()) or ())
 
     def matches(self, head: RequestHead, route: "Route") -> bool:
-        """The login path of a ``joc`` route (any method; only POST is let through)."""
-        return getattr(route, "kind", None) == "joc" and head.path == self.login_path
+        """The login path of a ``joc`` route (any method; only POST is let through), and the
+        GUI's open paths when the request has no live certgate session."""
+        if getattr(route, "kind", None) != "joc":
+            return False
+        return head.path == self.login_path or (self.is_open(head) and not self._has_live_session(head))
+
+    def is_open(self, head: RequestHead) -> bool:
+        """A GUI file (GET/HEAD under ``gui_prefix``, not ``/joc/api/``) or a pre-login API POST,
+        with a plain path (no ``%``, no dot segments, no ``//`` or ``\\``)."""
+        raw = head.target.split(b"?", 1)[0]
+        if not raw.startswith(b"/") or b"%" in raw or b"\\" in raw or b"//" in raw:
+            return False
+        path = raw.decode("latin-1")
+        if any(seg in (".", "..") for seg in path.split("/")):
+            return False
+        if head.method == b"POST":
+            return path in self.prelogin_api
+        if head.method not in (b"GET", b"HEAD") or not self.gui_prefix:
+            return False
+        return path.startswith(self.gui_prefix) and not path.startswith("/joc/api/")
+
+    def _has_live_session(self, head: RequestHead) -> bool:
+        sid = self._sessions.session_id(head)
+        if sid is None:
+            return False
+        try:
+            rec = self._sessions.store.get(sid)
+        except Exception:  # a store problem: the gate decides (and answers 503)
+            return True
+        return rec is not None and rec.ended is None
 
     def decide(self, head: RequestHead, conn: ConnContext, route: "Route") -> "Response | Deferred[Any]":
         ident = conn.identity
+        if head.path != self.login_path:
+            return self._open(head, conn, route)
         why = access_refusal(self._config, conn)
         if why is not None:
             return self._refuse(conn, ident.account, "access-denied", joc_denied(ident.account or "", 403), detail=why)
@@ -121,6 +160,19 @@ class JocFrontDoor:
         totp = totps[0].decode("latin-1") if totps else None
         return self._check(head, conn, route, account, password, totp, self._session_totp(head, conn),
                            self._live_methods(head, conn, account))
+
+    def _open(self, head: RequestHead, conn: ConnContext, route: "Route") -> "Response | Forward":
+        """JOC's GUI before login: forwarded without any credential, account or certgate cookie."""
+        why = access_refusal(self._config, conn)
+        if why is not None:
+            return self._refuse(conn, conn.identity.account, "access-denied", joc_denied("", 403), detail=why)
+        sets: Headers = [(b"Authorization", b""), (b"X-Access-Token", b""), (TOTP_HEADER, b"")]
+        cookies = [v for v in head.get_all(b"cookie")]
+        if cookies:
+            prefix = (self._config.sessions.cookie_name + "=").encode("ascii")
+            keep = [p.strip() for v in cookies for p in v.split(b";") if p.strip() and not p.strip().startswith(prefix)]
+            sets.append((b"Cookie", b"; ".join(keep)))
+        return Forward(route, set_headers=sets, presence_await=head.method == b"GET")
 
     def session_forward(self, head: RequestHead, route: "Route", session_id: str, fwd: Forward) -> None:
         """Called by the gate for a request it forwards within a session: JOC's logout ends it."""

@@ -1,12 +1,12 @@
 """A person in Chromium using JOC's GUI (the JOC emulator's single-page app, which keeps one
 ``/joc/api/events`` long poll open after another) behind certgate, with the card on a software
-smart card: with the card in the GUI keeps working for several times ``grace``; with the card
-out it ends at ``grace``; JOC's own "Log out" ends certgate's session too.
+smart card: JOC's own login page loads without a certgate session and its login opens one;
+with the card in the GUI keeps working for several times ``grace``; with the card out the
+session ends at ``grace``; JOC's own "Log out" ends certgate's session too.
 
 certgate runs docs/joc.md's setup (``kind = joc``, the account must be the certificate's CN,
-certificate + password) with ``password = file`` (the person logs in on certgate's page first,
-so that JOC's page is served within a session and gets the presence script, which is on by
-default for ``joc`` routes) and only the times shortened.
+certificate + password checked by JOC: ``password = upstream``) with only the times
+shortened. The presence script is on by default for ``joc`` routes.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Any, Iterator
 
 import pytest
 
-from proxy.login.passwords import set_password
 from tests.blackbox import Pki, wait_for
 from tests.browser.conftest import Scene
 from tests.browser.harness import Browser
@@ -43,16 +42,13 @@ class JocSite:
 @pytest.fixture(scope="module")
 def joc(tmp_path_factory: pytest.TempPathFactory, bpki: Pki, accounts: Accounts) -> Iterator[JocSite]:
     folder = tmp_path_factory.mktemp("joc-site")
-    passwd = folder / "passwd"
     for name in JOC_ACCOUNTS:
         bpki.client(name)
-        set_password(passwd, name, PASSWORD, n=2 ** 10, r=1)
     with JocEmulator(accounts={n: PASSWORD for n in JOC_ACCOUNTS}, event_hold=1.0) as emu:
         cfg = gateway_config(folder / "gw", bpki, accounts, upstream=emu.url, sections={
             "listen": {"client_auth": "want"},
             "upstream": {"kind": "joc"},
-            "login": {"required_auth_methods": '[["tls-cert", "password"]]', "password": "file",
-                      "password_file": passwd},
+            "login": {"required_auth_methods": '[["tls-cert", "password"]]', "password": "upstream"},
             "sessions": {"grace": GRACE, "presence_interval": PRESENCE}})
         site = Site(cfg, "joc-gw").start()
         try:
@@ -71,17 +67,13 @@ def events(page: Any) -> int:
 
 
 def joc_login(b: Browser, site: Site, account: str) -> None:
-    """certgate's page (password), then JOC's GUI login form; until the GUI receives events."""
+    """JOC's own login page (no certgate session needed to load it); until the GUI gets events."""
     page = b.page
     page.goto(site.url("/joc/"))
-    page.wait_for_url(re.compile(r"/\.certgate/login\?next="))
-    b.step("certgate login page")
-    if page.locator("#account").is_editable():
-        page.fill("#account", account)
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r"/joc/$"))
     page.wait_for_selector("#login-button", state="visible")
+    assert "/.certgate/" not in page.url
+    # the presence script waits on JOC's login page until JOC's login opened the session
+    assert page.locator("script[src='/.certgate/presence.js'][data-await-session='on']").count() == 1
     b.step("JOC login page")
     page.fill("#account", account)
     page.fill("#password", PASSWORD)
@@ -96,7 +88,6 @@ def test_card_in_keeps_joc_working_for_several_graces(scene: Scene, joc: JocSite
     b = scene.browser("person", "cgbjocin")
     joc_login(b, site, "cgbjocin")
     page = b.page
-    assert page.locator("script[src='/.certgate/presence.js']").count() == 1  # injected into JOC's page
     before = events(page)
     held = 4 * GRACE
     hold(page, held, lambda: page.inner_text("#state") == "expired" or "/.certgate/" in page.url,
@@ -133,11 +124,11 @@ def test_card_out_ends_joc_at_grace(scene: Scene, joc: JocSite) -> None:
 
     def gone() -> bool:
         pump(page)
-        try:
-            return (page.inner_text("#state") == "expired" or "/.certgate/" in page.url
+        try:  # JOC's 401 handling, the presence notice, or the page reloaded (and failing)
+            return (page.locator("#dashboard:visible").count() == 0
                     or page.locator("#certgate-session-ended").count() > 0)
-        except Exception:  # navigating away
-            return "/.certgate/" in page.url
+        except Exception:  # navigating
+            return False
 
     wait_for(gone, 2 * PRESENCE + 25, interval=0.2, what="JOC's GUI to show that its session is over")
     scene.timing("JOC card out -> the GUI shows the session is over", t())
@@ -157,8 +148,13 @@ def test_joc_logout_ends_the_certgate_session(scene: Scene, joc: JocSite) -> Non
     b.step("logged out of JOC")
     wait_for(lambda: site.audit_has(event="joc-login", decision="logout", account="cgbjoclogout"), 10,
              what="certgate to record JOC's logout")
-    # certgate's session is over: the next page load asks for certgate's login again
-    page.goto(site.url("/joc/"))
-    page.wait_for_url(re.compile(r"/\.certgate/login\?next="))
-    b.step("certgate login asked again")
+    assert site.audit_has(event="session", decision="end", account="cgbjoclogout", reason="joc-logout"), \
+        site.report()
     assert any(r.path == "/joc/api/authentication/logout" for r in joc.joc.requests)
+    # JOC's login page works again (a new login opens a new session)
+    page.goto(site.url("/joc/"))
+    page.fill("#account", "cgbjoclogout")
+    page.fill("#password", PASSWORD)
+    page.click("#login-button")
+    page.wait_for_selector("#dashboard", state="visible")
+    b.step("logged in again")
