@@ -71,6 +71,18 @@ class LongLived:
         self.opened = 0
 
     def events(self, card: bool) -> int:
+        """One long poll; a reused connection the gateway closed meanwhile (it was idle at its
+        handshake age) is replaced once, as browsers retry on a fresh connection."""
+        reused = self.conn is not None
+        try:
+            return self._events(card)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            self.close()
+            if not reused:
+                raise
+            return self._events(card)
+
+    def _events(self, card: bool) -> int:
         if self.conn is None:
             cert = self.site.pki.client("alice") if card else None
             self.conn = http.client.HTTPSConnection("127.0.0.1", self.site.gw.port, timeout=10,
@@ -138,3 +150,24 @@ def test_card_in_keeps_the_gui_working_and_card_out_ends_it_at_grace(site: Site)
         poller.close()
     log = site.gw.log()
     assert '"reason":"grace-expired"' in log or "grace-expired" in log
+
+
+def test_joc_login_page_loads_without_a_session_and_the_api_stays_guarded(site: Site) -> None:
+    """Before login: JOC's GUI page (presence script waiting) and its pre-login API calls pass;
+    every other API path still needs certgate's session, however it is spelt."""
+    cert, ca = site.pki.client("alice"), site.pki.ca_pem
+    status, _, body = request(site.gw.port, "GET", "/joc/", cert=cert, ca=ca, headers={"Accept": "text/html"})
+    assert status == 200 and b'data-await-session="on"' in body
+    before = len(site.joc.requests)
+    status, _, _ = request(site.gw.port, "POST", "/joc/api/iam/identityproviders", cert=cert, ca=ca,
+                           headers={"Content-Type": "application/json", "Authorization": "Basic YWxpY2U6am9jLXB3"},
+                           body=b"{}")
+    assert status == 200
+    [seen] = site.joc.requests[before:]
+    assert seen.headers.get("Authorization", "") == ""  # no credential reaches JOC outside the login door
+    for path in ("/joc/api/events", "/joc/x/../api/events", "/joc/%61pi/events", "/joc//api/events"):
+        status, _, _ = request(site.gw.port, "POST", path, cert=cert, ca=ca,
+                               headers={"Content-Type": "application/json", "Accept": "application/json"},
+                               body=b"{}")
+        assert status == 401, path
+    assert len(site.joc.requests) == before + 1
