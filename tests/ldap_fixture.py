@@ -108,9 +108,10 @@ def person_ldif(uid: str, *, cn: str | None = None, certificate_der: bytes | Non
 class Slapd:
     """One slapd process serving ``dc=example,dc=test`` from an mdb database in ``folder``."""
 
-    def __init__(self, folder: Path, ca: I.Issued) -> None:
+    def __init__(self, folder: Path, ca: I.Issued, hosts: Sequence[str] = ("127.0.0.1", "localhost")) -> None:
         self.folder = Path(folder)
         self.ca = ca
+        self.hosts = tuple(hosts)  # the names in slapd's server certificate
         self.port = 0
         self.tls_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -129,7 +130,7 @@ class Slapd:
         f = self.folder
         (f / "db").mkdir(parents=True, exist_ok=True)
         (f / "certgate-ad.schema").write_text(AD_SCHEMA)
-        server = I.server(self.ca, ("127.0.0.1", "localhost"))
+        server = I.server(self.ca, self.hosts)
         cert, key = server.write(f, "slapd-server")
         self.ca_file.write_bytes(I.pem(self.ca.cert))
         self.password_file.write_text(SERVICE_PASSWORD + "\n")

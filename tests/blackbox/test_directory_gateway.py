@@ -54,7 +54,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
             + person_ldif("dave2", upn="dave@example.test")
             + person_ldif("grace", upn="grace@example.test"))
     directory_ca = I.ca("directory CA")
-    slapd = Slapd(folder / "slapd", directory_ca).start(ldif)
+    # the directory's certificate names 127.0.0.1 only: ldaps://localhost must fail its host check
+    slapd = Slapd(folder / "slapd", directory_ca, hosts=("127.0.0.1",)).start(ldif)
     upstream = Recorder()
     try:
         yield {"folder": folder, "pki": pki, "slapd": slapd, "upstream": upstream}
@@ -205,3 +206,11 @@ def test_trust_map_shows_what_the_directory_answered(world: dict[str, object]) -
     assert run.returncode == 1
     assert "the directory cannot be asked" in run.stdout and "certificate verify failed" in run.stdout.lower(), \
         run.stdout
+    # the right CA but a host name the directory's certificate does not carry
+    cfg.write_text(cfg.read_text().replace(str(other_ca), str(slapd.ca_file))
+                   .replace(f"url = {slapd.url}", f"url = ldaps://localhost:{slapd.tls_port}")
+                   .replace("starttls = yes", "starttls = no"))
+    run = subprocess.run([CERTGATE, "trust", "map", "--config", str(cfg), str(pki.client("carol").cert_path)],
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 1
+    assert "the directory cannot be asked" in run.stdout and "doesn't match" in run.stdout, run.stdout
