@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
+from proxy.presence_rules import validate_presence
 from trust.problems import Problem
 
 
@@ -476,8 +477,11 @@ def parse_config(text: str, path: Path) -> Config:
             account_rules[sec.split(":", 1)[1]] = av["required_auth_methods"]
 
     _validate_cross(vals, problems)
-    _validate_ldap(vals["ldap"], trust_settings.mapping.rule == "ldap", problems)
-    _validate_presence(vals, routes, problems)
+    validate_presence(vals, [r.kind for r in routes], problems)
+    if trust_settings.mapping.rule == "ldap":
+        from trust.directory import ldap_problems
+
+        problems += ldap_problems(vals["ldap"])
     _check_files(vals, problems)
     if problems:
         raise ConfigError(problems)
@@ -505,101 +509,6 @@ def _validate_cross(vals: Mapping[str, Mapping[str, Any]], problems: list[Proble
     if vals["login"]["password"] == "file":
         if not vals["login"]["password_file"]:
             problems.append(Problem("login", "password_file", "is required when password = file"))
-
-
-def _validate_ldap(v: Mapping[str, Any], used: bool, problems: list[Problem]) -> None:
-    """``[ldap]``: checked when ``[trust] mapping = ldap`` (the section is ignored otherwise)."""
-    from trust.directory import ALTSECID_FORMS, STYLES, filter_problem
-
-    if not used:
-        return
-    url = str(v["url"])
-    parts = urlsplit(url)
-    if not url:
-        problems.append(Problem("ldap", "url", "is required when [trust] mapping = ldap"))
-    elif parts.scheme not in ("ldap", "ldaps") or not parts.hostname or parts.path not in ("", "/") \
-            or parts.query:
-        problems.append(Problem("ldap", "url", f"{url!r} must be ldaps://HOST[:PORT] or ldap://HOST[:PORT]"))
-    else:
-        try:
-            parts.port
-        except ValueError:
-            problems.append(Problem("ldap", "url", f"{url!r} has an invalid port"))
-        if parts.scheme == "ldap" and not v["starttls"] and not v["unsafe_plaintext"]:
-            problems.append(Problem("ldap", "starttls", "ldap:// needs starttls = yes (or ldaps://); refusing to "
-                                    "send the bind password and accounts in clear"))
-        if parts.scheme == "ldaps" and v["starttls"]:
-            problems.append(Problem("ldap", "starttls", "cannot be used with ldaps:// (already TLS)"))
-    if not str(v["base_dn"]).strip():
-        problems.append(Problem("ldap", "base_dn", "is required when [trust] mapping = ldap"))
-    if v["bind_dn"] and v["bind_password_file"] is None:
-        problems.append(Problem("ldap", "bind_password_file", "is required with bind_dn"))
-    for key in ("bind_password_file", "ca_file"):
-        p = v[key]
-        if p is not None and not Path(p).is_file():
-            problems.append(Problem("ldap", key, f"{p} does not exist or is not a file"))
-    styles = list(v["styles"])
-    bad = [s for s in styles if s not in STYLES]
-    if bad or not styles:
-        problems.append(Problem("ldap", "styles", f"{', '.join(bad) or '(empty)'}: choose from {', '.join(STYLES)}"))
-    forms = list(v["altsecid_forms"])
-    bad = [f for f in forms if f not in ALTSECID_FORMS]
-    if bad or ("altsecid" in styles and not forms):
-        problems.append(Problem("ldap", "altsecid_forms",
-                                f"{', '.join(bad) or '(empty)'}: choose from {', '.join(ALTSECID_FORMS)}"))
-    attr = str(v["account_attribute"])
-    if not attr or not all(c.isalnum() or c == "-" for c in attr) or not attr[0].isalpha():
-        problems.append(Problem("ldap", "account_attribute", f"{attr!r} is not an attribute name"))
-    if v["filter"]:
-        why = filter_problem(str(v["filter"]))
-        if why:
-            problems.append(Problem("ldap", "filter", f"{v['filter']!r}: {why}"))
-
-#: Upstream kinds whose pages are single-page apps: the presence script is injected by default.
-SPA_KINDS = frozenset({"cockpit", "joc"})
-
-
-def derive_defaults(vals: Mapping[str, dict[str, Any]]) -> None:
-    """Fill the defaults that depend on other keys (in place): ``presence_interval`` from grace."""
-    s = vals["sessions"]
-    if s.get("presence_interval") is None:
-        s["presence_interval"] = max(1.0, min(30.0, float(s["grace"]) / 4))
-
-
-def presence_kinds(inject: Any) -> frozenset[str] | None:
-    """The route kinds whose HTML pages get the presence script; None means every kind."""
-    if inject == "auto":
-        return SPA_KINDS
-    return None if inject else frozenset()
-
-
-def presence_on(inject: Any, kinds: Any) -> bool:
-    """True when the presence script is injected on some route of these ``kinds``."""
-    wanted = presence_kinds(inject)
-    return wanted is None or any(k in wanted for k in kinds)
-
-
-def _validate_presence(vals: Mapping[str, dict[str, Any]], routes: list[Route], problems: list[Problem]) -> None:
-    """Where pages ping, a proof must not go stale between pings: interval <= grace / 3.
-
-    A ping proves the card at its connection's handshake time, at most ``presence_interval``
-    old (connections close at that age), and pings come every ``presence_interval``: the proof
-    is at most two intervals old, and the third leaves room for a late timer.
-    """
-    s = vals["sessions"]
-    explicit = s.get("presence_interval") is not None
-    derive_defaults(vals)
-    if not presence_on(s["inject_presence_script"], [r.kind for r in routes]):
-        return
-    grace, interval = float(s["grace"]), float(s["presence_interval"])
-    if interval * 3 <= grace:
-        return
-    if explicit:
-        problems.append(Problem("sessions", "presence_interval", f"{interval:g} s is more than a third of grace "
-                                f"({grace:g} s): the page's proof would go stale between pings"))
-    else:
-        problems.append(Problem("sessions", "grace", f"{grace:g} s is too short for the presence script (needs "
-                                "at least 3 s; or set inject_presence_script = no)"))
 
 
 def load_config(path: str | Path) -> Config:

@@ -23,6 +23,7 @@ import json
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence, Union
 from urllib.parse import quote
 
+from proxy import wording
 from proxy.messages import ConnContext, Decision, Forward, Headers, RequestHead, Response
 from proxy.stores.interface import StoreError
 
@@ -56,7 +57,8 @@ _PAGE = """<!DOCTYPE html>
 <style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;color:#222}}
 h1{{font-size:1.4em}} code{{background:#f3f3f3;padding:0 .2em}} .why{{border-left:4px solid #c33;padding:.4em .8em;
 background:#fdf3f3}}</style></head>
-<body><h1>{title}</h1><p class="why">{message}</p>{extra}
+<body><h1>{title}</h1><p class="why" role="alert">{message}</p>{extra}
+<p><a href="{login}">Go to the login page</a></p>
 <p><small>certgate &middot; reason code <code>{code}</code></small></p></body></html>
 """
 
@@ -69,11 +71,15 @@ def error_page(head: RequestHead, status: int, code: str, title: str, message: s
 
     ``code`` is a stable machine-readable reason; ``message`` is plain text (escaped here).
     ``extra_html`` is trusted markup added after the message (callers escape their parts).
+    The page links back to the login page (with ``next`` = this GET's target).
     """
     hs = list(_NO_STORE) + (headers or [])
     if head.wants_html():
+        login = LOGIN_PATH
+        if head.method in (b"GET", b"HEAD") and not head.path.startswith(PREFIX):
+            login += "?next=" + quote(safe_next(head.target), safe="/")
         body = _PAGE.format(title=html.escape(title), message=html.escape(message), extra=extra_html,
-                            code=html.escape(code)).encode("utf-8")
+                            code=html.escape(code), login=html.escape(login)).encode("utf-8")
         hs += [(b"Content-Type", b"text/html; charset=utf-8"),
                (b"Content-Security-Policy", b"default-src 'none'; style-src 'unsafe-inline'"),
                (b"X-Frame-Options", b"DENY")]
@@ -154,11 +160,12 @@ class Gate:
         return self._account_cert_only.get(account, self._global_cert_only)
 
     def _deny(self, head: RequestHead, conn: ConnContext, status: int, code: str, title: str, message: str,
-              *, headers: Headers | None = None) -> Response:
+              *, headers: Headers | None = None, detail: str | None = None) -> Response:
         ident = conn.identity
+        extra = {"detail": detail} if detail else {}
         self._audit.record("gate", "deny", code, account=ident.account, fingerprint=ident.fingerprint,
                            client_ip=ident.client_ip, method=head.method.decode("latin-1"),
-                           path=head.path[:200])
+                           path=head.path[:200], **extra)
         if self._denied is not None:
             self._denied.inc()
         return error_page(head, status, code, title, message, headers=headers)
@@ -285,11 +292,8 @@ class Gate:
                           f"No access rule allows this certificate from {ident.client_ip}: {decision.reason}")
 
     def _invalid_cert(self, head: RequestHead, conn: ConnContext) -> Response:
-        why = conn.identity.invalid_reason or "the certificate could not be verified"
         return self._deny(head, conn, 403, "certificate-invalid", "Certificate refused",
-                          f"Your browser presented a certificate that certgate does not accept: {why}. "
-                          "Choose another certificate (restart the browser to be asked again) or contact "
-                          "your administrator.")
+                          wording.certificate_refused(conn.identity), detail=conn.identity.invalid_reason)
 
     def _session_mode(self, head: RequestHead, conn: ConnContext, route: "Route") -> DecisionOrDeferred:
         ident = conn.identity
@@ -298,8 +302,7 @@ class Gate:
         if sid is None:
             if not ident.presented and self._global_cert_only:
                 return self._deny(head, conn, 403, "certificate-required", "Certificate required",
-                                  "This gateway needs your client certificate (smart card). Insert it, then "
-                                  "restart the browser or open a new private window so it asks again.")
+                                  wording.NO_CERTIFICATE)
             return self.login_required(head, "login-required")
         try:
             chk = sessions.check(sid, ident, ident.client_ip)

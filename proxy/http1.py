@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from proxy._fastwrite import install as install_direct_write
-from proxy.config import presence_kinds
+from proxy.presence_rules import presence_kinds
 from proxy._http_flow import (K_BODY, K_HANDSHAKE, K_HEADER, K_IDLE, K_NONE, K_UPSTREAM, P_BUFFER, P_DECIDE,
                               P_RAW, FlowMixin)
 from proxy._http_forward import ForwardMixin

@@ -459,7 +459,8 @@ def make_config(upstream_url: str, overrides: dict[str, dict[str, Any]] | None =
     ``routes`` adds ``[route:NAME]`` entries (dicts with ``name``, ``prefix``, ``url`` and any
     upstream key). Does not read or check files.
     """
-    from proxy.config import ROUTE_KEYS, SCHEMA, Config, Section, _route, derive_defaults
+    from proxy.config import ROUTE_KEYS, SCHEMA, Config, Section, _route
+    from proxy.presence_rules import derive_defaults
 
     overrides = overrides or {}
     vals = {sec: {k: spec.default for k, spec in keys.items()} for sec, keys in SCHEMA.items()}

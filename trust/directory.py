@@ -22,13 +22,16 @@ one acceptable account. This module does no I/O and does not check trust.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from . import certinfo
 from .mapping import MappingResult, account_problem, san_values
+from .problems import Problem
 
 STYLES = ("certificate", "altsecid", "upn", "email")
 ALTSECID_FORMS = ("issuer-subject", "issuer-serial", "ski", "unsafe-subject", "unsafe-rfc822")
@@ -324,3 +327,54 @@ def describe_answer(query: DirectoryQuery, entries: Sequence[DirectoryEntry], tr
         lines.append(f"directory answer: truncated at {MAX_ENTRIES} entries")
     lines.append(f"account:          {result.account if result.account is not None else f'none ({result.reason})'}")
     return lines
+
+
+def ldap_problems(v: Mapping[str, Any]) -> list[Problem]:
+    """Problems of a parsed ``[ldap]`` section (checked when ``[trust] mapping = ldap``):
+    URL and TLS, base DN, bind password file, styles, forms, attribute name, filter syntax.
+    Does not contact the directory."""
+    problems: list[Problem] = []
+
+    def bad(key: str, why: str) -> None:
+        problems.append(Problem("ldap", key, why))
+
+    url = str(v["url"])
+    parts = urlsplit(url)
+    if not url:
+        bad("url", "is required when [trust] mapping = ldap")
+    elif parts.scheme not in ("ldap", "ldaps") or not parts.hostname or parts.path not in ("", "/") or parts.query:
+        bad("url", f"{url!r} must be ldaps://HOST[:PORT] or ldap://HOST[:PORT]")
+    else:
+        try:
+            parts.port
+        except ValueError:
+            bad("url", f"{url!r} has an invalid port")
+        if parts.scheme == "ldap" and not v["starttls"] and not v["unsafe_plaintext"]:
+            bad("starttls", "ldap:// needs starttls = yes (or ldaps://); refusing to send the bind password and "
+                            "accounts in clear")
+        if parts.scheme == "ldaps" and v["starttls"]:
+            bad("starttls", "cannot be used with ldaps:// (already TLS)")
+    if not str(v["base_dn"]).strip():
+        bad("base_dn", "is required when [trust] mapping = ldap")
+    if v["bind_dn"] and v["bind_password_file"] is None:
+        bad("bind_password_file", "is required with bind_dn")
+    for key in ("bind_password_file", "ca_file"):
+        p = v[key]
+        if p is not None and not Path(p).is_file():
+            bad(key, f"{p} does not exist or is not a file")
+    styles = list(v["styles"])
+    wrong = [s for s in styles if s not in STYLES]
+    if wrong or not styles:
+        bad("styles", f"{', '.join(wrong) or '(empty)'}: choose from {', '.join(STYLES)}")
+    forms = list(v["altsecid_forms"])
+    wrong = [f for f in forms if f not in ALTSECID_FORMS]
+    if wrong or ("altsecid" in styles and not forms):
+        bad("altsecid_forms", f"{', '.join(wrong) or '(empty)'}: choose from {', '.join(ALTSECID_FORMS)}")
+    attr = str(v["account_attribute"])
+    if not attr or not all(c.isalnum() or c == "-" for c in attr) or not attr[0].isalpha():
+        bad("account_attribute", f"{attr!r} is not an attribute name")
+    if v["filter"]:
+        why = filter_problem(str(v["filter"]))
+        if why:
+            bad("filter", f"{v['filter']!r}: {why}")
+    return problems

@@ -55,7 +55,7 @@ MAX_CONVERSATIONS = 1024
 #: Pending conversations one certificate may hold (a new one drops its oldest).
 PER_CERTIFICATE = 3
 _APP_LOGIN = re.compile(r"^cockpit\+[^/]+/login$")
-_CERT_REASONS = frozenset({"no-certificate", "certificate-invalid"})
+_CERT_REASONS = frozenset({"no-certificate", "certificate-invalid", "cn-mismatch"})
 
 
 def config_problems(config: "Config") -> list[Any]:
@@ -279,8 +279,9 @@ class CockpitFrontDoor:
         if out.reason == "busy":
             return self._answer(503, "busy", out.public_message, [(b"Retry-After", b"1")])
         if out.reason in _CERT_REASONS:
+            # login.js shows a 403's reason phrase: the same plain words as certgate's own page
             return self._answer(403, "access-denied", out.public_message)
-        # cn-mismatch, bad password, bad code...: uniform, as cockpit's own "Authentication failed"
+        # bad password, bad code...: uniform, as cockpit's own "Authentication failed"
         return self._answer(401, "authentication-failed", "Authentication failed")
 
     # ------------------------------------------------------------------ no Authorization

@@ -1,8 +1,11 @@
 """certgate's own HTML login page at ``/.certgate/login`` (GET shows it, POST submits it).
 
-- The account field is prefilled with the account of the connection's certificate; the
-  certificate's subject and expiry are shown; a refused certificate is explained (and no
-  form is offered: the login could not succeed).
+- One account field, prefilled with the account of the connection's certificate; the
+  certificate's subject and expiry are shown; a missing or refused certificate is explained in
+  plain words (:mod:`proxy.wording`, the same sentences as every other certgate page) and no
+  form is offered (the login could not succeed).
+- Step 1 asks for the account and the first factor (the password when a rule needs one);
+  step 2, after a partial success, only for what is missing (the account shown, read-only).
 - CSRF: a pre-auth cookie (``__Host-certgate-pre``, random, ``SameSite=Strict``) and a
   per-page token ``HMAC(key, cookie)`` in a hidden field; the POST needs both, plus
   ``Sec-Fetch-Site``/``Origin`` that are not cross-site (:mod:`proxy.sameorigin`). The page
@@ -19,8 +22,9 @@ import base64
 import hashlib
 import html
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
+from proxy import wording
 from proxy.login import factors
 from proxy.login.keys import derive_key
 from proxy.login.service import AuthOutcome
@@ -60,6 +64,33 @@ def _e(s: object) -> str:
     return html.escape(str(s), quote=True)
 
 
+LOGIN_PATH = "/.certgate/login"
+
+
+def _login_link(next_path: str) -> str:
+    return LOGIN_PATH + ("?next=" + quote(next_path, safe="/") if next_path and next_path != "/" else "")
+
+
+def first_step(rules: list[list[str]]) -> list[str]:
+    """The factor step 1 asks for: the password when a rule needs one, else the code (never both:
+    a rule needing both gets the code in step 2, after the password was checked)."""
+    methods = factors.methods_in(rules)
+    if factors.PASSWORD in methods:
+        return [factors.PASSWORD]
+    return [factors.TOTP] if factors.TOTP in methods else []
+
+
+def step_two_message(o: AuthOutcome) -> str:
+    """What step 2 tells the person, naming what was accepted and what is missing."""
+    need = factors.missing(o.required, o.proven)
+    done = "Password accepted. " if factors.PASSWORD in o.proven else ""
+    if need == [factors.TOTP]:
+        return done + "Enter the code from your authenticator app to finish logging in."
+    if need == [factors.PASSWORD]:
+        return done + "Enter your password to finish logging in."
+    return done + "Enter the remaining factor to finish logging in."
+
+
 def _expiry(conn: ConnContext) -> str | None:
     """The certificate's notAfter from the verdict (or the leaf), as ``YYYY-MM-DD HH:MM UTC``."""
     ident = conn.identity
@@ -83,16 +114,21 @@ class LoginPage:
             nxt = safe_next((parse_qs(head.query).get("next") or [""])[0])
             return self.render(head, conn, next_path=nxt)
         if head.method != b"POST":
-            return self._page(405, "Method not allowed", "<p>Use the login form.</p>", [(b"Allow", b"GET, POST")])
+            return self._refused(405, "Use the login form.", [(b"Allow", b"GET, POST")])
         why = cross_site(head, conn)
         if why is not None:
             self.login.audit.record("login", "deny", "cross-site", fingerprint=conn.identity.fingerprint,
                                     client_ip=conn.identity.client_ip, detail=why)
-            return self._page(403, "Login refused", '<p class="why" role="alert">This login request came from '
-                              "another site and was refused. Open the login page directly.</p>")
+            return self._refused(403, "This login request came from another site and was refused. Open the login "
+                                 "page directly.")
         return Local(self._post, max_body=MAX_BODY)
 
     # ------------------------------------------------------------------ rendering
+
+    def _refused(self, status: int, text: str, headers: Headers | None = None) -> Response:
+        """A refusal before the form could be handled: plain words and a way back to the login."""
+        return self._page(status, "Login refused", f'<p class="why" role="alert">{_e(text)}</p>'
+                          f'<p><a href="{LOGIN_PATH}">Back to the login page</a></p>', headers)
 
     def _page(self, status: int, title: str, body: str, headers: Headers | None = None) -> Response:
         hs: Headers = [(b"Content-Type", b"text/html; charset=utf-8"), (b"Cache-Control", b"no-store"),
@@ -102,28 +138,26 @@ class LoginPage:
         return Response(status, hs + (headers or []), text.encode("utf-8"))
 
     def _cert_box(self, conn: ConnContext) -> str:
+        """The certificate the browser presented, or why there is a problem with it (plain words)."""
         ident = conn.identity
-        if not ident.presented:
-            return ('<p class="why" role="alert">Your browser did not present a client certificate. Insert your '
-                    "smart card (or install your certificate), then restart the browser or open a new private "
-                    "window so that it asks again.</p>")
-        if not ident.ok:
-            why = ident.invalid_reason or "it could not be verified"
-            return (f'<p class="why" role="alert">certgate refused the certificate your browser presented: '
-                    f"{_e(why)}. Choose another certificate (restart the browser to be asked again) or contact "
-                    "your administrator.</p>"
-                    f'<dl class="cert"><dt>Subject</dt><dd>{_e(ident.subject or "-")}</dd>'
-                    f'<dt>Issuer</dt><dd>{_e(ident.issuer or "-")}</dd></dl>')
+        problem = wording.certificate_problem(ident)
+        if problem is not None:
+            box = f'<p class="why" role="alert" id="cert-problem">{_e(problem)}</p>'
+            if ident.presented:
+                box += ('<dl class="cert" aria-label="The certificate your browser presented">'
+                        f'<dt>Certificate</dt><dd>{_e(ident.subject or "-")}</dd>'
+                        f'<dt>Issued by</dt><dd>{_e(ident.issuer or "-")}</dd></dl>')
+            return box
         exp = _expiry(conn)
         return ('<dl class="cert" aria-label="Your certificate">'
                 f'<dt>Certificate</dt><dd>{_e(ident.subject or "-")}</dd>'
-                + (f"<dt>Valid until</dt><dd>{_e(exp)}</dd>" if exp else "")
-                + f"<dt>Account</dt><dd>{_e(ident.account)}</dd></dl>")
+                + (f"<dt>Valid until</dt><dd>{_e(exp)}</dd>" if exp else "") + "</dl>")
 
     def render(self, head: RequestHead, conn: ConnContext, *, next_path: str = "/", status: int = 200,
                message: str | None = None, outcome: AuthOutcome | None = None, account: str | None = None,
                headers: Headers | None = None) -> Response:
-        """The login page (or its step 2 when ``outcome`` is a partial success)."""
+        """The login page: step 1 (account and the first factor), or step 2 when ``outcome`` is a
+        partial success (only the missing factor; the account shown, not editable)."""
         hs: Headers = list(headers or [])
         cookie = head.cookie(PRE_COOKIE)
         if not self.csrf.valid_cookie_value(cookie):
@@ -138,20 +172,20 @@ class LoginPage:
             acct = account if account is not None else str(ident.account)
             if outcome is not None and outcome.partial:
                 need = factors.missing(outcome.required, outcome.proven)
-                title = "Login: next step"
+                title = "Log in: one more step"
                 fields = self._fields(need, acct, readonly=True)
                 fields += f'<input type="hidden" name="receipt" value="{_e(outcome.receipt)}">'
             else:
                 rules = self.login.effective_rules(acct) or self.login.required_methods(acct)
                 title = "Log in"
-                fields = self._fields([m for m in factors.methods_in(rules) if m != factors.TLS_CERT], acct,
-                                      readonly=False)
+                fields = self._fields(first_step(rules), acct, readonly=False)
             parts.append('<form method="post" action="/.certgate/login" autocomplete="on">'
                          f'<input type="hidden" name="csrf" value="{_e(token)}">'
                          f'<input type="hidden" name="next" value="{_e(next_path)}">'
                          f'{fields}<button type="submit">Log in</button></form>')
         else:
-            title = "Certificate required"
+            title = "Certificate required" if not ident.presented else "Certificate refused"
+            parts.append(f'<p><a href="{_e(_login_link(next_path))}">Try again</a> after choosing a certificate.</p>')
         return self._page(status, title, "\n".join(parts), hs)
 
     @staticmethod
@@ -175,14 +209,14 @@ class LoginPage:
     def _post(self, head: RequestHead, body: bytes, conn: ConnContext) -> "Response | Deferred[Response]":
         ctype = (head.get(b"content-type") or b"").split(b";", 1)[0].strip().lower()
         if ctype != b"application/x-www-form-urlencoded":
-            return self._page(415, "Login refused", '<p class="why" role="alert">Submit the login form.</p>')
+            return self._refused(415, "Submit the login form.")
         try:
             form = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
                             max_num_fields=len(_FIELDS) + 2)
         except (UnicodeDecodeError, ValueError):
-            return self._page(400, "Login refused", '<p class="why" role="alert">The form could not be read.</p>')
+            return self._refused(400, "The form could not be read.")
         if any(len(v) != 1 for v in form.values()):
-            return self._page(400, "Login refused", '<p class="why" role="alert">A form field was repeated.</p>')
+            return self._refused(400, "A form field was repeated.")
         f = {k: v[0] for k, v in form.items() if k in _FIELDS}
         nxt = safe_next(f.get("next"))
         if not self.csrf.check(head.cookie(PRE_COOKIE), f.get("csrf")):
@@ -208,7 +242,7 @@ class LoginPage:
             return Response(303, hs + list(o.set_cookie), b"Logged in\n")
         if o.partial:
             return self.render(head, conn, next_path=nxt, status=401, outcome=o, account=o.account,
-                               message="Enter the remaining factor to finish logging in.")
+                               message=step_two_message(o))
         if o.reason == "throttled":
             return self.render(head, conn, next_path=nxt, status=429, message=o.public_message,
                                headers=[(b"Retry-After", str(o.retry_after).encode())])

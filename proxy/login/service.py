@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from proxy import wording
 from proxy.login import factors
 from proxy.login.keys import derive_key, load_secret
 from proxy.login.passwords import PasswordFile, PasswordFileError
@@ -48,6 +49,15 @@ MSG_OK = "Logged in."
 MAX_ACCOUNT = 256
 
 _CERT_REASONS = frozenset({"no-certificate", "certificate-invalid", "cn-mismatch"})
+
+
+def _public_message(reason: str, identity: Any) -> str:
+    """The plain-words message for a failed attempt (:mod:`proxy.wording`; uniform for factors)."""
+    if reason == "cn-mismatch":
+        return wording.WRONG_ACCOUNT
+    if reason in _CERT_REASONS:
+        return wording.certificate_problem(identity) or MSG_CERT
+    return MSG_FAILED
 
 
 @dataclass(frozen=True)
@@ -333,7 +343,7 @@ class LoginService:
         if state is not None and state.blocked:
             extra["locked"] = (state.key or "").split(":", 1)[0]
         self._audit(account, conn, "deny", reason, **extra)
-        msg = MSG_CERT if reason in _CERT_REASONS else MSG_FAILED
+        msg = _public_message(reason, ident)
         return AuthOutcome(False, account, frozenset(), [], None, reason, msg)
 
     def _audit(self, account: str, conn: "ConnContext", decision: str, reason: str, **extra: Any) -> None:

@@ -40,17 +40,21 @@ def fingerprint_of(der: bytes) -> str:
 
 def make_identity(account: str | None = "alice", *, cert: bytes | None = b"cert-alice", handshake_at: float = 0.0,
                   ok: bool = True, presented: bool = True, full_handshake: bool = True, client_ip: str = "127.0.0.1",
-                  invalid_reason: str = "certificate has expired", chain: tuple[bytes, ...] = (b"ca",)
-                  ) -> ConnectionIdentity:
+                  invalid_reason: str = "certificate has expired", chain: tuple[bytes, ...] = (b"ca",),
+                  reason_code: str = "expired") -> ConnectionIdentity:
     """A connection identity. ``cert`` stands for the leaf DER (its SHA-256 is the fingerprint).
 
     ``presented=False`` gives an anonymous connection; ``ok=False`` a presented but invalid
-    certificate whose ``invalid_reason`` is the given text.
+    certificate whose ``invalid_reason`` is the given text and whose verdict has one reason
+    with code ``reason_code``.
     """
+    from trust.verify import Reason
+
     if not presented or cert is None:
         return anonymous(client_ip, 40000, handshake_at, full_handshake=full_handshake)
     fp = fingerprint_of(cert)
-    verdict = FakeVerdict(ok=ok, fingerprint=fp, subject=f"CN={account}", summary="" if ok else invalid_reason)
+    verdict = FakeVerdict(ok=ok, fingerprint=fp, subject=f"CN={account}", summary="" if ok else invalid_reason,
+                          reasons=() if ok else (Reason(reason_code, invalid_reason),))
     return ConnectionIdentity(presented=True, verdict=verdict,  # type: ignore[arg-type]
                               account=account if ok else None, mapping_error=None, handshake_at=handshake_at,
                               full_handshake=full_handshake, protocol="TLSv1.3", cipher="TLS_AES_128_GCM_SHA256",
@@ -82,7 +86,8 @@ def make_config(sections: Mapping[str, Mapping[str, Any]] | None = None, *,
     Example: ``make_config({"login": {"required_auth_methods": [["tls-cert", "password"]]}})``.
     Values are taken as already parsed (no validation here).
     """
-    from proxy.config import SCHEMA, Config, Section, _route, derive_defaults
+    from proxy.config import SCHEMA, Config, Section, _route
+    from proxy.presence_rules import derive_defaults
 
     base = Path(base_dir)
     vals: dict[str, dict[str, Any]] = {}

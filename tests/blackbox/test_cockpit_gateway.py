@@ -130,10 +130,11 @@ def test_password_login_then_socket_runs_a_command(site: Site) -> None:
 
 def test_wrong_cn_refused_before_cockpit_ws(site: Site) -> None:
     before = site.auth_lines()
-    status, _, _ = site.login("bob", basic(USER, PW))
-    assert status == 401
+    # CN != user: 403 with the reason phrase cockpit's login page shows (certgate's own words)
+    status, _, body = site.login("bob", basic(USER, PW))
+    assert status == 403 and "does not belong to the account you entered" in json.loads(body)["message"]
     status, _, _ = site.login(USER, basic("bob", PW))
-    assert status == 401
+    assert status == 403
     status, _, _ = site.login(USER, basic(USER, "wrong password"))
     assert status == 401
     assert site.auth_lines() == before  # cockpit-ws never started its auth command

@@ -19,6 +19,7 @@ from proxy.frontdoors.cockpit import CockpitFrontDoor, normalize_root, strip_coc
 from proxy.login.passwords import set_password
 from proxy.login.service import LoginService
 from proxy.login.totp import TotpSecrets
+from proxy import wording
 from proxy.messages import ConnContext, Forward, RequestHead, Response
 from proxy.sessions import SessionManager
 from proxy.stores.memory import MemoryStore
@@ -160,13 +161,14 @@ def test_bearer_cockpit_ws_refusal_opens_nothing(tmp_path) -> None:
 def test_wrong_cn_refused_before_cockpit_ws(tmp_path) -> None:
     e = Env(tmp_path)
     r = e.decide(headers=basic("bob", PW))
-    assert isinstance(r, Response) and r.status == 401
+    # 403: cockpit's login page shows the reason phrase, in the same words as certgate's own page
+    assert isinstance(r, Response) and r.status == 403 and r.reason == wording.WRONG_ACCOUNT.encode()
     rec = [x for x in e.audit.records if x["decision"] == "deny"][-1]
     assert rec["reason"] == "cn-mismatch" and rec["account"] == "bob"
     assert rec["fingerprint"] == make_identity("alice").fingerprint and rec["client_ip"] == "127.0.0.1"
     # case and domain variants are not the same account
-    assert e.decide(headers=basic("Alice", PW)).status == 401
-    assert e.decide(headers=basic("alice@EXAMPLE", PW)).status == 401
+    assert e.decide(headers=basic("Alice", PW)).status == 403
+    assert e.decide(headers=basic("alice@EXAMPLE", PW)).status == 403
 
 
 def test_wrong_password_and_malformed_credentials(tmp_path) -> None:
@@ -270,7 +272,7 @@ def test_basic_mode_forwards_credentials_and_counts_upstream_password(tmp_path) 
 def test_basic_mode_wrong_cn_never_forwards_the_password(tmp_path) -> None:
     e = Env(tmp_path, mode="basic", password="upstream")
     r = e.decide(headers=basic("root", "secret"))
-    assert isinstance(r, Response) and r.status == 401
+    assert isinstance(r, Response) and r.status == 403 and b"secret" not in r.body
 
 
 def test_basic_mode_totp_keeps_password_pending_server_side(tmp_path) -> None:

@@ -6,6 +6,7 @@ import json
 
 from twisted.internet.task import Clock
 
+from proxy import wording
 from proxy.audit import memory_audit
 from proxy.gate import Gate
 from proxy.messages import ConnContext, Forward, RequestHead, Response
@@ -57,11 +58,15 @@ def test_cert_only_valid_certificate_forwards_as_its_account():
 
 def test_invalid_certificate_is_explained_not_treated_as_absent():
     g, _, audit = make_gate({"listen": {"client_auth": "want"}})
-    ident = make_identity("alice", ok=False, invalid_reason="certificate expired at 2020-01-01")
+    ident = make_identity("alice", ok=False, invalid_reason="expired: certificate expired at 2020-01-01")
     d = g.decide(head(headers=HTML), conn(ident))
     assert isinstance(d, Response) and d.status == 403
-    assert b"certificate expired at 2020-01-01" in d.body and b"<!DOCTYPE html>" in d.body
+    # plain words for the person (the same sentence as the login page), the verdict in the audit
+    assert wording.certificate_refused(ident).encode() in d.body and b"<!DOCTYPE html>" in d.body
+    assert b"it has expired" in d.body and b"expired: certificate" not in d.body
+    assert b'<a href="/.certgate/login?next=/">Go to the login page</a>' in d.body
     assert audit.records[-1]["reason"] == "certificate-invalid"
+    assert audit.records[-1]["detail"] == "expired: certificate expired at 2020-01-01"
     assert audit.records[-1]["fingerprint"] == ident.fingerprint
     d2 = g.decide(head(headers=JSON), conn(ident))
     body = json.loads(d2.body)

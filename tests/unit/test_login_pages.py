@@ -2,11 +2,13 @@
 
 import dataclasses
 import re
+from html import escape as html_escape
 from urllib.parse import urlencode
 
 import pyotp
 import pytest
 
+from proxy import wording
 from proxy.login.testing import head, make_rig
 from proxy.login.totp import TotpSecrets
 from proxy.login.web import PRE_COOKIE, safe_next
@@ -93,17 +95,22 @@ def test_page_prefills_account_and_shows_certificate(rig, tmp_path):
 def test_label_for_every_input(rig):
     TotpSecrets(rig.folder / "totp", rig.folder / "totp.key").store("alice", SECRET, 0)
     html = page(rig).body.decode()
-    for name in ("account", "password", "totp"):
+    for name in ("account", "password"):  # step 1: the account and the password only
         assert f'<label for="{name}">' in html and f'id="{name}"' in html
-    assert 'autocomplete="one-time-code"' in html and 'lang="en"' in html
+    assert 'id="totp"' not in html and 'lang="en"' in html
+    assert html.count('name="account"') == 1 and html.count(">Account<") == 1  # one account field
 
 
 def test_refused_certificate_explained_without_form(rig):
-    r = page(rig, rig.conn("alice", ok=False, invalid_reason="the certificate expired on 2020-01-01"))
+    r = page(rig, rig.conn("alice", ok=False, reason_code="unknown-ca",
+                           invalid_reason="unknown-ca: issuer CN=Evil CA is not in the trust store"))
     html = r.body.decode()
-    assert "the certificate expired on 2020-01-01" in html and "<form" not in html
+    assert "<form" not in html and "Certificate refused" in html
+    assert "it was not issued by an authority this gateway trusts" in html
+    assert "unknown-ca" not in html and "trust store" not in html  # no raw verdict strings
+    assert 'href="/.certgate/login?next=/app/x">Try again</a>' in html
     r = page(rig, rig.conn(None, presented=False))
-    assert "did not present a client certificate" in r.body.decode() and "<form" not in r.body.decode()
+    assert html_escape(wording.NO_CERTIFICATE) in r.body.decode() and "<form" not in r.body.decode()
 
 
 def test_login_success_303_to_next_with_session_cookie(rig):
@@ -159,6 +166,37 @@ def test_failure_is_uniform_page(rig):
     r = post(rig, {"account": "alice", "password": "nope", "csrf": token}, cookie=cookie)
     assert r.status == 401 and b"Authentication failed" in r.body
     assert field(r.body.decode(), "csrf") == token  # same browser, same token
+
+
+def test_step_one_asks_the_password_step_two_only_the_code(rig):
+    """Rules [[cert, password, totp]]: step 1 = account + password; step 2 = only the code, account read-only."""
+    TotpSecrets(rig.folder / "totp", rig.folder / "totp.key").store("alice", SECRET, 0)
+    cookie, token = start(rig)
+    first = page(rig).body.decode()
+    assert 'id="password"' in first and 'id="totp"' not in first and "<h1>Log in</h1>" in first
+    r = post(rig, {"account": "alice", "password": "alice-pw", "csrf": token}, cookie=cookie)
+    html = r.body.decode()
+    assert r.status == 401 and "<h1>Log in: one more step</h1>" in html
+    assert 'id="totp"' in html and 'id="password"' not in html
+    assert 'name="account" type="text" value="alice" required' in html and " readonly>" in html
+    assert html.count('name="account"') == 1
+    assert "Password accepted. Enter the code from your authenticator app to finish logging in." in html
+
+
+def test_refusals_use_the_shared_plain_words(rig):
+    cookie, token = start(rig)
+    r = post(rig, {"account": "bob", "password": "alice-pw", "csrf": token}, cookie=cookie)
+    assert r.status == 401 and html_escape(wording.WRONG_ACCOUNT) in r.body.decode()
+
+
+@pytest.mark.parametrize("ctype,body,status", [(b"text/plain", b"x", 415), (None, b"\xff", 400),
+                                               (None, b"account=a&account=b", 400)])
+def test_error_pages_lead_back_to_the_login(rig, ctype, body, status):
+    hs = [(b"Content-Type", ctype or b"application/x-www-form-urlencoded")]
+    h = head(b"POST", b"/.certgate/login", hs)
+    d = rig.login.endpoints()["/.certgate/login"](h, rig.conn("alice"))
+    r = d.handler(h, body, rig.conn("alice"))
+    assert r.status == status and b'<a href="/.certgate/login">Back to the login page</a>' in r.body
 
 
 def test_two_step_page(rig):
