@@ -292,6 +292,9 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"chain:        {certinfo.label(c.subject)}  {where}")
     if verdict.ok and verdict.valid_until is not None:
         print(f"valid until:  {verdict.valid_until:%Y-%m-%d %H:%M:%S}Z")
+    if settings.mapping.rule == "ldap":  # the account is the directory's answer: `map` asks it
+        print("account:      asked of the directory (mapping = ldap): see `certgate trust map --config FILE CERT`")
+        return 0 if verdict.ok else 1
     if result.account is not None:
         print(f"account:      {result.account} (mapping = {settings.mapping.rule})")
     else:

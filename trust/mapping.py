@@ -270,8 +270,8 @@ def map_account(cert: x509.Certificate, settings: MappingSettings) -> MappingRes
                 return MappingResult(None, "mapping = file needs mapping_file")
             return map_file(cert, settings.map_file)
         if settings.rule == "ldap":
-            return MappingResult(None, "mapping = ldap is answered by the directory (proxy.directory), "
-                                       "not from the certificate alone")
+            return MappingResult(None, "mapping = ldap is answered by the directory, not by the certificate "
+                                       "alone (`certgate trust map --config FILE CERT` asks it)")
     except ValueError as exc:  # malformed extensions in the certificate
         return MappingResult(None, f"the certificate cannot be read: {exc}")
     return MappingResult(None, f"unknown mapping rule {settings.rule!r}")

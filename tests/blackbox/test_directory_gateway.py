@@ -218,3 +218,8 @@ def test_trust_map_shows_what_the_directory_answered(world: dict[str, object]) -
                          capture_output=True, text=True, timeout=30)
     assert run.returncode == 1
     assert "the directory cannot be asked" in run.stdout and "doesn't match" in run.stdout, run.stdout
+    # `verify` judges the certificate only and points to `map` for the account
+    run = subprocess.run([CERTGATE, "trust", "verify", "--config", str(cfg), str(pki.client("carol").cert_path)],
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0 and "verdict:      ACCEPTED" in run.stdout
+    assert "asked of the directory (mapping = ldap)" in run.stdout, run.stdout
