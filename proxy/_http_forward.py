@@ -117,8 +117,9 @@ class ForwardMixin:
             framing = b""
         if facts.websocket:
             framing += _WS_UPGRADE
-        target = head.target
-        if route.base_path:
+        # The canonical target the gate decided on (proxy.paths); the raw one only when unsafe.
+        target = r.raw_target if route.unsafe_forward_raw_target else head.target
+        if route.base_path and target != b"*":
             target = route.base_path.encode("latin-1") + target
         self._up_head = b"".join((head.method, b" ", target, b" HTTP/1.1\r\n", render_headers(hs),
                                   ours, framing, b"\r\n"))
@@ -135,6 +136,7 @@ class ForwardMixin:
             self._pool.release(conn, True)
             return
         self._up = conn
+        r.t_up = self._clock.seconds()  # type: ignore[attr-defined]
         head = r.head
         conn.head_request = head.method == b"HEAD"
         if r.facts.websocket:
@@ -194,6 +196,7 @@ class ForwardMixin:
         if self.gone or self._active is None:  # type: ignore[attr-defined]
             return
         self.factory.counters["upstream_errors"] += 1  # type: ignore[attr-defined]
+        self.factory.m_upstream_errors.inc()  # type: ignore[attr-defined]
         self._error_now(status)  # type: ignore[attr-defined]
 
     def _cancel_upstream(self) -> None:
@@ -214,6 +217,7 @@ class ForwardMixin:
             self.abort()  # type: ignore[attr-defined]
         else:
             self.factory.counters["upstream_errors"] += 1  # type: ignore[attr-defined]
+            self.factory.m_upstream_errors.inc()  # type: ignore[attr-defined]
             self._error_now(504)  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ response back
@@ -223,6 +227,8 @@ class ForwardMixin:
         if r is None or fwd is None:
             return
         self._out_started_flag = True
+        r.status = status
+        r.t_head = self._clock.seconds()  # type: ignore[attr-defined]
         head = r.head
         close = (self._closing or not r.facts.keep_alive or not r.complete  # type: ignore[attr-defined]
                  or self._age_exceeded())  # type: ignore[attr-defined]
@@ -265,6 +271,9 @@ class ForwardMixin:
         self._resp_framing = framing
 
     def response_body(self, data: bytes) -> None:
+        r = self._active  # type: ignore[attr-defined]
+        if r is not None:
+            r.out_bytes += len(data)
         if self._inject is not None:
             data = self._inject.feed(data)
             if not data:
@@ -322,6 +331,7 @@ class ForwardMixin:
             self._pool.acquire(self)
             return
         self.factory.counters["upstream_errors"] += 1  # type: ignore[attr-defined]
+        self.factory.m_upstream_errors.inc()  # type: ignore[attr-defined]
         self._error_now(502)  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ WebSocket
@@ -343,6 +353,7 @@ class ForwardMixin:
             if conn is not None:
                 conn.abort()
             self.factory.counters["upstream_errors"] += 1  # type: ignore[attr-defined]
+            self.factory.m_upstream_errors.inc()  # type: ignore[attr-defined]
             self._error_now(502)  # type: ignore[attr-defined]
             return
         f = self.factory  # type: ignore[attr-defined]
@@ -352,6 +363,10 @@ class ForwardMixin:
             if extra:
                 hs = hs + list(extra)
         self.transport.write(status_line(101) + render_headers(hs) + b"Connection: Upgrade\r\n\r\n")  # type: ignore[attr-defined]
+        r.status = 101  # type: ignore[union-attr]
+        r.t_head = self._clock.seconds()  # type: ignore[union-attr,attr-defined]
+        if f.request_done is not None:
+            f.request_done(self, r)
         tunnel = WebSocketTunnel(self, conn, self._clock, on_closed=self._tunnel_closed,  # type: ignore[arg-type,attr-defined]
                                  idle_timeout=f.ws_idle_timeout)
         tunnel.session_id = fwd.session_id  # type: ignore[union-attr]
@@ -364,6 +379,7 @@ class ForwardMixin:
         self._active = None  # type: ignore[attr-defined]
         f.tunnels.add(tunnel.session_id, tunnel.fingerprint, tunnel)
         f.counters["tunnels"] += 1
+        f.m_tunnels.inc()
         if rest:
             tunnel.from_upstream(rest)
         raw, self._raw = b"".join(self._raw), []  # type: ignore[attr-defined]

@@ -40,6 +40,8 @@ class LocalMixin:
                 r.received = r.buffered
                 r.sink = self._discard_sink
         self._drop_buffered(r)
+        r.status = resp.status
+        r.out_bytes = len(resp.body)
         self.transport.write(render_response(resp, head_only=r.head.method == b"HEAD",  # type: ignore[union-attr]
                                              close=close, keep_alive_10=r.head.version == b"1.0"))  # type: ignore[union-attr]
         self._finish(close)

@@ -1,9 +1,10 @@
 """Pure HTTP/1.1 wire helpers for :mod:`proxy.http1`: request-head checks and response bytes.
 
 Nothing here does I/O. ``check_request`` is the policy the parser (llhttp) does not enforce
-by itself: exactly ``chunked`` as transfer coding, no coding on HTTP/1.0, one ``Host``, origin-
-form targets, WebSocket-only upgrades. The rest (CL+TE, duplicate or malformed
-``Content-Length``, bare LF, obs-fold, control characters) llhttp already refuses.
+by itself: exactly ``chunked`` as transfer coding, no coding on HTTP/1.0, one ``Host``, a
+request target that can be made canonical (``proxy.paths``), WebSocket-only upgrades. The
+rest (CL+TE, duplicate or malformed ``Content-Length``, bare LF, obs-fold, control
+characters) llhttp already refuses.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Sequence
 
 from proxy.headers import render_headers
 from proxy.messages import Response
+from proxy.paths import TargetError, canonical_target
 from proxy.tunnel import valid_ws_key
 
 REASONS: dict[int, bytes] = {
@@ -63,6 +65,13 @@ def error_bytes(status: int) -> bytes:
     return out
 
 
+def refusal_bytes(status: int, why: str) -> bytes:
+    """Like :func:`error_bytes` with a one-line reason (``why`` is certgate's text, never client bytes)."""
+    body = ERROR_TEXT.get(status, b"error\n").rstrip(b"\n") + b": " + why.encode("ascii", "replace") + b"\n"
+    return (status_line(status) + b"Content-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+
+
 def render_response(resp: Response, *, head_only: bool, close: bool, keep_alive_10: bool) -> bytes:
     """Bytes of a locally generated response; ``Content-Length`` added, body dropped for HEAD."""
     body = resp.body
@@ -87,6 +96,8 @@ class HeadFacts:
     """What the HTTP layer needs from one pass over the request headers."""
 
     error: int = 0  # 0 = acceptable; else the status to answer
+    why: str = ""  # with ``error``: a one-line reason for the client (certgate's words only)
+    target: bytes = b""  # the canonical request target (``proxy.paths``) when ``error == 0``
     host: bytes | None = None
     content_length: int | None = None
     chunked: bool = False
@@ -105,7 +116,9 @@ def check_request(method: bytes, target: bytes, version: bytes, headers: Sequenc
                   parser_upgrade: bool) -> HeadFacts:
     """Policy checks on a parsed request head; ``error`` says which status refuses it.
 
-    Guarantees when ``error == 0``: HTTP/1.0 or 1.1; origin-form target (or ``*`` for OPTIONS);
+    Guarantees when ``error == 0``: HTTP/1.0 or 1.1; ``target`` is the canonical form of the
+    request target (origin-form, or ``*`` for OPTIONS), which every decision and the forwarded
+    request use;
     at most one Host (exactly one on 1.1); at most one Authorization; no transfer coding except
     exactly ``chunked`` on 1.1; an ``Upgrade`` only as a well-formed WebSocket GET without body.
     Does not check the Origin allow-list (that needs configuration).
@@ -114,8 +127,11 @@ def check_request(method: bytes, target: bytes, version: bytes, headers: Sequenc
     if version != b"1.1" and version != b"1.0":
         f.error = 505 if version[:1] in (b"2", b"3") else 400
         return f
-    if not target.startswith(b"/") and not (target == b"*" and method == b"OPTIONS"):
+    try:
+        f.target = canonical_target(target, method)
+    except TargetError as e:
         f.error = 400
+        f.why = "request target refused: " + e.reason
         return f
     if method == b"CONNECT" or method == b"PRI":
         f.error = 400

@@ -73,9 +73,13 @@ RECORDS: "weakref.WeakKeyDictionary[SSL.Connection, HandshakeRecord]" = weakref.
 class HandshakeVerifier:
     """The verify callback of one trust generation (shared by its default and SNI contexts).
 
+    ``refusal_sink(client_ip, reason)``, when set (by the service), hears of every refusal.
+
     ``verdicts`` is a ``VerdictCache``-like object with ``get_or_verify``; ``mapper(cert)``
     returns a ``MappingResult``; ``clock`` gives epoch seconds via ``seconds()``.
     """
+
+    refusal_sink: "Callable[[str, str], None] | None" = None
 
     def __init__(self, *, generation: Any, policy: Any, verdicts: Any, mapper: Callable[[x509.Certificate], Any],
                  client_auth: str, clock: Any, log: Logger | None = None, directory: Any = None) -> None:
@@ -166,12 +170,18 @@ class HandshakeVerifier:
 
     def _log_refusal(self, conn: SSL.Connection, rec: HandshakeRecord) -> None:
         peer = "?"
+        host = "?"
         try:
             addr = conn.get_app_data().transport.getPeer()
+            host = addr.host
             peer = f"{addr.host}:{addr.port}"
         except Exception:
             pass
         v = rec.verdict
+        sink = HandshakeVerifier.refusal_sink
+        if sink is not None:
+            codes = v.codes if not v.ok else ()
+            sink(host, (codes[0] if codes else "untrusted") if not v.ok else "unmapped")
         why = v.summary if not v.ok else f"maps to no account: {rec.mapping.reason if rec.mapping else '?'}"
         self.log.info("TLS handshake from {peer} refused: certificate {subject} (sha256 {fp}): {why}",
                       peer=peer, subject=v.subject or "?", fp=v.fingerprint, why=why)

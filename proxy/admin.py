@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
+from proxy.paths import TargetError, canonical_target
 from proxy.sessions import describe
 
 HealthFn = Callable[[], "tuple[bool, str | None]"]
@@ -84,7 +85,14 @@ class AdminAPI:
         return hmac.compare_digest(authorization[7:].strip(), self.token.encode("utf-8"))
 
     def handle(self, method: bytes, path: bytes, authorization: bytes | None = None) -> AdminResponse:
-        """Answer one request; ``path`` includes the query string."""
+        """Answer one request; ``path`` is the request target as received (query included).
+
+        Every decision uses its canonical form (``proxy.paths``); a target without one gets 400.
+        """
+        try:
+            path = canonical_target(path, method)
+        except TargetError as e:
+            return _json(400, {"error": "bad-request", "message": "request target refused: " + e.reason})
         raw_path, _, raw_query = path.partition(b"?")
         p = raw_path.decode("latin-1").rstrip("/") or "/"
         q = {k: v[-1] for k, v in parse_qs(raw_query.decode("latin-1")).items()}
@@ -94,18 +102,22 @@ class AdminAPI:
             return _json(401, {"error": "unauthorized", "message": "send Authorization: Bearer <token>"},
                          [(b"WWW-Authenticate", b'Bearer realm="certgate-admin"')])
         if p == "/metrics" and method in (b"GET", b"HEAD"):
-            return AdminResponse(200, b"text/plain; version=0.0.4; charset=utf-8", self.metrics.render(), [])
+            from proxy.metrics import CONTENT_TYPE
+
+            return AdminResponse(200, CONTENT_TYPE, self.metrics.render(), [])
         if p == "/sessions":
             if method in (b"GET", b"HEAD"):
                 return self._list(q.get("all") in ("1", "true", "yes"))
             if method == b"DELETE":
                 return self._revoke_where(q)
-            return _json(405, {"error": "method-not-allowed"}, [(b"Allow", b"GET, DELETE")])
+            return _json(405, {"error": "method-not-allowed", "message": "use GET or DELETE"},
+                         [(b"Allow", b"GET, DELETE")])
         if p.startswith("/sessions/"):
             if method != b"DELETE":
-                return _json(405, {"error": "method-not-allowed"}, [(b"Allow", b"DELETE")])
+                return _json(405, {"error": "method-not-allowed", "message": "use DELETE"}, [(b"Allow", b"DELETE")])
             return self._revoke_one(p[len("/sessions/"):])
-        return _json(404, {"error": "not-found", "paths": ["/health", "/metrics", "/sessions"]})
+        return _json(404, {"error": "not-found", "message": "no such admin endpoint",
+                           "paths": ["/health", "/metrics", "/sessions"]})
 
     def _health(self, q: dict[str, str]) -> AdminResponse:
         problems = []
@@ -130,7 +142,9 @@ class AdminAPI:
         if not include_all:
             rows = [r for r in rows if r["state"] == "live"]
         rows.sort(key=lambda r: r["created_at"])
-        return _json(200, {"now": now, "sessions": rows})
+        from proxy.accesslog import rfc3339
+
+        return _json(200, {"now": rfc3339(now), "sessions": rows})
 
     def _revoke_one(self, ref: str) -> AdminResponse:
         try:
@@ -181,6 +195,7 @@ def admin_site(api: AdminAPI) -> Any:
 
     site = server.Site(_Root())
     site.displayTracebacks = False
+    site.log = lambda request: None  # type: ignore[method-assign]  # a scrape every 15 s is no log line
     return site
 
 
@@ -205,13 +220,9 @@ def admin_service(cfg: Any, gw: Any, reactor: Any) -> Any:
         return bool(getattr(trust, "healthy", True)), getattr(trust, "last_error", None)
 
     metrics = parts["metrics"]
-    tunnels = parts.get("tunnels")
-    if tunnels is not None and hasattr(tunnels, "count"):
-        metrics.gauge("websocket_tunnels", "Open WebSocket tunnels in this process", (),
-                      lambda: [((), float(tunnels.count()))])
     if trust is not None:
         metrics.gauge("trust_healthy", "1 when the last trust reload succeeded", (),
-                      lambda: [((), 1.0 if getattr(trust, "healthy", True) else 0.0)])
+                      lambda: [((), 1.0 if getattr(trust, "healthy", True) else 0.0)], shared=True)
     api = AdminAPI(sessions=parts["sessions"], metrics=metrics, health=health, token=token)
     svc = TCPServer(cfg.admin.port, admin_site(api), interface=cfg.admin.address, reactor=reactor)
     svc.setName("admin")

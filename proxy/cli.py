@@ -28,27 +28,100 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+#: verbs that read a config file; the others accept --config and ignore it
+CONFIG_VERBS = frozenset({"run", "check-config", "trust", "passwd", "totp", "sessions", "cockpit-auth"})
+
+
 def _usage() -> str:
     width = max(len(k) for k in SUBCOMMANDS)
-    lines = ["usage: certgate COMMAND [ARGS...]", "", "commands:"]
+    lines = ["usage: certgate [--config FILE] COMMAND [ARGS...] [--config FILE]    (certgate --version)", "",
+             "commands:"]
     lines += [f"  {name.ljust(width)}  {help_}" for name, (_, _, help_) in SUBCOMMANDS.items()]
-    lines += ["", "`certgate COMMAND --help` shows a command's options."]
+    lines += ["", "`certgate COMMAND --help` shows a command's options. --config (-c) may stand before",
+              "or after the command, for every command."]
     return "\n".join(lines)
 
 
+class UsageError(Exception):
+    """An operator mistake on the command line (one line; exit status 2)."""
+
+
+def take_config(args: list[str]) -> tuple[str | None, list[str]]:
+    """Remove every ``--config FILE``, ``--config=FILE`` and ``-c FILE`` before ``--``.
+
+    Returns (the file or None, the other arguments in order). Raises UsageError when the
+    option lacks its value or names two different files.
+    """
+    found: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            rest += args[i:]
+            break
+        if a in ("--config", "-c"):
+            if i + 1 >= len(args):
+                raise UsageError(f"{a} needs a file name")
+            found.append(args[i + 1])
+            i += 2
+            continue
+        if a.startswith("--config="):
+            found.append(a.split("=", 1)[1])
+        else:
+            rest.append(a)
+        i += 1
+    if len(set(found)) > 1:
+        raise UsageError(f"--config given twice with different files: {found[0]}, {found[1]}")
+    return (found[0] if found else None), rest
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Dispatch ``certgate COMMAND ...``; returns (and exits with) the command's status."""
+    """Dispatch ``certgate COMMAND ...``; returns (and exits with) the command's status.
+
+    ``--config FILE`` is taken from anywhere (before or after the command word) and handed
+    to the command first. An operator mistake is one line on stderr with status 2, never a
+    traceback; an unexpected error is one line too (``CERTGATE_DEBUG=1`` shows the traceback).
+    """
+    import os
+
     args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        config, args = take_config(args)
+    except UsageError as e:
+        print(f"certgate: {e}", file=sys.stderr)
+        return 2
     if not args or args[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0 if args else 2
+    if args[0] in ("--version", "-V"):
+        return version_main([])
     name, rest = args[0], args[1:]
     if name not in SUBCOMMANDS:
         print(f"certgate: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    if config is not None and name in CONFIG_VERBS:
+        rest = ["--config", config] + rest
     module, func, _ = SUBCOMMANDS[name]
-    fn: Callable[[list[str]], int] = getattr(importlib.import_module(module), func)
-    status = fn(rest)
+    try:
+        fn: Callable[[list[str]], int] = getattr(importlib.import_module(module), func)
+        status = fn(rest)
+    except KeyboardInterrupt:
+        print(f"certgate {name}: interrupted", file=sys.stderr)
+        return 130
+    except (EOFError, UsageError) as e:
+        print(f"certgate {name}: {e or 'standard input ended early'}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"certgate {name}: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        if os.environ.get("CERTGATE_DEBUG"):
+            raise
+        print(f"certgate {name}: unexpected error: {type(e).__name__}: {e} (CERTGATE_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 70
     return int(status or 0)
 
 
@@ -86,9 +159,13 @@ def version_main(argv: list[str]) -> int:
 def check_config_main(argv: list[str]) -> int:
     """``certgate check-config FILE``: exit 0 only when the file is valid."""
     ap = argparse.ArgumentParser(prog="certgate check-config", description="Validate a certgate config file.")
-    ap.add_argument("config", help="path of the config file")
+    ap.add_argument("file", nargs="?", help="path of the config file (or --config FILE)")
+    ap.add_argument("--config", "-c", help="path of the config file")
     ap.add_argument("--quiet", "-q", action="store_true", help="print nothing when valid")
     ns = ap.parse_args(argv)
+    if bool(ns.file) == bool(ns.config) and ns.file != ns.config:
+        ap.error("give the config file once: certgate check-config FILE, or --config FILE")
+    ns.config = ns.config or ns.file
     from proxy.config import ConfigError, load_config
     from proxy.service import preflight
 
@@ -112,25 +189,27 @@ def check_config_main(argv: list[str]) -> int:
 
 
 def run_main(argv: list[str]) -> int:
-    """``certgate run --config FILE``: the same service twistd runs, in the foreground."""
+    """``certgate run --config FILE``: the same service twistd runs, in the foreground.
+
+    twistd gets the ServiceMaker directly, so this works from any install mode (a plain
+    ``pip install .`` or a strict editable install, where twistd's plugin scan finds nothing).
+    """
     ap = argparse.ArgumentParser(prog="certgate run", description="Run the gateway in the foreground.")
     ap.add_argument("--config", "-c", required=True, help="path of the config file")
     ap.add_argument("--pidfile", default="", help="write the process id here (default: none)")
     ns = ap.parse_args(argv)
-    import platform
+    from proxy.tap import LOGGER, SERVICE_MAKER, install_reactor
 
-    if platform.system() == "Linux" and "twisted.internet.reactor" not in sys.modules:
-        from proxy._reactor import install
+    install_reactor()
+    from twisted.application import app
+    from twisted.scripts.twistd import ServerOptions, runApp
 
-        install()
-    from twisted.scripts.twistd import run
+    class _Options(ServerOptions):  # type: ignore[misc,valid-type]
+        _getPlugins = staticmethod(lambda interface: [SERVICE_MAKER])
 
-    sys.argv = ["certgate", "--nodaemon", f"--pidfile={ns.pidfile}", "--logger=proxy.logs.observer_from_env",
+    sys.argv = ["certgate", "--nodaemon", f"--pidfile={ns.pidfile}", f"--logger={LOGGER}",
                 "certgate", "--config", ns.config]
-    import os
-
-    os.environ["CERTGATE_CONFIG"] = ns.config
-    run()
+    app.run(runApp, _Options)
     return 0
 
 

@@ -34,7 +34,7 @@ class ConfigError(Exception):
 class Key:
     """One configuration key: how to parse it, its default and its documentation."""
 
-    kind: str  # str | int | float | bool | choice | path | url | list | json | header | maxstartups
+    kind: str  # str | int | float | bool | choice | path | logpath | url | list | json | header | maxstartups
     default: Any
     doc: str
     lo: float | None = None
@@ -77,6 +77,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "tls_client_certificate": Key("path", None, "client certificate (PEM) certgate presents upstream"),
         "tls_client_key": Key("path", None, "its private key (PEM)"),
         "unsafe_skip_verify": Key("bool", False, "UNSAFE: do not verify an https upstream's certificate"),
+        "unsafe_forward_raw_target": Key("bool", False, "UNSAFE: forward the request target as the client "
+                                         "sent it, not the canonical path certgate decided on"),
     },
     "headers": {
         "account": Key("header", "X-Remote-User", "header carrying the account to the upstream"),
@@ -187,11 +189,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "token_file": Key("path", None, "file holding a bearer token required by the admin API"),
     },
     "audit": {
-        "file": Key("str", "-", "JSON-lines audit log path, or - for standard error"),
+        "file": Key("logpath", "-", "JSON-lines audit log path, or - for standard error"),
     },
     "log": {
         "level": Key("choice", "info", "log level", choices=("debug", "info", "warn", "error")),
-        "file": Key("str", "-", "log file path, or - for standard error"),
+        "file": Key("logpath", "-", "log file path, or - for standard error"),
+        "json_file": Key("logpath", "", "also write the operational log as JSON lines here (empty = off)"),
+        "access_file": Key("logpath", "access.log", "access log, one JSON line per request (- = standard "
+                           "error, empty = off)"),
     },
 }
 
@@ -232,6 +237,7 @@ class Route:
     max_idle: int
     max_connections: int
     tls: UpstreamTLS | None
+    unsafe_forward_raw_target: bool = False
 
 
 @dataclass(frozen=True)
@@ -321,6 +327,8 @@ def _parse_value(section: str, key: str, spec: Key, raw: str, base: Path, proble
             return None
         p = Path(raw)
         return p if p.is_absolute() else (base / p)
+    if spec.kind == "logpath":
+        return _logpath(raw, base)
     if spec.kind == "list":
         return [x.strip() for x in raw.split(",") if x.strip()]
     if spec.kind == "header":
@@ -343,6 +351,14 @@ def _parse_value(section: str, key: str, spec: Key, raw: str, base: Path, proble
     if spec.kind == "maxstartups":
         return _parse_maxstartups(raw, where, problems, spec.default)
     return raw
+
+
+def _logpath(raw: str, base: Path) -> str:
+    """``-`` (standard error) and empty (off) as they are; a relative path from the config's folder."""
+    if raw in ("-", ""):
+        return raw
+    p = Path(raw)
+    return str(p if p.is_absolute() else base / p)
 
 
 def _parse_methods(raw: str, where: tuple[str, str], problems: list[Problem], default: Any) -> Any:
@@ -400,6 +416,8 @@ def _section(parser: configparser.ConfigParser, name: str, schema: Mapping[str, 
             d = spec.default
             if spec.kind == "path" and isinstance(d, str):
                 d = base / d
+            elif spec.kind == "logpath":
+                d = _logpath(d, base)
             values[key] = d
     return values
 
@@ -417,7 +435,8 @@ def _route(name: str, values: Mapping[str, Any], prefix: str) -> Route:
                  port=parts.port or (443 if scheme == "https" else 80), base_path=parts.path.rstrip("/"),
                  kind=values["kind"], connect_timeout=values["connect_timeout"],
                  read_timeout=values["read_timeout"], max_idle=values["max_idle"],
-                 max_connections=values["max_connections"], tls=tls)
+                 max_connections=values["max_connections"], tls=tls,
+                 unsafe_forward_raw_target=values["unsafe_forward_raw_target"])
 
 
 def _check_files(cfg_values: Mapping[str, Mapping[str, Any]], problems: list[Problem]) -> None:
@@ -466,6 +485,8 @@ def parse_config(text: str, path: Path) -> Config:
             prefix = rv.get("prefix") or "/"
             if not str(prefix).startswith("/"):
                 problems.append(Problem(sec, "prefix", f"{prefix!r} must start with /"))
+            else:
+                _check_canonical(sec, "prefix", str(prefix), problems)
             routes.append(_route(sec.split(":", 1)[1], rv, prefix))
     routes.sort(key=lambda r: len(r.prefix), reverse=True)
     routes.append(_route("default", vals["upstream"], "/"))
@@ -494,7 +515,23 @@ def parse_config(text: str, path: Path) -> Config:
                   ldap=Section(vals["ldap"]))
 
 
+def _check_canonical(section: str, key: str, path: str, problems: list[Problem]) -> None:
+    """Paths certgate compares with request paths must be canonical (``proxy.paths``) themselves."""
+    from proxy.paths import TargetError, canonical_path
+
+    try:
+        canon = canonical_path(path.encode("utf-8")).decode("ascii")
+    except TargetError as e:
+        problems.append(Problem(section, key, f"{path!r} is not a usable path: {e.reason}"))
+        return
+    if canon != path:
+        problems.append(Problem(section, key, f"{path!r} is not canonical; write {canon!r} (see docs/forwarding.md)"))
+
+
 def _validate_cross(vals: Mapping[str, Mapping[str, Any]], problems: list[Problem]) -> None:
+    _check_canonical("joc", "login_path", str(vals["joc"]["login_path"]), problems)
+    root = "/" + str(vals["cockpit"]["url_root"]).strip().strip("/")
+    _check_canonical("cockpit", "url_root", root, problems)
     try:
         ipaddress.ip_address(vals["listen"]["address"])
     except ValueError:

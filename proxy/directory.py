@@ -107,9 +107,12 @@ class DirectoryMapper:
         self.queries = 0  # searches started (cache misses that reached the directory)
         self.log = log or _log
         self._outcomes: Any = None
+        self._latency: Any = None
         if metrics is not None:
             self._outcomes = metrics.counter("directory_lookups_total", "Directory account lookups by outcome",
                                              ("outcome",))
+            self._latency = metrics.histogram("directory_lookup_seconds", "Seconds from a directory search's "
+                                              "start to its answer (or failure)")
 
     # -- life
     def start(self) -> None:
@@ -165,10 +168,17 @@ class DirectoryMapper:
         self.queries += 1
         self.start()
         timer = self.clock.callLater(self.timeout, self._expired, fingerprint)
+        started = self.clock.seconds()
         work = self._in_thread(self._search, query)
+        if self._latency is not None:
+            work.addBoth(self._observe, started)
         work.addCallbacks(self._answered, self._failed, callbackArgs=(query, fingerprint, timer),
                           errbackArgs=(fingerprint, timer))
         return d
+
+    def _observe(self, result: Any, started: float) -> Any:
+        self._latency.observe(max(0.0, self.clock.seconds() - started))
+        return result
 
     def _finish(self, fingerprint: str, result: MappingResult) -> None:
         for d in self._inflight.pop(fingerprint, ()):

@@ -14,6 +14,8 @@ with one). Order, first match wins:
    else login (302 for browser navigations, 401 JSON otherwise).
 
 The gate never re-verifies certificates: it reads the frozen ``ConnectionIdentity``.
+Every path comparison uses ``head.path``: the canonical path the HTTP layer made once
+(``proxy.paths``), which is also what the upstream receives; the gate never decodes it again.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ if TYPE_CHECKING:  # pragma: no cover
 PREFIX = "/.certgate/"
 LOGIN_PATH = "/.certgate/login"
 CERT_ONLY = ["tls-cert"]
-_MAYBE_OURS = (b"/.", b"/%")
 
 DecisionOrDeferred = Union[Decision, "Deferred[Decision]"]
 Endpoint = Callable[[RequestHead, ConnContext], DecisionOrDeferred]
@@ -180,7 +181,7 @@ class Gate:
             return Response(302, [(b"Location", loc.encode("ascii")), (b"Cache-Control", b"no-store"),
                                   (b"Content-Type", b"text/plain; charset=utf-8")] + extra,
                             b"Login required\n")
-        body = json.dumps({"error": reason, "login": LOGIN_PATH}).encode("utf-8")
+        body = json.dumps({"error": reason, "message": "log in first", "login": LOGIN_PATH}).encode("utf-8")
         return Response(401, [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-store"),
                               (b"WWW-Authenticate", b'Certgate realm="certgate"')] + extra, body)
 
@@ -188,7 +189,7 @@ class Gate:
 
     def decide(self, head: RequestHead, conn: ConnContext) -> DecisionOrDeferred:
         """The decision for one request head; see the module docstring for the order."""
-        if head.target[:2] in _MAYBE_OURS:  # only "/." or "/%.." can decode to /.certgate (cheap test first)
+        if head.target[:2] == b"/.":  # the target is canonical: only "/." can be /.certgate (cheap test first)
             path = head.path
             if path.startswith(PREFIX) or path == "/.certgate":
                 ep = self._endpoints.get(path)

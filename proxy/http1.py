@@ -37,7 +37,7 @@ from proxy._http_flow import (K_BODY, K_HANDSHAKE, K_HEADER, K_IDLE, K_NONE, K_U
                               P_RAW, FlowMixin)
 from proxy._http_forward import ForwardMixin
 from proxy._http_local import LocalMixin
-from proxy._http_wire import check_request, error_bytes
+from proxy._http_wire import check_request, error_bytes, refusal_bytes
 from proxy.headers import HeaderPolicy
 from proxy.messages import ConnContext, Forward, Local, RequestHead, Response
 
@@ -58,7 +58,7 @@ class _Req:
     """One request as the HTTP layer tracks it (the gate sees only ``head``)."""
 
     __slots__ = ("head", "facts", "complete", "chunks", "buffered", "sink", "on_complete", "received",
-                 "limit", "error", "retried")
+                 "limit", "error", "retried", "raw_target", "t0", "status", "t_up", "t_head", "out_bytes")
 
     def __init__(self, head: RequestHead | None, facts: Any, error: int = 0) -> None:
         self.head = head
@@ -72,6 +72,12 @@ class _Req:
         self.limit: int | None = None
         self.error = error
         self.retried = False
+        self.raw_target = b""  # the target as received (forwarded only by unsafe_forward_raw_target)
+        self.t0 = 0.0  # when the gate got it; t_up: upstream connection ready; t_head: response head
+        self.status = 0
+        self.t_up = 0.0
+        self.t_head = 0.0
+        self.out_bytes = 0  # response body bytes sent to the client
 
 
 @implementer(IHandshakeListener, IPushProducer)
@@ -140,12 +146,14 @@ class GatewayProtocol(FlowMixin, ForwardMixin, LocalMixin, Protocol):
         if len(f.connections) >= f.max_connections:
             # [listen] max_connections: refuse before the (costly) TLS handshake.
             f.counters["refused"] += 1
+            f.m_refused.inc()
             self.transport = transport
             self.gone = True
             transport.abortConnection()
             return
         f.connections.add(self)
         f.counters["connections"] += 1
+        f.m_accepted.inc()
         super().makeConnection(transport)
         if self.factory.plain:
             self.handshakeCompleted()
@@ -156,6 +164,7 @@ class GatewayProtocol(FlowMixin, ForwardMixin, LocalMixin, Protocol):
         if self._handshake_done or self._identifying or self.gone:
             return  # renegotiation is disabled; never re-identify
         now = self._clock.seconds()
+        self.factory.m_handshake.observe(now - self._connected_at)  # the TLS handshake, not a directory lookup
         try:
             ident = self.factory.identify(self.transport, now)
         except Exception:
@@ -211,7 +220,11 @@ class GatewayProtocol(FlowMixin, ForwardMixin, LocalMixin, Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.gone = True
-        self.factory.connections.discard(self)
+        f = self.factory
+        if not self._handshake_done and f.handshake_failed is not None and self in f.connections:
+            # before the handshake only its deadline (or a drain) aborts: _closing says "timed out"
+            f.handshake_failed(self.transport, reason, self._closing)
+        f.connections.discard(self)
         self._dl_kind = K_NONE
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
@@ -227,7 +240,6 @@ class GatewayProtocol(FlowMixin, ForwardMixin, LocalMixin, Protocol):
         elif self._fwd is not None:
             self.factory.pools.pool_for(self._fwd.route).cancel(self)
         self._queue.clear()
-        f = self.factory
         if f.draining and not f.connections:
             f._drained()
 
@@ -376,12 +388,19 @@ class GatewayProtocol(FlowMixin, ForwardMixin, LocalMixin, Protocol):
         p = self._parser
         method = p.get_method()
         version = p.get_http_version().encode()
-        facts = check_request(method, self._url, version, self._hdrs, p.should_upgrade())
-        head = RequestHead(method, self._url, version, self._hdrs, facts.websocket, facts.keep_alive,
+        raw = self._url
+        facts = check_request(method, raw, version, self._hdrs, p.should_upgrade())
+        # Decisions and the forwarded request use the canonical target (proxy.paths), never ``raw``.
+        head = RequestHead(method, facts.target or raw, version, self._hdrs, facts.websocket, facts.keep_alive,
                            facts.chunked or bool(facts.content_length))
         self._hdrs = _NO_HEADERS  # the head owns them now; an idle connection keeps nothing
         self._url = b""
         r = _Req(head, facts, facts.error)
+        r.raw_target = raw
+        if facts.why:
+            ident = self.identity
+            log.info("request refused ({status}) from {ip}: {why}; target {target}", status=facts.error,
+                     ip=getattr(ident, "client_ip", "?"), why=facts.why, target=ascii(raw[:200]))
         if facts.error:
             self._parsing = False  # framing no longer trusted: nothing after this is parsed
         elif len(self._queue) >= self.factory.max_pipeline:
@@ -432,11 +451,17 @@ class GatewayProtocol(FlowMixin, ForwardMixin, LocalMixin, Protocol):
         if self._active is None:
             self._start(err)
 
-    def _error_now(self, status: int) -> None:
-        """Answer ``status`` unless a response already began, cancel the exchange, close."""
+    def _error_now(self, status: int, why: str = "") -> None:
+        """Answer ``status`` (with certgate's one-line ``why``) unless a response already began,
+        cancel the exchange, close."""
+        a = self._active
         if not self._out_started():
-            self.transport.write(error_bytes(status))
+            self.transport.write(refusal_bytes(status, why) if why else error_bytes(status))
             self.factory.counters["errors"] += 1
+            if a is not None:
+                a.status = status
+        if a is not None and self.factory.request_done is not None:
+            self.factory.request_done(self, a)
         self._cancel_upstream()
         self._active = None
         self._fwd = None
@@ -454,11 +479,12 @@ class GatewayProtocol(FlowMixin, ForwardMixin, LocalMixin, Protocol):
     # ------------------------------------------------------------------ request processing
     def _start(self, r: _Req) -> None:
         self._active = r
+        r.t0 = self._clock.seconds()
         self._out_started_flag = False
         self._up = None
         self._dl_kind = K_NONE
         if r.error:
-            self._error_now(r.error)
+            self._error_now(r.error, r.facts.why if r.facts is not None else "")
             return
         conn = self.conn
         conn.requests += 1  # type: ignore[union-attr]
@@ -512,6 +538,9 @@ class GatewayProtocol(FlowMixin, ForwardMixin, LocalMixin, Protocol):
 
     def _finish(self, close: bool) -> None:
         """The active request is answered; start the next one or go idle (or close)."""
+        done = self.factory.request_done
+        if done is not None and self._active is not None:
+            done(self, self._active)
         q = self._queue
         if q:
             del q[0]
@@ -572,6 +601,13 @@ class GatewayFactory(Factory):
         self._drain_waiters: list[Deferred[None]] = []
         self.counters: dict[str, int] = {"connections": 0, "refused": 0, "requests": 0, "errors": 0,
                                          "upstream_errors": 0, "tunnels": 0}
+        #: called with (protocol, request) once per answered request (metrics, access log)
+        self.request_done: Callable[[Any, Any], None] | None = None
+        #: called with (transport, reason, timed_out) when a connection ends before its handshake did
+        self.handshake_failed: Callable[[Any, Any, bool], None] | None = None
+        from proxy.metrics import NOOP
+
+        self.m_accepted = self.m_refused = self.m_handshake = self.m_upstream_errors = self.m_tunnels = NOOP
         listen, limits, ws = config.listen, config.limits, config.websocket
         self.max_connections = int(getattr(listen, "max_connections", 10000))
         self.handshake_timeout = float(listen.handshake_timeout)
@@ -600,18 +636,17 @@ class GatewayFactory(Factory):
             self._register_metrics(metrics)
 
     def _register_metrics(self, metrics: Any) -> None:
-        """Expose ``counters`` and the open connection count as callback gauges (read at scrape)."""
-        c = self.counters
-        metrics.gauge("http_connections_open", "Client connections open in this process", (),
+        """Connection counters, the handshake histogram and the open-connection gauge."""
+        metrics.gauge("http_connections", "Client connections open", (),
                       lambda: [((), float(len(self.connections)))])
-        for key, help_text in (("connections", "Client connections accepted"),
-                               ("refused", "Client connections refused by [listen] max_connections"),
-                               ("requests", "Requests handed to the gate"),
-                               ("errors", "Error responses certgate generated (4xx/5xx)"),
-                               ("upstream_errors", "Upstream failures (502/504)"),
-                               ("tunnels", "WebSocket tunnels opened")):
-            metrics.gauge(f"http_{key}_count", help_text + " since start", (),
-                          lambda key=key: [((), float(c[key]))])
+        self.m_accepted = metrics.counter("http_connections_accepted_total", "Client connections accepted").labels()
+        self.m_refused = metrics.counter("http_connections_refused_total",
+                                         "Client connections refused by [listen] max_connections").labels()
+        self.m_handshake = metrics.histogram("tls_handshake_duration_seconds",
+                                             "TCP accept to completed TLS handshake").labels()
+        self.m_upstream_errors = metrics.counter("upstream_errors_total",
+                                                 "Upstream failures answered 502/504").labels()
+        self.m_tunnels = metrics.counter("websocket_tunnels_opened_total", "WebSocket tunnels opened").labels()
 
     def drain(self, timeout: float) -> Deferred[None]:
         """Graceful stop: idle connections close now, busy ones after their current response.

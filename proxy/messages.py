@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Protocol, Union
-from urllib.parse import unquote
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred
@@ -20,7 +19,12 @@ Headers = list[tuple[bytes, bytes]]
 
 @dataclass(slots=True)
 class RequestHead:
-    """A parsed request head. ``headers`` keep wire order, repeats and original case."""
+    """A parsed request head. ``headers`` keep wire order, repeats and original case.
+
+    ``target`` is the canonical request target (``proxy.paths.canonical_target``): the one value
+    every decision uses and the upstream receives. Code that builds heads itself (tests) passes
+    a canonical target or goes through ``canonical_target`` first.
+    """
 
     method: bytes
     target: bytes
@@ -32,9 +36,11 @@ class RequestHead:
 
     @property
     def path(self) -> str:
-        """The decoded path (no query); ``%2F`` stays decoded-as-slash (compare prefixes carefully)."""
+        """The path (no query) exactly as it is forwarded: ``target`` is canonical (``proxy.paths``)
+        when the HTTP layer made the head, so this is ASCII with only reserved or non-ASCII bytes
+        still ``%XX``-escaped. It is not decoded further: compare it with canonical paths."""
         raw = self.target.split(b"?", 1)[0]
-        return unquote(raw.decode("latin-1"))
+        return raw.decode("latin-1")
 
     @property
     def query(self) -> str:
@@ -143,6 +149,26 @@ def text_response(status: int, text: str, *, close: bool = False, headers: Heade
     """A small ``text/plain`` response."""
     hs: Headers = [(b"Content-Type", b"text/plain; charset=utf-8"), (b"Cache-Control", b"no-store")]
     return Response(status, hs + (headers or []), text.encode("utf-8"), close=close)
+
+
+#: certgate's one JSON error shape: ``{"error": CODE, "message": TEXT, ...}`` where CODE is a
+#: stable lower-case reason (e.g. ``session-ended``) and TEXT a sentence for a person.
+ERROR_CODES = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
+               405: "method-not-allowed", 409: "conflict", 413: "too-large", 415: "unsupported-media-type",
+               429: "too-many-requests", 500: "internal-error", 502: "bad-gateway", 503: "service-unavailable",
+               504: "gateway-timeout"}
+
+
+def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
+    """The JSON error object every certgate endpoint answers with (extra keys after the two)."""
+    return {"error": code, "message": message, **extra}
+
+
+def error_json(status: int, message: str, *, code: str | None = None, headers: Headers | None = None,
+               **extra: object) -> Response:
+    """An ``application/json`` error response in the one shape (code defaults from the status)."""
+    return json_response(status, error_body(code or ERROR_CODES.get(status, "error"), message, **extra),
+                         headers=headers)
 
 
 def json_response(status: int, obj: object, *, headers: Headers | None = None) -> Response:

@@ -240,11 +240,12 @@ def _html(status: int, body: str, extra: Headers | None = None) -> Response:
 
 
 def _method_not_allowed(allow: bytes) -> Response:
-    return _json(405, {"error": "method-not-allowed", "allow": allow.decode()}, extra=[(b"Allow", allow)])
+    return _json(405, {"error": "method-not-allowed", "message": f"use {allow.decode()}", "allow": allow.decode()},
+                 extra=[(b"Allow", allow)])
 
 
 def _login_401(reason: str, sessions: "SessionManager") -> Response:
-    return _json(401, {"error": reason, "login": LOGIN_PATH},
+    return _json(401, {"error": reason, "message": "log in again", "login": LOGIN_PATH},
                  extra=[(b"WWW-Authenticate", b'Certgate realm="certgate"')] + sessions.clear_cookie_headers())
 
 

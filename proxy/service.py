@@ -18,6 +18,7 @@ from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 
 from proxy.config import Config
@@ -85,6 +86,22 @@ class _Listener(Service):
         return None
 
 
+class _WorkerProtocol(ProcessProtocol):
+    """A worker's process protocol: when it ends, its live gauges leave the shared metrics."""
+
+    pid: int | None = None
+
+    def connectionMade(self) -> None:  # noqa: N802 (Twisted's name)
+        self.pid = getattr(self.transport, "pid", None)
+
+    def processEnded(self, reason: Any) -> None:  # noqa: N802 (Twisted's name)
+        folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if folder and self.pid:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(self.pid, folder)
+
+
 class _Workers(Service):
     """Extra worker processes (``[listen] workers``), each binding the port with SO_REUSEPORT."""
 
@@ -93,14 +110,12 @@ class _Workers(Service):
         self._procs: list[Any] = []
 
     def startService(self) -> None:
-        from twisted.internet.protocol import ProcessProtocol
-
         super().startService()
         env = dict(os.environ, CERTGATE_WORKER="1")
         for i in range(self._count):
             env["CERTGATE_WORKER_INDEX"] = str(i + 1)
             argv = [sys.executable, "-m", "proxy.cli", "run", "--config", str(self._path)]
-            proc = self._reactor.spawnProcess(ProcessProtocol(), sys.executable, argv, env=env,
+            proc = self._reactor.spawnProcess(_WorkerProtocol(), sys.executable, argv, env=env,
                                               childFDs={0: "w", 1: 1, 2: 2})
             self._procs.append(proc)
             log.info("started worker {index} (pid {pid})", index=i + 1, pid=proc.pid)
@@ -132,6 +147,13 @@ class Gateway(MultiService):
 
     def stopService(self) -> defer.Deferred[None]:
         """Stop accepting, close WebSockets with 1001, let in-flight requests finish (bounded)."""
+        if os.environ.get("CERTGATE_WORKER") != "1":
+            from proxy.sdnotify import notify
+
+            notify("STOPPING=1")
+        watchdog = self.parts.get("watchdog")
+        if watchdog is not None and watchdog.running:
+            watchdog.stop()
         d = defer.maybeDeferred(super().stopService)
         tunnels = self.parts.get("tunnels")
         if tunnels is not None:
@@ -150,18 +172,23 @@ class Gateway(MultiService):
         directory = self.parts.get("directory")
 
         def close(r: object) -> object:
+            from proxy.logfiles import flush_all
+
             if directory is not None:
                 directory.stop()
             if sessions is not None:
                 sessions.stop()
             if store is not None:
                 store.close()
+            flush_all()  # access lines of the requests finished while draining
             return r
 
         d.addBoth(close)
         return d
 
     def startService(self) -> None:
+        log.info("certgate {version} starting: pid {pid}, reactor {reactor}", version=_version(), pid=os.getpid(),
+                 reactor=type(self.reactor).__name__)
         sessions = self.parts.get("sessions")
         if sessions is not None:
             sessions.start()  # ends sessions that died while the gateway was down, arms timers
@@ -169,6 +196,24 @@ class Gateway(MultiService):
         if directory is not None:
             directory.start()
         super().startService()
+        if os.environ.get("CERTGATE_WORKER") != "1":
+            self._tell_systemd()
+
+    def _tell_systemd(self) -> None:
+        """READY=1 now that the listeners are bound (Type=notify); WATCHDOG=1 pings if asked for."""
+        from proxy.sdnotify import notify, watchdog_interval
+
+        addrs = [f"{p.port.getHost().host}:{p.port.getHost().port}" for p in self if isinstance(p, _Listener)
+                 and p.port is not None]
+        notify(f"READY=1\nSTATUS=listening on {', '.join(addrs)}\nMAINPID={os.getpid()}")
+        interval = watchdog_interval()
+        if interval:
+            from twisted.internet.task import LoopingCall
+
+            loop = LoopingCall(notify, "WATCHDOG=1")
+            loop.clock = self.reactor
+            loop.start(interval, now=True)
+            self.parts["watchdog"] = loop
 
 
 def make_service(cfg: Config, reactor: Any = None) -> Gateway:
@@ -182,7 +227,6 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
     from proxy.audit import Audit
     from proxy.gate import Gate
     from proxy.http1 import GatewayFactory
-    from proxy.metrics import Metrics
     from proxy.reload import TrustState
     from proxy.sessions import SessionManager
     from proxy.stores import open_store
@@ -192,8 +236,17 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
 
     gw = Gateway(cfg, reactor)
     is_worker = os.environ.get("CERTGATE_WORKER") == "1"
-    metrics = Metrics()
+    from proxy.accesslog import RequestLog
+    from proxy.logfiles import open_log
+    from proxy.ops import OpsService, make_metrics, register_gauges
+
+    metrics = make_metrics(cfg, is_worker)
     audit = Audit.open(cfg.audit.file, now=reactor.seconds)
+    from proxy._tls_verify import HandshakeVerifier
+    from proxy.audit import RefusalDigest
+
+    refusals = RefusalDigest(audit, reactor)
+    HandshakeVerifier.refusal_sink = refusals.add
     directory = None
     if cfg.trust.mapping.rule == "ldap":
         from proxy.directory import DirectoryMapper
@@ -204,12 +257,21 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
     store = open_store(cfg.sessions.store, cfg.base_dir)
     tunnels = TunnelRegistry()
     sessions = SessionManager(store, reactor, cfg.sessions, tunnels, audit)
-    endpoints, front_doors = _login_parts(cfg, store, sessions, reactor, audit)
+    endpoints, front_doors = _login_parts(cfg, store, sessions, reactor, audit, metrics)
     gate = Gate(config=cfg, sessions=sessions, clock=reactor, audit=audit, endpoints=endpoints,
                 front_doors=front_doors, metrics=metrics)
     pools = UpstreamPools(cfg.routes, reactor, reactor)
+    pools.use_metrics(metrics)
     http = GatewayFactory(gate=gate, identify=identify, config=cfg, pools=pools, clock=reactor,
                           tunnels=tunnels, metrics=metrics)
+    access = open_log(cfg.log.access_file, buffered=True) if cfg.log.access_file else None
+    http.request_done = RequestLog(metrics=metrics, clock=reactor, stream=access)
+    from proxy.ops import HandshakeFailures
+
+    http.handshake_failed = HandshakeFailures(metrics, refusals)
+    metrics.gauge("websocket_tunnels", "Open WebSocket tunnels", (), lambda: [((), float(tunnels.count()))])
+    if not is_worker:
+        register_gauges(metrics, trust_state, reactor, sessions)
     tls_factory = TLSMemoryBIOFactory(creator, False, http, clock=reactor)
     gw.parts.update(trust=trust_state, tls=creator, store=store, tunnels=tunnels, sessions=sessions, gate=gate,
                     pools=pools, http=http, metrics=metrics, audit=audit, directory=directory)
@@ -237,6 +299,10 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
         w.setServiceParent(gw)
 
     workers = gw.getServiceNamed("workers") if cfg.listen.workers > 1 and not is_worker else None
+    from proxy.ops import ExpiryWarner
+
+    expiry = None if is_worker else ExpiryWarner(trust_state, reactor, cfg.trust.expiry_warning_days)
+    OpsService(reactor, metrics, workers, refusals, expiry).setServiceParent(gw)
 
     def on_sighup(signum: int, frame: object) -> None:
         reactor.callFromThread(trust_state.reload, "SIGHUP")
@@ -248,7 +314,19 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
     if cfg.routes and any(r.tls and r.tls.unsafe_skip_verify for r in cfg.routes):
         log.warn("UNSAFE: upstream TLS verification is off for route(s) {names}",
                  names=", ".join(r.name for r in cfg.routes if r.tls and r.tls.unsafe_skip_verify))
+    if any(r.unsafe_forward_raw_target for r in cfg.routes):
+        log.warn("UNSAFE: route(s) {names} forward the raw request target, not the canonical path certgate "
+                 "decided on", names=", ".join(r.name for r in cfg.routes if r.unsafe_forward_raw_target))
     return gw
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("certgate")
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def _is_main_thread() -> bool:
@@ -262,12 +340,14 @@ def _still_valid(trust_state: Any, rec: Any, now: float) -> bool:
     return bool(trust_state.still_valid(rec.cert_der, rec.chain_der, now))
 
 
-def _login_parts(cfg: Config, store: Any, sessions: Any, reactor: Any, audit: Any
+def _login_parts(cfg: Config, store: Any, sessions: Any, reactor: Any, audit: Any, metrics: Any = None
                  ) -> tuple[dict[str, Any], list[Any]]:
     """Login endpoints and the front doors the configured routes ask for."""
     from proxy.login.service import LoginService
 
     login = LoginService(config=cfg, store=store, sessions=sessions, clock=reactor, audit=audit)
+    if metrics is not None:
+        login.use_metrics(metrics)
     endpoints = dict(login.endpoints())
     doors: list[Any] = []
     kinds = {r.kind for r in cfg.routes}

@@ -100,13 +100,17 @@ def describe(rec: SessionRecord, settings: Any, now: float) -> dict[str, Any]:
     """A JSON-ready view of ``rec`` for administrators (no certificate bytes; the id is a hash).
 
     ``state`` is ``live``, ``expired`` (its end passed but nobody marked it yet, e.g. the
-    gateway was down) or ``ended``.
+    gateway was down) or ``ended``. Times are RFC 3339 UTC strings (``long_until`` None when
+    the session is not trusted).
     """
+    from proxy.accesslog import rfc3339
+
     end, why = ends_at(rec, settings)
     state = "ended" if rec.ended is not None else ("expired" if now >= end else "live")
-    return {"id": rec.id, "account": rec.account, "fingerprint": rec.fingerprint, "created_at": rec.created_at,
-            "proved_at": rec.proved_at, "last_seen": rec.last_seen, "ends_at": end,
-            "end_reason": rec.ended or why, "trusted": rec.long_until > 0, "long_until": rec.long_until,
+    return {"id": rec.id, "account": rec.account, "fingerprint": rec.fingerprint,
+            "created_at": rfc3339(rec.created_at), "proved_at": rfc3339(rec.proved_at),
+            "last_seen": rfc3339(rec.last_seen), "ends_at": rfc3339(end), "end_reason": rec.ended or why,
+            "trusted": rec.long_until > 0, "long_until": rfc3339(rec.long_until) if rec.long_until > 0 else None,
             "methods": list(rec.methods), "client_ip": rec.client_ip, "state": state}
 
 

@@ -13,7 +13,6 @@ the gateway process: the command then talks to the admin API (``[admin] port``, 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 import time
@@ -29,8 +28,9 @@ class CliError(Exception):
     """A problem to print (without a traceback) and exit 1 for."""
 
 
-def _ts(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
+def _ts(t: str | None) -> str:
+    """An RFC 3339 time from describe(), to the second (``2026-12-01T21:00:00Z``)."""
+    return (t[:19] + "Z") if t else "-"
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -46,13 +46,14 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="certgate sessions", description="List or revoke trusted sessions.")
+    ap.add_argument("--config", "-c", default=argparse.SUPPRESS, help=f"config file (default {DEFAULT_CONFIG})")
     sub = ap.add_subparsers(dest="cmd", required=True)
     ls = sub.add_parser("list", help="list sessions (account, fingerprint, times, trusted, client IP)")
-    ls.add_argument("--config", "-c", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    ls.add_argument("--config", "-c", default=argparse.SUPPRESS, help=f"config file (default {DEFAULT_CONFIG})")
     ls.add_argument("--all", action="store_true", help="also show ended and expired sessions")
     ls.add_argument("--json", action="store_true", help="print JSON (full ids and fingerprints)")
     rv = sub.add_parser("revoke", help="end sessions now")
-    rv.add_argument("--config", "-c", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    rv.add_argument("--config", "-c", default=argparse.SUPPRESS, help=f"config file (default {DEFAULT_CONFIG})")
     rv.add_argument("id", nargs="?", help="session id or a unique prefix of at least 8 characters")
     rv.add_argument("--account", help="every session of this account")
     rv.add_argument("--fingerprint", help="every session of this certificate (SHA-256 hex)")
@@ -63,6 +64,7 @@ def main(argv: Sequence[str]) -> int:
     """Run the command; 0 on success, 1 on an error (printed), 2 on bad usage."""
     ap = _parser()
     ns = ap.parse_args(list(argv))
+    ns.config = getattr(ns, "config", DEFAULT_CONFIG)
     if ns.cmd == "revoke":
         given = [x for x in (ns.id, ns.account, ns.fingerprint) if x]
         if ns.id and (ns.account or ns.fingerprint) or not given:

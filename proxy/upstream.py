@@ -272,6 +272,7 @@ class _ConnFactory(ClientFactory):
     def __init__(self, pool: "Pool", requester: Any) -> None:
         self.pool = pool
         self.requester = requester
+        self.started = pool.clock.seconds()  # for the connect-duration histogram
 
     def buildProtocol(self, addr: Any) -> UpstreamConnection:
         conn = UpstreamConnection(self.pool)
@@ -350,6 +351,7 @@ class Pool:
         self.waiting: deque[Any] = deque()
         self._creator = _client_tls_creator(route) if route.scheme == "https" else None
         self.closed = False
+        self.connect_hist: Any = None  # histogram family labelled by route (set by UpstreamPools)
 
     def acquire(self, requester: Any) -> None:
         """Give ``requester`` a connection now (idle), later (connect / wait) or fail it."""
@@ -384,6 +386,9 @@ class Pool:
             pass
 
     def _connected(self, conn: UpstreamConnection) -> None:
+        factory = getattr(conn, "factory", None)
+        if factory is not None and self.connect_hist is not None:
+            self.connect_hist.labels(self.route.name).observe(self.clock.seconds() - factory.started)
         req = conn.requester
         if req is None or getattr(req, "gone", False):
             conn.requester = None
@@ -452,12 +457,21 @@ class UpstreamPools:
         self.clock = clock
         self.reactor = reactor
         self._pools: dict[str, Pool] = {r.name: Pool(r, clock, reactor) for r in routes}
+        self.connect_hist: Any = None
+
+    def use_metrics(self, metrics: Any) -> None:
+        """Observe upstream TCP connect time per route."""
+        self.connect_hist = metrics.histogram("upstream_connect_duration_seconds",
+                                              "Upstream TCP connect time", ("route",))
+        for p in self._pools.values():
+            p.connect_hist = self.connect_hist
 
     def pool_for(self, route: "Route") -> Pool:
         """The pool of ``route`` (created on first use for a route not known at start)."""
         p = self._pools.get(route.name)
         if p is None or p.route is not route and p.route != route:
             p = self._pools[route.name] = Pool(route, self.clock, self.reactor)
+            p.connect_hist = self.connect_hist
         return p
 
     def idle_count(self) -> int:

@@ -25,6 +25,10 @@ Modelled on sos-components' ``SOSServicePermissionIam`` / ``JOCDefaultResponse``
   connection, an events counter, a "Log out" button calling the logout API, and JOC's reaction
   to ``401``/``440`` (the session expired: back to the login form with a message).
 
+Paths are routed the lenient way a Jetty + JAX-RS stack may route them (:func:`jetty_path`):
+``;`` parameters dropped, escapes decoded, empty and dot segments resolved, a trailing ``/``
+ignored -- so a test can show that such a spelling reaches the login when nothing stops it.
+
 ``requests`` records every request (method, path, headers) so tests can assert what reached JOC.
 Time comes from ``now`` (injectable); waits use ``threading.Event().wait``.
 """
@@ -41,8 +45,31 @@ import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Mapping
+from urllib.parse import unquote
 
 IDLE_MS = 30 * 60 * 1000
+
+
+def jetty_path(target: str) -> str:
+    """The path JOC's servlet stack may route ``target`` to (a superset of Jetty + JAX-RS leniency).
+
+    ``;`` path parameters are dropped from each segment (servlet rule), escapes decoded (also
+    ``%2F``, as older Jetty versions did), ``\\`` taken as ``/`` (as on Windows), empty and ``.``
+    segments dropped, ``..`` applied (never above the root), and a trailing ``/`` ignored
+    (JAX-RS). Letter case is kept.
+    """
+    raw = target.split("?", 1)[0].replace("\\", "/").split("/")[1:]
+    decoded = "/".join(unquote(seg.split(";", 1)[0]) for seg in raw).replace("\\", "/")
+    segs: list[str] = []
+    for seg in decoded.split("/"):
+        if seg in ("", "."):
+            continue
+        if seg == "..":
+            if segs:
+                segs.pop()
+            continue
+        segs.append(seg)
+    return "/" + "/".join(segs)
 
 
 def strip_domain(account: str) -> str:
@@ -55,9 +82,10 @@ def strip_domain(account: str) -> str:
 @dataclass
 class Recorded:
     method: str
-    path: str
+    path: str  # as received, without the query
     headers: dict[str, str]
     body: bytes
+    route: str = ""  # where JOC routes it (jetty_path)
     at: float = 0.0  # when the request arrived (the emulator's clock)
 
 
@@ -133,14 +161,14 @@ class JocEmulator:
 
     def logins(self) -> list[Recorded]:
         """The login requests that reached the emulator."""
-        return [r for r in self.requests if r.path == "/joc/api/authentication/login"]
+        return [r for r in self.requests if r.route == "/joc/api/authentication/login"]
 
     # ------------------------------------------------------------------ HTTP
 
     def _record(self, h: BaseHTTPRequestHandler, body: bytes) -> None:
         with self._lock:
             self.requests.append(Recorded(h.command, h.path.split("?", 1)[0], dict(h.headers.items()), body,
-                                          self.now()))
+                                          jetty_path(h.path), self.now()))
 
     @staticmethod
     def _send(h: BaseHTTPRequestHandler, status: int, obj: Any, headers: Mapping[str, str] | None = None) -> None:
@@ -161,7 +189,7 @@ class JocEmulator:
 
     def _handle(self, h: BaseHTTPRequestHandler, body: bytes) -> None:
         self._record(h, body)
-        path = h.path.split("?", 1)[0]
+        path = jetty_path(h.path)
         if path == "/joc/api/authentication/login":
             return self._login(h)
         if path in ("/joc/api/configuration/login", "/joc/api/iam/identityproviders"):

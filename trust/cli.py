@@ -16,7 +16,7 @@ import getpass
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--name", help="file name to use in the store")
     r = sub.add_parser("remove", parents=[common], help="remove a store file by fingerprint or name")
     r.add_argument("target", metavar="FINGERPRINT-or-NAME")
+    r.add_argument("--force", action="store_true", help="remove even the last CA (every client is then refused)")
     s = sub.add_parser("show", parents=[common], help="show one entry in detail")
     s.add_argument("target", metavar="FINGERPRINT-or-NAME")
     v = sub.add_parser("verify", parents=[common], help="verify a client certificate against the store")
@@ -189,7 +190,43 @@ def _list(args: argparse.Namespace) -> int:
             print(f"       ! {w}")
     for f, why in gen.ignored:
         print(f"ignored {f}: {why}")
+    server = _server_certificate(args)
+    if server is not None:
+        path, cert = server
+        left = cert.not_valid_after_utc - now
+        days = int(left.total_seconds() // 86400)
+        print(f"server certificate {path}: not after {cert.not_valid_after_utc:%Y-%m-%d}, {days} day(s), "
+              f"sha256 {certinfo.fingerprint(cert)}")
+        if left.total_seconds() < 0:
+            print("       ! expired")
+        elif days <= settings.expiry_warning_days:
+            print(f"       ! expires in {days} day{'s' if days != 1 else ''}")
     return 0
+
+
+def _server_certificate(args: argparse.Namespace) -> tuple[Path, Any] | None:
+    """The leaf of ``[listen] certificate`` when ``--config`` names a config that sets it (else None)."""
+    config = getattr(args, "config", None)
+    if not config:
+        return None
+    cp = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"), strict=False)
+    try:
+        with open(config, encoding="utf-8") as fh:
+            cp.read_file(fh)
+        raw = cp.get("listen", "certificate", fallback="").strip()
+    except (OSError, configparser.Error):
+        return None
+    if not raw:
+        return None
+    path = Path(raw) if Path(raw).is_absolute() else Path(config).resolve().parent / raw
+    try:
+        from cryptography import x509
+
+        certs = x509.load_pem_x509_certificates(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        print(f"server certificate {path}: cannot be read ({getattr(exc, 'strerror', None) or exc})")
+        return None
+    return path, certs[0]
 
 
 def _add(args: argparse.Namespace) -> int:
@@ -222,7 +259,12 @@ def _remove(args: argparse.Namespace) -> int:
             return _commit(settings, Plan({target: None}, [f"removed {target}"]), now)
         raise CliError(f"the trust store {settings.store} cannot be loaded (remove a broken file by name):\n"
                        + "\n".join(f"  {p}" for p in exc.problems)) from None
-    return _commit(settings, plan_remove(gen, args.target), now)
+    plan = plan_remove(gen, args.target)
+    left = [e for e in gen.cas if e.file not in plan.changes]
+    if gen.cas and not left and not args.force:
+        raise CliError(f"{args.target}: this removes the last CA of {settings.store}; with no CA every client "
+                       "certificate is refused (pinned ones excepted). Repeat with --force to do it")
+    return _commit(settings, plan, now)
 
 
 def _show(args: argparse.Namespace) -> int:

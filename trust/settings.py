@@ -50,7 +50,7 @@ class TrustSettings:
     max_depth: int = 4
     min_rsa_bits: int = 2048
     unsafe_allow_missing_eku: bool = False
-    expiry_warning_days: int = 30
+    expiry_warning_days: int = 14
     mapping: MappingSettings = field(default_factory=MappingSettings)
 
     @property
@@ -131,7 +131,7 @@ def parse_trust_section(values: Mapping[str, str], base_dir: Path) -> tuple[Trus
     max_depth = int(_number(values, "max_depth", int, 1, 16, 4, problems))
     min_rsa_bits = int(_number(values, "min_rsa_bits", int, 2048, 16384, 2048, problems))
     unsafe_eku = _flag(values, "unsafe_allow_missing_eku", problems)
-    warn_days = int(_number(values, "expiry_warning_days", int, 0, 3650, 30, problems))
+    warn_days = int(_number(values, "expiry_warning_days", int, 0, 3650, 14, problems))
     mapping = _parse_mapping(values, base_dir, problems)
     settings = TrustSettings(store=store, reload_interval=reload_interval, crl=crl,  # type: ignore[arg-type]
                              max_depth=max_depth, min_rsa_bits=min_rsa_bits, unsafe_allow_missing_eku=unsafe_eku,

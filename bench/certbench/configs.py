@@ -167,5 +167,7 @@ file = audit.log
 
 [log]
 level = warn
+; nginx runs with access_log off; so does certgate here (the access log's cost: docs/operations.md)
+access_file =
 {sessions}""")
     return conf

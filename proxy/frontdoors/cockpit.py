@@ -20,6 +20,9 @@ Cockpit's login page (``login.js``) sends ``GET <UrlRoot>cockpit/login`` with
 5. on cockpit-ws's ``200`` opens certgate's trusted session and adds its ``Set-Cookie``
    (with ``password = upstream`` the password counts as proven only then).
 
+The door decides on the canonical path (``proxy.paths``). It also claims the login path
+spelt with other letter case or a trailing ``/`` and answers those ``404`` itself.
+
 Without ``Authorization``, ``GET .../cockpit/login`` (the page's automatic login) is answered
 ``401`` locally, unless a live certgate session (or a certificate-only rule) lets ``bearer``
 mode log in to cockpit-ws with a fresh assertion. Before login, only Cockpit's login page is
@@ -43,6 +46,7 @@ from proxy.frontdoors.access import access_refusal
 from proxy.frontdoors.assertion import assertion_key, mint_assertion
 from proxy.frontdoors.wsframes import LogoutWatcher
 from proxy.messages import ConnContext, Forward, Headers, RequestHead, Response
+from proxy.paths import loose_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred
@@ -192,14 +196,21 @@ class CockpitFrontDoor:
 
     # ------------------------------------------------------------------ matching
 
-    def _rel(self, path: str) -> str | None:
-        if path == self.root.rstrip("/") and self.root != "/":
+    def _rel(self, path: str, root: str | None = None) -> str | None:
+        root = self.root if root is None else root
+        if path == root.rstrip("/") and root != "/":
             return ""
-        return path[len(self.root):] if path.startswith(self.root) else None
+        return path[len(root):] if path.startswith(root) else None
 
     def is_login_path(self, path: str) -> bool:
-        """``<UrlRoot>cockpit/login`` or ``<UrlRoot>cockpit+APP/login``."""
+        """``<UrlRoot>cockpit/login`` or ``<UrlRoot>cockpit+APP/login`` (canonical path, exact)."""
         rel = self._rel(path)
+        return rel is not None and (rel == "cockpit/login" or bool(_APP_LOGIN.match(rel)))
+
+    def is_login_variant(self, path: str) -> bool:
+        """A login path spelt with other letter case or a trailing ``/`` (cockpit-ws 287 routes
+        neither to its login, but the door claims them so no spelling reaches it unchecked)."""
+        rel = self._rel(loose_path(path), self.root.lower())
         return rel is not None and (rel == "cockpit/login" or bool(_APP_LOGIN.match(rel)))
 
     def is_open_path(self, path: str) -> bool:
@@ -214,7 +225,7 @@ class CockpitFrontDoor:
         if getattr(route, "kind", None) != "cockpit":
             return False
         path = head.path
-        if self.is_login_path(path):
+        if self.is_login_variant(path):  # the exact login path is one of its spellings
             return True
         return (head.method in (b"GET", b"HEAD") and self.is_open_path(path)
                 and self._sessions.session_id(head) is None)
@@ -227,6 +238,8 @@ class CockpitFrontDoor:
         if why is not None:
             return self._refuse(conn, conn.identity.account, 403, "access-denied", "Access denied", detail=why)
         if not self.is_login_path(head.path):
+            if self.is_login_variant(head.path):
+                return self._refuse(conn, None, 404, "login-path-variant", "Not Found")
             return self._open_page(head, route)
         if head.method not in (b"GET", b"HEAD"):
             return self._refuse(conn, None, 405, "method-not-allowed", "Method Not Allowed")

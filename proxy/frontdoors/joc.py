@@ -6,6 +6,10 @@ my client certificate". Behind certgate, JOC no longer sees the certificate, so 
 JOC's own rule itself (``clientCertCN.equals(account)``, exact; ``[trust] mapping_strip_domain``
 strips ``user@domain`` / ``DOMAIN\\user`` first, as JOC's two-factor mode does):
 
+0. the door claims every spelling of the login path that JOC might route to its login (the
+   canonical path, see ``proxy.paths``, compared ignoring case and a trailing ``/``) and
+   answers ``404`` to every one but the exact ``[joc] login_path``: JOC never sees them;
+
 1. no ``Authorization``: ``420`` (JOC's answer), JOC never called;
 2. the account (or, when empty, the certificate's account) must match the certificate, the
    factors certgate checks must pass (:meth:`LoginService.authenticate_async`: password with
@@ -42,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxy.frontdoors.access import access_refusal
 from proxy.messages import ConnContext, Forward, Headers, RequestHead, Response
+from proxy.paths import same_login_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred
@@ -68,8 +73,8 @@ def decode_joc_basic(value: bytes) -> tuple[str, str | None] | None:
 
 
 def joc_error(status: int, message: str) -> Response:
-    """JOC's 420-style error body ``{"error": {"code": "JOC-420", "message": ...}}``."""
-    body = json.dumps({"error": {"code": "JOC-420", "message": message}}).encode("utf-8")
+    """JOC's error body ``{"error": {"code": "JOC-<status>", "message": ...}}`` (JOC-420 for 420)."""
+    body = json.dumps({"error": {"code": f"JOC-{status}", "message": message}}).encode("utf-8")
     return Response(status, [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-cache, no-store")], body)
 
 
@@ -98,11 +103,18 @@ class JocFrontDoor:
         self.prelogin_api = frozenset(getattr(config.joc, "prelogin_api", ()) or ())
 
     def matches(self, head: RequestHead, route: "Route") -> bool:
-        """The login path of a ``joc`` route (any method; only POST is let through), and the
-        GUI's open paths when the request has no live certgate session."""
+        """Every spelling of the login path on a ``joc`` route (any method; only POST is let through),
+        and the GUI's open paths when the request has no live certgate session.
+
+        ``head.path`` is canonical (dot segments, escapes, slashes already resolved); on top of
+        that the login match ignores letter case and a trailing ``/``, which JOC's JAX-RS routing
+        may accept too. :meth:`decide` refuses every login spelling but the exact ``login_path``.
+        """
         if getattr(route, "kind", None) != "joc":
             return False
-        return head.path == self.login_path or (self.is_open(head) and not self._has_live_session(head))
+        if same_login_path(head.path, self.login_path):
+            return True
+        return self.is_open(head) and not self._has_live_session(head)
 
     def is_open(self, head: RequestHead) -> bool:
         """A GUI file (GET/HEAD under ``gui_prefix``, not ``/joc/api/``) or a pre-login API POST,
@@ -117,7 +129,7 @@ class JocFrontDoor:
             return path in self.prelogin_api
         if head.method not in (b"GET", b"HEAD") or not self.gui_prefix:
             return False
-        return path.startswith(self.gui_prefix) and not path.startswith("/joc/api/")
+        return path.startswith(self.gui_prefix) and not path.lower().startswith("/joc/api")
 
     def _has_live_session(self, head: RequestHead) -> bool:
         sid = self._sessions.session_id(head)
@@ -132,6 +144,9 @@ class JocFrontDoor:
     def decide(self, head: RequestHead, conn: ConnContext, route: "Route") -> "Response | Deferred[Any]":
         ident = conn.identity
         if head.path != self.login_path:
+            if same_login_path(head.path, self.login_path):
+                return self._refuse(conn, None, "login-path-variant",
+                                    joc_error(404, f"The login API is only served at {self.login_path}"))
             return self._open(head, conn, route)
         why = access_refusal(self._config, conn)
         if why is not None:
@@ -176,7 +191,8 @@ class JocFrontDoor:
 
     def session_forward(self, head: RequestHead, route: "Route", session_id: str, fwd: Forward) -> None:
         """Called by the gate for a request it forwards within a session: JOC's logout ends it."""
-        if getattr(route, "kind", None) != "joc" or head.method != b"POST" or head.path != self.logout_path:
+        if (getattr(route, "kind", None) != "joc" or head.method != b"POST"
+                or not same_login_path(head.path, self.logout_path)):  # every spelling JOC may accept
             return
         live = self._sessions.end(session_id, "joc-logout")
         self._audit.record("joc-login", "logout", "joc-logout", account=fwd.account, session=session_id[:16],

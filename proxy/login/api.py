@@ -7,8 +7,8 @@ header from a previous partial success. Answers:
 - 200 ``{"account", "methods", "session": {"expires_at"}}`` + the session's Set-Cookie;
 - 401 + ``Certgate-Auth-Receipt`` header + ``{"receipt": {...}, "required_auth_methods"}``
   on a partial success (Keystone's shape, no WWW-Authenticate);
-- 401 ``{"error": {"code": 401, "title": "Unauthorized", "message"}}`` on any failure
-  (uniform message);
+- 401 ``{"error": "unauthorized", "message"}`` on any failure (uniform message; certgate's
+  one error shape, :func:`proxy.messages.error_json`);
 - 429 + Retry-After when throttled, 503 + Retry-After when too many logins are pending;
 - 400 (bad JSON, with where and why), 403 (cross-site), 405, 415.
 """
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from proxy.login.service import AuthOutcome
 from proxy.login.throttle import StartupRefused
 from proxy.login.web import cross_site, iso
-from proxy.messages import ConnContext, Headers, Local, RequestHead, Response, json_response
+from proxy.messages import ConnContext, Headers, Local, RequestHead, Response, error_json, json_response
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred
@@ -31,14 +31,11 @@ if TYPE_CHECKING:  # pragma: no cover
 RECEIPT_HEADER = b"Certgate-Auth-Receipt"
 MAX_BODY = 16384
 _FIELDS = ("account", "password", "totp")
-_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 405: "Method Not Allowed",
-           415: "Unsupported Media Type", 429: "Too Many Requests", 503: "Service Unavailable"}
 
 
 def error(status: int, message: str, headers: Headers | None = None) -> Response:
-    """Keystone's error body ``{"error": {"code", "title", "message"}}``."""
-    return json_response(status, {"error": {"code": status, "title": _TITLES.get(status, "Error"),
-                                            "message": message}}, headers=headers)
+    """certgate's error body ``{"error": CODE, "message": TEXT}`` (CODE from the status)."""
+    return error_json(status, message, headers=headers)
 
 
 def outcome_response(o: AuthOutcome) -> Response:

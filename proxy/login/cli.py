@@ -68,6 +68,10 @@ def passwd_main(argv: list[str], *, stdin: IO[str] | None = None, stdout: IO[str
                 return 0
             print(f"{path}: {ns.account!r} has no password", file=err)
             return 1
+        if not ns.password_stdin and prompt is None and not (stdin or sys.stdin).isatty():
+            print("certgate passwd: standard input is not a terminal, so the password cannot be asked for; "
+                  "pipe it with --password-stdin", file=err)
+            return 2
         if ns.password_stdin:
             line = (stdin or sys.stdin).readline()
             password = line[:-1] if line.endswith("\n") else line
@@ -95,12 +99,37 @@ def passwd_main(argv: list[str], *, stdin: IO[str] | None = None, stdout: IO[str
 
 # --------------------------------------------------------------------------- totp
 
+#: ANSI colours set explicitly (never the terminal's defaults), so the code reads the same on
+#: light and dark themes: black modules on white, with a white quiet zone of QR_BORDER modules
+_FG = {True: "30", False: "97"}
+_BG = {True: "40", False: "107"}
+QR_BORDER = 4
+
+
 def _qr_text(uri: str) -> str:
+    """The QR code of ``uri`` for a terminal: two module rows per text line (upper half block),
+    both colours explicit, a 4-module quiet zone."""
     import segno
 
-    buf = io.StringIO()
-    segno.make(uri, error="m").terminal(out=buf, compact=True)
-    return buf.getvalue()
+    rows = [[bool(b) for b in row] for row in segno.make(uri, error="m").matrix_iter(scale=1, border=QR_BORDER)]
+    if len(rows) % 2:
+        rows.append([False] * len(rows[0]))
+    lines = []
+    for top, bottom in zip(rows[0::2], rows[1::2]):
+        cells = "".join(f"\033[{_FG[t]};{_BG[b]}m\u2580" for t, b in zip(top, bottom))
+        lines.append(cells + "\033[0m")
+    return "\n".join(lines) + "\n"
+
+
+def _qr_png(uri: str, path: str) -> None:
+    """Write the QR code of ``uri`` as a PNG (8 px modules, 4-module quiet zone), mode 0600: it holds the secret."""
+    import os
+
+    import segno
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        segno.make(uri, error="m").save(fh, kind="png", scale=8, border=QR_BORDER)
 
 
 def _mark_used(cfg: Any, account: str, step: int, err: IO[str]) -> None:
@@ -126,7 +155,7 @@ def totp_main(argv: list[str], *, stdin: IO[str] | None = None, stdout: IO[str] 
     out, err, inp = stdout or sys.stdout, stderr or sys.stderr, stdin or sys.stdin
     clock = now or time.time
     ap = argparse.ArgumentParser(prog="certgate totp", description="Manage TOTP secrets (encrypted at rest).")
-    ap.add_argument("--config", "-c", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    ap.add_argument("--config", "-c", default=argparse.SUPPRESS, help=f"config file (default {DEFAULT_CONFIG})")
     ap.add_argument("--secrets", help="secrets file (overrides [login] totp_secrets)")
     ap.add_argument("--key", help="key file (overrides [login] totp_key)")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -134,10 +163,14 @@ def totp_main(argv: list[str], *, stdin: IO[str] | None = None, stdout: IO[str] 
     en.add_argument("account")
     en.add_argument("--no-verify", action="store_true", help="activate without asking for a code (scripts)")
     en.add_argument("--issuer", default="certgate", help="issuer shown by the authenticator app")
+    en.add_argument("--qr-png", metavar="FILE", help="also write the QR code to FILE as a PNG (mode 0600)")
     rm = sub.add_parser("remove", help="delete an account's secret")
     rm.add_argument("account")
-    sub.add_parser("list", help="list enrolled accounts")
+    ls = sub.add_parser("list", help="list enrolled accounts")
+    for p in (en, rm, ls):
+        p.add_argument("--config", "-c", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     ns = ap.parse_args(argv)
+    ns.config = getattr(ns, "config", DEFAULT_CONFIG)
     cfg = None
     try:
         secrets_path, key_path, window = ns.secrets, ns.key, 1
@@ -155,7 +188,7 @@ def totp_main(argv: list[str], *, stdin: IO[str] | None = None, stdout: IO[str] 
                 if isinstance(info, str):
                     print(f"{account}\tUNUSABLE\t{info}", file=out)
                 else:
-                    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(info.created))
+                    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(info.created))
                     print(f"{account}\tenrolled\t{when}", file=out)
             if not rows:
                 print("no account is enrolled", file=err)
@@ -171,6 +204,9 @@ def totp_main(argv: list[str], *, stdin: IO[str] | None = None, stdout: IO[str] 
         print(f"Scan this QR code with the authenticator app of {ns.account} (or enter the URI):\n", file=out)
         print(_qr_text(uri), file=out)
         print(uri, file=out)
+        if ns.qr_png:
+            _qr_png(uri, ns.qr_png)
+            print(f"QR code written to {ns.qr_png} (it holds the secret: delete it after scanning)", file=out)
         if not ns.no_verify:
             for attempt in range(VERIFY_ATTEMPTS):
                 print("Code shown by the app: ", end="", file=out, flush=True)

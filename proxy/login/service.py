@@ -116,6 +116,18 @@ class LoginService:
 
             defer_to_thread = lambda f, *a: deferToThreadPool(clock, clock.getThreadPool(), f, *a)  # noqa: E731
         self._defer_to_thread = defer_to_thread
+        self._duration: Any = None
+
+    def use_metrics(self, metrics: Any) -> None:
+        """Observe every login attempt's duration by result (ok, partial, refused)."""
+        self._duration = metrics.histogram("login_duration_seconds",
+                                           "Login attempt (all factors checked here) by result", ("result",))
+
+    def _observe(self, t0: float, out: AuthOutcome) -> AuthOutcome:
+        if self._duration is not None:
+            result = "ok" if out.ok else ("partial" if out.receipt is not None else "refused")
+            self._duration.labels(result).observe(self.clock.seconds() - t0)
+        return out
 
     def _path(self, p: Any) -> Path:
         path = Path(p)
@@ -172,13 +184,15 @@ class LoginService:
                      password_proven_upstream: bool = False, open_session: bool = True) -> AuthOutcome:
         """Check one login attempt; on ``ok`` the trusted session is opened (unless ``open_session``
         is false) and ``set_cookie`` carries its cookie. Runs scrypt in the calling thread."""
+        t0 = self.clock.seconds()
         pre = self._precheck(account, conn)
         if isinstance(pre, AuthOutcome):
-            return pre
+            return self._observe(t0, pre)
         pw_ok = None
         if password is not None and self._mode == "file":
             pw_ok = self._check_password(pre, password)
-        return self._finish(pre, conn, password, pw_ok, totp, receipt, password_proven_upstream, open_session)
+        return self._observe(t0, self._finish(pre, conn, password, pw_ok, totp, receipt, password_proven_upstream,
+                                              open_session))
 
     def authenticate_async(self, *, account: str, conn: "ConnContext", password: str | None = None,
                            totp: str | None = None, receipt: str | None = None,
@@ -187,16 +201,17 @@ class LoginService:
         """Like :meth:`authenticate`, with the scrypt work in a thread (the rest in the caller's)."""
         from twisted.internet.defer import succeed
 
+        t0 = self.clock.seconds()
         pre = self._precheck(account, conn)
         if isinstance(pre, AuthOutcome):
-            return succeed(pre)
+            return succeed(self._observe(t0, pre))
         if password is None or self._mode != "file" or self._defer_to_thread is None:
             return succeed(self.authenticate(account=account, conn=conn, password=password, totp=totp,
                                              receipt=receipt, password_proven_upstream=password_proven_upstream,
                                              open_session=open_session))
         d = self._defer_to_thread(self._check_password, pre, password)
-        d.addCallback(lambda pw_ok: self._finish(pre, conn, password, pw_ok, totp, receipt,
-                                                 password_proven_upstream, open_session))
+        d.addCallback(lambda pw_ok: self._observe(t0, self._finish(pre, conn, password, pw_ok, totp, receipt,
+                                                                   password_proven_upstream, open_session)))
         return d
 
     def authenticate_in_slot(self, **kw: Any) -> "Deferred[AuthOutcome]":

@@ -64,4 +64,8 @@ def make_rig(folder: Path, login: Mapping[str, Any] | None = None, *, account_ru
 
 
 def head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> RequestHead:
-    return RequestHead(method=method, target=target, version=b"1.1", headers=list(headers or []))
+    """A head as the HTTP layer makes it (canonical target; TargetError when it has none)."""
+    from proxy.paths import canonical_target
+
+    return RequestHead(method=method, target=canonical_target(target, method), version=b"1.1",
+                       headers=list(headers or []))

@@ -190,8 +190,9 @@ class Gateway:
     """``certgate run --config PATH`` as a real process; waits until it accepts connections."""
 
     def __init__(self, config: Path, *, env: Mapping[str, str] | None = None, start_timeout: float = 20.0,
-                 args: Iterable[str] = ()) -> None:
+                 args: Iterable[str] = (), exe: str | None = None) -> None:
         self.config = Path(config)
+        self.exe = exe or CERTGATE
         self.port = config_port(self.config)
         self.env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self.start_timeout = start_timeout
@@ -201,7 +202,7 @@ class Gateway:
 
     def start(self) -> "Gateway":
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([CERTGATE, "run", "--config", str(self.config), *self.args],
+        self.proc = subprocess.Popen([self.exe, "run", "--config", str(self.config), *self.args],
                                      stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env=self.env, start_new_session=True)
 

@@ -81,7 +81,7 @@ def test_list_and_revoke_sessions():
     assert status == 200
     rows = {r["account"]: r for r in body["sessions"]}
     assert set(rows) == {"alice", "bob"}
-    assert rows["alice"]["ends_at"] == 10_300 and rows["alice"]["state"] == "live"
+    assert rows["alice"]["ends_at"] == "1970-01-01T02:51:40.000Z" and rows["alice"]["state"] == "live"
     assert rows["alice"]["client_ip"] == "192.0.2.5" and rows["alice"]["trusted"] is False
     assert "cert_der" not in rows["alice"]
     assert e.call(b"DELETE", b"/sessions/" + a.id[:4].encode())[0] == 400  # prefix too short
@@ -130,3 +130,56 @@ def test_read_token_and_service_refuses_public_address_without_token(tmp_path):
         admin_service(cfg, gw, Clock())
     cfg = make_config({"admin": {"address": "0.0.0.0", "port": 9999, "token_file": tmp_path / "tok"}})
     assert admin_service(cfg, gw, Clock()).name == "admin"
+
+
+def test_refused_handshakes_are_summed_per_source_and_reason() -> None:
+    """A flood of refusals gives one audit record per (source, reason) per interval, bounded in number."""
+    from twisted.internet.task import Clock
+
+    from proxy.audit import RefusalDigest, memory_audit
+
+    clock = Clock()
+    clock.advance(1_800_000_000)
+    audit = memory_audit(clock.seconds)
+    digest = RefusalDigest(audit, clock, interval=60, max_keys=3)
+    digest.start()
+    for i in range(1000):
+        digest.add("192.0.2.1", "untrusted-issuer")
+    digest.add("192.0.2.2", "expired")
+    for i in range(50):
+        digest.add(f"198.51.100.{i}", "untrusted-issuer")
+    assert audit.records == []
+    clock.advance(60)
+    recs = audit.records
+    assert recs is not None and len(recs) == 4
+    by = {(r["client_ip"], r["reason"]): r["count"] for r in recs}
+    assert by[("192.0.2.1", "untrusted-issuer")] == 1000 and by[("192.0.2.2", "expired")] == 1
+    assert by[("198.51.100.0", "untrusted-issuer")] == 1 and by[("*", "untrusted-issuer")] == 49
+    assert all(r["event"] == "tls-handshake" and r["decision"] == "deny" for r in recs)
+    assert recs[0]["time"] == "2027-01-15T08:01:00.000Z" and recs[0]["first"].endswith("Z")
+    clock.advance(60)
+    assert len(audit.records) == 4  # nothing new, nothing written
+    digest.stop()
+
+
+def test_every_certgate_json_error_has_the_one_shape() -> None:
+    """{"error": code (str), "message": text (str)} from admin, session endpoints, login API, gate."""
+    import json
+
+    from proxy.login.api import error as api_error
+    from proxy.messages import error_json
+    from proxy.presence import _login_401, _method_not_allowed
+
+    bodies = [json.loads(api_error(401, "nope").body), json.loads(error_json(503, "later").body),
+              json.loads(_method_not_allowed(b"GET").body)]
+    class _S:
+        def clear_cookie_headers(self) -> list:
+            return []
+    bodies.append(json.loads(_login_401("session-ended", _S()).body))  # type: ignore[arg-type]
+    from proxy.admin import AdminAPI
+
+    api = AdminAPI(sessions=None, metrics=None, health=lambda: (True, None), token="t" * 20)
+    for method, path in ((b"GET", b"/sessions"), (b"GET", b"/nowhere")):
+        bodies.append(json.loads(api.handle(method, path, b"Bearer " + b"t" * 20 if path == b"/nowhere" else None).body))
+    for b in bodies:
+        assert isinstance(b["error"], str) and isinstance(b["message"], str) and b["message"], b

@@ -11,6 +11,7 @@ from proxy.audit import memory_audit
 from proxy.gate import Gate
 from proxy.messages import ConnContext, Forward, RequestHead, Response
 from proxy.metrics import Metrics
+from proxy.paths import canonical_target
 from proxy.stores.testing import make_config, make_identity
 
 HTML = [(b"Accept", b"text/html,application/xhtml+xml")]
@@ -18,7 +19,9 @@ JSON = [(b"Accept", b"application/json")]
 
 
 def head(target: bytes = b"/", method: bytes = b"GET", headers=None) -> RequestHead:
-    return RequestHead(method=method, target=target, version=b"1.1", headers=list(headers or []))
+    # as the HTTP layer makes it: the gate sees only canonical targets
+    return RequestHead(method=method, target=canonical_target(target, method), version=b"1.1",
+                       headers=list(headers or []))
 
 
 def conn(identity) -> ConnContext:
@@ -145,7 +148,7 @@ def test_global_cert_only_with_an_account_needing_a_password():
     d = g.decide(head(b"/api", method=b"POST", headers=JSON), conn(make_identity("alice")))
     assert d.status == 401
     assert dict(d.headers)[b"WWW-Authenticate"] == b'Certgate realm="certgate"'
-    assert json.loads(d.body) == {"error": "login-required", "login": "/.certgate/login"}
+    assert json.loads(d.body) == {"error": "login-required", "message": "log in first", "login": "/.certgate/login"}
 
 
 def test_access_rules_come_from_trust_access():

@@ -443,7 +443,7 @@ def test_counters_and_metrics_gauges() -> None:
     GatewayFactory(gate=h.gate, identify=identity, config=h.config, pools=h.pools, clock=h.reactor,
                    tunnels=h.tunnels, metrics=m)
     text = m.render().decode()
-    assert "certgate_http_connections_open 0" in text and "certgate_http_requests_count 0" in text
+    assert "certgate_http_connections 0.0" in text and "certgate_http_connections_accepted_total 0.0" in text
 
 
 def test_drain_closes_idle_and_finishes_in_flight() -> None:

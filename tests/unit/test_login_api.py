@@ -72,15 +72,14 @@ def test_multi_step_with_receipt_header(rig):
     rig.clock.advance(30)
     code = pyotp.TOTP(SECRET).at(rig.clock.seconds())
     r3 = call(rig, {"account": "alice", "totp": code}, headers=(JSON, (b"Certgate-Auth-Receipt", receipt)))
-    assert r3.status == 401 and body(r3)["error"]["title"] == "Unauthorized"
+    assert r3.status == 401 and body(r3)["error"] == "unauthorized"
 
 
 def test_uniform_failure_body(rig):
     r1 = call(rig, {"account": "alice", "password": "wrong"})
     r2 = call(rig, {"account": "ghost", "password": "wrong"}, conn=rig.conn("ghost"))
     assert r1.status == r2.status == 401
-    assert body(r1) == body(r2) == {"error": {"code": 401, "title": "Unauthorized",
-                                              "message": body(r1)["error"]["message"]}}
+    assert body(r1) == body(r2) == {"error": "unauthorized", "message": body(r1)["message"]}
     assert hdr(r1, "WWW-Authenticate") == [b'Certgate realm="certgate"']
 
 
@@ -109,7 +108,7 @@ def test_maxstartups_503(tmp_path):
 ])
 def test_bad_bodies_400(rig, raw, msg):
     r = call(rig, raw)
-    assert r.status == 400 and msg in body(r)["error"]["message"]
+    assert r.status == 400 and body(r)["error"] == "bad-request" and msg in body(r)["message"]
 
 
 def test_method_content_type_and_cross_site(rig):
@@ -149,3 +148,15 @@ def test_async_password_check_runs_in_thread(tmp_path):
     rig.login._defer_to_thread = runner
     r = call(rig, {"account": "alice", "password": "pw"})
     assert r.status == 200 and len(seen) == 1
+
+
+def test_login_duration_histogram_by_result(rig):
+    from proxy.metrics import Metrics
+
+    m = Metrics()
+    rig.login.use_metrics(m)
+    assert call(rig, {"account": "alice", "password": "wrong"}).status == 401
+    assert call(rig, {"account": "alice", "password": "alice-pw"}).status == 200
+    count = "certgate_login_duration_seconds_count"
+    assert m.registry.get_sample_value(count, {"result": "refused"}) == 1
+    assert m.registry.get_sample_value(count, {"result": "ok"}) == 1

@@ -119,3 +119,61 @@ def test_usage_error_is_2(tmp_path):
     with pytest.raises(SystemExit) as ei:
         run(cli.totp_main, ["frobnicate"])
     assert ei.value.code == 2
+
+
+def _png(matrix, scale=6):
+    """A greyscale PNG of a module matrix (True = dark), for the QR decoder."""
+    import struct
+    import zlib
+
+    h, w = len(matrix) * scale, len(matrix[0]) * scale
+    raw = b"".join(b"\x00" + bytes(0 if matrix[y // scale][x // scale] else 255 for x in range(w))
+                   for y in range(h))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def _zbar(path):
+    import shutil
+    import subprocess
+
+    exe = shutil.which("zbarimg")
+    if exe is None:
+        raise RuntimeError("zbarimg not found: install Debian's zbar-tools (apt-get install zbar-tools)")
+    out = subprocess.run([exe, "--quiet", "--raw", str(path)], capture_output=True, text=True, timeout=60)
+    return out.stdout.strip()
+
+
+def test_terminal_qr_uses_explicit_colours_and_a_quiet_zone_and_scans(tmp_path):
+    """Every cell sets both colours (no theme defaults), a 4-module white border, and it decodes."""
+    import re
+
+    import segno
+
+    uri = "otpauth://totp/certgate:alice?secret=JBSWY3DPEHPK3PXP&issuer=certgate"
+    text = cli._qr_text(uri)
+    assert "\x1b[7m" not in text and "\x1b[39" not in text and "\x1b[49" not in text
+    rows = []
+    for line in text.rstrip("\n").split("\n"):
+        cells = re.findall(r"\x1b\[(\d+);(\d+)m\u2580", line)
+        rows.append([fg == "30" for fg, _ in cells])
+        rows.append([bg == "40" for _, bg in cells])
+    want = [[bool(b) for b in r] for r in segno.make(uri, error="m").matrix_iter(scale=1, border=4)]
+    assert rows[:len(want)] == want
+    assert not any(rows[0]) and not any(rows[3]) and not any(r[0] or r[3] or r[-1] for r in rows)
+    (tmp_path / "term.png").write_bytes(_png(rows))
+    assert _zbar(tmp_path / "term.png") == uri
+
+
+def test_enroll_writes_a_scannable_qr_png(tmp_path):
+    png = tmp_path / "alice.png"
+    st, out, err = run(cli.totp_main, totp_args(tmp_path) + ["enroll", "alice", "--no-verify", "--qr-png", str(png)],
+                       "", now=lambda: T0)
+    assert st == 0, err
+    assert stat.S_IMODE(os.stat(png).st_mode) == 0o600
+    uri = _zbar(png)
+    assert uri.startswith("otpauth://totp/certgate:alice?secret=") and uri in out

@@ -20,7 +20,7 @@ def test_repeated_cookie_is_absent_in_one_header_and_across_headers() -> None:
 
 
 def test_path_and_query() -> None:
-    """path is decoded without the query; query is kept raw."""
+    """path is the (canonical) target's path as forwarded, not decoded further; query is kept raw."""
     h = _head()
-    assert h.path == "/a b" and h.query == "x=1"
+    assert h.path == "/a%20b" and h.query == "x=1"
     assert h.get(b"HOST") == b"h" and h.get_all(b"cookie") == []

@@ -395,3 +395,17 @@ def test_ws04_real_tunnel_registry_closed_at_5_minutes_and_1_hour():
     assert t_long.closed is None
     clock.advance(1)
     assert t_long.closed == (1008, "long-grace-expired") and registry.count() == 0
+
+
+def test_live_sessions_gauge_counts_the_store():
+    """certgate_sessions_live: open sessions that are neither ended nor past their end."""
+    from proxy.ops import live_sessions
+
+    w = World(grace=300)
+    w.at(1000)
+    a, _ = w.login()
+    w.login(account="bob")
+    assert live_sessions(w.mgr, w.clock.seconds()) == 2
+    w.mgr.end(a.id, "logout")
+    assert live_sessions(w.mgr, w.clock.seconds()) == 1
+    assert live_sessions(w.mgr, 1000 + 301) == 0  # grace passed: expired, not live

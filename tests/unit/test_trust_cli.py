@@ -206,7 +206,10 @@ def test_remove(filled: Env):
     rc, out, _ = filled.run("remove", INTER.fingerprint[:10])
     assert rc == 0 and "removed CA CN=CLI Issuing" in out and "removed CRL CLI-Issuing.crl too" in out
     assert sorted(os.listdir(filled.store)) == ["CLI-Root.pem", "pinned"]
-    rc, out, _ = filled.run("remove", "CLI-Root.pem")
+    rc, _, err = filled.run("remove", "CLI-Root.pem")  # the last CA: refused without --force
+    assert rc == 1 and "removes the last CA" in err and "--force" in err
+    assert sorted(os.listdir(filled.store)) == ["CLI-Root.pem", "pinned"]
+    rc, out, _ = filled.run("remove", "CLI-Root.pem", "--force")
     assert rc == 0 and os.listdir(filled.store) == ["pinned"]
     rc, _, err = filled.run("remove", "nothing-here")
     assert rc == 1 and "neither a fingerprint nor a file" in err
@@ -369,3 +372,16 @@ def test_terminal_escapes_in_subjects_are_neutralised(filled: Env):
     assert "\x1b" not in out and "\nfake" not in out
     rc, _, err = filled.run("add", filled.file("e2.pem", evil.cert_pem()))
     assert rc == 1 and "\x1b" not in err and "\\x1b" in err
+
+
+def test_list_with_config_shows_the_server_certificate_and_warns_before_it_expires(filled: Env):
+    """`trust list --config` adds the [listen] certificate; within expiry_warning_days it is flagged."""
+    for days, warned in ((200, False), (5, True)):
+        srv = I.server(ROOT, days=days)
+        (filled.tmp / "server.pem").write_bytes(srv.cert_pem())
+        conf = filled.tmp / "certgate.conf"
+        conf.write_text(f"[listen]\ncertificate = server.pem\n\n[trust]\nstore = {filled.store}\n")
+        rc, out, _ = filled.run("list", "--config", str(conf), store=False)
+        assert rc == 0 and f"server certificate {filled.tmp / 'server.pem'}" in out, out
+        assert srv.fingerprint in out
+        assert ("! expires in 4 days" in out) is warned, out

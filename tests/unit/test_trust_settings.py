@@ -24,7 +24,7 @@ def test_defaults_and_relative_store(tmp_path: Path):
     assert problems == []
     assert s == TrustSettings(store=tmp_path / "trust")
     assert (s.reload_interval, s.crl, s.max_depth, s.min_rsa_bits, s.unsafe_allow_missing_eku,
-            s.expiry_warning_days) == (2.0, "hard", 4, 2048, False, 30)
+            s.expiry_warning_days) == (2.0, "hard", 4, 2048, False, 14)
     assert s.mapping == MappingSettings()
     assert s.policy == VerifyPolicy()
     assert parse_trust_section({"store": "/etc/certgate/trust"}, tmp_path)[0].store == Path("/etc/certgate/trust")

@@ -1,13 +1,7 @@
 """twistd plugin: ``twistd -n certgate --config /etc/certgate/certgate.conf``.
 
 There is deliberately no ``__init__.py`` in ``twisted/`` or ``twisted/plugins/``.
+``certgate run`` does not depend on this file (it passes the same ServiceMaker to twistd).
 """
 
-from twisted.application.service import ServiceMaker
-
-certgate = ServiceMaker(
-    "certgate",
-    "proxy.tap",
-    "mTLS-terminating reverse proxy with certificate-bound trusted sessions",
-    "certgate",
-)
+from proxy.tap import SERVICE_MAKER as certgate  # noqa: F401 (twistd's plugin scan finds it here)
