@@ -11,7 +11,8 @@ with one). Order, first match wins:
    exactly ``["tls-cert"]``): a valid certificate + the access rules -> forward as its account;
    no certificate -> a live session cookie still works inside its grace window, else 403;
 6. session mode: session cookie -> ``SessionManager.check`` -> forward with the account,
-   else login (302 for browser navigations, 401 JSON otherwise).
+   else login (a front door's own login page, e.g. Cockpit's, or a 302 to certgate's for
+   browser navigations; 401 JSON otherwise).
 
 The gate never re-verifies certificates: it reads the frozen ``ConnectionIdentity``.
 Every path comparison uses ``head.path``: the canonical path the HTTP layer made once
@@ -171,12 +172,27 @@ class Gate:
             self._denied.inc()
         return error_page(head, status, code, title, message, headers=headers)
 
-    def login_required(self, head: RequestHead, reason: str, *, clear_cookie: bool = False) -> Response:
-        """302 to the login page for a browser GET navigation, else 401 JSON with WWW-Authenticate."""
+    def login_required(self, head: RequestHead, reason: str, *, clear_cookie: bool = False,
+                       route: "Route | None" = None, conn: ConnContext | None = None) -> Decision:
+        """The login for a request without a live session.
+
+        A browser GET navigation on ``route`` whose front door serves its own login page there
+        (Cockpit: ``login_page(head, conn, route)``) gets that page, forwarded without credentials;
+        other browser GET navigations a 302 to certgate's login page; anything else 401 JSON
+        with WWW-Authenticate. ``clear_cookie`` also expires certgate's (dead) cookie.
+        """
         if self._logins is not None:
             self._logins.inc()
         extra: Headers = list(self._sessions.clear_cookie_headers()) if clear_cookie and self._sessions else []
         if head.method in (b"GET", b"HEAD") and head.wants_html():
+            if route is not None and conn is not None and not head.upgrade:
+                for door in self._front_doors:
+                    page = getattr(door, "login_page", None)
+                    answer = page(head, conn, route) if page is not None else None
+                    if answer is not None:
+                        if extra and isinstance(answer, Forward):
+                            answer.on_response = lambda status, headers: extra
+                        return answer
             loc = LOGIN_PATH + "?next=" + quote(safe_next(head.target), safe="/")
             return Response(302, [(b"Location", loc.encode("ascii")), (b"Cache-Control", b"no-store"),
                                   (b"Content-Type", b"text/plain; charset=utf-8")] + extra,
@@ -304,7 +320,7 @@ class Gate:
             if not ident.presented and self._global_cert_only:
                 return self._deny(head, conn, 403, "certificate-required", "Certificate required",
                                   wording.NO_CERTIFICATE)
-            return self.login_required(head, "login-required")
+            return self.login_required(head, "login-required", route=route, conn=conn)
         try:
             chk = sessions.check(sid, ident, ident.client_ip)
         except StoreError as e:  # fail closed, say so, keep serving
@@ -315,7 +331,8 @@ class Gate:
                                   "This session belongs to another certificate. It has been ended; log in "
                                   "again with your own certificate.",
                                   headers=list(sessions.clear_cookie_headers()))
-            return self.login_required(head, chk.reason or "session-ended", clear_cookie=True)
+            return self.login_required(head, chk.reason or "session-ended", clear_cookie=True, route=route,
+                                       conn=conn)
         record = chk.record
         if ident.presented and self._access_check is not None:
             denied = self._access_denied(head, conn, record.account)

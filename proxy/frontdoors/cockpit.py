@@ -29,7 +29,8 @@ mode log in to cockpit-ws with a fresh assertion. Before login, only Cockpit's l
 reachable (:meth:`CockpitFrontDoor.is_open_path`: the UrlRoot itself, ``cockpit/static/*``,
 ``favicon.ico``, GET/HEAD, no certgate cookie), forwarded without ``Authorization`` and without
 cockpit's own cookies, so cockpit-ws always answers its login page. Everything else goes
-through the gate's session check.
+through the gate's session check; a browser navigation it finds without a live session gets
+Cockpit's login page at that path the same way (:meth:`CockpitFrontDoor.login_page`).
 """
 
 from __future__ import annotations
@@ -100,8 +101,9 @@ def _decode_basic(value: str) -> tuple[str, str] | None:
     return user, password
 
 
-def strip_cockpit_cookies(head: RequestHead) -> bytes | None:
-    """The request's Cookie value without cockpit's own cookies (``cockpit``, ``machine-cockpit*``).
+def strip_cockpit_cookies(head: RequestHead, also: bytes = b"") -> bytes | None:
+    """The request's Cookie value without cockpit's own cookies (``cockpit``, ``machine-cockpit*``)
+    and without the cookie named ``also`` (certgate's session cookie).
 
     None when the request has no Cookie header at all.
     """
@@ -112,7 +114,7 @@ def strip_cockpit_cookies(head: RequestHead) -> bytes | None:
     for value in raw:
         for part in value.split(b";"):
             name = part.split(b"=", 1)[0].strip()
-            if not name or name == b"cockpit" or name.startswith(b"machine-cockpit"):
+            if not name or name == b"cockpit" or name.startswith(b"machine-cockpit") or (also and name == also):
                 continue
             kept.append(part.strip())
     return b"; ".join(kept)
@@ -189,6 +191,7 @@ class CockpitFrontDoor:
         self.mode: str = config.cockpit.mode
         self.root = normalize_root(config.cockpit.url_root)
         self._lifetime = float(config.cockpit.assertion_lifetime)
+        self._cookie_name = str(config.sessions.cookie_name).encode("ascii")
         self._response_timeout = float(config.login.response_timeout)
         self._key = assertion_key(login.secret)
         self._nonce = nonce or (lambda: secrets.token_urlsafe(18))
@@ -260,10 +263,31 @@ class CockpitFrontDoor:
             return self._conversation_answer(head, conn, route, rest)
         return self._refuse(conn, None, 401, "scheme-refused", "Authentication failed", scheme=scheme[:20])
 
+    def login_page(self, head: RequestHead, conn: ConnContext, route: "Route") -> "Response | Forward | None":
+        """For the gate, when a browser navigation has no live certgate session: Cockpit's own
+        login page at the path asked for (cockpit-ws serves it at any path under its UrlRoot to a
+        request without credentials), or None outside this door's routes.
+
+        So Cockpit's Logout lands on Cockpit's "Logout successful" page and a bookmark to a deep
+        path shows Cockpit's login there: one login, by Cockpit's form through this front door,
+        after which Cockpit reloads that path. Nothing that authenticates reaches cockpit-ws
+        (no ``Authorization``, no cockpit or certgate cookie). The ``[access:*]`` rules apply as
+        for the login page itself (403).
+        """
+        if getattr(route, "kind", None) != "cockpit" or head.method not in (b"GET", b"HEAD") or head.upgrade:
+            return None
+        rel = self._rel(head.path)
+        if rel is None or ".." in rel.split("/") or self.is_login_variant(head.path):
+            return None
+        why = access_refusal(self._config, conn)
+        if why is not None:
+            return self._refuse(conn, conn.identity.account, 403, "access-denied", "Access denied", detail=why)
+        return self._open_page(head, route)
+
     def _open_page(self, head: RequestHead, route: "Route") -> Forward:
         """Cockpit's login page, without credentials or cockpit cookies (no session reaches cockpit-ws)."""
         sets: Headers = [(b"Authorization", b"")] if head.get(b"authorization") is not None else []
-        cookies = strip_cockpit_cookies(head)
+        cookies = strip_cockpit_cookies(head, self._cookie_name)
         if cookies is not None:
             sets.append((b"Cookie", cookies))
         return Forward(route, set_headers=sets)

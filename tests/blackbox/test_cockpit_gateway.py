@@ -110,6 +110,21 @@ def test_login_page_is_reachable_before_login(site: Site) -> None:
     assert status == 401
 
 
+def test_deep_link_without_a_session_shows_cockpits_login_there(site: Site) -> None:
+    """A bookmark (or the reload after Cockpit's Logout) without a live certgate session: cockpit-ws's
+    own login page at that path, so one login by Cockpit's form brings the person back to it."""
+    for cookie in ("", "cockpit=stale; __Host-certgate=" + "A" * 43):
+        hs = {"Accept": "text/html,application/xhtml+xml", **({"Cookie": cookie} if cookie else {})}
+        status, headers, body = request(site.gw.port, "GET", "/system/services", cert=site.pki.client(USER),
+                                        ca=site.pki.ca_pem, headers=hs)
+        assert status == 200 and b"cockpit/static/login.js" in body, (status, body[:300])
+        assert headers.get("Location") is None
+    # not for what a page fetches: still 401 there
+    status, _, _ = request(site.gw.port, "GET", "/system/services", cert=site.pki.client(USER), ca=site.pki.ca_pem,
+                           headers={"Accept": "application/json"})
+    assert status == 401
+
+
 def test_password_login_then_socket_runs_a_command(site: Site) -> None:
     status, headers, body = site.login(USER, basic(USER, PW))
     assert status == 200, (body, site.ws.log()[-2000:], site.gw.log()[-2000:])

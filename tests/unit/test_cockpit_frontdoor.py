@@ -12,6 +12,7 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
+from proxy import wording
 from proxy.audit import memory_audit
 from proxy.config import ConfigError
 from proxy.frontdoors.assertion import assertion_key, verify_assertion
@@ -19,7 +20,6 @@ from proxy.frontdoors.cockpit import CockpitFrontDoor, normalize_root, strip_coc
 from proxy.login.passwords import set_password
 from proxy.login.service import LoginService
 from proxy.login.totp import TotpSecrets
-from proxy import wording
 from proxy.messages import ConnContext, Forward, RequestHead, Response
 from proxy.sessions import SessionManager
 from proxy.stores.memory import MemoryStore
@@ -388,3 +388,73 @@ def test_dead_session_cookie_is_cleared_on_the_automatic_login(tmp_path) -> None
     e.clock.advance(e.cfg.sessions.grace + 1)
     r = e.decide(headers=[(b"Cookie", cookie)], ident=make_identity("alice", handshake_at=T0))
     assert r.status == 401 and b"Max-Age=0" in header(r, b"Set-Cookie")
+
+
+# ------------------------------------------------------------------ navigations without a session
+
+def _gate_decide(e: Env, target: bytes, headers: Any = (), ident: Any = None, upgrade: bool = False) -> Any:
+    from proxy.gate import Gate
+
+    gate = Gate(config=e.cfg, sessions=e.sessions, clock=e.clock, audit=e.audit, endpoints={}, front_doors=[e.door])
+    head = RequestHead(b"GET", target, b"1.1", [(b"Host", b"gw.example")] + list(headers), upgrade=upgrade)
+    return gate.decide(head, ConnContext(identity=ident or make_identity("alice", handshake_at=T0), connected_at=T0))
+
+
+NAV = (b"Accept", b"text/html,application/xhtml+xml")
+
+
+def test_navigation_without_a_session_gets_cockpits_own_login_page_at_that_path(tmp_path) -> None:
+    """After Cockpit's Logout (certgate's session ended with it) or from a bookmark: cockpit-ws's
+    login page at the path asked for, with nothing that authenticates; certgate's dead cookie expires."""
+    e = Env(tmp_path)
+    rec, cookies = e.sessions.open(make_identity("alice", handshake_at=T0), "alice", ("tls-cert", "password"),
+                                   "127.0.0.1")
+    token = cookies[0][1].split(b";")[0]
+    e.sessions.end(rec.id, "cockpit-logout")
+    d = _gate_decide(e, b"/system/terminal", [NAV, (b"Authorization", b"Basic eDp5"),
+                                              (b"Cookie", b"cockpit=abc; " + token + b"; theme=dark")])
+    assert isinstance(d, Forward) and d.route is e.route and d.account is None and d.session_id is None
+    assert header(d, b"Authorization") == b""
+    assert header(d, b"Cookie") == b"theme=dark"  # neither cockpit's nor certgate's cookie reaches cockpit-ws
+    assert any(k == b"Set-Cookie" and b"Max-Age=0" in v for k, v in d.on_response(200, []))
+    # no cookie at all (a bookmark in a fresh browser): the same page, no Set-Cookie
+    d = _gate_decide(e, b"/system", [NAV])
+    assert isinstance(d, Forward) and d.on_response is None and d.account is None
+
+
+def test_other_requests_without_a_session_still_get_401(tmp_path) -> None:
+    e = Env(tmp_path)
+    for hs, upgrade in (([(b"Accept", b"application/json")], False),
+                        ([NAV, (b"Upgrade", b"websocket"), (b"Connection", b"Upgrade")], True)):
+        d = _gate_decide(e, b"/cockpit/socket", hs, upgrade=upgrade)
+        assert not isinstance(d, Forward), hs  # 401 JSON, or certgate's login for a navigation
+
+
+def test_navigation_with_a_live_session_is_forwarded_with_the_account(tmp_path) -> None:
+    e = Env(tmp_path)
+    ident = make_identity("alice", handshake_at=T0)
+    rec, cookies = e.sessions.open(ident, "alice", ("tls-cert", "password"), "127.0.0.1")
+    token = cookies[0][1].split(b";")[0]
+    d = _gate_decide(e, b"/system", [NAV, (b"Cookie", token)], ident)
+    assert isinstance(d, Forward) and d.account == "alice" and d.session_id == rec.id
+
+
+def test_navigation_on_a_generic_route_still_goes_to_certgates_login(tmp_path) -> None:
+    e = Env(tmp_path)
+    import dataclasses
+
+    generic = dataclasses.replace(e.route, kind="generic")
+    conn = ConnContext(identity=make_identity("alice", handshake_at=T0), connected_at=T0)
+    head = RequestHead(b"GET", b"/app", b"1.1", [NAV])
+    assert e.door.login_page(head, conn, generic) is None
+    for login in (b"/cockpit/login", b"/Cockpit/Login/"):
+        assert e.door.login_page(RequestHead(b"GET", login, b"1.1", [NAV]), conn, e.route) is None
+
+
+def test_access_rules_apply_to_the_login_page_at_any_path(tmp_path) -> None:
+    from trust.access import AccessRule
+
+    e = Env(tmp_path)
+    object.__setattr__(e.cfg, "access_rules", [AccessRule("admins", cns=("carol",))])
+    d = _gate_decide(e, b"/system", [NAV])
+    assert isinstance(d, Response) and d.status == 403 and e.audit.records[-1]["reason"] == "access-denied"
