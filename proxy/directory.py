@@ -112,7 +112,7 @@ class DirectoryMapper:
             self._outcomes = metrics.counter("directory_lookups_total", "Directory account lookups by outcome",
                                              ("outcome",))
             self._latency = metrics.histogram("directory_lookup_seconds", "Seconds from a directory search's "
-                                              "start to its answer (or failure)")
+                                              "start to its answer (or failure)").labels()
 
     # -- life
     def start(self) -> None:

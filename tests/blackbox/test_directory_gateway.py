@@ -172,7 +172,7 @@ def test_hung_directory_fails_closed_within_the_timeout(world: dict[str, object]
             with pytest.raises((ConnectionError, OSError)):
                 request(gw.port, cert=pki.client("alice"), ca=pki.ca_pem, timeout=8)
             took = time.monotonic() - started
-            assert 0.9 <= took < 4, took
+            assert 0.9 <= took < 4.5, took  # [ldap] timeout 1 s, well before the 5 s handshake deadline
             wait_for(lambda: "no answer within 1 s; refused" in gw.log(), timeout=5,
                      what="the timeout logged")
             assert silent.held, "the gateway never tried the directory"
