@@ -11,6 +11,7 @@ shortened. The presence script is on by default for ``joc`` routes.
 
 from __future__ import annotations
 
+import datetime
 import re
 import time
 from pathlib import Path
@@ -112,8 +113,11 @@ def test_card_out_ends_joc_at_grace(scene: Scene, joc: JocSite) -> None:
     b.step("card pulled")
 
     def end_ts() -> float | None:
-        return next((ev["ts"] for ev in site.audit() if ev.get("event") == "session"
-                     and ev.get("decision") == "end" and ev.get("account") == "cgbjocout"), None)
+        ev = next((ev for ev in site.audit() if ev.get("event") == "session"
+                   and ev.get("decision") == "end" and ev.get("account") == "cgbjocout"), None)
+        if ev is None:
+            return None
+        return datetime.datetime.fromisoformat(ev["time"].replace("Z", "+00:00")).timestamp()
 
     wait_for(lambda: (pump(page), end_ts())[1], GRACE + 2 * PRESENCE + 10, interval=0.2,
              what="certgate to end the session after the card was pulled")
