@@ -6,8 +6,10 @@ PIP    := $(VENV)/bin/pip
 DEMO   ?= demo
 PORT   ?= 8443
 UPSTREAM_PORT ?= 9090
+# sslyze (TLS posture check in `make test`) pins its own OpenSSL binding (nassl): own virtualenv
+SSLYZE_VENV ?= .venv-sslyze
 
-.PHONY: all venv install system-deps run demo test test-unit test-blackbox bench bench-quick check clean plugin-cache
+.PHONY: all venv install system-deps sslyze-venv run demo test test-unit test-blackbox bench bench-quick check clean plugin-cache
 
 all: install
 
@@ -20,6 +22,13 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 venv install: $(VENV)/.installed
 
+$(SSLYZE_VENV)/.installed:
+	test -x $(SSLYZE_VENV)/bin/python || $(PYTHON) -m venv $(SSLYZE_VENV)
+	$(SSLYZE_VENV)/bin/pip install -q --disable-pip-version-check 'sslyze >= 6.3, < 7'
+	touch $@
+
+sslyze-venv: $(SSLYZE_VENV)/.installed
+
 # Demo: a fresh PKI, a demo upstream that shows the headers it receives, certgate in front.
 run: install
 	@$(VENV)/bin/certgate demo-pki $(DEMO) --password demo-password >/dev/null
@@ -31,7 +40,7 @@ run: install
 system-deps:
 	bash tests/system/install.sh
 
-test: install system-deps
+test: install system-deps sslyze-venv
 	$(PY) -m pytest -q tests
 
 test-unit: install
@@ -50,4 +59,4 @@ plugin-cache:
 	$(PY) -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
 
 clean:
-	rm -rf $(VENV) $(DEMO) build *.egg-info twisted/plugins/dropin.cache
+	rm -rf $(VENV) $(SSLYZE_VENV) $(DEMO) build *.egg-info twisted/plugins/dropin.cache

@@ -29,7 +29,8 @@ TLS12_CIPHERS = (b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
                  b"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
 #: TLS 1.3 suites (all AEAD).
 TLS13_SUITES = b"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
-#: Options on every context: no tickets, no compression, no renegotiation, our cipher order.
+#: Options on every context: no TLS 1.2 tickets, no compression, no renegotiation, our cipher
+#: order. TLS 1.3 tickets are stopped process-wide (``NumTickets = 0``, see proxy._openssl_conf).
 CONTEXT_OPTIONS = (SSL.OP_NO_TICKET | SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE
                    | SSL.OP_NO_RENEGOTIATION)
 #: OpenSSL's chain-building limit (bounds the work on pathological chains; trust enforces
@@ -192,8 +193,8 @@ def build_context(server: ServerCert, *, client_auth: str, client_cas: Sequence[
                   servername_callback: Callable[[SSL.Connection], None] | None = None) -> SSL.Context:
     """A new hardened server context for ``server``.
 
-    TLS 1.2+ (or 1.3 only), AEAD suites, server preference, no renegotiation, no tickets,
-    session cache off, no compression; ``client_auth`` ``need`` sets VERIFY_PEER +
+    TLS 1.2+ (or 1.3 only), AEAD suites, server preference, no renegotiation, no TLS 1.2
+    tickets (TLS 1.3 ones: :mod:`proxy._openssl_conf`), session cache off, no compression; ``client_auth`` ``need`` sets VERIFY_PEER +
     FAIL_IF_NO_PEER_CERT, ``want`` VERIFY_PEER, ``none`` VERIFY_NONE. ``client_cas`` go into
     the CertificateRequest's CA list (not into a trust store: ``verify_callback`` decides).
     """

@@ -27,6 +27,8 @@ from cryptography import x509
 from OpenSSL import SSL, crypto
 from twisted.logger import Logger
 
+from trust.escape import safe_text
+
 _log = Logger(namespace="certgate.tls")
 _ASN1 = crypto.FILETYPE_ASN1
 #: Mapping results memoised per verifier (per trust generation); cleared when full.
@@ -184,4 +186,4 @@ class HandshakeVerifier:
             sink(host, (codes[0] if codes else "untrusted") if not v.ok else "unmapped")
         why = v.summary if not v.ok else f"maps to no account: {rec.mapping.reason if rec.mapping else '?'}"
         self.log.info("TLS handshake from {peer} refused: certificate {subject} (sha256 {fp}): {why}",
-                      peer=peer, subject=v.subject or "?", fp=v.fingerprint, why=why)
+                      peer=peer, subject=safe_text(v.subject or "?"), fp=v.fingerprint, why=safe_text(why))

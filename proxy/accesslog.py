@@ -23,6 +23,8 @@ import time
 from json.encoder import encode_basestring_ascii as _encode
 from typing import Any, Callable
 
+from trust.escape import safe_text
+
 _CLASS = ("1xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 
 
@@ -115,8 +117,8 @@ class RequestLog:
 
 
 def _s(value: str | None) -> str:
-    """A JSON string (ASCII, escaped) or null."""
-    return "null" if value is None else _encode(value)
+    """A JSON string (ASCII, escaped) or null; its decoded value is :func:`trust.escape.safe_text`."""
+    return "null" if value is None else _encode(safe_text(value))
 
 
 def _n(seconds: float) -> str:

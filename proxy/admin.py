@@ -21,7 +21,6 @@ twisted.web ``Site``.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -29,6 +28,7 @@ from urllib.parse import parse_qs
 
 from proxy.paths import TargetError, canonical_target
 from proxy.sessions import describe
+from trust.escape import safe_json
 
 HealthFn = Callable[[], "tuple[bool, str | None]"]
 
@@ -42,7 +42,7 @@ class AdminResponse:
 
 
 def _json(status: int, obj: object, headers: list[tuple[bytes, bytes]] | None = None) -> AdminResponse:
-    return AdminResponse(status, b"application/json", json.dumps(obj, indent=1).encode("utf-8") + b"\n",
+    return AdminResponse(status, b"application/json", json.dumps(safe_json(obj), indent=1).encode("utf-8") + b"\n",
                          headers or [])
 
 
@@ -170,13 +170,6 @@ class AdminAPI:
         return _json(200, {"revoked": n})
 
 
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
-
-
 def admin_site(api: AdminAPI) -> Any:
     """A twisted.web Site serving ``api`` (no request logging of tokens)."""
     from twisted.web import resource, server
@@ -207,10 +200,12 @@ def admin_service(cfg: Any, gw: Any, reactor: Any) -> Any:
     """
     from twisted.application.internet import TCPServer
 
+    from proxy.checks import admin_problems
+
+    problems = admin_problems(cfg)
+    if problems:
+        raise ValueError(str(problems[0]))
     token = read_token(cfg.admin.token_file) if cfg.admin.token_file else None
-    if token is None and not _is_loopback(cfg.admin.address):
-        raise ValueError(f"[admin] address: {cfg.admin.address} is not a loopback address; set [admin] token_file "
-                         "so the admin API needs a bearer token")
     parts = gw.parts
     trust = parts.get("trust")
 

@@ -13,6 +13,8 @@ import sys
 import threading
 from typing import IO, Any, Callable
 
+from trust.escape import safe_json, safe_text
+
 _SECRET_WORDS = ("password", "passwd", "totp_code", "code", "secret", "token", "cookie", "receipt", "assertion")
 
 
@@ -46,7 +48,7 @@ class Audit:
             if any(w == k or k.endswith("_" + w) for w in _SECRET_WORDS):
                 continue
             rec[k] = v
-        line = json.dumps(rec, separators=(",", ":"), default=str)
+        line = json.dumps(safe_json(rec), separators=(",", ":"), default=safe_text)
         with self._lock:
             try:
                 self._stream.write(line + "\n")

@@ -162,6 +162,8 @@ def check_config_main(argv: list[str]) -> int:
     ap.add_argument("file", nargs="?", help="path of the config file (or --config FILE)")
     ap.add_argument("--config", "-c", help="path of the config file")
     ap.add_argument("--quiet", "-q", action="store_true", help="print nothing when valid")
+    ap.add_argument("--running", action="store_true",
+                    help="the gateway already runs with this file: skip the port checks (its ports are taken)")
     ns = ap.parse_args(argv)
     if bool(ns.file) == bool(ns.config) and ns.file != ns.config:
         ap.error("give the config file once: certgate check-config FILE, or --config FILE")
@@ -176,7 +178,7 @@ def check_config_main(argv: list[str]) -> int:
         for p in e.problems:
             print(f"  {p}", file=sys.stderr)
         return 1
-    problems = preflight(cfg)
+    problems = preflight(cfg, bind=not ns.running)
     if problems:
         print(f"{ns.config}: {len(problems)} problem(s):", file=sys.stderr)
         for p in problems:
@@ -198,6 +200,9 @@ def run_main(argv: list[str]) -> int:
     ap.add_argument("--config", "-c", required=True, help="path of the config file")
     ap.add_argument("--pidfile", default="", help="write the process id here (default: none)")
     ns = ap.parse_args(argv)
+    from proxy._openssl_conf import configure_process
+
+    configure_process()  # before OpenSSL loads: no TLS 1.3 session tickets (docs/tls.md)
     from proxy.tap import LOGGER, SERVICE_MAKER, install_reactor
 
     install_reactor()

@@ -7,11 +7,12 @@ to the certificates.
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import secrets
 import sys
 from pathlib import Path
+
+from trust.escape import safe_html
 
 DEMO_CLIENTS = ("alice", "bob")
 
@@ -93,10 +94,10 @@ def demo_upstream_main(argv: list[str]) -> int:
                 request.setHeader(b"content-type", b"application/json")
                 return json.dumps(info, indent=1).encode()
             request.setHeader(b"content-type", b"text/html; charset=utf-8")
-            rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in headers)
+            rows = "".join(f"<tr><th>{safe_html(k)}</th><td>{safe_html(v)}</td></tr>" for k, v in headers)
             user = dict((k.lower(), v) for k, v in headers).get("x-remote-user", "(none)")
-            return (f"<!doctype html><title>certgate demo upstream</title><h1>Hello, {html.escape(user)}</h1>"
-                    f"<p>certgate forwarded <code>{html.escape(info['method'])} {html.escape(info['path'])}</code>"
+            return (f"<!doctype html><title>certgate demo upstream</title><h1>Hello, {safe_html(user)}</h1>"
+                    f"<p>certgate forwarded <code>{safe_html(info['method'])} {safe_html(info['path'])}</code>"
                     f" with these headers:</p><table>{rows}</table>").encode()
 
     reactor.listenTCP(ns.port, Site(Echo()), interface=ns.address)  # type: ignore[attr-defined]

@@ -21,12 +21,12 @@ Every path comparison uses ``head.path``: the canonical path the HTTP layer made
 
 from __future__ import annotations
 
-import html
 import json
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence, Union
 from urllib.parse import quote
 
 from proxy import wording
+from trust.escape import safe_html, safe_json
 from proxy.messages import ConnContext, Decision, Forward, Headers, RequestHead, Response
 from proxy.stores.interface import StoreError
 
@@ -80,14 +80,14 @@ def error_page(head: RequestHead, status: int, code: str, title: str, message: s
         login = LOGIN_PATH
         if head.method in (b"GET", b"HEAD") and not head.path.startswith(PREFIX):
             login += "?next=" + quote(safe_next(head.target), safe="/")
-        body = _PAGE.format(title=html.escape(title), message=html.escape(message), extra=extra_html,
-                            code=html.escape(code), login=html.escape(login)).encode("utf-8")
+        body = _PAGE.format(title=safe_html(title), message=safe_html(message), extra=extra_html,
+                            code=safe_html(code), login=safe_html(login)).encode("utf-8")
         hs += [(b"Content-Type", b"text/html; charset=utf-8"),
                (b"Content-Security-Policy", b"default-src 'none'; style-src 'unsafe-inline'"),
                (b"X-Frame-Options", b"DENY")]
         return Response(status, hs, body)
     hs.append((b"Content-Type", b"application/json"))
-    return Response(status, hs, json.dumps({"error": code, "message": message}).encode("utf-8"))
+    return Response(status, hs, json.dumps(safe_json({"error": code, "message": message})).encode("utf-8"))
 
 
 def safe_next(target: bytes) -> str:

@@ -16,6 +16,7 @@ from twisted.logger import (FileLogObserver, FilteringLogObserver, ILogObserver,
 from zope.interface import implementer
 
 from proxy.logfiles import open_log
+from trust.escape import safe_lines, safe_text
 
 _LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn, "error": LogLevel.error}
 
@@ -37,8 +38,10 @@ def _rfc3339(when: float | None) -> str:
 
 
 def text_observer(stream: Any) -> ILogObserver:
-    """Twisted's classic text lines, stamped with RFC 3339 UTC times (``2026-12-01T21:00:00.123Z``)."""
-    return FileLogObserver(stream, lambda event: formatEventAsClassicLogText(event, formatTime=_rfc3339))
+    """Twisted's classic text lines, stamped with RFC 3339 UTC times (``2026-12-01T21:00:00.123Z``),
+    with any control or bidi character left in them escaped (newlines of tracebacks stay)."""
+    return FileLogObserver(stream, lambda event: safe_lines(formatEventAsClassicLogText(event, formatTime=_rfc3339)
+                                                            or ""))
 
 
 def observer(level: str = "info", target: str = "-", json_target: str = "") -> ILogObserver:
@@ -47,7 +50,27 @@ def observer(level: str = "info", target: str = "-", json_target: str = "") -> I
     if json_target:
         observers.append(jsonFileLogObserver(open_log(json_target), recordSeparator=""))
     pred = LogLevelFilterPredicate(defaultLogLevel=_LEVELS.get(level, LogLevel.info))
-    return FilteringLogObserver(_Fanout(observers), [pred])
+    return FilteringLogObserver(EscapingObserver(_Fanout(observers)), [pred])
+
+
+_PLAIN = (int, float, bool, type(None))
+
+
+@implementer(ILogObserver)
+class EscapingObserver:
+    """Passes events on with every field value escaped by :func:`trust.escape.safe_text`.
+
+    Fields named ``log_*`` (the format string, the failure, the level ...) and numbers are
+    passed as they are; any other value is turned into one line of printable text before the
+    format string sees it, so a client's CR, LF or terminal escape cannot shape a log line.
+    """
+
+    def __init__(self, inner: ILogObserver) -> None:
+        self._inner = inner
+
+    def __call__(self, event: dict[str, object]) -> None:
+        self._inner({k: v if k.startswith("log_") or isinstance(v, _PLAIN) else safe_text(v)
+                     for k, v in event.items()})
 
 
 def observer_from_env() -> ILogObserver:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Protocol, Union
 
+from trust.escape import safe_json
+
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred
 
@@ -176,4 +178,4 @@ def json_response(status: int, obj: object, *, headers: Headers | None = None) -
     import json
 
     hs: Headers = [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-store")]
-    return Response(status, hs + (headers or []), json.dumps(obj, separators=(",", ":")).encode())
+    return Response(status, hs + (headers or []), json.dumps(safe_json(obj), separators=(",", ":")).encode())

@@ -36,6 +36,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any, Callable
 
+from trust.escape import safe_json
 from proxy.messages import ConnContext, Headers, RequestHead, Response
 from proxy.sameorigin import REFERRER_POLICY, cross_site
 
@@ -229,7 +230,8 @@ def same_origin(head: RequestHead) -> bool:
 
 def _json(status: int, obj: object, *, extra: Headers | None = None, close: bool = False) -> Response:
     hs: Headers = [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-store")] + (extra or [])
-    return Response(status, hs, json.dumps(obj, separators=(",", ":")).encode("utf-8"), close=close)
+    return Response(status, hs, json.dumps(safe_json(obj), separators=(",", ":")).encode("utf-8"),
+                    close=close)
 
 
 def _html(status: int, body: str, extra: Headers | None = None) -> Response:

@@ -17,6 +17,7 @@ from typing import Any
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
@@ -27,37 +28,14 @@ from trust.problems import Problem
 log = Logger(namespace="certgate")
 
 
-def preflight(cfg: Config) -> list[Problem]:
-    """Checks that need files loaded: server key/cert, trust store, session store.
+def preflight(cfg: Config, *, bind: bool = True) -> list[Problem]:
+    """Every problem that stops the gateway from starting (:func:`proxy.checks.startup_problems`).
 
-    Returns every problem found; an empty list means the gateway can start.
+    ``certgate check-config`` and the service call this same function; empty means it can start.
     """
-    problems: list[Problem] = []
-    try:
-        from proxy.tls import load_server_identity
+    from proxy.checks import startup_problems
 
-        load_server_identity(cfg)
-    except Exception as e:  # the message names the file and the reason
-        problems.append(Problem("listen", "certificate", str(e)))
-    try:
-        import datetime as dt
-
-        from trust.store import TrustStoreError, load_store
-
-        load_store(cfg.trust.store, now=dt.datetime.now(dt.timezone.utc))
-    except TrustStoreError as e:
-        for p in e.problems:
-            problems.append(Problem("trust", "store", str(p)))
-    except OSError as e:
-        problems.append(Problem("trust", "store", f"{cfg.trust.store}: {e.strerror}"))
-    if any(r.kind == "cockpit" for r in cfg.routes):
-        from proxy.frontdoors.cockpit import config_problems
-
-        problems += config_problems(cfg)
-    if cfg.listen.workers > 1 and cfg.sessions.store == "memory":
-        problems.append(Problem("sessions", "store", "memory cannot be shared by several workers; use sqlite:PATH "
-                                "or redis://"))
-    return problems
+    return startup_problems(cfg, bind=bind)
 
 
 class _Listener(Service):
@@ -75,7 +53,12 @@ class _Listener(Service):
 
         super().startService()
         binding = makeBinding(self._address, self._port, reuseAddress=True, reusePort=self._reuse_port)
-        self.port = self._reactor.listenTCP(binding, self._factory, backlog=1024)
+        try:
+            self.port = self._reactor.listenTCP(binding, self._factory, backlog=1024)
+        except CannotListenError as e:  # taken after the start checks: one line, status 2
+            sys.stderr.write(f"certgate: [listen] port: {self._address}:{self._port} cannot be bound: "
+                             f"{e.socketError}\n")
+            raise SystemExit(2) from None
         addr = self.port.getHost()
         log.info("certgate listening on {host}:{port}", host=addr.host, port=addr.port)
 
@@ -285,6 +268,7 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
                      closed=closed, ended=ended)
 
     trust_state.add_listener(after_reload)
+    _log_ticket_check(trust_state.current.identity)
     _Listener(reactor, cfg.listen.address, cfg.listen.port, tls_factory,
               reuse_port=cfg.listen.workers > 1).setServiceParent(gw)
     if cfg.trust.reload_interval > 0:
@@ -318,6 +302,22 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
         log.warn("UNSAFE: route(s) {names} forward the raw request target, not the canonical path certgate "
                  "decided on", names=", ".join(r.name for r in cfg.routes if r.unsafe_forward_raw_target))
     return gw
+
+
+def _log_ticket_check(identity: Any) -> None:
+    """Measure and log the TLS 1.3 session tickets this process sends (one in-memory handshake)."""
+    from proxy._openssl_conf import tickets_per_handshake
+    from proxy._tls_context import build_context
+
+    ctx = build_context(identity.default, client_auth="none", client_cas=(), min_version="1.3",
+                        verify_callback=None, session_id=b"certgate-ticket-check")
+    n = tickets_per_handshake(ctx)
+    conf = os.environ.get("OPENSSL_CONF", "")
+    if n:
+        log.warn("TLS 1.3 handshakes send {n} session ticket(s): the OpenSSL configuration {conf!r} does not set "
+                 "NumTickets = 0 (see docs/tls.md)", n=n, conf=conf)
+    else:
+        log.info("TLS 1.3 session tickets per handshake: 0")
 
 
 def _version() -> str:

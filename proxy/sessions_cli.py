@@ -21,6 +21,8 @@ import urllib.request
 from typing import Any, Sequence
 from urllib.parse import quote, urlencode
 
+from trust.escape import safe_json, safe_text
+
 DEFAULT_CONFIG = "/etc/certgate/certgate.conf"
 
 
@@ -39,7 +41,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
             ("PROVED_AT", lambda r: _ts(r["proved_at"])), ("ENDS_AT", lambda r: _ts(r["ends_at"])),
             ("TRUSTED", lambda r: "yes" if r["trusted"] else "no"), ("CLIENT_IP", lambda r: r["client_ip"]),
             ("STATE", lambda r: r["state"] if r["state"] == "live" else f"{r['state']} ({r['end_reason']})")]
-    cells = [[h for h, _ in cols]] + [[str(f(r)) for _, f in cols] for r in rows]
+    cells = [[h for h, _ in cols]] + [[safe_text(f(r)) for _, f in cols] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
 
@@ -103,7 +105,7 @@ def _run(ns: argparse.Namespace) -> int:
 
 def _print_list(rows: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
-        print(json.dumps(rows, indent=1))
+        print(json.dumps(safe_json(rows), indent=1))
     elif rows:
         print(_table(rows))
     else:

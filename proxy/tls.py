@@ -30,6 +30,7 @@ from proxy._tls_verify import RECORDS, HandshakeRecord
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred
 from proxy.identity import ConnectionIdentity, anonymous
+from trust.escape import safe_text
 
 __all__ = ["LiveServerTLS", "identify", "revalidate", "load_server_identity", "TLSConfigError",
            "ServerIdentity", "build_context"]
@@ -193,7 +194,7 @@ def revalidate(connections: Iterable[Any], trust_state: Any, now: float) -> int:
             continue
         v = trust_state.verify(leaf_der, ident.chain_der, now)
         _log.info("closing connection from {ip}:{port} of {subject}: its certificate is no longer accepted "
-                  "({why})", ip=ident.client_ip, port=ident.client_port, subject=ident.subject,
+                  "({why})", ip=ident.client_ip, port=ident.client_port, subject=safe_text(ident.subject),
                   why=v.summary if not v.ok else "it maps to no account")
         abort = getattr(c, "abort", None)
         transport = getattr(c, "transport", None)

@@ -14,6 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from trust.escape import safe_text
+
 #: Elliptic curves accepted anywhere in a chain.
 ALLOWED_CURVES = ("secp256r1", "secp384r1")
 #: Hard floor for RSA keys; the policy may ask for more, never for less.
@@ -165,19 +167,9 @@ def display_cn(name: x509.Name) -> str:
 
 
 def printable_repr(value: str) -> str:
-    """The value with non-printable-ASCII characters shown as ``\\xNN`` / ``\\uNNNN``."""
-    out = []
-    for ch in value:
-        o = ord(ch)
-        if 0x20 <= o <= 0x7E and ch != "\\":
-            out.append(ch)
-        elif ch == "\\":
-            out.append("\\\\")
-        elif o < 0x100:
-            out.append(f"\\x{o:02x}")
-        else:
-            out.append(f"\\u{o:04x}")
-    return "".join(out)
+    """The value as printable ASCII: controls, bidi and every non-ASCII character shown as
+    ``\\xNN`` / ``\\uNNNN``, backslashes doubled (:func:`trust.escape.safe_text`)."""
+    return safe_text(value, backslash=True, ascii_only=True)
 
 
 def is_self_signed(cert: x509.Certificate) -> bool:

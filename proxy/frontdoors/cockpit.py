@@ -43,6 +43,7 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from trust.escape import safe_json, safe_text
 from proxy.frontdoors.access import access_refusal
 from proxy.frontdoors.assertion import assertion_key, mint_assertion
 from proxy.frontdoors.wsframes import LogoutWatcher
@@ -304,9 +305,10 @@ class CockpitFrontDoor:
 
     @staticmethod
     def _answer(status: int, problem: str, message: str, headers: Headers | None = None) -> Response:
-        body = json.dumps({"problem": problem, "message": message}).encode("utf-8")
+        body = json.dumps(safe_json({"problem": problem, "message": message})).encode("utf-8")
         hs: Headers = [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-cache, no-store")]
-        return Response(status, hs + (headers or []), body, reason=message.encode("ascii", "replace"))
+        return Response(status, hs + (headers or []), body,
+                        reason=safe_text(message).encode("ascii", "backslashreplace"))
 
     def _outcome_refusal(self, out: "AuthOutcome") -> Response:
         """The answer to a failed LoginService outcome (already audited by the service)."""

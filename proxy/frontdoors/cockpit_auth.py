@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from trust.escape import safe_text
 from proxy.frontdoors.assertion import AssertionInvalid, assertion_key, verify_assertion
 
 #: Namespace of consumed assertion ids in the store (shared with the gateway's minting side).
@@ -264,6 +265,8 @@ def local_user_check(disallowed: frozenset[str]) -> Callable[[str], str | None]:
             pwd.getpwnam(name)
         except KeyError:
             return f"the account {name!r} has no local user on this host"
+        except ValueError:  # e.g. an embedded NUL: no user can have that name
+            return f"the account {name!r} is not a valid user name"
         return None
 
     return check
@@ -288,7 +291,7 @@ def bridge_argv(user: str, bridge: str, *, euid: int, current_user: str) -> list
 # --------------------------------------------------------------------------- main (I/O)
 
 def _log(text: str) -> None:
-    print(f"certgate-cockpit-auth[{os.getpid()}]: {text}", file=sys.stderr, flush=True)
+    print(f"certgate-cockpit-auth[{os.getpid()}]: {safe_text(text)}", file=sys.stderr, flush=True)
 
 
 def _write_all(data: bytes) -> None:

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from proxy.frontdoors.access import access_refusal
 from proxy.messages import ConnContext, Forward, Headers, RequestHead, Response
 from proxy.paths import same_login_path
+from trust.escape import safe_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred
@@ -74,7 +75,7 @@ def decode_joc_basic(value: bytes) -> tuple[str, str | None] | None:
 
 def joc_error(status: int, message: str) -> Response:
     """JOC's error body ``{"error": {"code": "JOC-<status>", "message": ...}}`` (JOC-420 for 420)."""
-    body = json.dumps({"error": {"code": f"JOC-{status}", "message": message}}).encode("utf-8")
+    body = json.dumps(safe_json({"error": {"code": f"JOC-{status}", "message": message}})).encode("utf-8")
     return Response(status, [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-cache, no-store")], body)
 
 
@@ -85,7 +86,7 @@ def joc_denied(account: str, status: int = 401, message: str = "Access denied",
             "hasRole": False, "isApprover": False, "isApprovalRequestor": False, "forcePasswordChange": False,
             "enableTouch": True}
     hs: Headers = [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-cache, no-store, must-revalidate")]
-    return Response(status, hs + (headers or []), json.dumps(body).encode("utf-8"))
+    return Response(status, hs + (headers or []), json.dumps(safe_json(body)).encode("utf-8"))
 
 
 class JocFrontDoor:

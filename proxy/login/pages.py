@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import html
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
 
 from proxy import wording
+from trust.escape import safe_html
 from proxy.login import factors
 from proxy.login.keys import derive_key
 from proxy.login.service import AuthOutcome
@@ -61,7 +61,7 @@ _SHELL = """<!DOCTYPE html>
 
 
 def _e(s: object) -> str:
-    return html.escape(str(s), quote=True)
+    return safe_html(s)
 
 
 LOGIN_PATH = "/.certgate/login"
