@@ -69,16 +69,11 @@ def demo_pki_main(argv: list[str]) -> int:
     return 0
 
 
-def demo_upstream_main(argv: list[str]) -> int:
-    """A tiny upstream that answers every request with the headers it received."""
-    ap = argparse.ArgumentParser(prog="certgate demo-upstream",
-                                 description="Serve a page showing the request headers (a stand-in upstream).")
-    ap.add_argument("--address", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=9090)
-    ns = ap.parse_args(argv)
-    from twisted.internet import reactor
+def echo_resource() -> object:
+    """The demo upstream's one resource: every request is answered with the headers it carried
+    (HTML, or JSON when asked) and logged as one JSON line ``{"method", "path", "x-remote-user"}``
+    on standard output, so ``make run`` (and the browser suite) can see what the upstream received."""
     from twisted.web.resource import Resource
-    from twisted.web.server import Site
 
     class Echo(Resource):
         isLeaf = True
@@ -87,7 +82,6 @@ def demo_upstream_main(argv: list[str]) -> int:
             headers = [(k.decode("latin-1"), v.decode("latin-1"))
                        for k, vs in request.requestHeaders.getAllRawHeaders() for v in vs]
             info = {"method": request.method.decode(), "path": request.uri.decode("latin-1"), "headers": headers}
-            # one line per request (make run's upstream.log): what the upstream received, escaped
             who = dict((k.lower(), v) for k, v in headers).get("x-remote-user", "-")
             print(json.dumps({"method": info["method"], "path": info["path"], "x-remote-user": who}), flush=True)
             if b"json" in (request.getHeader(b"accept") or b""):
@@ -100,7 +94,20 @@ def demo_upstream_main(argv: list[str]) -> int:
                     f"<p>certgate forwarded <code>{safe_html(info['method'])} {safe_html(info['path'])}</code>"
                     f" with these headers:</p><table>{rows}</table>").encode()
 
-    reactor.listenTCP(ns.port, Site(Echo()), interface=ns.address)  # type: ignore[attr-defined]
+    return Echo()
+
+
+def demo_upstream_main(argv: list[str]) -> int:
+    """A tiny upstream that answers every request with the headers it received."""
+    ap = argparse.ArgumentParser(prog="certgate demo-upstream",
+                                 description="Serve a page showing the request headers (a stand-in upstream).")
+    ap.add_argument("--address", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=9090)
+    ns = ap.parse_args(argv)
+    from twisted.internet import reactor
+    from twisted.web.server import Site
+
+    reactor.listenTCP(ns.port, Site(echo_resource()), interface=ns.address)  # type: ignore[attr-defined]
     print(f"demo upstream on http://{ns.address}:{ns.port}/", flush=True)
     reactor.run()  # type: ignore[attr-defined]
     return 0

@@ -36,6 +36,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any, Callable
 
+from proxy import wording
 from trust.escape import safe_json
 from proxy.messages import ConnContext, Headers, RequestHead, Response
 from proxy.sameorigin import REFERRER_POLICY, cross_site
@@ -75,7 +76,7 @@ _JS = """/* certgate presence: keeps proving the client certificate while this p
       d.setAttribute("role", "alert");
       d.style.cssText = "position:fixed;inset:0;z-index:2147483647;background:rgba(255,255,255,.96);" +
         "font:16px system-ui,sans-serif;color:#222;padding:4em 2em;text-align:center";
-      p.textContent = "%(ended)s";
+      p.textContent = %(ended)s;
       a.textContent = "Log in again";
       a.href = loginUrl();
       d.appendChild(p);
@@ -127,8 +128,7 @@ _JS = """/* certgate presence: keeps proving the client certificate while this p
 """
 
 #: What the page says when the session ended and the gateway cannot be reached.
-ENDED_TEXT = ("Your certgate session has ended: your certificate (smart card) is needed again. "
-              "Insert it, then log in again.")
+ENDED_TEXT = wording.SESSION_ENDED
 
 
 def _seconds(interval: float) -> str:
@@ -139,7 +139,7 @@ def _seconds(interval: float) -> str:
 def presence_script(interval: float) -> bytes:
     """The page script with ``interval`` (seconds) as its default ping period."""
     return (_JS % {"interval": _seconds(interval), "path": PRESENCE_PATH, "login": LOGIN_PATH,
-                   "ended": ENDED_TEXT}).encode("utf-8")
+                   "ended": json.dumps(ENDED_TEXT)}).encode("utf-8")
 
 
 def script_tag(interval: float, await_session: bool = False) -> bytes:

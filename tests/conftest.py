@@ -12,6 +12,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The browser suite (minutes of real Chromium) runs last; everything else keeps its order."""
+    browser = [i for i in items if "/tests/browser/" in str(i.path)]
+    if browser:
+        rest = [i for i in items if "/tests/browser/" not in str(i.path)]
+        items[:] = rest + browser
+
+
 @pytest.fixture
 def pki(tmp_path: Path):
     """A fresh test PKI (CA, server certificate, clients alice and bob) in tmp_path/pki."""

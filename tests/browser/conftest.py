@@ -10,6 +10,7 @@ and written to ``tests/browser/out/timings.json``.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,10 +25,19 @@ from tests.browser.smartcard import check_tools
 OUT = Path(__file__).resolve().parent / "out"
 TIMINGS: list[tuple[str, str, float]] = []
 
-# One account per scenario (CN == account): TOTP steps and throttling never interfere.
-COCKPIT_ACCOUNTS = ("cgbterm", "cgbcardin", "cgbcardout", "cgblong", "cgblogout", "cgbdeep", "cgbwrong")
-PAGE_ACCOUNTS = ("cgbpage", "cgblocked")
-OTHER_CN = "cgbother"  # a valid certificate whose CN is no account in use
+# One local account per scenario (CN == account), so that TOTP steps and throttling never
+# interfere; the names carry this run's pid, so that runs in parallel never share an account.
+RUN = f"{os.getpid():x}"
+
+
+def account(role: str) -> str:
+    return f"cgb{role}{RUN}"
+
+
+U_TERM, U_CARDIN, U_CARDOUT, U_LONG, U_LOGOUT, U_DEEP, U_WRONG = COCKPIT_ACCOUNTS = tuple(
+    account(r) for r in ("term", "cardin", "cardout", "long", "logout", "deep", "wrong"))
+U_PAGE, U_LOCKED = PAGE_ACCOUNTS = (account("page"), account("locked"))
+U_OTHER = account("other")  # a valid certificate whose CN is no account in use
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -48,7 +58,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
                                                  indent=1) + "\n")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Any]:
     find_chromium()
     check_tools()
@@ -57,6 +67,7 @@ def playwright() -> Iterator[Any]:
     policy = CertPolicy()
     policy.install()
     pw = sync_playwright().start()
+    pw.certgate_policy = policy  # type: ignore[attr-defined]
     try:
         yield pw
     finally:
@@ -64,13 +75,13 @@ def playwright() -> Iterator[Any]:
         policy.remove()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def bpki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """CA, server certificate (127.0.0.1) and one client certificate per account."""
-    return Pki(tmp_path_factory.mktemp("browser-pki"), clients=COCKPIT_ACCOUNTS + PAGE_ACCOUNTS + (OTHER_CN,))
+    return Pki(tmp_path_factory.mktemp("browser-pki"), clients=COCKPIT_ACCOUNTS + PAGE_ACCOUNTS + (U_OTHER,))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def accounts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Accounts]:
     acc = Accounts(tmp_path_factory.mktemp("browser-accounts"), COCKPIT_ACCOUNTS + PAGE_ACCOUNTS)
     try:
@@ -96,7 +107,7 @@ class Scene:
     def browser(self, label: str, cert: str | None = None, *, rogue: bool = False) -> Browser:
         """A fresh Chromium whose card holds ``cert``'s certificate (a CN of the PKI), a rogue CA's
         certificate of that CN with ``rogue=True``, or no card at all."""
-        b = Browser(self.playwright, self.tmp / f"home-{label}", self.out, label)
+        b = Browser(self.playwright, self.tmp / f"home-{label}", self.out, label, self.playwright.certgate_policy)
         self.browsers.append(b)
         if cert is None:
             return b.launch(self.pki.ca_path)

@@ -26,6 +26,7 @@ CHROMIUM = "/usr/bin/chromium"
 CA_CN = "certgate test CA"  # tests.blackbox.Pki's CA (and its rogue twin of the same name)
 POLICY_DIR = Path("/etc/chromium/policies/managed")
 POLICY_FILE = POLICY_DIR / "certgate-browser-tests.json"
+DOC_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "img"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
 
@@ -38,25 +39,51 @@ def find_chromium() -> str:
 
 
 class CertPolicy:
-    """Writes (and later removes) the Chromium managed policy selecting the test CA's certificates."""
+    """Writes (and later removes) the Chromium managed policy selecting the test CA's certificates.
+
+    Several runs of the suite may share the machine: each registers its pid under ``USERS``, and
+    the policy file is removed only by the last live run (Chromium watches the folder, so a
+    removal would reach browsers that are still running). ``ensure`` rewrites a file another
+    process removed."""
+
+    USERS = POLICY_DIR.parent / "certgate-browser-tests.users"
 
     def __init__(self) -> None:
         rule = {"pattern": "https://127.0.0.1:*", "filter": {"ISSUER": {"CN": CA_CN}}}
         self.text = json.dumps({"AutoSelectCertificateForUrls": [json.dumps(rule)]}, indent=1) + "\n"
+        self.me = self.USERS / str(os.getpid())
 
     def install(self) -> None:
         try:
-            POLICY_DIR.mkdir(parents=True, exist_ok=True)
-            POLICY_FILE.write_text(self.text)
+            self.USERS.mkdir(parents=True, exist_ok=True)
+            self.me.touch()
+            self.ensure()
         except OSError as e:
             raise RuntimeError(f"cannot write the Chromium policy {POLICY_FILE}: {e} (the browser suite runs as "
                                "root so that Chromium presents the test certificate without a dialog)") from e
 
-    def remove(self) -> None:
+    def ensure(self) -> None:
+        POLICY_DIR.mkdir(parents=True, exist_ok=True)
         try:
-            POLICY_FILE.unlink()
-        except FileNotFoundError:
+            if POLICY_FILE.read_text() == self.text:
+                return
+        except OSError:
             pass
+        tmp = POLICY_FILE.with_name(f".{POLICY_FILE.name}.{os.getpid()}")
+        tmp.write_text(self.text)
+        tmp.replace(POLICY_FILE)
+
+    def remove(self) -> None:
+        self.me.unlink(missing_ok=True)
+        for other in self.USERS.glob("*"):
+            try:
+                os.kill(int(other.name), 0)
+                return  # another run still uses the policy
+            except (ValueError, ProcessLookupError):
+                other.unlink(missing_ok=True)
+            except PermissionError:
+                return
+        POLICY_FILE.unlink(missing_ok=True)
 
 
 def slug(text: str) -> str:
@@ -66,8 +93,9 @@ def slug(text: str) -> str:
 class Browser:
     """One Chromium process with a fresh profile and a private HOME (NSS database, card)."""
 
-    def __init__(self, playwright: Any, home: Path, out: Path, name: str) -> None:
+    def __init__(self, playwright: Any, home: Path, out: Path, name: str, policy: CertPolicy) -> None:
         self.playwright = playwright
+        self.policy = policy
         self.home = Path(home)
         self.out = Path(out)
         self.name = name
@@ -75,11 +103,13 @@ class Browser:
         self.context: Any = None
         self.page: Any = None
         self.steps = 0
+        self.login_pages: list[str] = []  # which login page each login went through
 
     def launch(self, ca_pem: Path, cert: Path | None = None, key: Path | None = None) -> "Browser":
         """Set up the NSS database (trusting ``ca_pem``), the card when ``cert``/``key`` are given,
         and start Chromium headless with its own ``--user-data-dir``."""
         exe = find_chromium()
+        self.policy.ensure()
         self.home.mkdir(parents=True, exist_ok=True)
         self.card.setup(ca_pem, cert, key)
         profile = self.home / "profile"
@@ -102,6 +132,16 @@ class Browser:
         except Exception as e:  # a crashed page still lets the test say what it saw
             path.with_suffix(".txt").write_text(f"screenshot failed: {e}\n")
         return path
+
+    def doc_shot(self, locator: Any, name: str) -> None:
+        """With ``CERTGATE_DOC_IMAGES=1`` in the environment: a screenshot of ``locator`` (one
+        element, CSS pixels) as ``docs/img/<name>`` for the README; it must stay under 60 KB."""
+        if os.environ.get("CERTGATE_DOC_IMAGES") != "1":
+            return
+        path = DOC_IMAGES / name
+        DOC_IMAGES.mkdir(parents=True, exist_ok=True)
+        locator.screenshot(path=str(path), scale="css", animations="disabled", timeout=10000)
+        assert path.stat().st_size < 60_000, f"{path} is {path.stat().st_size} bytes (keep README images small)"
 
     def text(self) -> str:
         """The visible text of the page (and of its frames), for assertions and failure reports."""

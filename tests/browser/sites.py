@@ -102,9 +102,8 @@ class Accounts:
         return self
 
     def remove(self) -> None:
-        for name in self.created:
-            subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
-            subprocess.run(["userdel", "--remove", name], capture_output=True, timeout=30)
+        for name in self.created:  # cockpit-ws's process group (the bridges) is gone by now
+            subprocess.run(["userdel", "--remove", "--force", name], capture_output=True, timeout=30)
 
     def code(self, account: str) -> str:
         """A TOTP code certgate has not yet accepted for ``account`` (codes are single-use per time

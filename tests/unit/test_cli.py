@@ -115,3 +115,20 @@ def test_twistd_requires_config() -> None:
 
     with pytest.raises(usage.UsageError):
         Options().parseOptions([])
+
+
+def test_demo_upstream_echoes_and_logs_what_it_received(capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo upstream shows the headers it got and logs one JSON line per request (escaped)."""
+    import json
+
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from proxy.demo import echo_resource
+
+    req = DummyRequest([b"reports"])
+    req.uri = b"/reports?<x>"
+    req.requestHeaders.addRawHeader(b"X-Remote-User", b"alice\"<b>")
+    body = echo_resource().render(req)  # type: ignore[attr-defined]
+    assert b"Hello, alice&quot;&lt;b&gt;" in body and b"<b>" not in body
+    line = capsys.readouterr().out.strip()
+    assert json.loads(line) == {"method": "GET", "path": "/reports?<x>", "x-remote-user": "alice\"<b>"}

@@ -458,3 +458,14 @@ def test_access_rules_apply_to_the_login_page_at_any_path(tmp_path) -> None:
     object.__setattr__(e.cfg, "access_rules", [AccessRule("admins", cns=("carol",))])
     d = _gate_decide(e, b"/system", [NAV])
     assert isinstance(d, Response) and d.status == 403 and e.audit.records[-1]["reason"] == "access-denied"
+
+
+def test_certificate_problems_in_the_same_words_as_certgates_pages(tmp_path) -> None:
+    """Cockpit's login page shows a 403's reason phrase: the sentences of proxy.wording."""
+    e = Env(tmp_path)
+    r = e.decide(headers=basic("alice", PW), ident=make_identity(presented=False))
+    assert r.status == 403 and r.reason == wording.NO_CERTIFICATE.encode()
+    bad = make_identity("alice", ok=False, reason_code="revoked", invalid_reason="revoked: serial 12 in corp.crl")
+    r = e.decide(headers=basic("alice", PW), ident=bad)
+    assert r.status == 403 and r.reason == wording.certificate_refused(bad).encode()
+    assert b"corp.crl" not in r.reason and b"it has been revoked" in r.reason
