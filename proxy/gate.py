@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence, Un
 from urllib.parse import quote
 
 from proxy import wording
-from trust.escape import safe_html, safe_json
 from proxy.messages import ConnContext, Decision, Forward, Headers, RequestHead, Response
 from proxy.stores.interface import StoreError
+from trust.escape import safe_html, safe_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred

@@ -37,9 +37,9 @@ import re
 from typing import TYPE_CHECKING, Any, Callable
 
 from proxy import wording
-from trust.escape import safe_json
 from proxy.messages import ConnContext, Headers, RequestHead, Response
 from proxy.sameorigin import REFERRER_POLICY, cross_site
+from trust.escape import safe_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from proxy.sessions import SessionCheck, SessionManager

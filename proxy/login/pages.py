@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
 
 from proxy import wording
-from trust.escape import safe_html
 from proxy.login import factors
 from proxy.login.keys import derive_key
 from proxy.login.service import AuthOutcome
 from proxy.login.web import PRE_COOKIE, CsrfTokens, cross_site, safe_next
 from proxy.messages import ConnContext, Headers, Local, RequestHead, Response
 from proxy.sameorigin import REFERRER_POLICY
+from trust.escape import safe_html
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred
