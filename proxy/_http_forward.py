@@ -242,13 +242,14 @@ class ForwardMixin:
         client_framing = framing
         self._inject = None
         f = self.factory  # type: ignore[attr-defined]
-        if (f.inject_presence and framing != F_NONE and fwd.session_id is not None and head.method == b"GET"
+        if (f.inject_presence and framing != F_NONE and (fwd.session_id is not None or fwd.presence_await)
+                and head.method == b"GET"
                 and (f.presence_kinds is None or getattr(fwd.route, "kind", None) in f.presence_kinds)):
             from proxy.presence import HtmlInjector, should_inject
 
             if should_inject(status, hs):
                 # The page grows by a script tag: its length is unknown, send it chunked.
-                self._inject = HtmlInjector(f.presence_interval)
+                self._inject = HtmlInjector(f.presence_interval, await_session=fwd.session_id is None)
                 client_framing = F_CLOSE
         if client_framing == F_NONE:
             if length >= 0 and head.method == b"HEAD":

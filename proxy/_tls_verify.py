@@ -16,6 +16,10 @@ fresh cached answer is folded into the verdict right here, so a revoked certific
 here and the record keeps its Deferred (``ocsp_wait``); :func:`proxy.tls.identify` then
 holds the connection's identity until the answer or the ``ocsp_timeout`` deadline.
 
+With ``mapping = ldap`` the account comes from a :class:`proxy.directory.DirectoryMapper`:
+a cached answer decides inside the handshake like any mapping; otherwise the record is
+``pending`` and :func:`proxy.tls.identify` asks the directory after the handshake.
+
 Per-connection state lives in :data:`RECORDS`, keyed weakly by the ``SSL.Connection``.
 """
 
@@ -61,6 +65,7 @@ class HandshakeRecord:
     leaf_der: bytes | None = None
     verdict: Any = None  # trust.verify.Verdict
     mapping: Any = None  # trust.mapping.MappingResult (only when the verdict is ok)
+    pending: bool = False  # mapping = ldap and not cached: identify() asks the directory
     decision: bool | None = None
     calls: int = 0
     ocsp_plan: Any = None  # trust.ocsp.OcspPlan of a pending OCSP fetch
@@ -87,10 +92,13 @@ class HandshakeVerifier:
     refusal_sink: "Callable[[str, str], None] | None" = None
 
     def __init__(self, *, generation: Any, policy: Any, verdicts: Any, mapper: Callable[[x509.Certificate], Any],
-                 client_auth: str, clock: Any, log: Logger | None = None, ocsp: Any = None) -> None:
+                 client_auth: str, clock: Any, log: Logger | None = None, ocsp: Any = None,
+                 directory: Any = None) -> None:
         self.generation = generation
         #: a proxy.ocsp.OcspChecker when OCSP is enabled for some CA, else None
         self.ocsp = ocsp if ocsp is not None and ocsp.settings.enabled else None
+        #: proxy.directory.DirectoryMapper when mapping = ldap: the account comes from there
+        self.directory = directory
         self.policy = policy
         self.verdicts = verdicts
         self.mapper = mapper
@@ -135,7 +143,19 @@ class HandshakeVerifier:
         chain = rec.chain_ders()
         verdict = self.verdict_for(leaf_der, chain, now)
         rec.ocsp_plan = rec.ocsp_wait = None
-        mapping = self.mapping_for(verdict, leaf_der) if verdict.ok else None
+        rec.pending = False
+        if verdict.ok and self.directory is not None:
+            mapping = self.directory.peek(verdict.fingerprint)
+            if mapping is None:
+                # the account comes after the handshake (identify() asks the directory); OCSP
+                # is asked meanwhile, as for any certificate that may be accepted
+                if self.ocsp is not None:
+                    verdict = self._with_ocsp(rec, verdict, now)
+                rec.leaf_der, rec.verdict, rec.mapping = leaf_der, verdict, None
+                rec.pending = bool(verdict.ok)
+                return bool(verdict.ok)
+        else:
+            mapping = self.mapping_for(verdict, leaf_der) if verdict.ok else None
         if mapping is not None and mapping.account is not None and self.ocsp is not None:
             # Only certificates that would otherwise be accepted are worth asking about.
             verdict = self._with_ocsp(rec, verdict, now)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 #: subcommand -> (module, function, one-line help). The function takes the remaining
 #: argv (without the subcommand word) and returns an exit status.
@@ -18,7 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "check-config": ("proxy.cli", "check_config_main", "validate a config file and print every problem"),
     "demo-pki": ("proxy.demo", "demo_pki_main", "write a demo CA, server and client certificates"),
     "demo-upstream": ("proxy.demo", "demo_upstream_main", "run a small upstream that shows the headers it got"),
-    "trust": ("trust.cli", "main", "manage the trust store (list, add, remove, show, verify, import-p12, map)"),
+    "trust": ("proxy.cli", "trust_main", "manage the trust store (list, add, remove, show, verify, import-p12, map)"),
     "passwd": ("proxy.login.cli", "passwd_main", "set or delete an account's password in the password file"),
     "totp": ("proxy.login.cli", "totp_main", "enroll, list or remove TOTP secrets"),
     "webauthn": ("proxy.login.webauthn_cli", "main", "list or remove an account's security keys"),
@@ -123,6 +124,27 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 70
     return int(status or 0)
+
+
+def trust_main(argv: list[str]) -> int:
+    """``certgate trust ...`` (trust.cli), with the directory client for ``map`` under mapping = ldap."""
+    from trust.cli import main as trust_cli
+
+    return trust_cli(argv, directory=_describe_directory)
+
+
+def _describe_directory(config_path: Path, cert: Any) -> tuple[list[str], Any]:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from proxy.config import ConfigError, load_config
+    from proxy.directory import describe_blocking
+    from trust.cli import CliError
+
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as e:
+        raise CliError(f"config {config_path} has problems:\n" + "\n".join(f"  {p}" for p in e.problems)) from None
+    return describe_blocking(cfg.ldap, cert, cert.public_bytes(Encoding.DER))
 
 
 def version_main(argv: list[str]) -> int:

@@ -168,6 +168,45 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "joc": {
         "login_path": Key("str", "/joc/api/authentication/login", "JOC's login API path"),
+        "logout_path": Key("str", "/joc/api/authentication/logout", "JOC's logout API path: a POST forwarded "
+                           "within a certgate session ends that session too"),
+        "gui_prefix": Key("str", "/joc/", "JOC's GUI files (GET/HEAD below this prefix, outside /joc/api/) are "
+                          "forwarded without a certgate session, so JOC's own login page loads (empty = off)"),
+        "prelogin_api": Key("list", ["/joc/api/configuration/login", "/joc/api/iam/identityproviders"],
+                            "JOC API paths its login page calls before anyone logs in (POST, no session needed)"),
+    },
+    "ldap": {
+        "url": Key("str", "", "with [trust] mapping = ldap: ldaps://HOST[:PORT], or ldap://HOST[:PORT] with "
+                   "starttls = yes"),
+        "starttls": Key("bool", False, "upgrade an ldap:// connection with StartTLS before binding"),
+        "ca_file": Key("path", None, "CA bundle the directory's certificate must chain to (default: the "
+                       "system store); the host name in url must be in its certificate"),
+        "unsafe_plaintext": Key("bool", False, "UNSAFE: allow ldap:// without StartTLS (bind password and "
+                                "answers in clear)"),
+        "bind_dn": Key("str", "", "DN certgate binds as (empty = anonymous)"),
+        "bind_password_file": Key("path", None, "file whose first line is the bind password (read at each new "
+                                  "directory connection)"),
+        "base_dn": Key("str", "", "subtree searched for accounts"),
+        "scope": Key("choice", "sub", "sub: the whole subtree; one: direct children of base_dn",
+                     choices=("sub", "one")),
+        "styles": Key("list", ["certificate", "altsecid", "upn"], "certificate (userCertificate;binary), "
+                      "altsecid (altSecurityIdentities), upn (userPrincipalName), email (mail); ORed in one search"),
+        "altsecid_forms": Key("list", ["issuer-subject", "issuer-serial", "ski"], "altSecurityIdentities X509 "
+                              "forms: issuer-subject, issuer-serial, ski, unsafe-subject, unsafe-rfc822"),
+        "certificate_assertion": Key("choice", "der", "der: the certificate's bytes (Active Directory, 389-ds, "
+                                     "FreeIPA); serial-issuer: OpenLDAP's certificateExactMatch",
+                                     choices=("der", "serial-issuer")),
+        "account_attribute": Key("str", "uid", "attribute holding the account (uid, sAMAccountName, ...)"),
+        "filter": Key("str", "", "extra LDAP filter ANDed with the lookup, e.g. (objectClass=person)"),
+        "timeout": Key("float", 3.0, "seconds for a lookup (connect, TLS, bind, search); then it fails closed",
+                       0.1, 60),
+        "pool_size": Key("int", 4, "directory connections (and lookup threads) kept", 1, 64),
+        "cache_ttl": Key("float", 300.0, "seconds a mapped account is reused without asking (0 = never cache)",
+                         0, 86400),
+        "negative_cache_ttl": Key("float", 30.0, "seconds a 'no account' answer is reused (0 = never cache)",
+                                  0, 3600),
+        "cache_size": Key("int", 10000, "certificates whose account is cached", 1, 1000000),
+        "negative_cache_size": Key("int", 1000, "certificates whose 'no account' answer is cached", 1, 1000000),
     },
     "admin": {
         "address": Key("str", "127.0.0.1", "admin listener address (health, metrics, sessions)"),
@@ -265,6 +304,7 @@ class Config:
     account_rules: dict[str, list[list[str]]] = field(default_factory=dict)
     webauthn: Section = field(default_factory=lambda: Section({k: v.default for k, v in SCHEMA["webauthn"].items()}))
     account_uv: dict[str, str] = field(default_factory=dict)
+    ldap: Section = field(default_factory=lambda: Section({k: v.default for k, v in SCHEMA["ldap"].items()}))
 
     @property
     def default_route(self) -> Route:
@@ -515,6 +555,10 @@ def parse_config(text: str, path: Path) -> Config:
         problems.append(Problem("trust", "ocsp_timeout", f"{ocsp.timeout:g} must be below [listen] handshake_timeout "
                                 f"({vals['listen']['handshake_timeout']:g}): the handshake deadline would close "
                                 "connections before the OCSP deadline decides"))
+    if trust_settings.mapping.rule == "ldap":
+        from trust.directory import ldap_problems
+
+        problems += ldap_problems(vals["ldap"])
     _check_files(vals, problems)
     if problems:
         raise ConfigError(problems)
@@ -524,7 +568,7 @@ def parse_config(text: str, path: Path) -> Config:
                   login=Section(vals["login"]), sessions=Section(vals["sessions"]),
                   cockpit=Section(vals["cockpit"]), joc=Section(vals["joc"]), admin=Section(vals["admin"]),
                   audit=Section(vals["audit"]), log=Section(vals["log"]), account_rules=account_rules,
-                  webauthn=Section(vals["webauthn"]), account_uv=account_uv)
+                  webauthn=Section(vals["webauthn"]), account_uv=account_uv, ldap=Section(vals["ldap"]))
 
 
 def _check_canonical(section: str, key: str, path: str, problems: list[Problem]) -> None:

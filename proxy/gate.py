@@ -194,7 +194,8 @@ class Gate:
                        route: "Route | None" = None, conn: ConnContext | None = None) -> Decision:
         """The login for a request without a live session.
 
-        A browser GET navigation on ``route`` whose front door serves its own login page there
+        A front door's ``without_session(head, conn, route)`` answer comes first (JOC's open GUI
+        paths). A browser GET navigation on ``route`` whose front door serves its own login page there
         (Cockpit: ``login_page(head, conn, route)``) gets that page, forwarded without credentials;
         other browser GET navigations a 302 to certgate's login page; anything else 401 JSON
         with WWW-Authenticate. ``clear_cookie`` also expires certgate's (dead) cookie.
@@ -202,6 +203,14 @@ class Gate:
         if self._logins is not None:
             self._logins.inc()
         extra: Headers = list(self._sessions.clear_cookie_headers()) if clear_cookie and self._sessions else []
+        if route is not None and conn is not None:
+            for door in self._front_doors:  # e.g. JOC's GUI files, served without a session
+                hook = getattr(door, "without_session", None)
+                answer = hook(head, conn, route) if hook is not None else None
+                if answer is not None:
+                    if extra and isinstance(answer, Forward) and answer.on_response is None:
+                        answer.on_response = lambda status, headers: extra
+                    return answer
         if head.method in (b"GET", b"HEAD") and head.wants_html():
             if route is not None and conn is not None and not head.upgrade:
                 for door in self._front_doors:
@@ -280,6 +289,7 @@ class Gate:
                                   headers=list(self._sessions.clear_cookie_headers()))
             if self._forwards is not None:
                 self._forwards.inc()
+            self._session_forward(head, fwd.route, sid, fwd)
             return fwd
         return self._store_guard(self._sessions.check(sid, ident, ident.client_ip), head, conn).addCallback(
             lambda chk: chk if isinstance(chk, Response) else checked(chk))
@@ -363,9 +373,17 @@ class Gate:
             self._forwards.inc()
         fwd = Forward(route, account=record.account, session_id=record.id,
                       set_headers=self.without_session_cookie(head))
+        self._session_forward(head, route, record.id, fwd)
         if head.upgrade:
             fwd.on_client_data = self._client_observer(head, route, record.id)
         return fwd
+
+    def _session_forward(self, head: RequestHead, route: "Route", session_id: str, fwd: Forward) -> None:
+        """Let front doors act on a request forwarded within a session (e.g. JOC's logout ends it)."""
+        for door in self._front_doors:
+            hook = getattr(door, "session_forward", None)
+            if hook is not None:
+                hook(head, route, session_id, fwd)
 
     def _client_observer(self, head: RequestHead, route: "Route", session_id: str) -> Any:
         """The first front door's watcher of a tunnel's client bytes (e.g. Cockpit's logout)."""

@@ -137,7 +137,7 @@ class GatewayProtocol(FlowMixin, ForwardMixin, LocalMixin, Protocol):
         self._ours_key: Any = None
         self._ours = b""
         self._inject: Any = None  # proxy.presence.HtmlInjector for the current response, if any
-        self._identifying = False  # identify() returned a Deferred (an OCSP check) not fired yet
+        self._identifying = False  # identify() returned a Deferred (OCSP check, directory lookup) not fired yet
 
     # ------------------------------------------------------------------ connection life
     def makeConnection(self, transport: Any) -> None:
@@ -164,15 +164,15 @@ class GatewayProtocol(FlowMixin, ForwardMixin, LocalMixin, Protocol):
         if self._handshake_done or self._identifying or self.gone:
             return  # renegotiation is disabled; never re-identify
         now = self._clock.seconds()
-        self.factory.m_handshake.observe(now - self._connected_at)  # the TLS handshake (an OCSP wait not included)
+        self.factory.m_handshake.observe(now - self._connected_at)  # the TLS handshake (no OCSP or directory wait)
         try:
             ident = self.factory.identify(self.transport, now)
         except Exception:
             log.failure("identify() failed; aborting the connection")
             ident = None
         if isinstance(ident, Deferred):
-            # An OCSP answer is awaited: client bytes are held and the handshake deadline
-            # keeps running until the identity is known.
+            # An OCSP answer or the account (mapping = ldap) is awaited: client bytes are held
+            # and the handshake deadline keeps running until the identity is known.
             self._identifying = True
             ident.addCallbacks(self._identified, self._identify_failed)
             return

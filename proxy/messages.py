@@ -118,6 +118,8 @@ class Forward:
     ``on_response(status, headers)`` may return headers to add to the response.
     ``session_id`` ties a WebSocket tunnel to its trusted session. ``on_client_data`` sees
     (never changes) every client byte of a WebSocket tunnel, e.g. to spot Cockpit's logout.
+    ``presence_await``: a page forwarded *before* any session (a single-page app's login
+    page, e.g. JOC's) gets the presence script in its waiting mode (401 = "not logged in yet").
     """
 
     route: object  # proxy.config.Route
@@ -126,6 +128,7 @@ class Forward:
     on_response: OnResponse | None = None
     account: str | None = None
     on_client_data: Callable[[bytes], None] | None = None
+    presence_await: bool = False
 
 
 class LocalHandler(Protocol):

@@ -16,6 +16,9 @@ Endpoints (mount with :func:`session_endpoints`; all answers are ``no-store``):
   (unless the script tag has ``data-redirect="off"``); when the gateway cannot be reached
   after that end (the card is out, so no handshake succeeds) it fires the event and covers
   the page with a notice that the certificate is needed again, linking to the login page.
+  With ``data-await-session="on"`` (a single-page app's login page served before any session,
+  e.g. JOC's) a 401 means "not logged in yet" until the first 200; then it behaves as above,
+  except that "the login page" is that page itself (reloaded), not certgate's.
 - ``POST /.certgate/logout`` — ends the session; ``GET`` shows a page with a logout button.
 - ``POST /.certgate/api/trusted-session`` activates the long trusted session (needs a fresh
   certificate proof on this connection, see :meth:`SessionManager.fresh_window`);
@@ -59,8 +62,12 @@ _JS = """/* certgate presence: keeps proving the client certificate while this p
   window.__certgatePresence = true;
   var interval = (me && +me.getAttribute("data-interval")) || %(interval)s;
   var redirect = !me || me.getAttribute("data-redirect") !== "off";
+  /* on a login page served before any session (e.g. JOC's): 401 means "not logged in yet" */
+  var awaiting = !!me && me.getAttribute("data-await-session") === "on", selfLogin = awaiting;
   var stopped = false, endsAt = 0, endTimer = null;
   function loginUrl() {
+    /* a page served before any session is itself the way to log in (JOC's GUI): back to it */
+    if (selfLogin) { return window.top.location.pathname + window.top.location.search; }
     return "%(login)s?next=" + encodeURIComponent(window.top.location.pathname + window.top.location.search);
   }
   function notice() {
@@ -95,7 +102,8 @@ _JS = """/* certgate presence: keeps proving the client certificate while this p
     fetch("%(path)s?visible=" + visible, {credentials: "same-origin", cache: "no-store",
                                           headers: {"Accept": "application/json"}})
       .then(function (r) {
-        if (r.status === 401) { ended(true); return null; }
+        if (r.status === 401) { if (!awaiting) { ended(true); } return null; }
+        if (r.status === 200) { awaiting = false; }
         return r.status === 200 && r.json ? r.json() : null;
       })
       .then(function (j) {
@@ -136,9 +144,15 @@ def presence_script(interval: float) -> bytes:
                    "ended": json.dumps(ENDED_TEXT)}).encode("utf-8")
 
 
-def script_tag(interval: float) -> bytes:
-    """The ``<script>`` element to add to a page (external, same-origin: passes ``script-src 'self'``)."""
-    return f'<script src="{SCRIPT_PATH}" data-interval="{_seconds(interval)}" defer></script>'.encode("ascii")
+def script_tag(interval: float, await_session: bool = False) -> bytes:
+    """The ``<script>`` element to add to a page (external, same-origin: passes ``script-src 'self'``).
+
+    ``await_session``: the page was served before any session (a single-page app's login page);
+    the script ignores 401 until it has seen the session once, then behaves as usual.
+    """
+    extra = ' data-await-session="on"' if await_session else ""
+    return (f'<script src="{SCRIPT_PATH}" data-interval="{_seconds(interval)}"{extra} defer></script>'
+            .encode("ascii"))
 
 
 # --------------------------------------------------------------------------- HTML injection
@@ -172,8 +186,8 @@ class HtmlInjector:
     with only nonces or hashes would block it (the page then works, without presence pings).
     """
 
-    def __init__(self, interval: float, limit: int = 65536) -> None:
-        self._tag = script_tag(interval)
+    def __init__(self, interval: float, limit: int = 65536, await_session: bool = False) -> None:
+        self._tag = script_tag(interval, await_session)
         self._limit = limit
         self._buf = b""
         self._done = False

@@ -62,9 +62,10 @@ class TrustState:
     """
 
     def __init__(self, config: Any, clock: Any, log: Logger | None = None,
-                 verdicts: VerdictCache | None = None, ocsp: Any = None) -> None:
+                 verdicts: VerdictCache | None = None, ocsp: Any = None, directory: Any = None) -> None:
         self.config = config
         self.ocsp = ocsp  # proxy.ocsp.OcspChecker shared by every snapshot (its cache survives reloads)
+        self.directory = directory  # proxy.directory.DirectoryMapper with mapping = ldap
         self.settings = config.trust
         self.clock = clock
         self.log = log or Logger(namespace="certgate.tls")
@@ -109,10 +110,18 @@ class TrustState:
         return self._current.verifier.verdict_for(leaf_der, tuple(chain_ders), now)
 
     def still_valid(self, leaf_der: bytes, chain_ders: Sequence[bytes], now: float) -> bool:
-        """True when the certificate still verifies and maps to an account right now."""
+        """True when the certificate still verifies and maps to an account right now.
+
+        With ``mapping = ldap`` "maps" means: no cached "no account" answer (the directory is
+        not asked here; new connections ask it).
+        """
         v = self.verify(leaf_der, chain_ders, now)
         if not v.ok:
             return False
+        if self.directory is not None:
+            # The directory is asked by every new connection; here only a cached refusal counts.
+            hit = self.directory.peek(v.fingerprint)
+            return hit is None or hit.account is not None
         m = self._current.verifier.mapping_for(v, leaf_der)
         return m.account is not None
 
@@ -254,7 +263,7 @@ class TrustState:
         verifier = HandshakeVerifier(generation=generation, policy=self.settings.policy, verdicts=self.verdicts,
                                      mapper=lambda cert: map_account(cert, mapping),
                                      client_auth=self.client_auth, clock=self.clock, log=self.log,
-                                     ocsp=self.ocsp)
+                                     ocsp=self.ocsp, directory=self.directory)
         # A fresh session-id context per snapshot: no session can cross a reload.
         session_id = os.urandom(16).hex().encode()
         min_version = str(self.config.listen.tls_min_version)

@@ -158,9 +158,13 @@ class Gateway(MultiService):
         sessions = self.parts.get("sessions")
         store = self.parts.get("store")
 
+        directory = self.parts.get("directory")
+
         def close(r: object) -> object:
             from proxy.logfiles import flush_all
 
+            if directory is not None:
+                directory.stop()
             if sessions is not None:
                 sessions.stop()
             if store is not None:
@@ -179,6 +183,9 @@ class Gateway(MultiService):
             d = sessions.start()  # ends sessions that died while the gateway was down, arms timers
             d.addErrback(lambda f: log.warn("session store unavailable at start ({err}); sessions are checked "
                                             "on use", err=f.getErrorMessage()))
+        directory = self.parts.get("directory")
+        if directory is not None:
+            directory.start()
         super().startService()
         if os.environ.get("CERTGATE_WORKER") != "1":
             self._tell_systemd()
@@ -234,7 +241,12 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
         from proxy.ocsp import AgentFetcher, OcspChecker
 
         ocsp = OcspChecker(cfg.trust.ocsp, reactor, AgentFetcher(reactor), metrics=metrics, audit=audit)
-    trust_state = TrustState(cfg, reactor, ocsp=ocsp)
+    directory = None
+    if cfg.trust.mapping.rule == "ldap":
+        from proxy.directory import DirectoryMapper
+
+        directory = DirectoryMapper(cfg.ldap, clock=reactor, reactor=reactor, metrics=metrics)
+    trust_state = TrustState(cfg, reactor, ocsp=ocsp, directory=directory)
     creator = LiveServerTLS(trust_state, cfg)
     store = open_store(cfg.sessions.store, cfg.base_dir, options_from(cfg.sessions, cfg.base_dir), reactor=reactor)
     store.monitor.use_metrics(metrics)
@@ -256,7 +268,7 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
     if not is_worker:
         register_gauges(metrics, trust_state, reactor, sessions)
     gw.parts.update(trust=trust_state, tls=creator, store=store, tunnels=tunnels, sessions=sessions, gate=gate,
-                    pools=pools, http=http, metrics=metrics, audit=audit, ocsp=ocsp)
+                    pools=pools, http=http, metrics=metrics, audit=audit, ocsp=ocsp, directory=directory)
 
     def after_reload(old: Any, new: Any) -> None:
         now = reactor.seconds()

@@ -105,6 +105,8 @@ def _identify(transport: Any, now: float) -> "ConnectionIdentity | None | Deferr
     None when the connection must be aborted: ``need`` mode without an accepted,
     mapped certificate (normally refused inside the handshake already), a resumed
     handshake in ``need`` mode, or a connection not made by :class:`LiveServerTLS`.
+    With ``mapping = ldap`` and no cached answer, returns a Deferred firing with the same
+    (identity or None) once the directory answered or its timeout passed.
     Reads the verdict recorded in the handshake; computes it only if the callback did not
     (never for a certificate OpenSSL did not receive).
 
@@ -142,6 +144,18 @@ def _identify(transport: Any, now: float) -> "ConnectionIdentity | None | Deferr
     chain_der = rec.chain_ders()
     facts = dict(handshake_at=now, full_handshake=full, protocol=protocol, cipher=cipher, client_ip=ip,
                  client_port=port, server_name=sni, leaf=leaf, leaf_der=leaf_der, chain_der=chain_der)
+    if rec.pending and rec.verdict.ok and verifier.directory is not None:
+        # mapping = ldap, not cached: the connection's identity waits for the directory
+        # (bounded by its timeout), and for a pending OCSP answer too; the HTTP layer parses
+        # nothing meanwhile.
+        verdict, plan, wait = rec.verdict, rec.ocsp_plan, rec.ocsp_wait
+        d = verifier.directory.resolve(leaf, leaf_der, verdict.fingerprint)
+        if wait is None:
+            return d.addCallback(lambda mapping: _identity(verdict, mapping, mode, facts))
+        from twisted.internet.defer import gatherResults
+
+        both = gatherResults([d, wait], consumeErrors=True)
+        return both.addCallback(lambda r: _after_ocsp(verdict, r[0], plan, r[1], mode, facts))
     if rec.ocsp_wait is not None:
         # No cached OCSP answer: the connection's identity waits for the responder (bounded by
         # ocsp_timeout); the HTTP layer parses nothing meanwhile.
@@ -157,6 +171,10 @@ def _identity(verdict: Any, mapping: Any, mode: str, facts: dict[str, Any]) -> C
     if verdict.ok and account is None:
         mapping_error = mapping.reason if mapping is not None else "the certificate maps to no account"
     if mode == "need" and account is None:
+        if verdict.ok:
+            _log.info("connection from {ip}:{port} closed: certificate {subject} (sha256 {fp}) maps to no "
+                      "account: {why}", ip=facts["client_ip"], port=facts["client_port"], subject=verdict.subject,
+                      fp=verdict.fingerprint, why=mapping_error)
         return None
     return ConnectionIdentity(presented=True, verdict=verdict, account=account, mapping_error=mapping_error,
                               **facts)

@@ -18,6 +18,12 @@ Modelled on sos-components' ``SOSServicePermissionIam`` / ``JOCDefaultResponse``
   each call refreshes the idle time (``POST /joc/api/touch`` too).
 - ``POST /joc/api/authentication/logout``: ``420`` without a token, else ``200`` and the token dies.
 - ``POST /joc/api/configuration/login`` and ``/joc/api/iam/identityproviders`` answer without login.
+- ``POST /joc/api/events`` (token needed): JOC's GUI keeps one such request open (long polling);
+  the emulator holds it ``event_hold`` seconds, then answers ``{"eventId": n, "events": [...]}``.
+- ``GET /joc/`` (and ``/joc/index.html``): a small single-page GUI standing in for JOC's: a login
+  form calling the login API, then a loop of ``/joc/api/events`` long polls on one long-lived
+  connection, an events counter, a "Log out" button calling the logout API, and JOC's reaction
+  to ``401``/``440`` (the session expired: back to the login form with a message).
 
 Paths are routed the lenient way a Jetty + JAX-RS stack may route them (:func:`jetty_path`):
 ``;`` parameters dropped, escapes decoded, empty and dot segments resolved, a trailing ``/``
@@ -80,6 +86,7 @@ class Recorded:
     headers: dict[str, str]
     body: bytes
     route: str = ""  # where JOC routes it (jetty_path)
+    at: float = 0.0  # when the request arrived (the emulator's clock)
 
 
 @dataclass
@@ -91,6 +98,7 @@ class JocEmulator:
     delays: tuple[float, float] = (0.0, 0.0)
     ssl_context: ssl.SSLContext | None = None  # set to terminate TLS (cert modes); "want" client certs
     now: Callable[[], float] = time.time
+    event_hold: float = 2.0  # seconds an /joc/api/events long poll is held open
     requests: list[Recorded] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -100,6 +108,8 @@ class JocEmulator:
         self.failures: dict[str, int] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+        self._closing = threading.Event()
+        self.event_id = 0
         self.port = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -120,6 +130,15 @@ class JocEmulator:
 
             def do_GET(self) -> None:  # noqa: N802
                 emu._record(self, b"")
+                if self.path.split("?", 1)[0] in ("/joc/", "/joc/index.html"):
+                    data = GUI_PAGE.encode("utf-8")
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html; charset=utf-8")
+                    self.send_header("Cache-Control", "no-cache")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 emu._send(self, 405, {"error": {"code": "JOC-405", "message": "Method Not Allowed"}})
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -131,6 +150,7 @@ class JocEmulator:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._closing.set()  # held long polls answer now
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -148,7 +168,7 @@ class JocEmulator:
     def _record(self, h: BaseHTTPRequestHandler, body: bytes) -> None:
         with self._lock:
             self.requests.append(Recorded(h.command, h.path.split("?", 1)[0], dict(h.headers.items()), body,
-                                          jetty_path(h.path)))
+                                          jetty_path(h.path), self.now()))
 
     @staticmethod
     def _send(h: BaseHTTPRequestHandler, status: int, obj: Any, headers: Mapping[str, str] | None = None) -> None:
@@ -189,6 +209,13 @@ class JocEmulator:
         if account is None:
             return self._send(h, 440, {"isAuthenticated": False, "message": "SessionNotExistException: Session "
                                        "has expired. New login is neccessary"})
+        if path == "/joc/api/events":
+            self._closing.wait(self.event_hold)  # long polling: the GUI's request stays open
+            with self._lock:
+                self.event_id += 1
+                n = self.event_id
+            return self._send(h, 200, {"eventId": n, "events": [{"eventType": "JOCStateChanged", "eventId": n}],
+                                       "deliveryDate": int(self.now() * 1000)})
         return self._send(h, 200, {"account": account, "path": path, "deliveryDate": int(self.now() * 1000)})
 
     def _use_token(self, token: str | None) -> str | None:
@@ -272,3 +299,86 @@ class JocEmulator:
         wait = self.delays[0] if worst <= 2 else self.delays[1]
         if wait > 0:
             threading.Event().wait(wait)
+
+
+#: The emulator's stand-in for JOC's single-page GUI (``GET /joc/``): log in through the API,
+#: then keep one long poll of ``/joc/api/events`` open after another.
+GUI_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>JS7 JOC Cockpit (emulator)</title></head>
+<body>
+<h1>JS7 JOC Cockpit (emulator)</h1>
+<form id="login">
+  <p id="login-message"></p>
+  <label>Account <input id="account" name="account" autocomplete="off"></label>
+  <label>Password <input id="password" name="password" type="password"></label>
+  <button id="login-button" type="submit">Log in</button>
+</form>
+<div id="dashboard" hidden>
+  <p>Logged in as <span id="who"></span>. Events received: <span id="events">0</span></p>
+  <button id="logout" type="button">Log out</button>
+</div>
+<p id="state">idle</p>
+<script>
+(function () {
+  "use strict";
+  var token = null, running = false;
+  function $(id) { return document.getElementById(id); }
+  function api(path, body) {
+    var headers = {"Content-Type": "application/json", "Accept": "application/json"};
+    if (token) { headers["X-Access-Token"] = token; }
+    return fetch("/joc/api/" + path, {method: "POST", headers: headers, credentials: "same-origin",
+                                       body: JSON.stringify(body || {})});
+  }
+  function expired(status) {
+    /* JOC's GUI: 401 and 440 mean the session is over; back to the login form */
+    running = false; token = null;
+    $("dashboard").hidden = true; $("login").hidden = false;
+    $("login-message").textContent = "Session expired (HTTP " + status + "). Please log in again.";
+    $("state").textContent = "expired";
+  }
+  function poll() {
+    if (!running) { return; }
+    $("state").textContent = "waiting for events";
+    api("events", {eventId: +$("events").textContent}).then(function (r) {
+      if (r.status === 401 || r.status === 440) { expired(r.status); return null; }
+      return r.json();
+    }).then(function (j) {
+      if (!j || !running) { return; }
+      $("events").textContent = String(+$("events").textContent + (j.events || []).length);
+      poll();
+    }).catch(function () {
+      $("state").textContent = "connection failed";
+      setTimeout(poll, 1000);
+    });
+  }
+  $("login").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var auth = "Basic " + btoa($("account").value + ":" + $("password").value);
+    fetch("/joc/api/authentication/login", {method: "POST", credentials: "same-origin",
+        headers: {"Authorization": auth, "Content-Type": "application/json"}, body: "{}"})
+      .then(function (r) { return r.json().then(function (j) { return [r, j]; }); })
+      .then(function (rj) {
+        var r = rj[0], j = rj[1];
+        if (r.status !== 200 || !j.isAuthenticated) {
+          $("login-message").textContent = "Login failed (HTTP " + r.status + "): " + (j.message || "");
+          return;
+        }
+        token = r.headers.get("X-Access-Token");
+        $("who").textContent = j.account;
+        $("login").hidden = true; $("dashboard").hidden = false; $("login-message").textContent = "";
+        running = true;
+        poll();
+      });
+  });
+  $("logout").addEventListener("click", function () {
+    api("authentication/logout").then(function () {
+      running = false; token = null;
+      $("dashboard").hidden = true; $("login").hidden = false;
+      $("login-message").textContent = "Logged out.";
+      $("state").textContent = "logged out";
+    });
+  });
+})();
+</script>
+</body></html>
+"""

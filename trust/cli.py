@@ -16,14 +16,14 @@ import getpass
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from . import certinfo
 from .edits import EditError, Plan, find_entries, plan_add, plan_pin, plan_remove, read_certificates
-from .mapping import account_matches, describe, map_account
+from .mapping import MappingResult, account_matches, describe, map_account
 from .settings import MappingSettings, TrustSettings, parse_trust_section
 from .store import StoreEntry, TrustGeneration, TrustStoreError, apply_changes, entry_warnings, load_store
 from .verify import verify
@@ -67,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--pin", action="store_true", help="pin the PKCS#12 client certificate instead")
     m = sub.add_parser("map", parents=[common], help="show which account a certificate maps to")
     m.add_argument("cert", metavar="CERT")
-    m.add_argument("--rule", choices=("cn", "san-email", "san-upn", "regex", "file"), help="override the rule")
+    m.add_argument("--rule", choices=("cn", "san-email", "san-upn", "regex", "file", "ldap"),
+                   help="override the rule")
     m.add_argument("--regex", help="mapping regex (with --rule regex)")
     m.add_argument("--map-file", help="map file (with --rule file)")
     m.add_argument("--strip-domain", action="store_true", help="strip DOMAIN\\ and @domain from --account")
@@ -75,8 +76,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one ``certgate trust`` command; returns the exit status."""
+#: ``(config_path, certificate) -> (lines, MappingResult)``: asks the directory for
+#: ``mapping = ldap`` (installed by the ``certgate`` console script; trust/ does no LDAP I/O).
+DirectoryDescriber = Callable[[Path, x509.Certificate], "tuple[list[str], MappingResult]"]
+_directory: DirectoryDescriber | None = None
+
+
+def main(argv: Sequence[str] | None = None, directory: DirectoryDescriber | None = None) -> int:
+    """Run one ``certgate trust`` command; returns the exit status.
+
+    ``directory`` answers ``map`` when the config says ``mapping = ldap``.
+    """
+    global _directory
+    _directory = directory
     parser = _parser()
     try:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
@@ -322,6 +334,9 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"chain:        {certinfo.label(c.subject)}  {where}")
     if verdict.ok and verdict.valid_until is not None:
         print(f"valid until:  {verdict.valid_until:%Y-%m-%d %H:%M:%S}Z")
+    if settings.mapping.rule == "ldap":  # the account is the directory's answer: `map` asks it
+        print("account:      asked of the directory (mapping = ldap): see `certgate trust map --config FILE CERT`")
+        return 0 if verdict.ok else 1
     if result.account is not None:
         print(f"account:      {result.account} (mapping = {settings.mapping.rule})")
     else:
@@ -392,7 +407,15 @@ def _map(args: argparse.Namespace) -> int:
         raise CliError(f"{args.cert} holds no certificate")
     cert: x509.Certificate = certs[0]
     print(describe(cert, mapping))
-    result = map_account(cert, mapping)
+    if mapping.rule == "ldap":
+        config = getattr(args, "config", None)
+        if not config or _directory is None:
+            raise CliError("mapping = ldap asks the directory: give the gateway's --config FILE (with its [ldap] "
+                           "section)")
+        lines, result = _directory(Path(config), cert)
+        print("\n".join(lines))
+    else:
+        result = map_account(cert, mapping)
     if result.account is None:
         return 1
     if args.account is not None:

@@ -2,7 +2,8 @@
 
 Rules (``[trust] mapping``): ``cn`` (default, JOC's rule), ``san-email``, ``san-upn``
 (Microsoft UPN otherName), ``regex`` over the RFC 4514 subject, ``file`` (fingerprint or
-subject -> account). Every mapped account must be printable ASCII without control
+subject -> account); ``ldap`` is asked of a directory (:mod:`trust.directory`,
+:mod:`proxy.directory`), so :func:`map_account` only refuses it. Every mapped account must be printable ASCII without control
 characters, leading/trailing spaces, and at most 64 characters. This module does not
 check trust: map only certificates that :func:`trust.verify.verify` accepted.
 """
@@ -268,6 +269,9 @@ def map_account(cert: x509.Certificate, settings: MappingSettings) -> MappingRes
             if settings.map_file is None:
                 return MappingResult(None, "mapping = file needs mapping_file")
             return map_file(cert, settings.map_file)
+        if settings.rule == "ldap":
+            return MappingResult(None, "mapping = ldap is answered by the directory, not by the certificate "
+                                       "alone (`certgate trust map --config FILE CERT` asks it)")
     except ValueError as exc:  # malformed extensions in the certificate
         return MappingResult(None, f"the certificate cannot be read: {exc}")
     return MappingResult(None, f"unknown mapping rule {settings.rule!r}")
@@ -317,7 +321,9 @@ def describe(cert: x509.Certificate, settings: MappingSettings) -> str:
     rule = settings.rule + (f" ({settings.regex})" if settings.rule == "regex" else "") + (
         f" ({settings.map_file})" if settings.rule == "file" else "")
     lines.append(f"rule:         {rule}")
-    if result.account is not None:
+    if settings.rule == "ldap":
+        lines.append("account:      asked of the directory (below)")
+    elif result.account is not None:
         lines.append(f"account:      {result.account}")
         if settings.strip_domain:
             lines.append("login:        the submitted account is compared after stripping DOMAIN\\ and @domain")

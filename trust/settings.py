@@ -23,7 +23,7 @@ from .verify import VerifyPolicy
 if TYPE_CHECKING:
     from .store import TrustGeneration
 
-MappingRule = Literal["cn", "san-email", "san-upn", "regex", "file"]
+MappingRule = Literal["cn", "san-email", "san-upn", "regex", "file", "ldap"]
 SECTION = "trust"
 _TRUE = {"yes", "true", "on", "1"}
 _FALSE = {"no", "false", "off", "0"}
@@ -203,7 +203,7 @@ def parse_ocsp_sections(sections: Mapping[str, Mapping[str, str]], default_nonce
 
 
 def _parse_mapping(values: Mapping[str, str], base_dir: Path, problems: list[Problem]) -> MappingSettings:
-    rule = _choice(values, "mapping", ("cn", "san-email", "san-upn", "regex", "file"), "cn", problems)
+    rule = _choice(values, "mapping", ("cn", "san-email", "san-upn", "regex", "file", "ldap"), "cn", problems)
     strip = _flag(values, "mapping_strip_domain", problems)
     regex = values.get("mapping_regex")
     regex = regex.strip() if regex is not None and regex.strip() else None

@@ -19,9 +19,22 @@ strips ``user@domain`` / ``DOMAIN\\user`` first, as JOC's two-factor mode does):
    certificate's account filled in when it was empty) and ``X-Certgate-TOTP`` blanked;
    A live certgate session of the same certificate that proved TOTP (``/.certgate/login``)
    stands in for the code (JOC's GUI has no field for it);
-4. on JOC's ``200`` certgate opens its trusted session and adds its ``Set-Cookie``; with
+4. on JOC's ``200`` certgate opens its trusted session and adds its ``Set-Cookie`` (unless the
+   request carries a live session of this certificate and account that proved as much: it is
+   kept, e.g. one opened on certgate's login page before JOC's GUI loaded); with
    ``password = upstream`` the password counts as proven only then. JOC's ``X-Access-Token``
    and body pass through unchanged. A JOC ``401`` counts as a failed password for throttling.
+
+JOC's GUI (a single-page app) must load before anyone logged in: without a live certgate
+session, ``GET``/``HEAD`` of its files (below ``[joc] gui_prefix``, outside ``/joc/api/``) and
+``POST`` to its pre-login API paths (``[joc] prelogin_api``) are forwarded without an account,
+without ``Authorization``, ``X-Access-Token`` or certgate's cookie; paths with ``%``-escapes,
+dot segments, ``//`` or ``\`` are not open. Its pages get the presence script in its waiting
+mode (it starts once JOC's login opened the session).
+
+JOC's logout (``POST`` to ``[joc] logout_path``, forwarded within a session by the gate) ends
+certgate's session too, as soon as the gate decided to forward it (so a JOC that fails to
+answer cannot keep it alive), and its response clears certgate's cookie.
 """
 
 from __future__ import annotations
@@ -89,21 +102,55 @@ class JocFrontDoor:
         self._clock = clock
         self._audit = audit
         self.login_path: str = config.joc.login_path
+        self.logout_path: str = config.joc.logout_path
+        self.gui_prefix: str = str(getattr(config.joc, "gui_prefix", "") or "")
+        self.prelogin_api = frozenset(getattr(config.joc, "prelogin_api", ()) or ())
 
     def matches(self, head: RequestHead, route: "Route") -> bool:
-        """Every spelling of the login path on a ``joc`` route (any method; only POST is let through).
+        """Every spelling of the login path on a ``joc`` route (any method; only POST is let through),
+        and the GUI's open paths when the request carries no certgate session cookie.
 
         ``head.path`` is canonical (dot segments, escapes, slashes already resolved); on top of
-        that the match ignores letter case and a trailing ``/``, which JOC's JAX-RS routing may
-        accept too. :meth:`decide` refuses every spelling but the exact ``login_path``.
+        that the login match ignores letter case and a trailing ``/``, which JOC's JAX-RS routing
+        may accept too. :meth:`decide` refuses every login spelling but the exact ``login_path``.
         """
-        return getattr(route, "kind", None) == "joc" and same_login_path(head.path, self.login_path)
+        if getattr(route, "kind", None) != "joc":
+            return False
+        if same_login_path(head.path, self.login_path):
+            return True
+        # with a certgate cookie the gate checks the session; a dead one comes back to without_session
+        return self.is_open(head) and self._sessions.session_id(head) is None
+
+    def is_open(self, head: RequestHead) -> bool:
+        """A GUI file (GET/HEAD under ``gui_prefix``, not ``/joc/api/``) or a pre-login API POST,
+        with a plain path (no ``%``, no dot segments, no ``//`` or ``\\``)."""
+        raw = head.target.split(b"?", 1)[0]
+        if not raw.startswith(b"/") or b"%" in raw or b"\\" in raw or b"//" in raw:
+            return False
+        path = raw.decode("latin-1")
+        if any(seg in (".", "..") for seg in path.split("/")):
+            return False
+        if head.method == b"POST":
+            return path in self.prelogin_api
+        if head.method not in (b"GET", b"HEAD") or not self.gui_prefix:
+            return False
+        return path.startswith(self.gui_prefix) and not path.lower().startswith("/joc/api")
+
+    def without_session(self, head: RequestHead, conn: ConnContext, route: "Route") -> "Response | Forward | None":
+        """For the gate, when a request carrying a certgate cookie has no live session (the store is
+        asynchronous, so :meth:`matches` cannot look): the GUI's open paths are served as without a
+        cookie (:meth:`_open`); None for everything else."""
+        if getattr(route, "kind", None) != "joc" or not self.is_open(head):
+            return None
+        return self._open(head, conn, route)
 
     def decide(self, head: RequestHead, conn: ConnContext, route: "Route") -> "Response | Deferred[Any]":
         ident = conn.identity
         if head.path != self.login_path:
-            return self._refuse(conn, None, "login-path-variant",
-                                joc_error(404, f"The login API is only served at {self.login_path}"))
+            if same_login_path(head.path, self.login_path):
+                return self._refuse(conn, None, "login-path-variant",
+                                    joc_error(404, f"The login API is only served at {self.login_path}"))
+            return self._open(head, conn, route)
         why = access_refusal(self._config, conn)
         if why is not None:
             return self._refuse(conn, ident.account, "access-denied", joc_denied(ident.account or "", 403), detail=why)
@@ -129,9 +176,48 @@ class JocFrontDoor:
         if len(totps) > 1:
             return self._refuse(conn, account, "totp-repeated", joc_denied(account))
         totp = totps[0].decode("latin-1") if totps else None
-        d = self._session_totp(head, conn)
-        d.addCallback(lambda st: self._check(head, conn, route, account, password, totp, st))
+        d = self._session_facts(head, conn, account)
+        d.addCallback(lambda st: self._check(head, conn, route, account, password, totp, st[0], st[1]))
         return d.addErrback(self._store_down, account)
+
+    @inlineCallbacks
+    def _session_facts(self, head: RequestHead, conn: ConnContext, account: str) -> Any:
+        """(session proved TOTP, live session methods) for the request's certgate session, if any."""
+        session_totp = yield self._session_totp(head, conn)
+        live = yield self._live_methods(head, conn, account)
+        return session_totp, live
+
+    def _open(self, head: RequestHead, conn: ConnContext, route: "Route") -> "Response | Forward":
+        """JOC's GUI before login: forwarded without any credential, account or certgate cookie."""
+        why = access_refusal(self._config, conn)
+        if why is not None:
+            return self._refuse(conn, conn.identity.account, "access-denied", joc_denied("", 403), detail=why)
+        sets: Headers = [(b"Authorization", b""), (b"X-Access-Token", b""), (TOTP_HEADER, b"")]
+        cookies = [v for v in head.get_all(b"cookie")]
+        if cookies:
+            prefix = (self._config.sessions.cookie_name + "=").encode("ascii")
+            keep = [p.strip() for v in cookies for p in v.split(b";") if p.strip() and not p.strip().startswith(prefix)]
+            sets.append((b"Cookie", b"; ".join(keep)))
+        return Forward(route, set_headers=sets, presence_await=head.method == b"GET")
+
+    def session_forward(self, head: RequestHead, route: "Route", session_id: str, fwd: Forward) -> None:
+        """Called by the gate for a request it forwards within a session: JOC's logout ends it."""
+        if (getattr(route, "kind", None) != "joc" or head.method != b"POST"
+                or not same_login_path(head.path, self.logout_path)):  # every spelling JOC may accept
+            return
+        def ended(live: Any) -> None:
+            self._audit.record("joc-login", "logout", "joc-logout", account=fwd.account, session=session_id[:16],
+                               ended=live)
+
+        _later(self._sessions.end(session_id, "joc-logout").addCallback(ended), "end the session at JOC's logout")
+        before = fwd.on_response
+        clear = list(self._sessions.clear_cookie_headers())
+
+        def on_response(status: int, headers: Headers) -> Headers:
+            extra = before(status, headers) if before is not None else []
+            return list(extra or []) + clear
+
+        fwd.on_response = on_response
 
     def _store_down(self, f: Any, account: str) -> Response:
         from proxy.stores.interface import StoreError
@@ -151,6 +237,19 @@ class JocFrontDoor:
         chk = yield self._sessions.check(sid, ident, ident.client_ip)
         return bool(chk.ok and chk.record.account == ident.account and "totp" in chk.record.methods)
 
+    @inlineCallbacks
+    def _live_methods(self, head: RequestHead, conn: ConnContext, account: str) -> Any:
+        """The methods of a live certgate session of this certificate and account that the request
+        carries (e.g. opened on certgate's login page before JOC's GUI loaded), else None."""
+        ident = conn.identity
+        sid = self._sessions.session_id(head)
+        if sid is None or not ident.ok:
+            return None
+        chk = yield self._sessions.check(sid, ident, ident.client_ip)
+        if not (chk.ok and chk.record.account == account and chk.record.fingerprint == ident.fingerprint):
+            return None
+        return frozenset(chk.record.methods)
+
     def _refuse(self, conn: ConnContext, account: str | None, reason: str, resp: Response, **extra: Any) -> Response:
         ident = conn.identity
         self._audit.record("joc-login", "deny", reason, account=account, fingerprint=ident.fingerprint,
@@ -158,21 +257,25 @@ class JocFrontDoor:
         return resp
 
     def _check(self, head: RequestHead, conn: ConnContext, route: "Route", account: str, password: str | None,
-               totp: str | None, session_totp: bool = False) -> "Response | Deferred[Any]":
+               totp: str | None, session_totp: bool = False,
+               live: frozenset[str] | None = None) -> "Response | Deferred[Any]":
         login = self._login
         file_mode = login.config.login.password == "file"
         # MaxStartups: a slot shared by every gateway on the store; ``busy`` is answered 503
         d = login.authenticate_with_slot(account=account, conn=conn,
                                          password=(password or None) if file_mode else None, totp=totp,
                                          open_session=False)
-        d.addCallback(lambda out: self._after(conn, route, account, password, out, session_totp))
+        d.addCallback(lambda out: self._after(conn, route, account, password, out, session_totp, live))
         return d
 
     def _after(self, conn: ConnContext, route: "Route", account: str, password: str | None,
-               out: "AuthOutcome", session_totp: bool = False) -> "Response | Forward":
+               out: "AuthOutcome", session_totp: bool = False,
+               live: frozenset[str] | None = None) -> "Response | Forward":
         upstream_pw = self._login.config.login.password == "upstream"
         if out.ok:
-            return self._forward(conn, route, account, password, out.proven, None)
+            # a live session of this certificate and account that already proved as much is kept
+            keep = live is not None and (set(out.proven) | {"password"}) <= live
+            return self._forward(conn, route, account, password, out.proven, None, open_session=not keep)
         if out.partial:
             missing = {m for r in out.required for m in r} - set(out.proven)
             if session_totp and missing <= ({"totp", "password"} if upstream_pw else {"totp"}):

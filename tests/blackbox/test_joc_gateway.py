@@ -85,3 +85,29 @@ def test_empty_account_means_the_certificate_cn(site: Site) -> None:
     assert status == 401  # JOC's password identity service needs the password
     status, headers, _ = site.post("bob", LOGIN, basic(":bob-pw"))
     assert status == 200 and headers["X-Access-Token"]  # type: ignore[index]
+
+
+def test_joc_logout_ends_the_certgate_session(site: Site) -> None:
+    """JOC's logout reaches JOC (its token dies) and ends certgate's session: the cookie is
+    cleared, and the old cookie no longer opens anything, even with a fresh JOC login token."""
+    status, headers, _ = site.post("alice", LOGIN, basic("alice:joc-pw"))
+    assert status == 200
+    token = headers["X-Access-Token"]  # type: ignore[index]
+    cookie = headers.get_all("Set-Cookie")[0].split(";", 1)[0]  # type: ignore[attr-defined]
+    api = "/joc/api/authentication/joc_cockpit_permissions"
+    assert site.post("alice", api, {"X-Access-Token": token, "Cookie": cookie})[0] == 200
+    before = len(site.joc.requests)
+    status, headers, body = site.post("alice", "/joc/api/authentication/logout",
+                                      {"X-Access-Token": token, "Cookie": cookie})
+    assert status == 200 and json.loads(body)["isAuthenticated"] is False
+    assert [r.path for r in site.joc.requests[before:]] == ["/joc/api/authentication/logout"]
+    cleared = headers.get_all("Set-Cookie")  # type: ignore[attr-defined]
+    assert any(c.startswith("__Host-certgate=;") or "Max-Age=0" in c for c in cleared), cleared
+    status, _, body = site.post("alice", api, {"X-Access-Token": token, "Cookie": cookie})
+    assert status == 401 and json.loads(body)["error"] == "session-ended", body
+    assert '"reason":"joc-logout"' in site.gw.log()
+    # a JOC session of another login keeps working: only the logged-out session ended
+    status, headers, _ = site.post("alice", LOGIN, basic("alice:joc-pw"))
+    other = headers.get_all("Set-Cookie")[0].split(";", 1)[0]  # type: ignore[attr-defined]
+    token2 = headers["X-Access-Token"]  # type: ignore[index]
+    assert site.post("alice", api, {"X-Access-Token": token2, "Cookie": other})[0] == 200

@@ -212,3 +212,54 @@ def live_sessions(e: Any) -> list[Any]:
 def released(f: Any) -> bool:
     """True when the forwarded request already carries a certgate cookie (it must not, before the 200)."""
     return any(k.lower() == b"set-cookie" for k, _ in f.set_headers)
+
+
+def test_a_live_session_of_the_same_certificate_and_account_is_kept(tmp_path) -> None:
+    """Logged in on certgate's page first, then in JOC's GUI: no second session is opened."""
+    e = Env(tmp_path, password="file")
+    ident = make_identity("alice", handshake_at=T0)
+    rec, cookies = e.sessions.open(ident, "alice", ["password", "tls-cert"], ident.client_ip)
+    cookie = cookies[0][1].split(b";", 1)[0]
+    f = e.decide(basic("alice:pw") + [(b"Cookie", cookie)], ident=ident)
+    assert isinstance(f, Forward) and f.on_response(200, []) == []
+    assert [r.id for r in e.store.list()] == [rec.id]
+    # without the cookie (or with another account's session) a session is opened as before
+    f = e.decide(basic("alice:pw"), ident=ident)
+    assert any(k == b"Set-Cookie" for k, _ in f.on_response(200, []))
+    assert len(e.store.list()) == 2
+
+
+def _head(method: bytes, target: bytes, headers: Any = ()) -> RequestHead:
+    return RequestHead(method=method, target=target, version=b"1.1", headers=list(headers), has_body=False)
+
+
+def test_joc_gui_loads_before_login_without_any_credential(tmp_path) -> None:
+    """JOC's login page (GUI files, pre-login API) needs no certgate session; nothing that could
+    authenticate reaches JOC that way, and the page gets the presence script in waiting mode."""
+    e = Env(tmp_path)
+    conn = ConnContext(identity=make_identity("alice", handshake_at=T0), connected_at=T0)
+    for method, target in ((b"GET", b"/joc/"), (b"GET", b"/joc/main.3f2a.js?v=1"), (b"HEAD", b"/joc/assets/x.svg"),
+                           (b"POST", b"/joc/api/configuration/login"), (b"POST", b"/joc/api/iam/identityproviders")):
+        head = _head(method, target, [(b"Authorization", b"Basic YWxpY2U6cHc="), (b"X-Access-Token", b"t"),
+                                      (b"Cookie", b"__Host-certgate=stale; lang=en")])
+        assert e.door.matches(head, e.route), target
+        f = e.door.decide(head, conn, e.route)
+        assert isinstance(f, Forward) and f.account is None and f.session_id is None, target
+        sets = dict(f.set_headers)
+        assert sets[b"Authorization"] == b"" and sets[b"X-Access-Token"] == b"" and sets[b"Cookie"] == b"lang=en"
+        assert f.presence_await == (method == b"GET")
+    # not open: the API, other methods, escapes and dot segments (JOC's Jetty would resolve them)
+    for method, target in ((b"POST", b"/joc/api/events"), (b"GET", b"/joc/api/events"), (b"POST", b"/joc/"),
+                           (b"GET", b"/joc/%61pi/events"), (b"GET", b"/joc/x/../api/events"),
+                           (b"GET", b"/joc//api/events"), (b"GET", b"/joc/./api/events"),
+                           (b"POST", b"/joc/api/configuration/login/../../api/events"), (b"GET", b"/other/")):
+        assert not e.door.matches(_head(method, target), e.route), target
+
+
+def test_with_a_live_session_the_gui_goes_through_the_gate(tmp_path) -> None:
+    e = Env(tmp_path)
+    ident = make_identity("alice", handshake_at=T0)
+    _, cookies = e.sessions.open(ident, "alice", ["password", "tls-cert"], ident.client_ip)
+    cookie = cookies[0][1].split(b";", 1)[0]
+    assert not e.door.matches(_head(b"GET", b"/joc/", [(b"Cookie", cookie)]), e.route)
+    assert e.door.matches(_head(b"GET", b"/joc/", [(b"Cookie", b"__Host-certgate=unknown")]), e.route)

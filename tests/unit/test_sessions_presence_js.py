@@ -146,3 +146,45 @@ def test_presence_script_retries_stale_answers_and_says_when_the_certificate_is_
     assert "certificate (smart card) is needed again" in n["text"]
     assert n["link"] == "/.certgate/login?next=%2Fsystem"
     assert len(out["fetches"]) == 4  # stopped after the end: the last tick sent nothing
+
+
+AWAIT_HARNESS = r"""
+const out = {assigned: [], events: [], fetches: 0};
+let nextStatus = 401;
+const win = {dispatchEvent: (e) => out.events.push(e.type)};
+win.top = win;
+win.location = {pathname: "/joc/", search: "", assign: (u) => out.assigned.push(u)};
+global.window = win;
+global.CustomEvent = class { constructor(t) { this.type = t; } };
+global.fetch = () => { out.fetches++; return Promise.resolve({status: nextStatus}); };
+global.setInterval = (f) => { out.tick = f; };
+global.setTimeout = () => 0;
+global.clearTimeout = () => {};
+global.document = {visibilityState: "visible", addEventListener: () => {},
+  currentScript: {getAttribute: (n) => ({"data-interval": "2", "data-await-session": "on"})[n] ?? null}};
+const step = () => new Promise((r) => setImmediate(r));
+(async () => {
+  eval(SCRIPT);
+  await step();
+  out.tick(); await step();            // JOC's login page, nobody logged in yet: 401, ignored
+  const before = {assigned: out.assigned.length, events: out.events.length};
+  nextStatus = 200; out.tick(); await step();   // JOC's login opened the session
+  nextStatus = 401; out.tick(); await step();   // now a 401 means the session is over
+  out.before = before;
+  delete out.tick;
+  console.log(JSON.stringify(out));
+})();
+"""
+
+
+def test_presence_script_on_a_login_page_waits_for_the_session():
+    """data-await-session="on" (JOC's login page served before any session): 401s are ignored
+    until the session has been seen once; after that a 401 ends the page as usual."""
+    node = shutil.which("node") or shutil.which("nodejs")
+    assert node, "node (Debian package nodejs) is needed to execute the presence script"
+    prog = "const SCRIPT = " + json.dumps(presence_script(2).decode()) + ";\n" + AWAIT_HARNESS
+    r = subprocess.run([node, "-e", prog], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["before"] == {"assigned": 0, "events": 0} and out["fetches"] == 4
+    assert out["events"] == ["certgate-session-ended"] and out["assigned"] == ["/joc/"]  # JOC's page: its login

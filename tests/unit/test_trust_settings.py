@@ -45,7 +45,7 @@ def test_all_keys(tmp_path: Path):
 def test_problems_name_key_and_reason_and_defaults_stay_usable(tmp_path: Path):
     """Bad values give precise problems; the returned settings fall back to defaults."""
     values = {"crl": "sometimes", "max_depth": "0", "min_rsa_bits": "1024", "reload_interval": "soon",
-              "unsafe_allow_missing_eku": "maybe", "expiry_warning_days": "-1", "mapping": "ldap",
+              "unsafe_allow_missing_eku": "maybe", "expiry_warning_days": "-1", "mapping": "kerberos",
               "colour": "blue"}
     s, problems = parse_trust_section(values, tmp_path)
     text = [str(p) for p in problems]
@@ -55,7 +55,7 @@ def test_problems_name_key_and_reason_and_defaults_stay_usable(tmp_path: Path):
     assert "[trust] reload_interval: 'soon' is not a number" in text
     assert any(t.startswith("[trust] unsafe_allow_missing_eku: 'maybe' is not a boolean") for t in text)
     assert "[trust] expiry_warning_days: -1 is outside the range 0..3650" in text
-    assert any(t.startswith("[trust] mapping: 'ldap' is not one of cn, san-email") for t in text)
+    assert any(t.startswith("[trust] mapping: 'kerberos' is not one of cn, san-email") for t in text)
     assert any(t.startswith("[trust] colour: unknown key") for t in text)
     assert "[trust] store: required: the trust store folder" in text
     assert s.crl == "hard" and s.max_depth == 4 and s.unsafe_allow_missing_eku is False
