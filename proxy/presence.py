@@ -102,7 +102,14 @@ _JS = """/* certgate presence: keeps proving the client certificate while this p
     fetch("%(path)s?visible=" + visible, {credentials: "same-origin", cache: "no-store",
                                           headers: {"Accept": "application/json"}})
       .then(function (r) {
-        if (r.status === 401) { if (!awaiting) { ended(true); } return null; }
+        if (r.status === 401) {
+          if (awaiting) { return null; }
+          /* the person logged out (here or in the app): the app's own reload decides what comes next */
+          return (r.json ? r.json().catch(function () { return null; }) : Promise.resolve(null)).then(function (j) {
+            if (j && typeof j.ended === "string" && /logout$/.test(j.ended)) { stopped = true; } else { ended(true); }
+            return null;
+          });
+        }
         if (r.status === 200) { awaiting = false; }
         return r.status === 200 && r.json ? r.json() : null;
       })
@@ -248,8 +255,13 @@ def _method_not_allowed(allow: bytes) -> Response:
                  extra=[(b"Allow", allow)])
 
 
-def _login_401(reason: str, sessions: "SessionManager") -> Response:
-    return _json(401, {"error": reason, "message": "log in again", "login": LOGIN_PATH},
+def _login_401(reason: str, sessions: "SessionManager", ended: str | None = None) -> Response:
+    """401 for a request of no live session; ``ended`` (why the session ended, e.g. ``logout``)
+    lets the page script leave a logged-out page to the app instead of sending it to certgate's login."""
+    body: dict[str, object] = {"error": reason, "message": "log in again", "login": LOGIN_PATH}
+    if ended:
+        body["ended"] = ended
+    return _json(401, body,
                  extra=[(b"WWW-Authenticate", b'Certgate realm="certgate"')] + sessions.clear_cookie_headers())
 
 
@@ -294,7 +306,8 @@ def session_endpoints(sessions: "SessionManager", *, clock: Any = None) -> dict[
             return _method_not_allowed(b"GET, HEAD")
         chk = yield check(head, conn, activity="visible=0" not in head.query.split("&"))
         if chk is None or not chk.ok:
-            return _login_401("login-required" if chk is None else (chk.reason or "session-ended"), sessions)
+            return _login_401("login-required" if chk is None else (chk.reason or "session-ended"), sessions,
+                              ended=None if chk is None else chk.ended)
         ident = conn.identity
         fresh = ident.presented and clock.seconds() - ident.handshake_at <= interval
         view = session_view(sessions, chk)

@@ -146,6 +146,16 @@ def test_presence_proves_and_reports_the_end():
     assert e.decide(b"/.certgate/presence", token, method=b"POST").status == 405
 
 
+def test_presence_401_says_why_the_session_ended():
+    """The page script leaves a logged-out page to the app; it needs the end cause to tell."""
+    e = Env()
+    rec, token = e.login()
+    e.sessions.end(rec.id, "cockpit-logout")
+    d = e.decide(b"/.certgate/presence", token)
+    assert d.status == 401 and json.loads(d.body)["ended"] == "cockpit-logout"
+    assert "ended" not in json.loads(e.decide(b"/.certgate/presence").body)  # no session at all
+
+
 def test_hidden_page_presence_is_not_activity():
     e = Env()
     rec, token = e.login()

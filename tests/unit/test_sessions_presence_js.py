@@ -188,3 +188,60 @@ def test_presence_script_on_a_login_page_waits_for_the_session():
     out = json.loads(r.stdout)
     assert out["before"] == {"assigned": 0, "events": 0} and out["fetches"] == 4
     assert out["events"] == ["certgate-session-ended"] and out["assigned"] == ["/joc/"]  # JOC's page: its login
+
+
+HARNESS_LOGOUT = r"""
+const out = {fetches: [], events: [], assigned: [], notices: 0};
+let answers = [];
+global.CustomEvent = class { constructor(t) { this.type = t; } };
+global.fetch = (url) => {
+  out.fetches.push(url);
+  const a = answers.shift();
+  return Promise.resolve({status: a.status, json: () => Promise.resolve(a.body)});
+};
+global.setInterval = (f, ms) => { out.tick = f; };
+global.setTimeout = () => 1;
+global.clearTimeout = () => {};
+const win = {dispatchEvent: (e) => out.events.push(e.type)};
+win.top = win;
+win.location = {pathname: "/system", search: "", assign: (u) => out.assigned.push(u)};
+global.window = win;
+global.document = {visibilityState: "visible", currentScript: null, addEventListener: () => {},
+                   createElement: () => ({}), body: {appendChild: () => { out.notices++; }}};
+const settle = async () => { for (let i = 0; i < 6; i++) { await new Promise((r) => setImmediate(r)); } };
+(async () => {
+  answers = [{status: 401, body: {error: "session-ended", ended: ENDED}}];
+  eval(SCRIPT);
+  await settle();
+  answers = [{status: 200, body: {}}];
+  out.tick();                           // stopped either way: no more pings
+  await settle();
+  delete out.tick;
+  console.log(JSON.stringify(out));
+})();
+"""
+
+
+def _run_logout(ended: str) -> dict:
+    node = shutil.which("node") or shutil.which("nodejs")
+    assert node, "node (Debian package nodejs) is needed to execute the presence script"
+    prog = ("const SCRIPT = " + json.dumps(presence_script(2).decode()) + ";\nconst ENDED = " + json.dumps(ended)
+            + ";\n" + HARNESS_LOGOUT)
+    r = subprocess.run([node, "-e", prog], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_presence_script_leaves_a_logged_out_page_to_the_app():
+    """After Cockpit's Logout (or certgate's) the app's own reload decides the next page: the
+    script neither navigates to certgate's login (a second login) nor covers the page."""
+    for ended in ("cockpit-logout", "logout"):
+        out = _run_logout(ended)
+        assert out["assigned"] == [] and out["notices"] == 0 and out["events"] == [], ended
+        assert len(out["fetches"]) == 1, ended
+
+
+def test_presence_script_still_sends_an_expired_session_to_the_login():
+    out = _run_logout("grace-expired")
+    assert out["assigned"] == ["/.certgate/login?next=%2Fsystem"] and out["events"] == ["certgate-session-ended"]
+    assert len(out["fetches"]) == 1
