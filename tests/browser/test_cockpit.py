@@ -236,10 +236,18 @@ def frame_named(page: Any, prefix: str) -> Any:
     a frame's name is read when it attaches, and Cockpit may name it later)."""
     path = prefix.split("cockpit1:localhost/", 1)[1]
     doc = "/cockpit/@localhost/" + (path if "/" in path else path + "/index")
+    # cockpit-ws may serve a package by checksum instead: /cockpit/$<checksum>/<path>.html
+    by_checksum = re.compile(r"/cockpit/\$[0-9a-f]+/" + re.escape(path if "/" in path else path + "/index"))
 
     def find() -> Any:
+        # the iframe element's current name first (Playwright's Frame.name is read once, at attach)
+        for sel in (f"iframe[name='{prefix}']", f"iframe[name^='{prefix}#']"):
+            el = page.query_selector(sel)
+            fr = el.content_frame() if el is not None else None
+            if fr is not None:
+                return fr
         for f in page.frames:
-            if f.name == prefix or f.name.startswith(prefix + "#") or doc in f.url:
+            if f.name == prefix or f.name.startswith(prefix + "#") or doc in f.url or by_checksum.search(f.url):
                 return f
         return None
 
