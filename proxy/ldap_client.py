@@ -20,8 +20,9 @@ import math
 import queue
 import ssl
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit
 
 from trust.directory import MAX_ENTRIES, DirectoryEntry, DirectoryQuery
@@ -71,7 +72,6 @@ class LdapClient:
 
     def _open(self) -> Any:
         import ldap3
-        from ldap3.core.exceptions import LDAPException
 
         s = self.settings
         plaintext = not self.use_ssl and not s.starttls
@@ -82,22 +82,13 @@ class LdapClient:
         conn = ldap3.Connection(server, user=s.bind_dn or None, password=password, auto_bind=ldap3.AUTO_BIND_NONE,
                                 read_only=True, receive_timeout=max(1, math.ceil(self.timeout)), raise_exceptions=False,
                                 auto_referrals=False, check_names=False)
-        try:
+        with _closed_on_failure(conn, s.url):
             conn.open(read_server_info=False)  # raises LDAPException when it cannot connect
             if s.starttls and not conn.start_tls():
                 raise DirectoryError(f"StartTLS with {s.url} failed: {_describe(conn.result)}")
             if not conn.bind():
                 raise DirectoryError(f"bind to {s.url} as {s.bind_dn or '(anonymous)'} failed: "
                                      f"{_describe(conn.result)}")
-        except LDAPException as exc:
-            _close(conn)
-            raise DirectoryError(f"{s.url}: {type(exc).__name__}: {exc}") from None
-        except DirectoryError:
-            _close(conn)
-            raise
-        except (OSError, ssl.SSLError) as exc:
-            _close(conn)
-            raise DirectoryError(f"{s.url}: {exc}") from None
         with self._lock:
             self.opened += 1
         return conn
@@ -121,12 +112,11 @@ class LdapClient:
         """``(entries, truncated)`` for ``query`` under ``base_dn``; blocks up to about ``timeout``
         per step. Raises :class:`DirectoryError` when the directory cannot answer."""
         import ldap3
-        from ldap3.core.exceptions import LDAPException
 
         s = self.settings
         conn = self._take()
         scope = ldap3.SUBTREE if s.scope == "sub" else ldap3.LEVEL
-        try:
+        with _closed_on_failure(conn, s.url):
             with self._lock:
                 self.searches += 1
             conn.search(str(s.base_dn), query.filter, search_scope=scope, attributes=list(query.attributes),
@@ -136,15 +126,6 @@ class LdapClient:
             if code not in (_SUCCESS, _SIZE_LIMIT):
                 raise DirectoryError(f"search under {s.base_dn} failed: {_describe(result)}")
             entries = _entries(conn.response or ())
-        except LDAPException as exc:
-            _close(conn)
-            raise DirectoryError(f"{s.url}: {type(exc).__name__}: {exc}") from None
-        except DirectoryError:
-            _close(conn)
-            raise
-        except (OSError, ssl.SSLError) as exc:
-            _close(conn)
-            raise DirectoryError(f"{s.url}: {exc}") from None
         if self._idle.qsize() < int(s.pool_size):
             self._idle.put(conn)
         else:
@@ -176,3 +157,22 @@ def _close(conn: Any) -> None:
         conn.unbind()
     except Exception:
         pass
+
+
+@contextmanager
+def _closed_on_failure(conn: Any, url: str) -> Iterator[None]:
+    """Close ``conn`` and raise :class:`DirectoryError` (one line naming ``url``) when the body fails
+    with an LDAP, socket or TLS error; a :class:`DirectoryError` passes through after the close."""
+    from ldap3.core.exceptions import LDAPException
+
+    try:
+        yield
+    except DirectoryError:
+        _close(conn)
+        raise
+    except LDAPException as exc:
+        _close(conn)
+        raise DirectoryError(f"{url}: {type(exc).__name__}: {exc}") from None
+    except (OSError, ssl.SSLError) as exc:
+        _close(conn)
+        raise DirectoryError(f"{url}: {exc}") from None
