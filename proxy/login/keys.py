@@ -132,3 +132,13 @@ def load_fernet(path: Path, *, create: bool = False) -> MultiFernet:
     if not keys:
         raise KeyFileError(f"{path}: no key in the file")
     return MultiFernet(keys)
+
+
+def b64url_encode(b: bytes) -> str:
+    """Unpadded URL-safe base64 (tokens, WebAuthn ids)."""
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(s: str) -> bytes:
+    """The inverse of :func:`b64url_encode`; raises ``binascii.Error``/``ValueError`` on bad input."""
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))

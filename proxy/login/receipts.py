@@ -13,7 +13,6 @@ return True exactly once (see :func:`consume`).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from proxy.login.factors import METHODS, ordered
+from proxy.login.keys import b64url_decode as _b64d, b64url_encode as _b64e
 
 PREFIX = "cgr1"
 MAX_LENGTH = 2048
@@ -44,14 +44,6 @@ class Receipt:
     methods: tuple[str, ...]
     issued_at: float
     expires_at: float
-
-
-def _b64e(b: bytes) -> str:
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode("ascii")
-
-
-def _b64d(s: str) -> bytes:
-    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
 
 
 class ReceiptCodec:

@@ -21,7 +21,6 @@ Nothing here reads files or the store except through the arguments.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -38,6 +37,8 @@ from webauthn.helpers.exceptions import (InvalidAuthenticationResponse, InvalidC
 from webauthn.helpers.structs import (AttestationConveyancePreference, AuthenticatorSelectionCriteria,
                                       PublicKeyCredentialDescriptor, ResidentKeyRequirement,
                                       UserVerificationRequirement)
+
+from proxy.login.keys import b64url_decode as _b64d, b64url_encode as _b64e
 
 PREFIX = "cgw1"
 MAX_RESPONSE = 12000  # characters of a credential's JSON
@@ -97,14 +98,6 @@ class Assertion:
     credential_id: str
     new_sign_count: int
     user_verified: bool
-
-
-def _b64e(b: bytes) -> str:
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode("ascii")
-
-
-def _b64d(s: str) -> bytes:
-    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
 
 
 class Ceremonies:
