@@ -23,6 +23,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture
 def pki(tmp_path: Path):
     """A fresh test PKI (CA, server certificate, clients alice and bob) in tmp_path/pki."""
-    from tests.blackbox import Pki
+    from tests.harness.pki import Pki
 
     return Pki(tmp_path / "pki")

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.blackbox import CERTGATE, Pki, write_config
+from tests.harness.config import write_config
+from tests.harness.gateway import CERTGATE
+from tests.harness.pki import Pki
 
 
 def _run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -16,8 +16,9 @@ import pytest
 
 from proxy.frontdoors.assertion import assertion_key, mint_assertion
 from proxy.login.keys import load_secret
-from tests.cockpit_fixture import CockpitWs
-from tests.cockpit_support import CERTGATE, bridge_account, cockpit_run, write_cockpit_auth_config
+from tests.harness.cockpit import bridge_account, cockpit_run, write_cockpit_auth_config
+from tests.harness.cockpit_ws import CockpitWs
+from tests.harness.gateway import CERTGATE
 
 FP = "cd" * 32
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from proxy.frontdoors.assertion import assertion_key, mint_assertion
 from proxy.login.keys import load_secret
 from tests.blackbox.test_cockpit_auth_command import login
-from tests.cockpit_fixture import CockpitWs
-from tests.cockpit_support import CERTGATE, write_cockpit_auth_config
+from tests.harness.cockpit import write_cockpit_auth_config
+from tests.harness.cockpit_ws import CockpitWs
+from tests.harness.gateway import CERTGATE
 
 EVIL = "no-such\x1b[31m\r\nFORGED\x00\x7f\x85\u202e\u2028user"
 

@@ -18,9 +18,14 @@ import pytest
 
 from proxy.login.passwords import set_password
 from proxy.login.totp import TotpSecrets
-from tests.blackbox import Gateway, Pki, client_context, request, wait_for, write_config
-from tests.cockpit_fixture import CockpitWs
-from tests.cockpit_support import CERTGATE, bridge_account, cockpit_run, write_cockpit_auth_config
+from tests.harness.client import client_context, request
+from tests.harness.cockpit import bridge_account, cockpit_run, write_cockpit_auth_config
+from tests.harness.cockpit_ws import CockpitWs
+from tests.harness.config import write_config
+from tests.harness.gateway import CERTGATE
+from tests.harness.gateway import Gateway
+from tests.harness.pki import Pki
+from tests.harness.wait import wait_for
 
 USER = bridge_account()
 PW = "cockpit front door"

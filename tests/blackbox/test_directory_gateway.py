@@ -19,8 +19,13 @@ from typing import Iterator
 import pytest
 from cryptography import x509
 
-from tests.blackbox import CERTGATE, Gateway, Pki, Recorder, free_port, request, wait_for, write_config
-from tests.ldap_fixture import SERVICE_DN, SUFFIX, Slapd, person_ldif
+from tests.harness.client import request
+from tests.harness.config import write_config
+from tests.harness.gateway import CERTGATE, Gateway
+from tests.harness.pki import Pki
+from tests.harness.slapd import person_ldif, SERVICE_DN, Slapd, SUFFIX
+from tests.harness.upstream import RecordingUpstream
+from tests.harness.wait import free_port, wait_for
 from trust import issue as I
 from trust.directory import ad_dn, reversed_serial_hex
 
@@ -56,7 +61,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
     directory_ca = I.ca("directory CA")
     # the directory's certificate names 127.0.0.1 only: ldaps://localhost must fail its host check
     slapd = Slapd(folder / "slapd", directory_ca, hosts=("127.0.0.1",)).start(ldif)
-    upstream = Recorder()
+    upstream = RecordingUpstream()
     try:
         yield {"folder": folder, "pki": pki, "slapd": slapd, "upstream": upstream}
     finally:

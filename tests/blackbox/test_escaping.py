@@ -18,8 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.blackbox import (ClientCert, Gateway, Pki, Recorder, client_context, handshake_refused, request,
-                            wait_for, write_config)
+from tests.harness.client import client_context, handshake_refused, request
+from tests.harness.config import write_config
+from tests.harness.gateway import Gateway
+from tests.harness.pki import ClientCert, Pki
+from tests.harness.upstream import RecordingUpstream
+from tests.harness.wait import wait_for
 from trust import issue as I
 
 #: ESC/CSI colour, CR LF with a forged log line, NUL, DEL, C1 (NEL, CSI), BEL, OSC title,
@@ -42,7 +46,7 @@ def evil_client(pki: Pki) -> ClientCert:
     return ClientCert("alice" + EVIL, cert_path, key_path, issued.fingerprint)
 
 
-def _config(tmp_path: Path, pki: Pki, upstream: Recorder, client_auth: str) -> Path:
+def _config(tmp_path: Path, pki: Pki, upstream: RecordingUpstream, client_auth: str) -> Path:
     return write_config(tmp_path, pki, upstream=upstream.url, extra={
         "listen": {"client_auth": client_auth},
         "log": {"level": "debug", "file": str(tmp_path / "certgate.log"), "json_file": str(tmp_path / "certgate.json"),
@@ -70,12 +74,12 @@ EVIL_HEADERS = [b"User-Agent: Mozilla " + EVIL_UTF8, b"X-Remote-User: root" + EV
 
 @pytest.fixture
 def upstream():
-    u = Recorder()
+    u = RecordingUpstream()
     yield u
     u.close()
 
 
-def test_need_mode_refusal_is_logged_escaped(tmp_path: Path, pki: Pki, upstream: Recorder) -> None:
+def test_need_mode_refusal_is_logged_escaped(tmp_path: Path, pki: Pki, upstream: RecordingUpstream) -> None:
     cfg = _config(tmp_path, pki, upstream, "need")
     evil = evil_client(pki)
     with Gateway(cfg) as gw:
@@ -91,7 +95,7 @@ def test_need_mode_refusal_is_logged_escaped(tmp_path: Path, pki: Pki, upstream:
 
 
 def test_want_mode_page_logs_and_audit_hold_only_escaped_text(tmp_path: Path, pki: Pki,
-                                                                upstream: Recorder) -> None:
+                                                                upstream: RecordingUpstream) -> None:
     cfg = _config(tmp_path, pki, upstream, "want")
     evil = evil_client(pki)
     with Gateway(cfg) as gw:

@@ -13,25 +13,30 @@ from typing import Iterator
 
 import pytest
 
-from tests.blackbox import free_port
-from tests.support_http import Client, EchoServer, GatewayProcess, ForwardPKI, read_ws_frame, wait_for, ws_frame
+from tests.harness.client import Client
+from tests.harness.gateway import GatewayProcess
+from tests.harness.pki import Pki
+from tests.harness.upstream import RecordingUpstream
+from tests.harness.wait import free_port
+from tests.harness.wait import wait_for
+from tests.harness.wire import read_ws_frame, ws_frame
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> ForwardPKI:
-    return ForwardPKI.create(tmp_path_factory.mktemp("fwdpki"))
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("fwdpki"))
 
 
 @pytest.fixture(scope="module")
-def up() -> Iterator[EchoServer]:
-    with EchoServer() as s:
+def up() -> Iterator[RecordingUpstream]:
+    with RecordingUpstream() as s:
         yield s
 
 
 @pytest.fixture(scope="module")
-def gw(pki: ForwardPKI, up: EchoServer) -> Iterator[GatewayProcess]:
+def gw(pki: Pki, up: RecordingUpstream) -> Iterator[GatewayProcess]:
     with GatewayProcess({"upstream": up.url, "overrides": {
             "upstream": {"read_timeout": 1.5, "connect_timeout": 1.0},
             "listen": {"max_connection_age": 0},
@@ -39,7 +44,7 @@ def gw(pki: ForwardPKI, up: EchoServer) -> Iterator[GatewayProcess]:
         yield g
 
 
-def _ws_open(gw: GatewayProcess, pki: ForwardPKI, session: str, path: str = "/ws-hello") -> Client:
+def _ws_open(gw: GatewayProcess, pki: Pki, session: str, path: str = "/ws-hello") -> Client:
     c = Client(gw.port, pki)
     c.send((f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
             f"Origin: https://localhost\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n"
@@ -49,7 +54,7 @@ def _ws_open(gw: GatewayProcess, pki: ForwardPKI, session: str, path: str = "/ws
     return c
 
 
-def test_ws_04_registry_closes_tunnel_with_1008(gw: GatewayProcess, pki: ForwardPKI, up: EchoServer) -> None:
+def test_ws_04_registry_closes_tunnel_with_1008(gw: GatewayProcess, pki: Pki, up: RecordingUpstream) -> None:
     """Ending the session closes its WebSocket: the client gets a close frame 1008, the upstream 1008."""
     c = _ws_open(gw, pki, "sess-ws4")
     assert read_ws_frame(c.rd) == (1, b"hello from upstream")
@@ -72,7 +77,7 @@ def test_ws_04_registry_closes_tunnel_with_1008(gw: GatewayProcess, pki: Forward
         wait_for(lambda: admin.request("GET", "/_gate/count").json()["registered"] == 0, 5, "tunnels unregistered")
 
 
-def test_websocket_large_messages_both_ways(gw: GatewayProcess, pki: ForwardPKI) -> None:
+def test_websocket_large_messages_both_ways(gw: GatewayProcess, pki: Pki) -> None:
     c = _ws_open(gw, pki, "sess-big", "/ws")
     for size in (10, 70000, 2_000_000):
         payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
@@ -81,7 +86,7 @@ def test_websocket_large_messages_both_ways(gw: GatewayProcess, pki: ForwardPKI)
     c.close()
 
 
-def test_upstream_down_502_without_internals(tmp_path: Path, pki: ForwardPKI) -> None:
+def test_upstream_down_502_without_internals(tmp_path: Path, pki: Pki) -> None:
     port = free_port()
     with GatewayProcess({"upstream": f"http://127.0.0.1:{port}"}, pki) as g, Client(g.port, pki) as c:
         r = c.request("GET", "/")
@@ -89,7 +94,7 @@ def test_upstream_down_502_without_internals(tmp_path: Path, pki: ForwardPKI) ->
         assert str(port).encode() not in r.body and b"127.0.0.1" not in r.body and b"refused" not in r.body.lower()
 
 
-def test_slow_upstream_504(gw: GatewayProcess, pki: ForwardPKI) -> None:
+def test_slow_upstream_504(gw: GatewayProcess, pki: Pki) -> None:
     with Client(gw.port, pki) as c:
         t0 = time.monotonic()
         r = c.request("GET", "/slow/4")
@@ -97,7 +102,7 @@ def test_slow_upstream_504(gw: GatewayProcess, pki: ForwardPKI) -> None:
         assert b"upstream" in r.body and b"slow" not in r.body
 
 
-def test_client_gone_aborts_upstream_request(gw: GatewayProcess, pki: ForwardPKI, up: EchoServer) -> None:
+def test_client_gone_aborts_upstream_request(gw: GatewayProcess, pki: Pki, up: RecordingUpstream) -> None:
     """A client that disconnects mid-upload: the upstream connection is cut, no request completes."""
     before_closed = up.closed_connections
     n_before = len(up.requests)
@@ -110,7 +115,7 @@ def test_client_gone_aborts_upstream_request(gw: GatewayProcess, pki: ForwardPKI
     assert "/gone" not in up.paths()[n_before:]
 
 
-def test_deferred_local_and_denied_decisions(gw: GatewayProcess, pki: ForwardPKI, up: EchoServer) -> None:
+def test_deferred_local_and_denied_decisions(gw: GatewayProcess, pki: Pki, up: RecordingUpstream) -> None:
     with Client(gw.port, pki) as c:
         r = c.request("GET", "/_gate/deferred/x")
         assert r.status == 200 and r.json()["target"] == "/_gate/deferred/x"
@@ -123,7 +128,7 @@ def test_deferred_local_and_denied_decisions(gw: GatewayProcess, pki: ForwardPKI
         assert [x.target for x in up.requests[n:]] == ["/after"]
 
 
-def test_unauthenticated_body_limit(gw: GatewayProcess, pki: ForwardPKI, up: EchoServer) -> None:
+def test_unauthenticated_body_limit(gw: GatewayProcess, pki: Pki, up: RecordingUpstream) -> None:
     """Forward without account/session: bodies over max_body_unauthenticated get 413, never forwarded."""
     n = len(up.requests)
     with Client(gw.port, pki) as c:
@@ -139,7 +144,7 @@ def test_unauthenticated_body_limit(gw: GatewayProcess, pki: ForwardPKI, up: Ech
     assert [x.target for x in up.requests[n:]] == ["/anon/small", "/marker-anon"]
 
 
-def test_connection_age_closes(pki: ForwardPKI, up: EchoServer) -> None:
+def test_connection_age_closes(pki: Pki, up: RecordingUpstream) -> None:
     """max_connection_age: a response after the age carries Connection: close and the socket closes;
     an idle connection is closed at that age (not left for the browser to send a request on)."""
     with GatewayProcess({"upstream": up.url, "overrides": {"listen": {"max_connection_age": 1.0}}}, pki) as g:
@@ -155,13 +160,13 @@ def test_connection_age_closes(pki: ForwardPKI, up: EchoServer) -> None:
             assert c.at_eof(5)  # idle: closed by certgate about 1 s after the handshake
 
 
-def test_upstream_keepalive_reused(gw: GatewayProcess, pki: ForwardPKI, up: EchoServer) -> None:
+def test_upstream_keepalive_reused(gw: GatewayProcess, pki: Pki, up: RecordingUpstream) -> None:
     with Client(gw.port, pki) as c:
         ids = {c.request("GET", f"/ka/{i}").json()["conn_id"] for i in range(5)}
     assert len(ids) == 1
 
 
-def test_http10_keepalive(gw: GatewayProcess, pki: ForwardPKI) -> None:
+def test_http10_keepalive(gw: GatewayProcess, pki: Pki) -> None:
     with Client(gw.port, pki) as c:
         c.send(b"GET /h10 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
         r = c.read_reply()
@@ -171,7 +176,7 @@ def test_http10_keepalive(gw: GatewayProcess, pki: ForwardPKI) -> None:
         assert r.status == 200 and r.json()["target"] == "/h10b"
 
 
-def test_chunked_and_close_delimited_downloads(gw: GatewayProcess, pki: ForwardPKI) -> None:
+def test_chunked_and_close_delimited_downloads(gw: GatewayProcess, pki: Pki) -> None:
     with Client(gw.port, pki) as c:
         r = c.request("GET", "/bytes/300000?chunked=1")
         assert len(r.body) == 300000 and r.header("Transfer-Encoding") == "chunked"

@@ -16,15 +16,21 @@ from typing import Iterator
 
 import pytest
 
-from tests.blackbox import Gateway, Pki, free_port, write_config
-from tests.support_http import Client, EchoServer, read_ws_frame, wait_for, ws_frame
+from tests.harness.client import Client
+from tests.harness.config import write_config
+from tests.harness.gateway import Gateway
+from tests.harness.pki import Pki
+from tests.harness.upstream import RecordingUpstream
+from tests.harness.wait import free_port
+from tests.harness.wait import wait_for
+from tests.harness.wire import read_ws_frame, ws_frame
 from tests.unit.test_http_protocol import SMUGGLING
 
 _marker = itertools.count()
 
 
 class Env:
-    def __init__(self, gw: Gateway, pki: Pki, up: EchoServer) -> None:
+    def __init__(self, gw: Gateway, pki: Pki, up: RecordingUpstream) -> None:
         self.gw, self.pki, self.up = gw, pki, up
         self.port = gw.port
         self.origin = f"https://localhost:{gw.port}"
@@ -51,7 +57,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("fwdsec")
     pki = Pki(tmp / "pki")
     port = free_port()
-    with EchoServer() as up:
+    with RecordingUpstream() as up:
         cfg = write_config(tmp, pki, upstream=up.url, port=port, extra={
             "listen": {"header_timeout": 2, "max_connection_age": 0},
             "limits": {"max_request_line": 1024, "max_header_size": 4096, "max_headers": 50},

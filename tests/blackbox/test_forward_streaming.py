@@ -12,8 +12,12 @@ from typing import Iterator
 
 import pytest
 
-from tests.blackbox import Gateway, Pki, write_config
-from tests.support_http import Client, EchoServer, pattern, pattern_sha256
+from tests.harness.client import Client
+from tests.harness.config import write_config
+from tests.harness.gateway import Gateway
+from tests.harness.pki import Pki
+from tests.harness.upstream import RecordingUpstream
+from tests.harness.wire import pattern, pattern_sha256
 
 SIZE = 256 * 1024 * 1024
 GROWTH_LIMIT_KIB = 64 * 1024
@@ -27,10 +31,10 @@ def _kib(pid: int, field: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, Pki, EchoServer]]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, Pki, RecordingUpstream]]:
     tmp = tmp_path_factory.mktemp("fwdstream")
     pki = Pki(tmp / "pki")
-    with EchoServer() as up:
+    with RecordingUpstream() as up:
         cfg = write_config(tmp, pki, upstream=up.url, extra={"upstream": {"read_timeout": 60}})
         with Gateway(cfg) as gw:
             yield gw, pki, up
@@ -41,7 +45,7 @@ def _client(gw: Gateway, pki: Pki) -> Client:
     return Client(gw.port, ca_file=pki.ca_pem, cert_files=(str(c.cert_path), str(c.key_path)), timeout=120)
 
 
-def test_large_bodies_stream_both_ways_with_flat_memory(stack: tuple[Gateway, Pki, EchoServer]) -> None:
+def test_large_bodies_stream_both_ways_with_flat_memory(stack: tuple[Gateway, Pki, RecordingUpstream]) -> None:
     gw, pki, up = stack
     assert gw.proc is not None
     pid = gw.proc.pid
@@ -85,7 +89,7 @@ def test_large_bodies_stream_both_ways_with_flat_memory(stack: tuple[Gateway, Pk
     assert peak - base < GROWTH_LIMIT_KIB, f"gateway peak RSS grew by {(peak - base) // 1024} MiB"
 
 
-def test_slow_reader_pauses_upstream(stack: tuple[Gateway, Pki, EchoServer]) -> None:
+def test_slow_reader_pauses_upstream(stack: tuple[Gateway, Pki, RecordingUpstream]) -> None:
     """A client that reads nothing for a while: the gateway does not buffer the whole download."""
     import threading
 

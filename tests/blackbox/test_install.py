@@ -13,7 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.blackbox import Gateway, Pki, Recorder, request, write_config
+from tests.harness.client import request
+from tests.harness.config import write_config
+from tests.harness.gateway import Gateway
+from tests.harness.pki import Pki
+from tests.harness.upstream import RecordingUpstream
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ("proxy", "trust", "twisted", "setup.cfg", "pyproject.toml", "README.md", "conf")
@@ -48,7 +52,7 @@ def test_pip_install_into_a_fresh_venv_then_certgate_run_serves(tmp_path: Path, 
                              timeout=60)
     assert version.returncode == 0 and version.stdout.startswith("certgate "), version
 
-    upstream = Recorder()
+    upstream = RecordingUpstream()
     try:
         pki = Pki(tmp_path / "pki")
         cfg = write_config(tmp_path, pki, upstream=upstream.url)

@@ -9,8 +9,9 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-from tests.blackbox import Pki, client_context
-from tests.joc_emulator import IDLE_MS, JocEmulator, strip_domain
+from tests.harness.client import client_context
+from tests.harness.joc import IDLE_MS, JocEmulator, strip_domain
+from tests.harness.pki import Pki
 
 
 def post(joc: JocEmulator, path: str, headers: dict[str, str] | None = None,

@@ -10,8 +10,11 @@ from typing import Iterator
 
 import pytest
 
-from tests.blackbox import Gateway, Pki, request, write_config
-from tests.joc_emulator import JocEmulator
+from tests.harness.client import request
+from tests.harness.config import write_config
+from tests.harness.gateway import Gateway
+from tests.harness.joc import JocEmulator
+from tests.harness.pki import Pki
 
 LOGIN = "/joc/api/authentication/login"
 

@@ -23,8 +23,11 @@ from typing import Iterator
 
 import pytest
 
-from tests.blackbox import Gateway, Pki, client_context, request, write_config
-from tests.joc_emulator import JocEmulator
+from tests.harness.client import client_context, request
+from tests.harness.config import write_config
+from tests.harness.gateway import Gateway
+from tests.harness.joc import JocEmulator
+from tests.harness.pki import Pki
 
 GRACE = 4.0
 INTERVAL = 1.0

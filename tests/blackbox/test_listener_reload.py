@@ -14,16 +14,19 @@ from typing import Iterator
 
 import pytest
 
-from tests.blackbox import (CERTGATE, Gateway, Pki, free_port, handshake_refused, request, tls_handshake, wait_for,
-                            write_config)
-from tests.tls_support import EchoUpstream
+from tests.harness.client import handshake_refused, request, tls_handshake
+from tests.harness.config import write_config
+from tests.harness.gateway import CERTGATE, Gateway
+from tests.harness.pki import Pki
+from tests.harness.upstream import RecordingUpstream, account_text
+from tests.harness.wait import free_port, wait_for
 from trust import issue as I
 from trust.store import atomic_remove, atomic_write
 
 
 @pytest.fixture
-def upstream() -> Iterator[EchoUpstream]:
-    u = EchoUpstream()
+def upstream() -> Iterator[RecordingUpstream]:
+    u = RecordingUpstream(answer=account_text)
     yield u
     u.close()
 
@@ -48,7 +51,7 @@ def refusal_alert(port: int, cert: object, ca: str) -> str:
     return ""
 
 
-def test_ca_added_and_removed_with_certgate_trust_without_restart(tmp_path: Path, upstream: EchoUpstream) -> None:
+def test_ca_added_and_removed_with_certgate_trust_without_restart(tmp_path: Path, upstream: RecordingUpstream) -> None:
     pki = Pki(tmp_path / "pki")
     cfg = write_config(tmp_path, pki, upstream=upstream.url, extra={"trust": {"reload_interval": 3600}})
     partner = I.ca("partner CA")
@@ -56,7 +59,7 @@ def test_ca_added_and_removed_with_certgate_trust_without_restart(tmp_path: Path
     partner_pem.write_bytes(partner.cert_pem())
     carol = I.client(partner, "carol")
     carol_cert, carol_key = carol.write(tmp_path / "clients", "carol")
-    from tests.blackbox import ClientCert
+    from tests.harness.pki import ClientCert
 
     carol_cc = ClientCert("carol", carol_cert, carol_key, carol.fingerprint)
     with Gateway(cfg) as gw:
@@ -78,7 +81,7 @@ def test_ca_added_and_removed_with_certgate_trust_without_restart(tmp_path: Path
         assert "refused" in gw.log() and "carol" in gw.log()
 
 
-def test_broken_edit_keeps_the_gateway_serving(tmp_path: Path, upstream: EchoUpstream) -> None:
+def test_broken_edit_keeps_the_gateway_serving(tmp_path: Path, upstream: RecordingUpstream) -> None:
     pki = Pki(tmp_path / "pki")
     admin_port = free_port()
     cfg = write_config(tmp_path, pki, upstream=upstream.url, extra={"admin": {"port": admin_port}})
@@ -110,7 +113,7 @@ def test_broken_edit_keeps_the_gateway_serving(tmp_path: Path, upstream: EchoUps
         assert health()["status"] == "ok"
 
 
-def test_reload_under_load_loses_no_request(tmp_path: Path, upstream: EchoUpstream) -> None:
+def test_reload_under_load_loses_no_request(tmp_path: Path, upstream: RecordingUpstream) -> None:
     """B7-1: clients keep making requests while the store is edited many times: zero failures."""
     pki = Pki(tmp_path / "pki")
     cfg = write_config(tmp_path, pki, upstream=upstream.url, extra={"trust": {"reload_interval": 0.2}})
@@ -133,7 +136,7 @@ def test_reload_under_load_loses_no_request(tmp_path: Path, upstream: EchoUpstre
     def keep_alive() -> None:
         import http.client
 
-        from tests.blackbox import client_context
+        from tests.harness.client import client_context
 
         conn = http.client.HTTPSConnection("127.0.0.1", gw.port, context=client_context(bob, pki.ca_pem),
                                            timeout=10)

@@ -13,19 +13,23 @@ from typing import Any, Iterator
 import pytest
 from OpenSSL import SSL
 
-from tests.blackbox import Gateway, Pki, client_context, request, wait_for, write_config
-from tests.tls_support import EchoUpstream
+from tests.harness.client import client_context, request
+from tests.harness.config import write_config
+from tests.harness.gateway import Gateway
+from tests.harness.pki import Pki
+from tests.harness.upstream import RecordingUpstream, account_text
+from tests.harness.wait import wait_for
 
 
 @pytest.fixture
-def upstream() -> Iterator[EchoUpstream]:
-    u = EchoUpstream()
+def upstream() -> Iterator[RecordingUpstream]:
+    u = RecordingUpstream(answer=account_text)
     yield u
     u.close()
 
 
 @pytest.fixture
-def gateway(tmp_path: Path, upstream: EchoUpstream) -> Iterator[tuple[Gateway, Pki]]:
+def gateway(tmp_path: Path, upstream: RecordingUpstream) -> Iterator[tuple[Gateway, Pki]]:
     pki = Pki(tmp_path / "pki")
     cfg = write_config(tmp_path, pki, upstream=upstream.url,
                        extra={"listen": {"handshake_timeout": 1, "max_connection_age": 2.5}})

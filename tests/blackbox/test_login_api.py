@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlencode
@@ -18,40 +16,25 @@ from urllib.parse import urlencode
 import pyotp
 import pytest
 
-from tests.blackbox import CERTGATE, Gateway, Pki, request, write_config
+from tests.harness.client import request
+from tests.harness.config import write_config
+from tests.harness.gateway import CERTGATE, Gateway
+from tests.harness.pki import Pki
+from tests.harness.upstream import RecordingUpstream, fixed
 
 API = "/.certgate/api/auth"
 JSON = {"Content-Type": "application/json"}
 
 
-class Upstream:
-    """Records the account header of every request it gets."""
+class Upstream(RecordingUpstream):
+    """Records the account header of every request it gets; answers "upstream ok"."""
 
     def __init__(self) -> None:
-        self.seen: list[str | None] = []
-        outer = self
+        super().__init__(answer=fixed(b"upstream ok"))
 
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                outer.seen.append(self.headers.get("X-Remote-User"))
-                body = b"upstream ok"
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *a: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    @property
+    def seen(self) -> list[str | None]:
+        return [(r.header_values("x-remote-user") or [None])[0] for r in self.requests]
 
 
 @pytest.fixture

@@ -20,9 +20,13 @@ from typing import Iterator
 
 import pytest
 
-from tests.blackbox import ClientCert, Gateway, Pki, Recorder, free_port, handshake_refused, request, \
-    wait_for, write_config
-from tests.ocsp_support import OpenSSLResponder, ReplayServer, flip_signature, make_response, responder_cert
+from tests.harness.client import handshake_refused, request
+from tests.harness.config import write_config
+from tests.harness.gateway import Gateway
+from tests.harness.ocsp import flip_signature, make_response, OpenSSLResponder, ReplayServer, responder_cert
+from tests.harness.pki import ClientCert, Pki
+from tests.harness.upstream import RecordingUpstream
+from tests.harness.wait import free_port, wait_for
 from trust import issue as I
 
 OCSP_TIMEOUT = 1.5
@@ -32,7 +36,7 @@ CERT_ONLY = '[["tls-cert"]]'
 @dataclass
 class World:
     pki: Pki
-    upstream: Recorder
+    upstream: RecordingUpstream
     replay: ReplayServer
     certs: dict[str, ClientCert] = field(default_factory=dict)
     issued: dict[str, I.Issued] = field(default_factory=dict)
@@ -50,7 +54,7 @@ def _closed_port() -> int:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     folder = tmp_path_factory.mktemp("ocsp")
     pki = Pki(folder / "pki", clients=())
-    w = World(pki=pki, upstream=Recorder(), replay=ReplayServer())
+    w = World(pki=pki, upstream=RecordingUpstream(), replay=ReplayServer())
     clients = folder / "pki" / "clients"
 
     def leaf(cn: str, ca: I.Issued, url: str | None) -> I.Issued:

@@ -7,7 +7,12 @@ import signal
 import subprocess
 from pathlib import Path
 
-from tests.blackbox import VENV_BIN, Gateway, Pki, Recorder, request, wait_for, write_config
+from tests.harness.client import request
+from tests.harness.config import write_config
+from tests.harness.gateway import Gateway, VENV_BIN
+from tests.harness.pki import Pki
+from tests.harness.upstream import RecordingUpstream
+from tests.harness.wait import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,7 +26,7 @@ def _started_line(log: Path) -> str:
 
 def test_twistd_plugin_and_certgate_run_log_to_the_same_file_with_the_same_reactor(tmp_path: Path) -> None:
     """`twistd -n certgate` and `certgate run`: both log through [log] file, both run the same reactor."""
-    upstream = Recorder()
+    upstream = RecordingUpstream()
     try:
         pki = Pki(tmp_path / "pki")
         reactors = []
@@ -74,9 +79,9 @@ def _sample(fams: dict[str, object], family: str, sample: str, **labels: str) ->
 
 def test_metrics_parse_and_count_real_traffic(tmp_path: Path) -> None:
     """/metrics passes prometheus_client's parser; counters are counters, durations histograms."""
-    from tests.blackbox import free_port
+    from tests.harness.wait import free_port
 
-    upstream = Recorder()
+    upstream = RecordingUpstream()
     try:
         pki = Pki(tmp_path / "pki")
         admin = free_port()
@@ -113,10 +118,10 @@ def test_metrics_parse_and_count_real_traffic(tmp_path: Path) -> None:
 
 def test_metrics_of_two_workers_are_summed(tmp_path: Path) -> None:
     """workers = 2: the admin listener (primary) reports requests served by both processes."""
-    from tests.blackbox import free_port
+    from tests.harness.wait import free_port
     from tests.blackbox.test_service import _listeners
 
-    upstream = Recorder()
+    upstream = RecordingUpstream()
     try:
         pki = Pki(tmp_path / "pki")
         admin = free_port()
@@ -142,7 +147,7 @@ def test_access_log_lines_and_reopen_on_sigusr1(tmp_path: Path) -> None:
     import json
     import stat
 
-    upstream = Recorder()
+    upstream = RecordingUpstream()
     try:
         pki = Pki(tmp_path / "pki")
         cfg = write_config(tmp_path, pki, upstream=upstream.url,
@@ -180,7 +185,7 @@ def test_refused_handshakes_reach_the_audit_log_summed(tmp_path: Path) -> None:
     """Five refused handshakes from one source: one audit record with count 5 (written at latest on stop)."""
     import json
 
-    from tests.blackbox import handshake_refused
+    from tests.harness.client import handshake_refused
 
     pki = Pki(tmp_path / "pki")
     cfg = write_config(tmp_path, pki, upstream="http://127.0.0.1:9", extra={"audit": {"file": "audit.log"}})
@@ -202,7 +207,7 @@ def test_systemd_notify_ready_after_the_listener_is_up_and_watchdog(tmp_path: Pa
     """NOTIFY_SOCKET: READY=1 arrives when the port already accepts; WATCHDOG_USEC: WATCHDOG=1 pings."""
     import socket
 
-    upstream = Recorder()
+    upstream = RecordingUpstream()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     path = tmp_path / "notify.sock"
     sock.bind(str(path))
@@ -238,7 +243,7 @@ def test_logrotate_with_the_shipped_snippet_rotates_without_copytruncate(tmp_pat
     exe = shutil.which("logrotate") or "/usr/sbin/logrotate"
     if not Path(exe).exists():
         raise RuntimeError("logrotate not found: install Debian's logrotate (apt-get install logrotate)")
-    upstream = Recorder()
+    upstream = RecordingUpstream()
     try:
         pki = Pki(tmp_path / "pki")
         logs = tmp_path / "logs"
@@ -273,7 +278,7 @@ def test_logrotate_with_the_shipped_snippet_rotates_without_copytruncate(tmp_pat
 def test_request_finished_during_the_shutdown_drain_is_in_the_access_log(tmp_path: Path) -> None:
     import threading
 
-    slow = Recorder(delay=1.0)
+    slow = RecordingUpstream(delay=1.0)
     try:
         pki = Pki(tmp_path / "pki")
         cfg = write_config(tmp_path, pki, upstream=slow.url)
@@ -298,7 +303,8 @@ def test_failed_handshakes_are_counted_and_audited_by_reason(tmp_path: Path) -> 
     import json
     import socket
 
-    from tests.blackbox import free_port, handshake_refused
+    from tests.harness.wait import free_port
+    from tests.harness.client import handshake_refused
 
     pki = Pki(tmp_path / "pki")
     admin = free_port()
@@ -339,7 +345,7 @@ def test_serves_under_the_units_umask_and_no_new_privileges(tmp_path: Path) -> N
     import shutil
     import stat
 
-    from tests.blackbox import CERTGATE
+    from tests.harness.gateway import CERTGATE
 
     setpriv = shutil.which("setpriv")
     if setpriv is None:
@@ -349,7 +355,7 @@ def test_serves_under_the_units_umask_and_no_new_privileges(tmp_path: Path) -> N
     wrapper = tmp_path / "certgate-sandboxed"
     wrapper.write_text(f"#!/bin/sh\numask 0027\nexec {setpriv} --no-new-privs {CERTGATE} \"$@\"\n")
     wrapper.chmod(0o755)
-    upstream = Recorder()
+    upstream = RecordingUpstream()
     try:
         pki = Pki(tmp_path / "pki")
         cfg = write_config(tmp_path, pki, upstream=upstream.url,

@@ -19,13 +19,17 @@ from typing import Iterator
 import pytest
 
 from proxy.login.passwords import set_password
-from tests.blackbox import Gateway, Pki, request, write_config
-from tests.cockpit_fixture import CockpitWs
-from tests.cockpit_support import CERTGATE, bridge_account, write_cockpit_auth_config
-from tests.joc_emulator import JocEmulator
+from tests.harness.client import request
+from tests.harness.cockpit import bridge_account, write_cockpit_auth_config
+from tests.harness.cockpit_ws import CockpitWs
+from tests.harness.config import write_config
+from tests.harness.gateway import CERTGATE
+from tests.harness.gateway import Gateway
+from tests.harness.joc import JocEmulator
+from tests.harness.pki import Pki
 from tests.path_spellings import CLASSES, COCKPIT_LOGIN, COCKPIT_SPELLINGS, JOC_LOGIN, JOC_SPELLINGS, canonical, \
     expected
-from tests.recording_relay import RecordingRelay
+from tests.harness.relay import RecordingRelay
 
 USER = bridge_account()
 PW = "path spellings"
@@ -207,10 +211,10 @@ def test_generic_route_gets_the_canonical_target_and_unsafe_option_the_raw_one(t
     """Default: the upstream receives the canonical target (query untouched). With
     ``unsafe_forward_raw_target = yes`` on a route it receives the raw target, certgate logs
     UNSAFE at start, and refusals still stand."""
-    from tests.support_http import EchoServer
+    from tests.harness.upstream import RecordingUpstream
 
     pki = Pki(tmp_path / "pki")
-    with EchoServer() as safe, EchoServer() as raw:
+    with RecordingUpstream() as safe, RecordingUpstream() as raw:
         cfg = write_config(tmp_path, pki, upstream=safe.url, extra={"listen": {"client_auth": "none"}},
                            raw=f"[route:raw]\nprefix = /raw/\nurl = {raw.url}\nunsafe_forward_raw_target = yes\n")
         with Gateway(cfg) as gw:

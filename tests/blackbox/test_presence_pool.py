@@ -12,49 +12,25 @@ from __future__ import annotations
 import json
 import socket
 import ssl
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.blackbox import client_context
-from tests.sessions_support import Gateway, Pki, get, login, monotonic, pause, session_config, wait_for
-from tests.support_http import _Reader
+from tests.harness.client import client_context
+from tests.harness.gateway import Gateway
+from tests.harness.pki import Pki
+from tests.harness.sessions import get, login, session_config
+from tests.harness.upstream import RecordingUpstream, fixed
+from tests.harness.wait import monotonic, pause, wait_for
+from tests.harness.wire import Reader
 
 GRACE = 6.0
 INTERVAL = GRACE / 4  # the derived default presence_interval
 PAGE = b"<!DOCTYPE html><html><head><title>app</title></head><body>single-page app</body></html>"
 
 
-class HtmlUpstream:
-    """Answers every GET with a small HTML page (what a Cockpit-like single-page app serves)."""
-
-    def __init__(self) -> None:
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(PAGE)))
-                self.end_headers()
-                self.wfile.write(PAGE)
-
-            def log_message(self, *a: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def html_upstream():
-    u = HtmlUpstream()
+    u = RecordingUpstream(answer=fixed(PAGE, "text/html; charset=utf-8"))
     yield u
     u.close()
 
@@ -66,7 +42,7 @@ class PooledConn:
         raw = socket.create_connection(("127.0.0.1", port), 5)
         self.sock = client_context(pki.client("alice"), pki.ca_pem).wrap_socket(raw, server_hostname="localhost")
         self.opened = monotonic()
-        self.rd = _Reader(self.sock)
+        self.rd = Reader(self.sock)
         self.port = port
 
     def closed_by_server(self) -> bool:

@@ -10,12 +10,17 @@ from typing import Iterator
 
 import pytest
 
-from tests.blackbox import Gateway, Pki, Recorder, handshake_refused, request, tls_handshake, wait_for, write_config
+from tests.harness.client import handshake_refused, request, tls_handshake
+from tests.harness.config import write_config
+from tests.harness.gateway import Gateway
+from tests.harness.pki import Pki
+from tests.harness.upstream import RecordingUpstream
+from tests.harness.wait import wait_for
 
 
 @pytest.fixture
-def upstream() -> Iterator[Recorder]:
-    r = Recorder()
+def upstream() -> Iterator[RecordingUpstream]:
+    r = RecordingUpstream()
     yield r
     r.close()
 
@@ -29,7 +34,7 @@ def _listeners(port: int) -> set[int]:
     return pids
 
 
-def test_two_workers_share_the_port_and_both_serve(tmp_path: Path, upstream: Recorder) -> None:
+def test_two_workers_share_the_port_and_both_serve(tmp_path: Path, upstream: RecordingUpstream) -> None:
     """workers = 2: two processes listen on the port (SO_REUSEPORT) and connections reach both."""
     pki = Pki(tmp_path / "pki")
     cfg = write_config(tmp_path, pki, upstream=upstream.url,
@@ -63,7 +68,7 @@ def test_workers_need_a_shared_store(tmp_path: Path) -> None:
 
 def test_sigterm_finishes_in_flight_requests_then_exits(tmp_path: Path) -> None:
     """SIGTERM: stop accepting, the request in flight still gets its full answer, then exit 0."""
-    slow = Recorder(delay=1.5)
+    slow = RecordingUpstream(delay=1.5)
     try:
         pki = Pki(tmp_path / "pki")
         cfg = write_config(tmp_path, pki, upstream=slow.url)

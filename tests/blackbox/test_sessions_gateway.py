@@ -7,9 +7,12 @@ import urllib.request
 
 import pytest
 
-from tests.sessions_support import (Gateway, Pki, WsClient, certgate_cli, close_code, free_port, get, login,
-                                    monotonic, pause, session_config, wait_for)
-from tests.support_http import EchoServer
+from tests.harness.client import close_code, WsClient
+from tests.harness.gateway import certgate_cli, Gateway
+from tests.harness.pki import Pki
+from tests.harness.sessions import get, login, session_config
+from tests.harness.upstream import RecordingUpstream
+from tests.harness.wait import free_port, monotonic, pause, wait_for
 
 
 @pytest.fixture
@@ -19,7 +22,7 @@ def pki(tmp_path):
 
 @pytest.fixture
 def echo():
-    with EchoServer() as e:
+    with RecordingUpstream() as e:
         yield e
 
 
@@ -179,7 +182,7 @@ def test_revoking_the_certificate_by_crl_ends_its_sessions_at_the_reload(tmp_pat
 
 
 def test_long_trusted_session_through_the_api(tmp_path, pki, echo):
-    from tests.sessions_support import request
+    from tests.harness.client import request
 
     cfg = session_config(tmp_path, pki, echo.url, store="sqlite:sessions.db",
                          sessions={"grace": 1, "long_grace": 30})

@@ -6,10 +6,13 @@ import json
 
 import pytest
 
-from tests.redis_fixture import redis_server  # noqa: F401  (pytest fixture)
-from tests.sessions_support import Gateway, Pki, WsClient, close_code, get, login, monotonic, request, \
-    session_config
-from tests.support_http import EchoServer
+from tests.harness.client import close_code, request, WsClient
+from tests.harness.gateway import Gateway
+from tests.harness.pki import Pki
+from tests.harness.redis_server import redis_server  # noqa: F401  (pytest fixture)
+from tests.harness.sessions import get, login, session_config
+from tests.harness.upstream import RecordingUpstream
+from tests.harness.wait import monotonic
 
 
 @pytest.fixture
@@ -19,7 +22,7 @@ def pki(tmp_path):
 
 def test_two_gateways_share_one_session_through_redis(tmp_path, pki, redis_server):  # noqa: F811
     redis_server.flush()
-    with EchoServer() as echo:
+    with RecordingUpstream() as echo:
         cfg_a = session_config(tmp_path, pki, echo.url, store=redis_server.url, sessions={"grace": 30}, name="a")
         cfg_b = session_config(tmp_path, pki, echo.url, store=redis_server.url, sessions={"grace": 30}, name="b")
         with Gateway(cfg_a) as a, Gateway(cfg_b) as b:

@@ -10,13 +10,17 @@ from typing import Iterator
 
 import pytest
 
-from tests.blackbox import (Gateway, Pki, Recorder, config_port, free_port, handshake_refused, request,
-                            wait_for, write_config)
+from tests.harness.client import handshake_refused, request
+from tests.harness.config import config_port, write_config
+from tests.harness.gateway import Gateway
+from tests.harness.pki import Pki
+from tests.harness.upstream import RecordingUpstream
+from tests.harness.wait import free_port, wait_for
 
 
 @pytest.fixture
-def upstream() -> Iterator[Recorder]:
-    r = Recorder()
+def upstream() -> Iterator[RecordingUpstream]:
+    r = RecordingUpstream()
     yield r
     r.close()
 
@@ -30,7 +34,7 @@ def _headers(item: dict[str, object]) -> list[tuple[str, str]]:
     return [(k, v) for k, v in item["headers"]]  # type: ignore[union-attr,misc]
 
 
-def test_good_certificate_reaches_upstream_with_account_header(tmp_path: Path, pki: Pki, upstream: Recorder) -> None:
+def test_good_certificate_reaches_upstream_with_account_header(tmp_path: Path, pki: Pki, upstream: RecordingUpstream) -> None:
     """need mode: alice's certificate is forwarded with X-Remote-User: alice and X-Forwarded-*."""
     cfg = write_config(tmp_path, pki, upstream=upstream.url)
     with Gateway(cfg) as gw:
@@ -46,7 +50,7 @@ def test_good_certificate_reaches_upstream_with_account_header(tmp_path: Path, p
         assert hs["host"] == f"localhost:{gw.port}"
 
 
-def test_need_mode_refuses_no_certificate_and_unknown_ca(tmp_path: Path, pki: Pki, upstream: Recorder) -> None:
+def test_need_mode_refuses_no_certificate_and_unknown_ca(tmp_path: Path, pki: Pki, upstream: RecordingUpstream) -> None:
     """need mode: no certificate, or one from a rogue CA with the same name, never reaches HTTP."""
     cfg = write_config(tmp_path, pki, upstream=upstream.url)
     with Gateway(cfg) as gw:
@@ -58,7 +62,7 @@ def test_need_mode_refuses_no_certificate_and_unknown_ca(tmp_path: Path, pki: Pk
     assert dict((k.lower(), v) for k, v in _headers(upstream.requests[0]))["x-remote-user"] == "bob"
 
 
-def test_want_mode_without_certificate_gets_a_clear_403(tmp_path: Path, pki: Pki, upstream: Recorder) -> None:
+def test_want_mode_without_certificate_gets_a_clear_403(tmp_path: Path, pki: Pki, upstream: RecordingUpstream) -> None:
     """want mode: no certificate -> a 403 page that says a certificate is needed; nothing forwarded."""
     cfg = write_config(tmp_path, pki, upstream=upstream.url, extra={"listen": {"client_auth": "want"}})
     with Gateway(cfg) as gw:
@@ -70,7 +74,7 @@ def test_want_mode_without_certificate_gets_a_clear_403(tmp_path: Path, pki: Pki
     assert len(upstream.requests) == 1
 
 
-def test_client_supplied_identity_header_is_replaced(tmp_path: Path, pki: Pki, upstream: Recorder) -> None:
+def test_client_supplied_identity_header_is_replaced(tmp_path: Path, pki: Pki, upstream: RecordingUpstream) -> None:
     """A client's X-Remote-User (any case, repeated, underscore spelling) never reaches the upstream."""
     cfg = write_config(tmp_path, pki, upstream=upstream.url)
     with Gateway(cfg) as gw:
@@ -96,7 +100,7 @@ def test_upstream_down_gives_502_without_internals(tmp_path: Path, pki: Pki) -> 
     assert "traceback" not in text and "refused" not in text and "error:" not in text
 
 
-def test_twistd_plugin_serves_the_same(tmp_path: Path, pki: Pki, upstream: Recorder) -> None:
+def test_twistd_plugin_serves_the_same(tmp_path: Path, pki: Pki, upstream: RecordingUpstream) -> None:
     """`twistd -n certgate --config FILE` runs the same gateway."""
     cfg = write_config(tmp_path, pki, upstream=upstream.url)
     port = config_port(cfg)
@@ -125,7 +129,7 @@ def test_bad_config_stops_the_process_with_every_problem(tmp_path: Path, pki: Pk
     assert "[listen] client_auth" in out.stdout + out.stderr
 
 
-def test_rfc9440_client_cert_headers_carry_the_presented_certificate(tmp_path: Path, upstream: Recorder) -> None:
+def test_rfc9440_client_cert_headers_carry_the_presented_certificate(tmp_path: Path, upstream: RecordingUpstream) -> None:
     """[headers] client_cert: Client-Cert is the client's own certificate, Client-Cert-Chain its intermediates."""
     import base64
 

@@ -13,7 +13,11 @@ from typing import Callable
 
 import pytest
 
-from tests.blackbox import CERTGATE, Gateway, Pki, Recorder, request, write_config
+from tests.harness.client import request
+from tests.harness.config import write_config
+from tests.harness.gateway import CERTGATE, Gateway
+from tests.harness.pki import Pki
+from tests.harness.upstream import RecordingUpstream
 
 
 def _both(cfg: Path) -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
@@ -137,7 +141,7 @@ def test_admin_with_token_on_any_address_starts(tmp_path: Path, pki: Pki) -> Non
     """The admin check refuses only what it should: with a token a non-loopback address starts."""
     token = tmp_path / "admin.token"
     token.write_text("t" * 32 + "\n")
-    upstream = Recorder()
+    upstream = RecordingUpstream()
     admin_port = _free()
     cfg = write_config(tmp_path, pki, upstream=upstream.url,
                        extra={"admin": {"address": "0.0.0.0", "port": admin_port, "token_file": str(token)}})
@@ -153,7 +157,7 @@ def test_admin_with_token_on_any_address_starts(tmp_path: Path, pki: Pki) -> Non
 
 def test_check_config_running_skips_only_the_port_check(tmp_path: Path, pki: Pki) -> None:
     """Validating the file of a running gateway: --running does not report its own port."""
-    upstream = Recorder()
+    upstream = RecordingUpstream()
     cfg = write_config(tmp_path, pki, upstream=upstream.url)
     try:
         with Gateway(cfg) as gw:
@@ -178,10 +182,10 @@ def test_unusable_upstream_ca_bundle(tmp_path: Path, pki: Pki) -> None:
 
 def test_workers_with_an_admin_listener_all_start(tmp_path: Path, pki: Pki) -> None:
     """A worker process makes the same start checks but does not claim the primary's admin port."""
-    from tests.blackbox import wait_for
+    from tests.harness.wait import wait_for
     from tests.blackbox.test_service import _listeners
 
-    upstream = Recorder()
+    upstream = RecordingUpstream()
     cfg = write_config(tmp_path, pki, upstream=upstream.url,
                        extra={"listen": {"workers": 2}, "sessions": {"store": f"sqlite:{tmp_path / 's.db'}"},
                               "admin": {"port": _free()}})

@@ -20,8 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.redis_fixture import RedisServer
-from tests.sessions_support import PASSWORD, Gateway, Pki, get, login, request, session_config, wait_for
+from tests.harness.client import request
+from tests.harness.gateway import Gateway
+from tests.harness.pki import Pki
+from tests.harness.redis_server import RedisServer
+from tests.harness.sessions import get, login, PASSWORD, session_config
+from tests.harness.wait import wait_for
 
 DEADLINE = 1.0
 
@@ -95,11 +99,11 @@ def pki(tmp_path):
 
 
 def test_redis_paused_killed_and_restarted(tmp_path, pki):
-    from tests.support_http import EchoServer
+    from tests.harness.upstream import RecordingUpstream
 
     srv = RedisServer(persistent=True).start()
     try:
-        with EchoServer() as echo, Gateway(_config(tmp_path, pki, echo.url, srv.url)) as gw:
+        with RecordingUpstream() as echo, Gateway(_config(tmp_path, pki, echo.url, srv.url)) as gw:
             wait_for(lambda: get(gw.port, pki, "x=y")[0] == 401, 10, what="the gateway to reach Redis")
             cookie = login(gw.port, pki)
             assert _failed_login(gw.port, pki) == 401  # one failure on alice's counters
@@ -143,10 +147,10 @@ def test_redis_paused_killed_and_restarted(tmp_path, pki):
 
 
 def test_sqlite_locked_by_another_process(tmp_path, pki):
-    from tests.support_http import EchoServer
+    from tests.harness.upstream import RecordingUpstream
 
     db = tmp_path / "gw" / "sessions.db"
-    with EchoServer() as echo, Gateway(_config(tmp_path, pki, echo.url, f"sqlite:{db}")) as gw:
+    with RecordingUpstream() as echo, Gateway(_config(tmp_path, pki, echo.url, f"sqlite:{db}")) as gw:
         cookie = login(gw.port, pki)
         assert _failed_login(gw.port, pki) == 401
         locker = subprocess.Popen(

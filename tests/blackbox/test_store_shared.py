@@ -18,12 +18,18 @@ import pytest
 from proxy.login.keys import load_secret
 from proxy.login.passwords import set_password
 from proxy.login.totp import TotpSecrets
-from tests.blackbox import Gateway, Pki, request, write_config
-from tests.cockpit_fixture import CockpitWs
-from tests.cockpit_support import CERTGATE, bridge_account, cockpit_run, write_cockpit_auth_config
-from tests.redis_fixture import redis_server  # noqa: F401  (pytest fixture)
-from tests.sessions_support import WsClient, close_code, get, login, monotonic, session_config
-from tests.support_http import EchoServer
+from tests.harness.client import close_code, WsClient
+from tests.harness.client import request
+from tests.harness.cockpit import bridge_account, cockpit_run, write_cockpit_auth_config
+from tests.harness.cockpit_ws import CockpitWs
+from tests.harness.config import write_config
+from tests.harness.gateway import CERTGATE
+from tests.harness.gateway import Gateway
+from tests.harness.pki import Pki
+from tests.harness.redis_server import redis_server  # noqa: F401  (pytest fixture)
+from tests.harness.sessions import get, login, session_config
+from tests.harness.upstream import RecordingUpstream
+from tests.harness.wait import monotonic
 
 USER = bridge_account()
 PW = "cockpit over two gateways"
@@ -71,7 +77,7 @@ def test_cockpit_login_steps_alternate_between_two_gateways(tmp_path: Path, redi
                 jar[k] = rest
             cookies = f"cockpit={jar['cockpit']}; __Host-certgate={jar['__Host-certgate']}"
             # the session opened at B works at A, down to a command on cockpit's socket
-            from tests.blackbox import client_context
+            from tests.harness.client import client_context
 
             out = cockpit_run(f"wss://127.0.0.1:{a.port}/cockpit/socket", f"https://127.0.0.1:{a.port}",
                               {"Cookie": cookies}, ["echo", "two gateways"],
@@ -87,7 +93,7 @@ def test_max_per_account_holds_across_two_gateways(tmp_path: Path, redis_server,
     redis_server.flush()
     pki = Pki(tmp_path / "pki")
     limits = {"max_per_account": 1, "on_limit": on_limit}
-    with EchoServer() as echo:
+    with RecordingUpstream() as echo:
         cfg_a = session_config(tmp_path, pki, echo.url, store=redis_server.url, sessions=limits, name="a")
         cfg_b = session_config(tmp_path, pki, echo.url, store=redis_server.url, sessions=limits, name="b")
         with Gateway(cfg_a) as a, Gateway(cfg_b) as b:

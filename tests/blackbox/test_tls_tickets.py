@@ -10,15 +10,19 @@ from typing import Iterator
 
 import pytest
 
-from tests.blackbox import Gateway, Pki, client_context, wait_for, write_config
-from tests.tls_support import EchoUpstream
+from tests.harness.client import client_context
+from tests.harness.config import write_config
+from tests.harness.gateway import Gateway
+from tests.harness.pki import Pki
+from tests.harness.upstream import RecordingUpstream, account_text
+from tests.harness.wait import wait_for
 
 NEW_SESSION_TICKET = 4
 
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[tuple[Gateway, Pki]]:
-    upstream = EchoUpstream()
+    upstream = RecordingUpstream(answer=account_text)
     pki = Pki(tmp_path / "pki")
     cfg = write_config(tmp_path, pki, upstream=upstream.url)
     try:
@@ -83,7 +87,7 @@ def test_ticket_counter_sees_tickets_from_a_default_server(pki: Pki) -> None:
 
 def test_operator_openssl_conf_without_numtickets_is_reported(tmp_path: Path) -> None:
     """An operator's own OPENSSL_CONF is kept; the start log says how many tickets it lets through."""
-    upstream = EchoUpstream()
+    upstream = RecordingUpstream(answer=account_text)
     pki = Pki(tmp_path / "pki")
     own = tmp_path / "openssl.cnf"
     own.write_text("# an operator's OpenSSL configuration without NumTickets\n")

@@ -17,10 +17,11 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.blackbox import Pki
-from tests.browser.harness import Browser, CertPolicy, find_chromium
-from tests.browser.sites import Accounts, Site
-from tests.browser.smartcard import check_tools
+from tests.harness.accounts import Accounts
+from tests.harness.chromium import Browser, CertPolicy, find_chromium
+from tests.harness.gateway import Site
+from tests.harness.pki import Pki
+from tests.harness.smartcard import check_tools
 
 OUT = Path(__file__).resolve().parent / "out"
 TIMINGS: list[tuple[str, str, float]] = []

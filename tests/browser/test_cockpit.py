@@ -26,12 +26,16 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from proxy.login.keys import load_secret
-from tests.blackbox import Pki, wait_for
+from tests.harness.pki import Pki
+from tests.harness.wait import wait_for
 from tests.browser.conftest import U_CARDIN, U_CARDOUT, U_DEEP, U_LOGOUT, U_LONG, U_OTHER, U_TERM, U_WRONG, Scene
-from tests.browser.harness import Browser
-from tests.browser.sites import PASSWORD, Accounts, Site, Timer, gateway_config
-from tests.cockpit_fixture import CockpitWs
-from tests.cockpit_support import CERTGATE, write_cockpit_auth_config
+from tests.harness.accounts import Accounts, gateway_config, PASSWORD
+from tests.harness.chromium import Browser
+from tests.harness.cockpit import write_cockpit_auth_config
+from tests.harness.cockpit_ws import CockpitWs
+from tests.harness.gateway import CERTGATE
+from tests.harness.gateway import Site
+from tests.harness.wait import Timer
 
 GRACE = 6.0  # [sessions] grace (default 300 s)
 LONG_GRACE = 16.0  # [sessions] long_grace (default 3600 s)

@@ -19,12 +19,15 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.blackbox import Pki, wait_for
+from tests.harness.pki import Pki
+from tests.harness.wait import wait_for
 from tests.browser.conftest import Scene
-from tests.browser.harness import Browser
-from tests.browser.sites import PASSWORD, Accounts, Site, Timer, gateway_config
+from tests.harness.accounts import Accounts, gateway_config, PASSWORD
+from tests.harness.chromium import Browser
+from tests.harness.gateway import Site
+from tests.harness.wait import Timer
 from tests.browser.test_cockpit import hold, pump
-from tests.joc_emulator import JocEmulator
+from tests.harness.joc import JocEmulator
 
 GRACE = 6.0  # [sessions] grace (default 300 s)
 PRESENCE = 2.0  # [sessions] presence_interval (default: grace / 4, at most 30 s)

@@ -16,13 +16,17 @@ from typing import Iterator
 import pytest
 
 from proxy.login.keys import load_secret
-from tests.blackbox import Pki, free_port, wait_for
+from tests.harness.pki import Pki
+from tests.harness.wait import free_port, wait_for
 from tests.browser.conftest import Scene, account
-from tests.browser.sites import PASSWORD, Accounts, Site, Timer, gateway_config
+from tests.harness.accounts import Accounts, gateway_config, PASSWORD
+from tests.harness.gateway import Site
+from tests.harness.wait import Timer
 from tests.browser.test_cockpit import COCKPIT_SECTIONS, CockpitSite, wait_for_shell
 from tests.browser.test_webauthn import Authenticator, enrol
-from tests.cockpit_fixture import CockpitWs
-from tests.cockpit_support import CERTGATE, write_cockpit_auth_config
+from tests.harness.cockpit import write_cockpit_auth_config
+from tests.harness.cockpit_ws import CockpitWs
+from tests.harness.gateway import CERTGATE
 
 ACCOUNT = account("wkey")  # a local account; the run's pid in the name, as the suite's others
 RULES = '[["tls-cert", "password", "webauthn"], ["tls-cert", "password"]]'

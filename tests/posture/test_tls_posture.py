@@ -20,7 +20,11 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.blackbox import Gateway, Pki, Recorder, client_context, write_config
+from tests.harness.client import client_context
+from tests.harness.config import write_config
+from tests.harness.gateway import Gateway
+from tests.harness.pki import Pki
+from tests.harness.upstream import RecordingUpstream
 from tests.blackbox.test_tls_tickets import count_tickets
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,15 +50,15 @@ def scan(port: int, cert: Any = None) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[Recorder]:
-    u = Recorder()
+def upstream() -> Iterator[RecordingUpstream]:
+    u = RecordingUpstream()
     yield u
     u.close()
 
 
 @pytest.fixture(params=["need", "want"], scope="module")
 def posture(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-            upstream: Recorder) -> Iterator[tuple[str, Gateway, Pki, dict[str, Any]]]:
+            upstream: RecordingUpstream) -> Iterator[tuple[str, Gateway, Pki, dict[str, Any]]]:
     mode = request.param
     tmp = tmp_path_factory.mktemp(f"posture-{mode}")
     pki = Pki(tmp / "pki")

@@ -18,7 +18,7 @@ from proxy.listener.identity import ConnectionIdentity
 from proxy.http.messages import Forward
 from proxy.http.tunnel import TunnelRegistry
 from proxy.http.upstream import UpstreamConnection, UpstreamPools
-from tests.support_http import make_config
+from tests.harness.config import engine_config
 
 
 class Transport(StringTransport):
@@ -79,7 +79,7 @@ class Harness:
                  identify: Callable[[Any, float], Any] = identity) -> None:
         self.reactor = MemoryReactorClock()
         self.reactor.advance(1_000_000)
-        self.config = make_config("http://upstream.test:8080", overrides)
+        self.config = engine_config("http://upstream.test:8080", overrides)
         self.gate = Gate(self.config)
         self.tunnels = TunnelRegistry()
         self.pools = UpstreamPools(self.config.routes, self.reactor, self.reactor)

@@ -15,8 +15,9 @@ from proxy.sessions.manager import SessionManager
 from proxy.stores.interface import StoreError
 from proxy.stores.memory import MemoryStore
 from twisted.internet.defer import fail
-from tests.reactor_thread import Blocking, resolve
-from proxy.stores.testing import FakeTunnels, make_config, make_identity
+from tests.harness.config import make_config
+from tests.harness.fakes import FakeTunnels, make_identity
+from tests.harness.reactor_thread import Blocking, resolve
 
 TOKEN = "s3cret-token-0123456789"
 

@@ -45,7 +45,8 @@ def test_check_config_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err
     assert "[listen] port:" in err and "[upstream] url: is required" in err
 
-    from tests.blackbox import Pki, write_config
+    from tests.harness.pki import Pki
+    from tests.harness.config import write_config
 
     pki = Pki(tmp_path / "pki")
     good = write_config(tmp_path, pki, upstream="http://127.0.0.1:9")
@@ -55,7 +56,8 @@ def test_check_config_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_check_config_reports_a_broken_trust_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A garbage file in the trust store is named by check-config."""
-    from tests.blackbox import Pki, write_config
+    from tests.harness.pki import Pki
+    from tests.harness.config import write_config
 
     pki = Pki(tmp_path / "pki")
     (pki.store / "garbage.pem").write_text("not a certificate")

@@ -19,7 +19,10 @@ from proxy.listener.identity import ConnectionIdentity
 from proxy.listener.ldap_client import DirectoryError
 from proxy.listener.reload import TrustState
 from proxy.listener.tls import LiveServerTLS
-from tests.tls_support import I, ClientTLS, TlsPki, connect, make_config
+from tests.harness.config import listener_config
+from tests.harness.memtls import ClientTLS, connect
+from tests.harness.pki import Pki
+from trust import issue as I
 from trust import certinfo
 from trust.directory import DirectoryEntry
 
@@ -154,12 +157,12 @@ def test_a_certificate_no_style_applies_to_is_refused_without_asking(clock: Cloc
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> TlsPki:
-    return TlsPki(tmp_path_factory.mktemp("dirpki"))
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("dirpki"))
 
 
-def _listener(pki: TlsPki, clock: Clock, mode: str, fake: FakeDirectory) -> tuple[TrustState, LiveServerTLS]:
-    cfg = make_config(pki, client_auth=mode,
+def _listener(pki: Pki, clock: Clock, mode: str, fake: FakeDirectory) -> tuple[TrustState, LiveServerTLS]:
+    cfg = listener_config(pki, client_auth=mode,
                       trust="mapping = ldap\n[ldap]\nurl = ldaps://127.0.0.1:1\nbase_dn = dc=x\nstyles = upn\ntimeout = 2\n")
     mapper = DirectoryMapper(cfg.ldap, clock=clock, reactor=clock, search=lambda q: None, in_thread=fake.in_thread)
     state = TrustState(cfg, clock, directory=mapper)
@@ -167,10 +170,10 @@ def _listener(pki: TlsPki, clock: Clock, mode: str, fake: FakeDirectory) -> tupl
 
 
 @pytest.mark.parametrize("mode", ["need", "want"])
-def test_uncached_account_is_known_only_after_the_directory_answered(pki: TlsPki, clock: Clock, mode: str) -> None:
+def test_uncached_account_is_known_only_after_the_directory_answered(pki: Pki, clock: Clock, mode: str) -> None:
     fake = FakeDirectory()
     _, creator = _listener(pki, clock, mode, fake)
-    carol = pki.client("Carol", upns=["carol@x.test"])
+    carol = pki.issue("Carol", upns=["carol@x.test"])
     conn = connect(creator, ClientTLS.presenting(pki, carol), clock)  # type: ignore[arg-type]
     pending = conn.identity
     assert isinstance(pending, Deferred) and conn.client.handshake_done
@@ -187,10 +190,10 @@ def test_uncached_account_is_known_only_after_the_directory_answered(pki: TlsPki
     assert len(fake.queries) == 1
 
 
-def test_no_account_closes_in_need_mode_and_explains_in_want_mode(pki: TlsPki, clock: Clock) -> None:
+def test_no_account_closes_in_need_mode_and_explains_in_want_mode(pki: Pki, clock: Clock) -> None:
     fake = FakeDirectory()
     _, creator = _listener(pki, clock, "need", fake)
-    eve = pki.client("Eve", upns=["eve@x.test"])
+    eve = pki.issue("Eve", upns=["eve@x.test"])
     conn = connect(creator, ClientTLS.presenting(pki, eve), clock)  # type: ignore[arg-type]
     got: list[Any] = []
     conn.identity.addCallback(got.append)  # type: ignore[union-attr]

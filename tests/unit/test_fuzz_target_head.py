@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from proxy.http.messages import Response
 from proxy.http.paths import TargetError, _normalise, _remove_dots, canonical_path, canonical_target, same_login_path, \
     split_target
-from tests.joc_emulator import jetty_path
+from tests.harness.joc import jetty_path
 from tests.path_spellings import JOC_LOGIN
 from tests.unit._http_harness import Harness
 

@@ -12,7 +12,8 @@ from proxy.gate.decide import Gate
 from proxy.http.messages import ConnContext, Forward, RequestHead, Response
 from proxy.observe.metrics import Metrics
 from proxy.http.paths import canonical_target
-from proxy.stores.testing import make_config, make_identity
+from tests.harness.config import make_config
+from tests.harness.fakes import make_identity
 
 HTML = [(b"Accept", b"text/html,application/xhtml+xml")]
 JSON = [(b"Accept", b"application/json")]

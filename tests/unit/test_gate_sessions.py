@@ -13,8 +13,9 @@ from proxy.sessions.presence import HtmlInjector, inject_presence_script, presen
 from proxy.sessions.manager import SessionManager
 from proxy.stores.interface import StoreError
 from proxy.stores.memory import MemoryStore
-from proxy.stores.testing import FakeTunnels, make_config, make_identity
-from tests.reactor_thread import Blocking, resolve
+from tests.harness.config import make_config
+from tests.harness.fakes import FakeTunnels, make_identity
+from tests.harness.reactor_thread import Blocking, resolve
 from twisted.internet.defer import fail
 
 ALICE = b"cert-alice"

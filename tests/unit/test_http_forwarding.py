@@ -8,7 +8,7 @@ import pytest
 
 from proxy.http.messages import Forward
 from proxy.http.tunnel import close_frame, ws_accept
-from tests.support_http import ws_frame
+from tests.harness.wire import ws_frame
 from tests.unit._http_harness import Harness
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="

@@ -20,7 +20,7 @@ from proxy.listener.identity import ConnectionIdentity
 from proxy.http.messages import text_response
 from proxy.http.tunnel import TunnelRegistry
 from proxy.http.upstream import UpstreamPools
-from tests.support_http import make_config
+from tests.harness.config import engine_config
 from trust import issue as I
 
 CA = I.ca("http tls test CA")
@@ -85,7 +85,7 @@ def _stack(identify_result: str = "cn", client_cert: I.Issued | None = ALICE, se
                                   full_handshake=True, protocol="", cipher="", client_ip="127.0.0.2",
                                   client_port=1)
 
-    config = make_config("http://127.0.0.1:9", {"listen": {"handshake_timeout": 5.0, **(listen or {})}})
+    config = engine_config("http://127.0.0.1:9", {"listen": {"handshake_timeout": 5.0, **(listen or {})}})
     gate = Gate()
     if gw is None:
         gw = GatewayFactory(gate=gate, identify=identify, config=config,

@@ -19,8 +19,9 @@ from proxy.login.totp import TotpSecrets
 from proxy.http.messages import ConnContext, Forward, RequestHead, Response
 from proxy.sessions.manager import SessionManager
 from proxy.stores.memory import MemoryStore
-from proxy.stores.testing import FakeTunnels, make_config, make_identity
-from tests.reactor_thread import Blocking, resolve
+from tests.harness.config import make_config
+from tests.harness.fakes import FakeTunnels, make_identity
+from tests.harness.reactor_thread import Blocking, resolve
 
 T0 = 1_800_000_000.0
 SECRET = pyotp.random_base32()

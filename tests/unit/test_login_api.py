@@ -5,8 +5,8 @@ import json
 import pyotp
 import pytest
 
-from tests.reactor_thread import resolve
-from proxy.login.testing import head, make_rig
+from tests.harness.login_rig import head, make_rig
+from tests.harness.reactor_thread import resolve
 from proxy.login.totp import TotpSecrets
 from proxy.http.messages import Local, Response
 

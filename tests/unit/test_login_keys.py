@@ -47,7 +47,7 @@ def test_fernet_ring_errors_name_the_line(tmp_path):
 
 
 def test_service_refuses_to_start_with_broken_secret(tmp_path):
-    from proxy.login.testing import make_rig
+    from tests.harness.login_rig import make_rig
 
     (tmp_path / "secret").write_text("short\n")
     with pytest.raises(KeyFileError, match="secret"):

@@ -9,7 +9,7 @@ import pyotp
 import pytest
 
 from proxy.gate import wording
-from proxy.login.testing import head, make_rig
+from tests.harness.login_rig import head, make_rig
 from proxy.login.totp import TotpSecrets
 from proxy.login.web import PRE_COOKIE, safe_next
 from proxy.http.messages import ConnContext, Local, Response

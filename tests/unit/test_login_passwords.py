@@ -6,7 +6,7 @@ import stat
 import pytest
 
 from proxy.login import passwords as pw
-from proxy.login.testing import FAST_COST
+from tests.harness.login_rig import FAST_COST
 
 
 def test_hash_verify_and_wrong(tmp_path):

@@ -4,7 +4,7 @@ import pytest
 
 from proxy.login.receipts import ReceiptCodec, ReceiptError, consume
 from proxy.stores.memory import MemoryStore
-from tests.reactor_thread import resolve
+from tests.harness.reactor_thread import resolve
 
 KEY = b"k" * 32
 FP = "ab" * 32

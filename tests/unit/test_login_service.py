@@ -5,8 +5,8 @@ import json
 import pyotp
 import pytest
 
-from proxy.login.testing import make_rig as _make_rig
-from tests.reactor_thread import Blocking, resolve
+from tests.harness.login_rig import make_rig as _make_rig
+from tests.harness.reactor_thread import Blocking, resolve
 
 
 def make_rig(*a, store=None, **kw):
@@ -416,7 +416,7 @@ def test_a_totp_step_that_cannot_be_recorded_is_refused_never_accepted(rig):
 
 
 def test_session_limit_refuses_the_login_with_its_own_reason(tmp_path):
-    from proxy.stores.testing import make_config
+    from tests.harness.config import make_config
 
     r = make_rig(tmp_path, {"required_auth_methods": [["tls-cert", "password"]]})
     r.sessions.store.settings = make_config({"sessions": {"max_per_account": 1}}).sessions

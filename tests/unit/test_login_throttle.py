@@ -4,7 +4,7 @@ import pytest
 
 from proxy.login.throttle import StartupRefused, Startups, Throttle, keys_for
 from proxy.stores.memory import MemoryStore
-from tests.reactor_thread import Blocking
+from tests.harness.reactor_thread import Blocking
 
 
 def test_lockout_after_limit_then_released():

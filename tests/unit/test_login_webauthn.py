@@ -11,10 +11,10 @@ import pytest
 from proxy.config import ConfigError, parse_config
 from proxy.login import factors
 from proxy.login.api import outcome_response, parse_body
-from proxy.login.testing import make_rig as _make_rig
+from tests.harness.login_rig import make_rig as _make_rig
 from proxy.login.webauthn import WebAuthnError
 from proxy.login.webauthn_creds import CredentialFile
-from tests.reactor_thread import resolve
+from tests.harness.reactor_thread import resolve
 from tests.unit.webauthn_soft import SoftKey
 
 
@@ -250,7 +250,7 @@ def test_cli_list_and_remove(rig, tmp_path, monkeypatch):
 
     register(rig, "alice", name="blue key")
     register(rig, "alice", name="red key")
-    from proxy.stores.testing import make_config
+    from tests.harness.config import make_config
 
     conf = tmp_path / "c.conf"
     audit = tmp_path / "audit.log"
@@ -276,7 +276,7 @@ def test_cli_list_and_remove(rig, tmp_path, monkeypatch):
 def test_key_alone_after_the_certificate(tmp_path):
     """Rules where the key replaces the password: step 1 offers the key, one POST logs in."""
     from proxy.login.pages import LoginPage
-    from proxy.login.testing import head
+    from tests.harness.login_rig import head
 
     r = make_rig(tmp_path, {"required_auth_methods": [["tls-cert", "webauthn"], ["tls-cert", "password"]]},
                  webauthn={"rp_id": "console.example.org", "origin": ORIGIN, "credentials": tmp_path / "wa.json"})

@@ -17,7 +17,7 @@ from twisted.internet.task import Clock
 from proxy.observe.audit import memory_audit
 from proxy.observe.metrics import Metrics
 from proxy.listener.ocsp import HTTPStatusError, OcspChecker
-from tests.ocsp_support import make_response
+from tests.harness.ocsp import make_response
 from trust import issue as I
 from trust import ocsp as O
 

@@ -6,12 +6,13 @@ import re
 from pathlib import Path
 
 from proxy.app.service import preflight
-from tests.tls_support import TlsPki, make_config
+from tests.harness.config import listener_config
+from tests.harness.pki import Pki
 
 
 def test_rules_reach_the_trust_settings_and_preflight_checks_store_files(tmp_path: Path) -> None:
-    pki = TlsPki(tmp_path)
-    cfg = make_config(pki, trust="ocsp = soft\nocsp_nonce = no\n\n[ocsp:corp]\ncas = ca.pem\n"
+    pki = Pki(tmp_path)
+    cfg = listener_config(pki, trust="ocsp = soft\nocsp_nonce = no\n\n[ocsp:corp]\ncas = ca.pem\n"
                                  "responder = http://ocsp.corp.example/\n\n[ocsp:gone]\ncas = missing.pem\nmode = off\n")
     o = cfg.trust.ocsp
     assert o.mode == "soft" and o.enabled and not o.nonce
@@ -22,7 +23,7 @@ def test_rules_reach_the_trust_settings_and_preflight_checks_store_files(tmp_pat
 
 
 def test_off_by_default(tmp_path: Path) -> None:
-    cfg = make_config(TlsPki(tmp_path))
+    cfg = listener_config(Pki(tmp_path))
     assert cfg.trust.ocsp.mode == "off" and not cfg.trust.ocsp.enabled and cfg.trust.ocsp.rules == ()
 
 
@@ -35,7 +36,7 @@ def test_the_documented_example_parses(tmp_path: Path) -> None:
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "trust.md").read_text()
     example = re.search(r"## OCSP.*?```ini\n(.*?)```", doc, re.S).group(1)  # type: ignore[union-attr]
-    pki = TlsPki(tmp_path)
+    pki = Pki(tmp_path)
     for name in ("Corp-Badge-Issuing.pem", "eID-Root.pem"):
         (pki.store / name).write_bytes(I.ca(name).cert_pem())
     text = (f"[listen]\ncertificate = {pki.server_cert}\nkey = {pki.server_key}\n[upstream]\nurl = http://127.0.0.1:9\n"
@@ -64,10 +65,10 @@ def test_ocsp_timeout_must_be_below_the_handshake_deadline(tmp_path: Path) -> No
     from proxy.config import ConfigError
 
     with pytest.raises(ConfigError) as ei:
-        make_config(TlsPki(tmp_path), trust="ocsp = soft\nocsp_timeout = 12\n")
+        listener_config(Pki(tmp_path), trust="ocsp = soft\nocsp_timeout = 12\n")
     assert str(ei.value) == ("[trust] ocsp_timeout: 12 must be below [listen] handshake_timeout (10): the handshake "
                              "deadline would close connections before the OCSP deadline decides")
-    assert make_config(TlsPki(tmp_path / "b"), trust="ocsp_timeout = 12\n").trust.ocsp.timeout == 12  # off: unused
+    assert listener_config(Pki(tmp_path / "b"), trust="ocsp_timeout = 12\n").trust.ocsp.timeout == 12  # off: unused
 
 
 def test_every_ocsp_reason_has_plain_words() -> None:

@@ -18,8 +18,11 @@ from twisted.internet.task import Clock
 from proxy.listener.ocsp import OcspChecker
 from proxy.listener.reload import TrustState
 from proxy.listener.tls import LiveServerTLS
-from tests.ocsp_support import make_response
-from tests.tls_support import I, ClientTLS, TlsPki, connect, make_config
+from tests.harness.config import listener_config
+from tests.harness.memtls import ClientTLS, connect
+from tests.harness.ocsp import make_response
+from tests.harness.pki import Pki
+from trust import issue as I
 
 URL = "http://ocsp.test/"
 
@@ -37,8 +40,8 @@ class Responder:
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> TlsPki:
-    return TlsPki(tmp_path_factory.mktemp("ocsppki"))
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("ocsppki"))
 
 
 @pytest.fixture
@@ -48,15 +51,15 @@ def clock() -> Clock:
     return c
 
 
-def _listener(pki: TlsPki, clock: Clock, mode: str, ocsp_mode: str = "hard"
+def _listener(pki: Pki, clock: Clock, mode: str, ocsp_mode: str = "hard"
               ) -> tuple[LiveServerTLS, Responder, OcspChecker]:
-    cfg = make_config(pki, client_auth=mode, trust=f"ocsp = {ocsp_mode}\nocsp_timeout = 2\nocsp_nonce = no\n")
+    cfg = listener_config(pki, client_auth=mode, trust=f"ocsp = {ocsp_mode}\nocsp_timeout = 2\nocsp_nonce = no\n")
     responder = Responder()
     checker = OcspChecker(cfg.trust.ocsp, clock, responder)
     return LiveServerTLS(TrustState(cfg, clock, ocsp=checker), cfg), responder, checker
 
 
-def _answer(pki: TlsPki, leaf: I.Issued, clock: Clock, status: ocsp.OCSPCertStatus) -> bytes:
+def _answer(pki: Pki, leaf: I.Issued, clock: Clock, status: ocsp.OCSPCertStatus) -> bytes:
     now = dt.datetime.fromtimestamp(clock.seconds(), dt.timezone.utc)
     return make_response(leaf.cert, pki.ca.cert, pki.ca, status=status, this_update=now,
                          next_update=now + dt.timedelta(minutes=10))
@@ -70,9 +73,9 @@ def _fired(d: Any) -> Any:
 
 
 @pytest.mark.parametrize("version", [SSL.TLS1_2_VERSION, SSL.TLS1_3_VERSION])
-def test_need_mode_waits_then_accepts_good_and_closes_revoked(pki: TlsPki, clock: Clock, version: int) -> None:
+def test_need_mode_waits_then_accepts_good_and_closes_revoked(pki: Pki, clock: Clock, version: int) -> None:
     creator, responder, _ = _listener(pki, clock, "need")
-    alice = pki.client("alice", ocsp_urls=(URL,))
+    alice = pki.issue("alice", ocsp_urls=(URL,))
     c = connect(creator, ClientTLS.presenting(pki, alice, max_version=version), clock)
     pending = c.server.identity
     assert isinstance(pending, Deferred) and not pending.called and len(responder.pending) == 1
@@ -80,7 +83,7 @@ def test_need_mode_waits_then_accepts_good_and_closes_revoked(pki: TlsPki, clock
     ident = _fired(pending)
     assert ident is not None and ident.ok and ident.account == "alice"
 
-    mallory = pki.client("mallory", ocsp_urls=(URL,))
+    mallory = pki.issue("mallory", ocsp_urls=(URL,))
     c = connect(creator, ClientTLS.presenting(pki, mallory, max_version=version), clock)
     responder.pending[1].callback(_answer(pki, mallory, clock, ocsp.OCSPCertStatus.REVOKED))
     assert _fired(c.server.identity) is None
@@ -91,9 +94,9 @@ def test_need_mode_waits_then_accepts_good_and_closes_revoked(pki: TlsPki, clock
     assert "alert certificate revoked" in str(c.client.lost_reason.value)
 
 
-def test_want_mode_keeps_the_connection_with_the_reason(pki: TlsPki, clock: Clock) -> None:
+def test_want_mode_keeps_the_connection_with_the_reason(pki: Pki, clock: Clock) -> None:
     creator, responder, _ = _listener(pki, clock, "want")
-    mallory = pki.client("mallory", ocsp_urls=(URL,))
+    mallory = pki.issue("mallory", ocsp_urls=(URL,))
     c = connect(creator, ClientTLS.presenting(pki, mallory), clock)
     responder.pending[0].callback(_answer(pki, mallory, clock, ocsp.OCSPCertStatus.REVOKED))
     ident = _fired(c.server.identity)
@@ -101,10 +104,10 @@ def test_want_mode_keeps_the_connection_with_the_reason(pki: TlsPki, clock: Cloc
     assert ident.verdict.codes == ("ocsp-revoked",) and "is revoked" in ident.invalid_reason
 
 
-def test_deadline_fails_hard_and_warns_soft(pki: TlsPki, clock: Clock) -> None:
+def test_deadline_fails_hard_and_warns_soft(pki: Pki, clock: Clock) -> None:
     for ocsp_mode in ("hard", "soft"):
         creator, responder, checker = _listener(pki, clock, "need", ocsp_mode)
-        alice = pki.client("alice", ocsp_urls=(URL,))
+        alice = pki.issue("alice", ocsp_urls=(URL,))
         c = connect(creator, ClientTLS.presenting(pki, alice), clock)
         clock.advance(1.9)
         assert not c.server.identity.called
@@ -117,9 +120,9 @@ def test_deadline_fails_hard_and_warns_soft(pki: TlsPki, clock: Clock) -> None:
         assert len(checker.cache) == 0
 
 
-def test_ocsp_off_and_refused_chains_never_ask(pki: TlsPki, clock: Clock) -> None:
+def test_ocsp_off_and_refused_chains_never_ask(pki: Pki, clock: Clock) -> None:
     creator, responder, _ = _listener(pki, clock, "want", "off")
-    c = connect(creator, ClientTLS.presenting(pki, pki.client("alice", ocsp_urls=(URL,))), clock)
+    c = connect(creator, ClientTLS.presenting(pki, pki.issue("alice", ocsp_urls=(URL,))), clock)
     assert c.identity is not None and c.identity.ok and not responder.pending
     creator, responder, _ = _listener(pki, clock, "want", "hard")
     c = connect(creator, ClientTLS.presenting(pki, I.client(I.ca("other"), "eve", ocsp_urls=(URL,))), clock)

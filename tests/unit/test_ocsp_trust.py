@@ -9,7 +9,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509 import ocsp
 
-from tests.ocsp_support import flip_signature, make_response
+from tests.harness.ocsp import flip_signature, make_response
 from trust import issue as I
 from trust import ocsp as O
 from trust.settings import parse_ocsp_sections, parse_trust_section

@@ -15,14 +15,16 @@ from proxy.observe.logfiles import LogFile, reopen_all
 from proxy.observe.wiring import ExpiryWarner, expiry_lines
 from proxy.listener.reload import TrustState
 from proxy.app.sdnotify import notify, watchdog_interval
-from tests.tls_support import I, TlsPki, make_config
+from tests.harness.config import listener_config
+from tests.harness.pki import Pki
+from trust import issue as I
 
 
 def test_expiry_warnings_at_start_on_reload_and_daily(tmp_path: Path) -> None:
-    pki = TlsPki(tmp_path / "pki")
+    pki = Pki(tmp_path / "pki")
     clock = Clock()
     clock.advance(I.utcnow().timestamp())
-    state = TrustState(make_config(pki), clock)
+    state = TrustState(listener_config(pki), clock)
     logged: list[dict] = []
     warner = ExpiryWarner(state, clock, 14, Logger(observer=logged.append))
     warner.start()

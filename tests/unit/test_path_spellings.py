@@ -16,8 +16,8 @@ from twisted.internet.defer import Deferred
 
 from proxy.gate.decide import Gate
 from proxy.http.messages import ConnContext, Forward, RequestHead, Response
-from proxy.stores.testing import make_identity
-from tests.joc_emulator import jetty_path
+from tests.harness.fakes import make_identity
+from tests.harness.joc import jetty_path
 from tests.path_spellings import CLASSES, COCKPIT_LOGIN, COCKPIT_SPELLINGS, JOC_LOGIN, JOC_SPELLINGS, canonical, \
     expected
 from tests.unit import test_cockpit_frontdoor as cockpit_env
@@ -138,7 +138,7 @@ def test_routes_and_certgate_endpoints_decide_on_the_canonical_path() -> None:
 
     from proxy.observe.audit import memory_audit
     from proxy.http.paths import canonical_target
-    from tests.support_http import make_config as http_config
+    from tests.harness.config import engine_config as http_config
 
     cfg = http_config("http://cockpit.test:9090", {"listen": {"client_auth": "none"}},
                       routes=[{"name": "joc", "prefix": "/joc/", "url": "http://joc.test:4446", "kind": "joc"}])

@@ -12,11 +12,11 @@ from urllib.parse import urlencode
 
 import pytest
 
-from proxy.login.testing import head, make_rig
+from tests.harness.login_rig import head, make_rig
 from proxy.login.web import PRE_COOKIE
 from proxy.http.messages import Local, Response
 from proxy.gate.sameorigin import REFERRER_POLICY, cross_site
-from tests.reactor_thread import resolve
+from tests.harness.reactor_thread import resolve
 
 HOST = (b"Host", b"gw.example")
 SFS = b"Sec-Fetch-Site"

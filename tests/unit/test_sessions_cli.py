@@ -10,7 +10,8 @@ import pytest
 from proxy.ops.sessions_cli import main
 from proxy.stores.interface import SessionRecord
 from proxy.stores.sqlite import SQLiteEngine as SQLiteStore  # the CLI's blocking face
-from tests.sessions_support import Pki, write_config
+from tests.harness.config import write_config
+from tests.harness.pki import Pki
 
 
 @pytest.fixture

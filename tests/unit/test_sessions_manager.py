@@ -13,8 +13,9 @@ from proxy.http.messages import RequestHead
 from proxy.observe.metrics import Metrics
 from proxy.sessions.manager import SessionManager, session_id_for
 from proxy.stores.memory import MemoryStore
-from proxy.stores.testing import FakeTunnels, make_config, make_identity
-from tests.reactor_thread import Blocking, resolve
+from tests.harness.config import make_config
+from tests.harness.fakes import FakeTunnels, make_identity
+from tests.harness.reactor_thread import Blocking, resolve
 
 
 def SQLiteStore(path):  # noqa: N802  (the SQLite engine, run at once: these tests drive a fake clock)

@@ -9,8 +9,9 @@ from twisted.internet.task import Clock
 from proxy.observe.audit import memory_audit
 from proxy.sessions.manager import SessionManager
 from proxy.stores.memory import MemoryStore
-from tests.reactor_thread import Blocking
-from proxy.stores.testing import FakeTunnels, make_config, make_identity
+from tests.harness.config import make_config
+from tests.harness.fakes import FakeTunnels, make_identity
+from tests.harness.reactor_thread import Blocking
 
 G, L, IDLE, MAX, FRESH = 300, 3600, 1800, 20000, 30
 ALICE, MALLORY = b"cert-alice", b"cert-mallory"

@@ -10,7 +10,7 @@ from twisted.internet.task import Clock
 from proxy.observe.metrics import Metrics
 from proxy.stores import StoreError
 from proxy.stores.asynchronous import ThreadedStore
-from tests.blackbox import wait_for
+from tests.harness.wait import wait_for
 
 
 class Deliveries:

@@ -17,8 +17,8 @@ from proxy.stores.interface import (REPLACED, IBlockingStore, ISessionStore, Lim
 from proxy.stores.memory import MemoryEngine, MemoryStore
 from proxy.stores.redis import RedisEngine, RedisStore, parse_url
 from proxy.stores.sqlite import SQLiteEngine, SQLiteStore
-from tests.reactor_thread import Blocking, blocking, reactor_running
-from tests.redis_fixture import redis_server  # noqa: F401  (pytest fixture)
+from tests.harness.reactor_thread import blocking, Blocking, reactor_running
+from tests.harness.redis_server import redis_server  # noqa: F401  (pytest fixture)
 
 T0 = 2_000_000_000.123456789  # realistic epoch times: Redis TTLs are computed from them
 
@@ -426,14 +426,14 @@ class TestRedisEngine(StoreConformance, PersistentStore):
             assert isinstance(s, RedisEngine)
         finally:
             s.close()
-        from tests.redis_fixture import free_port
+        from tests.harness.wait import free_port
 
         with pytest.raises(StoreError, match=r"redis store redis://127\.0\.0\.1:\d+/0"):
             RedisEngine(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=1)
 
 
 def _connected_redis_store(url: str, **kw) -> RedisStore:
-    from tests.blackbox import wait_for
+    from tests.harness.wait import wait_for
 
     s = blocking(lambda: RedisStore(url, **kw))
     wait_for(lambda: s.connected() > 0, 10, what="the Redis store to connect")
@@ -482,7 +482,7 @@ class TestRedisStore(StoreConformance, PersistentStore):
             engine.close()
 
     def test_unreachable_server_fails_fast_without_blocking(self):
-        from tests.redis_fixture import free_port
+        from tests.harness.wait import free_port
 
         s = blocking(lambda: RedisStore(f"redis://127.0.0.1:{free_port()}/0", deadline=1))
         try:

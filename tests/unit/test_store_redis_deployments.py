@@ -12,9 +12,11 @@ import pytest
 
 from proxy.stores import StoreError
 from proxy.stores.redis import RedisEngine, RedisStore
-from tests.blackbox import Pki, wait_for
-from tests.reactor_thread import Blocking, blocking
-from tests.redis_fixture import RedisServer, free_port
+from tests.harness.pki import Pki
+from tests.harness.reactor_thread import blocking, Blocking
+from tests.harness.redis_server import RedisServer
+from tests.harness.wait import free_port
+from tests.harness.wait import wait_for
 from tests.unit.test_store_conformance import rec
 
 ACL = ["--user", "default", "off", "--user", "certgate", "on", ">s3cret-redis-pw", "~certgate:*", "+@all"]

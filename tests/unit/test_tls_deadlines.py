@@ -21,7 +21,10 @@ from proxy.http.connection import GatewayFactory
 from proxy.http.messages import Response
 from proxy.listener.reload import TrustState
 from proxy.listener.tls import LiveServerTLS, identify
-from tests.tls_support import CLIENT_ADDR, SERVER_ADDR, I, ClientTLS, TlsPki, make_config
+from tests.harness.config import listener_config
+from tests.harness.memtls import CLIENT_ADDR, ClientTLS, SERVER_ADDR
+from tests.harness.pki import Pki
+from trust import issue as I
 
 
 class AnswerGate:
@@ -68,9 +71,9 @@ def clock() -> Clock:
     return c
 
 
-def stack(tmp_path: Path, clock: Clock, listen: str) -> tuple[TLSMemoryBIOFactory, GatewayFactory, TlsPki]:
-    pki = TlsPki(tmp_path / "pki")
-    cfg = make_config(pki, listen=listen)
+def stack(tmp_path: Path, clock: Clock, listen: str) -> tuple[TLSMemoryBIOFactory, GatewayFactory, Pki]:
+    pki = Pki(tmp_path / "pki")
+    cfg = listener_config(pki, listen=listen)
     state = TrustState(cfg, clock)
     http = GatewayFactory(gate=AnswerGate(), identify=identify, config=cfg, pools=None, clock=clock,
                           tunnels=None)
@@ -109,7 +112,7 @@ def test_handshake_deadline_cuts_silent_and_slow_clients(tmp_path: Path, clock: 
 def test_completed_handshake_is_not_cut(tmp_path: Path, clock: Clock) -> None:
     server, http, pki = stack(tmp_path, clock, "handshake_timeout = 3\n")
     client = HttpClient()
-    client_tls = TLSMemoryBIOFactory(ClientTLS.presenting(pki, pki.client("alice")), True,
+    client_tls = TLSMemoryBIOFactory(ClientTLS.presenting(pki, pki.issue("alice")), True,
                                      Factory.forProtocol(Protocol), clock=clock)
     proto = client_tls.buildProtocol(None)
     proto.wrappedProtocol = client  # our recording protocol inside the client's TLS
@@ -126,7 +129,7 @@ def test_completed_handshake_is_not_cut(tmp_path: Path, clock: Clock) -> None:
 def test_connection_age_closes_keep_alive(tmp_path: Path, clock: Clock) -> None:
     server, http, pki = stack(tmp_path, clock, "max_connection_age = 60\n[sessions]\npresence_interval = 100\n")
     client = HttpClient()
-    client_tls = TLSMemoryBIOFactory(ClientTLS.presenting(pki, pki.client("alice")), True,
+    client_tls = TLSMemoryBIOFactory(ClientTLS.presenting(pki, pki.issue("alice")), True,
                                      Factory.forProtocol(Protocol), clock=clock)
     proto = client_tls.buildProtocol(None)
     proto.wrappedProtocol = client  # our recording protocol inside the client's TLS
@@ -150,7 +153,7 @@ def test_idle_tls_connection_closes_by_handshake_age(tmp_path: Path, clock: Cloc
     its handshake, although idle_timeout is 120 s, so no request travels on an old proof."""
     server, http, pki = stack(tmp_path, clock, "")
     client = HttpClient()
-    client_tls = TLSMemoryBIOFactory(ClientTLS.presenting(pki, pki.client("alice")), True,
+    client_tls = TLSMemoryBIOFactory(ClientTLS.presenting(pki, pki.issue("alice")), True,
                                      Factory.forProtocol(Protocol), clock=clock)
     proto = client_tls.buildProtocol(None)
     proto.wrappedProtocol = client

@@ -15,14 +15,17 @@ from twisted.internet.task import Clock
 from proxy.listener.identity import ConnectionIdentity
 from proxy.listener.reload import TrustState
 from proxy.listener.tls import LiveServerTLS, handshake_record
-from tests.tls_support import I, ClientTLS, TlsPki, connect, make_config
+from tests.harness.config import listener_config
+from tests.harness.memtls import ClientTLS, connect
+from tests.harness.pki import Pki
+from trust import issue as I
 
 MODES = ("need", "want", "none")
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> TlsPki:
-    return TlsPki(tmp_path_factory.mktemp("tlspki"))
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("tlspki"))
 
 
 @pytest.fixture
@@ -32,25 +35,25 @@ def clock() -> Clock:
     return c
 
 
-def listener(pki: TlsPki, clock: Clock, mode: str = "need", **kw: Any) -> tuple[TrustState, LiveServerTLS]:
-    cfg = make_config(pki, client_auth=mode, **kw)
+def listener(pki: Pki, clock: Clock, mode: str = "need", **kw: Any) -> tuple[TrustState, LiveServerTLS]:
+    cfg = listener_config(pki, client_auth=mode, **kw)
     state = TrustState(cfg, clock)
     return state, LiveServerTLS(state, cfg)
 
 
 @pytest.fixture(scope="module")
-def certs(pki: TlsPki) -> dict[str, I.Issued | None]:
+def certs(pki: Pki) -> dict[str, I.Issued | None]:
     other_ca = I.ca("some other CA")
     return {
-        "good": pki.client("alice"),
+        "good": pki.issue("alice"),
         "none": None,
         "expired": pki.expired("old"),
         "unknown-ca": I.client(other_ca, "eve"),
         # same issuer *name* as the trusted CA, another key
-        "rogue-ca": I.client(I.ca("tls test CA"), "mallory"),
-        "wrong-eku": pki.client("srv", eku=(EKU.SERVER_AUTH,)),
-        "two-cn": pki.client(["alice", "bob"]),
-        "nul-cn": pki.client("alice\x00.evil"),
+        "rogue-ca": pki.issue("mallory", issuer=pki.rogue_ca),
+        "wrong-eku": pki.issue("srv", eku=(EKU.SERVER_AUTH,)),
+        "two-cn": pki.issue(["alice", "bob"]),
+        "nul-cn": pki.issue("alice\x00.evil"),
     }
 
 
@@ -80,7 +83,7 @@ WANT = {
 @pytest.mark.parametrize("case", ["good", "none", "expired", "unknown-ca", "rogue-ca", "wrong-eku", "two-cn",
                                   "nul-cn"])
 @pytest.mark.parametrize("version", [SSL.TLS1_2_VERSION, SSL.TLS1_3_VERSION])
-def test_need_want_none_matrix(pki: TlsPki, clock: Clock, certs: dict[str, Any], case: str, version: int) -> None:
+def test_need_want_none_matrix(pki: Pki, clock: Clock, certs: dict[str, Any], case: str, version: int) -> None:
     issued = certs[case]
     for mode in MODES:
         state, creator = listener(pki, clock, mode)
@@ -125,7 +128,7 @@ def test_need_want_none_matrix(pki: TlsPki, clock: Clock, certs: dict[str, Any],
             assert c.roundtrip(b"x") == b"echo:x"
 
 
-def test_want_mode_reason_codes(pki: TlsPki, clock: Clock, certs: dict[str, Any]) -> None:
+def test_want_mode_reason_codes(pki: Pki, clock: Clock, certs: dict[str, Any]) -> None:
     """The verdict's reasons say what is wrong: expired, unknown CA, wrong usage, revoked."""
     _, creator = listener(pki, clock, "want")
     codes = {}
@@ -138,9 +141,9 @@ def test_want_mode_reason_codes(pki: TlsPki, clock: Clock, certs: dict[str, Any]
     assert any("usage" in code or "eku" in code for code in codes["wrong-eku"]), codes["wrong-eku"]
 
 
-def test_identity_fields(pki: TlsPki, clock: Clock) -> None:
+def test_identity_fields(pki: Pki, clock: Clock) -> None:
     _, creator = listener(pki, clock, "need")
-    alice = pki.client("alice")
+    alice = pki.issue("alice")
     clock.advance(12.5)
     c = connect(creator, ClientTLS.presenting(pki, alice, max_version=SSL.TLS1_2_VERSION), clock)
     ident = c.identity
@@ -164,7 +167,7 @@ def test_identity_fields(pki: TlsPki, clock: Clock) -> None:
     assert c13.identity.protocol == "TLSv1.3" and c13.identity.cipher.startswith("TLS_AES_")
 
 
-def test_chain_with_intermediate(pki: TlsPki, clock: Clock, tmp_path: Path) -> None:
+def test_chain_with_intermediate(pki: Pki, clock: Clock, tmp_path: Path) -> None:
     """The intermediate the client sends is what trust verifies against the root in the store."""
     inter = I.ca("tls test intermediate", issuer=pki.ca)
     leaf = I.client(inter, "carol")
@@ -177,7 +180,7 @@ def test_chain_with_intermediate(pki: TlsPki, clock: Clock, tmp_path: Path) -> N
     assert not c2.identity.ok and c2.identity.verdict.codes
 
 
-def test_deep_chain_with_wrong_usage_reports_usage(pki: TlsPki, clock: Clock) -> None:
+def test_deep_chain_with_wrong_usage_reports_usage(pki: Pki, clock: Clock) -> None:
     """OpenSSL complains about the leaf before walking the chain; trust still sees all of it."""
     i1 = I.ca("tls i1", issuer=pki.ca)
     i2 = I.ca("tls i2", issuer=i1)
@@ -189,14 +192,14 @@ def test_deep_chain_with_wrong_usage_reports_usage(pki: TlsPki, clock: Clock) ->
     assert not c.identity.verdict.ok
 
 
-def test_client_ca_list_is_the_store(pki: TlsPki, clock: Clock) -> None:
+def test_client_ca_list_is_the_store(pki: Pki, clock: Clock) -> None:
     """The CertificateRequest names every CA of the store (browsers offer only fitting certs)."""
     second = I.ca("second client CA")
     (pki.store / "second.pem").write_bytes(second.cert_pem())
     try:
         for mode in ("need", "want"):
             _, creator = listener(pki, clock, mode)
-            cl = ClientTLS.presenting(pki, pki.client("alice"))
+            cl = ClientTLS.presenting(pki, pki.issue("alice"))
             connect(creator, cl, clock)
             names = {n.der() for n in cl.connections[-1].get_client_ca_list()}
             assert names == {pki.ca.cert.subject.public_bytes(), second.cert.subject.public_bytes()}
@@ -208,7 +211,7 @@ def test_client_ca_list_is_the_store(pki: TlsPki, clock: Clock) -> None:
         (pki.store / "second.pem").unlink()
 
 
-def test_pinned_certificate(pki: TlsPki, clock: Clock) -> None:
+def test_pinned_certificate(pki: Pki, clock: Clock) -> None:
     """A self-signed certificate in pinned/ is accepted on an exact match only."""
     pinned = I.client(None, "robot")
     (pki.store / "pinned").mkdir(exist_ok=True)
@@ -225,13 +228,13 @@ def test_pinned_certificate(pki: TlsPki, clock: Clock) -> None:
 
 
 def test_revoked_by_crl(tmp_path: Path, clock: Clock) -> None:
-    pki = TlsPki(tmp_path)
-    bad = pki.client("revoked")
+    pki = Pki(tmp_path)
+    bad = pki.issue("revoked")
     (pki.store / "ca.crl").write_bytes(I.pem(I.crl(pki.ca, [bad.cert.serial_number])))
     state, creator = listener(pki, clock, "want")
     c = connect(creator, ClientTLS.presenting(pki, bad), clock)
     assert "revoked" in c.identity.verdict.codes and "revoked" in c.identity.invalid_reason
-    ok = connect(creator, ClientTLS.presenting(pki, pki.client("fine")), clock)
+    ok = connect(creator, ClientTLS.presenting(pki, pki.issue("fine")), clock)
     assert ok.identity.ok
     _, need = listener(pki, clock, "need")
     refused = connect(need, ClientTLS.presenting(pki, bad), clock)
@@ -260,7 +263,7 @@ def _tamper_certificate_verify(data: bytes, state: dict[str, Any]) -> bytes:
 
 
 @pytest.mark.parametrize("mode", ["need", "want"])
-def test_certificate_without_proof_of_possession_is_refused(pki: TlsPki, clock: Clock, mode: str) -> None:
+def test_certificate_without_proof_of_possession_is_refused(pki: Pki, clock: Clock, mode: str) -> None:
     """CERT-15: a Certificate whose CertificateVerify signature is wrong never authenticates.
 
     TLS 1.2 sends CertificateVerify in clear, so the test corrupts its signature in flight;
@@ -268,19 +271,19 @@ def test_certificate_without_proof_of_possession_is_refused(pki: TlsPki, clock: 
     """
     state: dict[str, Any] = {}
     _, creator = listener(pki, clock, mode)
-    c = connect(creator, ClientTLS.presenting(pki, pki.client("alice"), max_version=SSL.TLS1_2_VERSION), clock,
+    c = connect(creator, ClientTLS.presenting(pki, pki.issue("alice"), max_version=SSL.TLS1_2_VERSION), clock,
                 tamper=lambda data: _tamper_certificate_verify(data, state))
     assert state.get("tampered"), "the CertificateVerify was not found in the client's flight"
     assert not c.server.handshake_done and c.identity is None
     assert c.server_tls.wrappedProtocol is None or c.server.lost_reason is not None
     # the same client without tampering is accepted (the test can fail for the right reason only)
-    ok = connect(creator, ClientTLS.presenting(pki, pki.client("alice"), max_version=SSL.TLS1_2_VERSION), clock)
+    ok = connect(creator, ClientTLS.presenting(pki, pki.issue("alice"), max_version=SSL.TLS1_2_VERSION), clock)
     assert ok.identity is not None and ok.identity.ok
 
 
-def test_verdict_cache_hit_on_second_handshake(pki: TlsPki, clock: Clock) -> None:
+def test_verdict_cache_hit_on_second_handshake(pki: Pki, clock: Clock) -> None:
     state, creator = listener(pki, clock, "need")
-    alice = pki.client("alice")
+    alice = pki.issue("alice")
     connect(creator, ClientTLS.presenting(pki, alice), clock)
     misses = state.verdicts.misses
     c = connect(creator, ClientTLS.presenting(pki, alice), clock)
@@ -288,9 +291,9 @@ def test_verdict_cache_hit_on_second_handshake(pki: TlsPki, clock: Clock) -> Non
     assert state.verdicts.misses == misses and state.verdicts.hits >= 1
 
 
-def test_record_is_per_connection(pki: TlsPki, clock: Clock) -> None:
+def test_record_is_per_connection(pki: Pki, clock: Clock) -> None:
     _, creator = listener(pki, clock, "want")
-    a = connect(creator, ClientTLS.presenting(pki, pki.client("alice")), clock)
+    a = connect(creator, ClientTLS.presenting(pki, pki.issue("alice")), clock)
     b = connect(creator, ClientTLS.presenting(pki, pki.expired("x")), clock)
     assert a.identity.ok and not b.identity.ok
     assert a.identity.fingerprint != b.identity.fingerprint
@@ -300,8 +303,8 @@ def test_record_is_per_connection(pki: TlsPki, clock: Clock) -> None:
 
 def test_expiry_during_clock_time(tmp_path: Path) -> None:
     """The verdict uses the injected clock: a certificate past notAfter on the clock is refused."""
-    pki = TlsPki(tmp_path)
-    soon = pki.client("soon", not_after=I.utcnow() + dt.timedelta(hours=1))
+    pki = Pki(tmp_path)
+    soon = pki.issue("soon", not_after=I.utcnow() + dt.timedelta(hours=1))
     clock = Clock()
     clock.advance(I.utcnow().timestamp())
     _, creator = listener(pki, clock, "want")
@@ -311,23 +314,23 @@ def test_expiry_during_clock_time(tmp_path: Path) -> None:
     assert not late.identity.ok and "expired" in late.identity.verdict.codes
 
 
-def test_a_resumed_handshake_never_counts_as_presented(pki: TlsPki, clock: Clock,
+def test_a_resumed_handshake_never_counts_as_presented(pki: Pki, clock: Clock,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Safety net behind "resumption off": were a session ever resumed, no certificate is proved."""
     import proxy.listener.tls
 
     monkeypatch.setattr(proxy.listener.tls, "_session_reused", lambda conn: True)
     _, want = listener(pki, clock, "want")
-    c = connect(want, ClientTLS.presenting(pki, pki.client("alice")), clock)
+    c = connect(want, ClientTLS.presenting(pki, pki.issue("alice")), clock)
     assert c.identity is not None and not c.identity.presented and c.identity.full_handshake is False
     assert c.identity.account is None
     _, need = listener(pki, clock, "need")
-    c2 = connect(need, ClientTLS.presenting(pki, pki.client("alice")), clock)
+    c2 = connect(need, ClientTLS.presenting(pki, pki.issue("alice")), clock)
     assert c2.identity is None and c2.server.lost_reason is not None
 
 
 @pytest.mark.parametrize("mode", ["need", "want"])
-def test_a_failing_verifier_refuses(pki: TlsPki, clock: Clock, mode: str) -> None:
+def test_a_failing_verifier_refuses(pki: Pki, clock: Clock, mode: str) -> None:
     """Fail closed: an exception while deciding refuses the handshake in every mode."""
     state, creator = listener(pki, clock, mode)
 
@@ -336,7 +339,7 @@ def test_a_failing_verifier_refuses(pki: TlsPki, clock: Clock, mode: str) -> Non
             raise RuntimeError("verifier bug")
 
     state.current.verifier.verdicts = Broken()
-    c = connect(creator, ClientTLS.presenting(pki, pki.client("alice")), clock)
+    c = connect(creator, ClientTLS.presenting(pki, pki.issue("alice")), clock)
     assert c.identity is None and not c.server.handshake_done
     assert "alert bad certificate" in str(c.client.lost_reason.value)
 
@@ -344,12 +347,12 @@ def test_a_failing_verifier_refuses(pki: TlsPki, clock: Clock, mode: str) -> Non
 def test_trust_decides_not_openssl(tmp_path: Path, clock: Clock) -> None:
     """A store holding only an intermediate CA: OpenSSL alone would refuse (no root, no
     PARTIAL_CHAIN), trust accepts it as an anchor; and the root's other children stay out."""
-    pki = TlsPki(tmp_path)
+    pki = Pki(tmp_path)
     inter = I.ca("only the intermediate", issuer=pki.ca)
     (pki.store / "ca.pem").unlink()
     (pki.store / "inter.pem").write_bytes(inter.cert_pem())
     _, creator = listener(pki, clock, "need")
     c = connect(creator, ClientTLS.presenting(pki, I.client(inter, "erin"), chain=()), clock)
     assert c.established and c.identity.account == "erin"
-    sibling = connect(creator, ClientTLS.presenting(pki, pki.client("frank")), clock)
+    sibling = connect(creator, ClientTLS.presenting(pki, pki.issue("frank")), clock)
     assert sibling.identity is None and "alert unknown ca" in str(sibling.client.lost_reason.value)

@@ -15,12 +15,15 @@ from zope.interface import implementer
 from proxy.listener.context import CONTEXT_OPTIONS
 from proxy.listener.reload import TrustState
 from proxy.listener.tls import LiveServerTLS
-from tests.tls_support import I, ClientTLS, TlsPki, connect, make_config
+from tests.harness.config import listener_config
+from tests.harness.memtls import ClientTLS, connect
+from tests.harness.pki import Pki
+from trust import issue as I
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> TlsPki:
-    return TlsPki(tmp_path_factory.mktemp("hardening"), key_type="rsa2048")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("hardening"), key_type="rsa2048")
 
 
 @pytest.fixture
@@ -30,8 +33,8 @@ def clock() -> Clock:
     return c
 
 
-def creator(pki: TlsPki, clock: Clock, mode: str = "want", **kw: Any) -> tuple[TrustState, LiveServerTLS]:
-    cfg = make_config(pki, client_auth=mode, **kw)
+def creator(pki: Pki, clock: Clock, mode: str = "want", **kw: Any) -> tuple[TrustState, LiveServerTLS]:
+    cfg = listener_config(pki, client_auth=mode, **kw)
     state = TrustState(cfg, clock)
     return state, LiveServerTLS(state, cfg)
 
@@ -40,7 +43,7 @@ def _error_text(reason: Any) -> str:
     return str(reason.value) if reason is not None else ""
 
 
-def test_context_options(pki: TlsPki, clock: Clock) -> None:
+def test_context_options(pki: Pki, clock: Clock) -> None:
     state, _ = creator(pki, clock)
     ctx = state.context
     conn = SSL.Connection(ctx, None)
@@ -55,36 +58,36 @@ def test_context_options(pki: TlsPki, clock: Clock) -> None:
     assert tls12 and all(s.startswith("ECDHE-") and ("GCM" in s or "CHACHA20" in s) for s in tls12), tls12
 
 
-def test_tls11_is_refused(pki: TlsPki, clock: Clock) -> None:
+def test_tls11_is_refused(pki: Pki, clock: Clock) -> None:
     _, cr = creator(pki, clock)
-    cl = ClientTLS.presenting(pki, pki.client("alice"), max_version=SSL.TLS1_1_VERSION)
+    cl = ClientTLS.presenting(pki, pki.issue("alice"), max_version=SSL.TLS1_1_VERSION)
     cl.context.set_cipher_list(b"DEFAULT:@SECLEVEL=0")
     c = connect(cr, cl, clock)
     assert not c.server.handshake_done and not c.client.handshake_done
     assert "protocol version" in _error_text(c.client.lost_reason)
 
 
-def test_min_version_13_refuses_tls12(pki: TlsPki, clock: Clock) -> None:
+def test_min_version_13_refuses_tls12(pki: Pki, clock: Clock) -> None:
     _, cr = creator(pki, clock, min_version="1.3")
-    c = connect(cr, ClientTLS.presenting(pki, pki.client("alice"), max_version=SSL.TLS1_2_VERSION), clock)
+    c = connect(cr, ClientTLS.presenting(pki, pki.issue("alice"), max_version=SSL.TLS1_2_VERSION), clock)
     assert not c.server.handshake_done and "protocol version" in _error_text(c.client.lost_reason)
-    ok = connect(cr, ClientTLS.presenting(pki, pki.client("alice")), clock)
+    ok = connect(cr, ClientTLS.presenting(pki, pki.issue("alice")), clock)
     assert ok.established and ok.identity.protocol == "TLSv1.3"
 
 
-def test_cbc_only_client_is_refused(pki: TlsPki, clock: Clock) -> None:
+def test_cbc_only_client_is_refused(pki: Pki, clock: Clock) -> None:
     _, cr = creator(pki, clock)
-    cl = ClientTLS.presenting(pki, pki.client("alice"), max_version=SSL.TLS1_2_VERSION)
+    cl = ClientTLS.presenting(pki, pki.issue("alice"), max_version=SSL.TLS1_2_VERSION)
     cl.context.set_cipher_list(b"ECDHE-RSA-AES128-SHA:AES128-SHA")
     c = connect(cr, cl, clock)
     assert not c.server.handshake_done
 
 
 @pytest.mark.parametrize("version", [SSL.TLS1_2_VERSION, SSL.TLS1_3_VERSION])
-def test_offered_session_is_never_resumed(pki: TlsPki, clock: Clock, version: int) -> None:
+def test_offered_session_is_never_resumed(pki: Pki, clock: Clock, version: int) -> None:
     """CERT-14: a client offering its saved session gets a full handshake that re-proves the key."""
     _, cr = creator(pki, clock)
-    cl = ClientTLS.presenting(pki, pki.client("alice"), max_version=version)
+    cl = ClientTLS.presenting(pki, pki.issue("alice"), max_version=version)
     cl.context.set_session_cache_mode(SSL.SESS_CACHE_CLIENT)
     first = connect(cr, cl, clock)
     first.roundtrip()  # TLS 1.3 tickets, if any, arrive after the handshake
@@ -105,7 +108,7 @@ def test_offered_session_is_never_resumed(pki: TlsPki, clock: Clock, version: in
 
 
 @pytest.mark.parametrize("version", [SSL.TLS1_2_VERSION, SSL.TLS1_3_VERSION])
-def test_resumption_probe_resumes_against_a_permissive_server(pki: TlsPki, clock: Clock, version: int) -> None:
+def test_resumption_probe_resumes_against_a_permissive_server(pki: Pki, clock: Clock, version: int) -> None:
     """Control for the test above: the same client *does* resume when a server allows it."""
 
     @implementer(IOpenSSLServerConnectionCreator)
@@ -124,7 +127,7 @@ def test_resumption_probe_resumes_against_a_permissive_server(pki: TlsPki, clock
     server = Permissive()
     cl = ClientTLS.presenting(pki, None, max_version=version)
     cl.context.set_session_cache_mode(SSL.SESS_CACHE_CLIENT)
-    from tests.tls_support import connect as raw_connect
+    from tests.harness.memtls import connect as raw_connect
 
     first = raw_connect(server, cl, clock)
     first.roundtrip()
@@ -141,10 +144,10 @@ def test_resumption_probe_resumes_against_a_permissive_server(pki: TlsPki, clock
     assert _lib.SSL_session_reused(cl.connections[-1]._ssl)  # type: ignore[attr-defined]
 
 
-def test_client_renegotiation_is_refused(pki: TlsPki, clock: Clock) -> None:
+def test_client_renegotiation_is_refused(pki: Pki, clock: Clock) -> None:
     """CERT-12: a TLS 1.2 client asking to renegotiate (to swap certificates) is refused."""
     _, cr = creator(pki, clock)
-    cl = ClientTLS.presenting(pki, pki.client("alice"), max_version=SSL.TLS1_2_VERSION)
+    cl = ClientTLS.presenting(pki, pki.issue("alice"), max_version=SSL.TLS1_2_VERSION)
     c = connect(cr, cl, clock)
     assert c.established and c.identity.protocol == "TLSv1.2"
     identity = c.identity
@@ -160,9 +163,9 @@ def test_client_renegotiation_is_refused(pki: TlsPki, clock: Clock) -> None:
     assert c.server.identity is identity  # the identity was fixed once and never replaced
 
 
-def test_none_mode_sends_no_certificate_request(pki: TlsPki, clock: Clock) -> None:
+def test_none_mode_sends_no_certificate_request(pki: Pki, clock: Clock) -> None:
     _, cr = creator(pki, clock, mode="none")
-    cl = ClientTLS.presenting(pki, pki.client("alice"))
+    cl = ClientTLS.presenting(pki, pki.issue("alice"))
     c = connect(cr, cl, clock)
     assert c.established and not c.identity.presented
     assert cl.connections[-1].get_client_ca_list() == []
@@ -170,20 +173,20 @@ def test_none_mode_sends_no_certificate_request(pki: TlsPki, clock: Clock) -> No
 
 def test_rsa_and_ecdsa_server_certificates(tmp_path: Path, clock: Clock) -> None:
     for kt in ("rsa2048", "ec256"):
-        p = TlsPki(tmp_path / kt, key_type=kt)
+        p = Pki(tmp_path / kt, key_type=kt)
         _, cr = creator(p, clock, mode="need")
-        c = connect(cr, ClientTLS.presenting(p, p.client("alice"), max_version=SSL.TLS1_2_VERSION), clock)
+        c = connect(cr, ClientTLS.presenting(p, p.issue("alice"), max_version=SSL.TLS1_2_VERSION), clock)
         assert c.established
         assert ("ECDHE-RSA-" if kt.startswith("rsa") else "ECDHE-ECDSA-") in c.identity.cipher
 
 
 def test_server_chain_is_sent(tmp_path: Path, clock: Clock) -> None:
-    p = TlsPki(tmp_path)
+    p = Pki(tmp_path)
     inter = I.ca("server intermediate", issuer=p.ca)
     srv = I.server(inter, ("localhost",))
     srv.write(p.folder, "server")  # server.pem now holds leaf + intermediate
     _, cr = creator(p, clock, mode="need")
-    cl = ClientTLS.presenting(p, p.client("alice"))
+    cl = ClientTLS.presenting(p, p.issue("alice"))
     c = connect(cr, cl, clock)
     assert c.established  # the client trusts only the root: the intermediate had to be sent
     chain = cl.connections[-1].get_peer_cert_chain(as_cryptography=True)

@@ -12,13 +12,16 @@ from twisted.internet.task import Clock
 from proxy.listener.context import TLSConfigError
 from proxy.listener.reload import TrustState
 from proxy.listener.tls import LiveServerTLS, revalidate
-from tests.tls_support import I, ClientTLS, Conn, TlsPki, connect, make_config
+from tests.harness.config import listener_config
+from tests.harness.memtls import ClientTLS, Conn, connect
+from tests.harness.pki import Pki
+from trust import issue as I
 from trust.store import TrustStoreError
 
 
 @pytest.fixture
-def pki(tmp_path: Path) -> TlsPki:
-    return TlsPki(tmp_path / "pki")
+def pki(tmp_path: Path) -> Pki:
+    return Pki(tmp_path / "pki")
 
 
 @pytest.fixture
@@ -28,8 +31,8 @@ def clock() -> Clock:
     return c
 
 
-def setup(pki: TlsPki, clock: Clock, mode: str = "need", **kw: Any) -> tuple[TrustState, LiveServerTLS]:
-    cfg = make_config(pki, client_auth=mode, **kw)
+def setup(pki: Pki, clock: Clock, mode: str = "need", **kw: Any) -> tuple[TrustState, LiveServerTLS]:
+    cfg = listener_config(pki, client_auth=mode, **kw)
     state = TrustState(cfg, clock)
     return state, LiveServerTLS(state, cfg)
 
@@ -39,9 +42,9 @@ def live(conn: Conn) -> SimpleNamespace:
     return SimpleNamespace(identity=conn.identity, transport=conn.server_tls)
 
 
-def test_ca_added_and_removed_takes_effect_on_next_handshake(pki: TlsPki, clock: Clock) -> None:
+def test_ca_added_and_removed_takes_effect_on_next_handshake(pki: Pki, clock: Clock) -> None:
     state, creator = setup(pki, clock)
-    alice = pki.client("alice")
+    alice = pki.issue("alice")
     old = connect(creator, ClientTLS.presenting(pki, alice), clock)
     assert old.established
     first = state.current
@@ -61,11 +64,11 @@ def test_ca_added_and_removed_takes_effect_on_next_handshake(pki: TlsPki, clock:
     assert old.server_tls.getHandle().get_context() is first.context
 
 
-def test_revalidate_aborts_connections_whose_ca_was_removed(pki: TlsPki, clock: Clock) -> None:
+def test_revalidate_aborts_connections_whose_ca_was_removed(pki: Pki, clock: Clock) -> None:
     state, creator = setup(pki, clock, "want")
     ca2 = I.ca("second CA")
     (pki.store / "second.pem").write_bytes(ca2.cert_pem())
-    alice = connect(creator, ClientTLS.presenting(pki, pki.client("alice")), clock)
+    alice = connect(creator, ClientTLS.presenting(pki, pki.issue("alice")), clock)
     bob = connect(creator, ClientTLS.presenting(pki, I.client(ca2, "bob")), clock)
     anon = connect(creator, ClientTLS.presenting(pki, None), clock)
     bad = connect(creator, ClientTLS.presenting(pki, pki.expired()), clock)
@@ -87,9 +90,9 @@ def test_revalidate_aborts_connections_whose_ca_was_removed(pki: TlsPki, clock: 
     assert bad.roundtrip(b"b") == b"echo:b"
 
 
-def test_revalidate_after_crl_revocation(pki: TlsPki, clock: Clock) -> None:
+def test_revalidate_after_crl_revocation(pki: Pki, clock: Clock) -> None:
     state, creator = setup(pki, clock, "need")
-    carol = pki.client("carol")
+    carol = pki.issue("carol")
     c = connect(creator, ClientTLS.presenting(pki, carol), clock)
     assert c.established
     (pki.store / "ca.crl").write_bytes(I.pem(I.crl(pki.ca, [carol.cert.serial_number])))
@@ -98,17 +101,17 @@ def test_revalidate_after_crl_revocation(pki: TlsPki, clock: Clock) -> None:
     c.pump.flush()
     assert c.server.lost_reason is not None
     assert not state.still_valid(I.der(carol.cert), (), clock.seconds())
-    assert state.still_valid(I.der(pki.client("dan").cert), (), clock.seconds())
+    assert state.still_valid(I.der(pki.issue("dan").cert), (), clock.seconds())
 
 
-def test_broken_store_edit_keeps_old_state(pki: TlsPki, clock: Clock) -> None:
+def test_broken_store_edit_keeps_old_state(pki: Pki, clock: Clock) -> None:
     logged: list[dict[str, Any]] = []
-    cfg = make_config(pki)
+    cfg = listener_config(pki)
     from twisted.logger import Logger
 
     state = TrustState(cfg, clock, log=Logger(observer=logged.append))
     creator = LiveServerTLS(state, cfg)
-    alice = pki.client("alice")
+    alice = pki.issue("alice")
     good = state.current
     (pki.store / "broken.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
     for _ in range(3):
@@ -126,9 +129,9 @@ def test_broken_store_edit_keeps_old_state(pki: TlsPki, clock: Clock) -> None:
     assert state.current is not good
 
 
-def test_broken_server_key_keeps_old_state_and_rotation_works(pki: TlsPki, clock: Clock) -> None:
+def test_broken_server_key_keeps_old_state_and_rotation_works(pki: Pki, clock: Clock) -> None:
     state, creator = setup(pki, clock)
-    alice = pki.client("alice")
+    alice = pki.issue("alice")
     old = connect(creator, ClientTLS.presenting(pki, alice), clock)
     first_leaf = pki.server.cert
     # a key that belongs to another certificate
@@ -147,28 +150,28 @@ def test_broken_server_key_keeps_old_state_and_rotation_works(pki: TlsPki, clock
     assert old.roundtrip(b"old") == b"echo:old"
 
 
-def test_start_fails_loudly(pki: TlsPki, clock: Clock) -> None:
+def test_start_fails_loudly(pki: Pki, clock: Clock) -> None:
     (pki.store / "bad.crt").write_bytes(b"garbage")
     with pytest.raises(TrustStoreError) as e:
-        TrustState(make_config(pki), clock)
+        TrustState(listener_config(pki), clock)
     assert "bad.crt" in str(e.value)
     (pki.store / "bad.crt").unlink()
     pki.server_key.write_bytes(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
     with pytest.raises(TLSConfigError) as e2:
-        TrustState(make_config(pki), clock)
+        TrustState(listener_config(pki), clock)
     assert str(pki.server_key) in str(e2.value)
 
 
-def test_maybe_reload_is_a_no_op_without_changes(pki: TlsPki, clock: Clock) -> None:
+def test_maybe_reload_is_a_no_op_without_changes(pki: Pki, clock: Clock) -> None:
     state, creator = setup(pki, clock)
     snap = state.current
     for _ in range(5):
         assert state.maybe_reload() is False
-        connect(creator, ClientTLS.presenting(pki, pki.client("alice")), clock)
+        connect(creator, ClientTLS.presenting(pki, pki.issue("alice")), clock)
     assert state.current is snap and state.reload_count == 0
 
 
-def test_reload_rebuilds_context_and_listener_errors_do_not_break_it(pki: TlsPki, clock: Clock) -> None:
+def test_reload_rebuilds_context_and_listener_errors_do_not_break_it(pki: Pki, clock: Clock) -> None:
     state, _ = setup(pki, clock)
     first = state.current
 
@@ -182,7 +185,7 @@ def test_reload_rebuilds_context_and_listener_errors_do_not_break_it(pki: TlsPki
     assert state.status()["reload_count"] == 1 and state.status()["healthy"] is True
 
 
-def test_client_ca_list_follows_reload(pki: TlsPki, clock: Clock) -> None:
+def test_client_ca_list_follows_reload(pki: Pki, clock: Clock) -> None:
     state, creator = setup(pki, clock, "want")
     ca2 = I.ca("added later")
     (pki.store / "later.pem").write_bytes(ca2.cert_pem())
@@ -192,14 +195,14 @@ def test_client_ca_list_follows_reload(pki: TlsPki, clock: Clock) -> None:
     assert ca2.cert.subject.public_bytes() in names and pki.ca.cert.subject.public_bytes() in names
 
 
-def test_sni_certificates(pki: TlsPki, clock: Clock) -> None:
+def test_sni_certificates(pki: Pki, clock: Clock) -> None:
     other = I.server(pki.ca, ("other.example",))
     cert_path, key_path = other.write(pki.folder, "other")
     wild = I.server(pki.ca, ("*.wild.example",))
     wcert, wkey = wild.write(pki.folder, "wild")
     state, creator = setup(pki, clock, "need", sni=[f"other.example={cert_path}:{key_path}",
                                                      f"*.wild.example={wcert}:{wkey}"])
-    alice = pki.client("alice")
+    alice = pki.issue("alice")
     for name, expected in (("other.example", other.cert), ("a.wild.example", wild.cert),
                            ("localhost", pki.server.cert), (None, pki.server.cert)):
         cl = ClientTLS.presenting(pki, alice, server_name=name)
@@ -211,7 +214,7 @@ def test_sni_certificates(pki: TlsPki, clock: Clock) -> None:
     assert not c.established and state.current.verifier.refused == 1
 
 
-def test_sni_entry_errors(pki: TlsPki, clock: Clock) -> None:
+def test_sni_entry_errors(pki: Pki, clock: Clock) -> None:
     with pytest.raises(TLSConfigError) as e:
         setup(pki, clock, sni=["no-files-here"])
     assert "NAME=CERT.pem:KEY.pem" in str(e.value)
@@ -220,7 +223,7 @@ def test_sni_entry_errors(pki: TlsPki, clock: Clock) -> None:
     assert "missing.pem" in str(e2.value) and "cannot read" in str(e2.value)
 
 
-def test_in_place_edit_is_caught_by_the_timer_check(pki: TlsPki, clock: Clock) -> None:
+def test_in_place_edit_is_caught_by_the_timer_check(pki: Pki, clock: Clock) -> None:
     """The per-handshake check watches folder entries; rewriting a file in place needs maybe_reload."""
     state, creator = setup(pki, clock)
     other = I.ca("replacement CA")
@@ -235,4 +238,4 @@ def test_in_place_edit_is_caught_by_the_timer_check(pki: TlsPki, clock: Clock) -
     assert state.maybe_reload() is True  # what the [trust] reload_interval timer calls
     bob = I.client(other, "bob")
     assert connect(creator, ClientTLS.presenting(pki, bob), clock).established
-    assert not connect(creator, ClientTLS.presenting(pki, pki.client("alice")), clock).established
+    assert not connect(creator, ClientTLS.presenting(pki, pki.issue("alice")), clock).established

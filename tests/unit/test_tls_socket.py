@@ -24,7 +24,8 @@ from zope.interface import implementer
 from proxy.listener import transport as _tls_socket
 from proxy.listener.reload import TrustState
 from proxy.listener.tls import LiveServerTLS, identify
-from tests.tls_support import TlsPki, make_config
+from tests.harness.config import listener_config
+from tests.harness.pki import Pki
 
 
 @implementer(IHandshakeListener)
@@ -59,8 +60,8 @@ class Recorder(Protocol):
 class Server:
     def __init__(self, tmp_path: Path, client_auth: str = "need") -> None:
         self.reactor = epollreactor.EPollReactor()
-        self.pki = TlsPki(tmp_path / "pki")
-        cfg = make_config(self.pki, client_auth=client_auth)
+        self.pki = Pki(tmp_path / "pki")
+        cfg = listener_config(self.pki, client_auth=client_auth)
         self.protocols: list[Recorder] = []
         factory = Factory()
         factory.buildProtocol = self._build  # type: ignore[method-assign]
@@ -88,7 +89,7 @@ class Server:
     def client_context(self, tmp_path: Path, cn: str | None = "alice", issuer: Any = None) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.pki.folder / "ca.pem"))
         if cn is not None:
-            cert, key = self.pki.client(cn, issuer).write(tmp_path, f"client-{cn}")
+            cert, key = self.pki.issue(cn, issuer).write(tmp_path, f"client-{cn}")
             ctx.load_cert_chain(str(cert), str(key))
         return ctx
 

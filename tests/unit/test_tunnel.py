@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 
 from proxy.http.tunnel import (FrameTracker, TunnelRegistry, WebSocketTunnel, close_frame, valid_ws_key,
                           ws_accept)
-from tests.support_http import ws_frame
+from tests.harness.wire import ws_frame
 
 
 class End:

@@ -9,7 +9,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
 from proxy.http.upstream import UpstreamPools
-from tests.support_http import make_config
+from tests.harness.config import engine_config
 from tests.unit._http_harness import Transport
 
 
@@ -31,7 +31,7 @@ class Req:
 
 def _pool(**kw: Any) -> tuple[Any, MemoryReactorClock]:
     reactor = MemoryReactorClock()
-    cfg = make_config("http://up.test:81", {"upstream": kw})
+    cfg = engine_config("http://up.test:81", {"upstream": kw})
     pools = UpstreamPools(cfg.routes, reactor, reactor)
     return pools.pool_for(cfg.default_route), reactor
 

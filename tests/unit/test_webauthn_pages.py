@@ -16,13 +16,13 @@ from twisted.internet.defer import Deferred
 
 from proxy.frontdoors.cockpit import USE_KEY, CockpitFrontDoor
 from proxy.login.pages import LoginPage
-from proxy.login.testing import head, make_rig
+from tests.harness.login_rig import head, make_rig
 from proxy.login.web import PRE_COOKIE
 from proxy.login.webauthn_creds import CredentialFile
 from proxy.login.webauthn_js import SCRIPT_SRC
 from proxy.login.webauthn_page import WEBAUTHN_PATH, EnrolPage
 from proxy.http.messages import ConnContext, Local, Response
-from proxy.stores.testing import make_config
+from tests.harness.config import make_config
 from tests.unit.webauthn_soft import SoftKey
 
 ORIGIN = "https://console.example.org"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.gate import wording
-from proxy.stores.testing import make_identity
+from tests.harness.fakes import make_identity
 
 RAW = "unknown-ca: issuer CN=Evil CA is not in trust.d/corp.pem"
 

@@ -4,23 +4,23 @@ process, and a loopback server that replays fixed bytes (captured or crafted ans
 from __future__ import annotations
 
 import datetime as dt
-import http.server
 import os
 import re
 import shutil
 import signal
 import subprocess
-import threading
 import urllib.request
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from tests.blackbox import free_port, wait_for
+from tests.harness.process import Logged, read_log
+from tests.harness.upstream import Answer, Received, RecordingUpstream
+from tests.harness.wait import free_port
 from trust import issue as I
 from trust import ocsp as O
 
@@ -85,6 +85,7 @@ class OpenSSLResponder:
         self.index.write_text("")
         self.lines: list[str] = []
         self.proc: subprocess.Popen[bytes] | None = None
+        self._child: Logged | None = None
         self.port = free_port()
         self.log_path = self.folder / "openssl-ocsp.log"
 
@@ -115,21 +116,14 @@ class OpenSSLResponder:
                 "-rkey", str(key_path), "-port", str(self.port), "-ignore_err"]
         if self.next_minutes is not None:
             argv += ["-nmin", str(self.next_minutes)]
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
-
-        def listening() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"openssl ocsp exited with {self.proc.returncode}: {self.log()}")
-            return re.search(rf"ACCEPT \S*:{self.port}\b", self.log()) is not None
-
-        wait_for(listening, 10, what="openssl ocsp to listen")
+        self._child = Logged(argv, self.log_path)
+        self.proc = self._child.proc
+        self._child.wait_until(lambda: re.search(rf"ACCEPT \S*:{self.port}\b", self.log()) is not None, 10,
+                               "openssl ocsp to listen")
         return self
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return read_log(self.log_path)
 
     def pause(self) -> None:
         """SIGSTOP: the kernel still accepts connections, nothing answers (a slow responder)."""
@@ -141,16 +135,8 @@ class OpenSSLResponder:
         os.kill(self.proc.pid, signal.SIGCONT)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc is not None:
-            self._log.close()
+        if self._child is not None:
+            self._child.stop(5, continue_first=True)
 
     def ask(self, leaf: x509.Certificate, nonce: bytes | None) -> bytes:
         """POST a request for ``leaf`` to this responder; the response DER (for capturing)."""
@@ -161,42 +147,26 @@ class OpenSSLResponder:
 
 
 class ReplayServer:
-    """A loopback HTTP server answering POST /NAME with ``answers[NAME]`` (OCSP response bytes)."""
+    """A loopback HTTP server answering POST /NAME with ``answers[NAME]`` (OCSP response bytes),
+    404 for a name it has no answer for; ``requests`` lists the names asked for, in order."""
 
     def __init__(self, answers: Mapping[str, bytes] | None = None) -> None:
         self.answers: dict[str, bytes] = dict(answers or {})
-        self.requests: list[str] = []
-        outer = self
+        self.upstream = RecordingUpstream(answer=self._answer)
+        self.port = self.upstream.port
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server API)
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                name = self.path.strip("/")
-                outer.requests.append(name)
-                body = outer.answers.get(name)
-                if body is None:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/ocsp-response")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+    @property
+    def requests(self) -> list[str]:
+        return [r.target.strip("/") for r in self.upstream.requests]
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+    def _answer(self, rec: Received) -> Answer:
+        body = self.answers.get(rec.target.strip("/"))
+        if body is None:
+            return Answer(404, b"", reason="Not Found")
+        return Answer(200, body, [("Content-Type", "application/ocsp-response")])
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/{name}"
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
+        self.upstream.close()

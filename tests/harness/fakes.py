@@ -1,10 +1,10 @@
-"""Public fakes for tests of code that uses sessions, stores and the gate (txacme style).
+"""Fakes for unit tests of code that uses sessions, stores and the gate.
 
 - :class:`FakeVerdict` stands in for ``trust.verify.Verdict`` (ok, fingerprint, subject ...);
 - :func:`make_identity` builds a ``ConnectionIdentity`` (valid, invalid, or no certificate);
-- :class:`FakeTunnels` records ``close_session`` calls like ``proxy.http.tunnel.TunnelRegistry``;
-- :func:`make_config` builds a ``proxy.config.Config`` from schema defaults plus overrides,
-  without files (the TLS key/cert paths are dummies).
+- :class:`FakeTunnels` records ``close_session`` calls like ``proxy.http.tunnel.TunnelRegistry``.
+
+A Config for these tests comes from :func:`tests.harness.config.make_config`.
 
 These are *fakes*, not mocks: they behave like the real thing for what they model, and are
 used by the session, gate and admin unit tests.
@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from proxy.listener.identity import ConnectionIdentity, anonymous
 
@@ -76,33 +75,3 @@ class FakeTunnels:
 
     def session_ids(self) -> set[str]:
         return set(self.live)
-
-
-def make_config(sections: Mapping[str, Mapping[str, Any]] | None = None, *,
-                account_rules: Mapping[str, list[list[str]]] | None = None, access_rules: list[Any] | None = None,
-                account_uv: Mapping[str, str] | None = None,
-                base_dir: Path | str = "/nonexistent") -> Any:
-    """A ``proxy.config.Config`` from the schema defaults, with ``sections`` overriding values.
-
-    Example: ``make_config({"login": {"required_auth_methods": [["tls-cert", "password"]]}})``.
-    Values are taken as already parsed (no validation here).
-    """
-    from proxy.config import SCHEMA, Config, Section, _route
-    from proxy.sessions.presence_rules import derive_defaults
-
-    base = Path(base_dir)
-    vals: dict[str, dict[str, Any]] = {}
-    for sec, keys in SCHEMA.items():
-        vals[sec] = {k: spec.default for k, spec in keys.items()}
-        vals[sec].update((sections or {}).get(sec, {}))
-    if vals["upstream"]["url"] is None:
-        vals["upstream"]["url"] = "http://127.0.0.1:9"
-    derive_defaults(vals)
-    routes = [_route("default", vals["upstream"], "/")]
-    return Config(path=base / "certgate.conf", base_dir=base, listen=Section(vals["listen"]), trust=None,
-                  access_rules=list(access_rules or []), routes=routes, headers=Section(vals["headers"]),
-                  limits=Section(vals["limits"]), websocket=Section(vals["websocket"]),
-                  login=Section(vals["login"]), sessions=Section(vals["sessions"]),
-                  cockpit=Section(vals["cockpit"]), joc=Section(vals["joc"]), admin=Section(vals["admin"]),
-                  audit=Section(vals["audit"]), log=Section(vals["log"]), account_rules=dict(account_rules or {}),
-                  webauthn=Section(vals["webauthn"]), account_uv=dict(account_uv or {}))

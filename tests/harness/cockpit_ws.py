@@ -23,35 +23,15 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import threading
-import time
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
+
+from tests.harness.process import Logged, read_log
+from tests.harness.wait import free_port
 
 COCKPIT_WS_PATHS = ("/usr/lib/cockpit/cockpit-ws", "/usr/libexec/cockpit-ws")
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(cond: Callable[[], object], timeout: float, what: str) -> object:
-    """Poll ``cond`` every 50 ms until it is true; AssertionError naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    ev = threading.Event()
-    while True:
-        val = cond()
-        if val:
-            return val
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        ev.wait(0.05)
 
 
 def find_cockpit_ws() -> str:
@@ -88,6 +68,7 @@ class CockpitWs:
                  env: Mapping[str, str] | None = None, extra_webservice: Sequence[str] = ()) -> None:
         self.auth_command = list(auth_command)
         self.proc: subprocess.Popen[bytes] | None = None
+        self._child: Logged | None = None
         self.dir = Path(tempfile.mkdtemp(prefix="certgate-cockpit-ws-"))
         self.dir.chmod(0o755)  # the bridge (another user) reads cockpit/*.override.json here
         command = self.auth_command
@@ -118,15 +99,11 @@ class CockpitWs:
         env["DBUS_SESSION_BUS_ADDRESS"] = "unix:path=/nonexistent-certgate-test-bus"
         env["SSH_AUTH_SOCK"] = "/nonexistent-certgate-test-agent"
         env.update(self.env)
-        self._log = open(self.dir / "ws.log", "w+b")
-        self.proc = subprocess.Popen([binary, "--for-tls-proxy", "--address", "127.0.0.1", "--port", str(self.port)],
-                                     stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=env, start_new_session=True)
+        self._child = Logged([binary, "--for-tls-proxy", "--address", "127.0.0.1", "--port", str(self.port)],
+                             self.dir / "ws.log", env=env)
+        self.proc = self._child.proc
 
         def up() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"cockpit-ws exited with {self.proc.returncode}:\n{self.log()}")
             c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
             try:
                 c.request("GET", "/ping")
@@ -137,37 +114,24 @@ class CockpitWs:
                 c.close()
 
         try:
-            wait_for(up, 10.0, what="cockpit-ws to answer /ping")
+            self._child.wait_until(up, 10.0, "cockpit-ws to answer /ping")
         except BaseException:
             self.stop()
             raise
         return self
 
     def log(self) -> str:
-        try:
-            return (self.dir / "ws.log").read_text(errors="replace")
-        except OSError:
-            return ""
+        return read_log(self.dir / "ws.log")
 
     def stop(self) -> None:
         """Kill cockpit-ws's process group (bridges, auth commands) and remove the temp folder."""
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        if self._child is not None:
+            self._child.stop(5)
         if self.proc is not None:
             try:  # bridges started with runuser stay in the group; make sure none survives
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        if getattr(self, "_log", None) is not None:
-            self._log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> "CockpitWs":

@@ -1,8 +1,8 @@
 """Run certgate's HTTP layer behind TLS with a fake gate, for forwarding tests and profiling.
 
-Usage (by :class:`tests.support_http.GatewayProcess`)::
+Usage (by :class:`tests.harness.gateway.GatewayProcess`)::
 
-    python tests/support_http_gateway.py '{"config": {...}, "pki": {...}, "plain": false}'
+    python tests/harness/fakegate.py '{"config": {...}, "pki": {...}, "plain": false}'
 
 Prints ``{"port": N}`` once listening on 127.0.0.1. The fake gate decides by path:
 ``/_gate/deny`` -> 401 Response; ``/_gate/local`` -> Local handler reporting the body it got;
@@ -45,11 +45,11 @@ def main() -> None:
     from proxy.http.messages import Forward, Local, json_response, text_response
     from proxy.http.tunnel import TunnelRegistry
     from proxy.http.upstream import UpstreamPools
-    from tests.support_http import make_config
+    from tests.harness.config import engine_config
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     c = spec["config"]
-    config = make_config(c["upstream"], c.get("overrides"), c.get("routes"))
+    config = engine_config(c["upstream"], c.get("overrides"), c.get("routes"))
     tunnels = TunnelRegistry()
     pools = UpstreamPools(config.routes, reactor, reactor)
 

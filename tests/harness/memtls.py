@@ -1,16 +1,16 @@
-"""Helpers for the TLS listener tests: a PKI on disk, a config, in-memory handshakes.
+"""In-memory TLS handshakes against the listener's real context, for unit tests.
 
-Handshakes run with ``twisted.test.iosim`` and ONE ``Clock`` shared by both
+:func:`connect` handshakes a :class:`ClientTLS` against a server connection creator; both ends
+run with ``twisted.test.iosim`` and ONE ``Clock`` shared by both
 ``TLSMemoryBIOFactory`` objects and the pump, so nothing touches the global reactor.
 The client side is a small pyOpenSSL creator that can present any certificate, any
-chain and any key (including broken ones).
+chain and any key (including broken ones). The server protocol calls :func:`identify` at
+handshake completion, as the HTTP layer does, and aborts when it returns None.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from cryptography import x509
@@ -25,54 +25,12 @@ from zope.interface import implementer
 
 from proxy.listener.identity import ConnectionIdentity
 from proxy.listener.tls import identify
+from tests.harness.pki import Pki
 from trust import issue as I
 
 
 SERVER_ADDR = IPv4Address("TCP", "127.0.0.1", 8443)
 CLIENT_ADDR = IPv4Address("TCP", "127.0.0.2", 50123)
-
-
-@dataclass
-class TlsPki:
-    """A CA (in the store), a server certificate, and helpers to make client certificates."""
-
-    folder: Path
-    key_type: str = "ec256"
-    ca: I.Issued = field(init=False)
-    server: I.Issued = field(init=False)
-    store: Path = field(init=False)
-    server_cert: Path = field(init=False)
-    server_key: Path = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.ca = I.ca("tls test CA", key_type=self.key_type)  # type: ignore[arg-type]
-        self.server = I.server(self.ca, ("localhost", "127.0.0.1"), key_type=self.key_type)  # type: ignore[arg-type]
-        self.server_cert, self.server_key = self.server.write(self.folder, "server")
-        self.store = self.folder / "trust.d"
-        self.store.mkdir(exist_ok=True)
-        (self.store / "ca.pem").write_bytes(self.ca.cert_pem())
-
-    def client(self, cn: Any = "alice", issuer: I.Issued | None = None, **kw: Any) -> I.Issued:
-        return I.client(issuer or self.ca, cn, **kw)
-
-    def expired(self, cn: str = "old") -> I.Issued:
-        now = I.utcnow()
-        return self.client(cn, not_before=now - dt.timedelta(days=30), not_after=now - dt.timedelta(days=1))
-
-
-def make_config(pki: TlsPki, *, client_auth: str = "need", min_version: str = "1.2",
-                sni: Sequence[str] = (), trust: str = "", listen: str = "") -> Any:
-    """A real :class:`proxy.config.Config` for ``pki`` (parsed from an INI text)."""
-    from proxy.config import parse_config
-
-    text = (f"[listen]\ncertificate = {pki.server_cert}\nkey = {pki.server_key}\n"
-            f"client_auth = {client_auth}\ntls_min_version = {min_version}\n"
-            + (f"sni_certificates = {', '.join(sni)}\n" if sni else "") + listen
-            + f"\n[trust]\nstore = {pki.store}\n{trust}\n[upstream]\nurl = http://127.0.0.1:9\n")
-    path = pki.folder / "certgate.conf"
-    path.write_text(text)
-    return parse_config(text, path)
 
 
 @implementer(IOpenSSLClientConnectionCreator)
@@ -103,7 +61,8 @@ class ClientTLS:
         self.connections: list[SSL.Connection] = []
 
     @classmethod
-    def presenting(cls, pki: TlsPki, issued: I.Issued | None, **kw: Any) -> "ClientTLS":
+    def presenting(cls, pki: Pki, issued: I.Issued | None, **kw: Any) -> "ClientTLS":
+        """A client trusting ``pki``'s CA and presenting ``issued`` (with its chain) or nothing."""
         if issued is None:
             return cls(pki.ca.cert, **kw)
         kw.setdefault("chain", issued.chain)
@@ -209,39 +168,3 @@ def connect(server_creator: Any, client: ClientTLS, clock: Clock,
                                                        peerAddress=SERVER_ADDR))
     pump.flush()
     return Conn(made["client"], made["server"], pump, c, s)
-
-
-class EchoUpstream:
-    """A loopback HTTP/1.1 upstream answering 200 with the account header it received."""
-
-    def __init__(self) -> None:
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        outer = self
-        self.count = 0
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:  # noqa: N802 (http.server API)
-                outer.count += 1
-                body = f"user={self.headers.get('X-Remote-User', '-')}\n".encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        ThreadingHTTPServer.daemon_threads = True
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()

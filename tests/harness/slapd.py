@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import base64
 import shutil
-import socket
 import subprocess
-import threading
-import time
 from pathlib import Path
 from typing import Sequence
 
+from tests.harness.process import Logged
+from tests.harness.wait import free_port, port_open
 from trust import issue as I
 
 SLAPD = "/usr/sbin/slapd"
@@ -42,12 +41,6 @@ attributetype ( 1.2.840.113556.1.4.656 NAME 'userPrincipalName'
 objectclass ( 2.25.181562207795323183296622052216416542741 NAME 'certgateTestADUser'
   SUP top AUXILIARY MAY ( altSecurityIdentities $ sAMAccountName $ userPrincipalName ) )
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _require(path: str, package: str) -> str:
@@ -115,6 +108,7 @@ class Slapd:
         self.port = 0
         self.tls_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
+        self._child: Logged | None = None
         self.ca_file = self.folder / "directory-ca.pem"
         self.password_file = self.folder / "bind-password"
 
@@ -180,24 +174,13 @@ access to * by dn.exact="{SERVICE_DN}" read by * none
 
     def _launch(self, slapd: str, timeout: float) -> None:
         urls = f"ldap://127.0.0.1:{self.port}/ ldaps://127.0.0.1:{self.tls_port}/"
-        log = open(self.folder / "slapd.log", "ab")
-        self.proc = subprocess.Popen([slapd, "-d", "0", "-f", str(self._conf), "-h", urls],
-                                     stdout=log, stderr=log)
-        log.close()
-        deadline = time.monotonic() + timeout
-        wait = threading.Event()
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                text = (self.folder / "slapd.log").read_text(errors="replace")
-                raise RuntimeError(f"slapd exited with {self.proc.returncode}: {text[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.tls_port), timeout=0.5):
-                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                        return
-            except OSError:
-                wait.wait(0.05)
-        self.stop()
-        raise RuntimeError(f"slapd did not listen on 127.0.0.1:{self.port} within {timeout} s")
+        self._child = Logged([slapd, "-d", "0", "-f", str(self._conf), "-h", urls], self.folder / "slapd.log")
+        self.proc = self._child.proc
+        try:
+            self._child.wait_until(lambda: port_open(self.tls_port) and port_open(self.port), timeout,
+                                   f"slapd to listen on 127.0.0.1:{self.port}")
+        except AssertionError as e:
+            raise RuntimeError(str(e)) from None
 
     def restart(self, timeout: float = 15.0) -> None:
         """Start slapd again on the same ports (after :meth:`stop_process`)."""
@@ -205,13 +188,8 @@ access to * by dn.exact="{SERVICE_DN}" read by * none
 
     def stop_process(self) -> None:
         """Terminate slapd (the folder stays, so :meth:`restart` can bring it back)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self._child is not None:
+            self._child.stop(10)
         self.proc = None
 
     def stop(self) -> None:

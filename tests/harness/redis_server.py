@@ -17,13 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.process import stop_process
+from tests.harness.wait import free_port
+
 REDIS_SERVER = "/usr/bin/redis-server"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisServer:
@@ -100,16 +97,7 @@ class RedisServer:
         redis.Redis.from_url(self.url).flushall()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            import signal
-
-            self.proc.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, 5, continue_first=True)  # a paused server cannot act on SIGTERM
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -1,5 +1,5 @@
 """Debian's Chromium driven by Playwright, each browser with its own profile, HOME, NSS
-database and software smart card (:mod:`tests.browser.smartcard`).
+database and software smart card (:mod:`tests.harness.smartcard`).
 
 - :func:`find_chromium`: the system browser (never ``playwright install``); a RuntimeError
   naming the package when it is missing.
@@ -21,10 +21,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tests.browser.smartcard import SmartCard
+from tests.harness.smartcard import SmartCard
 
 CHROMIUM = "/usr/bin/chromium"
-CA_CN = "certgate test CA"  # tests.blackbox.Pki's CA (and its rogue twin of the same name)
+CA_CN = "certgate test CA"  # tests.harness.pki.Pki's CA (and its rogue twin of the same name)
 POLICY_DIR = Path("/etc/chromium/policies/managed")
 POLICY_FILE = POLICY_DIR / "certgate-browser-tests.json"
 DOC_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "img"

@@ -1,7 +1,7 @@
 """Test helpers for the login package: a wired LoginService on a Clock and a memory store.
 
 Real parts throughout (MemoryStore, SessionManager, Audit in memory, files in a temporary
-folder); only the connection identity is a fake (``proxy.stores.testing.make_identity``).
+folder); only the connection identity is a fake (:func:`tests.harness.fakes.make_identity`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from proxy.observe.audit import memory_audit
 from proxy.login.passwords import set_password
 from proxy.login.service import LoginService
 from proxy.http.messages import ConnContext, RequestHead
-from proxy.stores.testing import FakeTunnels, make_config, make_identity
+from tests.harness.config import make_config
+from tests.harness.fakes import FakeTunnels, make_identity
 
 FAST_COST = {"n": 2 ** 10, "r": 8, "p": 1}  # tests only: cheap scrypt
 T0 = 1_800_000_000.0

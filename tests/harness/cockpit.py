@@ -1,6 +1,7 @@
-"""Helpers for the Cockpit black-box tests: a certgate config for cockpit-auth, a Cockpit
-WebSocket client (init, then a ``stream`` channel running a command), and the local account
-the bridge runs as."""
+"""Cockpit through certgate: the config ``certgate cockpit-auth`` reads, a Cockpit WebSocket
+client (init, then a ``stream`` channel running a command), and the local account the bridge
+runs as. The cockpit-ws process itself is :mod:`tests.harness.cockpit_ws`.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import asyncio
 import json
 import os
 import pwd
-import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from trust import issue as I
+from proxy.login.keys import load_secret
+from tests.harness.config import render
+from tests.harness.gateway import CERTGATE
+from tests.harness.pki import Pki
 
-CERTGATE = str(Path(sys.executable).parent / "certgate")
+__all__ = ["CERTGATE", "bridge_account", "cockpit_run", "ctl", "write_cockpit_auth_config"]
 
 
 def bridge_account() -> str:
@@ -25,33 +28,26 @@ def bridge_account() -> str:
 
 def write_cockpit_auth_config(folder: Path, *, store: str = "sqlite:sessions.db",
                               extra: Mapping[str, Mapping[str, object]] | None = None) -> Path:
-    """A valid certgate config in ``folder`` (server cert, trust store, secret key created) for
-    ``certgate cockpit-auth``; returns its path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    ca = I.ca("cockpit-auth test CA")
-    srv = I.server(ca, ("localhost", "127.0.0.1"))
-    cert, key = srv.write(folder, "server")
-    (folder / "trust.d").mkdir(exist_ok=True)
-    (folder / "trust.d" / "ca.pem").write_bytes(ca.cert_pem())
+    """A valid certgate config in ``folder`` (a :class:`~tests.harness.pki.Pki` of its own, the
+    secret key created) for ``certgate cockpit-auth``; returns its path."""
+    pki = Pki(folder, clients=(), ca_name="cockpit-auth test CA")
     sections: dict[str, dict[str, object]] = {
-        "listen": {"certificate": cert, "key": key},
-        "trust": {"store": folder / "trust.d"},
+        "listen": {"certificate": pki.server_cert, "key": pki.server_key},
+        "trust": {"store": pki.store},
         "upstream": {"url": "http://127.0.0.1:9", "kind": "cockpit"},
         "sessions": {"store": store},
         "login": {"secret_key": folder / "certgate.secret"},
     }
     for sec, kv in (extra or {}).items():
         sections.setdefault(sec, {}).update(kv)
-    text = "".join(f"[{s}]\n" + "".join(f"{k} = {v}\n" for k, v in kv.items()) + "\n" for s, kv in sections.items())
     path = folder / "certgate.conf"
-    path.write_text(text)
-    from proxy.login.keys import load_secret
-
+    path.write_text(render(sections))
     load_secret(folder / "certgate.secret", create=True)
     return path
 
 
 def ctl(obj: Mapping[str, Any]) -> str:
+    """A Cockpit control message (channel "") as the WebSocket text frame carries it."""
     return "\n" + json.dumps(obj)
 
 
