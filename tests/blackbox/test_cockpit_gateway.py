@@ -19,10 +19,9 @@ import pytest
 from proxy.login.passwords import set_password
 from proxy.login.totp import TotpSecrets
 from tests.harness.client import client_context, request
-from tests.harness.cockpit import bridge_account, cockpit_run, write_cockpit_auth_config
+from tests.harness.cockpit import bridge_account, cockpit_auth_ws, cockpit_run
 from tests.harness.cockpit_ws import CockpitWs
 from tests.harness.config import write_config
-from tests.harness.gateway import CERTGATE
 from tests.harness.gateway import Gateway
 from tests.harness.pki import Pki
 from tests.harness.wait import wait_for
@@ -69,13 +68,8 @@ def start_site(folder: Path, rules: str, totp: bool) -> Iterator[Site]:
     set_password(gwdir / "passwd", USER, PW, n=2 ** 10, r=1)
     if totp:
         TotpSecrets(gwdir / "totp", gwdir / "totp.key").store(USER, TOTP_SECRET, 0.0)
-    from proxy.login.keys import load_secret
-
-    load_secret(gwdir / "certgate.secret", create=True)
-    auth_cfg = write_cockpit_auth_config(folder / "cockpit-auth", extra={
-        "login": {"secret_key": gwdir / "certgate.secret"},
-        "sessions": {"store": f"sqlite:{gwdir / 'sessions.db'}"}})
-    with CockpitWs([CERTGATE, "cockpit-auth", "--config", str(auth_cfg)]) as ws:
+    with cockpit_auth_ws(folder / "cockpit-auth", secret=gwdir / "certgate.secret",
+                         store=f"sqlite:{gwdir / 'sessions.db'}") as ws:
         login = {"required_auth_methods": rules, "password": "file", "password_file": gwdir / "passwd",
                  "secret_key": gwdir / "certgate.secret"}
         if totp:

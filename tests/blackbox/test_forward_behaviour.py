@@ -17,8 +17,7 @@ from tests.harness.client import Client
 from tests.harness.gateway import GatewayProcess
 from tests.harness.pki import Pki
 from tests.harness.upstream import RecordingUpstream
-from tests.harness.wait import free_port
-from tests.harness.wait import wait_for
+from tests.harness.wait import free_port, wait_for
 from tests.harness.wire import read_ws_frame, ws_frame
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="

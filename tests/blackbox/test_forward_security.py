@@ -21,8 +21,7 @@ from tests.harness.config import write_config
 from tests.harness.gateway import Gateway
 from tests.harness.pki import Pki
 from tests.harness.upstream import RecordingUpstream
-from tests.harness.wait import free_port
-from tests.harness.wait import wait_for
+from tests.harness.wait import free_port, wait_for
 from tests.harness.wire import read_ws_frame, ws_frame
 from tests.unit.test_http_protocol import SMUGGLING
 

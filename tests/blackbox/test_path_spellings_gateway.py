@@ -20,10 +20,9 @@ import pytest
 
 from proxy.login.passwords import set_password
 from tests.harness.client import request
-from tests.harness.cockpit import bridge_account, write_cockpit_auth_config
+from tests.harness.cockpit import bridge_account, cockpit_auth_ws
 from tests.harness.cockpit_ws import CockpitWs
 from tests.harness.config import write_config
-from tests.harness.gateway import CERTGATE
 from tests.harness.gateway import Gateway
 from tests.harness.joc import JocEmulator
 from tests.harness.pki import Pki
@@ -153,13 +152,8 @@ def cockpit_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CockpitSi
     gwdir.mkdir()
     set_password(gwdir / "passwd", USER, PW, n=2 ** 10, r=1)
     set_password(gwdir / "passwd", "bob", PW, n=2 ** 10, r=1)
-    from proxy.login.keys import load_secret
-
-    load_secret(gwdir / "certgate.secret", create=True)
-    auth_cfg = write_cockpit_auth_config(folder / "cockpit-auth", extra={
-        "login": {"secret_key": gwdir / "certgate.secret"},
-        "sessions": {"store": f"sqlite:{gwdir / 'sessions.db'}"}})
-    with CockpitWs([CERTGATE, "cockpit-auth", "--config", str(auth_cfg)]) as ws, \
+    with cockpit_auth_ws(folder / "cockpit-auth", secret=gwdir / "certgate.secret",
+                         store=f"sqlite:{gwdir / 'sessions.db'}") as ws, \
             RecordingRelay("127.0.0.1", ws.port) as relay:
         cfg = write_config(gwdir, pki, upstream=relay.url, extra={
             "upstream": {"kind": "cockpit"},

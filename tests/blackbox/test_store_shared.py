@@ -15,15 +15,11 @@ from pathlib import Path
 import pyotp
 import pytest
 
-from proxy.login.keys import load_secret
 from proxy.login.passwords import set_password
 from proxy.login.totp import TotpSecrets
-from tests.harness.client import close_code, WsClient
-from tests.harness.client import request
-from tests.harness.cockpit import bridge_account, cockpit_run, write_cockpit_auth_config
-from tests.harness.cockpit_ws import CockpitWs
+from tests.harness.client import close_code, request, WsClient
+from tests.harness.cockpit import bridge_account, cockpit_auth_ws, cockpit_run
 from tests.harness.config import write_config
-from tests.harness.gateway import CERTGATE
 from tests.harness.gateway import Gateway
 from tests.harness.pki import Pki
 from tests.harness.redis_server import redis_server  # noqa: F401  (pytest fixture)
@@ -43,10 +39,7 @@ def test_cockpit_login_steps_alternate_between_two_gateways(tmp_path: Path, redi
     shared.mkdir()
     set_password(shared / "passwd", USER, PW, n=2 ** 10, r=1)
     TotpSecrets(shared / "totp", shared / "totp.key").store(USER, SECRET, 0.0)
-    load_secret(shared / "certgate.secret", create=True)
-    auth_cfg = write_cockpit_auth_config(tmp_path / "cockpit-auth", extra={
-        "login": {"secret_key": shared / "certgate.secret"}, "sessions": {"store": redis_server.url}})
-    with CockpitWs([CERTGATE, "cockpit-auth", "--config", str(auth_cfg)]) as ws:
+    with cockpit_auth_ws(tmp_path / "cockpit-auth", secret=shared / "certgate.secret", store=redis_server.url) as ws:
         cfgs = []
         for name in ("a", "b"):
             d = tmp_path / name

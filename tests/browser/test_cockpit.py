@@ -25,17 +25,14 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from proxy.login.keys import load_secret
 from tests.harness.pki import Pki
-from tests.harness.wait import wait_for
+from tests.harness.wait import Timer, wait_for
 from tests.browser.conftest import U_CARDIN, U_CARDOUT, U_DEEP, U_LOGOUT, U_LONG, U_OTHER, U_TERM, U_WRONG, Scene
 from tests.harness.accounts import Accounts, gateway_config, PASSWORD
 from tests.harness.chromium import Browser
-from tests.harness.cockpit import write_cockpit_auth_config
+from tests.harness.cockpit import cockpit_auth_ws
 from tests.harness.cockpit_ws import CockpitWs
-from tests.harness.gateway import CERTGATE
 from tests.harness.gateway import Site
-from tests.harness.wait import Timer
 
 GRACE = 6.0  # [sessions] grace (default 300 s)
 LONG_GRACE = 16.0  # [sessions] long_grace (default 3600 s)
@@ -84,11 +81,8 @@ class CockpitSite:
 def cockpit(tmp_path_factory: pytest.TempPathFactory, bpki: Pki, accounts: Accounts) -> Iterator[CockpitSite]:
     folder = tmp_path_factory.mktemp("cockpit-site")
     secret = folder / "certgate.secret"
-    load_secret(secret, create=True)
     store = f"sqlite:{folder / 'sessions.db'}"
-    auth_cfg = write_cockpit_auth_config(folder / "cockpit-auth", extra={
-        "login": {"secret_key": secret}, "sessions": {"store": store}})
-    with CockpitWs([CERTGATE, "cockpit-auth", "--config", str(auth_cfg)]) as ws:
+    with cockpit_auth_ws(folder / "cockpit-auth", secret=secret, store=store) as ws:
         cfg = gateway_config(folder / "gw", bpki, accounts, upstream=ws.base_url, sections=COCKPIT_SECTIONS,
                              secret=secret, store=store)
         site = Site(cfg, "cockpit-gw").start()

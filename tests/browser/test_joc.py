@@ -20,12 +20,11 @@ from typing import Any, Iterator
 import pytest
 
 from tests.harness.pki import Pki
-from tests.harness.wait import wait_for
+from tests.harness.wait import Timer, wait_for
 from tests.browser.conftest import Scene
 from tests.harness.accounts import Accounts, gateway_config, PASSWORD
 from tests.harness.chromium import Browser
 from tests.harness.gateway import Site
-from tests.harness.wait import Timer
 from tests.browser.test_cockpit import hold, pump
 from tests.harness.joc import JocEmulator
 

@@ -15,11 +15,10 @@ from typing import Iterator
 import pytest
 
 from tests.harness.pki import Pki
-from tests.harness.wait import wait_for
+from tests.harness.wait import Timer, wait_for
 from tests.browser.conftest import U_LOCKED, U_PAGE, Scene
 from tests.harness.accounts import Accounts, gateway_config, PASSWORD
 from tests.harness.gateway import DemoUpstream, Site
-from tests.harness.wait import Timer
 
 RULES = '[["tls-cert", "password", "totp"]]'
 

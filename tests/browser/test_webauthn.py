@@ -23,14 +23,12 @@ from typing import Any, Iterator
 import pytest
 
 from proxy.login.passwords import set_password
-from tests.harness.gateway import CERTGATE
+from tests.harness.gateway import CERTGATE, DemoUpstream, Site
 from tests.harness.pki import Pki
-from tests.harness.wait import free_port, wait_for
+from tests.harness.wait import free_port, Timer, wait_for
 from tests.browser.conftest import Scene, account
 from tests.harness.accounts import Accounts, gateway_config, PASSWORD
 from tests.harness.chromium import Browser
-from tests.harness.gateway import DemoUpstream, Site
-from tests.harness.wait import Timer
 
 RULES = '[["tls-cert", "password", "webauthn"], ["tls-cert", "password"]]'
 ALICE, BOB = account("wa"), account("wb")  # the run's pid in the names, as the suite's others

@@ -15,18 +15,14 @@ from typing import Iterator
 
 import pytest
 
-from proxy.login.keys import load_secret
 from tests.harness.pki import Pki
-from tests.harness.wait import free_port, wait_for
+from tests.harness.wait import free_port, Timer, wait_for
 from tests.browser.conftest import Scene, account
 from tests.harness.accounts import Accounts, gateway_config, PASSWORD
 from tests.harness.gateway import Site
-from tests.harness.wait import Timer
 from tests.browser.test_cockpit import COCKPIT_SECTIONS, CockpitSite, wait_for_shell
 from tests.browser.test_webauthn import Authenticator, enrol
-from tests.harness.cockpit import write_cockpit_auth_config
-from tests.harness.cockpit_ws import CockpitWs
-from tests.harness.gateway import CERTGATE
+from tests.harness.cockpit import cockpit_auth_ws
 
 ACCOUNT = account("wkey")  # a local account; the run's pid in the name, as the suite's others
 RULES = '[["tls-cert", "password", "webauthn"], ["tls-cert", "password"]]'
@@ -46,17 +42,14 @@ def cockpit_key(tmp_path_factory: pytest.TempPathFactory, bpki: Pki, key_account
                 ) -> Iterator[CockpitSite]:
     folder = tmp_path_factory.mktemp("wa-cockpit")
     secret = folder / "certgate.secret"
-    load_secret(secret, create=True)
     store = f"sqlite:{folder / 'sessions.db'}"
-    auth_cfg = write_cockpit_auth_config(folder / "cockpit-auth", extra={
-        "login": {"secret_key": secret}, "sessions": {"store": store}})
     port = free_port()
     sections = {k: dict(v) for k, v in COCKPIT_SECTIONS.items()}
     sections.setdefault("listen", {})["port"] = port
     sections.setdefault("login", {})["required_auth_methods"] = RULES
     sections["webauthn"] = {"rp_id": "localhost", "origin": f"https://localhost:{port}",
                             "credentials": folder / "webauthn.json"}
-    with CockpitWs([CERTGATE, "cockpit-auth", "--config", str(auth_cfg)]) as ws:
+    with cockpit_auth_ws(folder / "cockpit-auth", secret=secret, store=store) as ws:
         cfg = gateway_config(folder / "gw", bpki, key_accounts, upstream=ws.base_url, sections=sections,
                              secret=secret, store=store)
         site = Site(cfg, "wa-cockpit-gw").start()

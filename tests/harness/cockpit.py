@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from proxy.login.keys import load_secret
+from tests.harness.cockpit_ws import CockpitWs
 from tests.harness.config import render
 from tests.harness.gateway import CERTGATE
 from tests.harness.pki import Pki
-
-__all__ = ["CERTGATE", "bridge_account", "cockpit_run", "ctl", "write_cockpit_auth_config"]
 
 
 def bridge_account() -> str:
@@ -89,3 +88,12 @@ def cockpit_run(uri: str, origin: str, headers: Mapping[str, str], argv: list[st
     """Open ``/cockpit/socket`` (subprotocol cockpit1, ``origin``), answer ``init``, run ``argv`` in a
     ``stream`` channel; returns ``{"subprotocol", "init", "output", "controls"}``."""
     return asyncio.run(_run_command(uri, origin, headers, argv, ssl_ctx, server_hostname))
+
+
+def cockpit_auth_ws(folder: Path, *, secret: Path, store: str) -> CockpitWs:
+    """A (not yet started) cockpit-ws whose bearer command is ``certgate cockpit-auth`` with a
+    config in ``folder`` that shares the gateway's ``secret`` (created when missing) and session
+    ``store`` — how certgate and cockpit-ws are deployed together. Use it in a ``with``."""
+    load_secret(secret, create=True)
+    cfg = write_cockpit_auth_config(folder, extra={"login": {"secret_key": secret}, "sessions": {"store": store}})
+    return CockpitWs([CERTGATE, "cockpit-auth", "--config", str(cfg)])

@@ -15,8 +15,7 @@ from proxy.stores.redis import RedisEngine, RedisStore
 from tests.harness.pki import Pki
 from tests.harness.reactor_thread import blocking, Blocking
 from tests.harness.redis_server import RedisServer
-from tests.harness.wait import free_port
-from tests.harness.wait import wait_for
+from tests.harness.wait import free_port, wait_for
 from tests.unit.test_store_conformance import rec
 
 ACL = ["--user", "default", "off", "--user", "certgate", "on", ">s3cret-redis-pw", "~certgate:*", "+@all"]
