@@ -18,7 +18,7 @@ import pyotp
 
 from proxy.login.passwords import set_password
 from proxy.login.totp import TotpSecrets
-from tests.harness.config import write_config
+from tests.harness.config import overlay, write_config
 from tests.harness.pki import Pki
 from tests.harness.wait import wait_for
 
@@ -87,12 +87,10 @@ def gateway_config(folder: Path, pki: Pki, accounts: Accounts, *, upstream: str,
     the accounts' password file and TOTP secrets, a SQLite store and an audit file);
     ``sections`` override or add keys."""
     folder.mkdir(parents=True, exist_ok=True)
-    extra: dict[str, dict[str, object]] = {
+    extra = overlay({
         "login": {"password": "file", "password_file": accounts.passwd, "totp_secrets": accounts.totp_path,
                   "totp_key": accounts.totp_key, "secret_key": secret or folder / "certgate.secret"},
         "sessions": {"store": store or f"sqlite:{folder / 'sessions.db'}"},
         "audit": {"file": folder / "audit.log"},
-    }
-    for sec, kv in sections.items():
-        extra.setdefault(sec, {}).update(kv)
+    }, sections)
     return write_config(folder, pki, upstream=upstream, extra=extra)

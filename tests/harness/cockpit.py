@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from proxy.login.keys import load_secret
 from tests.harness.cockpit_ws import CockpitWs
-from tests.harness.config import render
+from tests.harness.config import overlay, render
 from tests.harness.gateway import CERTGATE
 from tests.harness.pki import Pki
 
@@ -30,15 +30,13 @@ def write_cockpit_auth_config(folder: Path, *, store: str = "sqlite:sessions.db"
     """A valid certgate config in ``folder`` (a :class:`~tests.harness.pki.Pki` of its own, the
     secret key created) for ``certgate cockpit-auth``; returns its path."""
     pki = Pki(folder, clients=(), ca_name="cockpit-auth test CA")
-    sections: dict[str, dict[str, object]] = {
+    sections = overlay({
         "listen": {"certificate": pki.server_cert, "key": pki.server_key},
         "trust": {"store": pki.store},
         "upstream": {"url": "http://127.0.0.1:9", "kind": "cockpit"},
         "sessions": {"store": store},
         "login": {"secret_key": folder / "certgate.secret"},
-    }
-    for sec, kv in (extra or {}).items():
-        sections.setdefault(sec, {}).update(kv)
+    }, extra)
     path = folder / "certgate.conf"
     path.write_text(render(sections))
     load_secret(folder / "certgate.secret", create=True)

@@ -26,6 +26,15 @@ def render(sections: Mapping[str, Mapping[str, object]]) -> str:
                    for sec, kv in sections.items())
 
 
+def overlay(base: Mapping[str, Mapping[str, object]], extra: Mapping[str, Mapping[str, object]] | None
+            ) -> dict[str, dict[str, object]]:
+    """``base`` with the keys of ``extra`` added or replaced, section by section (a new dict)."""
+    out = {sec: dict(kv) for sec, kv in base.items()}
+    for sec, kv in (extra or {}).items():
+        out.setdefault(sec, {}).update(kv)
+    return out
+
+
 def write_config(folder: Path, pki: Pki, *, upstream: str, port: int | None = None,
                  extra: Mapping[str, Mapping[str, object]] | None = None, raw: str = "") -> Path:
     """Write ``folder/certgate.conf`` for ``pki`` forwarding to ``upstream``; returns its path.
@@ -36,16 +45,14 @@ def write_config(folder: Path, pki: Pki, *, upstream: str, port: int | None = No
     ``extra`` adds or overrides keys per section (``{"listen": {"client_auth": "want"}}``);
     ``raw`` is appended verbatim (e.g. ``[route:x]`` sections).
     """
-    sections: dict[str, dict[str, object]] = {
+    sections = overlay({
         "listen": {"address": "127.0.0.1", "port": port or free_port(), "certificate": str(pki.server_cert),
                    "key": str(pki.server_key), "client_auth": "need", "handshake_timeout": 5},
         "trust": {"store": str(pki.store), "reload_interval": 0.5},
         "upstream": {"url": upstream, "connect_timeout": 2, "read_timeout": 10},
         "sessions": {"store": "memory"},
         "log": {"level": "info"},
-    }
-    for sec, kv in (extra or {}).items():
-        sections.setdefault(sec, {}).update(kv)
+    }, extra)
     path = Path(folder) / "certgate.conf"
     path.write_text(render(sections) + raw)
     return path

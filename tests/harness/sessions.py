@@ -16,7 +16,7 @@ from typing import Mapping
 
 from proxy.login.passwords import set_password
 from tests.harness.client import request
-from tests.harness.config import write_config
+from tests.harness.config import overlay, write_config
 from tests.harness.pki import Pki
 
 PASSWORD = "correct horse battery staple"
@@ -30,13 +30,12 @@ def session_config(tmp: Path, pki: Pki, upstream_url: str, *, store: str, sessio
     """
     folder = Path(tmp) / name
     folder.mkdir(parents=True, exist_ok=True)
-    ex: dict[str, dict[str, object]] = {"listen": {"client_auth": "want", "max_connection_age": 60},
-          "login": {"required_auth_methods": '[["tls-cert","password"]]', "password": "file",
-                    "password_file": str(folder / "passwords")},
-          "sessions": dict({"store": store}, **(sessions or {})),
-          "audit": {"file": str(folder / "audit.jsonl")}}
-    for sec, kv in (extra or {}).items():
-        ex.setdefault(sec, {}).update(kv)
+    ex = overlay({
+        "listen": {"client_auth": "want", "max_connection_age": 60},
+        "login": {"required_auth_methods": '[["tls-cert","password"]]', "password": "file",
+                  "password_file": str(folder / "passwords")},
+        "sessions": dict({"store": store}, **(sessions or {})),
+        "audit": {"file": str(folder / "audit.jsonl")}}, extra)
     cfg = write_config(folder, pki, upstream=upstream_url, extra=ex)
     for account in ("alice", "bob"):
         set_password(folder / "passwords", account, PASSWORD)

@@ -89,6 +89,7 @@ class Reader:
 
 
 def parse_head(raw: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """(start line, [(name, value)]) of a head ending in CRLFCRLF; names keep their case and order."""
     lines = raw[:-4].split(b"\r\n")
     headers = []
     for line in lines[1:]:
@@ -98,6 +99,7 @@ def parse_head(raw: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
 
 
 def header_value(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """The first value of header ``name`` (lower-case), or None."""
     for k, v in headers:
         if k.lower() == name:
             return v
