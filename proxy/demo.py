@@ -111,7 +111,8 @@ def demo_upstream_main(argv: list[str]) -> int:
     try:
         reactor.listenTCP(ns.port, Site(echo_resource()), interface=ns.address)  # type: ignore[attr-defined]
     except CannotListenError as e:
-        raise OperatorError("cannot listen", f"{ns.address}:{ns.port}", str(e.socketError)) from None
+        why = getattr(e.socketError, "strerror", None) or str(e.socketError)
+        raise OperatorError("cannot listen", f"{ns.address}:{ns.port}", why) from None
     print(f"demo upstream on http://{ns.address}:{ns.port}/", flush=True)
     reactor.run()  # type: ignore[attr-defined]
     return 0

@@ -26,7 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from . import certinfo
-from .cli_errors import CommandError, OperatorError, Parser, RuntimeFailure, config_problems, joined, run_command
+from .cli_errors import CommandError, OperatorError, Parser, config_problems, joined, os_error, run_command
 from .edits import EditError, Plan, find_entries, plan_add, plan_pin, plan_remove, read_certificates
 from .mapping import MappingResult, account_matches, describe, map_account
 from .settings import MappingSettings, TrustSettings, parse_trust_section
@@ -166,10 +166,9 @@ def _commit(settings: TrustSettings, plan: Plan, now: _dt.datetime) -> int:
                             settings.store, joined(exc.problems)) from None
     try:
         apply_changes(settings.store, plan.changes)
-    except PermissionError as exc:
-        raise OperatorError("writing failed", settings.store, exc.strerror) from None
-    except OSError as exc:  # a full disk, an I/O error: not the operator's mistake
-        raise RuntimeFailure("writing failed", settings.store, exc.strerror or str(exc)) from None
+    except OSError as exc:  # permissions: the operator's; a full disk, an I/O error: a runtime failure
+        failed = os_error(exc)
+        raise type(failed)("writing failed", settings.store, exc.strerror or str(exc)) from None
     for line in plan.messages:
         print(line)
     return 0

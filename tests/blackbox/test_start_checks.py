@@ -26,7 +26,8 @@ def _both(cfg: Path) -> tuple[subprocess.CompletedProcess[str], subprocess.Compl
 def _assert_refused(cfg: Path, expected: str) -> None:
     check, run = _both(cfg)
     assert check.returncode == 2, check.stdout + check.stderr
-    assert check.stderr == f"certgate check-config: {cfg}: {expected}\n"
+    assert len(check.stderr.splitlines()) == 1, check.stderr
+    assert check.stderr.startswith(f"certgate check-config: {cfg}: {expected}"), check.stderr
     assert run.returncode == 2, run.stdout + run.stderr
     out = run.stdout + run.stderr
     assert "Traceback" not in out
