@@ -282,7 +282,7 @@ def test_a_no_answer_is_status_1_without_an_error_line(env: Env) -> None:
 
 def test_every_command_has_a_case() -> None:
     """Each command of `certgate --help` has at least one operator-mistake case above."""
-    from proxy.cli import SUBCOMMANDS
+    from proxy.app.cli import SUBCOMMANDS
 
     covered = {n.split("-")[0] for n in CASES} | {n.split("-", 2)[0] + "-" + n.split("-", 2)[1] for n in CASES}
     missing = [c for c in SUBCOMMANDS if c not in covered and c != "version"]

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from proxy import cli as certgate
+from proxy.app import cli as certgate
 from proxy.stores.interface import SessionRecord
 from proxy.stores.sqlite import SQLiteEngine as SQLiteStore  # the CLI's blocking face
 from tests.sessions_support import Pki, write_config

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from proxy import cli as certgate
+from proxy.app import cli as certgate
 from trust import issue as I
 from trust.store import folder_signature, load_store
 
