@@ -102,7 +102,7 @@ class Parser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` whose usage errors raise :class:`OperatorError` (one line, status 2)
     instead of printing the usage block and exiting; sub-parsers inherit it. ``--help`` still exits 0."""
 
-    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise OperatorError(message, why=f"`{self.prog} --help` shows the usage")
 
 
