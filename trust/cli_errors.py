@@ -106,12 +106,12 @@ class Parser(argparse.ArgumentParser):
         raise OperatorError(message, why=f"`{self.prog} --help` shows the usage")
 
 
-def os_error(e: OSError) -> CommandError:
-    """An OSError a command let through, as the file it names and why: a full disk or an I/O
-    error is a runtime failure (1); anything else (missing, unreadable, not a folder...) is the
-    operator's mistake (2)."""
+def os_error(e: OSError, where: object = None) -> CommandError:
+    """An OSError as the file it names (or ``where``) and why: a full disk or an I/O error is a
+    runtime failure (1); anything else (missing, unreadable, not a folder...) is the operator's
+    mistake (2)."""
     kind = RuntimeFailure if e.errno in (errno.ENOSPC, errno.EIO, errno.EDQUOT) else OperatorError
-    return kind(e.strerror or str(e), where=getattr(e, "filename", None))
+    return kind(e.strerror or str(e), where=where if where is not None else getattr(e, "filename", None))
 
 
 def run_command(prog: str, fn: Callable[[list[str]], int], argv: list[str], stream: IO[str] | None = None) -> int:

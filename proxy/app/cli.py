@@ -190,6 +190,8 @@ def run_main(argv: list[str]) -> int:
     ap.add_argument("--config", "-c", required=True, help="path of the config file")
     ap.add_argument("--pidfile", default="", help="write the process id here (default: none)")
     ns = ap.parse_args(argv)
+    if ns.pidfile and not Path(ns.pidfile).resolve().parent.is_dir():
+        raise OperatorError("the folder of the --pidfile does not exist", ns.pidfile)
     from proxy.listener.openssl_conf import configure_process
 
     configure_process()  # before OpenSSL loads: no TLS 1.3 session tickets (docs/tls.md)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable
 
-from trust.cli_errors import OperatorError, Parser, config_problems, joined
+from trust.cli_errors import OperatorError, Parser, config_problems, joined, os_error
 
 DEFAULT_CONFIG = "/etc/certgate/certgate.conf"
 VERIFY_ATTEMPTS = 3
@@ -88,6 +88,8 @@ def passwd_main(argv: list[str], *, stdin: IO[str] | None = None, stdout: IO[str
         raise OperatorError(str(e), path, "nothing changed") from None
     except PasswordFileError as e:
         raise OperatorError("the password file is malformed; nothing changed", why=joined(e.problems)) from None
+    except OSError as e:  # named by the password file, not the temporary file of the atomic write
+        raise os_error(e, path) from None
 
 
 # --------------------------------------------------------------------------- totp

@@ -79,6 +79,8 @@ case("check-config-two-files", "give the config file once")(
 case("run-without-config", "certgate run: the following arguments are required: --config")(lambda e: (["run"], ""))
 case("run-bad-value", "[listen] client_auth: 'maybe' is not one of")(
     lambda e: (["run", "--config", e.with_("r", listen={"client_auth": "maybe"})], ""))
+case("run-pidfile-folder-missing", "certgate run: /nonexistent/certgate.pid: the folder of the --pidfile")(
+    lambda e: (["run", "--config", str(e.cfg), "--pidfile", "/nonexistent/certgate.pid"], ""))
 case("run-unknown-option", "certgate run: unrecognized arguments: --frobnicate")(
     lambda e: (["run", "--config", str(e.cfg), "--frobnicate"], ""))
 
@@ -171,6 +173,8 @@ case("passwd-no-terminal", "certgate passwd: standard input is not a terminal", 
     lambda e: (["passwd", "alice", "--config", str(e.cfg)], ""))
 case("passwd-delete-unknown", "certgate passwd: ", "passwords: 'nobody' has no password")(
     lambda e: (["passwd", "nobody", "--delete", "--config", str(e.cfg)], ""))
+case("passwd-folder-missing", "certgate passwd: /nonexistent/passwords: No such file or directory")(
+    lambda e: (["passwd", "alice", "--password-stdin", "--file", "/nonexistent/passwords"], "pw\n"))
 case("passwd-empty", "empty")(lambda e: (["passwd", "alice", "--password-stdin", "--config", str(e.cfg)], "\n"))
 case("passwd-config-missing", "certgate passwd: /nonexistent.conf: ", "cannot read")(
     lambda e: (["passwd", "alice", "--password-stdin", "--config", "/nonexistent.conf"], "pw\n"))
