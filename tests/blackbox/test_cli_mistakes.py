@@ -16,7 +16,9 @@ from typing import Callable
 
 import pytest
 
-from tests.blackbox import CERTGATE, Pki, write_config
+from tests.harness.config import write_config
+from tests.harness.gateway import CERTGATE
+from tests.harness.pki import Pki
 from trust import issue as I
 
 
