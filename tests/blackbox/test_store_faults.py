@@ -29,6 +29,7 @@ from tests.sessions_support import Gateway, Pki, client_context, get, login, req
 
 DEADLINE = 1.0
 MARGIN = 1.5  # past the deadline: a TLS handshake and a request on a shared 2-core machine
+POOL = 4  # [sessions] redis_pool_size
 
 
 class CertOnlyLoad:
@@ -82,7 +83,10 @@ def _config(tmp_path: Path, pki: Pki, upstream: str, store: str, admin: int | No
     extra: dict[str, dict[str, object]] = {"account:bob": {"required_auth_methods": '[["tls-cert"]]'}}
     if admin is not None:
         extra["admin"] = {"port": admin}
-    return session_config(tmp_path, pki, upstream, store=store, sessions={"store_deadline": DEADLINE}, extra=extra)
+    sessions: dict[str, object] = {"store_deadline": DEADLINE}
+    if store.startswith("redis"):
+        sessions["redis_pool_size"] = POOL
+    return session_config(tmp_path, pki, upstream, store=store, sessions=sessions, extra=extra)
 
 
 def _check_503(status: int, headers: Any, body: bytes, took: float) -> None:
@@ -110,7 +114,7 @@ def _report(name: str, load: CertOnlyLoad, took: list[float]) -> None:
     print(f"\n[{name}] certificate-only route during the fault: {len(load.latencies)} requests "
           f"(new TLS connection each), p99 {load.p99() * 1000:.0f} ms (full handshake alone: p99 "
           f"{load.p99(load.handshakes) * 1000:.0f} ms); session requests answered 503 in "
-          f"{', '.join(f'{t * 1000:.0f}' for t in took)} ms")
+          f"{', '.join(f'{t * 1000:.0f}' for t in took) or '(none)'} ms")
 
 
 @pytest.fixture
@@ -215,16 +219,28 @@ def _health(admin: int) -> dict[str, Any]:
         conn.close()
 
 
-@pytest.mark.parametrize("fault", ["kill", "pause"])
+def _clients(port: int) -> int:
+    """Connections to the Redis server on ``port`` other than Sentinel's, replicas' and this one."""
+    import redis
+
+    with redis.Redis(port=port, socket_timeout=2, decode_responses=True) as r:
+        return len([c for c in r.client_list() if not c["name"].startswith("sentinel-")
+                    and "S" not in c["flags"] and c["cmd"] != "client|list"])
+
+
+@pytest.mark.parametrize("fault", ["kill", "pause", "pause-idle"])
 def test_sentinel_failover_under_a_running_gateway(tmp_path, pki, fault):
     """A master, its replica and a Sentinel (quorum 1); the gateway's store is redis+sentinel://.
-    The master is killed (or paused, then resumed after the failover: a stale master that comes
-    back must not get the gateway's writes). During the failover every session request answers
-    200 or 503 within the deadline (never a hang, never a 401); afterwards the same cookie works,
-    the session and the failure counter are on the promoted replica, /health is ok again."""
+    The master is killed, or paused and resumed after the failover (a stale master that comes
+    back still a master must not get the gateway's writes); ``pause-idle`` sends no session
+    request while it is paused, so the gateway has to leave its idle connections to the old
+    master by itself (its Sentinel watch, or a sweep that timed out). During the failover every session request answers 200 or 503 within the
+    deadline (never a hang, never a 401); afterwards the same cookie works, the session and the
+    failure counter are on the promoted replica, /health is ok again."""
     import redis
 
     from proxy.sessions import session_id_for
+    from proxy.stores.interface import record_to_json
     from proxy.stores.redis import RedisEngine
     from tests.support_http import EchoServer
 
@@ -236,11 +252,10 @@ def test_sentinel_failover_under_a_running_gateway(tmp_path, pki, fault):
         wait_for(lambda: sentinel.replicas_ready() == [replica.port], 15, what="Sentinel to see the replica in sync")
         admin = free_port()
         with EchoServer() as echo, Gateway(_config(tmp_path, pki, echo.url, sentinel.url, admin)) as gw:
-            wait_for(lambda: get(gw.port, pki, "x=y")[0] == 401, 10, what="the gateway to find the master")
+            wait_for(lambda: _health(admin) == {"status": "ok"}, 10, what="the gateway to find the master")
             cookie = login(gw.port, pki)
             assert _failed_login(gw.port, pki) == 401  # one failure on alice's counters
             sid = session_id_for(cookie.split("=", 1)[1])
-            assert _health(admin) == {"status": "ok"}
             wait_replicated(master, replica)  # nothing written so far may be lost by the failover
             old = RedisEngine(master.url)
             before = old.get(sid)
@@ -249,6 +264,7 @@ def test_sentinel_failover_under_a_running_gateway(tmp_path, pki, fault):
             assert before is not None and on_replica.get(sid) == before
             assert on_replica.failures("account:alice", time.time(), 900) == 1
             on_replica.close()
+            wait_for(lambda: _clients(master.port) == POOL, 10, what=f"the gateway's {POOL} connections on the master")
 
             answers: list[tuple[float, int | str, Any, bytes]] = []
             problems: list[str] = []
@@ -268,29 +284,38 @@ def test_sentinel_failover_under_a_running_gateway(tmp_path, pki, fault):
             with CertOnlyLoad(gw.port, pki) as load:
                 t0 = time.monotonic()
                 master.kill() if fault == "kill" else master.pause()
-                wait_for(answered_again, 30, what=f"the session after the failover (last: {answers[-1:]})")
+                if fault == "pause-idle":
+                    wait_for(lambda: sentinel.master() == ("127.0.0.1", replica.port), 15,
+                             what="Sentinel to promote the replica")
+                    wait_for(lambda: _clients(replica.port) == POOL, 10,  # by its Sentinel watch, or a timeout
+                             what=f"the gateway's {POOL} connections on the new master (not the old one)")
+                else:
+                    wait_for(answered_again, 30, what=f"the session after the failover (last: {answers[-1:]})")
                 recovered = time.monotonic() - t0
-                if fault == "pause":
-                    master.resume()  # a master with the old data; Sentinel demotes it only seconds later
-                    for _ in range(3):
-                        assert get(gw.port, pki, cookie)[0] == 200
+                if fault != "kill":
+                    master.resume()  # still a master, with the old data: Sentinel demotes it 8 s later
+                wait_for(answered_again, 30, what=f"the session after the failover (last: {answers[-1:]})")
+                for _ in range(3):
+                    assert get(gw.port, pki, cookie)[0] == 200
+                if fault != "kill":
                     with redis.Redis(port=master.port).pipeline(transaction=True) as p:
                         role, raw = p.role().get(f"certgate:s:{sid}").execute()
-                    if role[0] in (b"master", "master"):  # not yet demoted: nothing may have been written there
-                        assert raw.decode() == __import__("proxy.stores.interface", fromlist=["x"]).record_to_json(before)
+                    assert role[0] == b"master"  # the dangerous moment: nothing may have been written there
+                    assert raw.decode() == record_to_json(before)
             assert not load.failures, load.failures[:5]
             bad = [a for a in answers if a[1] not in (200, 503)]
             assert not bad, bad[:3]  # never a hang, a reset or a 401 (a lost session would ask for a login)
             took = [a[0] for a in answers if a[1] == 503]
-            assert took, "the failover was never seen by a session request"
             for t, status, headers, body in answers:
                 if status == 503:
                     _check_503(status, headers, body, t)
-            assert any(p.startswith("session store unreachable") for p in problems), problems
+            if fault != "pause-idle":  # the idle gateway asked nothing while the master was away
+                assert took, "the failover was never seen by a session request"
+                assert any(p.startswith("session store unreachable") for p in problems), problems
             wait_for(lambda: _health(admin) == {"status": "ok"}, 10, what="/health to be ok again")
             assert gw.proc is not None and gw.proc.poll() is None  # the same process throughout
             _report(f"sentinel failover ({fault})", load, took)
-            print(f"[sentinel failover ({fault})] the session answered again {recovered:.1f} s after the "
+            print(f"[sentinel failover ({fault})] the gateway was on the new master {recovered:.1f} s after the "
                   f"master was {'killed' if fault == 'kill' else 'stopped'}; {len(answers)} session requests, "
                   f"{len(took)} answered 503")
         new = RedisEngine(replica.url)  # the promoted replica
