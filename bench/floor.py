@@ -8,7 +8,7 @@ Usage: floor.py static|forward PORT PKI_DIR [UPSTREAM_PORT]
   persistent HTTP/1.1 connections, adding ``X-Remote-User`` (the client's CN, read once
   per connection). No certgate logic: no gate, no limits, no header policy, no timers.
 
-TLS: the same wheel and the same settings as certgate (``proxy._tls_context``: TLS 1.2+,
+TLS: the same wheel and the same settings as certgate (``proxy.listener.context``: TLS 1.2+,
 AEAD suites, no tickets, session cache off, released buffers), client certificate required
 and verified by OpenSSL itself against ``PKI_DIR/ca.pem``. Requests must be
 ``Content-Length``-framed (or bodiless) and not pipelined; anything else is a bench bug,
@@ -26,7 +26,7 @@ from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from zope.interface import implementer
 
-from proxy._tls_context import CONTEXT_OPTIONS, TLS12_CIPHERS, TLS13_SUITES
+from proxy.listener.context import CONTEXT_OPTIONS, TLS12_CIPHERS, TLS13_SUITES
 
 HELLO = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nhello\n"
 

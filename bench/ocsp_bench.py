@@ -42,8 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from proxy._tls_verify import HandshakeRecord, HandshakeVerifier  # noqa: E402
-from proxy.ocsp import AgentFetcher, OcspChecker  # noqa: E402
+from proxy.listener.verify import HandshakeRecord, HandshakeVerifier  # noqa: E402
+from proxy.listener.ocsp import AgentFetcher, OcspChecker  # noqa: E402
 from trust import issue as I  # noqa: E402
 from trust import ocsp as O  # noqa: E402
 from trust.mapping import map_account  # noqa: E402

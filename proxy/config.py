@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
-from proxy.presence_rules import validate_presence
+from proxy.sessions.presence_rules import validate_presence
 from trust.problems import Problem
 
 
@@ -572,8 +572,8 @@ def parse_config(text: str, path: Path) -> Config:
 
 
 def _check_canonical(section: str, key: str, path: str, problems: list[Problem]) -> None:
-    """Paths certgate compares with request paths must be canonical (``proxy.paths``) themselves."""
-    from proxy.paths import TargetError, canonical_path
+    """Paths certgate compares with request paths must be canonical (``proxy.http.paths``) themselves."""
+    from proxy.http.paths import TargetError, canonical_path
 
     try:
         canon = canonical_path(path.encode("utf-8")).decode("ascii")

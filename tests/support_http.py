@@ -460,7 +460,7 @@ def make_config(upstream_url: str, overrides: dict[str, dict[str, Any]] | None =
     upstream key). Does not read or check files.
     """
     from proxy.config import ROUTE_KEYS, SCHEMA, Config, Section, _route
-    from proxy.presence_rules import derive_defaults
+    from proxy.sessions.presence_rules import derive_defaults
 
     overrides = overrides or {}
     vals = {sec: {k: spec.default for k, spec in keys.items()} for sec, keys in SCHEMA.items()}

@@ -40,11 +40,11 @@ def main() -> None:
     from twisted.logger import globalLogBeginner, textFileLogObserver
     from twisted.protocols.tls import TLSMemoryBIOFactory
 
-    from proxy.http1 import GatewayFactory, PlainGatewayFactory
-    from proxy.identity import ConnectionIdentity
-    from proxy.messages import Forward, Local, json_response, text_response
-    from proxy.tunnel import TunnelRegistry
-    from proxy.upstream import UpstreamPools
+    from proxy.http.connection import GatewayFactory, PlainGatewayFactory
+    from proxy.listener.identity import ConnectionIdentity
+    from proxy.http.messages import Forward, Local, json_response, text_response
+    from proxy.http.tunnel import TunnelRegistry
+    from proxy.http.upstream import UpstreamPools
     from tests.support_http import make_config
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
@@ -104,7 +104,7 @@ def main() -> None:
 
     gw_factory: list[Any] = []
     if os.environ.get("CERTGATE_SLOW_WRITES"):
-        from proxy.upstream import Pool
+        from proxy.http.upstream import Pool
 
         GatewayFactory.fast_writes = False
         Pool.fast_writes = False

@@ -23,8 +23,8 @@ from twisted.internet.address import IPv4Address
 from twisted.test.iosim import FakeTransport, connectedServerAndClient
 from zope.interface import implementer
 
-from proxy.identity import ConnectionIdentity
-from proxy.tls import identify
+from proxy.listener.identity import ConnectionIdentity
+from proxy.listener.tls import identify
 from trust import issue as I
 
 

@@ -1,5 +1,5 @@
 """``mapping = ldap``, the pure half: the search filter built from a certificate and the
-interpretation of what the directory answered. The I/O is in :mod:`proxy.directory`.
+interpretation of what the directory answered. The I/O is in :mod:`proxy.listener.directory`.
 
 Styles (``[ldap] styles``), ORed into one search so an entry found by two styles, or two
 entries found by any, is seen at once:

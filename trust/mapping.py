@@ -3,7 +3,7 @@
 Rules (``[trust] mapping``): ``cn`` (default, JOC's rule), ``san-email``, ``san-upn``
 (Microsoft UPN otherName), ``regex`` over the RFC 4514 subject, ``file`` (fingerprint or
 subject -> account); ``ldap`` is asked of a directory (:mod:`trust.directory`,
-:mod:`proxy.directory`), so :func:`map_account` only refuses it. Every mapped account must be printable ASCII without control
+:mod:`proxy.listener.directory`), so :func:`map_account` only refuses it. Every mapped account must be printable ASCII without control
 characters, leading/trailing spaces, and at most 64 characters. This module does not
 check trust: map only certificates that :func:`trust.verify.verify` accepted.
 """

@@ -1,6 +1,6 @@
 """OCSP for client certificates, the pure part: plan, request, response validation, cache, decision.
 
-Nothing here does I/O or imports Twisted; ``proxy.ocsp`` fetches. Every X.509 and signature
+Nothing here does I/O or imports Twisted; ``proxy.listener.ocsp`` fetches. Every X.509 and signature
 operation goes through ``cryptography`` (``x509.ocsp`` builders and loaders, the issuer's or
 delegated responder's public key ``verify``); time is always passed in.
 

@@ -40,7 +40,7 @@ def plant_session(store: str, base_dir: Path, pki: Path) -> str:
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    from proxy.sessions import session_id_for
+    from proxy.sessions.manager import session_id_for
     from proxy.stores import open_engine
     from proxy.stores.interface import SessionRecord
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.messages import ConnContext
+from proxy.http.messages import ConnContext
 
 
 def access_refusal(config: Any, conn: ConnContext) -> str | None:

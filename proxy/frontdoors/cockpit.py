@@ -27,7 +27,7 @@ Cockpit's login page (``login.js``) sends ``GET <UrlRoot>cockpit/login`` with
 5. on cockpit-ws's ``200`` opens certgate's trusted session and adds its ``Set-Cookie``
    (with ``password = upstream`` the password counts as proven only then).
 
-The door decides on the canonical path (``proxy.paths``). It also claims the login path
+The door decides on the canonical path (``proxy.http.paths``). It also claims the login path
 spelt with other letter case or a trailing ``/`` and answers those ``404`` itself.
 
 Without ``Authorization``, ``GET .../cockpit/login`` (the page's automatic login) is answered
@@ -57,8 +57,8 @@ from trust.escape import safe_json, safe_text
 from proxy.frontdoors.access import access_refusal
 from proxy.frontdoors.assertion import assertion_key, mint_assertion
 from proxy.frontdoors.wsframes import LogoutWatcher
-from proxy.messages import ConnContext, Forward, Headers, RequestHead, Response
-from proxy.paths import loose_path
+from proxy.http.messages import ConnContext, Forward, Headers, RequestHead, Response
+from proxy.http.paths import loose_path
 from proxy.stores.interface import LimitReached, StoreError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -186,7 +186,7 @@ class Conversations:
 
 
 class CockpitFrontDoor:
-    """See the module docstring. Built by ``proxy.service`` for routes of kind ``cockpit``."""
+    """See the module docstring. Built by ``proxy.app.service`` for routes of kind ``cockpit``."""
 
     def __init__(self, *, config: "Config", login: "LoginService", sessions: Any, store: Any, clock: Any,
                  audit: Any, nonce: Callable[[], str] | None = None) -> None:

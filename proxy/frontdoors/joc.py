@@ -7,7 +7,7 @@ JOC's own rule itself (``clientCertCN.equals(account)``, exact; ``[trust] mappin
 strips ``user@domain`` / ``DOMAIN\\user`` first, as JOC's two-factor mode does):
 
 0. the door claims every spelling of the login path that JOC might route to its login (the
-   canonical path, see ``proxy.paths``, compared ignoring case and a trailing ``/``) and
+   canonical path, see ``proxy.http.paths``, compared ignoring case and a trailing ``/``) and
    answers ``404`` to every one but the exact ``[joc] login_path``: JOC never sees them;
 
 1. no ``Authorization``: ``420`` (JOC's answer), JOC never called;
@@ -48,8 +48,8 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.python.failure import Failure
 
 from proxy.frontdoors.access import access_refusal
-from proxy.messages import ConnContext, Forward, Headers, RequestHead, Response
-from proxy.paths import same_login_path
+from proxy.http.messages import ConnContext, Forward, Headers, RequestHead, Response
+from proxy.http.paths import same_login_path
 from trust.escape import safe_json
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -93,7 +93,7 @@ def joc_denied(account: str, status: int = 401, message: str = "Access denied",
 
 
 class JocFrontDoor:
-    """See the module docstring. Built by ``proxy.service`` for routes of kind ``joc``."""
+    """See the module docstring. Built by ``proxy.app.service`` for routes of kind ``joc``."""
 
     def __init__(self, *, config: "Config", login: "LoginService", sessions: Any, clock: Any, audit: Any) -> None:
         self._config = config

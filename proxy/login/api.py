@@ -11,7 +11,7 @@ Request: ``{"account": "alice", "password": "...", "totp": "123456", "webauthn":
   missing the body also carries ``"webauthn": {"publicKey": {...}}``: request options whose
   challenge is bound to the account and certificate and valid once;
 - 401 ``{"error": "unauthorized", "message"}`` on any failure (uniform message; certgate's
-  one error shape, :func:`proxy.messages.error_json`);
+  one error shape, :func:`proxy.http.messages.error_json`);
 - 429 + Retry-After when throttled, 503 + Retry-After when too many logins are pending;
 - 400 (bad JSON, with where and why), 403 (cross-site), 405, 415.
 """
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from proxy.login.service import AuthOutcome
 from proxy.login.throttle import StartupRefused
 from proxy.login.web import cross_site, iso
-from proxy.messages import ConnContext, Headers, Local, RequestHead, Response, error_json, json_response
+from proxy.http.messages import ConnContext, Headers, Local, RequestHead, Response, error_json, json_response
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred

@@ -2,13 +2,13 @@
 
 - One account field, prefilled with the account of the connection's certificate; the
   certificate's subject and expiry are shown; a missing or refused certificate is explained in
-  plain words (:mod:`proxy.wording`, the same sentences as every other certgate page) and no
+  plain words (:mod:`proxy.gate.wording`, the same sentences as every other certgate page) and no
   form is offered (the login could not succeed).
 - Step 1 asks for the account and the first factor (the password when a rule needs one);
   step 2, after a partial success, only for what is missing (the account shown, read-only).
 - CSRF: a pre-auth cookie (``__Host-certgate-pre``, random, ``SameSite=Strict``) and a
   per-page token ``HMAC(key, cookie)`` in a hidden field; the POST needs both, plus
-  ``Sec-Fetch-Site``/``Origin`` that are not cross-site (:mod:`proxy.sameorigin`). The page
+  ``Sec-Fetch-Site``/``Origin`` that are not cross-site (:mod:`proxy.gate.sameorigin`). The page
   sends ``Referrer-Policy: same-origin`` so browsers post it with its real ``Origin``.
 - WebAuthn: when the step needs the ``webauthn`` factor the page carries request options
   bound to the account and certificate and one script (:mod:`proxy.login.webauthn_js`,
@@ -26,14 +26,14 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
 
-from proxy import wording
+from proxy.gate import wording
 from proxy.login import factors
 from proxy.login.keys import derive_key
 from proxy.login.service import AuthOutcome
 from proxy.login.web import PRE_COOKIE, CsrfTokens, cross_site, safe_next
 from proxy.login.webauthn_js import SCRIPT_SRC, options_block
-from proxy.messages import ConnContext, Headers, Local, RequestHead, Response
-from proxy.sameorigin import REFERRER_POLICY
+from proxy.http.messages import ConnContext, Headers, Local, RequestHead, Response
+from proxy.gate.sameorigin import REFERRER_POLICY
 from trust.escape import safe_html
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.defer import inlineCallbacks
 
-from proxy import wording
+from proxy.gate import wording
 from proxy.login import factors
 from proxy.login.keys import derive_key, load_secret
 from proxy.login.passwords import PasswordFile, PasswordFileError
@@ -44,7 +44,7 @@ from proxy.stores.interface import LimitReached, StoreError
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred
 
-    from proxy.messages import ConnContext, Headers
+    from proxy.http.messages import ConnContext, Headers
 
 MSG_FAILED = "Authentication failed. Check the account, the password and the code, then try again."
 MSG_CERT = "A valid client certificate for this account is required (check which certificate the browser chose)."
@@ -60,7 +60,7 @@ _CERT_REASONS = frozenset({"no-certificate", "certificate-invalid", "cn-mismatch
 
 
 def _public_message(reason: str, identity: Any) -> str:
-    """The plain-words message for a failed attempt (:mod:`proxy.wording`; uniform for factors)."""
+    """The plain-words message for a failed attempt (:mod:`proxy.gate.wording`; uniform for factors)."""
     if reason == "cn-mismatch":
         return wording.WRONG_ACCOUNT
     if reason in _CERT_REASONS:

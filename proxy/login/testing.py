@@ -12,10 +12,10 @@ from typing import Any, Mapping
 
 from twisted.internet.task import Clock
 
-from proxy.audit import memory_audit
+from proxy.observe.audit import memory_audit
 from proxy.login.passwords import set_password
 from proxy.login.service import LoginService
-from proxy.messages import ConnContext, RequestHead
+from proxy.http.messages import ConnContext, RequestHead
 from proxy.stores.testing import FakeTunnels, make_config, make_identity
 
 FAST_COST = {"n": 2 ** 10, "r": 8, "p": 1}  # tests only: cheap scrypt
@@ -45,7 +45,7 @@ def make_rig(folder: Path, login: Mapping[str, Any] | None = None, *, account_ru
              store: Any = None, rng: Any = None, clock: Clock | None = None,
              webauthn: Mapping[str, Any] | None = None, account_uv: Mapping[str, str] | None = None) -> Rig:
     """A LoginService with ``password = file`` in ``folder`` and ``[login]`` (and ``[webauthn]``) overrides."""
-    from proxy.sessions import SessionManager
+    from proxy.sessions.manager import SessionManager
     from proxy.stores.memory import MemoryStore
 
     folder = Path(folder)
@@ -67,7 +67,7 @@ def make_rig(folder: Path, login: Mapping[str, Any] | None = None, *, account_ru
 
 def head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> RequestHead:
     """A head as the HTTP layer makes it (canonical target; TargetError when it has none)."""
-    from proxy.paths import canonical_target
+    from proxy.http.paths import canonical_target
 
     return RequestHead(method=method, target=canonical_target(target, method), version=b"1.1",
                        headers=list(headers or []))

@@ -1,6 +1,6 @@
 """Small HTTP helpers shared by the login page and the JSON API (pure, no Twisted).
 
-- :func:`cross_site`: the Sec-Fetch-Site / Origin check against login CSRF (:mod:`proxy.sameorigin`);
+- :func:`cross_site`: the Sec-Fetch-Site / Origin check against login CSRF (:mod:`proxy.gate.sameorigin`);
 - :func:`safe_next`: the ``next`` redirect target, same-origin paths only (no open redirect);
 - :class:`CsrfTokens`: a per-page token bound to a pre-auth cookie (HMAC of the cookie's
   random value), so a token is only valid together with the browser's own cookie;
@@ -15,14 +15,14 @@ import hmac
 import secrets
 from urllib.parse import urlsplit
 
-from proxy.messages import ConnContext, RequestHead
-from proxy.sameorigin import cross_site as _cross_site
+from proxy.http.messages import ConnContext, RequestHead
+from proxy.gate.sameorigin import cross_site as _cross_site
 
 PRE_COOKIE = "__Host-certgate-pre"
 
 
 def cross_site(head: RequestHead, conn: ConnContext) -> str | None:
-    """Why the request looks cross-site, or None: :func:`proxy.sameorigin.cross_site` on ``conn``'s scheme."""
+    """Why the request looks cross-site, or None: :func:`proxy.gate.sameorigin.cross_site` on ``conn``'s scheme."""
     return _cross_site(head, conn.scheme)
 
 

@@ -28,7 +28,7 @@ def _when(t: float | None) -> str:
 
 def _audit(cfg: Any, account: str, removed: list[Any]) -> None:
     """One ``webauthn``/``remove`` record per removed key, in the gateway's audit log."""
-    from proxy.audit import Audit
+    from proxy.observe.audit import Audit
 
     audit = Audit.open(cfg.audit.file)  # as the gateway and `certgate sessions` open it
     try:

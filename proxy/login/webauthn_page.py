@@ -25,7 +25,7 @@ from proxy.login.throttle import keys_for
 from proxy.login.web import PRE_COOKIE, CsrfTokens, cross_site
 from proxy.login.webauthn import WebAuthnError
 from proxy.login.webauthn_js import options_block
-from proxy.messages import ConnContext, Headers, Local, RequestHead, Response
+from proxy.http.messages import ConnContext, Headers, Local, RequestHead, Response
 from trust.escape import safe_html
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -96,7 +96,7 @@ class EnrolPage:
     def _page(self, status: int, title: str, body: str, headers: Headers | None = None, close: bool = False
               ) -> Response:
         from proxy.login.pages import _SHELL, CSS, CSP, CSP_WEBAUTHN
-        from proxy.sameorigin import REFERRER_POLICY
+        from proxy.gate.sameorigin import REFERRER_POLICY
 
         csp = CSP_WEBAUTHN if 'id="webauthn-options"' in body else CSP
         hs: Headers = [(b"Content-Type", b"text/html; charset=utf-8"), (b"Cache-Control", b"no-store"),

@@ -5,7 +5,7 @@ safe across restarts (failure counters, last used TOTP step, single-use ids). Ev
 is atomic on its own: ``update`` is a read-modify-write that cannot interleave with another
 ``update`` of the same record, ``use_totp_step`` and ``consume_once`` are compare-and-set.
 
-Stores do not interpret session times (the :class:`proxy.sessions.SessionManager` does);
+Stores do not interpret session times (the :class:`proxy.sessions.manager.SessionManager` does);
 they only drop records whose ``expire_at`` hint (see :func:`record_expiry`) has passed, to
 bound their size. Times are epoch seconds from the injected clock, never read here.
 Each store has two faces: :class:`IBlockingStore` (an *engine*, for the command line tools

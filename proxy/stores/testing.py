@@ -2,7 +2,7 @@
 
 - :class:`FakeVerdict` stands in for ``trust.verify.Verdict`` (ok, fingerprint, subject ...);
 - :func:`make_identity` builds a ``ConnectionIdentity`` (valid, invalid, or no certificate);
-- :class:`FakeTunnels` records ``close_session`` calls like ``proxy.tunnel.TunnelRegistry``;
+- :class:`FakeTunnels` records ``close_session`` calls like ``proxy.http.tunnel.TunnelRegistry``;
 - :func:`make_config` builds a ``proxy.config.Config`` from schema defaults plus overrides,
   without files (the TLS key/cert paths are dummies).
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from proxy.identity import ConnectionIdentity, anonymous
+from proxy.listener.identity import ConnectionIdentity, anonymous
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def make_config(sections: Mapping[str, Mapping[str, Any]] | None = None, *,
     Values are taken as already parsed (no validation here).
     """
     from proxy.config import SCHEMA, Config, Section, _route
-    from proxy.presence_rules import derive_defaults
+    from proxy.sessions.presence_rules import derive_defaults
 
     base = Path(base_dir)
     vals: dict[str, dict[str, Any]] = {}

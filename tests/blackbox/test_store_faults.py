@@ -134,7 +134,7 @@ def test_redis_paused_killed_and_restarted(tmp_path, pki):
             from proxy.stores.redis import RedisEngine
 
             engine = RedisEngine(srv.url)
-            sid = __import__("proxy.sessions", fromlist=["x"]).session_id_for(cookie.split("=", 1)[1])
+            sid = __import__("proxy.sessions.manager", fromlist=["x"]).session_id_for(cookie.split("=", 1)[1])
             before = engine.get(sid)
             fails = engine.failures("account:alice", time.time(), 900)
             engine.close()

@@ -1,4 +1,4 @@
-"""A deterministic harness for proxy.http1: StringTransports, a MemoryReactorClock, a fake gate.
+"""A deterministic harness for proxy.http.connection: StringTransports, a MemoryReactorClock, a fake gate.
 
 The client connection and every upstream connection are ``StringTransport``s; the real
 ``UpstreamPools``/``Pool`` connect through ``MemoryReactorClock.connectTCP`` and the test
@@ -13,11 +13,11 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
-from proxy.http1 import GatewayProtocol, PlainGatewayFactory
-from proxy.identity import ConnectionIdentity
-from proxy.messages import Forward
-from proxy.tunnel import TunnelRegistry
-from proxy.upstream import UpstreamConnection, UpstreamPools
+from proxy.http.connection import GatewayProtocol, PlainGatewayFactory
+from proxy.listener.identity import ConnectionIdentity
+from proxy.http.messages import Forward
+from proxy.http.tunnel import TunnelRegistry
+from proxy.http.upstream import UpstreamConnection, UpstreamPools
 from tests.support_http import make_config
 
 

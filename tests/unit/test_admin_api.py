@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import pytest
 from twisted.internet.task import Clock
 
-from proxy.admin import AdminAPI, admin_service, read_token
-from proxy.audit import memory_audit
-from proxy.metrics import Metrics
-from proxy.sessions import SessionManager
+from proxy.ops.admin import AdminAPI, admin_service, read_token
+from proxy.observe.audit import memory_audit
+from proxy.observe.metrics import Metrics
+from proxy.sessions.manager import SessionManager
 from proxy.stores.interface import StoreError
 from proxy.stores.memory import MemoryStore
 from twisted.internet.defer import fail
@@ -140,7 +140,7 @@ def test_refused_handshakes_are_summed_per_source_and_reason() -> None:
     """A flood of refusals gives one audit record per (source, reason) per interval, bounded in number."""
     from twisted.internet.task import Clock
 
-    from proxy.audit import RefusalDigest, memory_audit
+    from proxy.observe.audit import RefusalDigest, memory_audit
 
     clock = Clock()
     clock.advance(1_800_000_000)
@@ -171,8 +171,8 @@ def test_every_certgate_json_error_has_the_one_shape() -> None:
     import json
 
     from proxy.login.api import error as api_error
-    from proxy.messages import error_json
-    from proxy.presence import _login_401, _method_not_allowed
+    from proxy.http.messages import error_json
+    from proxy.sessions.presence import _login_401, _method_not_allowed
 
     bodies = [json.loads(api_error(401, "nope").body), json.loads(error_json(503, "later").body),
               json.loads(_method_not_allowed(b"GET").body)]
@@ -180,7 +180,7 @@ def test_every_certgate_json_error_has_the_one_shape() -> None:
         def clear_cookie_headers(self) -> list:
             return []
     bodies.append(json.loads(_login_401("session-ended", _S()).body))  # type: ignore[arg-type]
-    from proxy.admin import AdminAPI
+    from proxy.ops.admin import AdminAPI
 
     api = AdminAPI(sessions=None, metrics=None, health=lambda: (True, None), token="t" * 20)
     for method, path in ((b"GET", b"/sessions"), (b"GET", b"/nowhere")):

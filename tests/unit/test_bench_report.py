@@ -147,16 +147,16 @@ def test_interference_names_the_busy_phases() -> None:
 def test_profile_ranks_self_time_by_area_and_function() -> None:
     collapsed = (
         "process 1:\"certgate\";run (twisted/internet/base.py:686);doRead (twisted/internet/tcp.py:285) 50\n"
-        "process 1:\"certgate\";run (twisted/internet/base.py:686);feed (proxy/http1.py:288);"
+        "process 1:\"certgate\";run (twisted/internet/base.py:686);feed (proxy/http/connection.py:288);"
         "recv (OpenSSL/SSL.py:2356) 30\n"
-        "process 1:\"certgate\";run (twisted/internet/base.py:686);feed (proxy/http1.py:288) 20\n"
+        "process 1:\"certgate\";run (twisted/internet/base.py:686);feed (proxy/http/connection.py:288) 20\n"
     )
     prof = profile.top_frames(collapsed)
     assert prof["samples"] == 100
     assert prof["areas"][0] == ("Twisted reactor, TCP, syscalls", 50.0)
     assert ("pyOpenSSL/OpenSSL calls", 30.0) in prof["areas"]
-    assert ("certgate proxy/http1.py", 20.0) in prof["areas"]
-    assert prof["inclusive_certgate"] == [("feed (proxy/http1.py:288)", 50.0)]
+    assert ("certgate proxy/http/connection.py", 20.0) in prof["areas"]
+    assert prof["inclusive_certgate"] == [("feed (proxy/http/connection.py:288)", 50.0)]
 
 
 def test_ports_are_distinct_and_below_the_ephemeral_range() -> None:

@@ -10,7 +10,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from proxy import cli
+from proxy.app import cli
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -111,7 +111,7 @@ def test_twistd_requires_config() -> None:
     """`twistd certgate` without --config is a usage error."""
     from twisted.python import usage
 
-    from proxy.tap import Options
+    from proxy.app.tap import Options
 
     with pytest.raises(usage.UsageError):
         Options().parseOptions([])
@@ -123,7 +123,7 @@ def test_demo_upstream_echoes_and_logs_what_it_received(capsys: pytest.CaptureFi
 
     from twisted.web.test.requesthelper import DummyRequest
 
-    from proxy.demo import echo_resource
+    from proxy.app.demo import echo_resource
 
     req = DummyRequest([b"reports"])
     req.uri = b"/reports?<x>"

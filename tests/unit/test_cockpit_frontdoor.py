@@ -12,16 +12,16 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from proxy import wording
-from proxy.audit import memory_audit
+from proxy.gate import wording
+from proxy.observe.audit import memory_audit
 from proxy.config import ConfigError
 from proxy.frontdoors.assertion import assertion_key, verify_assertion
 from proxy.frontdoors.cockpit import CockpitFrontDoor, normalize_root, strip_cockpit_cookies
 from proxy.login.passwords import set_password
 from proxy.login.service import LoginService
 from proxy.login.totp import TotpSecrets
-from proxy.messages import ConnContext, Forward, RequestHead, Response
-from proxy.sessions import SessionManager
+from proxy.http.messages import ConnContext, Forward, RequestHead, Response
+from proxy.sessions.manager import SessionManager
 from proxy.stores.memory import MemoryStore
 from proxy.stores.testing import FakeTunnels, make_config, make_identity
 from tests.reactor_thread import Blocking, resolve
@@ -436,7 +436,7 @@ def test_pending_conversation_is_continued_by_another_process_through_the_store(
 # ------------------------------------------------------------------ navigations without a session
 
 def _gate_decide(e: Env, target: bytes, headers: Any = (), ident: Any = None, upgrade: bool = False) -> Any:
-    from proxy.gate import Gate
+    from proxy.gate.decide import Gate
 
     gate = Gate(config=e.cfg, sessions=e.mgr, clock=e.clock, audit=e.audit, endpoints={}, front_doors=[e.door])
     head = RequestHead(b"GET", target, b"1.1", [(b"Host", b"gw.example")] + list(headers), upgrade=upgrade)
@@ -505,7 +505,7 @@ def test_access_rules_apply_to_the_login_page_at_any_path(tmp_path) -> None:
 
 
 def test_certificate_problems_in_the_same_words_as_certgates_pages(tmp_path) -> None:
-    """Cockpit's login page shows a 403's reason phrase: the sentences of proxy.wording."""
+    """Cockpit's login page shows a 403's reason phrase: the sentences of proxy.gate.wording."""
     e = Env(tmp_path)
     r = e.decide(headers=basic("alice", PW), ident=make_identity(presented=False))
     assert r.status == 403 and r.reason == wording.NO_CERTIFICATE.encode()

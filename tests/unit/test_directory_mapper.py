@@ -1,4 +1,4 @@
-"""proxy.directory.DirectoryMapper on a Clock, and how a lookup gates a TLS connection.
+"""proxy.listener.directory.DirectoryMapper on a Clock, and how a lookup gates a TLS connection.
 
 The blocking search is replaced by a function whose answers the test controls; the real
 ldap3 client against a real slapd is in tests/blackbox/test_directory_gateway.py.
@@ -14,11 +14,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from proxy.config import SCHEMA, Section
-from proxy.directory import DirectoryMapper
-from proxy.identity import ConnectionIdentity
-from proxy.ldap_client import DirectoryError
-from proxy.reload import TrustState
-from proxy.tls import LiveServerTLS
+from proxy.listener.directory import DirectoryMapper
+from proxy.listener.identity import ConnectionIdentity
+from proxy.listener.ldap_client import DirectoryError
+from proxy.listener.reload import TrustState
+from proxy.listener.tls import LiveServerTLS
 from tests.tls_support import I, ClientTLS, TlsPki, connect, make_config
 from trust import certinfo
 from trust.directory import DirectoryEntry

@@ -58,7 +58,7 @@ def test_safe_text_is_reversible(text: str) -> None:
 # ---- sinks -----------------------------------------------------------------------------
 
 def test_operational_log_sink() -> None:
-    from proxy.logs import EscapingObserver, text_observer
+    from proxy.observe.logs import EscapingObserver, text_observer
 
     buf = io.StringIO()
     log = Logger(namespace="certgate", observer=LogPublisher(EscapingObserver(text_observer(buf))))
@@ -70,7 +70,7 @@ def test_operational_log_sink() -> None:
 
 
 def test_audit_log_sink() -> None:
-    from proxy.audit import Audit
+    from proxy.observe.audit import Audit
 
     buf = io.StringIO()
     Audit(buf, now=lambda: 1.0).record("login", "deny", "certificate-invalid", account=EVIL, path="/" + EVIL,
@@ -93,8 +93,8 @@ def test_cockpit_auth_stderr_sink(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_gate_error_page_sink() -> None:
-    from proxy.gate import error_page
-    from proxy.messages import RequestHead
+    from proxy.gate.decide import error_page
+    from proxy.http.messages import RequestHead
 
     html_head = RequestHead(b"GET", b"/", b"1.1", [(b"accept", b"text/html")])
     page = error_page(html_head, 403, "code<" + EVIL, "Title " + EVIL, "message <b>" + EVIL).body.decode()
@@ -114,15 +114,15 @@ def test_login_page_escapes_the_certificate() -> None:
 def test_json_sinks(sink: str) -> None:
     obj: dict[str, Any] = {"account": EVIL, "subject": "CN=" + EVIL, "sans": [EVIL], EVIL: 1, "n": 2, "ok": True}
     if sink == "messages":
-        from proxy.messages import json_response
+        from proxy.http.messages import json_response
 
         body = json_response(200, obj).body
     elif sink == "admin":
-        from proxy.admin import _json
+        from proxy.ops.admin import _json
 
         body = _json(200, obj).body
     else:
-        from proxy.presence import _json as presence_json
+        from proxy.sessions.presence import _json as presence_json
 
         body = presence_json(200, obj).body
     assert raw_controls(json.dumps(json.loads(body), ensure_ascii=False)) == []
@@ -144,7 +144,7 @@ def test_front_door_answers_escape_account_and_reason_phrase() -> None:
 
 
 def test_sessions_cli_table_escapes_accounts() -> None:
-    from proxy.sessions_cli import _table
+    from proxy.ops.sessions_cli import _table
 
     row = {"id": "a" * 64, "account": EVIL, "fingerprint": "f" * 64, "created_at": 0, "proved_at": 0,
            "ends_at": 0, "trusted": False, "client_ip": "10.0.0.1\x1b[2J", "state": "live", "end_reason": None}
@@ -160,7 +160,7 @@ def test_cockpit_auth_user_check_refuses_a_nul_name_without_a_traceback() -> Non
 
 
 def test_access_log_strings() -> None:
-    from proxy.accesslog import _s
+    from proxy.observe.accesslog import _s
 
     encoded = _s(EVIL)
     assert encoded.isascii() and json.loads(encoded) == safe_text(EVIL) and _s(None) == "null"

@@ -18,8 +18,8 @@ from urllib.parse import unquote_to_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.messages import Response
-from proxy.paths import TargetError, _normalise, _remove_dots, canonical_path, canonical_target, same_login_path, \
+from proxy.http.messages import Response
+from proxy.http.paths import TargetError, _normalise, _remove_dots, canonical_path, canonical_target, same_login_path, \
     split_target
 from tests.joc_emulator import jetty_path
 from tests.path_spellings import JOC_LOGIN

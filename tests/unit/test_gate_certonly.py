@@ -6,12 +6,12 @@ import json
 
 from twisted.internet.task import Clock
 
-from proxy import wording
-from proxy.audit import memory_audit
-from proxy.gate import Gate
-from proxy.messages import ConnContext, Forward, RequestHead, Response
-from proxy.metrics import Metrics
-from proxy.paths import canonical_target
+from proxy.gate import wording
+from proxy.observe.audit import memory_audit
+from proxy.gate.decide import Gate
+from proxy.http.messages import ConnContext, Forward, RequestHead, Response
+from proxy.observe.metrics import Metrics
+from proxy.http.paths import canonical_target
 from proxy.stores.testing import make_config, make_identity
 
 HTML = [(b"Accept", b"text/html,application/xhtml+xml")]

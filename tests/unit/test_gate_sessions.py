@@ -6,11 +6,11 @@ import json
 
 from twisted.internet.task import Clock
 
-from proxy.audit import memory_audit
-from proxy.gate import Gate
-from proxy.messages import ConnContext, Forward, RequestHead, Response
-from proxy.presence import HtmlInjector, inject_presence_script, presence_script, should_inject
-from proxy.sessions import SessionManager
+from proxy.observe.audit import memory_audit
+from proxy.gate.decide import Gate
+from proxy.http.messages import ConnContext, Forward, RequestHead, Response
+from proxy.sessions.presence import HtmlInjector, inject_presence_script, presence_script, should_inject
+from proxy.sessions.manager import SessionManager
 from proxy.stores.interface import StoreError
 from proxy.stores.memory import MemoryStore
 from proxy.stores.testing import FakeTunnels, make_config, make_identity

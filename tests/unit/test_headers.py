@@ -1,4 +1,4 @@
-"""Header hygiene (proxy.headers): identity headers stripped in every spelling, then ours set."""
+"""Header hygiene (proxy.http.headers): identity headers stripped in every spelling, then ours set."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.headers import (HeaderPolicy, HeaderValueError, certgate_headers, clean_request_headers,
+from proxy.http.headers import (HeaderPolicy, HeaderValueError, certgate_headers, clean_request_headers,
                            clean_response_headers, client_cert_value, connection_tokens, normalise)
-from proxy.identity import anonymous
+from proxy.listener.identity import anonymous
 
 POLICY = HeaderPolicy.from_config(SimpleNamespace(account="X-Remote-User", forwarded=True, client_cert=True,
                                                   strip=["X-Internal-Token"], preserve_host=True))

@@ -1,4 +1,4 @@
-"""proxy._fastwrite: direct sends only when nothing is queued; the rest goes through Twisted."""
+"""proxy.http.fastwrite: direct sends only when nothing is queued; the rest goes through Twisted."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from twisted.internet import tcp
 from twisted.internet.testing import StringTransport
 
-from proxy._fastwrite import direct_writer, install
+from proxy.http.fastwrite import direct_writer, install
 
 
 class _Reactor:

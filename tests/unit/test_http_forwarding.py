@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from proxy.messages import Forward
-from proxy.tunnel import close_frame, ws_accept
+from proxy.http.messages import Forward
+from proxy.http.tunnel import close_frame, ws_accept
 from tests.support_http import ws_frame
 from tests.unit._http_harness import Harness
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet.defer import Deferred
 
-from proxy.messages import Forward, Local, Response, json_response, text_response
+from proxy.http.messages import Forward, Local, Response, json_response, text_response
 from tests.unit._http_harness import Harness
 
 OK2 = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
@@ -428,8 +428,8 @@ def test_expect_other_417_and_too_large_413() -> None:
 
 def test_counters_and_metrics_gauges() -> None:
     """counters follow requests/errors; a Metrics registry reads them at scrape time."""
-    from proxy.http1 import GatewayFactory
-    from proxy.metrics import Metrics
+    from proxy.http.connection import GatewayFactory
+    from proxy.observe.metrics import Metrics
     from tests.unit._http_harness import identity
 
     h = Harness()

@@ -15,11 +15,11 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test.iosim import FakeTransport, connectedServerAndClient
 from zope.interface import implementer
 
-from proxy.http1 import GatewayFactory
-from proxy.identity import ConnectionIdentity
-from proxy.messages import text_response
-from proxy.tunnel import TunnelRegistry
-from proxy.upstream import UpstreamPools
+from proxy.http.connection import GatewayFactory
+from proxy.listener.identity import ConnectionIdentity
+from proxy.http.messages import text_response
+from proxy.http.tunnel import TunnelRegistry
+from proxy.http.upstream import UpstreamPools
 from tests.support_http import make_config
 from trust import issue as I
 

@@ -11,13 +11,13 @@ import pyotp
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from proxy.audit import memory_audit
+from proxy.observe.audit import memory_audit
 from proxy.frontdoors.joc import JocFrontDoor, decode_joc_basic
 from proxy.login.passwords import set_password
 from proxy.login.service import LoginService
 from proxy.login.totp import TotpSecrets
-from proxy.messages import ConnContext, Forward, RequestHead, Response
-from proxy.sessions import SessionManager
+from proxy.http.messages import ConnContext, Forward, RequestHead, Response
+from proxy.sessions.manager import SessionManager
 from proxy.stores.memory import MemoryStore
 from proxy.stores.testing import FakeTunnels, make_config, make_identity
 from tests.reactor_thread import Blocking, resolve

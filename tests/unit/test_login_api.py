@@ -8,7 +8,7 @@ import pytest
 from tests.reactor_thread import resolve
 from proxy.login.testing import head, make_rig
 from proxy.login.totp import TotpSecrets
-from proxy.messages import Local, Response
+from proxy.http.messages import Local, Response
 
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 JSON = (b"Content-Type", b"application/json")
@@ -153,7 +153,7 @@ def test_async_password_check_runs_in_thread(tmp_path):
 
 
 def test_login_duration_histogram_by_result(rig):
-    from proxy.metrics import Metrics
+    from proxy.observe.metrics import Metrics
 
     m = Metrics()
     rig.login.use_metrics(m)

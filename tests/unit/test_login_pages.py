@@ -8,11 +8,11 @@ from urllib.parse import urlencode
 import pyotp
 import pytest
 
-from proxy import wording
+from proxy.gate import wording
 from proxy.login.testing import head, make_rig
 from proxy.login.totp import TotpSecrets
 from proxy.login.web import PRE_COOKIE, safe_next
-from proxy.messages import ConnContext, Local, Response
+from proxy.http.messages import ConnContext, Local, Response
 from trust import issue
 
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"

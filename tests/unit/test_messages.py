@@ -1,6 +1,6 @@
-"""proxy.messages: the request head helpers the gate relies on."""
+"""proxy.http.messages: the request head helpers the gate relies on."""
 
-from proxy.messages import RequestHead
+from proxy.http.messages import RequestHead
 
 
 def _head(*cookies: bytes) -> RequestHead:

@@ -1,4 +1,4 @@
-"""proxy.ocsp.OcspChecker with an injected Clock: deadline, shared fetches, cache, accounting.
+"""proxy.listener.ocsp.OcspChecker with an injected Clock: deadline, shared fetches, cache, accounting.
 
 The fetcher here is a recording double (the real HTTP path is exercised against `openssl
 ocsp` in tests/blackbox/test_ocsp_gateway.py); the responses it returns are real, signed
@@ -14,9 +14,9 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 
-from proxy.audit import memory_audit
-from proxy.metrics import Metrics
-from proxy.ocsp import HTTPStatusError, OcspChecker
+from proxy.observe.audit import memory_audit
+from proxy.observe.metrics import Metrics
+from proxy.listener.ocsp import HTTPStatusError, OcspChecker
 from tests.ocsp_support import make_response
 from trust import issue as I
 from trust import ocsp as O

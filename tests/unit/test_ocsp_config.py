@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from proxy.service import preflight
+from proxy.app.service import preflight
 from tests.tls_support import TlsPki, make_config
 
 
@@ -72,7 +72,7 @@ def test_ocsp_timeout_must_be_below_the_handshake_deadline(tmp_path: Path) -> No
 
 def test_every_ocsp_reason_has_plain_words() -> None:
     """The want-mode page says each OCSP refusal in plain words (never "could not be verified")."""
-    from proxy import wording
+    from proxy.gate import wording
     from trust.ocsp import ERROR_CODES
 
     for code in ("ocsp-revoked", "ocsp-unknown", *ERROR_CODES):

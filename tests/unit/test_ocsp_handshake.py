@@ -15,9 +15,9 @@ from OpenSSL import SSL
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from proxy.ocsp import OcspChecker
-from proxy.reload import TrustState
-from proxy.tls import LiveServerTLS
+from proxy.listener.ocsp import OcspChecker
+from proxy.listener.reload import TrustState
+from proxy.listener.tls import LiveServerTLS
 from tests.ocsp_support import make_response
 from tests.tls_support import I, ClientTLS, TlsPki, connect, make_config
 

@@ -1,4 +1,4 @@
-"""proxy.ops / proxy.logfiles / proxy.sdnotify / proxy.accesslog, in memory with a Clock."""
+"""proxy.observe.wiring / proxy.observe.logfiles / proxy.app.sdnotify / proxy.observe.accesslog, in memory with a Clock."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from pathlib import Path
 from twisted.internet.task import Clock
 from twisted.logger import Logger
 
-from proxy.accesslog import rfc3339
-from proxy.logfiles import LogFile, reopen_all
-from proxy.ops import ExpiryWarner, expiry_lines
-from proxy.reload import TrustState
-from proxy.sdnotify import notify, watchdog_interval
+from proxy.observe.accesslog import rfc3339
+from proxy.observe.logfiles import LogFile, reopen_all
+from proxy.observe.wiring import ExpiryWarner, expiry_lines
+from proxy.listener.reload import TrustState
+from proxy.app.sdnotify import notify, watchdog_interval
 from tests.tls_support import I, TlsPki, make_config
 
 
@@ -86,7 +86,7 @@ def test_metrics_registry_names_kinds_and_parser() -> None:
     import pytest
     from prometheus_client.parser import text_string_to_metric_families
 
-    from proxy.metrics import Metrics
+    from proxy.observe.metrics import Metrics
 
     m = Metrics()
     c = m.counter("things_total", "Things", ("kind",))

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred
 
-from proxy.gate import Gate
-from proxy.messages import ConnContext, Forward, RequestHead, Response
+from proxy.gate.decide import Gate
+from proxy.http.messages import ConnContext, Forward, RequestHead, Response
 from proxy.stores.testing import make_identity
 from tests.joc_emulator import jetty_path
 from tests.path_spellings import CLASSES, COCKPIT_LOGIN, COCKPIT_SPELLINGS, JOC_LOGIN, JOC_SPELLINGS, canonical, \
@@ -136,8 +136,8 @@ def test_not_a_login_spelling_is_not_claimed_and_the_session_forwards_it(tmp_pat
 def test_routes_and_certgate_endpoints_decide_on_the_canonical_path() -> None:
     from twisted.internet.task import Clock
 
-    from proxy.audit import memory_audit
-    from proxy.paths import canonical_target
+    from proxy.observe.audit import memory_audit
+    from proxy.http.paths import canonical_target
     from tests.support_http import make_config as http_config
 
     cfg = http_config("http://cockpit.test:9090", {"listen": {"client_auth": "none"}},

@@ -1,4 +1,4 @@
-"""proxy._reactor: direct event dispatch keeps Twisted's failure handling."""
+"""proxy.app.reactor: direct event dispatch keeps Twisted's failure handling."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ def test_direct_reactor_dispatches_and_survives_a_failing_handler() -> None:
     """A handler that raises is logged; the loop goes on and serves the next event."""
     code = textwrap.dedent("""
         import socket, sys
-        from proxy._reactor import DirectEPollReactor, install
+        from proxy.app.reactor import DirectEPollReactor, install
         reactor = install()
         assert isinstance(reactor, DirectEPollReactor)
         from twisted.internet import protocol

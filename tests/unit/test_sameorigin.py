@@ -1,4 +1,4 @@
-"""The one CSRF rule (proxy.sameorigin), and that every endpoint that checks it gives the same answer.
+"""The one CSRF rule (proxy.gate.sameorigin), and that every endpoint that checks it gives the same answer.
 
 Header combinations are what each browser sends for a same-origin form post or fetch
 (measured for Chromium; Firefox and Safari from their Fetch Metadata / Origin behaviour),
@@ -14,8 +14,8 @@ import pytest
 
 from proxy.login.testing import head, make_rig
 from proxy.login.web import PRE_COOKIE
-from proxy.messages import Local, Response
-from proxy.sameorigin import REFERRER_POLICY, cross_site
+from proxy.http.messages import Local, Response
+from proxy.gate.sameorigin import REFERRER_POLICY, cross_site
 from tests.reactor_thread import resolve
 
 HOST = (b"Host", b"gw.example")
@@ -107,14 +107,14 @@ def _api_post(rig, headers):
 
 
 def _logout_post(rig, headers):
-    from proxy.presence import session_endpoints
+    from proxy.sessions.presence import session_endpoints
 
     ep = session_endpoints(rig.sessions)["/.certgate/logout"]
     return resolve(ep(head(b"POST", b"/.certgate/logout", list(headers)), rig.conn("alice"))).status
 
 
 def _trusted_post(rig, headers):
-    from proxy.presence import session_endpoints
+    from proxy.sessions.presence import session_endpoints
 
     ep = session_endpoints(rig.sessions)["/.certgate/api/trusted-session"]
     return resolve(ep(head(b"POST", b"/.certgate/api/trusted-session", list(headers)), rig.conn("alice"))).status

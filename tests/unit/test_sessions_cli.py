@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from proxy.sessions_cli import main
+from proxy.ops.sessions_cli import main
 from proxy.stores.interface import SessionRecord
 from proxy.stores.sqlite import SQLiteEngine as SQLiteStore  # the CLI's blocking face
 from tests.sessions_support import Pki, write_config

@@ -8,10 +8,10 @@ import re
 import pytest
 from twisted.internet.task import Clock
 
-from proxy.audit import memory_audit
-from proxy.messages import RequestHead
-from proxy.metrics import Metrics
-from proxy.sessions import SessionManager, session_id_for
+from proxy.observe.audit import memory_audit
+from proxy.http.messages import RequestHead
+from proxy.observe.metrics import Metrics
+from proxy.sessions.manager import SessionManager, session_id_for
 from proxy.stores.memory import MemoryStore
 from proxy.stores.testing import FakeTunnels, make_config, make_identity
 from tests.reactor_thread import Blocking, resolve
@@ -375,7 +375,7 @@ def test_certificate_expiry_ends_the_session(tmp_path):
 
 
 def test_ws04_real_tunnel_registry_closed_at_5_minutes_and_1_hour():
-    from proxy.tunnel import TunnelRegistry
+    from proxy.http.tunnel import TunnelRegistry
 
     class Tunnel:
         def __init__(self):
@@ -406,7 +406,7 @@ def test_ws04_real_tunnel_registry_closed_at_5_minutes_and_1_hour():
 
 def test_live_sessions_gauge_counts_the_store():
     """certgate_sessions_live: open sessions that are neither ended nor past their end."""
-    from proxy.ops import live_sessions
+    from proxy.observe.wiring import live_sessions
 
     w = World(grace=300)
     w.at(1000)

@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
-from proxy.audit import memory_audit
-from proxy.sessions import SessionManager
+from proxy.observe.audit import memory_audit
+from proxy.sessions.manager import SessionManager
 from proxy.stores.memory import MemoryStore
 from tests.reactor_thread import Blocking
 from proxy.stores.testing import FakeTunnels, make_config, make_identity

@@ -6,7 +6,7 @@ import json
 import shutil
 import subprocess
 
-from proxy.presence import presence_script
+from proxy.sessions.presence import presence_script
 
 HARNESS = r"""
 const out = {fetches: [], intervals: [], assigned: [], events: [], listeners: []};

@@ -7,7 +7,7 @@ import threading
 import pytest
 from twisted.internet.task import Clock
 
-from proxy.metrics import Metrics
+from proxy.observe.metrics import Metrics
 from proxy.stores import StoreError
 from proxy.stores.asynchronous import ThreadedStore
 from tests.blackbox import wait_for

@@ -17,10 +17,10 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test.iosim import FakeTransport, connectedServerAndClient
 from zope.interface import implementer
 
-from proxy.http1 import GatewayFactory
-from proxy.messages import Response
-from proxy.reload import TrustState
-from proxy.tls import LiveServerTLS, identify
+from proxy.http.connection import GatewayFactory
+from proxy.http.messages import Response
+from proxy.listener.reload import TrustState
+from proxy.listener.tls import LiveServerTLS, identify
 from tests.tls_support import CLIENT_ADDR, SERVER_ADDR, I, ClientTLS, TlsPki, make_config
 
 

@@ -12,9 +12,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID as EKU
 from OpenSSL import SSL
 from twisted.internet.task import Clock
 
-from proxy.identity import ConnectionIdentity
-from proxy.reload import TrustState
-from proxy.tls import LiveServerTLS, handshake_record
+from proxy.listener.identity import ConnectionIdentity
+from proxy.listener.reload import TrustState
+from proxy.listener.tls import LiveServerTLS, handshake_record
 from tests.tls_support import I, ClientTLS, TlsPki, connect, make_config
 
 MODES = ("need", "want", "none")
@@ -314,9 +314,9 @@ def test_expiry_during_clock_time(tmp_path: Path) -> None:
 def test_a_resumed_handshake_never_counts_as_presented(pki: TlsPki, clock: Clock,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Safety net behind "resumption off": were a session ever resumed, no certificate is proved."""
-    import proxy.tls
+    import proxy.listener.tls
 
-    monkeypatch.setattr(proxy.tls, "_session_reused", lambda conn: True)
+    monkeypatch.setattr(proxy.listener.tls, "_session_reused", lambda conn: True)
     _, want = listener(pki, clock, "want")
     c = connect(want, ClientTLS.presenting(pki, pki.client("alice")), clock)
     assert c.identity is not None and not c.identity.presented and c.identity.full_handshake is False

@@ -12,9 +12,9 @@ from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
-from proxy._tls_context import CONTEXT_OPTIONS
-from proxy.reload import TrustState
-from proxy.tls import LiveServerTLS
+from proxy.listener.context import CONTEXT_OPTIONS
+from proxy.listener.reload import TrustState
+from proxy.listener.tls import LiveServerTLS
 from tests.tls_support import I, ClientTLS, TlsPki, connect, make_config
 
 

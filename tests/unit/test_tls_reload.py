@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
-from proxy._tls_context import TLSConfigError
-from proxy.reload import TrustState
-from proxy.tls import LiveServerTLS, revalidate
+from proxy.listener.context import TLSConfigError
+from proxy.listener.reload import TrustState
+from proxy.listener.tls import LiveServerTLS, revalidate
 from tests.tls_support import I, ClientTLS, Conn, TlsPki, connect, make_config
 from trust.store import TrustStoreError
 

@@ -1,4 +1,4 @@
-"""The socket-level TLS transport (proxy._tls_socket) on real loopback sockets.
+"""The socket-level TLS transport (proxy.listener.transport) on real loopback sockets.
 
 A private epoll reactor (not the global one) runs in the test thread, driven by
 ``spin(condition)`` with a deadline; each client is a blocking stdlib ``ssl`` socket in a
@@ -21,9 +21,9 @@ from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
-from proxy import _tls_socket
-from proxy.reload import TrustState
-from proxy.tls import LiveServerTLS, identify
+from proxy.listener import transport as _tls_socket
+from proxy.listener.reload import TrustState
+from proxy.listener.tls import LiveServerTLS, identify
 from tests.tls_support import TlsPki, make_config
 
 

@@ -1,4 +1,4 @@
-"""WebSocket tunnel pieces (proxy.tunnel): accept check, frame tracking, close frames, registry."""
+"""WebSocket tunnel pieces (proxy.http.tunnel): accept check, frame tracking, close frames, registry."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import struct
 
 from twisted.internet.task import Clock
 
-from proxy.tunnel import (FrameTracker, TunnelRegistry, WebSocketTunnel, close_frame, valid_ws_key,
+from proxy.http.tunnel import (FrameTracker, TunnelRegistry, WebSocketTunnel, close_frame, valid_ws_key,
                           ws_accept)
 from tests.support_http import ws_frame
 

@@ -1,4 +1,4 @@
-"""Upstream pool (proxy.upstream): limits, idle reuse, waiting, failures — MemoryReactor only."""
+"""Upstream pool (proxy.http.upstream): limits, idle reuse, waiting, failures — MemoryReactor only."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from twisted.internet.error import ConnectionDone, ConnectionRefusedError, Timeo
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
-from proxy.upstream import UpstreamPools
+from proxy.http.upstream import UpstreamPools
 from tests.support_http import make_config
 from tests.unit._http_harness import Transport
 

@@ -21,7 +21,7 @@ from proxy.login.web import PRE_COOKIE
 from proxy.login.webauthn_creds import CredentialFile
 from proxy.login.webauthn_js import SCRIPT_SRC
 from proxy.login.webauthn_page import WEBAUTHN_PATH, EnrolPage
-from proxy.messages import ConnContext, Local, Response
+from proxy.http.messages import ConnContext, Local, Response
 from proxy.stores.testing import make_config
 from tests.unit.webauthn_soft import SoftKey
 

@@ -1,10 +1,10 @@
-"""proxy.wording: refusals in plain words, from the verdict's codes, never its raw text."""
+"""proxy.gate.wording: refusals in plain words, from the verdict's codes, never its raw text."""
 
 from __future__ import annotations
 
 import pytest
 
-from proxy import wording
+from proxy.gate import wording
 from proxy.stores.testing import make_identity
 
 RAW = "unknown-ca: issuer CN=Evil CA is not in trust.d/corp.pem"

@@ -4,4 +4,4 @@ There is deliberately no ``__init__.py`` in ``twisted/`` or ``twisted/plugins/``
 ``certgate run`` does not depend on this file (it passes the same ServiceMaker to twistd).
 """
 
-from proxy.tap import SERVICE_MAKER as certgate  # noqa: F401 (twistd's plugin scan finds it here)
+from proxy.app.tap import SERVICE_MAKER as certgate  # noqa: F401 (twistd's plugin scan finds it here)

@@ -1,0 +1,1 @@
+"""The per-request decision and the words and rules it answers with."""

@@ -1,0 +1,1 @@
+"""What certgate tells operators: metrics, audit, access and operational logs."""

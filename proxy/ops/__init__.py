@@ -1,0 +1,1 @@
+"""Operator endpoints and commands: the admin API and the sessions command."""

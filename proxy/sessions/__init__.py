@@ -1,0 +1,1 @@
+"""Trusted sessions: the manager and certgate's presence endpoints."""
