@@ -43,9 +43,12 @@ def resolver(reactor: Any) -> Callable[[str, int], "Deferred[set[str]]"]:
             return succeed({ip})
         from twisted.internet.threads import deferToThreadPool
 
-        d = deferToThreadPool(reactor, reactor.getThreadPool(), socket.getaddrinfo, host, port,
-                              type=socket.SOCK_STREAM)
-        return d.addCallback(lambda infos: {ip for ip in (_ip(i[4][0]) for i in infos) if ip})
+        def ips(infos: list[Any]) -> set[str]:
+            return {ip for ip in (_ip(str(i[4][0])) for i in infos) if ip}
+
+        d: Deferred[list[Any]] = deferToThreadPool(reactor, reactor.getThreadPool(), socket.getaddrinfo, host,
+                                                   port, type=socket.SOCK_STREAM)
+        return d.addCallback(ips)
     return resolve
 
 

@@ -239,7 +239,7 @@ def test_sentinel_failover_under_a_running_gateway(tmp_path, pki, fault):
     failure counter are on the promoted replica, /health is ok again."""
     import redis
 
-    from proxy.sessions import session_id_for
+    from proxy.sessions.manager import session_id_for
     from proxy.stores.interface import record_to_json
     from proxy.stores.redis import RedisEngine
     from tests.support_http import EchoServer
