@@ -54,11 +54,32 @@ def read_log(path: Path) -> str:
         return ""
 
 
+def wait_started(proc: subprocess.Popen[bytes], ready: Callable[[], object], timeout: float, what: str,
+                 log: Callable[[], str]) -> None:
+    """Poll ``ready`` until it is true. RuntimeError with the end of ``log()`` when ``proc`` exits
+    first or ``timeout`` seconds pass (the process is left as it is: the caller stops it)."""
+    exited: list[int] = []
+
+    def up() -> object:
+        code = proc.poll()
+        if code is not None:
+            exited.append(code)
+            return True
+        return ready()
+
+    try:
+        wait_for(up, timeout, what)
+    except AssertionError as e:
+        raise RuntimeError(f"{e}\n--- log ---\n{log()[-4000:]}") from None
+    if exited:
+        raise RuntimeError(f"exited with {exited[0]} while waiting for {what}\n--- log ---\n{log()[-4000:]}")
+
+
 class Logged:
     """A child process whose stdout and stderr go to ``log_path``, in a session of its own.
 
-    :meth:`wait_until` polls a condition and fails with the log when the process exits first or
-    the deadline passes; :meth:`stop` stops the whole process group and closes the log.
+    :meth:`wait_until` polls a condition and fails (RuntimeError with the log) when the process
+    exits first or the deadline passes; :meth:`stop` stops the whole process group and closes the log.
     """
 
     def __init__(self, argv: Sequence[str], log_path: Path, *, env: dict[str, str] | None = None) -> None:
@@ -73,25 +94,12 @@ class Logged:
         return read_log(self.log_path)
 
     def wait_until(self, cond: Callable[[], object], timeout: float, what: str) -> None:
-        """Poll ``cond``; RuntimeError with the log if the process exits first, AssertionError
-        with the log (after stopping the process) when ``timeout`` passes."""
-        exited: list[int] = []
-
-        def ready() -> object:
-            code = self.proc.poll()
-            if code is not None:
-                exited.append(code)
-                return True
-            return cond()
-
+        """:func:`wait_started` for this process; it is stopped when that fails."""
         try:
-            wait_for(ready, timeout, what)
-        except AssertionError as e:
+            wait_started(self.proc, cond, timeout, what, self.log)
+        except RuntimeError:
             self.stop()
-            raise AssertionError(f"{e}\n--- {self.name} log ---\n{self.log()}") from None
-        if exited:
-            self.stop()
-            raise RuntimeError(f"{self.name} exited with {exited[0]}:\n{self.log()}")
+            raise
 
     def wait_listening(self, port: int, timeout: float, what: str) -> None:
         """:meth:`wait_until` a TCP connection to 127.0.0.1:``port`` succeeds."""

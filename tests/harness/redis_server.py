@@ -12,13 +12,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
-import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.harness.process import stop_process
+from tests.harness.process import read_log, stop_process, wait_started
 from tests.harness.wait import free_port, wait_for
 
 REDIS_SERVER = "/usr/bin/redis-server"
@@ -53,17 +52,14 @@ class RedisServer:
             [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--save", "",
              *aof, "--daemonize", "no", "--logfile", str(self.dir / "redis.log"), *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        wait = threading.Event()
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                log = (self.dir / "redis.log").read_text(errors="replace") if (self.dir / "redis.log").exists() else ""
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}: {log[-2000:]}")
-            if self.ready():
-                return self
-            wait.wait(0.05)
-        self.stop()
-        raise RuntimeError(f"redis-server did not answer on 127.0.0.1:{self.port} within {timeout} s")
+        log = self.dir / "redis.log"
+        try:
+            wait_started(self.proc, self.ready, timeout, f"redis-server to answer PING on 127.0.0.1:{self.port}",
+                         lambda: read_log(log))
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def ready(self) -> bool:
         """True when the server answers PING (or NOAUTH: it is up, it wants a password)."""
@@ -157,19 +153,13 @@ class RedisSentinel:
                         f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}\n"
                         f"sentinel failover-timeout {self.service} {self.failover_timeout_ms}\n")
         self.proc = subprocess.Popen([exe, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        wait = threading.Event()
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-sentinel exited with {self.proc.returncode}: {self.log()[-2000:]}")
-            try:
-                if self.master() == ("127.0.0.1", self.master_port):
-                    return self
-            except OSError:
-                pass
-            wait.wait(0.05)
-        self.stop()
-        raise RuntimeError(f"redis-sentinel did not answer on 127.0.0.1:{self.port} within {timeout} s")
+        try:
+            wait_started(self.proc, lambda: self.master() == ("127.0.0.1", self.master_port), timeout,
+                         f"redis-sentinel on 127.0.0.1:{self.port} to report its master", self.log)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def command(self, *args: str) -> object:
         """One command to this Sentinel (redis-py); raises OSError when it does not answer."""
@@ -191,9 +181,9 @@ class RedisSentinel:
     def replicas_ready(self) -> list[int]:
         """Ports of the replicas this Sentinel knows with no down flag and an established link to
         their master (the ones it could promote)."""
-        rows = self.command("SENTINEL", "REPLICAS", self.service)
+        rows: Any = self.command("SENTINEL", "REPLICAS", self.service)  # a list of rows (redis-py is untyped here)
         out = []
-        for row in rows:  # type: ignore[union-attr]
+        for row in rows:
             d = dict(zip(row[::2], row[1::2])) if isinstance(row, list) else row
             if "down" not in d.get("flags", "") and d.get("master-link-status") == "ok":
                 out.append(int(d["port"]))

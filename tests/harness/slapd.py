@@ -176,11 +176,8 @@ access to * by dn.exact="{SERVICE_DN}" read by * none
         urls = f"ldap://127.0.0.1:{self.port}/ ldaps://127.0.0.1:{self.tls_port}/"
         self._child = Logged([slapd, "-d", "0", "-f", str(self._conf), "-h", urls], self.folder / "slapd.log")
         self.proc = self._child.proc
-        try:
-            self._child.wait_until(lambda: port_open(self.tls_port) and port_open(self.port), timeout,
-                                   f"slapd to listen on 127.0.0.1:{self.port}")
-        except AssertionError as e:
-            raise RuntimeError(str(e)) from None
+        self._child.wait_until(lambda: port_open(self.tls_port) and port_open(self.port), timeout,
+                               f"slapd to listen on 127.0.0.1:{self.port}")
 
     def restart(self, timeout: float = 15.0) -> None:
         """Start slapd again on the same ports (after :meth:`stop_process`)."""
