@@ -237,7 +237,7 @@ class JocEmulator:
         sock = h.connection
         if not isinstance(sock, ssl.SSLSocket):
             return None, False
-        cert = sock.getpeercert()
+        cert: Any = sock.getpeercert()  # typeshed types getpeercert() loosely
         if not cert:
             return None, False
         cn = next((v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"), None)

@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 from cryptography import x509
 from OpenSSL import SSL
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHandshakeListener, IOpenSSLClientConnectionCreator
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
@@ -80,18 +81,23 @@ class ClientTLS:
 class ServerProto(Protocol):
     """Calls :func:`identify` at handshake completion (as the HTTP layer does); echoes data."""
 
-    identity: ConnectionIdentity | None = None
+    identity: ConnectionIdentity | Deferred[ConnectionIdentity | None] | None = None  # Deferred: OCSP pending
     handshake_done = False
     lost_reason: Any = None
 
+    @property
+    def tls(self) -> Any:
+        """The TLSMemoryBIOProtocol this protocol runs in (ITransport plus abortConnection)."""
+        return self.transport
+
     def handshakeCompleted(self) -> None:
         self.handshake_done = True
-        self.identity = identify(self.transport, self.factory.clock.seconds())
+        self.identity = identify(self.tls, self.factory.clock.seconds())
         if self.identity is None:
-            self.transport.abortConnection()
+            self.tls.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
-        self.transport.write(b"echo:" + data)
+        self.tls.write(b"echo:" + data)
 
     def connectionLost(self, reason: Any = None) -> None:
         self.lost_reason = reason
@@ -124,7 +130,8 @@ class Conn:
     server_tls: Any
 
     @property
-    def identity(self) -> ConnectionIdentity | None:
+    def identity(self) -> Any:
+        """What :func:`identify` returned at the server's handshake (None before, or when it refused)."""
         return self.server.identity
 
     @property

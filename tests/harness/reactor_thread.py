@@ -19,7 +19,9 @@ _thread: threading.Thread | None = None
 def reactor_running() -> Any:
     """Start the global reactor in a daemon thread once; return it."""
     global _thread
-    from twisted.internet import reactor
+    from twisted.internet import reactor as installed
+
+    reactor: Any = installed  # the installed reactor provides more interfaces than its declared type
 
     with _lock:
         if _thread is None:
