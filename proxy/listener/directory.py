@@ -35,6 +35,7 @@ from twisted.python.threadpool import ThreadPool
 from proxy.listener.ldap_client import DirectoryError, LdapClient
 from trust.directory import DirectoryQuery, DirectoryRules, build_query, describe_answer, interpret
 from trust.mapping import MappingResult
+from trust.presented import PresentedCertificate
 
 _log = Logger(namespace="certgate.directory")
 
@@ -142,11 +143,13 @@ class DirectoryMapper:
             self._count("cached")
         return hit
 
-    def resolve(self, cert: x509.Certificate, der: bytes, fingerprint: str) -> "Deferred[MappingResult]":
+    def resolve(self, cert: PresentedCertificate) -> "Deferred[MappingResult]":
         """The account of ``cert`` (a verified certificate): cached, or asked within ``timeout``.
 
+        Uses the certificate's parsed leaf, DER and fingerprint as made in the handshake.
         Never fails: every problem is a MappingResult without an account and with a reason.
         """
+        fingerprint = cert.fingerprint
         hit = self.peek(fingerprint)
         if hit is not None:
             return succeed(hit)
@@ -155,7 +158,9 @@ class DirectoryMapper:
         if waiting is not None:
             waiting.append(d)
             return d
-        query = build_query(cert, der, self.rules)
+        leaf = cert.parsed_leaf
+        query = (build_query(leaf, cert.der, self.rules) if leaf is not None
+                 else MappingResult(None, f"the certificate cannot be read: {cert.parse_error}"))
         if isinstance(query, MappingResult):
             self.negative.put(fingerprint, query, self.clock.seconds())
             self._count("refused")

@@ -33,18 +33,16 @@ limits live sessions per account atomically in the store (``refuse`` the new log
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import math
 import re
 import secrets
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.defer import Deferred, inlineCallbacks, returnValue
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from proxy.sessions.rules import (SessionCheck, cert_not_after, describe, ends_at, fail as _fail,  # noqa: F401
+                                  only_cookie as _only_cookie, remember_not_after, session_id_for)
 from proxy.stores.interface import LimitReached, SessionRecord
 
 log = Logger()
@@ -55,6 +53,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from proxy.listener.identity import ConnectionIdentity
     from proxy.http.messages import Headers, RequestHead
 
+__all__ = ["SessionManager", "SessionCheck", "session_id_for", "ends_at", "cert_not_after", "describe",
+           "TOUCH_EVERY", "SWEEP_INTERVAL", "WS_CLOSE_CODE"]
+
 #: seconds between ``last_seen`` writes when nothing else changes
 TOUCH_EVERY = 1.0
 #: seconds between sweeps for sessions revoked elsewhere
@@ -62,86 +63,6 @@ SWEEP_INTERVAL = 5.0
 #: WebSocket close code sent when a session ends (RFC 6455 policy violation)
 WS_CLOSE_CODE = 1008
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
-
-
-def session_id_for(token: str) -> str:
-    """The store id of a cookie token: lower-case hex SHA-256 of its ASCII text."""
-    return hashlib.sha256(token.encode("ascii")).hexdigest()
-
-
-def ends_at(rec: SessionRecord, settings: Any) -> tuple[float, str]:
-    """When ``rec`` ends if nothing changes, and the reason code of that end.
-
-    The earliest of: the proof deadline (``proved_at + grace``, or ``long_until`` capped at
-    ``proved_at + long_grace`` while a long trusted session is active), ``last_seen +
-    idle_timeout``, ``created_at + max_lifetime`` and the bound certificate's notAfter
-    (``certificate-expired``). ``settings`` is the ``[sessions]`` section.
-    """
-    if rec.long_until > 0:
-        best = (min(rec.long_until, rec.proved_at + settings.long_grace), "long-grace-expired")
-    else:
-        best = (rec.proved_at + settings.grace, "grace-expired")
-    for cand in ((rec.last_seen + settings.idle_timeout, "idle-timeout"),
-                 (rec.created_at + settings.max_lifetime, "max-lifetime"),
-                 (cert_not_after(rec.cert_der), "certificate-expired")):
-        if cand[0] < best[0]:
-            best = cand
-    return best
-
-
-@functools.lru_cache(maxsize=4096)
-def cert_not_after(der: bytes) -> float:
-    """The certificate's notAfter as epoch seconds; +inf when ``der`` does not parse.
-
-    The DER comes from the gateway's own handshake, so it parses in practice; a record
-    without a usable certificate is still bounded by grace, idle timeout and lifetime.
-    """
-    if not der:
-        return math.inf
-    try:
-        from cryptography import x509
-
-        return x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
-    except ValueError:
-        return math.inf
-
-
-def describe(rec: SessionRecord, settings: Any, now: float) -> dict[str, Any]:
-    """A JSON-ready view of ``rec`` for administrators (no certificate bytes; the id is a hash).
-
-    ``state`` is ``live``, ``expired`` (its end passed but nobody marked it yet, e.g. the
-    gateway was down) or ``ended``. Times are RFC 3339 UTC strings (``long_until`` None when
-    the session is not trusted).
-    """
-    from proxy.observe.accesslog import rfc3339
-
-    end, why = ends_at(rec, settings)
-    state = "ended" if rec.ended is not None else ("expired" if now >= end else "live")
-    return {"id": rec.id, "account": rec.account, "fingerprint": rec.fingerprint,
-            "created_at": rfc3339(rec.created_at), "proved_at": rfc3339(rec.proved_at),
-            "last_seen": rfc3339(rec.last_seen), "ends_at": rfc3339(end), "end_reason": rec.ended or why,
-            "trusted": rec.long_until > 0, "long_until": rfc3339(rec.long_until) if rec.long_until > 0 else None,
-            "methods": list(rec.methods), "client_ip": rec.client_ip, "state": state}
-
-
-@dataclass(frozen=True, slots=True)
-class SessionCheck:
-    """The answer of :meth:`SessionManager.check` and friends.
-
-    ``ok`` with the current ``record``; otherwise ``reason`` is a stable code
-    (``session-unknown``, ``session-ended``, ``grace-expired``, ``long-grace-expired``,
-    ``idle-timeout``, ``max-lifetime``, ``session-cert-mismatch``, ``certificate-invalid``,
-    ``fresh-proof-required``), and ``ended`` names why the session is over when it is.
-    """
-
-    ok: bool
-    record: SessionRecord | None = None
-    reason: str | None = None
-    ended: str | None = None
-
-
-def _fail(reason: str, record: SessionRecord | None = None, ended: str | None = None) -> SessionCheck:
-    return SessionCheck(False, record, reason, ended)
 
 
 class SessionManager:
@@ -258,7 +179,10 @@ class SessionManager:
             raise ValueError("a trusted session needs a valid client certificate on the login connection")
         now = self.clock.seconds()
         token = secrets.token_urlsafe(32)
-        cert_der, chain = _cert_and_chain(identity)
+        cert = identity.certificate
+        cert_der, chain = (cert.der, cert.chain_der) if cert is not None else (b"", ())
+        if cert is not None:
+            remember_not_after(cert)  # the session's end reads it, never parses it
         rec = SessionRecord(id=session_id_for(token), account=account, fingerprint=identity.fingerprint or "",
                             cert_der=cert_der, chain_der=chain, created_at=now,
                             proved_at=min(identity.handshake_at, now), last_seen=now, long_until=0.0,
@@ -528,37 +452,3 @@ class SessionManager:
     def tracked(self) -> list[str]:
         """Ids of sessions with an end timer in this process (for tests and metrics)."""
         return list(self._timers)
-
-
-def _only_cookie(head: "RequestHead", name: str) -> str | None:
-    """The value of cookie ``name`` if it appears exactly once across all Cookie headers.
-
-    A repeated name (in one header or several) counts as absent: a planted duplicate must
-    not win. Parsed by hand: ``SimpleCookie`` keeps the last of repeated names silently.
-    """
-    found: str | None = None
-    prefix = name + "="
-    for raw in head.get_all(b"cookie"):
-        for part in raw.decode("latin-1").split(";"):
-            part = part.strip()
-            if part.startswith(prefix):
-                if found is not None:
-                    return None
-                found = part[len(prefix):].strip('"')
-    return found
-
-
-def _cert_and_chain(identity: "ConnectionIdentity") -> tuple[bytes, tuple[bytes, ...]]:
-    """The leaf DER and the rest of the chain from a connection identity."""
-    chain = tuple(identity.chain_der)
-    if identity.leaf_der:
-        der = identity.leaf_der
-    elif identity.leaf is not None:
-        from cryptography.hazmat.primitives.serialization import Encoding
-
-        der = identity.leaf.public_bytes(Encoding.DER)
-    elif chain and hashlib.sha256(chain[0]).hexdigest() == identity.fingerprint:
-        der = chain[0]
-    else:
-        der = b""
-    return der, tuple(c for c in chain if c != der)
