@@ -252,7 +252,7 @@ def _install_alert_shim(ctx: SSL.Context, mode: int, callback: Any) -> bool:
         set_verify = lib.SSL_CTX_set_verify
         get_ex_data = lib.X509_STORE_CTX_get_ex_data
         ssl_index = lib.SSL_get_ex_data_X509_STORE_CTX_idx
-        connections = SSL.Connection._reverse_mapping  # type: ignore[attr-defined]
+        connections = SSL.Connection._reverse_mapping
         refusal_error_of = callback.refusal_error_of
     except (ImportError, AttributeError):  # pragma: no cover - pyOpenSSL internals changed
         return False

@@ -29,7 +29,8 @@ from zope.interface import implementer
 from trust import certinfo, ocsp as O
 
 if TYPE_CHECKING:  # pragma: no cover
-    from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime
+    from twisted.internet.base import DelayedCall
+    from twisted.internet.interfaces import IReactorTCP, IReactorTime
 
     from proxy.observe.audit import Audit
     from proxy.observe.metrics import Metrics
@@ -41,7 +42,7 @@ class Clock(Protocol):
     def seconds(self) -> float: ...
 
     def callLater(self, delay: float, callable: Callable[..., object], *args: object,  # noqa: N802
-                  **kw: object) -> "IDelayedCall": ...
+                  **kw: object) -> "DelayedCall": ...
 
 
 class _Consumer(Protocol):
@@ -225,7 +226,8 @@ class OcspChecker:
         self.fetches += 1
         # The deadline: whatever failure the cancellation surfaces as (Agent wraps it), it is a timeout.
         # a zope interface in twisted's annotation: the clock provides it, mypy cannot see that
-        d.addTimeout(self.settings.timeout, cast("IReactorTime", self.clock), onTimeoutCancel=lambda _r, t: Failure(TimeoutError(f"{t:g}s")))
+        d.addTimeout(self.settings.timeout, cast("IReactorTime", self.clock),
+                     onTimeoutCancel=lambda _r, t: Failure(TimeoutError(f"{t:g}s")))
         url = plan.url
         checked = d.addCallbacks(self._validate, _describe_failure, callbackArgs=(plan, nonce),
                                  errbackArgs=(url, self.settings.timeout))

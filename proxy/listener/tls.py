@@ -143,7 +143,8 @@ def _identify(transport: TLSTransport, now: float) -> "ConnectionIdentity | None
     """The frozen identity of a connection whose TLS handshake just completed.
 
     ``transport`` is a ``proxy.listener.transport.TLSServer`` or a ``TLSMemoryBIOProtocol``
-    (``getHandle()`` gives the ``SSL.Connection`` of either); ``now`` is the handshake time from the caller's clock. Returns
+    (``getHandle()`` gives the ``SSL.Connection`` of either); ``now`` is the handshake time from
+    the caller's clock. Returns
     None when the connection must be aborted: ``need`` mode without an accepted,
     mapped certificate (normally refused inside the handshake already), a resumed
     handshake in ``need`` mode, or a connection not made by :class:`LiveServerTLS`.

@@ -35,23 +35,31 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, Protocol, TypeVar, cast
 
 from twisted.internet.defer import Deferred, inlineCallbacks, returnValue
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from proxy.sessions.rules import (SessionCheck, cert_not_after, describe, ends_at, fail as _fail,  # noqa: F401
-                                  only_cookie as _only_cookie, remember_not_after, session_id_for)
-from proxy.stores.interface import LimitReached, SessionRecord
+from proxy.sessions.rules import (EndSettings, SessionCheck, cert_not_after, describe,  # noqa: F401 (re-exported)
+                                  ends_at, fail as _fail, only_cookie as _only_cookie, remember_not_after,
+                                  session_id_for)
+from proxy.stores.interface import ISessionStore, LimitReached, SessionRecord
 
 log = Logger()
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.base import DelayedCall
+    from twisted.internet.interfaces import IReactorTime
+    from twisted.python.failure import Failure
 
-    from proxy.listener.identity import ConnectionIdentity
     from proxy.http.messages import Headers, RequestHead
+    from proxy.listener.identity import ConnectionIdentity
+    from proxy.observe.metrics import Metrics
+
+_T = TypeVar("_T")
+#: what an @inlineCallbacks method is: a generator of Deferreds returning its result
+Flow = Generator["Deferred[Any]", Any, _T]
 
 __all__ = ["SessionManager", "SessionCheck", "session_id_for", "ends_at", "cert_not_after", "describe",
            "TOUCH_EVERY", "SWEEP_INTERVAL", "WS_CLOSE_CODE"]
@@ -65,6 +73,38 @@ WS_CLOSE_CODE = 1008
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 
+class Clock(Protocol):
+    """The reactor's time (``twisted.internet.task.Clock`` in tests)."""
+
+    def seconds(self) -> float: ...
+
+    def callLater(self, delay: float, callable: Callable[..., object], *args: object,  # noqa: N802
+                  **kw: object) -> "DelayedCall": ...
+
+
+class Tunnels(Protocol):
+    """Closes the WebSockets of a session (``proxy.http.tunnel.TunnelRegistry``)."""
+
+    def close_session(self, session_id: str, code: int = ..., reason: str = ...) -> int: ...
+
+
+class AuditLog(Protocol):
+    """Records one audit event (``proxy.observe.audit.Audit``)."""
+
+    def record(self, event: str, decision: str, reason: str, **fields: Any) -> object: ...
+
+
+class SessionSettings(EndSettings, Protocol):
+    """The ``[sessions]`` keys the manager reads (besides ``account_limits``, ``max_per_account``
+    and ``on_limit``, read with their defaults)."""
+
+    @property
+    def cookie_name(self) -> str: ...
+
+    @property
+    def presence_interval(self) -> float: ...
+
+
 class SessionManager:
     """Opens, checks and ends trusted sessions on an injected clock.
 
@@ -74,8 +114,9 @@ class SessionManager:
     ``clock`` provides ``seconds()`` and ``callLater``; ``audit`` has ``record(...)``.
     """
 
-    def __init__(self, store: Any, clock: Any, settings: Any, tunnels: Any, audit: Any, *,
-                 metrics: Any = None, sweep_interval: float = SWEEP_INTERVAL) -> None:
+    def __init__(self, store: ISessionStore, clock: Clock, settings: "SessionSettings", tunnels: Tunnels,
+                 audit: AuditLog, *, metrics: "Metrics | None" = None, sweep_interval: float = SWEEP_INTERVAL
+                 ) -> None:
         self.store = store
         self.clock = clock
         self.settings = settings
@@ -88,11 +129,12 @@ class SessionManager:
         self._sweeps = 0
         self._revalidating = 0
         self._settle_waiters: list[Deferred[None]] = []
-        self._m_opened = self._m_ended = None
+        self._m_opened: Any = None  # prometheus children (untyped library)
+        self._m_ended: Any = None
         if metrics is not None:
             self.use_metrics(metrics)
 
-    def use_metrics(self, metrics: Any) -> None:
+    def use_metrics(self, metrics: "Metrics") -> None:
         """Count opened/ended sessions and report tracked ones in ``metrics`` (once; later calls are ignored)."""
         if self._m_opened is not None:
             return
@@ -103,7 +145,7 @@ class SessionManager:
 
     # ------------------------------------------------------------------ lifecycle
     @inlineCallbacks
-    def start(self) -> Any:
+    def start(self) -> "Flow[None]":
         """End sessions that died while the gateway was down, then sweep every ``sweep_interval``.
 
         Optional: without it the sweep starts with the first session this process tracks, and
@@ -120,7 +162,7 @@ class SessionManager:
     def _ensure_sweeping(self) -> None:
         if self._sweeper is None or not self._sweeper.running:
             self._sweeper = LoopingCall(self.sweep)
-            self._sweeper.clock = self.clock
+            self._sweeper.clock = cast("IReactorTime", self.clock)  # zope interface: opaque to mypy
             self._sweeper.start(self.sweep_interval, now=False)
 
     def stop(self) -> None:
@@ -167,7 +209,8 @@ class SessionManager:
         return limit, getattr(self.settings, "on_limit", "refuse") == "replace"
 
     @inlineCallbacks
-    def open(self, identity: "ConnectionIdentity", account: str, methods: Any, client_ip: str) -> Any:
+    def open(self, identity: "ConnectionIdentity", account: str, methods: Iterable[str], client_ip: str
+             ) -> "Flow[tuple[SessionRecord, Headers]]":
         """Open a new session bound to ``identity``'s certificate: a Deferred firing with the
         record and its Set-Cookie header.
 
@@ -210,7 +253,7 @@ class SessionManager:
     # ------------------------------------------------------------------ check
     @inlineCallbacks
     def check(self, session_id: str, identity: "ConnectionIdentity", client_ip: str, *,
-              activity: bool = True) -> Any:
+              activity: bool = True) -> "Flow[SessionCheck]":
         """Is the session alive for a request on a connection with ``identity``? Refresh its proof.
 
         Ends the session (and says why) when its time is up or the connection presents another
@@ -257,7 +300,7 @@ class SessionManager:
         return SessionCheck(True, rec)
 
     @inlineCallbacks
-    def _fresh_proof(self, session_id: str, identity: "ConnectionIdentity") -> Any:
+    def _fresh_proof(self, session_id: str, identity: "ConnectionIdentity") -> "Flow[SessionCheck]":
         chk = yield self.check(session_id, identity, identity.client_ip)
         if not chk.ok:
             return chk
@@ -267,13 +310,13 @@ class SessionManager:
             return _fail("fresh-proof-required", chk.record)
         return chk
 
-    def fresh_proof(self, session_id: str, identity: "ConnectionIdentity") -> Any:
+    def fresh_proof(self, session_id: str, identity: "ConnectionIdentity") -> "Deferred[SessionCheck]":
         """:meth:`check`, and ``fresh-proof-required`` unless this connection's full handshake with
         the session's certificate is at most :meth:`fresh_window` seconds old. A Deferred (SessionCheck)."""
         return self._fresh_proof(session_id, identity)
 
     @inlineCallbacks
-    def activate_long(self, session_id: str, identity: "ConnectionIdentity") -> Any:
+    def activate_long(self, session_id: str, identity: "ConnectionIdentity") -> "Flow[SessionCheck]":
         """Switch the session to the long grace; needs a fresh proof of its certificate on this
         connection. A Deferred firing with a SessionCheck."""
         chk = yield self._fresh_proof(session_id, identity)
@@ -290,7 +333,7 @@ class SessionManager:
         return SessionCheck(True, new)
 
     @inlineCallbacks
-    def deactivate_long(self, session_id: str, identity: "ConnectionIdentity") -> Any:
+    def deactivate_long(self, session_id: str, identity: "ConnectionIdentity") -> "Flow[SessionCheck]":
         """Back to the normal grace; needs a fresh proof like activation. A Deferred (SessionCheck)."""
         chk = yield self._fresh_proof(session_id, identity)
         if not chk.ok:
@@ -307,7 +350,7 @@ class SessionManager:
 
     # ------------------------------------------------------------------ end
     @inlineCallbacks
-    def _mark_ended(self, rec: SessionRecord, reason: str) -> Any:
+    def _mark_ended(self, rec: SessionRecord, reason: str) -> "Flow[bool]":
         new = yield self.store.update(rec.id, ended=reason, last_seen=max(rec.last_seen, self.clock.seconds()))
         self.audit.record("session", "end", reason, account=rec.account, fingerprint=rec.fingerprint,
                           client_ip=rec.client_ip, session=rec.id[:16])
@@ -316,7 +359,7 @@ class SessionManager:
         return new is not None
 
     @inlineCallbacks
-    def end(self, session_id: str, reason: str) -> Any:
+    def end(self, session_id: str, reason: str) -> "Flow[bool]":
         """End a live session: mark it ended in the store, close its WebSockets, audit.
         A Deferred: True if it was live. The WebSockets close even when the store fails."""
         try:
@@ -330,7 +373,8 @@ class SessionManager:
         return live
 
     @inlineCallbacks
-    def end_where(self, *, account: str | None = None, fingerprint: str | None = None, reason: str) -> Any:
+    def end_where(self, *, account: str | None = None, fingerprint: str | None = None, reason: str
+                  ) -> "Flow[int]":
         """End every live session of ``account`` and/or ``fingerprint``; a Deferred: how many."""
         if account is None and fingerprint is None:
             raise ValueError("end_where needs account and/or fingerprint")
@@ -342,7 +386,7 @@ class SessionManager:
         return n
 
     @inlineCallbacks
-    def revalidate(self, still_valid: Callable[[SessionRecord], bool], reason: str) -> Any:
+    def revalidate(self, still_valid: Callable[[SessionRecord], bool], reason: str) -> "Flow[int]":
         """After a trust reload: end every live session whose certificate ``still_valid`` refuses.
 
         A ``still_valid`` that raises counts as a refusal (fail closed). A Deferred: how many.
@@ -366,7 +410,7 @@ class SessionManager:
         return d
 
     @inlineCallbacks
-    def _revalidate(self, still_valid: Callable[[SessionRecord], bool], reason: str) -> Any:
+    def _revalidate(self, still_valid: Callable[[SessionRecord], bool], reason: str) -> "Flow[int]":
         n = 0
         for rec in (yield self.store.list()):
             if rec.ended is not None:
@@ -400,7 +444,7 @@ class SessionManager:
             self.tunnels.close_session(session_id, WS_CLOSE_CODE, close_reason or "session-ended")
 
     @inlineCallbacks
-    def _timer_fired(self, session_id: str) -> Any:
+    def _timer_fired(self, session_id: str) -> "Flow[None]":
         self._timers.pop(session_id, None)
         try:
             rec = yield self.store.get(session_id)  # another gateway may have moved the proof
@@ -423,19 +467,20 @@ class SessionManager:
         else:
             self._arm(rec)
 
-    def sweep(self) -> Any:
+    def sweep(self) -> "Deferred[None]":
         """Close tunnels of tracked sessions that vanished or ended elsewhere; purge the store now and then.
 
         A store error is logged and the sweep tries again next interval (it never stops the loop).
         Returns a Deferred that never fails.
         """
-        def failed(f: Any) -> None:  # e.g. Redis unreachable: keep sweeping
-            log.warn("session sweep failed: {err}", err=f"{f.type.__name__}: {f.getErrorMessage()}")
+        def failed(f: "Failure") -> None:  # e.g. Redis unreachable: keep sweeping
+            kind = getattr(f.type, "__name__", "Error")
+            log.warn("session sweep failed: {err}", err=f"{kind}: {f.getErrorMessage()}")
         self._sweeps += 1
         return self._sweep().addErrback(failed)
 
     @inlineCallbacks
-    def _sweep(self) -> Any:
+    def _sweep(self) -> "Flow[None]":
         ids = list(self._timers)
         recs = (yield self.store.get_many(ids)) if ids else {}
         for sid in ids:
