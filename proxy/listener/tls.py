@@ -15,6 +15,7 @@ Client certificates are judged only by :mod:`trust` (see :mod:`proxy.listener.ve
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterable, Protocol, cast
 
@@ -62,7 +63,7 @@ class LiveServerTLS:
     def serverConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
         return self.socket_connection(None)
 
-    def socket_connection(self, sock: Any) -> SSL.Connection:  # a socket.socket or None
+    def socket_connection(self, sock: socket.socket | None) -> SSL.Connection:
         """A new server ``SSL.Connection`` on ``sock`` (None: memory BIOs) with the current context,
         registered with that generation's verifier (proxy.listener.transport calls this per accept)."""
         self.trust_state.quick_check()

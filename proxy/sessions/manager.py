@@ -35,15 +35,16 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, TypeVar, cast
 
 from twisted.internet.defer import Deferred, inlineCallbacks, returnValue
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from proxy.sessions.rules import (EndSettings, SessionCheck, cert_not_after, describe,  # noqa: F401 (re-exported)
+from proxy.sessions.rules import (SessionCheck, cert_not_after, describe,  # noqa: F401 (re-exported)
                                   ends_at, fail as _fail, only_cookie as _only_cookie, remember_not_after,
                                   session_id_for)
+from proxy.sessions.seams import AuditLog, Clock, SessionSettings, Tunnels
 from proxy.stores.interface import ISessionStore, LimitReached, SessionRecord
 
 log = Logger()
@@ -73,38 +74,6 @@ WS_CLOSE_CODE = 1008
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 
-class Clock(Protocol):
-    """The reactor's time (``twisted.internet.task.Clock`` in tests)."""
-
-    def seconds(self) -> float: ...
-
-    def callLater(self, delay: float, callable: Callable[..., object], *args: object,  # noqa: N802
-                  **kw: object) -> "DelayedCall": ...
-
-
-class Tunnels(Protocol):
-    """Closes the WebSockets of a session (``proxy.http.tunnel.TunnelRegistry``)."""
-
-    def close_session(self, session_id: str, code: int = ..., reason: str = ...) -> int: ...
-
-
-class AuditLog(Protocol):
-    """Records one audit event (``proxy.observe.audit.Audit``)."""
-
-    def record(self, event: str, decision: str, reason: str, **fields: Any) -> object: ...
-
-
-class SessionSettings(EndSettings, Protocol):
-    """The ``[sessions]`` keys the manager reads (besides ``account_limits``, ``max_per_account``
-    and ``on_limit``, read with their defaults)."""
-
-    @property
-    def cookie_name(self) -> str: ...
-
-    @property
-    def presence_interval(self) -> float: ...
-
-
 class SessionManager:
     """Opens, checks and ends trusted sessions on an injected clock.
 
@@ -114,7 +83,7 @@ class SessionManager:
     ``clock`` provides ``seconds()`` and ``callLater``; ``audit`` has ``record(...)``.
     """
 
-    def __init__(self, store: ISessionStore, clock: Clock, settings: "SessionSettings", tunnels: Tunnels,
+    def __init__(self, store: ISessionStore, clock: Clock, settings: SessionSettings, tunnels: Tunnels,
                  audit: AuditLog, *, metrics: "Metrics | None" = None, sweep_interval: float = SWEEP_INTERVAL
                  ) -> None:
         self.store = store

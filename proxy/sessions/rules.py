@@ -11,29 +11,14 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
+from proxy.sessions.seams import EndSettings
 from proxy.stores.interface import SessionRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     from proxy.http.messages import RequestHead
     from trust.presented import PresentedCertificate
-
-
-class EndSettings(Protocol):
-    """The ``[sessions]`` keys that decide when a session ends."""
-
-    @property
-    def grace(self) -> float: ...
-
-    @property
-    def long_grace(self) -> float: ...
-
-    @property
-    def idle_timeout(self) -> float: ...
-
-    @property
-    def max_lifetime(self) -> float: ...
 
 
 #: certificate DER -> notAfter (epoch seconds); bounded, cleared when full
