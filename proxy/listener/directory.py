@@ -23,7 +23,7 @@ other mapping refusal. The handshake deadline keeps running meanwhile.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from cryptography import x509
 from twisted.internet.defer import Deferred, succeed
@@ -33,11 +33,22 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from proxy.listener.ldap_client import DirectoryError, LdapClient
-from trust.directory import DirectoryQuery, DirectoryRules, build_query, describe_answer, interpret
+from proxy.listener.seams import TimerClock
+from trust.directory import DirectoryEntry, DirectoryQuery, DirectoryRules, build_query, describe_answer, interpret
 from trust.mapping import MappingResult
 from trust.presented import PresentedCertificate
 
+if TYPE_CHECKING:  # pragma: no cover
+    from twisted.internet.base import DelayedCall
+
+    from proxy.observe.metrics import Metrics
+
 _log = Logger(namespace="certgate.directory")
+#: a directory's answer: the entries found and whether the result was truncated
+Answer = tuple[list[DirectoryEntry], bool]
+#: the blocking search (``LdapClient.search``)
+Search = Callable[[DirectoryQuery], Answer]
+_R = TypeVar("_R")
 
 
 def rules_from(section: Any) -> DirectoryRules:
@@ -86,8 +97,8 @@ class DirectoryMapper:
     default: the mapper's own thread pool). ``clock`` provides ``seconds()`` and ``callLater``.
     """
 
-    def __init__(self, settings: Any, *, clock: Any, reactor: Any, search: Callable[..., Any] | None = None,
-                 in_thread: Callable[..., "Deferred[Any]"] | None = None, metrics: Any = None,
+    def __init__(self, settings: Any, *, clock: TimerClock, reactor: Any, search: "Search | None" = None,
+                 in_thread: "Callable[..., Deferred[Answer]] | None" = None, metrics: "Metrics | None" = None,
                  log: Logger | None = None) -> None:
         self.settings = settings
         self.rules = rules_from(settings)
@@ -181,7 +192,7 @@ class DirectoryMapper:
                           errbackArgs=(fingerprint, timer))
         return d
 
-    def _observe(self, result: Any, started: float) -> Any:
+    def _observe(self, result: _R, started: float) -> _R:
         self._latency.observe(max(0.0, self.clock.seconds() - started))
         return result
 
@@ -197,7 +208,7 @@ class DirectoryMapper:
                       fp=fingerprint[:16], t=self.timeout)
         self._finish(fingerprint, MappingResult(None, f"the directory did not answer within {self.timeout:g} s"))
 
-    def _answered(self, answer: tuple[list[Any], bool], query: DirectoryQuery, fingerprint: str, timer: Any) -> None:
+    def _answered(self, answer: Answer, query: DirectoryQuery, fingerprint: str, timer: "DelayedCall") -> None:
         if timer.active():
             timer.cancel()
         entries, truncated = answer
@@ -213,7 +224,7 @@ class DirectoryMapper:
                           why=result.reason)
         self._finish(fingerprint, result)  # a late answer still fills the cache
 
-    def _failed(self, failure: Failure, fingerprint: str, timer: Any) -> None:
+    def _failed(self, failure: Failure, fingerprint: str, timer: "DelayedCall") -> None:
         if timer.active():
             timer.cancel()
         if failure.check(DirectoryError):

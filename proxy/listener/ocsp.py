@@ -26,23 +26,14 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
+from proxy.listener.seams import TimerClock
 from trust import certinfo, ocsp as O
 
 if TYPE_CHECKING:  # pragma: no cover
-    from twisted.internet.base import DelayedCall
     from twisted.internet.interfaces import IReactorTCP, IReactorTime
 
     from proxy.observe.audit import Audit
     from proxy.observe.metrics import Metrics
-
-
-class Clock(Protocol):
-    """The reactor's time: epoch seconds and delayed calls (``twisted.internet.task.Clock`` in tests)."""
-
-    def seconds(self) -> float: ...
-
-    def callLater(self, delay: float, callable: Callable[..., object], *args: object,  # noqa: N802
-                  **kw: object) -> "DelayedCall": ...
 
 
 class _Consumer(Protocol):
@@ -173,7 +164,7 @@ class OcspChecker:
     random bytes.
     """
 
-    def __init__(self, settings: O.OcspSettings, clock: Clock, fetcher: Fetcher, *,
+    def __init__(self, settings: O.OcspSettings, clock: TimerClock, fetcher: Fetcher, *,
                  metrics: "Metrics | None" = None, audit: "Audit | None" = None, log: Logger | None = None,
                  nonce_source: Callable[[int], bytes] = os.urandom) -> None:
         self.settings = settings

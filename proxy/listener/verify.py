@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 from OpenSSL import SSL, crypto
 from twisted.logger import Logger
 
+from proxy.listener.seams import Clock
 from trust.escape import safe_text
 from trust.mapping import MappingResult
 from trust.presented import PresentedCertificate
@@ -63,12 +64,6 @@ _MAPPING_MEMO_MAX = 4096
 X509_ERRORS = {"unknown-ca": 20, "expired": 10, "pinned-expired": 10, "not-yet-valid": 9, "revoked": 23,
                "ocsp-revoked": 23, "wrong-usage": 26, "no-client-usage": 26}
 X509_V_ERR_CERT_REJECTED = 28
-
-
-class Clock(Protocol):
-    """What the verifier needs of a clock: epoch seconds."""
-
-    def seconds(self) -> float: ...
 
 
 class VerdictSource(Protocol):
