@@ -25,6 +25,7 @@ from tests.harness.pki import Pki
 from trust import issue as I
 from trust import certinfo
 from trust.directory import DirectoryEntry
+from trust.presented import PresentedCertificate
 
 
 def _settings(**kw: Any) -> Section:
@@ -75,7 +76,7 @@ def _mapper(clock: Clock, fake: FakeDirectory, **kw: Any) -> DirectoryMapper:
 
 def _resolve(m: DirectoryMapper, cert: I.Issued) -> list[Any]:
     out: list[Any] = []
-    m.resolve(cert.cert, I.der(cert.cert), cert.fingerprint).addCallback(out.append)
+    m.resolve(PresentedCertificate.parse(I.der(cert.cert))).addCallback(out.append)
     return out
 
 
