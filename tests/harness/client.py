@@ -1,6 +1,7 @@
 """Test clients: one HTTPS request, a raw-bytes HTTP/1.1 client, TLS handshakes, a WebSocket.
 
-- :func:`request`: one request on a new TLS connection with :mod:`http.client`.
+- :func:`request`: one request on a new TLS connection with :mod:`http.client`;
+  :func:`https_connection` and :func:`send` for several on one connection.
 - :class:`Client`: a blocking client that sends exactly the bytes a test gives it and parses
   the replies (TLS with a client certificate by default, or plain).
 - :func:`client_context`, :func:`tls_handshake`, :func:`handshake_refused`: TLS as a client.
@@ -156,29 +157,45 @@ def client_context(cert: ClientCert | None, ca: str | None, *, minimum: ssl.TLSV
     return ctx
 
 
+def https_connection(port: int, cert: ClientCert | None = None, ca: str | None = None, *, host: str = "localhost",
+                     timeout: float = 10.0, context: ssl.SSLContext | None = None) -> http.client.HTTPSConnection:
+    """An HTTPS connection to 127.0.0.1:``port`` (not yet connected) presenting ``cert`` and
+    verifying the server against ``ca`` for the name ``host``; :func:`send` requests on it."""
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context or client_context(cert, ca),
+                                       timeout=timeout)
+    conn._server_hostname = host  # type: ignore[attr-defined]  # SNI/verification name
+    return conn
+
+
+def send(conn: http.client.HTTPSConnection, method: str = "GET", path: str = "/", *,
+         headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+         body: bytes | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """One request on ``conn`` (kept open); returns (status, headers, body).
+
+    The Host header is the connection's server name with the port unless ``headers`` has one;
+    nothing is added but Content-Length for a ``body``."""
+    hs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
+    conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+    if not any(k.lower() == "host" for k, _ in hs):
+        conn.putheader("Host", f"{conn._server_hostname}:{conn.port}")  # type: ignore[attr-defined]
+    for k, v in hs:
+        conn.putheader(k, v)
+    if body is not None:
+        conn.putheader("Content-Length", str(len(body)))
+    conn.endheaders(body)
+    resp = conn.getresponse()
+    return resp.status, resp.msg, resp.read()
+
+
 def request(port: int, method: str = "GET", path: str = "/", *, cert: ClientCert | None = None,
             ca: str | None = None, headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
             body: bytes | None = None, host: str = "localhost", timeout: float = 10.0,
             context: ssl.SSLContext | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
-    """One HTTPS request on a new connection (closed afterwards); returns (status, headers, body).
-
-    ``host`` is the TLS server name and the Host header (with the port) unless ``headers`` has
-    one; nothing is added but Content-Length for a ``body``."""
-    ctx = context or client_context(cert, ca)
-    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=timeout)
-    conn._server_hostname = host  # type: ignore[attr-defined]  # SNI/verification name
+    """One HTTPS request on a new connection (closed afterwards): :func:`https_connection` and
+    :func:`send`."""
+    conn = https_connection(port, cert, ca, host=host, timeout=timeout, context=context)
     try:
-        hs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
-        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-        if not any(k.lower() == "host" for k, _ in hs):
-            conn.putheader("Host", f"{host}:{port}")
-        for k, v in hs:
-            conn.putheader(k, v)
-        if body is not None:
-            conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body)
-        resp = conn.getresponse()
-        return resp.status, resp.msg, resp.read()
+        return send(conn, method, path, headers=headers, body=body)
     finally:
         conn.close()
 

@@ -31,7 +31,7 @@ from twisted.internet import epollreactor
 from proxy.app.service import make_service
 from proxy.config import load_config
 from proxy.listener.verify import HandshakeVerifier
-from tests.harness.client import client_context
+from tests.harness.client import https_connection, send
 from tests.harness.pki import Pki
 from tests.harness.sessions import PASSWORD, session_config
 from tests.harness.upstream import RecordingUpstream
@@ -194,23 +194,12 @@ def gateway(tmp_path: Path) -> Iterator[tuple[InProcessGateway, Pki]]:
 
 
 def _connection(gw: InProcessGateway, pki: Pki) -> http.client.HTTPSConnection:
-    ctx = client_context(pki.client("alice"), pki.ca_pem)
-    conn = http.client.HTTPSConnection("127.0.0.1", gw.port, context=ctx, timeout=15)
-    conn._server_hostname = "localhost"  # type: ignore[attr-defined]  # SNI/verification name
-    return conn
+    return https_connection(gw.port, pki.client("alice"), pki.ca_pem, timeout=15)
 
 
 def _send(conn: http.client.HTTPSConnection, port: int, method: str, path: str, headers: dict[str, str],
           body: bytes | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
-    conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-    conn.putheader("Host", f"localhost:{port}")
-    for k, v in headers.items():
-        conn.putheader(k, v)
-    if body is not None:
-        conn.putheader("Content-Length", str(len(body)))
-    conn.endheaders(body)
-    resp = conn.getresponse()
-    return resp.status, resp.msg, resp.read()
+    return send(conn, method, path, headers=headers, body=body)
 
 
 def test_the_client_leaf_is_parsed_once_per_connection(gateway: tuple[InProcessGateway, Pki],
