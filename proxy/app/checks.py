@@ -40,8 +40,10 @@ def startup_problems(cfg: Any, *, bind: bool = True) -> list[Problem]:
     problems += _login_problems(cfg)
     problems += admin_problems(cfg)
     problems += _writable_file("audit", "file", cfg.audit.file)
-    for key in ("file", "json_file", "access_file"):  # relative to the config's folder, as proxy.observe.logs opens them
-        target = getattr(cfg.log, key, "") or "-"
+    log = cfg.log
+    for key, value in (("file", log.file), ("json_file", log.json_file), ("access_file", log.access_file)):
+        # relative to the config's folder, as proxy.observe.logs opens them
+        target = value or "-"
         if target != "-" and not Path(target).is_absolute():
             target = str(Path(cfg.base_dir) / target)
         problems += _writable_file("log", key, target)
@@ -134,8 +136,9 @@ def _login_problems(cfg: Any) -> list[Problem]:
     if secret is not None:
         out += (_readable("login", "secret_key", secret) if secret.exists()
                 else _writable_file("login", "secret_key", str(secret)))
-    for key in ("password_file", "totp_secrets", "totp_key"):
-        p = _resolve(cfg, getattr(lc, key))
+    for key, value in (("password_file", lc.password_file), ("totp_secrets", lc.totp_secrets),
+                       ("totp_key", lc.totp_key)):
+        p = _resolve(cfg, value)
         if p is not None and p.exists():
             out += _readable("login", key, p)
     return out

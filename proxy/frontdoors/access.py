@@ -16,7 +16,7 @@ def access_refusal(config: Any, conn: ConnContext) -> str | None:
 
     A connection without a certificate is left to the login checks (which refuse it anyway).
     """
-    rules = getattr(config, "access_rules", None)
+    rules = config.access_rules
     ident = conn.identity
     if not rules or not ident.presented:
         return None

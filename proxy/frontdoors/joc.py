@@ -103,8 +103,8 @@ class JocFrontDoor:
         self._audit = audit
         self.login_path: str = config.joc.login_path
         self.logout_path: str = config.joc.logout_path
-        self.gui_prefix: str = str(getattr(config.joc, "gui_prefix", "") or "")
-        self.prelogin_api = frozenset(getattr(config.joc, "prelogin_api", ()) or ())
+        self.gui_prefix: str = config.joc.gui_prefix
+        self.prelogin_api = frozenset(config.joc.prelogin_api)
 
     def matches(self, head: RequestHead, route: "Route") -> bool:
         """Every spelling of the login path on a ``joc`` route (any method; only POST is let through),

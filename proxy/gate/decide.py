@@ -33,7 +33,7 @@ from trust.escape import safe_html, safe_json
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred
 
-    from proxy.config import Config, Route
+    from proxy.config import Config, Route, SessionsSection
 
 PREFIX = "/.certgate/"
 LOGIN_PATH = "/.certgate/login"
@@ -90,12 +90,12 @@ def error_page(head: RequestHead, status: int, code: str, title: str, message: s
     return Response(status, hs, json.dumps(safe_json({"error": code, "message": message})).encode("utf-8"))
 
 
-def retry_after_for(config: Any) -> bytes:
+def retry_after_for(sessions: SessionsSection) -> bytes:
     """The ``Retry-After`` seconds of a 503 ``session-store-unavailable`` (``[sessions] store_deadline``,
     rounded up, at least 1)."""
     import math
 
-    return str(max(1, math.ceil(float(getattr(config.sessions, "store_deadline", 2.0))))).encode("ascii")
+    return str(max(1, math.ceil(sessions.store_deadline))).encode("ascii")
 
 
 def store_unavailable(head: RequestHead, conn: ConnContext, audit: Any, error: str = "",
@@ -156,7 +156,7 @@ class Gate:
             from trust.access import check  # the single source of access decisions
 
             self._access_check = check
-        self._retry_after = retry_after_for(config)
+        self._retry_after = retry_after_for(config.sessions)
         self._forwards = self._denied = self._logins = self._local = None
         if metrics is not None:
             fam = metrics.counter("gate_decisions_total", "Gate decisions by outcome", ("outcome",))

@@ -158,7 +158,7 @@ def load_server_identity(config: Any) -> ServerIdentity:
         raise TLSConfigError("[listen] certificate/key", "both are required")
     default = load_server_cert(listen.certificate, listen.key)
     sni: dict[str, ServerCert] = {}
-    for name, cp, kp in parse_sni_entries(getattr(listen, "sni_certificates", None) or (), config.base_dir):
+    for name, cp, kp in parse_sni_entries(listen.sni_certificates, config.base_dir):
         sni[name] = load_server_cert(cp, kp)
     return ServerIdentity(default, sni)
 

@@ -215,13 +215,12 @@ class TrustState:
         listen = self.config.listen
         files: list[Path] = [p for p in (listen.certificate, listen.key) if p is not None]
         try:
-            for _, cp, kp in parse_sni_entries(getattr(listen, "sni_certificates", None) or (),
+            for _, cp, kp in parse_sni_entries(listen.sni_certificates,
                                                self.config.base_dir):
                 files += [cp, kp]
         except TLSConfigError:
             pass  # reported by the build
-        mapping = getattr(self.settings, "mapping", None)
-        map_file = getattr(mapping, "map_file", None)
+        map_file = self.settings.mapping.map_file
         if map_file is not None:
             files.append(Path(map_file))
         return tuple(files)
@@ -248,7 +247,7 @@ class TrustState:
         identity: Any = None
         try:
             generation = load_store(self.settings.store, now=_dt.datetime.fromtimestamp(now, _dt.timezone.utc),
-                                    min_rsa_bits=getattr(self.settings, "min_rsa_bits", 2048))
+                                    min_rsa_bits=self.settings.min_rsa_bits)
         except Exception as exc:
             errors.append(exc)
         try:

@@ -117,17 +117,15 @@ class LoginService:
         self.throttle = Throttle(store, limit=int(lc.failure_limit), window=float(lc.failure_window),
                                  lockout=float(lc.lockout))
         self.startups = SharedStartups(store, lc.max_startups, clock, float(lc.timeout), rng)
-        self.retry_after = max(1, math.ceil(float(getattr(config.sessions, "store_deadline", 2.0))))
-        trust = getattr(config, "trust", None)
-        mapping = getattr(trust, "mapping", None)
-        self._strip_domain = bool(getattr(mapping, "strip_domain", False))
+        self.retry_after = max(1, math.ceil(config.sessions.store_deadline))
+        self._strip_domain = config.trust.mapping.strip_domain
         if defer_to_thread is None and hasattr(clock, "getThreadPool"):
             from twisted.internet.threads import deferToThreadPool
 
             defer_to_thread = lambda f, *a: deferToThreadPool(clock, clock.getThreadPool(), f, *a)  # noqa: E731
         self._defer_to_thread = defer_to_thread
         self.webauthn = None
-        if getattr(config.webauthn, "rp_id", "") and getattr(config.webauthn, "credentials", None):
+        if config.webauthn.rp_id and config.webauthn.credentials:
             from proxy.login.webauthn_service import WebAuthnFactor
 
             self.webauthn = WebAuthnFactor(config=config, secret=self.secret, store=store, audit=audit,

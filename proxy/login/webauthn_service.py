@@ -35,7 +35,7 @@ class WebAuthnFactor:
         self.store = store
         self.audit = audit
         self._uv_default = str(w.user_verification)
-        self._uv = dict(getattr(config, "account_uv", {}) or {})
+        self._uv = dict(config.account_uv)
         self._defer_to_thread = defer_to_thread
 
     def uv(self, account: str) -> str:

@@ -375,7 +375,7 @@ def session_endpoints(sessions: "SessionManager", *, clock: Any = None) -> dict[
            INFO_PATH: info}
     from proxy.gate.decide import retry_after_for
 
-    retry = retry_after_for(type("C", (), {"sessions": sessions.settings})())
+    retry = retry_after_for(sessions.settings)
     return {path: _store_errors_as_503(fn, retry) for path, fn in eps.items()}
 
 
