@@ -12,11 +12,12 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import ProcessProtocol
@@ -65,14 +66,26 @@ class _Listener(Service):
             sys.stderr.write(f"certgate: [listen] port: {self._address}:{self._port} cannot be bound: "
                              f"{e.socketError}\n")
             raise SystemExit(2) from None
-        addr = self.port.getHost()
-        log.info("certgate listening on {host}:{port}", host=addr.host, port=addr.port)
+        host, port = _host_port(self.port)
+        log.info("certgate listening on {host}:{port}", host=host, port=port)
 
     def stopService(self) -> defer.Deferred[None] | None:
         super().stopService()
-        if self.port is not None:
-            return defer.maybeDeferred(self.port.stopListening)
-        return None
+        if self.port is None:
+            return None
+        try:
+            stopped = self.port.stopListening()
+        except Exception:
+            return defer.fail()
+        return stopped if stopped is not None else defer.succeed(None)
+
+
+def _host_port(port: IListeningPort) -> tuple[str, int]:
+    """The address a listening TCP port is bound to."""
+    addr = port.getHost()
+    if isinstance(addr, (IPv4Address, IPv6Address)):
+        return addr.host, addr.port
+    return str(addr), 0
 
 
 class _WorkerProtocol(ProcessProtocol):
@@ -194,8 +207,7 @@ class Gateway(MultiService):
         """READY=1 now that the listeners are bound (Type=notify); WATCHDOG=1 pings if asked for."""
         from proxy.app.sdnotify import notify, watchdog_interval
 
-        addrs = [f"{p.port.getHost().host}:{p.port.getHost().port}" for p in self if isinstance(p, _Listener)
-                 and p.port is not None]
+        addrs = ["%s:%d" % _host_port(p.port) for p in self if isinstance(p, _Listener) and p.port is not None]
         notify(f"READY=1\nSTATUS=listening on {', '.join(addrs)}\nMAINPID={os.getpid()}")
         interval = watchdog_interval()
         if interval:
@@ -363,7 +375,13 @@ def _login_parts(cfg: Config, store: Any, sessions: Any, reactor: Any, audit: An
     """Login endpoints and the front doors the configured routes ask for."""
     from proxy.login.service import LoginService
 
-    login = LoginService(config=cfg, store=store, sessions=sessions, clock=reactor, audit=audit)
+    from twisted.internet.threads import deferToThreadPool
+
+    def in_thread(f: Callable[..., Any], *a: Any) -> defer.Deferred[Any]:  # scrypt and file writes: off the reactor
+        return deferToThreadPool(reactor, reactor.getThreadPool(), f, *a)
+
+    login = LoginService(config=cfg, store=store, sessions=sessions, clock=reactor, audit=audit,
+                         defer_to_thread=in_thread)
     if metrics is not None:
         login.use_metrics(metrics)
     endpoints = dict(login.endpoints())

@@ -62,6 +62,7 @@ from proxy.http.paths import loose_path
 from proxy.stores.interface import LimitReached, StoreError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from proxy.interfaces import AuditSink, Seconds, Sessions, SessionStore
     from twisted.internet.defer import Deferred
 
     from proxy.config import Config, Route
@@ -188,8 +189,8 @@ class Conversations:
 class CockpitFrontDoor:
     """See the module docstring. Built by ``proxy.app.service`` for routes of kind ``cockpit``."""
 
-    def __init__(self, *, config: "Config", login: "LoginService", sessions: Any, store: Any, clock: Any,
-                 audit: Any, nonce: Callable[[], str] | None = None) -> None:
+    def __init__(self, *, config: "Config", login: "LoginService", sessions: Sessions, store: SessionStore,
+                 clock: Seconds, audit: AuditSink, nonce: Callable[[], str] | None = None) -> None:
         problems = config_problems(config)
         if problems:
             from proxy.config import ConfigError
@@ -527,11 +528,12 @@ class CockpitFrontDoor:
         ident = conn.identity
         locked = None
         if password_at_stake and status == 401:  # PAM refused the password: count it like ours
-            from proxy.login.throttle import keys_for
+            from proxy.login.throttle import ThrottleState, keys_for
 
             d = self._login.throttle.fail(keys_for(account, ident.fingerprint, ident.client_ip),
                                           self._clock.seconds())
-            locked = d.result.blocked if d.called and not isinstance(d.result, Failure) else None
+            done = d.result if d.called else None
+            locked = done.blocked if isinstance(done, ThrottleState) else None
             _later(d, "count the refused password")
         self._audit.record("cockpit-login", "deny", "upstream-refused", account=account,
                            fingerprint=ident.fingerprint, client_ip=ident.client_ip, status=status, via=via,

@@ -53,6 +53,7 @@ from proxy.http.paths import same_login_path
 from trust.escape import safe_json
 
 if TYPE_CHECKING:  # pragma: no cover
+    from proxy.interfaces import AuditSink, Seconds, Sessions
     from twisted.internet.defer import Deferred
 
     from proxy.config import Config, Route
@@ -95,7 +96,8 @@ def joc_denied(account: str, status: int = 401, message: str = "Access denied",
 class JocFrontDoor:
     """See the module docstring. Built by ``proxy.app.service`` for routes of kind ``joc``."""
 
-    def __init__(self, *, config: "Config", login: "LoginService", sessions: Any, clock: Any, audit: Any) -> None:
+    def __init__(self, *, config: "Config", login: "LoginService", sessions: Sessions, clock: Seconds,
+                 audit: AuditSink) -> None:
         self._config = config
         self._login = login
         self._sessions = sessions
@@ -144,7 +146,7 @@ class JocFrontDoor:
             return None
         return self._open(head, conn, route)
 
-    def decide(self, head: RequestHead, conn: ConnContext, route: "Route") -> "Response | Deferred[Any]":
+    def decide(self, head: RequestHead, conn: ConnContext, route: "Route") -> "Response | Forward | Deferred[Any]":
         ident = conn.identity
         if head.path != self.login_path:
             if same_login_path(head.path, self.login_path):
@@ -270,7 +272,7 @@ class JocFrontDoor:
 
     def _after(self, conn: ConnContext, route: "Route", account: str, password: str | None,
                out: "AuthOutcome", session_totp: bool = False,
-               live: frozenset[str] | None = None) -> "Response | Forward":
+               live: frozenset[str] | None = None) -> "Response | Forward | Deferred[Any]":
         upstream_pw = self._login.config.login.password == "upstream"
         if out.ok:
             # a live session of this certificate and account that already proved as much is kept
@@ -332,11 +334,12 @@ class JocFrontDoor:
         ident = conn.identity
         locked = None
         if status == 401:  # JOC refused the password: count it like certgate's own failures
-            from proxy.login.throttle import keys_for
+            from proxy.login.throttle import ThrottleState, keys_for
 
             d = self._login.throttle.fail(keys_for(account, ident.fingerprint, ident.client_ip),
                                           self._clock.seconds())
-            locked = d.result.blocked if d.called and not isinstance(d.result, Failure) else None
+            done = d.result if d.called else None
+            locked = done.blocked if isinstance(done, ThrottleState) else None
             _later(d, "count the refused password")
         self._audit.record("joc-login", "deny", "upstream-refused", account=account, fingerprint=ident.fingerprint,
                            client_ip=ident.client_ip, status=status, locked=locked)

@@ -14,7 +14,7 @@ import datetime as _dt
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from OpenSSL import SSL
 from twisted.logger import Logger
@@ -25,6 +25,10 @@ from proxy.listener.verify import HandshakeVerifier
 from trust.mapping import map_account
 from trust.store import PINNED_DIR, TrustStoreError, folder_signature, load_store
 from trust.verify import VerdictCache
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.config import Config
+    from proxy.interfaces import Seconds
 
 Listener = Callable[[Any, Any], None]  # (old TrustGeneration, new TrustGeneration)
 
@@ -61,7 +65,7 @@ class TrustState:
     gateway never starts without a usable trust store and server certificate.
     """
 
-    def __init__(self, config: Any, clock: Any, log: Logger | None = None,
+    def __init__(self, config: Config, clock: Seconds, log: Logger | None = None,
                  verdicts: VerdictCache | None = None, ocsp: Any = None, directory: Any = None) -> None:
         self.config = config
         self.ocsp = ocsp  # proxy.listener.ocsp.OcspChecker shared by every snapshot (its cache survives reloads)

@@ -42,6 +42,8 @@ from proxy.login.totp import TotpError, TotpSecrets, check_code, valid_syntax
 from proxy.stores.interface import LimitReached, StoreError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from proxy.config import Config
+    from proxy.interfaces import AuditSink, Clock, MetricsRegistry, Sessions, SessionStore
     from twisted.internet.defer import Deferred
 
     from proxy.http.messages import ConnContext, Headers
@@ -98,7 +100,8 @@ class AuthOutcome:
 class LoginService:
     """Factor checks, receipts, throttling and session opening for every login path."""
 
-    def __init__(self, *, config: Any, store: Any, sessions: Any, clock: Any, audit: Any, rng: Any = None,
+    def __init__(self, *, config: Config, store: SessionStore, sessions: Sessions, clock: Clock, audit: AuditSink,
+                 rng: Any = None,
                  defer_to_thread: Callable[..., "Deferred[Any]"] | None = None) -> None:
         self.config = config
         self.store = store
@@ -119,10 +122,6 @@ class LoginService:
         self.startups = SharedStartups(store, lc.max_startups, clock, float(lc.timeout), rng)
         self.retry_after = max(1, math.ceil(config.sessions.store_deadline))
         self._strip_domain = config.trust.mapping.strip_domain
-        if defer_to_thread is None and hasattr(clock, "getThreadPool"):
-            from twisted.internet.threads import deferToThreadPool
-
-            defer_to_thread = lambda f, *a: deferToThreadPool(clock, clock.getThreadPool(), f, *a)  # noqa: E731
         self._defer_to_thread = defer_to_thread
         self.webauthn = None
         if config.webauthn.rp_id and config.webauthn.credentials:
@@ -132,7 +131,7 @@ class LoginService:
                                            base_dir=Path(config.base_dir), defer_to_thread=defer_to_thread)
         self._duration: Any = None
 
-    def use_metrics(self, metrics: Any) -> None:
+    def use_metrics(self, metrics: MetricsRegistry) -> None:
         """Observe every login attempt's duration by result (ok, partial, refused)."""
         self._duration = metrics.histogram("login_duration_seconds",
                                            "Login attempt (all factors checked here) by result", ("result",))

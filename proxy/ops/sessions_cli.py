@@ -18,10 +18,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 from urllib.parse import quote, urlencode
 
 from trust.escape import safe_json, safe_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.config import Config
+    from proxy.interfaces import BlockingStore
 
 DEFAULT_CONFIG = "/etc/certgate/certgate.conf"
 
@@ -112,7 +116,7 @@ def _print_list(rows: list[dict[str, Any]], as_json: bool) -> None:
         print("no sessions")
 
 
-def _list(store: Any, cfg: Any, ns: argparse.Namespace) -> int:
+def _list(store: BlockingStore, cfg: Config, ns: argparse.Namespace) -> int:
     from proxy.sessions.manager import describe
 
     now = time.time()
@@ -124,7 +128,7 @@ def _list(store: Any, cfg: Any, ns: argparse.Namespace) -> int:
     return 0
 
 
-def _revoke(store: Any, cfg: Any, ns: argparse.Namespace) -> int:
+def _revoke(store: BlockingStore, cfg: Config, ns: argparse.Namespace) -> int:
     from proxy.ops.admin import find_sessions
     from proxy.observe.audit import Audit
 
@@ -154,7 +158,7 @@ def _revoke(store: Any, cfg: Any, ns: argparse.Namespace) -> int:
     return 0
 
 
-def _via_admin(cfg: Any, ns: argparse.Namespace) -> int:
+def _via_admin(cfg: Config, ns: argparse.Namespace) -> int:
     if not cfg.admin.port:
         raise CliError("[sessions] store = memory keeps sessions inside the gateway process; enable the admin "
                        "API ([admin] port) to list or revoke them, or use sqlite:PATH / redis://")

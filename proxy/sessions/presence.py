@@ -36,15 +36,17 @@ import json
 import re
 from typing import TYPE_CHECKING, Any, Callable
 
-from twisted.internet.defer import inlineCallbacks, maybeDeferred
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 
 from proxy.gate import wording
-from proxy.http.messages import ConnContext, Headers, RequestHead, Response
+from proxy.http.messages import ConnContext, Decision, Headers, RequestHead, Response
 from proxy.gate.sameorigin import REFERRER_POLICY, cross_site
 from trust.escape import safe_json
 
 if TYPE_CHECKING:  # pragma: no cover
-    from proxy.sessions.manager import SessionCheck, SessionManager
+    from proxy.gate.decide import Endpoint
+    from proxy.interfaces import Seconds, Sessions
+    from proxy.sessions.manager import SessionCheck
 
 SCRIPT_PATH = "/.certgate/presence.js"
 PRESENCE_PATH = "/.certgate/presence"
@@ -255,7 +257,7 @@ def _method_not_allowed(allow: bytes) -> Response:
                  extra=[(b"Allow", allow)])
 
 
-def _login_401(reason: str, sessions: "SessionManager", ended: str | None = None) -> Response:
+def _login_401(reason: str, sessions: "Sessions", ended: str | None = None) -> Response:
     """401 for a request of no live session; ``ended`` (why the session ended, e.g. ``logout``)
     lets the page script leave a logged-out page to the app instead of sending it to certgate's login."""
     body: dict[str, object] = {"error": reason, "message": "log in again", "login": LOGIN_PATH}
@@ -275,7 +277,7 @@ _LOGGED_OUT = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><tit
 presenting your certificate.</p><p><a href="/.certgate/login">Log in again</a></p></body></html>"""
 
 
-def session_view(sessions: "SessionManager", chk: "SessionCheck") -> dict[str, Any]:
+def session_view(sessions: "Sessions", chk: "SessionCheck") -> dict[str, Any]:
     """The JSON description of a live session (no cookie, no certificate bytes)."""
     rec = chk.record
     assert rec is not None
@@ -287,13 +289,13 @@ def session_view(sessions: "SessionManager", chk: "SessionCheck") -> dict[str, A
             "now": sessions.clock.seconds()}
 
 
-def session_endpoints(sessions: "SessionManager", *, clock: Any = None) -> dict[str, Callable[..., Response]]:
+def session_endpoints(sessions: Sessions, *, clock: Seconds | None = None) -> dict[str, Endpoint]:
     """The endpoints above, keyed by exact path, for ``Gate(endpoints=...)``."""
     clock = clock or sessions.clock
     interval = float(sessions.settings.presence_interval)
     script = presence_script(interval)
 
-    def check(head: RequestHead, conn: ConnContext, activity: bool = True) -> "SessionCheck | None":
+    def check(head: RequestHead, conn: ConnContext, activity: bool = True) -> "Deferred[SessionCheck] | None":
         sid = sessions.session_id(head)
         if sid is None:
             return None
@@ -380,7 +382,7 @@ def session_endpoints(sessions: "SessionManager", *, clock: Any = None) -> dict[
 
 
 def _store_errors_as_503(fn: Callable[[RequestHead, ConnContext], Any], retry_after: bytes = b"2"
-                         ) -> Callable[..., Any]:
+                         ) -> "Endpoint":
     """A session store failure answers 503 (fail closed) instead of breaking the connection."""
     from proxy.stores.interface import StoreError
 
@@ -389,8 +391,8 @@ def _store_errors_as_503(fn: Callable[[RequestHead, ConnContext], Any], retry_af
         return _json(503, {"error": "session-store-unavailable", "message": "try again shortly"},
                      extra=[(b"Retry-After", retry_after)])
 
-    def wrapped(head: RequestHead, conn: ConnContext) -> Any:
-        d = maybeDeferred(fn, head, conn)
+    def wrapped(head: RequestHead, conn: ConnContext) -> "Deferred[Decision]":
+        d: Deferred[Decision] = maybeDeferred(fn, head, conn)
         return d.addErrback(down)
 
     wrapped.__name__ = getattr(fn, "__name__", "endpoint")
