@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
@@ -25,6 +25,12 @@ from twisted.logger import Logger
 
 from proxy.config import Config
 from trust.problems import Problem
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.gate.decide import Endpoint
+    from proxy.interfaces import AuditSink, FrontDoor, MetricsRegistry, RequestGate, Sessions, SessionStore
+    from proxy.listener.reload import TrustState
+    from proxy.stores.interface import SessionRecord
 
 log = Logger(namespace="certgate")
 
@@ -265,8 +271,8 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
     tunnels = TunnelRegistry()
     sessions = SessionManager(store, reactor, cfg.sessions, tunnels, audit)
     endpoints, front_doors = _login_parts(cfg, store, sessions, reactor, audit, metrics)
-    gate = Gate(config=cfg, sessions=sessions, clock=reactor, audit=audit, endpoints=endpoints,
-                front_doors=front_doors, metrics=metrics)
+    gate: RequestGate = Gate(config=cfg, sessions=sessions, clock=reactor, audit=audit, endpoints=endpoints,
+                             front_doors=front_doors, metrics=metrics)
     pools = UpstreamPools(cfg.routes, reactor, reactor)
     pools.use_metrics(metrics)
     http = GatewayFactory(gate=gate, identify=identify, config=cfg, pools=pools, clock=reactor,
@@ -365,13 +371,13 @@ def _is_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _still_valid(trust_state: Any, rec: Any, now: float) -> bool:
+def _still_valid(trust_state: TrustState, rec: SessionRecord, now: float) -> bool:
     """True when a session's certificate still verifies and maps under the current trust state."""
     return bool(trust_state.still_valid(rec.cert_der, rec.chain_der, now))
 
 
-def _login_parts(cfg: Config, store: Any, sessions: Any, reactor: Any, audit: Any, metrics: Any = None
-                 ) -> tuple[dict[str, Any], list[Any]]:
+def _login_parts(cfg: Config, store: SessionStore, sessions: Sessions, reactor: Any, audit: AuditSink,
+                 metrics: MetricsRegistry | None = None) -> tuple[dict[str, Endpoint], list[FrontDoor]]:
     """Login endpoints and the front doors the configured routes ask for."""
     from proxy.login.service import LoginService
 
@@ -385,7 +391,7 @@ def _login_parts(cfg: Config, store: Any, sessions: Any, reactor: Any, audit: An
     if metrics is not None:
         login.use_metrics(metrics)
     endpoints = dict(login.endpoints())
-    doors: list[Any] = []
+    doors: list[FrontDoor] = []
     kinds = {r.kind for r in cfg.routes}
     if "cockpit" in kinds:
         from proxy.frontdoors.cockpit import CockpitFrontDoor

@@ -15,6 +15,7 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 
 if TYPE_CHECKING:  # pragma: no cover
+    from proxy.observe.audit import RefusalDigest
     from twisted.internet.defer import Deferred
     from proxy.observe.metrics import Metrics
     from proxy.config import Config
@@ -39,7 +40,7 @@ def make_metrics(cfg: Config, is_worker: bool) -> Metrics:
     return m
 
 
-def expiry_series(trust_state: Any, now: float) -> list[tuple[tuple[str, str, str], float]]:
+def expiry_series(trust_state: TrustState, now: float) -> list[tuple[tuple[str, str, str], float]]:
     """(kind, file, fingerprint) -> seconds until expiry (CRL: until nextUpdate; server: leaf notAfter)."""
     out: list[tuple[tuple[str, str, str], float]] = []
     snap = trust_state.current
@@ -164,7 +165,7 @@ class HandshakeFailures:
     so neither reaches the digest again.
     """
 
-    def __init__(self, metrics: Any, refusals: Any) -> None:
+    def __init__(self, metrics: MetricsRegistry, refusals: RefusalDigest | None) -> None:
         self._count = metrics.counter("tls_handshakes_failed_total",
                                       "Connections that ended before their TLS handshake completed, by reason",
                                       ("reason",))
@@ -217,7 +218,7 @@ class OpsService(Service):
 
     name = "ops"
 
-    def __init__(self, reactor: Any, metrics: Any, workers: Any = None, refusals: Any = None,
+    def __init__(self, reactor: Any, metrics: Metrics, workers: Any = None, refusals: RefusalDigest | None = None,
                  expiry: ExpiryWarner | None = None) -> None:
         self.reactor, self.metrics, self.workers, self.refusals = reactor, metrics, workers, refusals
         self.expiry = expiry

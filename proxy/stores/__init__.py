@@ -11,6 +11,7 @@ from proxy.stores.interface import IBlockingStore, ISessionStore, LimitReached, 
 from proxy.stores.memory import MemoryEngine, MemoryStore
 
 if TYPE_CHECKING:  # pragma: no cover
+    from proxy.interfaces import Clock, ThreadingClock
     from proxy.config import SessionsSection
 
 __all__ = ["IBlockingStore", "ISessionStore", "LimitReached", "SessionRecord", "StoreError", "MemoryStore",
@@ -59,7 +60,7 @@ def _sqlite_path(spec: str, base_dir: str | Path) -> Path:
 
 
 def open_store(spec: str, base_dir: str | Path, options: StoreOptions | None = None, *,
-               reactor: Any = None, clock: Any = None) -> ISessionStore:
+               reactor: ThreadingClock | None = None, clock: Clock | None = None) -> ISessionStore:
     """Open the store named by ``[sessions] store`` for the gateway (the asynchronous face):
     ``memory``, ``sqlite:PATH`` (relative to ``base_dir``), ``redis://``, ``rediss://`` or
     ``redis+sentinel://``. Raises StoreError saying what and why. A Redis store connects in
