@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from proxy.config.keys import Key, defaults_of, keys_of
 
+
 @dataclass(frozen=True)
 class ListenSection:
     """``[listen]``: the client-facing TLS listener."""

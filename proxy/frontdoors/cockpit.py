@@ -245,7 +245,7 @@ class CockpitFrontDoor:
 
     def matches(self, head: RequestHead, route: "Route") -> bool:
         """Cockpit routes only: the login path always; the login page's paths without a session cookie."""
-        if getattr(route, "kind", None) != "cockpit":
+        if route.kind != "cockpit":
             return False
         path = head.path
         if self.is_login_variant(path):  # the exact login path is one of its spellings
@@ -295,7 +295,7 @@ class CockpitFrontDoor:
         (no ``Authorization``, no cockpit or certgate cookie). The ``[access:*]`` rules apply as
         for the login page itself (403).
         """
-        if getattr(route, "kind", None) != "cockpit" or head.method not in (b"GET", b"HEAD") or head.upgrade:
+        if route.kind != "cockpit" or head.method not in (b"GET", b"HEAD") or head.upgrade:
             return None
         rel = self._rel(head.path)
         if rel is None or ".." in rel.split("/") or self.is_login_variant(head.path):
@@ -582,7 +582,7 @@ class CockpitFrontDoor:
         """The proposed tunnel hook: for a ``/cockpit/socket`` upgrade of a certgate session on a
         Cockpit route, a callable to receive every client -> cockpit-ws byte of the tunnel (it
         never changes them); None for anything else."""
-        if session_id is None or getattr(route, "kind", None) != "cockpit" or not self.is_socket_path(head.path):
+        if session_id is None or route.kind != "cockpit" or not self.is_socket_path(head.path):
             return None
         return self.logout_watcher(session_id).feed
 

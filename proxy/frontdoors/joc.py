@@ -116,7 +116,7 @@ class JocFrontDoor:
         that the login match ignores letter case and a trailing ``/``, which JOC's JAX-RS routing
         may accept too. :meth:`decide` refuses every login spelling but the exact ``login_path``.
         """
-        if getattr(route, "kind", None) != "joc":
+        if route.kind != "joc":
             return False
         if same_login_path(head.path, self.login_path):
             return True
@@ -142,7 +142,7 @@ class JocFrontDoor:
         """For the gate, when a request carrying a certgate cookie has no live session (the store is
         asynchronous, so :meth:`matches` cannot look): the GUI's open paths are served as without a
         cookie (:meth:`_open`); None for everything else."""
-        if getattr(route, "kind", None) != "joc" or not self.is_open(head):
+        if route.kind != "joc" or not self.is_open(head):
             return None
         return self._open(head, conn, route)
 
@@ -204,7 +204,7 @@ class JocFrontDoor:
 
     def session_forward(self, head: RequestHead, route: "Route", session_id: str, fwd: Forward) -> None:
         """Called by the gate for a request it forwards within a session: JOC's logout ends it."""
-        if (getattr(route, "kind", None) != "joc" or head.method != b"POST"
+        if (route.kind != "joc" or head.method != b"POST"
                 or not same_login_path(head.path, self.logout_path)):  # every spelling JOC may accept
             return
         def ended(live: Any) -> None:
