@@ -36,10 +36,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from proxy.sessions.manager import SessionCheck
     from proxy.stores.interface import SessionRecord
 
-__all__ = ["AuditSink", "BlockingStore", "Clock", "DecisionOrDeferred", "FrontDoor", "MetricChild", "MetricFamily",
+__all__ = ["AuditSink", "BlockingStore", "Clock", "DecisionOrDeferred", "Endpoint", "FrontDoor", "MetricChild", "MetricFamily",
            "MetricsRegistry", "RequestGate", "Seconds", "SessionStore", "Sessions", "ThreadingClock"]
 
 DecisionOrDeferred = Union["Decision", "Deferred[Decision]"]
+#: a handler of an exact path under ``/.certgate/`` (the gate's endpoints)
+Endpoint = Callable[["RequestHead", "ConnContext"], DecisionOrDeferred]
 
 
 class Seconds(Protocol):

@@ -27,8 +27,8 @@ from proxy.config import Config
 from trust.problems import Problem
 
 if TYPE_CHECKING:  # pragma: no cover
-    from proxy.gate.decide import Endpoint
-    from proxy.interfaces import AuditSink, FrontDoor, MetricsRegistry, RequestGate, Sessions, SessionStore
+    from proxy.interfaces import (AuditSink, Endpoint, FrontDoor, MetricsRegistry, RequestGate, Sessions,
+                                  SessionStore)
     from proxy.listener.reload import TrustState
     from proxy.stores.interface import SessionRecord
 

@@ -6,7 +6,7 @@ same single source (``trust.access.check``) before letting a login reach the ups
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from proxy.http.messages import ConnContext
 

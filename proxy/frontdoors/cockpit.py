@@ -51,7 +51,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.python.failure import Failure
 
 from trust.escape import safe_json, safe_text
 from proxy.frontdoors.access import access_refusal

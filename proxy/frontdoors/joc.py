@@ -45,7 +45,6 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.python.failure import Failure
 
 from proxy.frontdoors.access import access_refusal
 from proxy.http.messages import ConnContext, Forward, Headers, RequestHead, Response

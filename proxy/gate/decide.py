@@ -22,12 +22,12 @@ Every path comparison uses ``head.path``: the canonical path the HTTP layer made
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from urllib.parse import quote
 
 from proxy.gate import wording
 from proxy.http.messages import ConnContext, Decision, Forward, Headers, RequestHead, Response
-from proxy.interfaces import AuditSink, Clock, DecisionOrDeferred, FrontDoor, MetricsRegistry, Sessions
+from proxy.interfaces import AuditSink, Clock, DecisionOrDeferred, Endpoint, FrontDoor, MetricsRegistry, Sessions
 from proxy.stores.interface import StoreError
 from trust.escape import safe_html, safe_json
 
@@ -40,7 +40,6 @@ PREFIX = "/.certgate/"
 LOGIN_PATH = "/.certgate/login"
 CERT_ONLY = ["tls-cert"]
 
-Endpoint = Callable[[RequestHead, ConnContext], DecisionOrDeferred]
 
 
 # --------------------------------------------------------------------------- pages

@@ -44,8 +44,7 @@ from proxy.gate.sameorigin import REFERRER_POLICY, cross_site
 from trust.escape import safe_json
 
 if TYPE_CHECKING:  # pragma: no cover
-    from proxy.gate.decide import Endpoint
-    from proxy.interfaces import Seconds, Sessions
+    from proxy.interfaces import Endpoint, Seconds, Sessions
     from proxy.sessions.manager import SessionCheck
 
 SCRIPT_PATH = "/.certgate/presence.js"
