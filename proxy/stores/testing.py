@@ -15,9 +15,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from proxy.listener.identity import ConnectionIdentity, anonymous
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.config import Config
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ class FakeTunnels:
 def make_config(sections: Mapping[str, Mapping[str, Any]] | None = None, *,
                 account_rules: Mapping[str, list[list[str]]] | None = None, access_rules: list[Any] | None = None,
                 account_uv: Mapping[str, str] | None = None,
-                base_dir: Path | str = "/nonexistent") -> Any:
+                base_dir: Path | str = "/nonexistent") -> Config:
     """A ``proxy.config.Config`` from the schema defaults, with ``sections`` overriding values.
 
     Example: ``make_config({"login": {"required_auth_methods": [["tls-cert", "password"]]}})``.
