@@ -134,3 +134,12 @@ def test_demo_upstream_echoes_and_logs_what_it_received(capsys: pytest.CaptureFi
     assert b"Hello, alice&quot;&lt;b&gt;" in body and b"<b>" not in body
     line = capsys.readouterr().out.strip()
     assert json.loads(line) == {"method": "GET", "path": "/reports?<x>", "x-remote-user": "alice\"<b>"}
+
+
+def test_the_certgate_command_loads_no_openssl_before_it_sets_openssl_conf() -> None:
+    """`certgate run` points OPENSSL_CONF at NumTickets = 0 before OpenSSL loads: importing the
+    command (and the trust helpers it uses) must not load cryptography's OpenSSL."""
+    probe = ("import sys, proxy.app.cli, trust.cli_errors, trust.escape; "
+             "print('cryptography.hazmat.bindings._rust' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False"
