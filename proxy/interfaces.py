@@ -30,10 +30,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred
     from twisted.internet.interfaces import IDelayedCall
 
-    from proxy.config import Route, SessionsSection
+    from proxy.config import Route
     from proxy.http.messages import ConnContext, Decision, Headers, RequestHead
     from proxy.listener.identity import ConnectionIdentity
     from proxy.sessions.manager import SessionCheck
+    from proxy.sessions.seams import SessionSettings
     from proxy.stores.interface import SessionRecord
 
 __all__ = ["AuditSink", "BlockingStore", "Clock", "DecisionOrDeferred", "Endpoint", "FrontDoor", "MetricChild", "MetricFamily",
@@ -103,13 +104,18 @@ class MetricsRegistry(Protocol):
 class Sessions(Protocol):
     """The trusted-session rules (the session manager) as the rest of the gateway uses them.
 
-    Operations that reach the store return Deferreds; none blocks. ``settings`` is the
-    ``[sessions]`` section the rules come from; ``store`` the store they keep records in.
+    Operations that reach the store return Deferreds; none blocks. ``settings`` are the
+    ``[sessions]`` keys the rules come from; ``store`` the store they keep records in.
     """
 
-    settings: SessionsSection
-    store: SessionStore
-    clock: Clock
+    @property
+    def settings(self) -> SessionSettings: ...
+
+    @property
+    def store(self) -> SessionStore: ...
+
+    @property
+    def clock(self) -> Seconds: ...
 
     def session_id(self, head: RequestHead) -> str | None: ...
 

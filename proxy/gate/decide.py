@@ -124,10 +124,11 @@ class Gate:
         self._clock = clock
         self._audit = audit
         self._endpoints: dict[str, Endpoint] = {}
+        self._retry_after = retry_after_for(config.sessions)
         if sessions is not None:  # certgate's own session endpoints, unless the caller mounts its own
             from proxy.sessions.presence import session_endpoints
 
-            self._endpoints.update(session_endpoints(sessions))
+            self._endpoints.update(session_endpoints(sessions, retry_after=self._retry_after))
             if metrics is not None:
                 sessions.use_metrics(metrics)
         self._endpoints.update(endpoints)
@@ -147,7 +148,6 @@ class Gate:
             from trust.access import check  # the single source of access decisions
 
             self._access_check = check
-        self._retry_after = retry_after_for(config.sessions)
         self._forwards = self._denied = self._logins = self._local = None
         if metrics is not None:
             fam = metrics.counter("gate_decisions_total", "Gate decisions by outcome", ("outcome",))

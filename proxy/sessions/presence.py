@@ -288,8 +288,12 @@ def session_view(sessions: "Sessions", chk: "SessionCheck") -> dict[str, Any]:
             "now": sessions.clock.seconds()}
 
 
-def session_endpoints(sessions: Sessions, *, clock: Seconds | None = None) -> dict[str, Endpoint]:
-    """The endpoints above, keyed by exact path, for ``Gate(endpoints=...)``."""
+def session_endpoints(sessions: Sessions, *, clock: Seconds | None = None,
+                      retry_after: bytes = b"2") -> dict[str, Endpoint]:
+    """The endpoints above, keyed by exact path, for ``Gate(endpoints=...)``.
+
+    ``retry_after`` is the ``Retry-After`` of their 503 when the store cannot answer (the gate
+    passes ``[sessions] store_deadline`` rounded up; 2 s is that key's default)."""
     clock = clock or sessions.clock
     interval = float(sessions.settings.presence_interval)
     script = presence_script(interval)
@@ -374,10 +378,7 @@ def session_endpoints(sessions: Sessions, *, clock: Seconds | None = None) -> di
 
     eps = {PRESENCE_PATH: presence, SCRIPT_PATH: presence_js, LOGOUT_PATH: logout, TRUSTED_PATH: trusted,
            INFO_PATH: info}
-    from proxy.gate.decide import retry_after_for
-
-    retry = retry_after_for(sessions.settings)
-    return {path: _store_errors_as_503(fn, retry) for path, fn in eps.items()}
+    return {path: _store_errors_as_503(fn, retry_after) for path, fn in eps.items()}
 
 
 def _store_errors_as_503(fn: Callable[[RequestHead, ConnContext], Any], retry_after: bytes = b"2"
