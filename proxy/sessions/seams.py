@@ -2,7 +2,7 @@
 
 The gateway wires the real parts (the reactor, ``proxy.http.tunnel.TunnelRegistry``,
 ``proxy.observe.audit.Audit``, the ``[sessions]`` config section); tests pass fakes with the
-same shape (``twisted.internet.task.Clock``, ``proxy.stores.testing.FakeTunnels``, ...).
+same shape (``twisted.internet.task.Clock``, ``tests.harness.fakes.FakeTunnels``, ...).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover
-    from twisted.internet.base import DelayedCall
+    from twisted.internet.interfaces import IDelayedCall
 
 
 class EndSettings(Protocol):
@@ -35,7 +35,7 @@ class Clock(Protocol):
     def seconds(self) -> float: ...
 
     def callLater(self, delay: float, callable: Callable[..., object], *args: object,  # noqa: N802
-                  **kw: object) -> "DelayedCall": ...
+                  **kw: object) -> "IDelayedCall": ...
 
 
 class Tunnels(Protocol):

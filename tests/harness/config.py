@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import configparser
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from tests.harness.pki import Pki
 from tests.harness.wait import free_port
+
+if TYPE_CHECKING:
+    from proxy.config import Config
 
 
 def render(sections: Mapping[str, Mapping[str, object]]) -> str:
@@ -66,7 +69,7 @@ def config_port(path: Path) -> int:
 
 
 def listener_config(pki: Pki, *, client_auth: str = "need", min_version: str = "1.2",
-                sni: Sequence[str] = (), trust: str = "", listen: str = "") -> Any:
+                sni: Sequence[str] = (), trust: str = "", listen: str = "") -> Config:
     """A :class:`proxy.config.Config` for ``pki``'s listener, parsed (and checked) from the INI text
     it also writes to ``pki.folder/certgate.conf``; ``trust`` and ``listen`` add raw lines."""
     from proxy.config import parse_config
@@ -83,7 +86,7 @@ def listener_config(pki: Pki, *, client_auth: str = "need", min_version: str = "
 def make_config(sections: Mapping[str, Mapping[str, Any]] | None = None, *,
                 routes: Sequence[Mapping[str, Any]] | None = None,
                 account_rules: Mapping[str, list[list[str]]] | None = None, access_rules: list[Any] | None = None,
-                account_uv: Mapping[str, str] | None = None, base_dir: Path | str = "/nonexistent") -> Any:
+                account_uv: Mapping[str, str] | None = None, base_dir: Path | str = "/nonexistent") -> Config:
     """A ``proxy.config.Config`` from the schema defaults, with ``sections`` overriding values.
 
     Example: ``make_config({"login": {"required_auth_methods": [["tls-cert", "password"]]}})``.
@@ -91,13 +94,14 @@ def make_config(sections: Mapping[str, Mapping[str, Any]] | None = None, *,
     upstream key); ``[upstream] url`` defaults to a closed port. Built in memory: values are
     taken as already parsed, no file is read and none of the config's checks runs.
     """
-    from proxy.config import ROUTE_KEYS, SCHEMA, Config, Section, _route
+    from proxy.config import ROUTE_KEYS, SCHEMA, build_config, default_values, route_from_values
     from proxy.sessions.presence_rules import derive_defaults
+    from trust.settings import TrustSettings
 
     base = Path(base_dir)
     vals: dict[str, dict[str, Any]] = {}
-    for sec, keys in SCHEMA.items():
-        vals[sec] = {k: spec.default for k, spec in keys.items()}
+    for sec in SCHEMA:
+        vals[sec] = default_values(sec)
         vals[sec].update((sections or {}).get(sec, {}))
     if vals["upstream"]["url"] is None:
         vals["upstream"]["url"] = "http://127.0.0.1:9"
@@ -106,20 +110,16 @@ def make_config(sections: Mapping[str, Mapping[str, Any]] | None = None, *,
     for r in routes or []:
         rv = {k: spec.default for k, spec in ROUTE_KEYS.items()}
         rv.update({k: v for k, v in r.items() if k != "name"})
-        rts.append(_route(r["name"], rv, r["prefix"]))
+        rts.append(route_from_values(r["name"], rv, r["prefix"]))
     rts.sort(key=lambda r: len(r.prefix), reverse=True)
-    rts.append(_route("default", vals["upstream"], "/"))
-    return Config(path=base / "certgate.conf", base_dir=base, listen=Section(vals["listen"]), trust=None,
-                  access_rules=list(access_rules or []), routes=rts, headers=Section(vals["headers"]),
-                  limits=Section(vals["limits"]), websocket=Section(vals["websocket"]),
-                  login=Section(vals["login"]), sessions=Section(vals["sessions"]),
-                  cockpit=Section(vals["cockpit"]), joc=Section(vals["joc"]), admin=Section(vals["admin"]),
-                  audit=Section(vals["audit"]), log=Section(vals["log"]), account_rules=dict(account_rules or {}),
-                  webauthn=Section(vals["webauthn"]), account_uv=dict(account_uv or {}))
+    rts.append(route_from_values("default", vals["upstream"], "/"))
+    return build_config(vals, path=base / "certgate.conf", base_dir=base, trust=TrustSettings(store=base / "trust"),
+                        routes=rts, access_rules=list(access_rules or []), account_rules=account_rules,
+                        account_uv=account_uv)
 
 
 def engine_config(upstream_url: str, overrides: Mapping[str, Mapping[str, Any]] | None = None,
-                  routes: Sequence[Mapping[str, Any]] | None = None, base_dir: Path | None = None) -> Any:
+                  routes: Sequence[Mapping[str, Any]] | None = None, base_dir: Path | None = None) -> Config:
     """:func:`make_config` for the HTTP engine: ``[upstream] url`` is ``upstream_url`` (unless
     ``overrides`` names another), files relative to ``base_dir`` (default /tmp)."""
     sections = {sec: dict(kv) for sec, kv in (overrides or {}).items()}

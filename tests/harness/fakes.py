@@ -18,7 +18,6 @@ from typing import Any
 
 from proxy.listener.identity import ConnectionIdentity, anonymous
 
-
 @dataclass(frozen=True)
 class FakeVerdict:
     """The parts of ``trust.verify.Verdict`` the gate and sessions read."""
