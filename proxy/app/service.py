@@ -23,6 +23,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 
 from proxy.config import Config
+from proxy.version import certgate_version
 from trust.problems import Problem
 
 log = Logger(namespace="certgate")
@@ -176,8 +177,8 @@ class Gateway(MultiService):
         return d
 
     def startService(self) -> None:
-        log.info("certgate {version} starting: pid {pid}, reactor {reactor}", version=_version(), pid=os.getpid(),
-                 reactor=type(self.reactor).__name__)
+        log.info("certgate {version} starting: pid {pid}, reactor {reactor}", version=certgate_version(),
+                 pid=os.getpid(), reactor=type(self.reactor).__name__)
         sessions = self.parts.get("sessions")
         if sessions is not None:
             d = sessions.start()  # ends sessions that died while the gateway was down, arms timers
@@ -338,15 +339,6 @@ def _log_ticket_check(identity: Any) -> None:
         log.info("TLS 1.3 session tickets per handshake: 0")
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("certgate")
-    except PackageNotFoundError:
-        return "(not installed)"
-
-
 def _is_main_thread() -> bool:
     import threading
 
@@ -361,12 +353,13 @@ def _still_valid(trust_state: Any, rec: Any, now: float) -> bool:
 def _login_parts(cfg: Config, store: Any, sessions: Any, reactor: Any, audit: Any, metrics: Any = None
                  ) -> tuple[dict[str, Any], list[Any]]:
     """Login endpoints and the front doors the configured routes ask for."""
+    from proxy.login.endpoints import login_endpoints
     from proxy.login.service import LoginService
 
     login = LoginService(config=cfg, store=store, sessions=sessions, clock=reactor, audit=audit)
     if metrics is not None:
         login.use_metrics(metrics)
-    endpoints = dict(login.endpoints())
+    endpoints = dict(login_endpoints(login))
     doors: list[Any] = []
     kinds = {r.kind for r in cfg.routes}
     if "cockpit" in kinds:

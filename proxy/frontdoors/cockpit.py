@@ -65,7 +65,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred
 
     from proxy.config import Config, Route
-    from proxy.login.service import AuthOutcome, LoginService
+    from proxy.login.outcome import AuthOutcome
+    from proxy.login.service import LoginService
 
 PROMPT = "Authenticator code (6 digits): "
 USE_KEY = "This account logs in with a security key: open /.certgate/login"

@@ -27,7 +27,8 @@ from urllib.parse import quote
 
 from proxy.gate import wording
 from proxy.http.messages import ConnContext, Decision, Forward, Headers, RequestHead, Response
-from proxy.stores.interface import StoreError
+from proxy.sessions.presence import session_endpoints
+from proxy.stores.interface import StoreError, retry_after
 from trust.escape import safe_html, safe_json
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -93,9 +94,7 @@ def error_page(head: RequestHead, status: int, code: str, title: str, message: s
 def retry_after_for(config: Any) -> bytes:
     """The ``Retry-After`` seconds of a 503 ``session-store-unavailable`` (``[sessions] store_deadline``,
     rounded up, at least 1)."""
-    import math
-
-    return str(max(1, math.ceil(float(getattr(config.sessions, "store_deadline", 2.0))))).encode("ascii")
+    return retry_after(float(getattr(config.sessions, "store_deadline", 2.0)))
 
 
 def store_unavailable(head: RequestHead, conn: ConnContext, audit: Any, error: str = "",
@@ -134,8 +133,6 @@ class Gate:
         self._audit = audit
         self._endpoints = {}
         if sessions is not None:  # certgate's own session endpoints, unless the caller mounts its own
-            from proxy.sessions.presence import session_endpoints
-
             self._endpoints.update(session_endpoints(sessions))
             if metrics is not None and hasattr(sessions, "use_metrics"):
                 sessions.use_metrics(metrics)

@@ -14,6 +14,8 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.logger import Logger
 
+from proxy.version import certgate_version
+
 log = Logger(namespace="certgate")
 
 
@@ -26,9 +28,7 @@ def make_metrics(cfg: Any, is_worker: bool) -> Any:
         enable_multiprocess(folder)
     m = Metrics()
     if not is_worker:
-        from proxy.app.service import _version
-
-        m.add_process_metrics(_version())
+        m.add_process_metrics(certgate_version())
     return m
 
 

@@ -41,6 +41,7 @@ from twisted.internet.defer import inlineCallbacks, maybeDeferred
 from proxy.gate import wording
 from proxy.http.messages import ConnContext, Headers, RequestHead, Response
 from proxy.gate.sameorigin import REFERRER_POLICY, cross_site
+from proxy.stores.interface import retry_after
 from trust.escape import safe_json
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -373,9 +374,7 @@ def session_endpoints(sessions: "SessionManager", *, clock: Any = None) -> dict[
 
     eps = {PRESENCE_PATH: presence, SCRIPT_PATH: presence_js, LOGOUT_PATH: logout, TRUSTED_PATH: trusted,
            INFO_PATH: info}
-    from proxy.gate.decide import retry_after_for
-
-    retry = retry_after_for(type("C", (), {"sessions": sessions.settings})())
+    retry = retry_after(float(getattr(sessions.settings, "store_deadline", 2.0)))
     return {path: _store_errors_as_503(fn, retry) for path, fn in eps.items()}
 
 
