@@ -4,9 +4,9 @@ Re-exports only; see the modules for the contracts.
 """
 
 from .access import AccessDecision, AccessRule, check
-from .mapping import MappingResult, account_matches, map_account
+from .mapping import MappingResult, MappingSettings, account_matches, map_account
 from .problems import Problem
-from .settings import MappingSettings, TrustSettings, parse_access_sections, parse_trust_section
+from .settings import TrustSettings, parse_access_sections, parse_trust_section
 from .store import StoreEntry, StoreProblem, TrustGeneration, TrustStoreError, folder_signature, load_store
 from .verify import Reason, Verdict, VerdictCache, VerifyPolicy
 
