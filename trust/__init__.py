@@ -7,7 +7,8 @@ from .access import AccessDecision, AccessRule, check
 from .mapping import MappingResult, MappingSettings, account_matches, map_account
 from .problems import Problem
 from .settings import TrustSettings, parse_access_sections, parse_trust_section
-from .store import StoreEntry, StoreProblem, TrustGeneration, TrustStoreError, folder_signature, load_store
+from .folder import folder_signature
+from .store import StoreEntry, StoreProblem, TrustGeneration, TrustStoreError, load_store
 from .verify import Reason, Verdict, VerdictCache, VerifyPolicy
 
 # `verify()` is deliberately not re-exported: the name would shadow the `trust.verify` module.

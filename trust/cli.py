@@ -25,7 +25,8 @@ from . import certinfo
 from .edits import EditError, Plan, find_entries, plan_add, plan_pin, plan_remove, read_certificates
 from .mapping import MappingResult, MappingSettings, account_matches, describe, map_account
 from .settings import TrustSettings, parse_trust_section
-from .store import StoreEntry, TrustGeneration, TrustStoreError, apply_changes, entry_warnings, load_store
+from .folder import apply_changes
+from .store import StoreEntry, TrustGeneration, TrustStoreError, entry_warnings, load_store
 from .verify import verify
 
 

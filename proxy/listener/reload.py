@@ -23,7 +23,8 @@ from proxy.listener.context import (ServerIdentity, TLSConfigError, build_contex
                                 load_server_identity, parse_sni_entries, server_cert_warnings)
 from proxy.listener.verify import HandshakeVerifier
 from trust.mapping import map_account
-from trust.store import PINNED_DIR, TrustStoreError, folder_signature, load_store
+from trust.folder import folder_signature
+from trust.store import PINNED_DIR, TrustStoreError, load_store
 from trust.verify import VerdictCache
 
 Listener = Callable[[Any, Any], None]  # (old TrustGeneration, new TrustGeneration)
