@@ -219,6 +219,7 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
     from proxy.http.connection import GatewayFactory
     from proxy.listener.reload import TrustState
     from proxy.sessions.manager import SessionManager
+    from proxy.sessions.presence import session_endpoints
     from proxy.stores import open_store, options_from
     from proxy.listener.tls import LiveServerTLS, identify, revalidate
     from proxy.http.tunnel import TunnelRegistry
@@ -254,6 +255,7 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
     tunnels = TunnelRegistry()
     sessions = SessionManager(store, reactor, cfg.sessions, tunnels, audit)
     endpoints, front_doors = _login_parts(cfg, store, sessions, reactor, audit, metrics)
+    endpoints = {**session_endpoints(sessions), **endpoints}  # certgate's own; the login's win a clash
     gate = Gate(config=cfg, sessions=sessions, clock=reactor, audit=audit, endpoints=endpoints,
                 front_doors=front_doors, metrics=metrics)
     pools = UpstreamPools(cfg.routes, reactor, reactor)

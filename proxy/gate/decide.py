@@ -27,7 +27,6 @@ from urllib.parse import quote
 
 from proxy.gate import wording
 from proxy.http.messages import ConnContext, Decision, Forward, Headers, RequestHead, Response
-from proxy.sessions.presence import session_endpoints
 from proxy.stores.interface import StoreError, retry_after
 from trust.escape import safe_html, safe_json
 
@@ -121,7 +120,9 @@ class Gate:
 
     ``sessions`` is a :class:`proxy.sessions.manager.SessionManager` (may be None only when every
     rule is certificate-only or client auth is ``none``). ``endpoints`` maps exact paths under
-    ``/.certgate/`` to handlers. ``front_doors`` are consulted in order.
+    ``/.certgate/`` to handlers: the caller mounts certgate's own (the session endpoints of
+    :func:`proxy.sessions.presence.session_endpoints`, the login's), so the gate imports none of
+    them. ``front_doors`` are consulted in order.
     """
 
     def __init__(self, *, config: "Config", sessions: Any, clock: Any, audit: Any,
@@ -131,12 +132,9 @@ class Gate:
         self._sessions = sessions
         self._clock = clock
         self._audit = audit
-        self._endpoints = {}
-        if sessions is not None:  # certgate's own session endpoints, unless the caller mounts its own
-            self._endpoints.update(session_endpoints(sessions))
-            if metrics is not None and hasattr(sessions, "use_metrics"):
-                sessions.use_metrics(metrics)
-        self._endpoints.update(endpoints)
+        if sessions is not None and metrics is not None and hasattr(sessions, "use_metrics"):
+            sessions.use_metrics(metrics)
+        self._endpoints = dict(endpoints)
         for p in self._endpoints:
             if not p.startswith(PREFIX):
                 raise ValueError(f"endpoint path {p!r} is not under {PREFIX}")

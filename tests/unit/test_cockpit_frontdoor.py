@@ -437,8 +437,10 @@ def test_pending_conversation_is_continued_by_another_process_through_the_store(
 
 def _gate_decide(e: Env, target: bytes, headers: Any = (), ident: Any = None, upgrade: bool = False) -> Any:
     from proxy.gate.decide import Gate
+    from proxy.sessions.presence import session_endpoints
 
-    gate = Gate(config=e.cfg, sessions=e.mgr, clock=e.clock, audit=e.audit, endpoints={}, front_doors=[e.door])
+    gate = Gate(config=e.cfg, sessions=e.mgr, clock=e.clock, audit=e.audit, endpoints=session_endpoints(e.mgr),
+                front_doors=[e.door])
     head = RequestHead(b"GET", target, b"1.1", [(b"Host", b"gw.example")] + list(headers), upgrade=upgrade)
     return resolve(gate.decide(head, ConnContext(identity=ident or make_identity("alice", handshake_at=T0),
                                                  connected_at=T0)))
