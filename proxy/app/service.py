@@ -264,7 +264,7 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
                           tunnels=tunnels, metrics=metrics)
     access = open_log(cfg.log.access_file, buffered=True) if cfg.log.access_file else None
     http.request_done = RequestLog(metrics=metrics, clock=reactor, stream=access)
-    from proxy.observe.wiring import HandshakeFailures
+    from proxy.listener.failures import HandshakeFailures
 
     http.handshake_failed = HandshakeFailures(metrics, refusals)
     metrics.gauge("websocket_tunnels", "Open WebSocket tunnels", (), lambda: [((), float(tunnels.count()))])

@@ -33,9 +33,9 @@ LAYERS: tuple[tuple[str, str], ...] = (
     ("trust", "pure certificate logic: store, verification, mapping, access rules, OCSP"),
     ("proxy.version", "the installed version"),
     ("proxy.config", "the INI file as typed sections, every problem with section, key and reason"),
+    ("proxy.observe", "metrics, audit, logs, access log: what every part reports to"),
     ("proxy.stores", "the session store contract and its memory, SQLite and Redis implementations"),
     ("proxy.listener", "TLS: context, in-handshake verification, identity, trust reload"),
-    ("proxy.observe", "metrics, audit, logs, access log"),
     ("proxy.http", "the HTTP engine: parse, forward, answer locally, tunnel"),
     ("proxy.gate", "the per-request decision, and the words and same-origin rule of certgate's pages"),
     ("proxy.sessions", "the trusted-session rules and the session endpoints"),
@@ -46,6 +46,7 @@ LAYERS: tuple[tuple[str, str], ...] = (
 )
 
 #: (importing module, imported module) edges that break a layer today, and what removes them.
+#: A name also covers the modules inside it (``proxy.config`` covers a ``proxy/config/`` package).
 KNOWN_LAYER_BREAKS: dict[tuple[str, str], str] = {
     # issue 13, the HTTP engine composed: presence injection comes as data on the gate's decision
     ("proxy.http.connection", "proxy.sessions.presence_rules"): "HTTP engine",
@@ -208,6 +209,14 @@ def layer_of(module: str) -> int:
     return best
 
 
+def _covers(name: str, module: str) -> bool:
+    return module == name or module.startswith(name + ".")
+
+
+def known_break(edge: tuple[str, str]) -> bool:
+    return any(_covers(src, edge[0]) and _covers(dst, edge[1]) for src, dst in KNOWN_LAYER_BREAKS)
+
+
 def layer_breaks() -> dict[tuple[str, str], list[Import]]:
     out: dict[tuple[str, str], list[Import]] = {}
     for source, targets in GRAPH.items():
@@ -253,9 +262,10 @@ def test_no_import_circle() -> None:
 
 def test_layers_import_only_downwards() -> None:
     found = layer_breaks()
-    new = {k: [imp.where() for imp in v] for k, v in found.items() if k not in KNOWN_LAYER_BREAKS}
+    new = {k: [imp.where() for imp in v] for k, v in found.items() if not known_break(k)}
     assert new == {}, f"imports from a layer above (see LAYERS): {new}"
-    fixed = sorted(k for k in KNOWN_LAYER_BREAKS if k not in found)
+    fixed = sorted(k for k in KNOWN_LAYER_BREAKS
+                   if not any(_covers(k[0], src) and _covers(k[1], dst) for src, dst in found))
     assert fixed == [], f"fixed: delete these from KNOWN_LAYER_BREAKS: {fixed}"
 
 
@@ -264,7 +274,7 @@ def test_http_engine_imports_no_policy() -> None:
     policy = ("proxy.gate", "proxy.sessions", "proxy.login", "proxy.frontdoors")
     found = sorted((imp.source, imp.target) for imp in IMPORTS
                    if imp.source.startswith("proxy.http") and imp.target.startswith(policy))
-    assert [e for e in found if e not in KNOWN_LAYER_BREAKS] == []
+    assert [e for e in found if not known_break(e)] == []
     assert all(layer_of(p) > layer_of("proxy.http") for p in policy)
 
 
