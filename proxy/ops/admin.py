@@ -78,6 +78,7 @@ def admin_problems(cfg: Any) -> list[Problem]:
 
 
 def is_loopback(address: str) -> bool:
+    """True for a loopback IP address (127.0.0.0/8, ::1); False for anything else, a host name too."""
     try:
         return ipaddress.ip_address(address).is_loopback
     except ValueError:
