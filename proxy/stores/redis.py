@@ -18,6 +18,7 @@ from typing import Any, Callable
 from proxy.stores.asynchronous import DEFAULT_DEADLINE, DEFAULT_MAX_QUEUE, StoreMonitor, _EngineStore
 from proxy.stores.interface import StoreError
 from proxy.stores.redis_ops import ALL_OPS, Cmd, Op, RedisOps
+from proxy.stores.redis_sentinel import MASTER_CHECK_INTERVAL
 from proxy.stores.redis_target import parse_url, read_password, tls_options
 
 
@@ -95,7 +96,9 @@ class RedisStore(_EngineStore):
     Guarantees: nothing blocks; every operation's Deferred fires within ``deadline`` seconds
     (StoreError when Redis is unreachable, stopped or slow; at once when no connection is up,
     or when ``max_queue`` operations are already in flight). A connection that got no reply
-    within the deadline is dropped and re-opened with backoff (0.1 s doubling to 10 s). Does
+    within the deadline is dropped and re-opened with backoff (0.1 s doubling to 10 s). With
+    Sentinel, every ``sentinel_check`` seconds the Sentinels are asked for the master and the
+    connections to any other server are closed (:mod:`proxy.stores.redis_sentinel`). Does
     not guarantee that an operation reported as failed did not reach Redis.
     """
 
@@ -104,7 +107,7 @@ class RedisStore(_EngineStore):
     def __init__(self, url: str, *, prefix: str = "certgate:", wall: Callable[[], float] = time.time,
                  clock: Any = None, deadline: float = DEFAULT_DEADLINE, max_queue: int = DEFAULT_MAX_QUEUE,
                  pool_size: int = 4, password_file: str | Path | None = None,
-                 ca_file: str | Path | None = None) -> None:
+                 ca_file: str | Path | None = None, sentinel_check: float = MASTER_CHECK_INTERVAL) -> None:
         import txredisapi
 
         if clock is None:
@@ -124,10 +127,22 @@ class RedisStore(_EngineStore):
         password = read_password(password_file)
         opts: dict[str, Any] = dict(dbid=t.db, poolsize=pool_size, password=password, username=t.username,
                                     replyTimeout=self.deadline, convertNumbers=False, charset="utf-8")
+        self._watch = None
         if t.scheme == "redis+sentinel":
-            self._sentinel = txredisapi.Sentinel(list(t.hosts))
+            from twisted.internet import reactor
+
+            from proxy.stores.redis_sentinel import MasterWatch, resolver
+
+            # a Sentinel that stops answering has its connection dropped and re-opened, like a server
+            self._sentinel = txredisapi.Sentinel(list(t.hosts), connectTimeout=self.deadline,
+                                                 replyTimeout=self.deadline)
             self._sentinel.discovery_timeout = self.deadline
             self._conn = self._sentinel.master_for(t.service, **opts)
+            # connections to a master that the Sentinels replaced are closed even while idle
+            self._watch = MasterWatch(clock, lambda: self._sentinel.discover_master(t.service),
+                                      lambda: list(self._conn._factory.pool), resolver(reactor), self.name,
+                                      sentinel_check)
+            self._watch.start()
         else:
             self._sentinel = None
             tls: Any = False
@@ -153,6 +168,11 @@ class RedisStore(_EngineStore):
     def connected(self) -> int:
         """How many pool connections are up (ready for commands)."""
         return len(self._conn._factory.pool)
+
+    def servers(self) -> list[tuple[str, int]]:
+        """(host, port) of the server of each pool connection that is up (diagnostics and tests)."""
+        peers = (c.transport.getPeer() for c in list(self._conn._factory.pool) if c.transport is not None)
+        return [(p.host, p.port) for p in peers if hasattr(p, "port")]
 
     def _submit(self, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         from twisted.internet.defer import Deferred, fail
@@ -224,6 +244,8 @@ class RedisStore(_EngineStore):
         if self._closed:
             return succeed(None)
         self._closed = True
+        if self._watch is not None:
+            self._watch.stop()
         ds = [self._conn.disconnect()]
         if self._sentinel is not None:
             ds.append(self._sentinel.disconnect())

@@ -3,7 +3,8 @@
 URLs: ``redis://[USER@]HOST:PORT/DB``, ``rediss://...`` (TLS, server certificate verified
 against ``ca`` or the system store), ``redis+sentinel://[USER@]HOST:PORT[,HOST:PORT...]/SERVICE/DB``
 (the master of SERVICE as the Sentinels say; after a failover the next connection goes to
-the new master). The password comes from a file (``password_file``), never from the URL.
+the new master, and connections still open to the old one are closed within a second). The
+password comes from a file (``password_file``), never from the URL.
 """
 
 from __future__ import annotations
