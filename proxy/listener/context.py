@@ -237,9 +237,10 @@ def _install_alert_shim(ctx: SSL.Context, mode: int, callback: Any) -> bool:
     pyOpenSSL's verify wrapper cannot set the error of the X509_STORE_CTX, so a refusal
     would reach the client as ``internal_error`` (browsers then show a protocol error and
     keep the rejected certificate selected). This wraps pyOpenSSL's C callback: after it
-    returns 0, the error becomes ``callback.refusal_error`` (e.g. ``unknown_ca``,
-    ``certificate_expired``). It touches pyOpenSSL internals (``Context._context``,
-    ``Context._verify_callback``); if they change, it does nothing and the generic alert
+    returns 0, the error becomes ``callback.refusal_error_of(connection)`` (e.g. ``unknown_ca``,
+    ``certificate_expired``): the refusal of *this* connection, kept on its own record. It
+    touches pyOpenSSL internals (``Context._context``, ``Context._verify_callback``,
+    ``Connection._reverse_mapping``); if they change, it does nothing and the generic alert
     is sent (the decision itself is unaffected). Returns whether it was installed.
     """
     try:
@@ -249,6 +250,10 @@ def _install_alert_shim(ctx: SSL.Context, mode: int, callback: Any) -> bool:
         raw = ctx._context  # type: ignore[attr-defined]
         set_error = lib.X509_STORE_CTX_set_error
         set_verify = lib.SSL_CTX_set_verify
+        get_ex_data = lib.X509_STORE_CTX_get_ex_data
+        ssl_index = lib.SSL_get_ex_data_X509_STORE_CTX_idx
+        connections = SSL.Connection._reverse_mapping
+        refusal_error_of = callback.refusal_error_of
     except (ImportError, AttributeError):  # pragma: no cover - pyOpenSSL internals changed
         return False
     if inner is None:
@@ -257,7 +262,8 @@ def _install_alert_shim(ctx: SSL.Context, mode: int, callback: Any) -> bool:
     def outer(ok: int, store_ctx: Any) -> int:
         result = inner(ok, store_ctx)
         if not result:
-            code = getattr(callback, "refusal_error", None)
+            conn = connections.get(get_ex_data(store_ctx, ssl_index()))
+            code = refusal_error_of(conn) if conn is not None else None
             if code:
                 set_error(store_ctx, code)
         return result

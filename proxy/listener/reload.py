@@ -22,10 +22,11 @@ from twisted.logger import Logger
 from proxy.listener.context import (ServerIdentity, TLSConfigError, build_context, file_stats,
                                 load_server_identity, parse_sni_entries, server_cert_warnings)
 from proxy.listener.verify import HandshakeVerifier
-from trust.mapping import map_account
 from trust.folder import folder_signature
+from trust.mapping import map_presented
+from trust.presented import PresentedCertificate
 from trust.store import PINNED_DIR, TrustStoreError, load_store
-from trust.verify import VerdictCache
+from trust.verify import VerdictCache, Verdict
 
 Listener = Callable[[Any, Any], None]  # (old TrustGeneration, new TrustGeneration)
 
@@ -106,24 +107,32 @@ class TrustState:
         """Call ``callback(old_generation, new_generation)`` after every successful reload."""
         self._listeners.append(callback)
 
-    def verify(self, leaf_der: bytes, chain_ders: Sequence[bytes], now: float) -> Any:
-        """The trust verdict for a certificate under the *current* generation (cached)."""
-        return self._current.verifier.verdict_for(leaf_der, tuple(chain_ders), now)
+    def verify(self, leaf_der: bytes, chain_ders: Sequence[bytes], now: float) -> Verdict:
+        """The trust verdict for a certificate (DER, e.g. a session's) under the *current* generation."""
+        return self.verdict(PresentedCertificate(leaf_der, tuple(chain_ders)), now)
+
+    def verdict(self, cert: PresentedCertificate, now: float) -> Verdict:
+        """The trust verdict for a presented certificate under the *current* generation (cached)."""
+        return self._current.verifier.verdict_for(cert, now)
 
     def still_valid(self, leaf_der: bytes, chain_ders: Sequence[bytes], now: float) -> bool:
+        """:meth:`still_accepted` for a certificate given as DER (e.g. a session's)."""
+        return self.still_accepted(PresentedCertificate(leaf_der, tuple(chain_ders)), now)
+
+    def still_accepted(self, cert: PresentedCertificate, now: float) -> bool:
         """True when the certificate still verifies and maps to an account right now.
 
         With ``mapping = ldap`` "maps" means: no cached "no account" answer (the directory is
         not asked here; new connections ask it).
         """
-        v = self.verify(leaf_der, chain_ders, now)
+        v = self.verdict(cert, now)
         if not v.ok:
             return False
         if self.directory is not None:
             # The directory is asked by every new connection; here only a cached refusal counts.
             hit = self.directory.peek(v.fingerprint)
             return hit is None or hit.account is not None
-        m = self._current.verifier.mapping_for(v, leaf_der)
+        m = self._current.verifier.mapping_for(v, cert)
         return m.account is not None
 
     def status(self) -> dict[str, Any]:
@@ -262,7 +271,7 @@ class TrustState:
             raise ReloadError(errors)
         mapping = self.settings.mapping
         verifier = HandshakeVerifier(generation=generation, policy=self.settings.policy, verdicts=self.verdicts,
-                                     mapper=lambda cert: map_account(cert, mapping),
+                                     mapper=lambda cert: map_presented(cert, mapping),
                                      client_auth=self.client_auth, clock=self.clock, log=self.log,
                                      ocsp=self.ocsp, directory=self.directory)
         # A fresh session-id context per snapshot: no session can cross a reload.

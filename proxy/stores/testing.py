@@ -48,6 +48,7 @@ def make_identity(account: str | None = "alice", *, cert: bytes | None = b"cert-
     certificate whose ``invalid_reason`` is the given text and whose verdict has one reason
     with code ``reason_code``.
     """
+    from trust.presented import PresentedCertificate
     from trust.verify import Reason
 
     if not presented or cert is None:
@@ -58,7 +59,8 @@ def make_identity(account: str | None = "alice", *, cert: bytes | None = b"cert-
     return ConnectionIdentity(presented=True, verdict=verdict,  # type: ignore[arg-type]
                               account=account if ok else None, mapping_error=None, handshake_at=handshake_at,
                               full_handshake=full_handshake, protocol="TLSv1.3", cipher="TLS_AES_128_GCM_SHA256",
-                              client_ip=client_ip, client_port=40000, leaf=None, chain_der=(cert,) + chain)
+                              client_ip=client_ip, client_port=40000,
+                              certificate=PresentedCertificate(cert, chain))
 
 
 @dataclass

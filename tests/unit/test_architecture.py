@@ -63,7 +63,6 @@ KNOWN_LAYER_BREAKS: dict[tuple[str, str], str] = {
 KNOWN_LARGE: dict[str, str] = {
     "proxy/http/connection.py": "issue 13, the HTTP engine composed",
     "proxy/config.py": "issue 13, typed config sections (a package)",
-    "proxy/sessions/manager.py": "issue 13, the certificate parsed once (the manager's split)",
 }
 
 

@@ -22,6 +22,7 @@ from proxy.listener.tls import LiveServerTLS
 from tests.tls_support import I, ClientTLS, TlsPki, connect, make_config
 from trust import certinfo
 from trust.directory import DirectoryEntry
+from trust.presented import PresentedCertificate
 
 
 def _settings(**kw: Any) -> Section:
@@ -72,7 +73,7 @@ def _mapper(clock: Clock, fake: FakeDirectory, **kw: Any) -> DirectoryMapper:
 
 def _resolve(m: DirectoryMapper, cert: I.Issued) -> list[Any]:
     out: list[Any] = []
-    m.resolve(cert.cert, I.der(cert.cert), cert.fingerprint).addCallback(out.append)
+    m.resolve(PresentedCertificate.parse(I.der(cert.cert))).addCallback(out.append)
     return out
 
 
