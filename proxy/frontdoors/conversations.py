@@ -19,10 +19,13 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from cryptography.fernet import Fernet, InvalidToken
 from twisted.internet.defer import inlineCallbacks
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.interfaces import SessionStore
 
 NAMESPACE = "cockpit-conversation"
 #: Pending conversations one process admits.
@@ -88,7 +91,8 @@ class Conversations:
 class SharedConversations:
     """``add(conv)`` / ``take(nonce)`` (Deferreds) over an asynchronous store; see the module docstring."""
 
-    def __init__(self, store: Any, key: bytes, now: Callable[[], float], *, limit: int, per_certificate: int) -> None:
+    def __init__(self, store: SessionStore, key: bytes, now: Callable[[], float], *, limit: int,
+                 per_certificate: int) -> None:
         self._store = store
         self._fernet = Fernet(base64.urlsafe_b64encode(key))
         self._now = now

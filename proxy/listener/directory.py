@@ -39,7 +39,7 @@ from trust.mapping import MappingResult
 from trust.presented import PresentedCertificate
 
 if TYPE_CHECKING:  # pragma: no cover
-    from twisted.internet.base import DelayedCall
+    from twisted.internet.interfaces import IDelayedCall
 
     from proxy.observe.metrics import Metrics
 
@@ -208,7 +208,7 @@ class DirectoryMapper:
                       fp=fingerprint[:16], t=self.timeout)
         self._finish(fingerprint, MappingResult(None, f"the directory did not answer within {self.timeout:g} s"))
 
-    def _answered(self, answer: Answer, query: DirectoryQuery, fingerprint: str, timer: "DelayedCall") -> None:
+    def _answered(self, answer: Answer, query: DirectoryQuery, fingerprint: str, timer: "IDelayedCall") -> None:
         if timer.active():
             timer.cancel()
         entries, truncated = answer
@@ -224,7 +224,7 @@ class DirectoryMapper:
                           why=result.reason)
         self._finish(fingerprint, result)  # a late answer still fills the cache
 
-    def _failed(self, failure: Failure, fingerprint: str, timer: "DelayedCall") -> None:
+    def _failed(self, failure: Failure, fingerprint: str, timer: "IDelayedCall") -> None:
         if timer.active():
             timer.cancel()
         if failure.check(DirectoryError):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, cast
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
 from twisted.internet.error import ConnectError, ConnectingCancelledError, DNSLookupError
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol as _Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -76,6 +77,12 @@ class _Bytes:
         pass
 
 
+def _body_producer(transport: object) -> IPushProducer:
+    """The transport ``IResponse.deliverBody`` gives a body protocol: an IPushProducer (Twisted
+    types ``Protocol.transport`` as ITransport, which has no ``stopProducing``)."""
+    return cast(IPushProducer, transport)
+
+
 class _Limited(_Protocol):
     def __init__(self, done: "Deferred[bytes]", limit: int) -> None:
         self.done, self.limit = done, limit
@@ -86,7 +93,7 @@ class _Limited(_Protocol):
         self.size += len(data)
         if self.size > self.limit:
             assert self.transport is not None  # set by deliverBody before any data
-            self.transport.stopProducing()
+            _body_producer(self.transport).stopProducing()
             if not self.done.called:
                 self.done.errback(TooLarge(f"more than {self.limit} bytes"))
             return
@@ -129,7 +136,7 @@ class AgentFetcher:
 
             def cancel(_: object) -> None:
                 if proto.transport is not None:
-                    proto.transport.stopProducing()
+                    _body_producer(proto.transport).stopProducing()
 
             done: Deferred[bytes] = Deferred(cancel)
             proto = _Limited(done, O.MAX_RESPONSE_BYTES)

@@ -14,7 +14,7 @@ import datetime as _dt
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from OpenSSL import SSL
 from twisted.logger import Logger
@@ -27,6 +27,10 @@ from trust.mapping import map_presented
 from trust.presented import PresentedCertificate
 from trust.store import PINNED_DIR, TrustStoreError, load_store
 from trust.verify import VerdictCache, Verdict
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.config import Config
+    from proxy.interfaces import Seconds
 
 Listener = Callable[[Any, Any], None]  # (old TrustGeneration, new TrustGeneration)
 
@@ -63,7 +67,7 @@ class TrustState:
     gateway never starts without a usable trust store and server certificate.
     """
 
-    def __init__(self, config: Any, clock: Any, log: Logger | None = None,
+    def __init__(self, config: Config, clock: Seconds, log: Logger | None = None,
                  verdicts: VerdictCache | None = None, ocsp: Any = None, directory: Any = None) -> None:
         self.config = config
         self.ocsp = ocsp  # proxy.listener.ocsp.OcspChecker shared by every snapshot (its cache survives reloads)
@@ -225,13 +229,12 @@ class TrustState:
         listen = self.config.listen
         files: list[Path] = [p for p in (listen.certificate, listen.key) if p is not None]
         try:
-            for _, cp, kp in parse_sni_entries(getattr(listen, "sni_certificates", None) or (),
+            for _, cp, kp in parse_sni_entries(listen.sni_certificates,
                                                self.config.base_dir):
                 files += [cp, kp]
         except TLSConfigError:
             pass  # reported by the build
-        mapping = getattr(self.settings, "mapping", None)
-        map_file = getattr(mapping, "map_file", None)
+        map_file = self.settings.mapping.map_file
         if map_file is not None:
             files.append(Path(map_file))
         return tuple(files)
@@ -258,7 +261,7 @@ class TrustState:
         identity: Any = None
         try:
             generation = load_store(self.settings.store, now=_dt.datetime.fromtimestamp(now, _dt.timezone.utc),
-                                    min_rsa_bits=getattr(self.settings, "min_rsa_bits", 2048))
+                                    min_rsa_bits=self.settings.min_rsa_bits)
         except Exception as exc:
             errors.append(exc)
         try:

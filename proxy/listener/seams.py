@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover
-    from twisted.internet.base import DelayedCall
+    from twisted.internet.interfaces import IDelayedCall
 
 
 class Clock(Protocol):
@@ -21,4 +21,4 @@ class TimerClock(Clock, Protocol):
     """Epoch seconds and delayed calls."""
 
     def callLater(self, delay: float, callable: Callable[..., object], *args: object,  # noqa: N802
-                  **kw: object) -> "DelayedCall": ...
+                  **kw: object) -> "IDelayedCall": ...

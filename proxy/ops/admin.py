@@ -24,7 +24,7 @@ import hmac
 import ipaddress
 import json
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs
 
 from twisted.internet.defer import inlineCallbacks, maybeDeferred
@@ -33,6 +33,14 @@ from proxy.http.paths import TargetError, canonical_target
 from proxy.sessions.manager import describe
 from trust.escape import safe_json
 from trust.problems import Problem
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Generator
+    from twisted.internet.defer import Deferred
+    from proxy.config import Config
+    from proxy.interfaces import BlockingStore, Sessions, SessionStore
+    from proxy.observe.metrics import Metrics
+    from proxy.stores.interface import SessionRecord
 
 HealthFn = Callable[[], "tuple[bool, str | None]"]
 
@@ -61,7 +69,7 @@ def read_token(path: Any) -> str:
     return token
 
 
-def admin_problems(cfg: Any) -> list[Problem]:
+def admin_problems(cfg: Config) -> list[Problem]:
     """A readable token of 16+ characters when set; a token whenever the address is not loopback."""
     if not cfg.admin.port:
         return []
@@ -85,7 +93,7 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-def find_sessions(store: Any, ref: str) -> list[Any]:
+def find_sessions(store: BlockingStore, ref: str) -> list[SessionRecord]:
     """Records whose id equals ``ref`` or starts with it (``ref`` of at least 8 characters)."""
     ref = ref.strip().lower()
     if len(ref) < 8:
@@ -97,7 +105,7 @@ def find_sessions(store: Any, ref: str) -> list[Any]:
 
 
 @inlineCallbacks
-def find_sessions_async(store: Any, ref: str) -> Any:
+def find_sessions_async(store: SessionStore, ref: str) -> Generator[Deferred[Any], Any, list[SessionRecord]]:
     """:func:`find_sessions` on an asynchronous store (a Deferred)."""
     ref = ref.strip().lower()
     if len(ref) < 8:
@@ -111,7 +119,7 @@ def find_sessions_async(store: Any, ref: str) -> Any:
 class AdminAPI:
     """Admin request handling. ``health`` returns (healthy, last_error) of the trust reload."""
 
-    def __init__(self, *, sessions: Any, metrics: Any, health: HealthFn, token: str | None = None) -> None:
+    def __init__(self, *, sessions: Sessions, metrics: Metrics, health: HealthFn, token: str | None = None) -> None:
         self.sessions = sessions
         self.metrics = metrics
         self.health = health
@@ -256,7 +264,7 @@ def admin_site(api: AdminAPI) -> Any:
     return site
 
 
-def admin_service(cfg: Any, gw: Any, reactor: Any) -> Any:
+def admin_service(cfg: Config, gw: Any, reactor: Any) -> Any:
     """The admin listener as a twisted Service, from ``cfg.admin`` and the gateway's parts.
 
     Raises ValueError (with section/key) for an unreadable token file, or a non-loopback

@@ -50,13 +50,13 @@ from proxy.stores.interface import ISessionStore, LimitReached, SessionRecord
 log = Logger()
 
 if TYPE_CHECKING:  # pragma: no cover
-    from twisted.internet.base import DelayedCall
+    from twisted.internet.interfaces import IDelayedCall
     from twisted.internet.interfaces import IReactorTime
     from twisted.python.failure import Failure
 
     from proxy.http.messages import Headers, RequestHead
     from proxy.listener.identity import ConnectionIdentity
-    from proxy.observe.metrics import Metrics
+    from proxy.interfaces import MetricsRegistry
 
 _T = TypeVar("_T")
 #: what an @inlineCallbacks method is: a generator of Deferreds returning its result
@@ -84,7 +84,7 @@ class SessionManager:
     """
 
     def __init__(self, store: ISessionStore, clock: Clock, settings: SessionSettings, tunnels: Tunnels,
-                 audit: AuditLog, *, metrics: "Metrics | None" = None, sweep_interval: float = SWEEP_INTERVAL
+                 audit: AuditLog, *, metrics: "MetricsRegistry | None" = None, sweep_interval: float = SWEEP_INTERVAL
                  ) -> None:
         self.store = store
         self.clock = clock
@@ -93,7 +93,7 @@ class SessionManager:
         self.audit = audit
         self.sweep_interval = sweep_interval
         self._cookie = settings.cookie_name
-        self._timers: dict[str, "DelayedCall"] = {}
+        self._timers: dict[str, "IDelayedCall"] = {}
         self._sweeper: LoopingCall | None = None
         self._sweeps = 0
         self._revalidating = 0
@@ -103,7 +103,7 @@ class SessionManager:
         if metrics is not None:
             self.use_metrics(metrics)
 
-    def use_metrics(self, metrics: "Metrics") -> None:
+    def use_metrics(self, metrics: "MetricsRegistry") -> None:
         """Count opened/ended sessions and report tracked ones in ``metrics`` (once; later calls are ignored)."""
         if self._m_opened is not None:
             return

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover
-    from twisted.internet.base import DelayedCall
+    from twisted.internet.interfaces import IDelayedCall
 
 
 class EndSettings(Protocol):
@@ -35,7 +35,7 @@ class Clock(Protocol):
     def seconds(self) -> float: ...
 
     def callLater(self, delay: float, callable: Callable[..., object], *args: object,  # noqa: N802
-                  **kw: object) -> "DelayedCall": ...
+                  **kw: object) -> "IDelayedCall": ...
 
 
 class Tunnels(Protocol):

@@ -11,12 +11,13 @@ ACL user, and Sentinel discovery. URLs, the password file and TLS: :mod:`proxy.s
 
 from __future__ import annotations
 
+import builtins
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from proxy.stores.asynchronous import DEFAULT_DEADLINE, DEFAULT_MAX_QUEUE, StoreMonitor, _EngineStore
-from proxy.stores.interface import StoreError
+from proxy.stores.interface import SessionRecord, StoreError
 from proxy.stores.redis_ops import ALL_OPS, Cmd, Op, RedisOps
 from proxy.stores.redis_sentinel import MASTER_CHECK_INTERVAL
 from proxy.stores.redis_target import parse_url, read_password, tls_options
@@ -26,6 +27,26 @@ class RedisEngine:
     """:class:`proxy.stores.interface.IBlockingStore` on Redis through redis-py (command line tools)."""
 
     kind = "redis"
+    # the operations of IBlockingStore, each set below from its RedisOps generator (_engine_op)
+    create: Callable[..., builtins.list[str]]
+    get: Callable[..., SessionRecord | None]
+    get_many: Callable[..., dict[str, SessionRecord | None]]
+    update: Callable[..., SessionRecord | None]
+    touch: Callable[..., SessionRecord | None]
+    delete: Callable[..., bool]
+    list: Callable[..., builtins.list[SessionRecord]]
+    delete_where: Callable[..., builtins.list[str]]
+    incr_failure: Callable[..., int]
+    failures: Callable[..., int]
+    reset_failures: Callable[..., None]
+    use_totp_step: Callable[..., bool]
+    consume_once: Callable[..., bool]
+    stash: Callable[..., None]
+    unstash: Callable[..., str | None]
+    take_slot: Callable[..., int]
+    release_slot: Callable[..., None]
+    purge: Callable[..., int]
+    ping: Callable[..., None]
 
     def __init__(self, url: str, *, prefix: str = "certgate:", wall: Callable[[], float] = time.time,
                  socket_timeout: float = 5.0, password_file: str | Path | None = None,
@@ -41,15 +62,15 @@ class RedisEngine:
         self._ops = RedisOps(prefix, wall)
         password = read_password(password_file)
         t = self.target
-        common = dict(username=t.username, password=password, socket_timeout=socket_timeout,
-                      socket_connect_timeout=socket_timeout, db=t.db)
+        common: dict[str, Any] = dict(username=t.username, password=password, socket_timeout=socket_timeout,
+                                      socket_connect_timeout=socket_timeout, db=t.db)
         try:
             if t.scheme == "redis+sentinel":
                 sentinel = redis.sentinel.Sentinel(list(t.hosts), socket_timeout=socket_timeout)
                 self._r = sentinel.master_for(t.service, **common)
             else:
-                tls = dict(ssl=True, ssl_ca_certs=str(ca_file) if ca_file else None,
-                           ssl_cert_reqs="required", ssl_check_hostname=True) if t.tls else {}
+                tls: dict[str, Any] = dict(ssl=True, ssl_ca_certs=str(ca_file) if ca_file else None,
+                                           ssl_cert_reqs="required", ssl_check_hostname=True) if t.tls else {}
                 self._r = redis.Redis(host=t.hosts[0][0], port=t.hosts[0][1], **common, **tls)
             self._r.ping()
         except (redis.RedisError, ValueError, OSError) as e:

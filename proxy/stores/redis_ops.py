@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from typing import Any, Callable, Generator
+from typing import Any, Callable, Generator, overload
 
 from proxy.stores.interface import (MAX_RECORD_AGE, REPLACED, LimitReached, SessionRecord, StoreError,
                                     check_update_fields, pick_replaced, record_expiry, record_from_json,
@@ -90,7 +90,11 @@ Cmd = tuple[Any, ...]
 Op = Generator[Cmd, Any, Any]
 
 
-def _text(v: Any) -> str | None:
+@overload
+def _text(v: bytes | str) -> str: ...
+@overload
+def _text(v: None) -> None: ...
+def _text(v: bytes | str | None) -> str | None:
     return v.decode("utf-8") if isinstance(v, bytes) else v
 
 

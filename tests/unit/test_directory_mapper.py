@@ -13,7 +13,7 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from proxy.config import SCHEMA, Section
+from proxy.config import LdapSection, default_values
 from proxy.listener.directory import DirectoryMapper
 from proxy.listener.identity import ConnectionIdentity
 from proxy.listener.ldap_client import DirectoryError
@@ -25,11 +25,11 @@ from trust.directory import DirectoryEntry
 from trust.presented import PresentedCertificate
 
 
-def _settings(**kw: Any) -> Section:
-    values = {k: v.default for k, v in SCHEMA["ldap"].items()}
+def _settings(**kw: Any) -> LdapSection:
+    values = default_values("ldap")
     values.update(url="ldaps://127.0.0.1:1", base_dn="dc=x", styles=["upn"], timeout=2.0)
     values.update(kw)
-    return Section(values)
+    return LdapSection(**values)
 
 
 class FakeDirectory:
