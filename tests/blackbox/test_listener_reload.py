@@ -21,7 +21,7 @@ from tests.harness.pki import Pki
 from tests.harness.upstream import RecordingUpstream, account_text
 from tests.harness.wait import free_port, wait_for
 from trust import issue as I
-from trust.store import atomic_remove, atomic_write
+from trust.folder import atomic_remove, atomic_write
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ import json
 import pyotp
 import pytest
 
+from proxy.login.endpoints import login_endpoints
 from tests.harness.login_rig import head, make_rig
 from tests.harness.reactor_thread import resolve
 from proxy.login.totp import TotpSecrets
@@ -22,7 +23,7 @@ def rig(tmp_path):
 
 
 def call(rig, body, conn=None, headers=(JSON,), method=b"POST"):
-    ep = rig.login.endpoints()["/.certgate/api/auth"]
+    ep = login_endpoints(rig.login)["/.certgate/api/auth"]
     h = head(method, b"/.certgate/api/auth", list(headers))
     conn = conn or rig.conn("alice")
     d = ep(h, conn)
