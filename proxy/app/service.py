@@ -215,7 +215,7 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
         reactor = _reactor
     from proxy.observe.audit import Audit
     from proxy.gate.decide import Gate
-    from proxy.http.connection import GatewayFactory
+    from proxy.http.factory import GatewayFactory
     from proxy.listener.reload import TrustState
     from proxy.sessions.manager import SessionManager
     from proxy.stores import open_store, options_from

@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence, Un
 from urllib.parse import quote
 
 from proxy.gate import wording
+from twisted.internet.defer import Deferred
+
+from proxy.gate.policy import ForwardPolicy
 from proxy.http.messages import ConnContext, Decision, Forward, Headers, RequestHead, Response
 from proxy.stores.interface import StoreError
 from trust.escape import safe_html, safe_json
 
 if TYPE_CHECKING:  # pragma: no cover
-    from twisted.internet.defer import Deferred
-
     from proxy.config import Config, Route
 
 PREFIX = "/.certgate/"
@@ -157,6 +158,7 @@ class Gate:
 
             self._access_check = check
         self._retry_after = retry_after_for(config)
+        self._policy = ForwardPolicy(config)  # body limits and presence injection, as data on each Forward
         self._forwards = self._denied = self._logins = self._local = None
         if metrics is not None:
             fam = metrics.counter("gate_decisions_total", "Gate decisions by outcome", ("outcome",))
@@ -231,7 +233,19 @@ class Gate:
     # ---------------------------------------------------------------- decide
 
     def decide(self, head: RequestHead, conn: ConnContext) -> DecisionOrDeferred:
-        """The decision for one request head; see the module docstring for the order."""
+        """The decision for one request head; see the module docstring for the order.
+
+        Every ``Forward`` leaves here with its policy set (``proxy.gate.policy``): the body rule
+        by authentication and the presence-script rewrite.
+        """
+        d = self._decide(head, conn)
+        if type(d) is Forward:
+            return self._policy.apply(d, head)
+        if isinstance(d, Deferred):
+            return d.addCallback(self._policy.settle, head)
+        return d
+
+    def _decide(self, head: RequestHead, conn: ConnContext) -> DecisionOrDeferred:
         if head.target[:2] == b"/.":  # the target is canonical: only "/." can be /.certgate (cheap test first)
             path = head.path
             if path.startswith(PREFIX) or path == "/.certgate":

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol as TypingProtocol
 import httptools
 from twisted.internet import error as ierror
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IPushProducer
-from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -68,6 +68,7 @@ class UpstreamConnection(Protocol):
     """
 
     def __init__(self, pool: "Pool") -> None:
+        self.transport: Any = None  # TCP or TLS; Twisted's zope interfaces are not typed for mypy
         self.pool = pool
         self.requester: Any = None
         self.tunnel: Any = None
@@ -88,15 +89,15 @@ class UpstreamConnection(Protocol):
         self.connected = True
         t = self.transport
         try:
-            t.setTcpNoDelay(True)  # type: ignore[union-attr]
+            t.setTcpNoDelay(True)
         except Exception:  # pragma: no cover - not a TCP transport (tests)
             pass
         if self.pool.fast_writes:
-            install_direct_write(t.transport if hasattr(t, "wrappedProtocol") else t)  # type: ignore[union-attr]
-        t.registerProducer(self, True)  # type: ignore[union-attr]
+            install_direct_write(t.transport if hasattr(t, "wrappedProtocol") else t)
+        t.registerProducer(self, True)
         self.pool._connected(self)
 
-    def connectionLost(self, reason: Failure = ierror.ConnectionDone()) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         was = self.connected
         self.connected = False
         self.pool._lost(self)
@@ -126,23 +127,26 @@ class UpstreamConnection(Protocol):
     def pause_reading(self) -> None:
         if not self._read_paused and self.transport is not None:
             self._read_paused = True
-            self.transport.pauseProducing()  # type: ignore[union-attr]
+            self.transport.pauseProducing()
 
     def resume_reading(self) -> None:
         if self._read_paused and self.transport is not None:
             self._read_paused = False
-            self.transport.resumeProducing()  # type: ignore[union-attr]
+            self.transport.resumeProducing()
 
     def write(self, data: bytes) -> None:
-        self.transport.write(data)  # type: ignore[union-attr]
+        self.transport.write(data)
+
+    def write_sequence(self, parts: "tuple[bytes, ...] | list[bytes]") -> None:
+        self.transport.writeSequence(parts)
 
     def loseConnection(self) -> None:
         """Close after pending writes (a TLS transport needs the producer unregistered first)."""
         self.reusable = False
         t = self.transport
         if t is not None and self.connected:
-            t.unregisterProducer()  # type: ignore[union-attr]
-            t.loseConnection()  # type: ignore[union-attr]
+            t.unregisterProducer()
+            t.loseConnection()
 
     def abortConnection(self) -> None:
         self.abort()
@@ -152,7 +156,7 @@ class UpstreamConnection(Protocol):
         self.reusable = False
         self.requester = None
         if self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[union-attr]
+            self.transport.abortConnection()
 
     # -- data
     def dataReceived(self, data: bytes) -> None:
@@ -277,7 +281,7 @@ class _ConnFactory(ClientFactory):
     def buildProtocol(self, addr: Any) -> UpstreamConnection:
         conn = UpstreamConnection(self.pool)
         conn.requester = self.requester  # reserved for this requester until connected
-        conn.factory = self  # type: ignore[attr-defined]
+        conn.factory = self
         return conn
 
     def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
@@ -306,7 +310,7 @@ def _client_tls_creator(route: "Route") -> Any:
         if client_cert is not None:
             key = serialization.load_pem_private_key(key_pem, None)
             ctx.use_certificate(x509.load_pem_x509_certificate(cert_pem))
-            ctx.use_privatekey(key)  # type: ignore[arg-type]
+            ctx.use_privatekey(key)  # type: ignore[arg-type]  # pyOpenSSL types only the key kinds it takes; another kind fails here at start
         return _UnverifiedCreator(ctx, tls.server_name)
     trust_root: Any
     if tls.ca is not None:
