@@ -292,13 +292,13 @@ class GatewayProtocol(Protocol):
         q = self._queue
         return bool(q) and q[-1].facts is not None and not q[-1].facts.keep_alive
 
-    def queued(self) -> int:
-        """Requests read and not answered yet."""
-        return len(self._queue)
-
     def admit(self, ex: Exchange) -> None:
-        """A request was read: answered in order, now if nothing is before it."""
-        self._queue.append(ex)
+        """A request was read: answered in order, now if nothing is before it (503 past ``max_pipeline``)."""
+        q = self._queue
+        if not ex.error and len(q) >= self.factory.max_pipeline:
+            ex.error = 503
+            self.reader.parsing = False
+        q.append(ex)
         if self.active is None:
             self._start(ex)
 

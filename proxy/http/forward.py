@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
-from proxy.http.exchange import (B_CHUNKED, B_COLLECT, B_IGNORE, B_STREAM, COLLECT, CONNECTING, FORWARD,
+from proxy.http.exchange import (B_CHUNKED, B_COLLECT, B_IGNORE, B_STREAM, COLLECT, CONNECTING, DONE, FORWARD,
                                  RELAYING, RESPONSE_DONE, RESPONSE_HEAD, RETRY, UPGRADE, UPSTREAM, UPSTREAM_READY,
                                  Exchange)
 from proxy.http.flow import K_BODY, K_UPSTREAM, P_BUFFER, P_UPSTREAM
@@ -111,7 +111,7 @@ class Forwarder:
         """Build the upstream head and ask the pool for a connection (``dechunk``: a collected body)."""
         host = self._host
         fwd = ex.fwd
-        if fwd is None or host.gone or ex.finished:
+        if fwd is None or host.gone or ex.state >= DONE:
             return
         f = host.factory
         head = ex.head
@@ -173,8 +173,8 @@ class Forwarder:
         ex.advance(UPSTREAM_READY)
         self.up = conn
         ex.t_up = host.clock.seconds()
-        head, facts = ex.head, ex.facts
-        assert head is not None and facts is not None
+        head, facts, fwd = ex.head, ex.facts, ex.fwd
+        assert head is not None and facts is not None and fwd is not None
         conn.head_request = head.method == b"HEAD"
         if facts.websocket:
             conn.reusable = False
@@ -199,7 +199,7 @@ class Forwarder:
         else:
             conn.write(ex.up_head)
         if ex.complete:
-            flow.arm(K_UPSTREAM, self._read_timeout(ex))
+            flow.arm(K_UPSTREAM, fwd.route.read_timeout)
         else:
             ex.body_mode = B_CHUNKED if chunked else B_STREAM
             if facts.expect_continue:
@@ -229,8 +229,9 @@ class Forwarder:
             return
         if ex.facts is not None and ex.facts.chunked and not ex.dechunk:
             up.write(_LAST_CHUNK)
-        if ex.state == UPSTREAM and ex.fwd is not None:
-            self._host.flow.arm(K_UPSTREAM, self._read_timeout(ex))
+        fwd = ex.fwd
+        if ex.state == UPSTREAM and fwd is not None:
+            self._host.flow.arm(K_UPSTREAM, fwd.route.read_timeout)
 
     def upstream_failed(self, status: int) -> None:
         host = self._host
@@ -274,13 +275,6 @@ class Forwarder:
         f = self._host.factory
         f.counters["upstream_errors"] += 1
         f.m_upstream_errors.inc()
-
-    @staticmethod
-    def _read_timeout(ex: Exchange) -> float:
-        fwd = ex.fwd
-        assert fwd is not None
-        route = fwd.route
-        return route.read_timeout
 
     # ------------------------------------------------------------------ response back
     def response_head(self, status: int, headers: Headers, framing: int, length: int) -> None:
@@ -348,8 +342,9 @@ class Forwarder:
             out.clear()
         if host.flow.kind == K_UPSTREAM:
             ex = host.active
-            if ex is not None and ex.fwd is not None:
-                host.flow.arm(K_UPSTREAM, self._read_timeout(ex))
+            fwd = ex.fwd if ex is not None else None
+            if fwd is not None:
+                host.flow.arm(K_UPSTREAM, fwd.route.read_timeout)
 
     def _end_body(self, ex: Exchange) -> None:
         """The rest a rewriter held back, and the last chunk when re-chunking."""

@@ -170,9 +170,6 @@ class RequestReader:
                      ip=getattr(host.identity, "client_ip", "?"), why=facts.why, target=ascii(raw[:200]))
         if facts.error:
             self.parsing = False  # framing no longer trusted: nothing after this is parsed
-        elif host.queued() >= host.factory.max_pipeline:
-            ex.error = 503
-            self.parsing = False
         self.incoming = ex
         host.admit(ex)
 
