@@ -256,12 +256,8 @@ class Forwarder:
             self._pool.cancel(self)
 
     def client_lost(self) -> None:
-        """The client went away: the upstream request is cancelled (a tunnel's upstream closed)."""
-        up, self.up = self.up, None
-        if up is not None:
-            up.abort()
-        elif self._pool is not None:
-            self._pool.cancel(self)
+        """The client went away (not tunnelling): the upstream request is cancelled."""
+        self.cancel()
 
     def pause_reading(self) -> None:
         if self.up is not None:

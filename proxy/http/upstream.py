@@ -31,6 +31,8 @@ from proxy.http.fastwrite import install as install_direct_write
 
 if TYPE_CHECKING:  # pragma: no cover
     from proxy.config import Route
+    from proxy.http.parts import Clock
+    from proxy.http.tunnel import WebSocketTunnel
 
 log = Logger()
 
@@ -70,8 +72,8 @@ class UpstreamConnection(Protocol):
     def __init__(self, pool: "Pool") -> None:
         self.transport: Any = None  # TCP or TLS; Twisted's zope interfaces are not typed for mypy
         self.pool = pool
-        self.requester: Any = None
-        self.tunnel: Any = None
+        self.requester: Requester | None = None
+        self.tunnel: WebSocketTunnel | None = None
         self.connected = False
         self.reused = False
         self.head_request = False
@@ -234,7 +236,9 @@ class UpstreamConnection(Protocol):
             if framing == F_CLOSE:
                 self.reusable = False
         self._done_head = True
-        self.requester.response_head(status, headers, framing, length)
+        req = self.requester
+        assert req is not None  # dataReceived feeds the parser only while a requester is attached
+        req.response_head(status, headers, framing, length)
         if framing == F_NONE and self.head_request:
             # llhttp cannot know a HEAD response has no body: finish it here, fresh parser.
             self._parser = httptools.HttpResponseParser(self)
@@ -262,7 +266,7 @@ class UpstreamConnection(Protocol):
         if req is not None:
             req.response_done()
 
-    def start_request(self, requester: Any, head_request: bool) -> None:
+    def start_request(self, requester: Requester, head_request: bool) -> None:
         """Attach ``requester`` for one request/response."""
         self.requester = requester
         self.head_request = head_request
@@ -273,7 +277,7 @@ class UpstreamConnection(Protocol):
 class _ConnFactory(ClientFactory):
     noisy = False
 
-    def __init__(self, pool: "Pool", requester: Any) -> None:
+    def __init__(self, pool: "Pool", requester: Requester) -> None:
         self.pool = pool
         self.requester = requester
         self.started = pool.clock.seconds()  # for the connect-duration histogram
@@ -346,18 +350,18 @@ class Pool:
 
     fast_writes = True  # see proxy.http.fastwrite
 
-    def __init__(self, route: "Route", clock: Any, reactor: Any) -> None:
+    def __init__(self, route: "Route", clock: "Clock", reactor: Any) -> None:
         self.route = route
         self.clock = clock
         self.reactor = reactor
         self.idle: list[UpstreamConnection] = []
         self.open = 0  # connecting + busy + idle
-        self.waiting: deque[Any] = deque()
+        self.waiting: deque[Requester] = deque()
         self._creator = _client_tls_creator(route) if route.scheme == "https" else None
         self.closed = False
         self.connect_hist: Any = None  # histogram family labelled by route (set by UpstreamPools)
 
-    def acquire(self, requester: Any) -> None:
+    def acquire(self, requester: Requester) -> None:
         """Give ``requester`` a connection now (idle), later (connect / wait) or fail it."""
         idle = self.idle
         while idle:
@@ -372,17 +376,18 @@ class Pool:
             return
         self._connect(requester)
 
-    def _connect(self, requester: Any) -> None:
+    def _connect(self, requester: Requester) -> None:
         self.open += 1
         factory: Any = _ConnFactory(self, requester)
         if self._creator is not None:
             from twisted.protocols.tls import TLSMemoryBIOFactory
 
-            factory = TLSMemoryBIOFactory(self._creator, True, factory, clock=self.clock)
+            # Twisted annotates clock as the zope interface IReactorTime, which mypy cannot match to a Protocol
+            factory = TLSMemoryBIOFactory(self._creator, True, factory, clock=self.clock)  # type: ignore[arg-type]
             factory.clientConnectionFailed = lambda c, r, rq=requester: self._connect_failed(rq, r)
         self.reactor.connectTCP(self.route.host, self.route.port, factory, timeout=self.route.connect_timeout)
 
-    def cancel(self, requester: Any) -> None:
+    def cancel(self, requester: Requester) -> None:
         """``requester`` no longer wants a connection (its client went away)."""
         try:
             self.waiting.remove(requester)
@@ -401,7 +406,7 @@ class Pool:
         conn.start_request(req, False)
         req.upstream_ready(conn)
 
-    def _connect_failed(self, requester: Any, reason: Failure) -> None:
+    def _connect_failed(self, requester: Requester, reason: Failure) -> None:
         self.open -= 1
         status = 504 if reason.check(ierror.TimeoutError) else 502
         log.warn("upstream {route} ({host}:{port}): connect failed: {why}", route=self.route.name,
@@ -457,7 +462,7 @@ class Pool:
 class UpstreamPools:
     """One :class:`Pool` per route (keyed by route name)."""
 
-    def __init__(self, routes: list["Route"], clock: Any, reactor: Any) -> None:
+    def __init__(self, routes: list["Route"], clock: "Clock", reactor: Any) -> None:
         self.clock = clock
         self.reactor = reactor
         self._pools: dict[str, Pool] = {r.name: Pool(r, clock, reactor) for r in routes}
