@@ -2,7 +2,11 @@
 
 ``main(argv)`` takes the arguments after the word ``trust`` and returns the exit status:
 0 on success (``verify``: only when the certificate is accepted and maps to an account;
-``map``: only when it maps), 1 when the operation is refused or fails, 2 on usage errors.
+``map``: only when it maps), 1 when that answer is no. A refusal raises
+:class:`~trust.cli_errors.OperatorError` (status 2: a bad argument or file, a store or config
+that will not load, an unknown entry, an edit the store refuses) or
+:class:`~trust.cli_errors.RuntimeFailure` (status 1: the disk failed during a write); the
+``certgate`` dispatcher prints it as one line.
 Every write is validated against the whole resulting store first, then applied with
 atomic renames, so a running gateway never sees a half-written or broken store.
 """
@@ -22,6 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from . import certinfo
+from .cli_errors import CommandError, OperatorError, Parser, config_problems, joined, os_error, run_command
 from .edits import EditError, Plan, find_entries, plan_add, plan_pin, plan_remove, read_certificates
 from .mapping import MappingResult, account_matches, describe, map_account
 from .settings import MappingSettings, TrustSettings, parse_trust_section
@@ -29,21 +34,17 @@ from .store import StoreEntry, TrustGeneration, TrustStoreError, apply_changes, 
 from .verify import verify
 
 
-class CliError(Exception):
-    """Stops the command with exit status 1 and this message on stderr."""
-
-
 def _utcnow() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     src = common.add_mutually_exclusive_group()
     src.add_argument("--store", metavar="DIR", default=argparse.SUPPRESS, help="trust store folder")
     src.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                      help="certgate config; uses its [trust] section (store relative to the file)")
-    p = argparse.ArgumentParser(prog="certgate trust", parents=[common],
+    p = Parser(prog="certgate trust", parents=[common],
                                 description="Inspect and edit the certgate trust store.")
     sub = p.add_subparsers(dest="verb", metavar="VERB", required=True)
     sub.add_parser("list", parents=[common], help="list CAs, pinned certificates and CRLs")
@@ -83,24 +84,31 @@ _directory: DirectoryDescriber | None = None
 
 
 def main(argv: Sequence[str] | None = None, directory: DirectoryDescriber | None = None) -> int:
-    """Run one ``certgate trust`` command; returns the exit status.
+    """Run one ``certgate trust`` command; returns the exit status (0, or 1 for a "no" answer).
 
-    ``directory`` answers ``map`` when the config says ``mapping = ldap``.
+    Raises :class:`~trust.cli_errors.CommandError` (a usage error too) for the dispatcher to
+    print. ``directory`` answers ``map`` when the config says ``mapping = ldap``.
     """
     global _directory
     _directory = directory
     parser = _parser()
     try:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    except SystemExit as exc:  # argparse: --help (0) or usage error (2)
+    except SystemExit as exc:  # argparse: --help
         return int(exc.code or 0)
     handlers = {"list": _list, "add": _add, "remove": _remove, "show": _show, "verify": _verify,
                 "import-p12": _import_p12, "map": _map}
     try:
         return handlers[args.verb](args)
-    except (CliError, EditError) as exc:
-        print(f"certgate trust {args.verb}: error: {exc}", file=sys.stderr)
-        return 1
+    except EditError as exc:  # the edit is refused: the message says what and why
+        where = getattr(args, "file", None) or getattr(args, "cert", None) or getattr(args, "store", None) \
+            or getattr(args, "config", None)
+        named = str(where) in str(exc).split(": ", 1)[0] if where else True  # the message names its file
+        err: CommandError = OperatorError(str(exc), None if named else where)
+    except CommandError as exc:
+        err = exc
+    err.verb = args.verb
+    raise err
 
 
 # --------------------------------------------------------------------------- context
@@ -121,17 +129,17 @@ def _settings(args: argparse.Namespace, need_store: bool = True) -> TrustSetting
             with open(path, encoding="utf-8") as fh:
                 cp.read_file(fh)
         except OSError as exc:
-            raise CliError(f"cannot read config {path}: {exc.strerror}") from None
+            raise OperatorError("cannot read config", path, exc.strerror) from None
         except configparser.Error as exc:
-            raise CliError(f"config {path} cannot be parsed: {exc}") from None
+            raise OperatorError("config cannot be parsed", path, str(exc)) from None
         if not cp.has_section("trust"):
-            raise CliError(f"config {path} has no [trust] section")
+            raise OperatorError("config has no [trust] section", path)
         settings, problems = parse_trust_section(dict(cp.items("trust")), path.resolve().parent)
         if problems:
-            raise CliError(f"config {path} has problems:\n" + "\n".join(f"  {p}" for p in problems))
+            raise config_problems(path, problems)
         return settings
     if need_store:
-        raise CliError("no trust store given: use --store DIR or --config FILE")
+        raise OperatorError("no trust store given", why="use --store DIR or --config FILE")
     return TrustSettings(store=Path("."))
 
 
@@ -139,15 +147,14 @@ def _load(settings: TrustSettings, now: _dt.datetime) -> TrustGeneration:
     try:
         return load_store(settings.store, now=now, min_rsa_bits=settings.min_rsa_bits)
     except TrustStoreError as exc:
-        raise CliError(f"the trust store {settings.store} cannot be loaded:\n"
-                       + "\n".join(f"  {p}" for p in exc.problems)) from None
+        raise OperatorError("the trust store cannot be loaded", settings.store, joined(exc.problems)) from None
 
 
 def _read(path: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+        raise OperatorError("cannot read", path, exc.strerror) from None
 
 
 def _commit(settings: TrustSettings, plan: Plan, now: _dt.datetime) -> int:
@@ -155,12 +162,13 @@ def _commit(settings: TrustSettings, plan: Plan, now: _dt.datetime) -> int:
     try:
         load_store(settings.store, now=now, min_rsa_bits=settings.min_rsa_bits, changes=plan.changes)
     except TrustStoreError as exc:
-        raise CliError("refused, the store would not load after this change (nothing was written):\n"
-                       + "\n".join(f"  {p}" for p in exc.problems)) from None
+        raise OperatorError("refused, the store would not load after this change (nothing was written)",
+                            settings.store, joined(exc.problems)) from None
     try:
         apply_changes(settings.store, plan.changes)
-    except OSError as exc:
-        raise CliError(f"writing to {settings.store} failed: {exc}") from None
+    except OSError as exc:  # permissions: the operator's; a full disk, an I/O error: a runtime failure
+        failed = os_error(exc)
+        raise type(failed)("writing failed", settings.store, exc.strerror or str(exc)) from None
     for line in plan.messages:
         print(line)
     return 0
@@ -236,8 +244,8 @@ def _add(args: argparse.Namespace) -> int:
     certs, crls = read_certificates(_read(args.file), args.file)
     if args.pin:
         if not certs or crls:
-            raise CliError(f"{args.file}: --pin needs a certificate file (found {len(certs)} "
-                           f"certificate(s), {len(crls)} CRL(s))")
+            raise OperatorError("--pin needs a certificate file", args.file,
+                                f"found {len(certs)} certificate(s), {len(crls)} CRL(s)")
         plan = plan_pin(certs[0], gen, now, min_rsa_bits=settings.min_rsa_bits,
                         allow_missing_eku=settings.unsafe_allow_missing_eku, name=args.name)
         if len(certs) > 1:
@@ -257,13 +265,14 @@ def _remove(args: argparse.Namespace) -> int:
         target = args.target.strip()
         if target and not target.startswith(".") and ".." not in target and (settings.store / target).is_file():
             return _commit(settings, Plan({target: None}, [f"removed {target}"]), now)
-        raise CliError(f"the trust store {settings.store} cannot be loaded (remove a broken file by name):\n"
-                       + "\n".join(f"  {p}" for p in exc.problems)) from None
+        raise OperatorError("the trust store cannot be loaded (remove a broken file by name)", settings.store,
+                            joined(exc.problems)) from None
     plan = plan_remove(gen, args.target)
     left = [e for e in gen.cas if e.file not in plan.changes]
     if gen.cas and not left and not args.force:
-        raise CliError(f"{args.target}: this removes the last CA of {settings.store}; with no CA every client "
-                       "certificate is refused (pinned ones excepted). Repeat with --force to do it")
+        raise OperatorError(f"{args.target}: this removes the last CA", settings.store,
+                            "with no CA every client certificate is refused (pinned ones excepted); "
+                            "repeat with --force to do it")
     return _commit(settings, plan, now)
 
 
@@ -273,7 +282,8 @@ def _show(args: argparse.Namespace) -> int:
     gen = _load(settings, now)
     entries = find_entries(gen, args.target)
     if not entries:
-        raise CliError(f"{args.target} is neither a fingerprint nor a file of the trust store")
+        raise OperatorError(f"{args.target!r} is neither a fingerprint nor a file of the trust store",
+                            settings.store)
     for n, e in enumerate(entries):
         if n:
             print()
@@ -314,7 +324,7 @@ def _verify(args: argparse.Namespace) -> int:
     gen = _load(settings, now)
     certs, _ = read_certificates(_read(args.cert), args.cert)
     if not certs:
-        raise CliError(f"{args.cert} holds no certificate")
+        raise OperatorError("holds no certificate", args.cert)
     chain = certs[1:]
     if args.chain:
         more, _ = read_certificates(_read(args.chain), args.chain)
@@ -368,15 +378,15 @@ def _import_p12(args: argparse.Namespace) -> int:
             try:
                 key, cert, extra = pkcs12.load_key_and_certificates(data, password)
             except ValueError:
-                raise CliError(f"cannot open {args.file}: wrong password or not a PKCS#12 file") from None
+                raise OperatorError("cannot open", args.file, "wrong password or not a PKCS#12 file") from None
         elif password is None:
-            raise CliError(f"cannot open {args.file}: it needs a password (use --password-file F or "
-                           "--password-stdin) or it is not a PKCS#12 file")
+            raise OperatorError("cannot open", args.file, "it needs a password (use --password-file F or "
+                                "--password-stdin) or it is not a PKCS#12 file")
         else:
-            raise CliError(f"cannot open {args.file}: wrong password or not a PKCS#12 file") from None
+            raise OperatorError("cannot open", args.file, "wrong password or not a PKCS#12 file") from None
     if args.pin:
         if cert is None:
-            raise CliError(f"{args.file} holds no client certificate to pin")
+            raise OperatorError("holds no client certificate to pin", args.file)
         plan = plan_pin(cert, gen, now, min_rsa_bits=settings.min_rsa_bits,
                         allow_missing_eku=settings.unsafe_allow_missing_eku)
     else:
@@ -384,7 +394,7 @@ def _import_p12(args: argparse.Namespace) -> int:
         if not cas:
             what = f" (it holds the client certificate {certinfo.label(cert.subject)}; " \
                    "use --pin to pin it)" if cert is not None else ""
-            raise CliError(f"{args.file} holds no CA certificate{what}")
+            raise OperatorError(f"holds no CA certificate{what}", args.file)
         plan = plan_add(cas, [], gen, now, min_rsa_bits=settings.min_rsa_bits, skip_duplicates=True)
     if key is not None:
         plan.messages.append(f"note: the private key in {args.file} was not imported (the store holds no keys)")
@@ -404,14 +414,14 @@ def _map(args: argparse.Namespace) -> int:
         mapping = replace(mapping, strip_domain=True)
     certs, _ = read_certificates(_read(args.cert), args.cert)
     if not certs:
-        raise CliError(f"{args.cert} holds no certificate")
+        raise OperatorError("holds no certificate", args.cert)
     cert: x509.Certificate = certs[0]
     print(describe(cert, mapping))
     if mapping.rule == "ldap":
         config = getattr(args, "config", None)
         if not config or _directory is None:
-            raise CliError("mapping = ldap asks the directory: give the gateway's --config FILE (with its [ldap] "
-                           "section)")
+            raise OperatorError("mapping = ldap asks the directory", why="give the gateway's --config FILE (with "
+                                "its [ldap] section)")
         lines, result = _directory(Path(config), cert)
         print("\n".join(lines))
     else:
@@ -426,4 +436,4 @@ def _map(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised by the black-box tests
-    sys.exit(main())
+    sys.exit(run_command("certgate trust", main, sys.argv[1:]))

@@ -191,7 +191,7 @@ def plan_remove(gen: TrustGeneration, target: str) -> Plan:
     """Remove the file holding the target; CRLs issued by a removed CA go with it."""
     entries = find_entries(gen, target)
     if not entries:
-        raise EditError(f"{target} is neither a fingerprint nor a file of the trust store "
+        raise EditError(f"{target!r} is neither a fingerprint nor a file of the trust store "
                         "(see `certgate trust list`)")
     files = {e.file for e in entries}
     by_fp = certinfo.normalize_fingerprint(target) is not None or target not in files

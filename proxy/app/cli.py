@@ -6,11 +6,12 @@ Each subcommand lives in its own module and is imported only when used, so
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+from trust.cli_errors import CommandError, OperatorError, Parser, config_problems, report, run_command
 
 #: subcommand -> (module, function, one-line help). The function takes the remaining
 #: argv (without the subcommand word) and returns an exit status.
@@ -39,18 +40,18 @@ def _usage() -> str:
              "commands:"]
     lines += [f"  {name.ljust(width)}  {help_}" for name, (_, _, help_) in SUBCOMMANDS.items()]
     lines += ["", "`certgate COMMAND --help` shows a command's options. --config (-c) may stand before",
-              "or after the command, for every command."]
+              "or after the command, for every command.", "",
+              "exit status: 0 done (trust verify/map: yes); 1 the answer is no (trust verify/map), or a",
+              "runtime failure that is not your mistake (admin API or session store down, disk error);",
+              "2 operator mistake (one line on stderr: where, what, why); 70 unexpected error",
+              "(CERTGATE_DEBUG=1 shows the traceback); 130 interrupted."]
     return "\n".join(lines)
-
-
-class UsageError(Exception):
-    """An operator mistake on the command line (one line; exit status 2)."""
 
 
 def take_config(args: list[str]) -> tuple[str | None, list[str]]:
     """Remove every ``--config FILE``, ``--config=FILE`` and ``-c FILE`` before ``--``.
 
-    Returns (the file or None, the other arguments in order). Raises UsageError when the
+    Returns (the file or None, the other arguments in order). Raises OperatorError when the
     option lacks its value or names two different files.
     """
     found: list[str] = []
@@ -63,7 +64,7 @@ def take_config(args: list[str]) -> tuple[str | None, list[str]]:
             break
         if a in ("--config", "-c"):
             if i + 1 >= len(args):
-                raise UsageError(f"{a} needs a file name")
+                raise OperatorError(f"{a} needs a file name")
             found.append(args[i + 1])
             i += 2
             continue
@@ -73,7 +74,7 @@ def take_config(args: list[str]) -> tuple[str | None, list[str]]:
             rest.append(a)
         i += 1
     if len(set(found)) > 1:
-        raise UsageError(f"--config given twice with different files: {found[0]}, {found[1]}")
+        raise OperatorError(f"--config given twice with different files: {found[0]}, {found[1]}")
     return (found[0] if found else None), rest
 
 
@@ -81,49 +82,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch ``certgate COMMAND ...``; returns (and exits with) the command's status.
 
     ``--config FILE`` is taken from anywhere (before or after the command word) and handed
-    to the command first. An operator mistake is one line on stderr with status 2, never a
-    traceback; an unexpected error is one line too (``CERTGATE_DEBUG=1`` shows the traceback).
+    to the command first. This is the one place that turns a command's error into its line
+    and exit status (the convention in ``trust.cli_errors``): an operator mistake
+    (:class:`OperatorError`, an argparse error, an unreadable file) is one escaped line on
+    stderr with status 2, never a traceback; a runtime failure (:class:`RuntimeFailure`) one
+    line with status 1; an unexpected error one line with status 70 (``CERTGATE_DEBUG=1``
+    shows the traceback): :func:`trust.cli_errors.run_command`.
     """
-    import os
-
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         config, args = take_config(args)
-    except UsageError as e:
-        print(f"certgate: {e}", file=sys.stderr)
-        return 2
+    except CommandError as e:
+        return report("certgate", e, sys.stderr)
     if not args or args[0] in ("-h", "--help", "help"):
         print(_usage())
-        return 0 if args else 2
+        if args:
+            return 0
+        return report("certgate", OperatorError("no command given", why="`certgate --help` lists them"), sys.stderr)
     if args[0] in ("--version", "-V"):
         return version_main([])
     name, rest = args[0], args[1:]
     if name not in SUBCOMMANDS:
-        print(f"certgate: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
+        return report("certgate", OperatorError(f"unknown command {name!r}",
+                                                why=f"the commands are {', '.join(SUBCOMMANDS)}"), sys.stderr)
     if config is not None and name in CONFIG_VERBS:
         rest = ["--config", config] + rest
     module, func, _ = SUBCOMMANDS[name]
-    try:
+    prog = f"certgate {name}"
+
+    def command(argv_: list[str]) -> int:
         fn: Callable[[list[str]], int] = getattr(importlib.import_module(module), func)
-        status = fn(rest)
-    except KeyboardInterrupt:
-        print(f"certgate {name}: interrupted", file=sys.stderr)
-        return 130
-    except (EOFError, UsageError) as e:
-        print(f"certgate {name}: {e or 'standard input ended early'}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        print(f"certgate {name}: {where}{e.strerror or e}", file=sys.stderr)
-        return 2
-    except Exception as e:
-        if os.environ.get("CERTGATE_DEBUG"):
-            raise
-        print(f"certgate {name}: unexpected error: {type(e).__name__}: {e} (CERTGATE_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
-        return 70
-    return int(status or 0)
+        return fn(argv_)
+
+    return run_command(prog, command, rest)
 
 
 def trust_main(argv: list[str]) -> int:
@@ -138,12 +129,11 @@ def _describe_directory(config_path: Path, cert: Any) -> tuple[list[str], Any]:
 
     from proxy.config import ConfigError, load_config
     from proxy.listener.directory import describe_blocking
-    from trust.cli import CliError
 
     try:
         cfg = load_config(config_path)
     except ConfigError as e:
-        raise CliError(f"config {config_path} has problems:\n" + "\n".join(f"  {p}" for p in e.problems)) from None
+        raise config_problems(config_path, e.problems) from None
     return describe_blocking(cfg.ldap, cert, cert.public_bytes(Encoding.DER))
 
 
@@ -158,8 +148,13 @@ def version_main(argv: list[str]) -> int:
 
 
 def check_config_main(argv: list[str]) -> int:
-    """``certgate check-config FILE``: exit 0 only when the file is valid."""
-    ap = argparse.ArgumentParser(prog="certgate check-config", description="Validate a certgate config file.")
+    """``certgate check-config FILE``: exit 0 only when the file is valid.
+
+    Every problem is one line on stderr, ``certgate check-config: FILE: [section] key: reason``
+    (the lines ``certgate run`` prints for the same file), and the status is 2: a bad config is
+    an operator mistake.
+    """
+    ap = Parser(prog="certgate check-config", description="Validate a certgate config file.")
     ap.add_argument("file", nargs="?", help="path of the config file (or --config FILE)")
     ap.add_argument("--config", "-c", help="path of the config file")
     ap.add_argument("--quiet", "-q", action="store_true", help="print nothing when valid")
@@ -175,16 +170,10 @@ def check_config_main(argv: list[str]) -> int:
     try:
         cfg = load_config(ns.config)
     except ConfigError as e:
-        print(f"{ns.config}: {len(e.problems)} problem(s):", file=sys.stderr)
-        for p in e.problems:
-            print(f"  {p}", file=sys.stderr)
-        return 1
+        raise OperatorError("invalid config", ns.config, problems=e.problems) from None
     problems = preflight(cfg, bind=not ns.running)
     if problems:
-        print(f"{ns.config}: {len(problems)} problem(s):", file=sys.stderr)
-        for p in problems:
-            print(f"  {p}", file=sys.stderr)
-        return 1
+        raise OperatorError("invalid config", ns.config, problems=problems)
     if not ns.quiet:
         print(f"{ns.config}: OK ({len(cfg.routes)} route(s), client_auth = {cfg.listen.client_auth}, "
               f"trust store {cfg.trust.store})")
@@ -197,10 +186,12 @@ def run_main(argv: list[str]) -> int:
     twistd gets the ServiceMaker directly, so this works from any install mode (a plain
     ``pip install .`` or a strict editable install, where twistd's plugin scan finds nothing).
     """
-    ap = argparse.ArgumentParser(prog="certgate run", description="Run the gateway in the foreground.")
+    ap = Parser(prog="certgate run", description="Run the gateway in the foreground.")
     ap.add_argument("--config", "-c", required=True, help="path of the config file")
     ap.add_argument("--pidfile", default="", help="write the process id here (default: none)")
     ns = ap.parse_args(argv)
+    if ns.pidfile and not Path(ns.pidfile).resolve().parent.is_dir():
+        raise OperatorError("the folder of the --pidfile does not exist", ns.pidfile)
     from proxy.listener.openssl_conf import configure_process
 
     configure_process()  # before OpenSSL loads: no TLS 1.3 session tickets (docs/tls.md)

@@ -6,12 +6,12 @@ to the certificates.
 
 from __future__ import annotations
 
-import argparse
 import json
 import secrets
 import sys
 from pathlib import Path
 
+from trust.cli_errors import OperatorError, Parser
 from trust.escape import safe_html
 
 DEMO_CLIENTS = ("alice", "bob")
@@ -50,7 +50,7 @@ def write_demo_pki(folder: Path, clients: tuple[str, ...] = DEMO_CLIENTS, key_ty
 
 
 def demo_pki_main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="certgate demo-pki",
+    ap = Parser(prog="certgate demo-pki",
                                  description="Write a demo CA, a server certificate for localhost/127.0.0.1 and "
                                              "client certificates (PEM and .p12).")
     ap.add_argument("dir", help="folder to write into (created if missing)")
@@ -99,15 +99,20 @@ def echo_resource() -> object:
 
 def demo_upstream_main(argv: list[str]) -> int:
     """A tiny upstream that answers every request with the headers it received."""
-    ap = argparse.ArgumentParser(prog="certgate demo-upstream",
+    ap = Parser(prog="certgate demo-upstream",
                                  description="Serve a page showing the request headers (a stand-in upstream).")
     ap.add_argument("--address", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=9090)
     ns = ap.parse_args(argv)
     from twisted.internet import reactor
+    from twisted.internet.error import CannotListenError
     from twisted.web.server import Site
 
-    reactor.listenTCP(ns.port, Site(echo_resource()), interface=ns.address)  # type: ignore[attr-defined]
+    try:
+        reactor.listenTCP(ns.port, Site(echo_resource()), interface=ns.address)  # type: ignore[attr-defined]
+    except CannotListenError as e:
+        why = getattr(e.socketError, "strerror", None) or str(e.socketError)
+        raise OperatorError("cannot listen", f"{ns.address}:{ns.port}", why) from None
     print(f"demo upstream on http://{ns.address}:{ns.port}/", flush=True)
     reactor.run()  # type: ignore[attr-defined]
     return 0

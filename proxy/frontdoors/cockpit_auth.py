@@ -35,7 +35,6 @@ pure and unit tested; :func:`main` only wires config, key, store, clock and the 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pwd
@@ -46,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from trust.cli_errors import Parser, run_command
 from trust.escape import safe_text
 from proxy.frontdoors.assertion import AssertionInvalid, assertion_key, verify_assertion
 
@@ -336,7 +336,7 @@ def open_store(url: str, base_dir: Path, options: Any = None) -> Any:
 
 def main(argv: Sequence[str]) -> int:
     """``certgate cockpit-auth [--config FILE] [--bridge PATH] [HOST]``; execs the bridge on success."""
-    ap = argparse.ArgumentParser(prog="certgate cockpit-auth",
+    ap = Parser(prog="certgate cockpit-auth",
                                  description="cockpit-ws auth command for Authorization: Bearer "
                                              "(cockpit.conf [bearer] Command).")
     ap.add_argument("--config", "-c", default=os.environ.get("CERTGATE_CONFIG") or DEFAULT_CONFIG,
@@ -378,9 +378,10 @@ def main(argv: Sequence[str]) -> int:
 
 
 def console_main() -> int:
-    """The ``certgate-cockpit-auth`` console script (cockpit 287 cannot pass ``cockpit-auth``)."""
-    return main(sys.argv[1:])
+    """The ``certgate-cockpit-auth`` console script (cockpit 287 cannot pass ``cockpit-auth``); a
+    usage error is one line and status 2, as under ``certgate cockpit-auth``."""
+    return run_command("certgate-cockpit-auth", main, sys.argv[1:])
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(console_main())

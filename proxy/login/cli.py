@@ -5,8 +5,10 @@
 ``certgate totp remove ACCOUNT [--config FILE]`` / ``certgate totp list [--config FILE]``
 
 Paths come from the config's ``[login]`` section (``password_file``, ``totp_secrets``,
-``totp_key``); ``--file``/``--secrets``/``--key`` override them. Exit status: 0 done,
-1 refused or failed (the message says why), 2 usage error.
+``totp_key``); ``--file``/``--secrets``/``--key`` override them. A refusal raises
+:class:`~trust.cli_errors.OperatorError` (exit status 2, one line printed by the ``certgate``
+dispatcher): a usage error, a config or file that will not load, an unknown account, no TTY,
+passwords that differ, no valid code.
 """
 
 from __future__ import annotations
@@ -19,35 +21,35 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable
 
+from trust.cli_errors import OperatorError, Parser, config_problems, joined, os_error
+
 DEFAULT_CONFIG = "/etc/certgate/certgate.conf"
 VERIFY_ATTEMPTS = 3
 
 
 def _login_section(path: str) -> tuple[Any, Any]:
-    """The config and its ``[login]`` section; raises SystemExit(1) with every problem."""
+    """The config and its ``[login]`` section; raises OperatorError naming every problem."""
     from proxy.config import ConfigError, load_config
 
     try:
         cfg = load_config(path)
     except ConfigError as e:
-        lines = "\n".join(f"  {p}" for p in e.problems)
-        raise _Fail(f"{path}: {len(e.problems)} problem(s):\n{lines}") from None
+        raise config_problems(path, e.problems) from None
     return cfg, cfg.login
-
-
-class _Fail(Exception):
-    pass
 
 
 # --------------------------------------------------------------------------- passwd
 
 def passwd_main(argv: list[str], *, stdin: IO[str] | None = None, stdout: IO[str] | None = None,
                 stderr: IO[str] | None = None, prompt: Callable[[str], str] | None = None) -> int:
-    """``certgate passwd ACCOUNT``: set (prompting twice) or ``--delete`` an account's password."""
+    """``certgate passwd ACCOUNT``: set (prompting twice) or ``--delete`` an account's password.
+
+    Returns 0; raises OperatorError for the dispatcher (an unknown account for --delete, no
+    terminal without --password-stdin, a malformed password file...)."""
     from proxy.login.passwords import PasswordError, PasswordFileError, delete_password, set_password
 
-    out, err = stdout or sys.stdout, stderr or sys.stderr
-    ap = argparse.ArgumentParser(prog="certgate passwd", description="Set or delete a password in certgate's "
+    out = stdout or sys.stdout
+    ap = Parser(prog="certgate passwd", description="Set or delete a password in certgate's "
                                  "password file ([login] password_file, scrypt hashes).")
     ap.add_argument("account", help="the account (exactly as the certificate maps it)")
     ap.add_argument("--config", "-c", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
@@ -55,23 +57,21 @@ def passwd_main(argv: list[str], *, stdin: IO[str] | None = None, stdout: IO[str
     ap.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     ap.add_argument("--delete", action="store_true", help="remove the account's password")
     ns = ap.parse_args(argv)
+    path = Path(ns.file) if ns.file else None
+    if path is None:
+        _, login = _login_section(ns.config)
+        if not login.password_file:
+            raise OperatorError("[login] password_file is not set", ns.config, "set it or pass --file")
+        path = Path(login.password_file)
     try:
-        path = Path(ns.file) if ns.file else None
-        if path is None:
-            _, login = _login_section(ns.config)
-            if not login.password_file:
-                raise _Fail(f"{ns.config}: [login] password_file is not set (or pass --file)")
-            path = Path(login.password_file)
         if ns.delete:
             if delete_password(path, ns.account):
                 print(f"{path}: password of {ns.account!r} deleted", file=out)
                 return 0
-            print(f"{path}: {ns.account!r} has no password", file=err)
-            return 1
+            raise OperatorError(f"{ns.account!r} has no password", path)
         if not ns.password_stdin and prompt is None and not (stdin or sys.stdin).isatty():
-            print("certgate passwd: standard input is not a terminal, so the password cannot be asked for; "
-                  "pipe it with --password-stdin", file=err)
-            return 2
+            raise OperatorError("standard input is not a terminal, so the password cannot be asked for",
+                                why="pipe it with --password-stdin")
         if ns.password_stdin:
             line = (stdin or sys.stdin).readline()
             password = line[:-1] if line.endswith("\n") else line
@@ -80,21 +80,16 @@ def passwd_main(argv: list[str], *, stdin: IO[str] | None = None, stdout: IO[str
             ask = prompt or getpass.getpass
             password = ask(f"New password for {ns.account}: ")
             if ask("Repeat it: ") != password:
-                raise _Fail("the passwords differ; nothing changed")
+                raise OperatorError("the passwords differ", why="nothing changed")
         set_password(path, ns.account, password)
         print(f"{path}: password of {ns.account!r} set", file=out)
         return 0
-    except (_Fail, PasswordError) as e:
-        print(f"certgate passwd: {e}", file=err)
-        return 1
+    except PasswordError as e:
+        raise OperatorError(str(e), path, "nothing changed") from None
     except PasswordFileError as e:
-        print("certgate passwd: the password file is malformed; nothing changed:", file=err)
-        for p in e.problems:
-            print(f"  {p}", file=err)
-        return 1
-    except OSError as e:
-        print(f"certgate passwd: {getattr(e, 'filename', '') or path}: {e.strerror}", file=err)
-        return 1
+        raise OperatorError("the password file is malformed; nothing changed", why=joined(e.problems)) from None
+    except OSError as e:  # named by the password file, not the temporary file of the atomic write
+        raise os_error(e, path) from None
 
 
 # --------------------------------------------------------------------------- totp
@@ -149,12 +144,13 @@ def _mark_used(cfg: Any, account: str, step: int, err: IO[str]) -> None:
 
 def totp_main(argv: list[str], *, stdin: IO[str] | None = None, stdout: IO[str] | None = None,
               stderr: IO[str] | None = None, now: Callable[[], float] | None = None) -> int:
-    """``certgate totp enroll|remove|list``; see the module docstring."""
-    from proxy.login.totp import TotpError, TotpSecrets, check_code, new_secret, provisioning_uri
+    """``certgate totp enroll|remove|list``; see the module docstring. Returns 0; raises
+    OperatorError for the dispatcher (an account that is not enrolled, no valid code...)."""
+    from proxy.login.totp import TotpError
 
     out, err, inp = stdout or sys.stdout, stderr or sys.stderr, stdin or sys.stdin
     clock = now or time.time
-    ap = argparse.ArgumentParser(prog="certgate totp", description="Manage TOTP secrets (encrypted at rest).")
+    ap = Parser(prog="certgate totp", description="Manage TOTP secrets (encrypted at rest).")
     ap.add_argument("--config", "-c", default=argparse.SUPPRESS, help=f"config file (default {DEFAULT_CONFIG})")
     ap.add_argument("--secrets", help="secrets file (overrides [login] totp_secrets)")
     ap.add_argument("--key", help="key file (overrides [login] totp_key)")
@@ -171,60 +167,67 @@ def totp_main(argv: list[str], *, stdin: IO[str] | None = None, stdout: IO[str] 
         p.add_argument("--config", "-c", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     ns = ap.parse_args(argv)
     ns.config = getattr(ns, "config", DEFAULT_CONFIG)
-    cfg = None
     try:
-        secrets_path, key_path, window = ns.secrets, ns.key, 1
-        if not (secrets_path and key_path):
-            cfg, login = _login_section(ns.config)
-            secrets_path = secrets_path or login.totp_secrets
-            key_path = key_path or login.totp_key
-            window = int(login.totp_window)
-            if not secrets_path or not key_path:
-                raise _Fail(f"{ns.config}: [login] totp_secrets and totp_key must be set (or pass --secrets/--key)")
-        store = TotpSecrets(secrets_path, key_path)
-        if ns.cmd == "list":
-            rows = store.list()
-            for account, info in rows:
-                if isinstance(info, str):
-                    print(f"{account}\tUNUSABLE\t{info}", file=out)
-                else:
-                    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(info.created))
-                    print(f"{account}\tenrolled\t{when}", file=out)
-            if not rows:
-                print("no account is enrolled", file=err)
-            return 0
-        if ns.cmd == "remove":
-            if store.remove(ns.account):
-                print(f"{secrets_path}: TOTP secret of {ns.account!r} removed", file=out)
-                return 0
-            print(f"{secrets_path}: {ns.account!r} is not enrolled", file=err)
-            return 1
-        secret = new_secret()
-        uri = provisioning_uri(secret, ns.account, ns.issuer)
-        print(f"Scan this QR code with the authenticator app of {ns.account} (or enter the URI):\n", file=out)
-        print(_qr_text(uri), file=out)
-        print(uri, file=out)
-        if ns.qr_png:
-            _qr_png(uri, ns.qr_png)
-            print(f"QR code written to {ns.qr_png} (it holds the secret: delete it after scanning)", file=out)
-        if not ns.no_verify:
-            for attempt in range(VERIFY_ATTEMPTS):
-                print("Code shown by the app: ", end="", file=out, flush=True)
-                code = inp.readline().strip()
-                step = check_code(secret, code, clock(), window)
-                if step is not None:
-                    if cfg is not None:
-                        _mark_used(cfg, ns.account, step, err)
-                    break
-                print("that code is not valid (six digits, current time step)", file=err)
+        try:
+            return _totp(ns, out, err, inp, clock)
+        except TotpError as e:  # the secrets or key file cannot be used: it names which and why
+            raise OperatorError(str(e)) from None
+    except OperatorError as e:
+        e.verb = ns.cmd
+        raise
+
+
+def _totp(ns: argparse.Namespace, out: IO[str], err: IO[str], inp: IO[str], clock: Callable[[], float]) -> int:
+    from proxy.login.totp import TotpSecrets, check_code, new_secret, provisioning_uri
+
+    cfg = None
+    secrets_path, key_path, window = ns.secrets, ns.key, 1
+    if not (secrets_path and key_path):
+        cfg, login = _login_section(ns.config)
+        secrets_path = secrets_path or login.totp_secrets
+        key_path = key_path or login.totp_key
+        window = int(login.totp_window)
+        if not secrets_path or not key_path:
+            raise OperatorError("[login] totp_secrets and totp_key must be set", ns.config,
+                                "set them or pass --secrets/--key")
+    store = TotpSecrets(secrets_path, key_path)
+    if ns.cmd == "list":
+        rows = store.list()
+        for account, info in rows:
+            if isinstance(info, str):
+                print(f"{account}\tUNUSABLE\t{info}", file=out)
             else:
-                raise _Fail(f"no valid code after {VERIFY_ATTEMPTS} attempts; {ns.account!r} was not enrolled")
-        store.store(ns.account, secret, clock())
-        print(f"{secrets_path}: TOTP enabled for {ns.account!r}", file=out)
+                when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(info.created))
+                print(f"{account}\tenrolled\t{when}", file=out)
+        if not rows:
+            print("no account is enrolled", file=err)
         return 0
-    except (_Fail, TotpError) as e:
-        print(f"certgate totp: {e}", file=err)
-        return 1
-    except OSError as e:
-        print(f"certgate totp: {getattr(e, 'filename', '')}: {e.strerror}", file=err)
-        return 1
+    if ns.cmd == "remove":
+        if store.remove(ns.account):
+            print(f"{secrets_path}: TOTP secret of {ns.account!r} removed", file=out)
+            return 0
+        raise OperatorError(f"{ns.account!r} is not enrolled", secrets_path)
+    secret = new_secret()
+    uri = provisioning_uri(secret, ns.account, ns.issuer)
+    print(f"Scan this QR code with the authenticator app of {ns.account} (or enter the URI):\n", file=out)
+    print(_qr_text(uri), file=out)
+    print(uri, file=out)
+    if ns.qr_png:
+        _qr_png(uri, ns.qr_png)
+        print(f"QR code written to {ns.qr_png} (it holds the secret: delete it after scanning)", file=out)
+    if not ns.no_verify:
+        for attempt in range(VERIFY_ATTEMPTS):
+            print("Code shown by the app: ", end="", file=out, flush=True)
+            code = inp.readline().strip()
+            step = check_code(secret, code, clock(), window)
+            if step is not None:
+                if cfg is not None:
+                    _mark_used(cfg, ns.account, step, err)
+                break
+            print("that code is not valid (six digits, current time step)", file=out)
+        else:
+            raise OperatorError(f"no valid code after {VERIFY_ATTEMPTS} attempts", secrets_path,
+                                f"{ns.account!r} was not enrolled")
+    store.store(ns.account, secret, clock())
+    print(f"{secrets_path}: TOTP enabled for {ns.account!r}", file=out)
+    return 0

@@ -5,8 +5,9 @@
 
 ``--config`` may stand before or after the verb. The file is ``[webauthn] credentials``.
 Removals are written to the audit log of ``[audit] file`` (event ``webauthn``, decision
-``remove``, the operator's user name). Exit status: 0 done, 1 refused or failed (the message
-says why), 2 usage error. People add keys themselves on ``/.certgate/webauthn``.
+``remove``, the operator's user name). Exit status: 0 done; 2 an operator mistake (one line:
+a usage error, a config or credentials file that will not load, an account without that key).
+People add keys themselves on ``/.certgate/webauthn``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import sys
 import time
 from typing import IO, Any
 
-from proxy.login.cli import DEFAULT_CONFIG, _Fail, _login_section
+from proxy.login.cli import DEFAULT_CONFIG, _login_section
+from trust.cli_errors import OperatorError, Parser
 from trust.escape import safe_text
 
 
@@ -41,10 +43,11 @@ def _audit(cfg: Any, account: str, removed: list[Any]) -> None:
 
 
 def main(argv: list[str], *, stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:
+    """``certgate webauthn list|remove``; returns 0, raises OperatorError for the dispatcher."""
     from proxy.login.webauthn_creds import CredentialFile, CredentialFileError
 
     out, err = stdout or sys.stdout, stderr or sys.stderr
-    ap = argparse.ArgumentParser(prog="certgate webauthn", description="List or remove the security keys people "
+    ap = Parser(prog="certgate webauthn", description="List or remove the security keys people "
                                  "registered on /.certgate/webauthn ([webauthn] credentials).")
     ap.add_argument("--config", "-c", default=argparse.SUPPRESS, help=f"config file (default {DEFAULT_CONFIG})")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -61,7 +64,7 @@ def main(argv: list[str], *, stdout: IO[str] | None = None, stderr: IO[str] | No
     try:
         cfg, _ = _login_section(config)
         if not cfg.webauthn.credentials:
-            raise _Fail(f"{config}: [webauthn] credentials is not set")
+            raise OperatorError("[webauthn] credentials is not set", config)
         creds = CredentialFile(cfg.webauthn.credentials)
         if ns.cmd == "list":
             accounts = creds.accounts()
@@ -82,16 +85,16 @@ def main(argv: list[str], *, stdout: IO[str] | None = None, stderr: IO[str] | No
         removed = creds.remove(ns.account, ns.key)
         if not removed:
             what = f"no key {ns.key!r}" if ns.key else "no security key"
-            print(f"certgate webauthn: {ns.account!r} has {what}", file=err)
-            return 1
+            raise OperatorError(f"{ns.account!r} has {what}", cfg.webauthn.credentials,
+                                "`certgate webauthn list` shows the registered keys")
         _audit(cfg, ns.account, removed)
         for c in removed:
             print(f"{cfg.webauthn.credentials}: key {safe_text(repr(c.name))} ({safe_text(c.id)}) of "
                   f"{safe_text(repr(ns.account))} removed", file=out)
         return 0
-    except (_Fail, CredentialFileError) as e:
-        print(f"certgate webauthn: {e}", file=err)
-        return 1
-    except OSError as e:
-        print(f"certgate webauthn: {getattr(e, 'filename', '') or ''}: {e.strerror}", file=err)
-        return 1
+    except CredentialFileError as e:  # it names the file and why
+        error = OperatorError(str(e))
+    except OperatorError as e:
+        error = e
+    error.verb = ns.cmd
+    raise error

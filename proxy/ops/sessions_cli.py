@@ -14,20 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 import urllib.error
 import urllib.request
 from typing import Any, Sequence
 from urllib.parse import quote, urlencode
 
+from trust.cli_errors import CommandError, OperatorError, Parser, RuntimeFailure, config_problems
 from trust.escape import safe_json, safe_text
 
 DEFAULT_CONFIG = "/etc/certgate/certgate.conf"
-
-
-class CliError(Exception):
-    """A problem to print (without a traceback) and exit 1 for."""
 
 
 def _ts(t: str | None) -> str:
@@ -47,7 +43,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="certgate sessions", description="List or revoke trusted sessions.")
+    ap = Parser(prog="certgate sessions", description="List or revoke trusted sessions.")
     ap.add_argument("--config", "-c", default=argparse.SUPPRESS, help=f"config file (default {DEFAULT_CONFIG})")
     sub = ap.add_subparsers(dest="cmd", required=True)
     ls = sub.add_parser("list", help="list sessions (account, fingerprint, times, trusted, client IP)")
@@ -63,7 +59,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    """Run the command; 0 on success, 1 on an error (printed), 2 on bad usage."""
+    """Run the command; returns 0. Raises :class:`~trust.cli_errors.OperatorError` (status 2: bad
+    usage, a config or store that will not open, no session matches, the admin API refuses) or
+    :class:`~trust.cli_errors.RuntimeFailure` (status 1: the store fails during an operation, the
+    admin API is unreachable or fails) for the dispatcher to print."""
     ap = _parser()
     ns = ap.parse_args(list(argv))
     ns.config = getattr(ns, "config", DEFAULT_CONFIG)
@@ -73,9 +72,9 @@ def main(argv: Sequence[str]) -> int:
             ap.error("revoke takes a session ID, or --account and/or --fingerprint")
     try:
         return _run(ns)
-    except CliError as e:
-        print(f"certgate sessions: {e}", file=sys.stderr)
-        return 1
+    except CommandError as e:
+        e.verb = ns.cmd
+        raise
 
 
 def _run(ns: argparse.Namespace) -> int:
@@ -84,7 +83,7 @@ def _run(ns: argparse.Namespace) -> int:
     try:
         cfg = load_config(ns.config)
     except ConfigError as e:
-        raise CliError(f"{ns.config}: " + "; ".join(str(p) for p in e.problems)) from None
+        raise config_problems(ns.config, e.problems) from None
     if cfg.sessions.store == "memory":
         return _via_admin(cfg, ns)
     from proxy.stores import StoreError, open_engine, options_from
@@ -92,15 +91,22 @@ def _run(ns: argparse.Namespace) -> int:
     try:
         store = open_engine(cfg.sessions.store, cfg.base_dir, options_from(cfg.sessions, cfg.base_dir))
     except StoreError as e:
-        raise CliError(str(e)) from None
+        raise OperatorError("the session store cannot be opened", f"{ns.config}: [sessions] store", str(e)) from None
     try:
         if ns.cmd == "list":
             return _list(store, cfg, ns)
         return _revoke(store, cfg, ns)
-    except StoreError as e:
-        raise CliError(str(e)) from None
+    except StoreError as e:  # it opened, then failed: not the operator's mistake
+        raise RuntimeFailure("the session store failed", f"{ns.config}: [sessions] store", str(e)) from None
     finally:
         store.close()
+
+
+def _wanted(ns: argparse.Namespace) -> str:
+    """What ``revoke`` looked for, for its error line."""
+    if ns.id:
+        return f"id {ns.id!r}"
+    return " and ".join(f"{k} {v!r}" for k, v in (("account", ns.account), ("fingerprint", ns.fingerprint)) if v)
 
 
 def _print_list(rows: list[dict[str, Any]], as_json: bool) -> None:
@@ -133,15 +139,17 @@ def _revoke(store: Any, cfg: Any, ns: argparse.Namespace) -> int:
         try:
             found = [r for r in find_sessions(store, ns.id) if r.ended is None]
         except ValueError as e:
-            raise CliError(str(e)) from None
+            raise OperatorError(f"session id {ns.id!r}", why=str(e)) from None
         if len(found) > 1:
-            raise CliError(f"{len(found)} live sessions start with {ns.id!r}; give more characters")
+            raise OperatorError(f"{len(found)} live sessions start with {ns.id!r}", cfg.sessions.store,
+                                "give more characters")
     else:
         fp = ns.fingerprint.lower().replace(":", "") if ns.fingerprint else None
         found = [r for r in store.list() if r.ended is None and (ns.account is None or r.account == ns.account)
                  and (fp is None or r.fingerprint == fp)]
     if not found:
-        raise CliError("no live session matches")
+        raise OperatorError(f"no live session matches {_wanted(ns)}", cfg.sessions.store,
+                            "`certgate sessions list` shows the live ones")
     audit = Audit.open(cfg.audit.file)
     n = 0
     for rec in found:
@@ -156,8 +164,9 @@ def _revoke(store: Any, cfg: Any, ns: argparse.Namespace) -> int:
 
 def _via_admin(cfg: Any, ns: argparse.Namespace) -> int:
     if not cfg.admin.port:
-        raise CliError("[sessions] store = memory keeps sessions inside the gateway process; enable the admin "
-                       "API ([admin] port) to list or revoke them, or use sqlite:PATH / redis://")
+        raise OperatorError("[sessions] store = memory keeps sessions inside the gateway process", ns.config,
+                            "enable the admin API ([admin] port) to list or revoke them, or use sqlite:PATH / "
+                            "redis://")
     host = cfg.admin.address if ":" not in cfg.admin.address else f"[{cfg.admin.address}]"
     base = f"http://{host}:{cfg.admin.port}"
     if ns.cmd == "list":
@@ -174,22 +183,26 @@ def _via_admin(cfg: Any, ns: argparse.Namespace) -> int:
         try:
             req.add_header("Authorization", "Bearer " + read_token(cfg.admin.token_file))
         except ValueError as e:
-            raise CliError(str(e)) from None
+            raise OperatorError(str(e), ns.config) from None
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             data = json.loads(resp.read())
     except urllib.error.HTTPError as e:
         try:
             msg = json.loads(e.read()).get("message") or e.reason
-        except ValueError:
+        except (ValueError, AttributeError):
             msg = e.reason
-        raise CliError(f"admin API {url}: {e.code} {msg}") from None
+        # 4xx: the request (id, token) is wrong; 5xx: the gateway failed
+        kind = OperatorError if e.code < 500 else RuntimeFailure
+        raise kind(f"the admin API answered {e.code}", url, str(msg)) from None
     except (urllib.error.URLError, OSError) as e:
-        raise CliError(f"admin API {base} unreachable ({getattr(e, 'reason', e)}); is the gateway running?") from None
+        raise RuntimeFailure("the admin API is unreachable", base,
+                             f"{getattr(e, 'reason', e)}; is the gateway running?") from None
     if ns.cmd == "list":
         _print_list(data["sessions"], ns.json)
     else:
         if not data.get("revoked"):
-            raise CliError("no live session matches")
+            raise OperatorError(f"no live session matches {_wanted(ns)}", base,
+                                "`certgate sessions list` shows the live ones")
         print(f"revoked {data['revoked']} session(s)")
     return 0

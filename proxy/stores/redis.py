@@ -3,7 +3,8 @@
 URLs: ``redis://[USER@]HOST:PORT/DB``, ``rediss://...`` (TLS, server certificate verified
 against ``ca`` or the system store), ``redis+sentinel://[USER@]HOST:PORT[,HOST:PORT...]/SERVICE/DB``
 (the master of SERVICE as the Sentinels say; after a failover the next connection goes to
-the new master). The password comes from a file (``password_file``), never from the URL.
+the new master, and connections still open to the old one are closed within a second). The
+password comes from a file (``password_file``), never from the URL.
 
 Layout under a key prefix (default ``certgate:``):
 
@@ -44,6 +45,7 @@ from proxy.stores.asynchronous import DEFAULT_DEADLINE, DEFAULT_MAX_QUEUE, Store
 from proxy.stores.interface import (MAX_RECORD_AGE, REPLACED, LimitReached, SessionRecord, StoreError,
                                     check_update_fields, pick_replaced, record_expiry, record_from_json,
                                     record_to_json, touched)
+from proxy.stores.redis_sentinel import MASTER_CHECK_INTERVAL
 
 MIN_TTL = 60
 _CAS_RETRIES = 100
@@ -428,7 +430,9 @@ class RedisStore(_EngineStore):
     Guarantees: nothing blocks; every operation's Deferred fires within ``deadline`` seconds
     (StoreError when Redis is unreachable, stopped or slow; at once when no connection is up,
     or when ``max_queue`` operations are already in flight). A connection that got no reply
-    within the deadline is dropped and re-opened with backoff (0.1 s doubling to 10 s). Does
+    within the deadline is dropped and re-opened with backoff (0.1 s doubling to 10 s). With
+    Sentinel, every ``sentinel_check`` seconds the Sentinels are asked for the master and the
+    connections to any other server are closed (:mod:`proxy.stores.redis_sentinel`). Does
     not guarantee that an operation reported as failed did not reach Redis.
     """
 
@@ -437,7 +441,7 @@ class RedisStore(_EngineStore):
     def __init__(self, url: str, *, prefix: str = "certgate:", wall: Callable[[], float] = time.time,
                  clock: Any = None, deadline: float = DEFAULT_DEADLINE, max_queue: int = DEFAULT_MAX_QUEUE,
                  pool_size: int = 4, password_file: str | Path | None = None,
-                 ca_file: str | Path | None = None) -> None:
+                 ca_file: str | Path | None = None, sentinel_check: float = MASTER_CHECK_INTERVAL) -> None:
         import txredisapi
 
         if clock is None:
@@ -457,10 +461,22 @@ class RedisStore(_EngineStore):
         password = read_password(password_file)
         opts: dict[str, Any] = dict(dbid=t.db, poolsize=pool_size, password=password, username=t.username,
                                     replyTimeout=self.deadline, convertNumbers=False, charset="utf-8")
+        self._watch = None
         if t.scheme == "redis+sentinel":
-            self._sentinel = txredisapi.Sentinel(list(t.hosts))
+            from twisted.internet import reactor
+
+            from proxy.stores.redis_sentinel import MasterWatch, resolver
+
+            # a Sentinel that stops answering has its connection dropped and re-opened, like a server
+            self._sentinel = txredisapi.Sentinel(list(t.hosts), connectTimeout=self.deadline,
+                                                 replyTimeout=self.deadline)
             self._sentinel.discovery_timeout = self.deadline
             self._conn = self._sentinel.master_for(t.service, **opts)
+            # connections to a master that the Sentinels replaced are closed even while idle
+            self._watch = MasterWatch(clock, lambda: self._sentinel.discover_master(t.service),
+                                      lambda: list(self._conn._factory.pool), resolver(reactor), self.name,
+                                      sentinel_check)
+            self._watch.start()
         else:
             self._sentinel = None
             tls: Any = False
@@ -486,6 +502,11 @@ class RedisStore(_EngineStore):
     def connected(self) -> int:
         """How many pool connections are up (ready for commands)."""
         return len(self._conn._factory.pool)
+
+    def servers(self) -> list[tuple[str, int]]:
+        """(host, port) of the server of each pool connection that is up (diagnostics and tests)."""
+        peers = (c.transport.getPeer() for c in list(self._conn._factory.pool) if c.transport is not None)
+        return [(p.host, p.port) for p in peers if hasattr(p, "port")]
 
     def _submit(self, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         from twisted.internet.defer import Deferred, fail
@@ -557,6 +578,8 @@ class RedisStore(_EngineStore):
         if self._closed:
             return succeed(None)
         self._closed = True
+        if self._watch is not None:
+            self._watch.stop()
         ds = [self._conn.disconnect()]
         if self._sentinel is not None:
             ds.append(self._sentinel.disconnect())

@@ -58,7 +58,7 @@ def test_workers_need_a_shared_store(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, pki, upstream="http://127.0.0.1:9", extra={"listen": {"workers": 2}})
     out = subprocess.run([str(Path(sys.executable).parent / "certgate"), "check-config", str(cfg)],
                          capture_output=True, text=True, timeout=60)
-    assert out.returncode == 1 and "[sessions] store" in out.stderr
+    assert out.returncode == 2 and "[sessions] store" in out.stderr
 
 
 def test_sigterm_finishes_in_flight_requests_then_exits(tmp_path: Path) -> None:

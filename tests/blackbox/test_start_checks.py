@@ -1,7 +1,7 @@
-"""Issue 12: check-config is run's own validation; run refuses a bad config in one line, status 2.
+"""Issue 12: check-config is run's own validation; both refuse a bad config in one line per problem, status 2.
 
 Each case runs the real ``certgate check-config`` and ``certgate run`` on the same file: both
-must name the same problem (section, key, reason), ``run`` must exit 2 without a traceback.
+must name the same problem (section, key, reason) and exit 2 without a traceback.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ def _both(cfg: Path) -> tuple[subprocess.CompletedProcess[str], subprocess.Compl
 
 def _assert_refused(cfg: Path, expected: str) -> None:
     check, run = _both(cfg)
-    assert check.returncode == 1, check.stdout + check.stderr
-    assert expected in check.stderr
+    assert check.returncode == 2, check.stdout + check.stderr
+    assert len(check.stderr.splitlines()) == 1, check.stderr
+    assert check.stderr.startswith(f"certgate check-config: {cfg}: {expected}"), check.stderr
     assert run.returncode == 2, run.stdout + run.stderr
     out = run.stdout + run.stderr
     assert "Traceback" not in out
@@ -127,10 +128,10 @@ def test_port_in_use(tmp_path: Path, pki: Pki) -> None:
 def test_unparsable_config_is_refused_in_one_line_per_problem(tmp_path: Path, pki: Pki) -> None:
     cfg = write_config(tmp_path, pki, upstream="http://127.0.0.1:9", extra={"listen": {"client_auth": "maybe"}})
     check, run = _both(cfg)
-    assert check.returncode == 1 and "[listen] client_auth" in check.stderr
+    assert check.returncode == 2 and "[listen] client_auth" in check.stderr
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert [line for line in run.stderr.splitlines() if line] == \
-        [line.replace("  ", f"certgate: {cfg}: ", 1) for line in check.stderr.splitlines()[1:]]
+        [line.replace("certgate check-config: ", "certgate: ", 1) for line in check.stderr.splitlines()]
 
 
 def test_admin_with_token_on_any_address_starts(tmp_path: Path, pki: Pki) -> None:
@@ -158,7 +159,7 @@ def test_check_config_running_skips_only_the_port_check(tmp_path: Path, pki: Pki
     try:
         with Gateway(cfg) as gw:
             busy = subprocess.run([CERTGATE, "check-config", str(cfg)], capture_output=True, text=True, timeout=60)
-            assert busy.returncode == 1 and f"[listen] port: 127.0.0.1:{gw.port} is in use" in busy.stderr
+            assert busy.returncode == 2 and f"[listen] port: 127.0.0.1:{gw.port} is in use" in busy.stderr
             ok = subprocess.run([CERTGATE, "check-config", "--running", str(cfg)], capture_output=True, text=True,
                                 timeout=60)
             assert ok.returncode == 0, ok.stderr
@@ -171,7 +172,7 @@ def test_unusable_upstream_ca_bundle(tmp_path: Path, pki: Pki) -> None:
     bundle.write_text("not a certificate\n")
     cfg = write_config(tmp_path, pki, upstream="https://127.0.0.1:9", extra={"upstream": {"tls_ca": str(bundle)}})
     check, run = _both(cfg)
-    assert check.returncode == 1 and "[upstream] tls_ca: unusable: " in check.stderr, check.stderr
+    assert check.returncode == 2 and "[upstream] tls_ca: unusable: " in check.stderr, check.stderr
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1 and "[upstream] tls_ca: unusable: " in run.stderr
 

@@ -43,7 +43,8 @@ def test_store_lifecycle_through_processes(tmp_path: Path):
     r = run("remove", "--store", str(store), root.fingerprint)
     assert r.returncode == 0 and "removed CA CN=BB Root" in r.stdout
     r = run("add", "--store", str(store), str(tmp_path / "alice.pem"))
-    assert r.returncode == 1 and "is not a CA certificate" in r.stderr and r.stdout == ""
+    assert r.returncode == 2 and "is not a CA certificate" in r.stderr and r.stdout == ""
+    assert r.stderr.startswith("certgate trust add: ") and r.stderr.count("\n") == 1
     # nothing but the store files: no temporaries left behind by the atomic writes
     assert sorted(p.name for p in store.iterdir()) == ["BB-Issuing.crl", "BB-Issuing.pem"]
 
@@ -59,4 +60,5 @@ def test_console_script_dispatches_to_trust(tmp_path: Path):
     assert "1 CA, 0 pinned, 0 CRL" in r.stdout and "CN=Script Root,O=certgate" in r.stdout
     r = subprocess.run([str(CERTGATE), "trust", "show", "--store", str(store), "nope"], capture_output=True,
                        text=True, timeout=60)
-    assert r.returncode == 1 and "certgate trust show: error:" in r.stderr
+    assert r.returncode == 2 and r.stderr == f"certgate trust show: {store}: 'nope' is neither a fingerprint nor " \
+        "a file of the trust store\n"

@@ -38,12 +38,14 @@ def test_every_subcommand_resolves_to_a_function() -> None:
 
 
 def test_check_config_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """check-config exits 1 listing problems, 0 for a valid config with its files."""
+    """check-config exits 2 (an operator mistake) with one line per problem, 0 for a valid config."""
     bad = tmp_path / "bad.conf"
     bad.write_text("[listen]\nport = x\n")
-    assert cli.main(["check-config", str(bad)]) == 1
-    err = capsys.readouterr().err
-    assert "[listen] port:" in err and "[upstream] url: is required" in err
+    assert cli.main(["check-config", str(bad)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert f"certgate check-config: {bad}: [upstream] url: is required" in err
+    assert all(line.startswith(f"certgate check-config: {bad}: [") for line in err) and len(err) >= 2
+    assert any(line.startswith(f"certgate check-config: {bad}: [listen] port: ") for line in err)
 
     from tests.blackbox import Pki, write_config
 
@@ -60,7 +62,7 @@ def test_check_config_reports_a_broken_trust_store(tmp_path: Path, capsys: pytes
     pki = Pki(tmp_path / "pki")
     (pki.store / "garbage.pem").write_text("not a certificate")
     cfg = write_config(tmp_path, pki, upstream="http://127.0.0.1:9")
-    assert cli.main(["check-config", str(cfg)]) == 1
+    assert cli.main(["check-config", str(cfg)]) == 2
     assert "garbage.pem" in capsys.readouterr().err
 
 
@@ -132,3 +134,12 @@ def test_demo_upstream_echoes_and_logs_what_it_received(capsys: pytest.CaptureFi
     assert b"Hello, alice&quot;&lt;b&gt;" in body and b"<b>" not in body
     line = capsys.readouterr().out.strip()
     assert json.loads(line) == {"method": "GET", "path": "/reports?<x>", "x-remote-user": "alice\"<b>"}
+
+
+def test_the_certgate_command_loads_no_openssl_before_it_sets_openssl_conf() -> None:
+    """`certgate run` points OPENSSL_CONF at NumTickets = 0 before OpenSSL loads: importing the
+    command (and the trust helpers it uses) must not load cryptography's OpenSSL."""
+    probe = ("import sys, proxy.app.cli, trust.cli_errors, trust.escape; "
+             "print('cryptography.hazmat.bindings._rust' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False"

@@ -267,8 +267,13 @@ def test_cli_list_and_remove(rig, tmp_path, monkeypatch):
     assert [c.name for c in CredentialFile(rig.folder / "wa.json").credentials("alice")] == ["blue key"]
     rec = json.loads(audit.read_text().splitlines()[-1])
     assert rec["event"] == "webauthn" and rec["decision"] == "remove" and rec["name"] == "red key"
+    from trust.cli_errors import OperatorError, report
+
+    with pytest.raises(OperatorError) as refused:  # the dispatcher prints it: one line, status 2
+        webauthn_cli.main(["remove", "bob", "--config", str(conf)], stdout=io.StringIO(), stderr=err)
     err = io.StringIO()
-    assert webauthn_cli.main(["remove", "bob", "--config", str(conf)], stdout=io.StringIO(), stderr=err) == 1
+    assert report("certgate webauthn", refused.value, err) == 2
+    assert err.getvalue().startswith("certgate webauthn remove: ") and err.getvalue().count("\n") == 1
     assert "'bob' has no security key" in err.getvalue()
     assert seen == [str(conf)] * 3  # --config before or after the verb
 

@@ -7,10 +7,15 @@ import time
 
 import pytest
 
-from proxy.ops.sessions_cli import main
+from proxy.app import cli as certgate
 from proxy.stores.interface import SessionRecord
 from proxy.stores.sqlite import SQLiteEngine as SQLiteStore  # the CLI's blocking face
 from tests.sessions_support import Pki, write_config
+
+
+def main(argv):
+    """``certgate sessions ARGV`` through the dispatcher, which prints a refusal as one line (status 2)."""
+    return certgate.main(["sessions", *argv])
 
 
 @pytest.fixture
@@ -60,27 +65,29 @@ def test_revoke_by_id_prefix_account_and_fingerprint(setup, capsys):
     assert main(["revoke", "--config", str(cfg), "--fingerprint", "BB" * 32]) == 0
     assert "revoked 2 session(s)" in capsys.readouterr().out
     assert store.get(recs[1].id).ended == store.get(recs[2].id).ended == "admin-revoke"
-    assert main(["revoke", "--config", str(cfg), "--account", "alice"]) == 1
-    assert "no live session matches" in capsys.readouterr().err
+    assert main(["revoke", "--config", str(cfg), "--account", "alice"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("certgate sessions revoke: ") and "no live session matches account 'alice'" in err
+    assert err.count("\n") == 1
     lines = [json.loads(x) for x in audit.read_text().splitlines()]
     assert [x["reason"] for x in lines] == ["admin-revoke"] * 3 and all(x["source"] == "cli" for x in lines)
 
 
 def test_revoke_errors_are_precise(setup, capsys):
     cfg, store, recs, _ = setup
-    assert main(["revoke", "--config", str(cfg), "1234"]) == 1
+    assert main(["revoke", "--config", str(cfg), "1234"]) == 2
     assert "at least 8 characters" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as ex:
-        main(["revoke", "--config", str(cfg)])
-    assert ex.value.code == 2
-    with pytest.raises(SystemExit):
-        main(["revoke", "--config", str(cfg), "11111111", "--account", "alice"])
-    assert main(["list", "--config", str(cfg.parent / "missing.conf")]) == 1
+    assert main(["revoke", "--config", str(cfg)]) == 2
+    assert "revoke takes a session ID" in capsys.readouterr().err
+    assert main(["revoke", "--config", str(cfg), "11111111", "--account", "alice"]) == 2
+    assert main(["revoke", "--config", str(cfg), "99999999"]) == 2
+    assert "no live session matches id '99999999'" in capsys.readouterr().err
+    assert main(["list", "--config", str(cfg.parent / "missing.conf")]) == 2
     assert "cannot read" in capsys.readouterr().err
 
 
 def test_memory_store_needs_the_admin_api(tmp_path, capsys):
     pki = Pki(tmp_path / "pki")
     cfg = write_config(tmp_path, pki, upstream="http://127.0.0.1:9", extra={"sessions": {"store": "memory"}})
-    assert main(["list", "--config", str(cfg)]) == 1
+    assert main(["list", "--config", str(cfg)]) == 2
     assert "enable the admin API" in capsys.readouterr().err

@@ -4,7 +4,6 @@ and a Sentinel failover (the store follows the new master and keeps what was rep
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from proxy.stores import StoreError
 from proxy.stores.redis import RedisEngine, RedisStore
 from tests.blackbox import Pki, wait_for
 from tests.reactor_thread import Blocking, blocking
-from tests.redis_fixture import RedisServer, free_port
+from tests.redis_fixture import RedisSentinel, RedisServer, free_port, wait_replicated
 from tests.unit.test_store_conformance import rec
 
 ACL = ["--user", "default", "off", "--user", "certgate", "on", ">s3cret-redis-pw", "~certgate:*", "+@all"]
@@ -85,31 +84,18 @@ def test_rediss_refuses_an_unverified_server_or_a_wrong_password(tls_acl_server,
 
 
 def test_sentinel_failover_moves_the_store_to_the_new_master(tmp_path):
-    import shutil
-
-    exe = shutil.which("redis-sentinel") or "/usr/bin/redis-sentinel"
-    if not Path(exe).exists():
-        raise RuntimeError("redis-sentinel not found: install Debian's redis-sentinel (apt-get install redis-sentinel)")
-    master = RedisServer().start()
+    master = RedisServer(extra=["--repl-diskless-sync-delay", "0"]).start()
     replica = RedisServer(extra=["--replicaof", "127.0.0.1", str(master.port)]).start()
-    sport = free_port()
-    conf = tmp_path / "sentinel.conf"
-    conf.write_text(f"port {sport}\nbind 127.0.0.1\ndir {tmp_path}\n"
-                    f"sentinel monitor certgate 127.0.0.1 {master.port} 1\n"
-                    "sentinel down-after-milliseconds certgate 500\nsentinel failover-timeout certgate 3000\n")
-    sentinel = subprocess.Popen([exe, str(conf)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+    sentinel = RedisSentinel(master.port)
     s = None
     try:
-        url = f"redis+sentinel://127.0.0.1:{sport}/certgate/0"
-        s = _store(url)
+        sentinel.start()
+        s = _store(sentinel.url)
         wait_for(lambda: s.connected() > 0, 15, what="the store to find the master through Sentinel")
         b = Blocking(s, blocking)
         b.create(rec(1))
         b.incr_failure("account:alice", 2e9, 900)
-        engine = RedisEngine(master.url)
-        wait_for(lambda: engine._r.execute_command("WAIT", 1, 200) >= 1, 10, what="replication")
-        engine.close()
+        wait_replicated(master, replica)
         t0 = time.monotonic()
         master.kill()
         with pytest.raises(StoreError):
@@ -122,7 +108,51 @@ def test_sentinel_failover_moves_the_store_to_the_new_master(tmp_path):
     finally:
         if s is not None:
             blocking(s.close)
-        sentinel.terminate()
-        sentinel.wait(10)
+        sentinel.stop()
+        replica.stop()
+        master.stop()
+
+
+def test_sentinel_failover_while_idle_never_writes_to_the_returning_old_master():
+    """The master stops answering while the store sends it nothing, Sentinel promotes the
+    replica, the old master comes back still calling itself master (Sentinel demotes it only
+    after it has been back for 8 s): the store must have closed its idle connections to it
+    and write to the new master only (a write to the old one would be lost at its resync)."""
+    import redis
+
+    master = RedisServer(extra=["--repl-diskless-sync-delay", "0"]).start()
+    replica = RedisServer(extra=["--replicaof", "127.0.0.1", str(master.port)]).start()
+    sentinel = RedisSentinel(master.port)
+    s = None
+    try:
+        sentinel.start()
+        s = _store(sentinel.url, pool_size=3)
+        wait_for(lambda: s.connected() == 3, 15, what="the store's connections to the master")
+        assert set(blocking(s.servers)) == {("127.0.0.1", master.port)}
+        b = Blocking(s, blocking)
+        b.create(rec(1))
+        wait_replicated(master, replica)
+        master.pause()  # the store sends nothing from here on: its connections stay open
+        wait_for(lambda: sentinel.master() == ("127.0.0.1", replica.port), 15, what="Sentinel to promote the replica")
+        wait_for(lambda: set(blocking(s.servers)) == {("127.0.0.1", replica.port)}, 10,
+                 what=f"the store to leave the old master (connected to {blocking(s.servers)})")
+        master.resume()
+        for i in (2, 3, 4):
+            b.create(rec(i))
+        b.incr_failure("account:alice", 2e9, 900)
+        with redis.Redis(port=master.port).pipeline(transaction=True) as pipe:
+            role, keys = pipe.role().keys("certgate:*").execute()
+        assert role[0] == b"master"  # still a master with the old data: the dangerous moment
+        assert sorted(keys) == [b"certgate:a:alice", f"certgate:s:{rec(1).id}".encode()], keys  # nothing new
+        new = RedisEngine(replica.url)
+        try:
+            assert [new.get(rec(i).id) for i in (1, 2, 3, 4)] == [rec(i) for i in (1, 2, 3, 4)]
+            assert new.failures("account:alice", 2e9, 900) == 1
+        finally:
+            new.close()
+    finally:
+        if s is not None:
+            blocking(s.close)
+        sentinel.stop()
         replica.stop()
         master.stop()

@@ -11,13 +11,18 @@ from pathlib import Path
 import pytest
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from proxy.app import cli as certgate
 from trust import issue as I
-from trust.cli import main
 from trust.store import folder_signature, load_store
 
 NOW = I.utcnow()
 DAY = dt.timedelta(days=1)
 ROOT = I.ca("CLI Root")
+
+
+def main(argv: list[str]) -> int:
+    """``certgate trust ARGV`` through the dispatcher, which prints a refusal as one line (status 2)."""
+    return certgate.main(["trust", *argv])
 INTER = I.ca("CLI Issuing", issuer=ROOT)
 
 
@@ -56,8 +61,8 @@ def filled(env: Env) -> Env:
 
 
 def test_usage_errors(env: Env):
-    """No verb, unknown verb, or no store: usage error (2) or a clear error (1)."""
-    assert env.run("list", store=False)[0:1] == (1,)
+    """No verb, unknown verb, or no store: every one a usage error: one line, status 2."""
+    assert env.run("list", store=False)[0:1] == (2,)
     assert "use --store DIR or --config FILE" in env.run("list", store=False)[2]
     assert main([]) == 2
     assert main(["frobnicate"]) == 2
@@ -85,8 +90,8 @@ def test_list_on_empty_and_broken_store(env: Env):
     (env.store / "bad.pem").write_bytes(b"junk")
     (env.store / "worse.crt").write_bytes(b"")
     rc, _, err = env.run("list")
-    assert rc == 1 and "bad.pem: not a PEM file" in err and "worse.crt: file is empty" in err
-    assert main(["list", "--store", str(env.tmp / "nope")]) == 1
+    assert rc == 2 and "bad.pem: not a PEM file" in err and "worse.crt: file is empty" in err
+    assert main(["list", "--store", str(env.tmp / "nope")]) == 2
     assert "trust store folder does not exist" in env.capsys.readouterr().err
 
 
@@ -105,10 +110,10 @@ def test_add_ca_refusals(filled: Env):
     ]
     for data, message in cases:
         rc, out, err = filled.run("add", filled.file("in.pem", data))
-        assert rc == 1, (message, out)
-        assert message in err and err.startswith("certgate trust add: error:")
+        assert rc == 2, (message, out)
+        assert message in err and err.startswith("certgate trust add: ") and err.count("\n") == 1
     rc, _, err = filled.run("add", str(filled.tmp / "missing.pem"))
-    assert rc == 1 and "cannot read" in err and "missing.pem" in err
+    assert rc == 2 and "cannot read" in err and "missing.pem" in err
     assert folder_signature(filled.store) == before
 
 
@@ -119,11 +124,11 @@ def test_add_bundle_name_and_crl(filled: Env):
     assert rc == 0 and "Bundle-A.pem" in out and "Bundle-B.pem" in out
     rc, _, err = filled.run("add", filled.file("c.pem", I.pem(I.ca("C1").cert) + I.pem(I.ca("C2").cert)),
                             "--name", "x.pem")
-    assert rc == 1 and "--name can only be used" in err
+    assert rc == 2 and "--name can only be used" in err
     rc, out, _ = filled.run("add", filled.file("d.pem", I.pem(I.ca("Named").cert)), "--name", "corp")
     assert rc == 0 and (filled.store / "corp.pem").exists()
     rc, _, err = filled.run("add", filled.file("e.pem", I.pem(I.ca("Hidden").cert)), "--name", ".sneaky")
-    assert rc == 1 and "visible file name" in err
+    assert rc == 2 and "visible file name" in err
     # CRLs
     crl1 = I.crl(INTER, [1, 2], last_update=NOW - DAY)
     rc, out, _ = filled.run("add", filled.file("1.crl", I.pem(crl1)))
@@ -133,15 +138,15 @@ def test_add_bundle_name_and_crl(filled: Env):
     assert rc == 0 and "replaced the CRL" in out
     assert len(load_store(filled.store, now=NOW).crls) == 1
     rc, _, err = filled.run("add", filled.file("3.crl", I.pem(crl1)))
-    assert rc == 1 and "older than CLI-Issuing.crl" in err
+    assert rc == 2 and "older than CLI-Issuing.crl" in err
     expired = I.crl(INTER, [], last_update=NOW - 9 * DAY, next_update=NOW - DAY)
     assert "expired on" in filled.run("add", filled.file("4.crl", I.pem(expired)))[2]
     foreign = I.crl(I.ca("Stranger"), [])
     rc, _, err = filled.run("add", filled.file("5.crl", I.pem(foreign)))
-    assert rc == 1 and "would not load" in err and "not a CA of this store" in err
+    assert rc == 2 and "would not load" in err and "not a CA of this store" in err
     forged = I.crl(INTER, [], signer=I.ca("CLI Issuing"))
     rc, _, err = filled.run("add", filled.file("6.crl", I.pem(forged)))
-    assert rc == 1 and "signed by another key" in err
+    assert rc == 2 and "signed by another key" in err
 
 
 def test_add_pin(filled: Env):
@@ -162,7 +167,7 @@ def test_add_pin(filled: Env):
     ]
     for data, message in refusals:
         rc, _, err = filled.run("add", filled.file("p.pem", data), "--pin")
-        assert rc == 1 and message in err, (message, err)
+        assert rc == 2 and message in err, (message, err)
     twin = I.client(None, "selfie")  # same CN, other key: a different file name is chosen
     rc, out, _ = filled.run("add", filled.file("t.pem", twin.cert_pem()), "--pin")
     assert rc == 0 and f"pinned/selfie-{twin.fingerprint[:12]}.pem" in out
@@ -181,17 +186,17 @@ def test_add_pin_missing_eku_allowed_by_config(env: Env):
 
 def test_config_errors(env: Env):
     """--config: unreadable, unparsable, no [trust], problems in [trust] -> clear errors."""
-    assert main(["list", "--config", str(env.tmp / "missing.conf")]) == 1
+    assert main(["list", "--config", str(env.tmp / "missing.conf")]) == 2
     assert "cannot read config" in env.capsys.readouterr().err
     bad = env.tmp / "bad.conf"
     bad.write_text("no section header\n")
-    assert main(["list", "--config", str(bad)]) == 1
+    assert main(["list", "--config", str(bad)]) == 2
     assert "cannot be parsed" in env.capsys.readouterr().err
     bad.write_text("[listen]\nport = 1\n")
-    assert main(["list", "--config", str(bad)]) == 1
+    assert main(["list", "--config", str(bad)]) == 2
     assert "has no [trust] section" in env.capsys.readouterr().err
     bad.write_text("[trust]\nstore = store\ncrl = sometimes\n")
-    assert main(["list", "--config", str(bad)]) == 1
+    assert main(["list", "--config", str(bad)]) == 2
     assert "[trust] crl: 'sometimes' is not one of hard, soft, off" in env.capsys.readouterr().err
     assert main(["list", "--config", str(bad), "--store", "x"]) == 2  # mutually exclusive
 
@@ -207,14 +212,14 @@ def test_remove(filled: Env):
     assert rc == 0 and "removed CA CN=CLI Issuing" in out and "removed CRL CLI-Issuing.crl too" in out
     assert sorted(os.listdir(filled.store)) == ["CLI-Root.pem", "pinned"]
     rc, _, err = filled.run("remove", "CLI-Root.pem")  # the last CA: refused without --force
-    assert rc == 1 and "removes the last CA" in err and "--force" in err
+    assert rc == 2 and "removes the last CA" in err and "--force" in err
     assert sorted(os.listdir(filled.store)) == ["CLI-Root.pem", "pinned"]
     rc, out, _ = filled.run("remove", "CLI-Root.pem", "--force")
     assert rc == 0 and os.listdir(filled.store) == ["pinned"]
     rc, _, err = filled.run("remove", "nothing-here")
-    assert rc == 1 and "neither a fingerprint nor a file" in err
+    assert rc == 2 and "neither a fingerprint nor a file" in err
     rc, _, err = filled.run("remove", "0" * 64)
-    assert rc == 1
+    assert rc == 2
 
 
 def test_remove_refusals_and_repair(filled: Env):
@@ -222,11 +227,11 @@ def test_remove_refusals_and_repair(filled: Env):
     (filled.store / "bundle.pem").write_bytes(I.pem(I.ca("B1").cert) + I.pem(I.ca("B2").cert))
     fp = next(e.fingerprint for e in load_store(filled.store, now=NOW).entries if e.file == "bundle.pem")
     rc, _, err = filled.run("remove", fp)
-    assert rc == 1 and "bundle.pem holds 2 certificates" in err
+    assert rc == 2 and "bundle.pem holds 2 certificates" in err
     assert filled.run("remove", "bundle.pem")[0] == 0
     (filled.store / "broken.pem").write_bytes(b"junk")
     rc, _, err = filled.run("remove", ROOT.fingerprint)
-    assert rc == 1 and "broken.pem" in err and "remove a broken file by name" in err
+    assert rc == 2 and "broken.pem" in err and "remove a broken file by name" in err
     rc, out, _ = filled.run("remove", "broken.pem")
     assert rc == 0 and not (filled.store / "broken.pem").exists()
 
@@ -247,7 +252,7 @@ def test_show(filled: Env):
     rc, out, _ = filled.run("show", "CLI-Issuing.crl")
     assert rc == 0 and "revoked serial: abc since" in out
     rc, _, err = filled.run("show", "deadbeef00")
-    assert rc == 1 and "neither a fingerprint nor a file" in err
+    assert rc == 2 and "neither a fingerprint nor a file" in err
 
 
 def test_verify(filled: Env):
@@ -268,9 +273,9 @@ def test_verify(filled: Env):
     rc, out, _ = filled.run("verify", filled.file("r.pem", rogue.cert_pem()))
     assert rc == 1 and "bad-signature" in out
     rc, _, err = filled.run("verify", filled.file("k.pem", alice.key_pem()))
-    assert rc == 1 and "PRIVATE KEY" in err
+    assert rc == 2 and "PRIVATE KEY" in err
     rc, _, err = filled.run("verify", filled.file("crl.pem", I.pem(I.crl(ROOT))))
-    assert rc == 1 and "holds no certificate" in err
+    assert rc == 2 and "holds no certificate" in err
 
 
 def test_verify_uses_config_policy(env: Env):
@@ -302,7 +307,7 @@ def test_import_p12(filled: Env, monkeypatch):
     assert not any(b"PRIVATE" in p.read_bytes() for p in filled.store.rglob("*") if p.is_file())
     # the same again: nothing new
     rc, _, err = filled.run("import-p12", p12, "--password-file", pw)
-    assert rc == 1 and "nothing to add" in err
+    assert rc == 2 and "nothing to add" in err
     # pin via --password-stdin
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"s3cret\n")))
     rc, out, _ = filled.run("import-p12", p12, "--password-stdin", "--pin")
@@ -314,15 +319,15 @@ def test_import_p12_errors(filled: Env, monkeypatch):
     lone = I.client(None, "lone")
     p12 = filled.file("lone.p12", lone.p12(b"pw"))
     rc, _, err = filled.run("import-p12", p12, "--password-file", filled.file("bad.txt", b"nope\n"))
-    assert rc == 1 and "wrong password or not a PKCS#12 file" in err
+    assert rc == 2 and "wrong password or not a PKCS#12 file" in err
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
     rc, _, err = filled.run("import-p12", p12)
-    assert rc == 1 and "needs a password" in err
+    assert rc == 2 and "needs a password" in err
     rc, _, err = filled.run("import-p12", filled.file("junk.p12", b"junk"), "--password-file",
                             filled.file("p.txt", b"pw"))
-    assert rc == 1 and "not a PKCS#12 file" in err
+    assert rc == 2 and "not a PKCS#12 file" in err
     rc, _, err = filled.run("import-p12", filled.file("open.p12", lone.p12(None)))
-    assert rc == 1 and "holds no CA certificate" in err and "use --pin" in err
+    assert rc == 2 and "holds no CA certificate" in err and "use --pin" in err
     assert filled.run("import-p12", filled.file("open2.p12", lone.p12(None)), "--pin")[0] == 0
 
 
@@ -346,7 +351,7 @@ def test_map(env: Env, tmp_path: Path):
     rc, out, _ = env.run("map", nul, store=False)
     assert rc == 1 and "U+0000" in out and "\x00" not in out
     rc, _, err = env.run("map", str(tmp_path / "none.pem"), store=False)
-    assert rc == 1 and "cannot read" in err
+    assert rc == 2 and "cannot read" in err
 
 
 def test_map_uses_config_mapping(env: Env):
@@ -371,7 +376,7 @@ def test_terminal_escapes_in_subjects_are_neutralised(filled: Env):
     rc, out, _ = filled.run("verify", filled.file("e.pem", evil.chain_pem()))
     assert "\x1b" not in out and "\nfake" not in out
     rc, _, err = filled.run("add", filled.file("e2.pem", evil.cert_pem()))
-    assert rc == 1 and "\x1b" not in err and "\\x1b" in err
+    assert rc == 2 and "\x1b" not in err and "\\x1b" in err
 
 
 def test_list_with_config_shows_the_server_certificate_and_warns_before_it_expires(filled: Env):
