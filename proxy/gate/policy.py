@@ -62,7 +62,7 @@ class ForwardPolicy:
         inj = self._in_session
         if inj is not None and head.method == b"GET" and (fwd.session_id is not None or fwd.presence_await):
             kinds = self._kinds
-            if kinds is None or getattr(fwd.route, "kind", None) in kinds:
+            if kinds is None or fwd.route.kind in kinds:
                 fwd.rewrite = inj if fwd.session_id is not None else self._awaiting
         return fwd
 

@@ -93,6 +93,13 @@ QUEUED, DECIDING, COLLECTING, HANDLING, CONNECTING, UPSTREAM, RELAYING, DONE, TU
 (DECIDE_LATER, FORWARD, COLLECT, HANDLE_LATER, ANSWER, UPSTREAM_READY, RETRY, RESPONSE_HEAD, RESPONSE_DONE, UPGRADE,
  FAIL) = (int(e) for e in Event)
 
+# The three steps of every forwarded response, read from the table. Callers check the from-state
+# first (a stale upstream callback is ignored, not an error) and then set the state directly: the
+# keep-alive path saves a call per step. Everything else goes through Exchange.advance.
+READY_STATE = _NEXT[CONNECTING][UPSTREAM_READY]  # CONNECTING --UPSTREAM_READY-->
+HEAD_STATE = _NEXT[UPSTREAM][RESPONSE_HEAD]  # UPSTREAM --RESPONSE_HEAD-->
+DONE_STATE = _NEXT[RELAYING][RESPONSE_DONE]  # RELAYING --RESPONSE_DONE-->
+
 # What happens to request-body bytes as the parser delivers them (``Exchange.body_mode``).
 B_BUFFER = 0  # held in ``chunks`` until the request is decided (bounded by the connection)
 B_COLLECT = 1  # collected in ``chunks`` up to ``limit`` (else 413), then handled or forwarded
@@ -114,8 +121,10 @@ class IllegalTransition(RuntimeError):
 class Exchange:
     """The state of one request and its response (see the module docstring).
 
-    Guarantees: ``state`` only ever changes through :meth:`advance`, along :data:`TRANSITIONS`.
-    Does not check the body dimension (``complete``, ``body_mode``) against the state.
+    Guarantees: ``state`` only changes along :data:`TRANSITIONS`: through :meth:`advance`, or on the
+    three hot steps of a forwarded response to the table's target after the caller checked the
+    from-state (``READY_STATE``, ``HEAD_STATE``, ``DONE_STATE``). Does not check the body
+    dimension (``complete``, ``body_mode``) against the state.
     """
 
     __slots__ = ("head", "facts", "state", "complete", "chunks", "buffered", "body_mode", "received", "limit",

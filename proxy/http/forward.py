@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
-from proxy.http.exchange import (B_CHUNKED, B_COLLECT, B_IGNORE, B_STREAM, COLLECT, CONNECTING, DONE, FORWARD,
-                                 RELAYING, RESPONSE_DONE, RESPONSE_HEAD, RETRY, UPGRADE, UPSTREAM, UPSTREAM_READY,
+from proxy.http.exchange import (B_CHUNKED, B_COLLECT, B_IGNORE, B_STREAM, COLLECT, CONNECTING, DONE, DONE_STATE,
+                                 FORWARD, HEAD_STATE, READY_STATE, RELAYING, RESPONSE_DONE, RETRY, UPGRADE, UPSTREAM,
                                  Exchange)
 from proxy.http.flow import K_BODY, K_UPSTREAM, P_BUFFER, P_UPSTREAM
 from proxy.http.headers import (HeaderValueError, certgate_headers, clean_request_headers, clean_response_headers,
@@ -170,7 +170,7 @@ class Forwarder:
         if ex is None or host.gone or ex.state != CONNECTING:
             conn.pool.release(conn, True)
             return
-        ex.advance(UPSTREAM_READY)
+        ex.state = READY_STATE
         self.up = conn
         ex.t_up = host.clock.seconds()
         head, facts, fwd = ex.head, ex.facts, ex.fwd
@@ -280,7 +280,7 @@ class Forwarder:
             return
         fwd, head, facts = ex.fwd, ex.head, ex.facts
         assert fwd is not None and head is not None and facts is not None
-        ex.advance(RESPONSE_HEAD)
+        ex.state = HEAD_STATE  # checked: UPSTREAM
         ex.status = status
         ex.t_head = host.clock.seconds()
         close = host.closing or not facts.keep_alive or not ex.complete or host.age_exceeded()
@@ -365,7 +365,7 @@ class Forwarder:
             self._pool.release(up, ex.complete)
         host.flow.disarm()  # finish() arms the idle deadline
         self.flush()
-        ex.advance(RESPONSE_DONE)
+        ex.state = DONE_STATE  # checked: RELAYING
         host.finish(ex.resp_close)
 
     def upstream_lost(self, clean_eof: bool) -> None:

@@ -78,3 +78,11 @@ def test_a_keep_alive_forward_takes_four_transitions() -> None:
     for ev in (Event.FORWARD, Event.UPSTREAM_READY, Event.RESPONSE_HEAD, Event.RESPONSE_DONE):
         ex.advance(ev)
     assert ex.state == State.DONE and ex.finished
+
+
+def test_hot_step_targets_come_from_the_table() -> None:
+    from proxy.http.exchange import DONE_STATE, HEAD_STATE, READY_STATE
+
+    assert READY_STATE == TRANSITIONS[State.CONNECTING][Event.UPSTREAM_READY]
+    assert HEAD_STATE == TRANSITIONS[State.UPSTREAM][Event.RESPONSE_HEAD]
+    assert DONE_STATE == TRANSITIONS[State.RELAYING][Event.RESPONSE_DONE]
