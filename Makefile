@@ -9,7 +9,7 @@ UPSTREAM_PORT ?= 9090
 # sslyze (TLS posture check in `make test`) pins its own OpenSSL binding (nassl): own virtualenv
 SSLYZE_VENV ?= .venv-sslyze
 
-.PHONY: all venv install system-deps sslyze-venv run demo test test-unit test-blackbox bench bench-quick bench-ocsp check clean plugin-cache
+.PHONY: all venv install system-deps sslyze-venv run demo typecheck test test-unit test-blackbox bench bench-quick bench-ocsp check clean plugin-cache
 
 all: install
 
@@ -40,7 +40,11 @@ run: install
 system-deps:
 	bash tests/system/install.sh
 
-test: install system-deps sslyze-venv
+# mypy over proxy/ and trust/ (setup.cfg [mypy]); `make test` runs it before the tests
+typecheck: install
+	$(VENV)/bin/mypy
+
+test: install system-deps sslyze-venv typecheck
 	$(PY) -m pytest -q tests
 
 test-unit: install

@@ -46,7 +46,8 @@ from proxy.listener.verify import HandshakeRecord, HandshakeVerifier  # noqa: E4
 from proxy.listener.ocsp import AgentFetcher, OcspChecker  # noqa: E402
 from trust import issue as I  # noqa: E402
 from trust import ocsp as O  # noqa: E402
-from trust.mapping import map_account  # noqa: E402
+from trust.mapping import map_presented  # noqa: E402
+from trust.presented import PresentedCertificate  # noqa: E402
 from trust.settings import MappingSettings  # noqa: E402
 from trust.store import load_store  # noqa: E402
 from trust.verify import VerdictCache, VerifyPolicy  # noqa: E402
@@ -89,18 +90,19 @@ def _responder(folder: Path, ca: I.Issued, leaves: list[I.Issued], port: int) ->
 def _verifier(generation: Any, checker: OcspChecker | None) -> HandshakeVerifier:
     mapping = MappingSettings()
     return HandshakeVerifier(generation=generation, policy=VerifyPolicy(), verdicts=VerdictCache(),
-                             mapper=lambda c: map_account(c, mapping), client_auth="need", clock=_Clock(),
+                             mapper=lambda c: map_presented(c, mapping), client_auth="need", clock=_Clock(),
                              ocsp=checker)
 
 
 def _per_call_us(verifier: HandshakeVerifier, leaf_der: bytes, n: int) -> float:
     rec = HandshakeRecord(verifier)
     decide = verifier.decide
-    decide(rec, leaf_der, time.time())  # warm the verdict (and OCSP) caches
+    cert = PresentedCertificate.received(leaf_der)
+    decide(rec, cert, time.time())  # warm the verdict (and OCSP) caches
     now = time.time()
     t0 = time.process_time()
     for _ in range(n):
-        decide(rec, leaf_der, now)
+        decide(rec, cert, now)
     return (time.process_time() - t0) / n * 1e6
 
 
@@ -144,7 +146,7 @@ def main() -> int:
     async def run() -> None:
         # The cached leaf's answer, once.
         rec = HandshakeRecord(ocsp_v)
-        ocsp_v.decide(rec, cached_der, time.time())
+        ocsp_v.decide(rec, PresentedCertificate.received(cached_der), time.time())
         if rec.ocsp_wait is not None:
             await rec.ocsp_wait
         for r in range(args.reps):
@@ -153,7 +155,7 @@ def main() -> int:
             ders = [leaf.cert.public_bytes(Encoding.DER) for leaf in cold[r]]
             cpu0 = time.process_time()
             for der in ders:  # a certificate never seen: full chain verification, OCSP off
-                base_v.decide(HandshakeRecord(base_v), der, time.time())
+                base_v.decide(HandshakeRecord(base_v), PresentedCertificate.received(der), time.time())
             results["new_cert_us"].append((time.process_time() - cpu0) / len(ders) * 1e6)
             walls: list[float] = []
             cpu0 = time.process_time()
@@ -161,7 +163,7 @@ def main() -> int:
                 der = leaf.cert.public_bytes(Encoding.DER)
                 w0 = time.perf_counter()
                 rec = HandshakeRecord(ocsp_v)
-                ocsp_v.decide(rec, der, time.time())
+                ocsp_v.decide(rec, PresentedCertificate.received(der), time.time())
                 assert rec.ocsp_wait is not None, "a cold check must fetch"
                 result = await rec.ocsp_wait
                 v = O.apply(rec.verdict, *O.decide(rec.ocsp_plan.mode, result))

@@ -459,11 +459,12 @@ def make_config(upstream_url: str, overrides: dict[str, dict[str, Any]] | None =
     ``routes`` adds ``[route:NAME]`` entries (dicts with ``name``, ``prefix``, ``url`` and any
     upstream key). Does not read or check files.
     """
-    from proxy.config import ROUTE_KEYS, SCHEMA, Config, Section, _route
+    from proxy.config import ROUTE_KEYS, SCHEMA, build_config, default_values, route_from_values
     from proxy.sessions.presence_rules import derive_defaults
+    from trust.settings import TrustSettings
 
     overrides = overrides or {}
-    vals = {sec: {k: spec.default for k, spec in keys.items()} for sec, keys in SCHEMA.items()}
+    vals = {sec: default_values(sec) for sec in SCHEMA}
     vals["listen"].update(certificate=None, key=None)
     vals["upstream"]["url"] = upstream_url
     for sec, kv in overrides.items():
@@ -473,15 +474,12 @@ def make_config(upstream_url: str, overrides: dict[str, dict[str, Any]] | None =
     for r in routes or []:
         rv = {k: spec.default for k, spec in ROUTE_KEYS.items()}
         rv.update({k: v for k, v in r.items() if k != "name"})
-        rts.append(_route(r["name"], rv, r["prefix"]))
+        rts.append(route_from_values(r["name"], rv, r["prefix"]))
     rts.sort(key=lambda r: len(r.prefix), reverse=True)
-    rts.append(_route("default", vals["upstream"], "/"))
+    rts.append(route_from_values("default", vals["upstream"], "/"))
     base = base_dir or Path("/tmp")
-    return Config(path=base / "certgate.conf", base_dir=base, listen=Section(vals["listen"]), trust=None,
-                  access_rules=[], routes=rts, headers=Section(vals["headers"]), limits=Section(vals["limits"]),
-                  websocket=Section(vals["websocket"]), login=Section(vals["login"]),
-                  sessions=Section(vals["sessions"]), cockpit=Section(vals["cockpit"]), joc=Section(vals["joc"]),
-                  admin=Section(vals["admin"]), audit=Section(vals["audit"]), log=Section(vals["log"]))
+    return build_config(vals, path=base / "certgate.conf", base_dir=base, trust=TrustSettings(store=base / "trust"),
+                        routes=rts)
 
 
 # --------------------------------------------------------------------------- PKI for tests

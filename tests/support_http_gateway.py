@@ -24,7 +24,6 @@ from types import SimpleNamespace
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.x509.oid import NameOID
 
@@ -34,7 +33,7 @@ def main() -> None:
     from twisted.internet import epollreactor
 
     epollreactor.install()
-    from OpenSSL.crypto import X509
+    from OpenSSL.crypto import FILETYPE_ASN1, X509, dump_certificate
     from twisted.internet import reactor, ssl
     from twisted.internet.defer import Deferred
     from twisted.logger import globalLogBeginner, textFileLogObserver
@@ -48,6 +47,7 @@ def main() -> None:
     from proxy.http.upstream import UpstreamPools
     from tests.plain_gateway import PlainGatewayFactory
     from tests.support_http import make_config
+    from trust.presented import PresentedCertificate
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     c = spec["config"]
@@ -56,22 +56,20 @@ def main() -> None:
     pools = UpstreamPools(config.routes, reactor, reactor)
 
     def identify(transport: Any, now: float) -> Any:
-        leaf = None
-        if not spec["plain"]:
-            leaf = transport.getHandle().get_peer_certificate(as_cryptography=True)
+        peer_cert = None if spec["plain"] else transport.getHandle().get_peer_certificate()
         peer = transport.getPeer()
-        if leaf is None:
+        if peer_cert is None:
             return ConnectionIdentity(presented=False, verdict=None, account="bench", mapping_error=None,
                                       handshake_at=now, full_handshake=True, protocol="", cipher="",
                                       client_ip=peer.host, client_port=peer.port)
+        cert = PresentedCertificate.parse(dump_certificate(FILETYPE_ASN1, peer_cert))
+        leaf = cert.leaf
         cn = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
-        fp = leaf.fingerprint(hashes.SHA256()).hex()
-        verdict = SimpleNamespace(ok=True, fingerprint=fp, subject=leaf.subject.rfc4514_string(),
+        verdict = SimpleNamespace(ok=True, fingerprint=cert.fingerprint, subject=leaf.subject.rfc4514_string(),
                                   issuer=leaf.issuer.rfc4514_string(), summary="ok")
-        der = leaf.public_bytes(serialization.Encoding.DER)
         return ConnectionIdentity(presented=True, verdict=verdict, account=cn, mapping_error=None,  # type: ignore[arg-type]
                                   handshake_at=now, full_handshake=True, protocol="TLSv1.3", cipher="",
-                                  client_ip=peer.host, client_port=peer.port, leaf=leaf, leaf_der=der)
+                                  client_ip=peer.host, client_port=peer.port, certificate=cert)
 
     def local_handler(head: Any, body: bytes, conn: Any) -> Any:
         return json_response(200, {"local": True, "len": len(body), "sha256": hashlib.sha256(body).hexdigest()})

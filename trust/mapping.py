@@ -23,6 +23,7 @@ from cryptography.x509.oid import NameOID
 from . import certinfo
 
 if TYPE_CHECKING:
+    from .presented import PresentedCertificate
     from .settings import MappingSettings
 
 #: Microsoft User Principal Name otherName OID (AD / FreeIPA smart cards).
@@ -237,13 +238,15 @@ def load_map_file(path: Path) -> MapTable:
     return table
 
 
-def map_file(cert: x509.Certificate, path: Path) -> MappingResult:
-    """``file``: exact fingerprint first, then the exact subject (attribute by attribute)."""
+def map_file(cert: x509.Certificate, path: Path, fingerprint: str | None = None) -> MappingResult:
+    """``file``: exact fingerprint first, then the exact subject (attribute by attribute).
+
+    ``fingerprint``, when given, is ``cert``'s (already computed by the caller)."""
     try:
         table = load_map_file(path)
     except MapFileError as exc:
         return MappingResult(None, f"map file unusable: {exc}")
-    account = table.by_fingerprint.get(certinfo.fingerprint(cert))
+    account = table.by_fingerprint.get(fingerprint or certinfo.fingerprint(cert))
     if account is None:
         account = table.by_subject.get(cert.subject)
     if account is None:
@@ -251,10 +254,21 @@ def map_file(cert: x509.Certificate, path: Path) -> MappingResult:
     return MappingResult(account, None)
 
 
-def map_account(cert: x509.Certificate, settings: MappingSettings) -> MappingResult:
+def map_presented(cert: PresentedCertificate, settings: MappingSettings) -> MappingResult:
+    """:func:`map_account` for the certificate presented in a handshake (its parsed leaf and
+    its fingerprint are reused; nothing is parsed again)."""
+    leaf = cert.parsed_leaf
+    if leaf is None:
+        return MappingResult(None, f"the certificate cannot be read: {cert.parse_error}")
+    return map_account(leaf, settings, fingerprint=cert.fingerprint)
+
+
+def map_account(cert: x509.Certificate, settings: MappingSettings, *, fingerprint: str | None = None
+                ) -> MappingResult:
     """Map a (verified) certificate to an account with the configured rule.
 
     Never raises for certificate content: every refusal is a result with a reason.
+    ``fingerprint``, when given, is ``cert``'s SHA-256 (the ``file`` rule looks it up).
     """
     try:
         if settings.rule == "cn":
@@ -268,7 +282,7 @@ def map_account(cert: x509.Certificate, settings: MappingSettings) -> MappingRes
         if settings.rule == "file":
             if settings.map_file is None:
                 return MappingResult(None, "mapping = file needs mapping_file")
-            return map_file(cert, settings.map_file)
+            return map_file(cert, settings.map_file, fingerprint)
         if settings.rule == "ldap":
             return MappingResult(None, "mapping = ldap is answered by the directory, not by the certificate "
                                        "alone (`certgate trust map --config FILE CERT` asks it)")

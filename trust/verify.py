@@ -8,7 +8,6 @@ the handshake hot path.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
@@ -17,6 +16,7 @@ from cryptography.x509.verification import (Criticality, ExtensionPolicy, Policy
                                             VerificationError)
 
 from . import certinfo, chain as _chain
+from .presented import PresentedCertificate
 from .store import StoreEntry, TrustGeneration, issuer_key
 
 CrlMode = Literal["hard", "soft", "off"]
@@ -297,8 +297,9 @@ def _check_crls(chain: Sequence[x509.Certificate], generation: TrustGeneration, 
 class VerdictCache:
     """Memoised :func:`verify` for the TLS handshake hot path.
 
-    Keyed by SHA-256 over the leaf and chain DER, the generation digest and the policy.
-    A hit costs one hash, one dict lookup and one float comparison with the verdict's
+    Keyed by SHA-256 over the leaf and chain DER (computed once, by the
+    :class:`~trust.presented.PresentedCertificate`), the generation digest and the policy.
+    A hit costs one dict lookup and one float comparison with the verdict's
     ``valid_until``; past that instant the verdict is recomputed. Switching to a
     generation with another digest empties the cache. Oldest entries are evicted first.
     """
@@ -319,29 +320,25 @@ class VerdictCache:
         """Forget every cached verdict."""
         self._entries.clear()
 
-    def get_or_verify(self, leaf_der: bytes, chain_ders: Sequence[bytes], generation: TrustGeneration,
+    def get_or_verify(self, cert: PresentedCertificate | None, generation: TrustGeneration,
                       policy: VerifyPolicy, now: float) -> Verdict:
-        """The verdict for this leaf and chain at ``now`` (epoch seconds).
+        """The verdict for this presented certificate (leaf and chain) at ``now`` (epoch seconds).
 
-        An empty ``leaf_der`` means no certificate. Undecodable DER gives a ``malformed``
-        refusal (cached like any verdict).
+        None means no certificate. A leaf or chain that does not parse gives a ``malformed``
+        refusal (cached like any verdict). A hit parses nothing: the key is ``cert.cache_key``.
         """
         if generation.digest != self._digest:
             self._entries.clear()
             self._digest = generation.digest
-        if not leaf_der:
+        if cert is None or not cert.der:
             return NO_CERTIFICATE
-        h = hashlib.sha256(leaf_der)
-        for c in chain_ders:
-            h.update(len(c).to_bytes(4, "big"))
-            h.update(c)
-        key = (h.digest(), policy)
+        key = (cert.cache_key, policy)
         hit = self._entries.get(key)
         if hit is not None and now < hit[0]:
             self.hits += 1
             return hit[1]
         self.misses += 1
-        verdict = self._compute(leaf_der, chain_ders, generation, policy, now)
+        verdict = self._compute(cert, generation, policy, now)
         if hit is None and len(self._entries) >= self.maxsize:
             del self._entries[next(iter(self._entries))]
         self._entries[key] = (verdict.valid_until_ts if verdict.valid_until_ts is not None else float("inf"),
@@ -349,11 +346,11 @@ class VerdictCache:
         return verdict
 
     @staticmethod
-    def _compute(leaf_der: bytes, chain_ders: Sequence[bytes], generation: TrustGeneration,
-                 policy: VerifyPolicy, now: float) -> Verdict:
+    def _compute(cert: PresentedCertificate, generation: TrustGeneration, policy: VerifyPolicy,
+                 now: float) -> Verdict:
         try:
-            leaf = x509.load_der_x509_certificate(leaf_der)
-            inters = [x509.load_der_x509_certificate(c) for c in chain_ders]
+            leaf = cert.leaf
+            inters = cert.intermediates
             _ = leaf.extensions, [c.extensions for c in inters]
         except ValueError as exc:
             return _refusal("malformed", f"the certificate cannot be parsed: {exc}")

@@ -14,13 +14,16 @@ import ipaddress
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trust.escape import safe_text
 from trust.problems import Problem
 
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.config import Config
 
-def startup_problems(cfg: Any, *, bind: bool = True) -> list[Problem]:
+
+def startup_problems(cfg: Config, *, bind: bool = True) -> list[Problem]:
     """Every problem that would stop the gateway from starting; empty when it can start.
 
     Covers the server certificates and keys, the trust store, the front doors' config, the
@@ -40,8 +43,10 @@ def startup_problems(cfg: Any, *, bind: bool = True) -> list[Problem]:
     problems += _login_problems(cfg)
     problems += admin_problems(cfg)
     problems += _writable_file("audit", "file", cfg.audit.file)
-    for key in ("file", "json_file", "access_file"):  # relative to the config's folder, as proxy.observe.logs opens them
-        target = getattr(cfg.log, key, "") or "-"
+    log = cfg.log
+    for key, value in (("file", log.file), ("json_file", log.json_file), ("access_file", log.access_file)):
+        # relative to the config's folder, as proxy.observe.logs opens them
+        target = value or "-"
         if target != "-" and not Path(target).is_absolute():
             target = str(Path(cfg.base_dir) / target)
         problems += _writable_file("log", key, target)
@@ -53,7 +58,7 @@ def startup_problems(cfg: Any, *, bind: bool = True) -> list[Problem]:
     return problems
 
 
-def _tls_problems(cfg: Any) -> list[Problem]:
+def _tls_problems(cfg: Config) -> list[Problem]:
     from proxy.listener.context import TLSConfigError, load_server_identity
 
     try:
@@ -69,7 +74,7 @@ def _same(where: str, path: Any) -> bool:
     return path is not None and where == str(path)
 
 
-def _trust_problems(cfg: Any) -> list[Problem]:
+def _trust_problems(cfg: Config) -> list[Problem]:
     import datetime as dt
 
     from trust.certinfo import normalize_fingerprint
@@ -90,7 +95,7 @@ def _trust_problems(cfg: Any) -> list[Problem]:
             if normalize_fingerprint(ca) is None and ca not in ca_files]
 
 
-def store_problems(cfg: Any) -> list[Problem]:
+def store_problems(cfg: Config) -> list[Problem]:
     """The session store: a shareable one for several workers, a writable folder for sqlite."""
     spec = cfg.sessions.store
     if cfg.listen.workers > 1 and spec == "memory":
@@ -103,7 +108,7 @@ def store_problems(cfg: Any) -> list[Problem]:
     return []
 
 
-def upstream_tls_problems(cfg: Any) -> list[Problem]:
+def upstream_tls_problems(cfg: Config) -> list[Problem]:
     """Each https route's CA bundle and client certificate/key: readable, PEM, usable together."""
     from proxy.http.upstream import _client_tls_creator
 
@@ -127,28 +132,29 @@ def upstream_tls_problems(cfg: Any) -> list[Problem]:
     return out
 
 
-def _login_problems(cfg: Any) -> list[Problem]:
+def _login_problems(cfg: Config) -> list[Problem]:
     lc = cfg.login
     out: list[Problem] = []
     secret = _resolve(cfg, lc.secret_key)
     if secret is not None:
         out += (_readable("login", "secret_key", secret) if secret.exists()
                 else _writable_file("login", "secret_key", str(secret)))
-    for key in ("password_file", "totp_secrets", "totp_key"):
-        p = _resolve(cfg, getattr(lc, key))
+    for key, value in (("password_file", lc.password_file), ("totp_secrets", lc.totp_secrets),
+                       ("totp_key", lc.totp_key)):
+        p = _resolve(cfg, value)
         if p is not None and p.exists():
             out += _readable("login", key, p)
     return out
 
 
-def _resolve(cfg: Any, value: Any) -> Path | None:
+def _resolve(cfg: Config, value: Any) -> Path | None:
     if not value:
         return None
     p = Path(value)
     return p if p.is_absolute() else Path(cfg.base_dir) / p
 
 
-def admin_problems(cfg: Any) -> list[Problem]:
+def admin_problems(cfg: Config) -> list[Problem]:
     """A readable token of 16+ characters when set; a token whenever the address is not loopback."""
     from proxy.ops.admin import read_token
 

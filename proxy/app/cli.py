@@ -201,8 +201,11 @@ def run_main(argv: list[str]) -> int:
     from twisted.application import app
     from twisted.scripts.twistd import ServerOptions, runApp
 
-    class _Options(ServerOptions):  # type: ignore[misc,valid-type]
-        _getPlugins = staticmethod(lambda interface: [SERVICE_MAKER])
+    def only_certgate(interface: Any, package: Any = None) -> list[Any]:
+        return [SERVICE_MAKER]
+
+    class _Options(ServerOptions):
+        _getPlugins = staticmethod(only_certgate)
 
     sys.argv = ["certgate", "--nodaemon", f"--pidfile={ns.pidfile}", f"--logger={LOGGER}",
                 "certgate", "--config", ns.config]

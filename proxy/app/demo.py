@@ -39,7 +39,7 @@ def write_demo_pki(folder: Path, clients: tuple[str, ...] = DEMO_CLIENTS, key_ty
     written: dict[str, object] = {"ca": str(folder / "ca.pem"), "server": str(folder / "server.pem"),
                                   "trust_store": str(store), "password": password, "clients": {}}
     for cn in clients:
-        c = I.client(root, cn, key_type=key_type, emails=[f"{cn}@example.test"])  # type: ignore[arg-type]
+        c = I.client(root, cn, key_type=key_type, emails=[f"{cn}@example.test"])
         cert_path, key_path = c.write(folder, cn)
         p12 = folder / f"{cn}.p12"
         p12.write_bytes(c.p12(password.encode(), friendly_name=f"{cn} (certgate demo)".encode()))
@@ -74,11 +74,12 @@ def echo_resource() -> object:
     (HTML, or JSON when asked) and logged as one JSON line ``{"method", "path", "x-remote-user"}``
     on standard output, so ``make run`` (and the browser suite) can see what the upstream received."""
     from twisted.web.resource import Resource
+    from twisted.web.server import Request
 
     class Echo(Resource):
         isLeaf = True
 
-        def render(self, request):  # type: ignore[no-untyped-def]
+        def render(self, request: Request) -> bytes:
             headers = [(k.decode("latin-1"), v.decode("latin-1"))
                        for k, vs in request.requestHeaders.getAllRawHeaders() for v in vs]
             info = {"method": request.method.decode(), "path": request.uri.decode("latin-1"), "headers": headers}
@@ -109,12 +110,13 @@ def demo_upstream_main(argv: list[str]) -> int:
     from twisted.web.server import Site
 
     try:
-        reactor.listenTCP(ns.port, Site(echo_resource()), interface=ns.address)  # type: ignore[attr-defined]
+        # Twisted's own types: Site's protocol is a proxyForInterface class, outside listenTCP's ServerFactory bound
+        reactor.listenTCP(ns.port, Site(echo_resource()), interface=ns.address)  # type: ignore[arg-type]
     except CannotListenError as e:
         why = getattr(e.socketError, "strerror", None) or str(e.socketError)
         raise OperatorError("cannot listen", f"{ns.address}:{ns.port}", why) from None
     print(f"demo upstream on http://{ns.address}:{ns.port}/", flush=True)
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
     return 0
 
 

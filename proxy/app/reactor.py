@@ -42,7 +42,7 @@ class DirectEPollReactor(epollreactor.EPollReactor):
             except BaseException:
                 log.err(None, "I/O handler failed")
 
-    doIteration = doPoll  # type: ignore[assignment]
+    doIteration = doPoll
 
 
 def install() -> Any:

@@ -12,11 +12,12 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import ProcessProtocol
@@ -24,6 +25,12 @@ from twisted.logger import Logger
 
 from proxy.config import Config
 from trust.problems import Problem
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.interfaces import (AuditSink, Endpoint, FrontDoor, MetricsRegistry, RequestGate, Sessions,
+                                  SessionStore)
+    from proxy.listener.reload import TrustState
+    from proxy.stores.interface import SessionRecord
 
 log = Logger(namespace="certgate")
 
@@ -65,14 +72,26 @@ class _Listener(Service):
             sys.stderr.write(f"certgate: [listen] port: {self._address}:{self._port} cannot be bound: "
                              f"{e.socketError}\n")
             raise SystemExit(2) from None
-        addr = self.port.getHost()
-        log.info("certgate listening on {host}:{port}", host=addr.host, port=addr.port)
+        host, port = _host_port(self.port)
+        log.info("certgate listening on {host}:{port}", host=host, port=port)
 
     def stopService(self) -> defer.Deferred[None] | None:
         super().stopService()
-        if self.port is not None:
-            return defer.maybeDeferred(self.port.stopListening)
-        return None
+        if self.port is None:
+            return None
+        try:
+            stopped = self.port.stopListening()
+        except Exception:
+            return defer.fail()
+        return stopped if stopped is not None else defer.succeed(None)
+
+
+def _host_port(port: IListeningPort) -> tuple[str, int]:
+    """The address a listening TCP port is bound to."""
+    addr = port.getHost()
+    if isinstance(addr, (IPv4Address, IPv6Address)):
+        return addr.host, addr.port
+    return str(addr), 0
 
 
 class _WorkerProtocol(ProcessProtocol):
@@ -194,8 +213,7 @@ class Gateway(MultiService):
         """READY=1 now that the listeners are bound (Type=notify); WATCHDOG=1 pings if asked for."""
         from proxy.app.sdnotify import notify, watchdog_interval
 
-        addrs = [f"{p.port.getHost().host}:{p.port.getHost().port}" for p in self if isinstance(p, _Listener)
-                 and p.port is not None]
+        addrs = ["%s:%d" % _host_port(p.port) for p in self if isinstance(p, _Listener) and p.port is not None]
         notify(f"READY=1\nSTATUS=listening on {', '.join(addrs)}\nMAINPID={os.getpid()}")
         interval = watchdog_interval()
         if interval:
@@ -253,8 +271,8 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
     tunnels = TunnelRegistry()
     sessions = SessionManager(store, reactor, cfg.sessions, tunnels, audit)
     endpoints, front_doors = _login_parts(cfg, store, sessions, reactor, audit, metrics)
-    gate = Gate(config=cfg, sessions=sessions, clock=reactor, audit=audit, endpoints=endpoints,
-                front_doors=front_doors, metrics=metrics)
+    gate: RequestGate = Gate(config=cfg, sessions=sessions, clock=reactor, audit=audit, endpoints=endpoints,
+                             front_doors=front_doors, metrics=metrics)
     pools = UpstreamPools(cfg.routes, reactor, reactor)
     pools.use_metrics(metrics)
     http = GatewayFactory(gate=gate, identify=identify, config=cfg, pools=pools, clock=reactor,
@@ -353,21 +371,27 @@ def _is_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _still_valid(trust_state: Any, rec: Any, now: float) -> bool:
+def _still_valid(trust_state: TrustState, rec: SessionRecord, now: float) -> bool:
     """True when a session's certificate still verifies and maps under the current trust state."""
     return bool(trust_state.still_valid(rec.cert_der, rec.chain_der, now))
 
 
-def _login_parts(cfg: Config, store: Any, sessions: Any, reactor: Any, audit: Any, metrics: Any = None
-                 ) -> tuple[dict[str, Any], list[Any]]:
+def _login_parts(cfg: Config, store: SessionStore, sessions: Sessions, reactor: Any, audit: AuditSink,
+                 metrics: MetricsRegistry | None = None) -> tuple[dict[str, Endpoint], list[FrontDoor]]:
     """Login endpoints and the front doors the configured routes ask for."""
     from proxy.login.service import LoginService
 
-    login = LoginService(config=cfg, store=store, sessions=sessions, clock=reactor, audit=audit)
+    from twisted.internet.threads import deferToThreadPool
+
+    def in_thread(f: Callable[..., Any], *a: Any) -> defer.Deferred[Any]:  # scrypt and file writes: off the reactor
+        return deferToThreadPool(reactor, reactor.getThreadPool(), f, *a)
+
+    login = LoginService(config=cfg, store=store, sessions=sessions, clock=reactor, audit=audit,
+                         defer_to_thread=in_thread)
     if metrics is not None:
         login.use_metrics(metrics)
     endpoints = dict(login.endpoints())
-    doors: list[Any] = []
+    doors: list[FrontDoor] = []
     kinds = {r.kind for r in cfg.routes}
     if "cockpit" in kinds:
         from proxy.frontdoors.cockpit import CockpitFrontDoor

@@ -6,17 +6,20 @@ same single source (``trust.access.check``) before letting a login reach the ups
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from proxy.http.messages import ConnContext
 
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.config import Config
 
-def access_refusal(config: Any, conn: ConnContext) -> str | None:
+
+def access_refusal(config: Config, conn: ConnContext) -> str | None:
     """None when the access rules allow this connection (or none are configured), else why not.
 
     A connection without a certificate is left to the login checks (which refuse it anyway).
     """
-    rules = getattr(config, "access_rules", None)
+    rules = config.access_rules
     ident = conn.identity
     if not rules or not ident.presented:
         return None

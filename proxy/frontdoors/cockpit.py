@@ -51,7 +51,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.python.failure import Failure
 
 from trust.escape import safe_json, safe_text
 from proxy.frontdoors.access import access_refusal
@@ -62,6 +61,7 @@ from proxy.http.paths import loose_path
 from proxy.stores.interface import LimitReached, StoreError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from proxy.interfaces import AuditSink, Seconds, Sessions, SessionStore
     from twisted.internet.defer import Deferred
 
     from proxy.config import Config, Route
@@ -188,8 +188,8 @@ class Conversations:
 class CockpitFrontDoor:
     """See the module docstring. Built by ``proxy.app.service`` for routes of kind ``cockpit``."""
 
-    def __init__(self, *, config: "Config", login: "LoginService", sessions: Any, store: Any, clock: Any,
-                 audit: Any, nonce: Callable[[], str] | None = None) -> None:
+    def __init__(self, *, config: "Config", login: "LoginService", sessions: Sessions, store: SessionStore,
+                 clock: Seconds, audit: AuditSink, nonce: Callable[[], str] | None = None) -> None:
         problems = config_problems(config)
         if problems:
             from proxy.config import ConfigError
@@ -244,7 +244,7 @@ class CockpitFrontDoor:
 
     def matches(self, head: RequestHead, route: "Route") -> bool:
         """Cockpit routes only: the login path always; the login page's paths without a session cookie."""
-        if getattr(route, "kind", None) != "cockpit":
+        if route.kind != "cockpit":
             return False
         path = head.path
         if self.is_login_variant(path):  # the exact login path is one of its spellings
@@ -294,7 +294,7 @@ class CockpitFrontDoor:
         (no ``Authorization``, no cockpit or certgate cookie). The ``[access:*]`` rules apply as
         for the login page itself (403).
         """
-        if getattr(route, "kind", None) != "cockpit" or head.method not in (b"GET", b"HEAD") or head.upgrade:
+        if route.kind != "cockpit" or head.method not in (b"GET", b"HEAD") or head.upgrade:
             return None
         rel = self._rel(head.path)
         if rel is None or ".." in rel.split("/") or self.is_login_variant(head.path):
@@ -527,11 +527,12 @@ class CockpitFrontDoor:
         ident = conn.identity
         locked = None
         if password_at_stake and status == 401:  # PAM refused the password: count it like ours
-            from proxy.login.throttle import keys_for
+            from proxy.login.throttle import ThrottleState, keys_for
 
             d = self._login.throttle.fail(keys_for(account, ident.fingerprint, ident.client_ip),
                                           self._clock.seconds())
-            locked = d.result.blocked if d.called and not isinstance(d.result, Failure) else None
+            done = d.result if d.called else None
+            locked = done.blocked if isinstance(done, ThrottleState) else None
             _later(d, "count the refused password")
         self._audit.record("cockpit-login", "deny", "upstream-refused", account=account,
                            fingerprint=ident.fingerprint, client_ip=ident.client_ip, status=status, via=via,
@@ -580,7 +581,7 @@ class CockpitFrontDoor:
         """The proposed tunnel hook: for a ``/cockpit/socket`` upgrade of a certgate session on a
         Cockpit route, a callable to receive every client -> cockpit-ws byte of the tunnel (it
         never changes them); None for anything else."""
-        if session_id is None or getattr(route, "kind", None) != "cockpit" or not self.is_socket_path(head.path):
+        if session_id is None or route.kind != "cockpit" or not self.is_socket_path(head.path):
             return None
         return self.logout_watcher(session_id).feed
 

@@ -311,6 +311,8 @@ def _setup(config_path: str) -> tuple[bytes | None, Consume | None, str | None, 
             cfg = load_config(config_path)
         except ConfigError as e:
             return None, None, f"certgate config {config_path}: {e}", None
+        if cfg.login.secret_key is None:
+            return None, None, "[login] secret_key: is empty", None
         try:
             key = assertion_key(load_secret(cfg.login.secret_key, create=False))
         except KeyFileError as e:

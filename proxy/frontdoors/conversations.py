@@ -24,6 +24,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from twisted.internet.defer import inlineCallbacks
 
 if TYPE_CHECKING:  # pragma: no cover
+    from proxy.interfaces import SessionStore
     from proxy.frontdoors.cockpit import Conversation
 
 NAMESPACE = "cockpit-conversation"
@@ -32,7 +33,8 @@ NAMESPACE = "cockpit-conversation"
 class SharedConversations:
     """``add(conv)`` / ``take(nonce)`` (Deferreds) over an asynchronous store; see the module docstring."""
 
-    def __init__(self, store: Any, key: bytes, now: Callable[[], float], *, limit: int, per_certificate: int) -> None:
+    def __init__(self, store: SessionStore, key: bytes, now: Callable[[], float], *, limit: int,
+                 per_certificate: int) -> None:
         self._store = store
         self._fernet = Fernet(base64.urlsafe_b64encode(key))
         self._now = now

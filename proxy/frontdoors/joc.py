@@ -45,7 +45,6 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.python.failure import Failure
 
 from proxy.frontdoors.access import access_refusal
 from proxy.http.messages import ConnContext, Forward, Headers, RequestHead, Response
@@ -53,6 +52,7 @@ from proxy.http.paths import same_login_path
 from trust.escape import safe_json
 
 if TYPE_CHECKING:  # pragma: no cover
+    from proxy.interfaces import AuditSink, Seconds, Sessions
     from twisted.internet.defer import Deferred
 
     from proxy.config import Config, Route
@@ -95,7 +95,8 @@ def joc_denied(account: str, status: int = 401, message: str = "Access denied",
 class JocFrontDoor:
     """See the module docstring. Built by ``proxy.app.service`` for routes of kind ``joc``."""
 
-    def __init__(self, *, config: "Config", login: "LoginService", sessions: Any, clock: Any, audit: Any) -> None:
+    def __init__(self, *, config: "Config", login: "LoginService", sessions: Sessions, clock: Seconds,
+                 audit: AuditSink) -> None:
         self._config = config
         self._login = login
         self._sessions = sessions
@@ -103,8 +104,8 @@ class JocFrontDoor:
         self._audit = audit
         self.login_path: str = config.joc.login_path
         self.logout_path: str = config.joc.logout_path
-        self.gui_prefix: str = str(getattr(config.joc, "gui_prefix", "") or "")
-        self.prelogin_api = frozenset(getattr(config.joc, "prelogin_api", ()) or ())
+        self.gui_prefix: str = config.joc.gui_prefix
+        self.prelogin_api = frozenset(config.joc.prelogin_api)
 
     def matches(self, head: RequestHead, route: "Route") -> bool:
         """Every spelling of the login path on a ``joc`` route (any method; only POST is let through),
@@ -114,7 +115,7 @@ class JocFrontDoor:
         that the login match ignores letter case and a trailing ``/``, which JOC's JAX-RS routing
         may accept too. :meth:`decide` refuses every login spelling but the exact ``login_path``.
         """
-        if getattr(route, "kind", None) != "joc":
+        if route.kind != "joc":
             return False
         if same_login_path(head.path, self.login_path):
             return True
@@ -140,11 +141,11 @@ class JocFrontDoor:
         """For the gate, when a request carrying a certgate cookie has no live session (the store is
         asynchronous, so :meth:`matches` cannot look): the GUI's open paths are served as without a
         cookie (:meth:`_open`); None for everything else."""
-        if getattr(route, "kind", None) != "joc" or not self.is_open(head):
+        if route.kind != "joc" or not self.is_open(head):
             return None
         return self._open(head, conn, route)
 
-    def decide(self, head: RequestHead, conn: ConnContext, route: "Route") -> "Response | Deferred[Any]":
+    def decide(self, head: RequestHead, conn: ConnContext, route: "Route") -> "Response | Forward | Deferred[Any]":
         ident = conn.identity
         if head.path != self.login_path:
             if same_login_path(head.path, self.login_path):
@@ -202,7 +203,7 @@ class JocFrontDoor:
 
     def session_forward(self, head: RequestHead, route: "Route", session_id: str, fwd: Forward) -> None:
         """Called by the gate for a request it forwards within a session: JOC's logout ends it."""
-        if (getattr(route, "kind", None) != "joc" or head.method != b"POST"
+        if (route.kind != "joc" or head.method != b"POST"
                 or not same_login_path(head.path, self.logout_path)):  # every spelling JOC may accept
             return
         def ended(live: Any) -> None:
@@ -270,7 +271,7 @@ class JocFrontDoor:
 
     def _after(self, conn: ConnContext, route: "Route", account: str, password: str | None,
                out: "AuthOutcome", session_totp: bool = False,
-               live: frozenset[str] | None = None) -> "Response | Forward":
+               live: frozenset[str] | None = None) -> "Response | Forward | Deferred[Any]":
         upstream_pw = self._login.config.login.password == "upstream"
         if out.ok:
             # a live session of this certificate and account that already proved as much is kept
@@ -332,11 +333,12 @@ class JocFrontDoor:
         ident = conn.identity
         locked = None
         if status == 401:  # JOC refused the password: count it like certgate's own failures
-            from proxy.login.throttle import keys_for
+            from proxy.login.throttle import ThrottleState, keys_for
 
             d = self._login.throttle.fail(keys_for(account, ident.fingerprint, ident.client_ip),
                                           self._clock.seconds())
-            locked = d.result.blocked if d.called and not isinstance(d.result, Failure) else None
+            done = d.result if d.called else None
+            locked = done.blocked if isinstance(done, ThrottleState) else None
             _later(d, "count the refused password")
         self._audit.record("joc-login", "deny", "upstream-refused", account=account, fingerprint=ident.fingerprint,
                            client_ip=ident.client_ip, status=status, locked=locked)

@@ -22,34 +22,25 @@ Every path comparison uses ``head.path``: the canonical path the HTTP layer made
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from urllib.parse import quote
 
-from proxy.gate import wording
 from twisted.internet.defer import Deferred
 
+from proxy.gate import wording
 from proxy.gate.policy import ForwardPolicy
 from proxy.http.messages import ConnContext, Decision, Forward, Headers, RequestHead, Response
+from proxy.interfaces import AuditSink, Clock, DecisionOrDeferred, Endpoint, FrontDoor, MetricsRegistry, Sessions
 from proxy.stores.interface import StoreError
 from trust.escape import safe_html, safe_json
 
 if TYPE_CHECKING:  # pragma: no cover
-    from proxy.config import Config, Route
+    from proxy.config import Config, Route, SessionsSection
 
 PREFIX = "/.certgate/"
 LOGIN_PATH = "/.certgate/login"
 CERT_ONLY = ["tls-cert"]
 
-DecisionOrDeferred = Union[Decision, "Deferred[Decision]"]
-Endpoint = Callable[[RequestHead, ConnContext], DecisionOrDeferred]
-
-
-class FrontDoor(Protocol):
-    """A login front door (Cockpit's /cockpit/login, JOC's login API)."""
-
-    def matches(self, head: RequestHead, route: "Route") -> bool: ...
-
-    def decide(self, head: RequestHead, conn: ConnContext, route: "Route") -> DecisionOrDeferred: ...
 
 
 # --------------------------------------------------------------------------- pages
@@ -91,15 +82,15 @@ def error_page(head: RequestHead, status: int, code: str, title: str, message: s
     return Response(status, hs, json.dumps(safe_json({"error": code, "message": message})).encode("utf-8"))
 
 
-def retry_after_for(config: Any) -> bytes:
+def retry_after_for(sessions: SessionsSection) -> bytes:
     """The ``Retry-After`` seconds of a 503 ``session-store-unavailable`` (``[sessions] store_deadline``,
     rounded up, at least 1)."""
     import math
 
-    return str(max(1, math.ceil(float(getattr(config.sessions, "store_deadline", 2.0))))).encode("ascii")
+    return str(max(1, math.ceil(sessions.store_deadline))).encode("ascii")
 
 
-def store_unavailable(head: RequestHead, conn: ConnContext, audit: Any, error: str = "",
+def store_unavailable(head: RequestHead, conn: ConnContext, audit: AuditSink, error: str = "",
                       retry_after: bytes = b"2") -> Response:
     """The 503 ``session-store-unavailable`` answer (with ``Retry-After``), audited with the store's error."""
     audit.record("gate", "deny", "session-store-unavailable", client_ip=conn.identity.client_ip, error=error[:300])
@@ -126,19 +117,20 @@ class Gate:
     ``/.certgate/`` to handlers. ``front_doors`` are consulted in order.
     """
 
-    def __init__(self, *, config: "Config", sessions: Any, clock: Any, audit: Any,
+    def __init__(self, *, config: "Config", sessions: Sessions | None, clock: Clock, audit: AuditSink,
                  endpoints: Mapping[str, Endpoint], front_doors: Sequence[FrontDoor],
-                 metrics: Any = None) -> None:
+                 metrics: MetricsRegistry | None = None) -> None:
         self._config = config
         self._sessions = sessions
         self._clock = clock
         self._audit = audit
-        self._endpoints = {}
+        self._endpoints: dict[str, Endpoint] = {}
+        self._retry_after = retry_after_for(config.sessions)
         if sessions is not None:  # certgate's own session endpoints, unless the caller mounts its own
             from proxy.sessions.presence import session_endpoints
 
-            self._endpoints.update(session_endpoints(sessions))
-            if metrics is not None and hasattr(sessions, "use_metrics"):
+            self._endpoints.update(session_endpoints(sessions, retry_after=self._retry_after))
+            if metrics is not None:
                 sessions.use_metrics(metrics)
         self._endpoints.update(endpoints)
         for p in self._endpoints:
@@ -157,7 +149,6 @@ class Gate:
             from trust.access import check  # the single source of access decisions
 
             self._access_check = check
-        self._retry_after = retry_after_for(config)
         self._policy = ForwardPolicy(config)  # body limits and presence injection, as data on each Forward
         self._forwards = self._denied = self._logins = self._local = None
         if metrics is not None:
@@ -280,14 +271,14 @@ class Gate:
                 if sets and self._sessions is not None:
                     sid = self._sessions.session_id(head)
                     if sid is not None:
-                        return self._cookie_beside_certificate(head, conn, sid, fwd)
+                        return self._cookie_beside_certificate(head, conn, self._sessions, sid, route, fwd)
                 if self._forwards is not None:
                     self._forwards.inc()
                 return fwd
         return self._session_mode(head, conn, route)
 
-    def _cookie_beside_certificate(self, head: RequestHead, conn: ConnContext, sid: str,
-                                   fwd: Forward) -> "Deferred[Decision]":
+    def _cookie_beside_certificate(self, head: RequestHead, conn: ConnContext, sessions: Sessions, sid: str,
+                                   route: "Route", fwd: Forward) -> "Deferred[Decision]":
         """Certificate-only request that also carries a session cookie: check the session anyway.
 
         A cookie of a session bound to another certificate is cookie theft (AUTH-01): refused,
@@ -300,12 +291,12 @@ class Gate:
             if not chk.ok and chk.reason == "session-cert-mismatch":
                 return self._deny(head, conn, 403, "session-cert-mismatch", "Session refused",
                                   "This session belongs to another certificate. It has been ended.",
-                                  headers=list(self._sessions.clear_cookie_headers()))
+                                  headers=list(sessions.clear_cookie_headers()))
             if self._forwards is not None:
                 self._forwards.inc()
-            self._session_forward(head, fwd.route, sid, fwd)
+            self._session_forward(head, route, sid, fwd)
             return fwd
-        return self._store_guard(self._sessions.check(sid, ident, ident.client_ip), head, conn).addCallback(
+        return self._store_guard(sessions.check(sid, ident, ident.client_ip), head, conn).addCallback(
             lambda chk: chk if isinstance(chk, Response) else checked(chk))
 
     def _store_guard(self, d: "Deferred[Any]", head: RequestHead, conn: ConnContext) -> "Deferred[Any]":
@@ -358,17 +349,17 @@ class Gate:
         ident = conn.identity
         sessions = self._sessions
         sid = sessions.session_id(head) if sessions is not None else None
-        if sid is None:
+        if sessions is None or sid is None:
             if not ident.presented and self._global_cert_only:
                 return self._deny(head, conn, 403, "certificate-required", "Certificate required",
                                   wording.NO_CERTIFICATE)
             return self.login_required(head, "login-required", route=route, conn=conn)
         d = sessions.check(sid, ident, ident.client_ip)
         return self._store_guard(d, head, conn).addCallback(  # fail closed, say so, keep serving
-            lambda chk: chk if isinstance(chk, Response) else self._session_checked(head, conn, route, chk))
+            lambda chk: chk if isinstance(chk, Response) else self._session_checked(head, conn, sessions, route, chk))
 
-    def _session_checked(self, head: RequestHead, conn: ConnContext, route: "Route", chk: Any) -> Decision:
-        sessions = self._sessions
+    def _session_checked(self, head: RequestHead, conn: ConnContext, sessions: Sessions, route: "Route",
+                         chk: Any) -> Decision:
         ident = conn.identity
         if not chk.ok:
             if chk.reason == "session-cert-mismatch":

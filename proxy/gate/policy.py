@@ -45,7 +45,7 @@ class ForwardPolicy:
 
     __slots__ = ("authenticated", "anonymous", "_kinds", "_in_session", "_awaiting")
 
-    def __init__(self, config: "Config | Any") -> None:
+    def __init__(self, config: "Config") -> None:
         limits, sessions = config.limits, config.sessions
         self.authenticated = BodyRule(limit=int(limits.max_body) or None, stream=True)
         self.anonymous = BodyRule(limit=int(limits.max_body_unauthenticated), stream=False)

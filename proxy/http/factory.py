@@ -17,6 +17,7 @@ from proxy.http.headers import HeaderPolicy
 from proxy.http.messages import ConnContext, RequestHead
 
 if TYPE_CHECKING:  # pragma: no cover
+    from proxy.config import Config
     from proxy.http.exchange import Exchange
     from proxy.http.parts import Clock
     from proxy.http.tunnel import TunnelRegistry
@@ -66,7 +67,7 @@ class GatewayFactory(Factory):
     noisy = False
     fast_writes = True  # see proxy.http.fastwrite; False restores Twisted's stock write path
 
-    def __init__(self, *, gate: GateLike, identify: Callable[[Any, float], Any], config: Any,
+    def __init__(self, *, gate: GateLike, identify: Callable[[Any, float], Any], config: "Config",
                  pools: "UpstreamPools", clock: "Clock", tunnels: "TunnelRegistry", metrics: Any = None) -> None:
         self.gate = gate
         self.identify = identify
@@ -88,12 +89,11 @@ class GatewayFactory(Factory):
         self.m_upstream_errors: Observation = _NOOP
         self.m_tunnels: Observation = _NOOP
         listen, limits, ws = config.listen, config.limits, config.websocket
-        self.max_connections = int(getattr(listen, "max_connections", 10000))
+        self.max_connections = int(listen.max_connections)
         self.handshake_timeout = float(listen.handshake_timeout)
         self.header_timeout = float(listen.header_timeout)
         self.idle_timeout = float(listen.idle_timeout)
-        sessions = getattr(config, "sessions", None)
-        interval = float(getattr(sessions, "presence_interval", None) or 30.0)
+        interval = float(config.sessions.presence_interval or 30.0)
         age = float(listen.max_connection_age)
         # Connections live at most presence_interval after their handshake (see GatewayProtocol._arm_idle).
         self.max_connection_age = min(age, interval) if age else interval

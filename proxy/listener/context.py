@@ -16,12 +16,15 @@ import datetime as _dt
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from OpenSSL import SSL
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.config import Config
 
 #: TLS 1.2 suites: ECDHE key exchange with an AEAD cipher only (Mozilla "intermediate" minus DHE).
 TLS12_CIPHERS = (b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
@@ -148,7 +151,7 @@ def parse_sni_entries(entries: Iterable[str], base: Path) -> list[tuple[str, Pat
     return out
 
 
-def load_server_identity(config: Any) -> ServerIdentity:
+def load_server_identity(config: Config) -> ServerIdentity:
     """Load ``[listen] certificate``/``key`` and every ``sni_certificates`` entry of ``config``.
 
     Raises :class:`TLSConfigError` (file and reason) for the first unusable one.
@@ -158,7 +161,7 @@ def load_server_identity(config: Any) -> ServerIdentity:
         raise TLSConfigError("[listen] certificate/key", "both are required")
     default = load_server_cert(listen.certificate, listen.key)
     sni: dict[str, ServerCert] = {}
-    for name, cp, kp in parse_sni_entries(getattr(listen, "sni_certificates", None) or (), config.base_dir):
+    for name, cp, kp in parse_sni_entries(listen.sni_certificates, config.base_dir):
         sni[name] = load_server_cert(cp, kp)
     return ServerIdentity(default, sni)
 
@@ -237,18 +240,25 @@ def _install_alert_shim(ctx: SSL.Context, mode: int, callback: Any) -> bool:
     pyOpenSSL's verify wrapper cannot set the error of the X509_STORE_CTX, so a refusal
     would reach the client as ``internal_error`` (browsers then show a protocol error and
     keep the rejected certificate selected). This wraps pyOpenSSL's C callback: after it
-    returns 0, the error becomes ``callback.refusal_error`` (e.g. ``unknown_ca``,
-    ``certificate_expired``). It touches pyOpenSSL internals (``Context._context``,
-    ``Context._verify_callback``); if they change, it does nothing and the generic alert
+    returns 0, the error becomes ``callback.refusal_error_of(connection)`` (e.g. ``unknown_ca``,
+    ``certificate_expired``): the refusal of *this* connection, kept on its own record. It
+    touches pyOpenSSL internals (``Context._context``, ``Context._verify_callback``,
+    ``Connection._reverse_mapping``); if they change, it does nothing and the generic alert
     is sent (the decision itself is unaffected). Returns whether it was installed.
     """
     try:
         from OpenSSL._util import ffi, lib
 
-        inner = ctx._verify_callback  # type: ignore[attr-defined]
-        raw = ctx._context  # type: ignore[attr-defined]
+        # pyOpenSSL annotates _verify_callback as the Python-level callback, but it holds the cffi
+        # C callback made from it (SSL.py: self._verify_callback = self._verify_helper.callback)
+        inner = cast("Callable[[int, Any], int] | None", ctx._verify_callback)
+        raw = ctx._context
         set_error = lib.X509_STORE_CTX_set_error
         set_verify = lib.SSL_CTX_set_verify
+        get_ex_data = lib.X509_STORE_CTX_get_ex_data
+        ssl_index = lib.SSL_get_ex_data_X509_STORE_CTX_idx
+        connections = SSL.Connection._reverse_mapping
+        refusal_error_of = callback.refusal_error_of
     except (ImportError, AttributeError):  # pragma: no cover - pyOpenSSL internals changed
         return False
     if inner is None:
@@ -257,7 +267,8 @@ def _install_alert_shim(ctx: SSL.Context, mode: int, callback: Any) -> bool:
     def outer(ok: int, store_ctx: Any) -> int:
         result = inner(ok, store_ctx)
         if not result:
-            code = getattr(callback, "refusal_error", None)
+            conn = connections.get(get_ex_data(store_ctx, ssl_index()))
+            code = refusal_error_of(conn) if conn is not None else None
             if code:
                 set_error(store_ctx, code)
         return result

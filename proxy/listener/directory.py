@@ -23,7 +23,7 @@ other mapping refusal. The handshake deadline keeps running meanwhile.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from cryptography import x509
 from twisted.internet.defer import Deferred, succeed
@@ -33,10 +33,22 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from proxy.listener.ldap_client import DirectoryError, LdapClient
-from trust.directory import DirectoryQuery, DirectoryRules, build_query, describe_answer, interpret
+from proxy.listener.seams import TimerClock
+from trust.directory import DirectoryEntry, DirectoryQuery, DirectoryRules, build_query, describe_answer, interpret
 from trust.mapping import MappingResult
+from trust.presented import PresentedCertificate
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twisted.internet.interfaces import IDelayedCall
+
+    from proxy.observe.metrics import Metrics
 
 _log = Logger(namespace="certgate.directory")
+#: a directory's answer: the entries found and whether the result was truncated
+Answer = tuple[list[DirectoryEntry], bool]
+#: the blocking search (``LdapClient.search``)
+Search = Callable[[DirectoryQuery], Answer]
+_R = TypeVar("_R")
 
 
 def rules_from(section: Any) -> DirectoryRules:
@@ -85,8 +97,8 @@ class DirectoryMapper:
     default: the mapper's own thread pool). ``clock`` provides ``seconds()`` and ``callLater``.
     """
 
-    def __init__(self, settings: Any, *, clock: Any, reactor: Any, search: Callable[..., Any] | None = None,
-                 in_thread: Callable[..., "Deferred[Any]"] | None = None, metrics: Any = None,
+    def __init__(self, settings: Any, *, clock: TimerClock, reactor: Any, search: "Search | None" = None,
+                 in_thread: "Callable[..., Deferred[Answer]] | None" = None, metrics: "Metrics | None" = None,
                  log: Logger | None = None) -> None:
         self.settings = settings
         self.rules = rules_from(settings)
@@ -142,11 +154,13 @@ class DirectoryMapper:
             self._count("cached")
         return hit
 
-    def resolve(self, cert: x509.Certificate, der: bytes, fingerprint: str) -> "Deferred[MappingResult]":
+    def resolve(self, cert: PresentedCertificate) -> "Deferred[MappingResult]":
         """The account of ``cert`` (a verified certificate): cached, or asked within ``timeout``.
 
+        Uses the certificate's parsed leaf, DER and fingerprint as made in the handshake.
         Never fails: every problem is a MappingResult without an account and with a reason.
         """
+        fingerprint = cert.fingerprint
         hit = self.peek(fingerprint)
         if hit is not None:
             return succeed(hit)
@@ -155,7 +169,9 @@ class DirectoryMapper:
         if waiting is not None:
             waiting.append(d)
             return d
-        query = build_query(cert, der, self.rules)
+        leaf = cert.parsed_leaf
+        query = (build_query(leaf, cert.der, self.rules) if leaf is not None
+                 else MappingResult(None, f"the certificate cannot be read: {cert.parse_error}"))
         if isinstance(query, MappingResult):
             self.negative.put(fingerprint, query, self.clock.seconds())
             self._count("refused")
@@ -176,7 +192,7 @@ class DirectoryMapper:
                           errbackArgs=(fingerprint, timer))
         return d
 
-    def _observe(self, result: Any, started: float) -> Any:
+    def _observe(self, result: _R, started: float) -> _R:
         self._latency.observe(max(0.0, self.clock.seconds() - started))
         return result
 
@@ -192,7 +208,7 @@ class DirectoryMapper:
                       fp=fingerprint[:16], t=self.timeout)
         self._finish(fingerprint, MappingResult(None, f"the directory did not answer within {self.timeout:g} s"))
 
-    def _answered(self, answer: tuple[list[Any], bool], query: DirectoryQuery, fingerprint: str, timer: Any) -> None:
+    def _answered(self, answer: Answer, query: DirectoryQuery, fingerprint: str, timer: "IDelayedCall") -> None:
         if timer.active():
             timer.cancel()
         entries, truncated = answer
@@ -208,7 +224,7 @@ class DirectoryMapper:
                           why=result.reason)
         self._finish(fingerprint, result)  # a late answer still fills the cache
 
-    def _failed(self, failure: Failure, fingerprint: str, timer: Any) -> None:
+    def _failed(self, failure: Failure, fingerprint: str, timer: "IDelayedCall") -> None:
         if timer.active():
             timer.cancel()
         if failure.check(DirectoryError):

@@ -1,7 +1,8 @@
 """The frozen per-connection identity, fixed once at TLS handshake completion.
 
 Everything after the handshake (gate, sessions, forwarding headers) reads this value and
-never the OpenSSL objects, so every decision comes from one ``trust`` verdict.
+never the OpenSSL objects, so every decision comes from one ``trust`` verdict; the client
+certificate is the one :class:`~trust.presented.PresentedCertificate` made in the handshake.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     from cryptography import x509
 
+    from trust.presented import PresentedCertificate
     from trust.verify import Verdict
 
 
@@ -23,7 +25,8 @@ class ConnectionIdentity:
     one: resumption is disabled, and ``full_handshake`` records it anyway).
     ``verdict`` is the trust verdict (None when nothing was presented or client auth is
     ``none``). ``account`` is set only when the verdict is ok *and* the mapping produced
-    an account; ``mapping_error`` says why not otherwise.
+    an account; ``mapping_error`` says why not otherwise. ``certificate`` is the presented
+    certificate (None when none was presented): its DER, chain, parsed leaf and fingerprint.
     """
 
     presented: bool
@@ -37,9 +40,23 @@ class ConnectionIdentity:
     client_ip: str
     client_port: int
     server_name: str | None = None
-    leaf: "x509.Certificate | None" = None
-    leaf_der: bytes = b""
-    chain_der: tuple[bytes, ...] = ()  # the intermediates the client sent, leaf excluded
+    certificate: "PresentedCertificate | None" = None
+
+    @property
+    def leaf(self) -> "x509.Certificate | None":
+        """The presented leaf, parsed (in the handshake); None when none was presented or its
+        DER does not parse."""
+        return self.certificate.parsed_leaf if self.certificate is not None else None
+
+    @property
+    def leaf_der(self) -> bytes:
+        """The presented leaf's DER (empty when none was presented)."""
+        return self.certificate.der if self.certificate is not None else b""
+
+    @property
+    def chain_der(self) -> tuple[bytes, ...]:
+        """The intermediates the client sent, leaf excluded (DER, nearest first)."""
+        return self.certificate.chain_der if self.certificate is not None else ()
 
     @property
     def ok(self) -> bool:

@@ -22,10 +22,13 @@ import ssl
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 from urllib.parse import urlsplit
 
 from trust.directory import MAX_ENTRIES, DirectoryEntry, DirectoryQuery
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.config import LdapSection
 
 # ldap3 result codes: success, sizeLimitExceeded, timeLimitExceeded.
 _SUCCESS, _SIZE_LIMIT = 0, 4
@@ -41,7 +44,7 @@ class LdapClient:
     ``settings`` is the ``[ldap]`` section (attribute access). Thread-safe.
     """
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: LdapSection) -> None:
         self.settings = settings
         parts = urlsplit(str(settings.url))
         self.host = parts.hostname or ""
@@ -58,6 +61,8 @@ class LdapClient:
         path = self.settings.bind_password_file
         if not self.settings.bind_dn:
             return None
+        if path is None:
+            raise DirectoryError("bind_dn is set but bind_password_file is not")
         try:
             return Path(path).read_text("utf-8").splitlines()[0]
         except (OSError, UnicodeDecodeError, IndexError) as exc:

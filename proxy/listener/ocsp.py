@@ -13,10 +13,11 @@ Nothing here blocks the reactor: the POST goes through ``twisted.web.client.Agen
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol, cast
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
 from twisted.internet.error import ConnectError, ConnectingCancelledError, DNSLookupError
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol as _Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -26,7 +27,18 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
+from proxy.listener.seams import TimerClock
 from trust import certinfo, ocsp as O
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twisted.internet.interfaces import IReactorTCP, IReactorTime
+
+    from proxy.observe.audit import Audit
+    from proxy.observe.metrics import Metrics
+
+
+class _Consumer(Protocol):
+    def write(self, data: bytes) -> None: ...
 
 _log = Logger(namespace="certgate.ocsp")
 
@@ -51,7 +63,7 @@ class _Bytes:
         self.body = body
         self.length = len(body)
 
-    def startProducing(self, consumer: Any) -> "Deferred[None]":
+    def startProducing(self, consumer: _Consumer) -> "Deferred[None]":
         consumer.write(self.body)
         return succeed(None)
 
@@ -65,6 +77,12 @@ class _Bytes:
         pass
 
 
+def _body_producer(transport: object) -> IPushProducer:
+    """The transport ``IResponse.deliverBody`` gives a body protocol: an IPushProducer (Twisted
+    types ``Protocol.transport`` as ITransport, which has no ``stopProducing``)."""
+    return cast(IPushProducer, transport)
+
+
 class _Limited(_Protocol):
     def __init__(self, done: "Deferred[bytes]", limit: int) -> None:
         self.done, self.limit = done, limit
@@ -74,7 +92,8 @@ class _Limited(_Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.size += len(data)
         if self.size > self.limit:
-            self.transport.stopProducing()
+            assert self.transport is not None  # set by deliverBody before any data
+            _body_producer(self.transport).stopProducing()
             if not self.done.called:
                 self.done.errback(TooLarge(f"more than {self.limit} bytes"))
             return
@@ -96,7 +115,7 @@ class AgentFetcher:
     stage (connect, send, read). ``timeout`` also bounds the TCP connect.
     """
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: "IReactorTCP") -> None:
         self._reactor = reactor
         self._pool = HTTPConnectionPool(reactor, persistent=False)
 
@@ -104,9 +123,10 @@ class AgentFetcher:
         agent = Agent(self._reactor, connectTimeout=timeout, pool=self._pool)
         headers = Headers({b"Content-Type": [b"application/ocsp-request"],
                            b"Accept": [b"application/ocsp-response"]})
-        d = agent.request(b"POST", url.encode("ascii"), headers, _Bytes(body))
+        # zope's @implementer is invisible to mypy: the cast states what the decorator declares
+        d = agent.request(b"POST", url.encode("ascii"), headers, cast(IBodyProducer, _Bytes(body)))
 
-        def read(response: Any) -> "Deferred[bytes]":
+        def read(response: Any) -> "Deferred[bytes]":  # an IResponse (zope: opaque to mypy)
             if response.code != 200:
                 response.deliverBody(_Protocol())  # discard
                 raise HTTPStatusError(f"HTTP {response.code}")
@@ -114,17 +134,16 @@ class AgentFetcher:
                 raise TooLarge(f"Content-Length {response.length}")
             proto: _Limited
 
-            def cancel(_: Any) -> None:
+            def cancel(_: object) -> None:
                 if proto.transport is not None:
-                    proto.transport.stopProducing()
+                    _body_producer(proto.transport).stopProducing()
 
             done: Deferred[bytes] = Deferred(cancel)
             proto = _Limited(done, O.MAX_RESPONSE_BYTES)
             response.deliverBody(proto)
             return done
 
-        d.addCallback(read)
-        return d
+        return d.addCallback(read)
 
 
 def _describe_failure(f: Failure, url: str, timeout: float) -> O.OcspResult:
@@ -152,8 +171,8 @@ class OcspChecker:
     random bytes.
     """
 
-    def __init__(self, settings: O.OcspSettings, clock: Any, fetcher: Fetcher, *, metrics: Any = None,
-                 audit: Any = None, log: Logger | None = None,
+    def __init__(self, settings: O.OcspSettings, clock: TimerClock, fetcher: Fetcher, *,
+                 metrics: "Metrics | None" = None, audit: "Audit | None" = None, log: Logger | None = None,
                  nonce_source: Callable[[int], bytes] = os.urandom) -> None:
         self.settings = settings
         self.clock = clock
@@ -204,12 +223,15 @@ class OcspChecker:
             return waiter
         self.fetches += 1
         # The deadline: whatever failure the cancellation surfaces as (Agent wraps it), it is a timeout.
-        d.addTimeout(self.settings.timeout, self.clock, onTimeoutCancel=lambda _r, t: Failure(TimeoutError(f"{t:g}s")))
-        d.addCallbacks(self._validate, _describe_failure, callbackArgs=(plan, nonce),
-                       errbackArgs=(plan.url, self.settings.timeout))
-        d.addErrback(lambda f: O.OcspResult("ocsp-malformed", f"the OCSP response cannot be checked: "
-                                                              f"{f.getErrorMessage()}", responder=plan.url))
-        d.addCallback(lambda result: self._finish(plan, result))
+        # a zope interface in twisted's annotation: the clock provides it, mypy cannot see that
+        d.addTimeout(self.settings.timeout, cast("IReactorTime", self.clock),
+                     onTimeoutCancel=lambda _r, t: Failure(TimeoutError(f"{t:g}s")))
+        url = plan.url
+        checked = d.addCallbacks(self._validate, _describe_failure, callbackArgs=(plan, nonce),
+                                 errbackArgs=(url, self.settings.timeout))
+        checked.addErrback(lambda f: O.OcspResult("ocsp-malformed", f"the OCSP response cannot be checked: "
+                                                                    f"{f.getErrorMessage()}", responder=url))
+        checked.addCallback(lambda result: self._finish(plan, result))
         return waiter
 
     def _validate(self, data: bytes, plan: O.OcspPlan, nonce: bytes | None) -> O.OcspResult:

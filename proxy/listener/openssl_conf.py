@@ -59,7 +59,7 @@ def tickets_per_handshake(server_ctx: Any, max_rounds: int = 20) -> int:
     cctx.set_min_proto_version(SSL.TLS1_3_VERSION)
     cctx.set_verify(SSL.VERIFY_NONE)
     callback = ffi.callback("void(int, int, int, void *, size_t, SSL *, void *)", on_message)
-    lib.SSL_CTX_set_msg_callback(cctx._context, callback)  # type: ignore[attr-defined]
+    lib.SSL_CTX_set_msg_callback(cctx._context, callback)
     client, server = SSL.Connection(cctx, None), SSL.Connection(server_ctx, None)
     client.set_connect_state()
     server.set_accept_state()

@@ -14,7 +14,7 @@ import datetime as _dt
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from OpenSSL import SSL
 from twisted.logger import Logger
@@ -22,9 +22,14 @@ from twisted.logger import Logger
 from proxy.listener.context import (ServerIdentity, TLSConfigError, build_context, file_stats,
                                 load_server_identity, parse_sni_entries, server_cert_warnings)
 from proxy.listener.verify import HandshakeVerifier
-from trust.mapping import map_account
+from trust.mapping import map_presented
+from trust.presented import PresentedCertificate
 from trust.store import PINNED_DIR, TrustStoreError, folder_signature, load_store
-from trust.verify import VerdictCache
+from trust.verify import VerdictCache, Verdict
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.config import Config
+    from proxy.interfaces import Seconds
 
 Listener = Callable[[Any, Any], None]  # (old TrustGeneration, new TrustGeneration)
 
@@ -61,7 +66,7 @@ class TrustState:
     gateway never starts without a usable trust store and server certificate.
     """
 
-    def __init__(self, config: Any, clock: Any, log: Logger | None = None,
+    def __init__(self, config: Config, clock: Seconds, log: Logger | None = None,
                  verdicts: VerdictCache | None = None, ocsp: Any = None, directory: Any = None) -> None:
         self.config = config
         self.ocsp = ocsp  # proxy.listener.ocsp.OcspChecker shared by every snapshot (its cache survives reloads)
@@ -105,24 +110,32 @@ class TrustState:
         """Call ``callback(old_generation, new_generation)`` after every successful reload."""
         self._listeners.append(callback)
 
-    def verify(self, leaf_der: bytes, chain_ders: Sequence[bytes], now: float) -> Any:
-        """The trust verdict for a certificate under the *current* generation (cached)."""
-        return self._current.verifier.verdict_for(leaf_der, tuple(chain_ders), now)
+    def verify(self, leaf_der: bytes, chain_ders: Sequence[bytes], now: float) -> Verdict:
+        """The trust verdict for a certificate (DER, e.g. a session's) under the *current* generation."""
+        return self.verdict(PresentedCertificate(leaf_der, tuple(chain_ders)), now)
+
+    def verdict(self, cert: PresentedCertificate, now: float) -> Verdict:
+        """The trust verdict for a presented certificate under the *current* generation (cached)."""
+        return self._current.verifier.verdict_for(cert, now)
 
     def still_valid(self, leaf_der: bytes, chain_ders: Sequence[bytes], now: float) -> bool:
+        """:meth:`still_accepted` for a certificate given as DER (e.g. a session's)."""
+        return self.still_accepted(PresentedCertificate(leaf_der, tuple(chain_ders)), now)
+
+    def still_accepted(self, cert: PresentedCertificate, now: float) -> bool:
         """True when the certificate still verifies and maps to an account right now.
 
         With ``mapping = ldap`` "maps" means: no cached "no account" answer (the directory is
         not asked here; new connections ask it).
         """
-        v = self.verify(leaf_der, chain_ders, now)
+        v = self.verdict(cert, now)
         if not v.ok:
             return False
         if self.directory is not None:
             # The directory is asked by every new connection; here only a cached refusal counts.
             hit = self.directory.peek(v.fingerprint)
             return hit is None or hit.account is not None
-        m = self._current.verifier.mapping_for(v, leaf_der)
+        m = self._current.verifier.mapping_for(v, cert)
         return m.account is not None
 
     def status(self) -> dict[str, Any]:
@@ -215,13 +228,12 @@ class TrustState:
         listen = self.config.listen
         files: list[Path] = [p for p in (listen.certificate, listen.key) if p is not None]
         try:
-            for _, cp, kp in parse_sni_entries(getattr(listen, "sni_certificates", None) or (),
+            for _, cp, kp in parse_sni_entries(listen.sni_certificates,
                                                self.config.base_dir):
                 files += [cp, kp]
         except TLSConfigError:
             pass  # reported by the build
-        mapping = getattr(self.settings, "mapping", None)
-        map_file = getattr(mapping, "map_file", None)
+        map_file = self.settings.mapping.map_file
         if map_file is not None:
             files.append(Path(map_file))
         return tuple(files)
@@ -248,7 +260,7 @@ class TrustState:
         identity: Any = None
         try:
             generation = load_store(self.settings.store, now=_dt.datetime.fromtimestamp(now, _dt.timezone.utc),
-                                    min_rsa_bits=getattr(self.settings, "min_rsa_bits", 2048))
+                                    min_rsa_bits=self.settings.min_rsa_bits)
         except Exception as exc:
             errors.append(exc)
         try:
@@ -261,7 +273,7 @@ class TrustState:
             raise ReloadError(errors)
         mapping = self.settings.mapping
         verifier = HandshakeVerifier(generation=generation, policy=self.settings.policy, verdicts=self.verdicts,
-                                     mapper=lambda cert: map_account(cert, mapping),
+                                     mapper=lambda cert: map_presented(cert, mapping),
                                      client_auth=self.client_auth, clock=self.clock, log=self.log,
                                      ocsp=self.ocsp, directory=self.directory)
         # A fresh session-id context per snapshot: no session can cross a reload.

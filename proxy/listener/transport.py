@@ -26,12 +26,15 @@ from __future__ import annotations
 import ipaddress
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from OpenSSL import SSL
 from twisted.internet import abstract, main, tcp
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.python.failure import Failure
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.interfaces import Clock
 
 #: how long (and how many discarded bytes) a refused connection lingers for its alert
 LINGER_SECONDS = 2.0
@@ -47,10 +50,14 @@ class TLSServer(tcp.Server):
     repstr = "<TLSServer>"
     bufferSize = 65536  # one recv() returns at most one TLS record (16 KiB of plaintext)
 
-    def __init__(self, sock: socket.socket, protocol: Any, client: tuple[Any, ...], server: "TLSPort",
+    def __init__(self, sock: socket.socket, protocol: Any, client: tuple[Any, ...], server: tcp.Port,
                  sessionno: int, reactor: Any) -> None:
         # tcp.Server.__init__ without its per-connection log prefix and repr strings.
+        if not isinstance(server, TLSPort):  # tcp.Port's signature; only a TLSPort makes these
+            raise TypeError(f"TLSServer needs a TLSPort, not {type(server).__name__}")
         abstract.FileDescriptor.__init__(self, reactor=reactor)
+        self._clock: Clock = reactor  # its time (self.reactor is typed IReactorFDSet, which has none)
+        self._port = server
         sock.setblocking(False)
         self.socket = sock
         self.fileno = sock.fileno
@@ -81,11 +88,11 @@ class TLSServer(tcp.Server):
     def getHost(self) -> Any:
         """The local address; the listening one when the port is bound to one address (no
         ``getsockname`` per connection), else the socket's own."""
-        host = self.server.fixed_host
+        host = self._port.fixed_host
         return host if host is not None else tcp.Server.getHost(self)
 
     def setTcpNoDelay(self, enabled: bool) -> None:
-        if enabled and self.server.nodelay:
+        if enabled and self._port.nodelay:
             return  # inherited from the listening socket at accept (Linux)
         tcp.Server.setTcpNoDelay(self, enabled)
 
@@ -127,7 +134,7 @@ class TLSServer(tcp.Server):
         if self._handshook and conn is not None and self.connected and conn.pending():
             # Plaintext already inside OpenSSL: epoll will not report it. Deliver it soon
             # (not now: the protocol may be resuming from inside its own callback).
-            self.reactor.callLater(0, self._drain)
+            self._clock.callLater(0, self._drain)
 
     def _drain(self) -> None:
         if self.connected and not self.disconnecting and not self._paused:
@@ -223,7 +230,7 @@ class TLSServer(tcp.Server):
             if not more or not self.connected or self.disconnecting or self._paused or self._tlsConnection is None:
                 return None
         if conn.pending():  # type: ignore[union-attr]
-            self.reactor.callLater(0, self._drain)
+            self._clock.callLater(0, self._drain)
         return None
 
     @staticmethod
@@ -263,7 +270,7 @@ class TLSServer(tcp.Server):
             self.socket.shutdown(socket.SHUT_WR)
         except OSError:
             pass
-        self._linger = self.reactor.callLater(LINGER_SECONDS, self._linger_end)
+        self._linger = self._clock.callLater(LINGER_SECONDS, self._linger_end)
         return None
 
     def _linger_read(self) -> Any:

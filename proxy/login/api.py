@@ -44,8 +44,8 @@ def error(status: int, message: str, headers: Headers | None = None) -> Response
 def outcome_response(o: AuthOutcome) -> Response:
     """The HTTP answer for an outcome (see the module docstring)."""
     if o.ok:
-        body = {"account": o.account, "methods": sorted_methods(o.proven),
-                "session": {"expires_at": iso(o.session_expires_at) if o.session_expires_at else None}}
+        body: dict[str, Any] = {"account": o.account, "methods": sorted_methods(o.proven),
+                                "session": {"expires_at": iso(o.session_expires_at) if o.session_expires_at else None}}
         return json_response(200, body, headers=list(o.set_cookie))
     if o.receipt is not None:
         body = {"receipt": {"methods": sorted_methods(o.proven), "account": o.account,
@@ -122,8 +122,7 @@ class AuthApi:
         login = self.login
         d = login.authenticate_with_slot(account=fields["account"], conn=conn, password=fields.get("password"),
                                          totp=fields.get("totp"), receipt=receipt, webauthn=fields.get("webauthn"))
-        d.addCallback(outcome_response)
-        return d
+        return d.addCallback(outcome_response)
 
 
 __all__ = ["AuthApi", "RECEIPT_HEADER", "StartupRefused", "error", "outcome_response", "parse_body"]

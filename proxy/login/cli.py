@@ -19,7 +19,10 @@ import io
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, IO
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.config import Config
 
 from trust.cli_errors import OperatorError, Parser, config_problems, joined, os_error
 
@@ -127,7 +130,7 @@ def _qr_png(uri: str, path: str) -> None:
         segno.make(uri, error="m").save(fh, kind="png", scale=8, border=QR_BORDER)
 
 
-def _mark_used(cfg: Any, account: str, step: int, err: IO[str]) -> None:
+def _mark_used(cfg: Config, account: str, step: int, err: IO[str]) -> None:
     """Record the verification code's step as used, so it cannot log in a second time."""
     try:
         from proxy.stores import open_store

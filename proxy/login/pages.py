@@ -256,8 +256,7 @@ class LoginPage:
         d = login.authenticate_with_slot(account=account, conn=conn, password=f.get("password") or None,
                                          totp=f.get("totp") or None, receipt=f.get("receipt") or None,
                                          webauthn=f.get("webauthn") or None)
-        d.addCallback(lambda o: self._answer(head, conn, o, nxt, account))
-        return d
+        return d.addCallback(lambda o: self._answer(head, conn, o, nxt, account))
 
     def _answer(self, head: RequestHead, conn: ConnContext, o: AuthOutcome, nxt: str, account: str) -> Response:
         if o.ok:

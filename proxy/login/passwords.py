@@ -223,7 +223,8 @@ def read_lines(path: Path) -> list[str]:
         return []
 
 
-def set_password(path: Path | str, account: str, password: str, **cost: int) -> None:
+def set_password(path: Path | str, account: str, password: str, *, n: int = DEFAULT_N, r: int = DEFAULT_R,
+                 p: int = DEFAULT_P) -> None:
     """Store ``account``'s new hash (replacing its line, keeping every other line and comment).
 
     Atomic, mode 0600. Raises PasswordError for a bad account/password and PasswordFileError
@@ -235,7 +236,7 @@ def set_password(path: Path | str, account: str, password: str, **cost: int) -> 
     _, problems = parse_file("\n".join(lines), str(path))
     if problems:
         raise PasswordFileError(problems)
-    entry = f"{account}:{hash_password(password, **cost).encode()}"
+    entry = f"{account}:{hash_password(password, n=n, r=r, p=p).encode()}"
     out, done = [], False
     for line in lines:
         if line.strip() and not line.strip().startswith("#") and line.rpartition(":")[0] == account:

@@ -18,10 +18,14 @@ import hmac
 import json
 import secrets
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from proxy.login.factors import METHODS, ordered
 from proxy.login.keys import b64url_decode as _b64d, b64url_encode as _b64e
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twisted.internet.defer import Deferred
+    from proxy.interfaces import SessionStore
 
 PREFIX = "cgr1"
 MAX_LENGTH = 2048
@@ -96,7 +100,7 @@ class ReceiptCodec:
         return rec
 
 
-def consume(store: Any, rec: Receipt) -> Any:
+def consume(store: SessionStore, rec: Receipt) -> Deferred[None]:
     """Mark ``rec`` used (store CAS): a Deferred failing with ReceiptError("receipt-reused") when it
     already was, and with StoreError when the use cannot be recorded (the receipt is then refused)."""
     def checked(first: bool) -> None:

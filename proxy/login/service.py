@@ -42,6 +42,8 @@ from proxy.login.totp import TotpError, TotpSecrets, check_code, valid_syntax
 from proxy.stores.interface import LimitReached, StoreError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from proxy.config import Config
+    from proxy.interfaces import AuditSink, Clock, MetricsRegistry, Sessions, SessionStore
     from twisted.internet.defer import Deferred
 
     from proxy.http.messages import ConnContext, Headers
@@ -98,7 +100,8 @@ class AuthOutcome:
 class LoginService:
     """Factor checks, receipts, throttling and session opening for every login path."""
 
-    def __init__(self, *, config: Any, store: Any, sessions: Any, clock: Any, audit: Any, rng: Any = None,
+    def __init__(self, *, config: Config, store: SessionStore, sessions: Sessions, clock: Clock, audit: AuditSink,
+                 rng: Any = None,
                  defer_to_thread: Callable[..., "Deferred[Any]"] | None = None) -> None:
         self.config = config
         self.store = store
@@ -117,24 +120,18 @@ class LoginService:
         self.throttle = Throttle(store, limit=int(lc.failure_limit), window=float(lc.failure_window),
                                  lockout=float(lc.lockout))
         self.startups = SharedStartups(store, lc.max_startups, clock, float(lc.timeout), rng)
-        self.retry_after = max(1, math.ceil(float(getattr(config.sessions, "store_deadline", 2.0))))
-        trust = getattr(config, "trust", None)
-        mapping = getattr(trust, "mapping", None)
-        self._strip_domain = bool(getattr(mapping, "strip_domain", False))
-        if defer_to_thread is None and hasattr(clock, "getThreadPool"):
-            from twisted.internet.threads import deferToThreadPool
-
-            defer_to_thread = lambda f, *a: deferToThreadPool(clock, clock.getThreadPool(), f, *a)  # noqa: E731
+        self.retry_after = max(1, math.ceil(config.sessions.store_deadline))
+        self._strip_domain = config.trust.mapping.strip_domain
         self._defer_to_thread = defer_to_thread
         self.webauthn = None
-        if getattr(config.webauthn, "rp_id", "") and getattr(config.webauthn, "credentials", None):
+        if config.webauthn.rp_id and config.webauthn.credentials:
             from proxy.login.webauthn_service import WebAuthnFactor
 
             self.webauthn = WebAuthnFactor(config=config, secret=self.secret, store=store, audit=audit,
                                            base_dir=Path(config.base_dir), defer_to_thread=defer_to_thread)
         self._duration: Any = None
 
-    def use_metrics(self, metrics: Any) -> None:
+    def use_metrics(self, metrics: MetricsRegistry) -> None:
         """Observe every login attempt's duration by result (ok, partial, refused)."""
         self._duration = metrics.histogram("login_duration_seconds",
                                            "Login attempt (all factors checked here) by result", ("result",))

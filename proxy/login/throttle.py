@@ -20,9 +20,12 @@ import contextlib
 import random
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Generator, Iterator, Protocol, Sequence
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.interfaces import Seconds, SessionStore
 
 
 class FailureStore(Protocol):
@@ -64,7 +67,7 @@ class Throttle:
         self.lockout = lockout
 
     @inlineCallbacks
-    def check(self, keys: Sequence[str], now: float) -> Any:
+    def check(self, keys: Sequence[str], now: float) -> Generator[Deferred[Any], Any, ThrottleState]:
         """Blocked when any key is locked; ``retry_after`` is the lockout (an upper bound).
         A Deferred (ThrottleState); fails with StoreError when the store cannot answer."""
         for k in keys:
@@ -73,7 +76,7 @@ class Throttle:
         return ThrottleState(False)
 
     @inlineCallbacks
-    def fail(self, keys: Sequence[str], now: float) -> Any:
+    def fail(self, keys: Sequence[str], now: float) -> Generator[Deferred[Any], Any, ThrottleState]:
         """Count one failure on every key; lock those that reached the limit. A Deferred (ThrottleState)."""
         locked: str | None = None
         for k in keys:
@@ -86,7 +89,7 @@ class Throttle:
         return ThrottleState(False)
 
     @inlineCallbacks
-    def succeed(self, keys: Sequence[str]) -> Any:
+    def succeed(self, keys: Sequence[str]) -> Generator[Deferred[Any], Any, None]:
         """Forget the failures of ``keys`` (callers pass account and certificate, not the IP). A Deferred."""
         for k in keys:
             yield self._store.reset_failures(k)
@@ -174,7 +177,7 @@ class SharedStartups:
 
     NAMESPACE = "login-startups"
 
-    def __init__(self, store: Any, spec: Any, clock: Any, lifetime: float, rng: Any = None) -> None:
+    def __init__(self, store: SessionStore, spec: Any, clock: Seconds, lifetime: float, rng: Any = None) -> None:
         self._rule = Startups(spec, rng)
         self.start, self.rate, self.full = self._rule.start, self._rule.rate, self._rule.full
         self._store = store

@@ -61,7 +61,7 @@ class CsrfTokens:
 
     @staticmethod
     def valid_cookie_value(value: str | None) -> bool:
-        return bool(value) and 40 <= len(value or "") <= 64 and all(  # type: ignore[arg-type]
+        return bool(value) and 40 <= len(value or "") <= 64 and all(
             c.isascii() and (c.isalnum() or c in "-_") for c in value or "")
 
     def token(self, cookie_value: str) -> str:

@@ -17,18 +17,21 @@ import getpass
 import json
 import sys
 import time
-from typing import IO, Any
+from typing import TYPE_CHECKING, Any, IO
 
 from proxy.login.cli import DEFAULT_CONFIG, _login_section
 from trust.cli_errors import OperatorError, Parser
 from trust.escape import safe_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.config import Config
 
 
 def _when(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) if t else "never"
 
 
-def _audit(cfg: Any, account: str, removed: list[Any]) -> None:
+def _audit(cfg: Config, account: str, removed: list[Any]) -> None:
     """One ``webauthn``/``remove`` record per removed key, in the gateway's audit log."""
     from proxy.observe.audit import Audit
 

@@ -13,7 +13,7 @@ JSON-escaped by the audit writer.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.defer import inlineCallbacks
 
@@ -22,20 +22,26 @@ from proxy.login.webauthn import Ceremonies, CounterRegression, StoredCredential
 from proxy.login.webauthn_creds import CredentialFile, CredentialFileError, clean_name
 from proxy.login.webauthn_state import advance_counter, consume
 
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.config import Config
+    from proxy.interfaces import AuditSink, SessionStore
+
 
 class WebAuthnFactor:
-    def __init__(self, *, config: Any, secret: bytes, store: Any, audit: Any, base_dir: Path,
+    def __init__(self, *, config: Config, secret: bytes, store: SessionStore, audit: AuditSink, base_dir: Path,
                  defer_to_thread: Callable[..., Any] | None = None) -> None:
         w = config.webauthn
         self._key = derive_key(secret, "webauthn")
         self.ceremonies = Ceremonies(self._key, rp_id=str(w.rp_id).strip().lower(), origin=str(w.origin).strip(),
                                      rp_name=str(w.rp_name), lifetime=float(w.challenge_lifetime))
+        if w.credentials is None:
+            raise ValueError("[webauthn] credentials: is required when a rule names webauthn")
         path = Path(w.credentials)
         self.creds = CredentialFile(path if path.is_absolute() else base_dir / path)
         self.store = store
         self.audit = audit
         self._uv_default = str(w.user_verification)
-        self._uv = dict(getattr(config, "account_uv", {}) or {})
+        self._uv = dict(config.account_uv)
         self._defer_to_thread = defer_to_thread
 
     def uv(self, account: str) -> str:

@@ -14,24 +14,29 @@ compare-and-set decides.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import inlineCallbacks
 
 from proxy.login.webauthn import Challenge, WebAuthnError
 
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Generator
+    from twisted.internet.defer import Deferred
+    from proxy.interfaces import SessionStore
+
 _COUNTER = "\x1dwebauthn-counter:"
 
 
 @inlineCallbacks
-def consume(store: Any, ch: Challenge) -> Any:
+def consume(store: SessionStore, ch: Challenge) -> Generator[Deferred[Any], Any, None]:
     """Mark ``ch`` used (a Deferred); it fails with WebAuthnError("webauthn-replay") when it already was."""
     fresh = yield store.consume_once("webauthn", ch.jti, ch.expires_at)
     if not fresh:
         raise WebAuthnError("webauthn-replay", "this challenge was already used")
 
 
-def advance_counter(store: Any, credential_id: str, count: int) -> Any:
+def advance_counter(store: SessionStore, credential_id: str, count: int) -> Deferred[bool]:
     """A Deferred firing True (and ``count`` remembered) only when ``count`` is greater than every
     count this credential presented before."""
     return store.use_totp_step(_COUNTER + credential_id, int(count)).addCallback(bool)

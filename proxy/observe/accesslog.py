@@ -21,9 +21,14 @@ from __future__ import annotations
 import hashlib
 import time
 from json.encoder import encode_basestring_ascii as _encode
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from trust.escape import safe_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twisted.internet.interfaces import IReactorTime
+
+    from proxy.interfaces import MetricsRegistry, Seconds
 
 _CLASS = ("1xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 
@@ -44,7 +49,7 @@ def request_path(head: Any) -> str:
 class RequestLog:
     """The ``request_done(connection, exchange)`` hook: metrics always, a log line when ``stream`` is set."""
 
-    def __init__(self, *, metrics: Any, clock: Any, stream: Any = None) -> None:
+    def __init__(self, *, metrics: MetricsRegistry, clock: Seconds, stream: Any = None) -> None:
         self.clock = clock
         self.stream = stream
         self._hist = metrics.histogram("http_request_duration_seconds",
@@ -126,7 +131,7 @@ def _n(seconds: float) -> str:
     return "%.6f" % seconds
 
 
-def make_flusher(clock: Any, flush: Callable[[], None], interval: float = 1.0) -> Any:
+def make_flusher(clock: IReactorTime, flush: Callable[[], None], interval: float = 1.0) -> Any:
     """A started LoopingCall flushing buffered log files every ``interval`` seconds."""
     from twisted.internet.task import LoopingCall
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from typing import IO, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, IO
 
 from trust.escape import safe_json, safe_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.interfaces import Clock
 
 _SECRET_WORDS = ("password", "passwd", "totp_code", "code", "secret", "token", "cookie", "receipt", "assertion")
 
@@ -76,7 +79,7 @@ class RefusalDigest:
     under ``client_ip = "*"``), so it cannot fill the disk. ``flush()`` writes and resets.
     """
 
-    def __init__(self, audit: Audit, clock: Any, interval: float = 60.0, max_keys: int = 256) -> None:
+    def __init__(self, audit: Audit, clock: Clock, interval: float = 60.0, max_keys: int = 256) -> None:
         self.audit, self.clock, self.interval, self.max_keys = audit, clock, interval, max_keys
         self._counts: dict[tuple[str, str], list[float]] = {}  # -> [count, first, last]
         self._loop: Any = None

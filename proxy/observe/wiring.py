@@ -9,15 +9,23 @@ import os
 import shutil
 import signal
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
 from twisted.logger import Logger
 
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.observe.audit import RefusalDigest
+    from twisted.internet.defer import Deferred
+    from proxy.observe.metrics import Metrics
+    from proxy.config import Config
+    from proxy.interfaces import Clock, MetricsRegistry, Seconds, Sessions
+    from proxy.listener.reload import TrustState
+
 log = Logger(namespace="certgate")
 
 
-def make_metrics(cfg: Any, is_worker: bool) -> Any:
+def make_metrics(cfg: Config, is_worker: bool) -> Metrics:
     """The process's :class:`~proxy.observe.metrics.Metrics`; the primary of several workers shares files."""
     from proxy.observe.metrics import Metrics, enable_multiprocess, multiprocess_dir
 
@@ -32,7 +40,7 @@ def make_metrics(cfg: Any, is_worker: bool) -> Any:
     return m
 
 
-def expiry_series(trust_state: Any, now: float) -> list[tuple[tuple[str, str, str], float]]:
+def expiry_series(trust_state: TrustState, now: float) -> list[tuple[tuple[str, str, str], float]]:
     """(kind, file, fingerprint) -> seconds until expiry (CRL: until nextUpdate; server: leaf notAfter)."""
     out: list[tuple[tuple[str, str, str], float]] = []
     snap = trust_state.current
@@ -54,7 +62,7 @@ def expiry_series(trust_state: Any, now: float) -> list[tuple[tuple[str, str, st
     return out
 
 
-def live_sessions(sessions: Any, now: float) -> Any:
+def live_sessions(sessions: Sessions, now: float) -> Deferred[float]:
     """Sessions in the store that are neither ended nor past their end (one store listing):
     a Deferred firing with the count (the store is asynchronous)."""
     def count(recs: Any) -> float:
@@ -67,7 +75,7 @@ class LiveSessionsGauge:
     store listing if none is running (a scrape never waits for the store; a failed listing
     keeps the last count)."""
 
-    def __init__(self, sessions: Any, clock: Any) -> None:
+    def __init__(self, sessions: Sessions, clock: Seconds) -> None:
         self.sessions = sessions
         self.clock = clock
         self.value = 0.0
@@ -86,7 +94,8 @@ class LiveSessionsGauge:
         return [((), self.value)]
 
 
-def register_gauges(metrics: Any, trust_state: Any, clock: Any, sessions: Any = None) -> None:
+def register_gauges(metrics: MetricsRegistry, trust_state: TrustState, clock: Seconds,
+                    sessions: Sessions | None = None) -> None:
     """Expiry and live-session gauges (the same for every process; read in the admin process)."""
     if sessions is not None:
         metrics.gauge("sessions_live", "Trusted sessions live in the session store", (),
@@ -156,7 +165,7 @@ class HandshakeFailures:
     so neither reaches the digest again.
     """
 
-    def __init__(self, metrics: Any, refusals: Any) -> None:
+    def __init__(self, metrics: MetricsRegistry, refusals: RefusalDigest | None) -> None:
         self._count = metrics.counter("tls_handshakes_failed_total",
                                       "Connections that ended before their TLS handshake completed, by reason",
                                       ("reason",))
@@ -176,11 +185,14 @@ class HandshakeFailures:
 class ExpiryWarner:
     """Logs :func:`expiry_lines` at start, after every trust reload and once a day."""
 
-    def __init__(self, trust_state: Any, clock: Any, warn_days: int, logger: Any = None) -> None:
+    def __init__(self, trust_state: TrustState, clock: Clock, warn_days: int, logger: Any = None) -> None:
         self.trust_state, self.clock, self.warn_days = trust_state, clock, warn_days
         self.log = logger or log
         self._loop: Any = None
-        trust_state.add_listener(lambda old, new: self.check("reload"))
+        trust_state.add_listener(self._reloaded)
+
+    def _reloaded(self, old: Any, new: Any) -> None:
+        self.check("reload")
 
     def check(self, when: str) -> list[str]:
         lines = expiry_lines(self.trust_state.current, self.clock.seconds(), self.warn_days)
@@ -206,7 +218,7 @@ class OpsService(Service):
 
     name = "ops"
 
-    def __init__(self, reactor: Any, metrics: Any, workers: Any = None, refusals: Any = None,
+    def __init__(self, reactor: Any, metrics: Metrics, workers: Any = None, refusals: RefusalDigest | None = None,
                  expiry: ExpiryWarner | None = None) -> None:
         self.reactor, self.metrics, self.workers, self.refusals = reactor, metrics, workers, refusals
         self.expiry = expiry

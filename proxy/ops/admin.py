@@ -23,7 +23,7 @@ from __future__ import annotations
 import hmac
 import json
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs
 
 from twisted.internet.defer import inlineCallbacks, maybeDeferred
@@ -31,6 +31,14 @@ from twisted.internet.defer import inlineCallbacks, maybeDeferred
 from proxy.http.paths import TargetError, canonical_target
 from proxy.sessions.manager import describe
 from trust.escape import safe_json
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Generator
+    from twisted.internet.defer import Deferred
+    from proxy.config import Config
+    from proxy.interfaces import BlockingStore, Sessions, SessionStore
+    from proxy.observe.metrics import Metrics
+    from proxy.stores.interface import SessionRecord
 
 HealthFn = Callable[[], "tuple[bool, str | None]"]
 
@@ -59,7 +67,7 @@ def read_token(path: Any) -> str:
     return token
 
 
-def find_sessions(store: Any, ref: str) -> list[Any]:
+def find_sessions(store: BlockingStore, ref: str) -> list[SessionRecord]:
     """Records whose id equals ``ref`` or starts with it (``ref`` of at least 8 characters)."""
     ref = ref.strip().lower()
     if len(ref) < 8:
@@ -71,7 +79,7 @@ def find_sessions(store: Any, ref: str) -> list[Any]:
 
 
 @inlineCallbacks
-def find_sessions_async(store: Any, ref: str) -> Any:
+def find_sessions_async(store: SessionStore, ref: str) -> Generator[Deferred[Any], Any, list[SessionRecord]]:
     """:func:`find_sessions` on an asynchronous store (a Deferred)."""
     ref = ref.strip().lower()
     if len(ref) < 8:
@@ -85,7 +93,7 @@ def find_sessions_async(store: Any, ref: str) -> Any:
 class AdminAPI:
     """Admin request handling. ``health`` returns (healthy, last_error) of the trust reload."""
 
-    def __init__(self, *, sessions: Any, metrics: Any, health: HealthFn, token: str | None = None) -> None:
+    def __init__(self, *, sessions: Sessions, metrics: Metrics, health: HealthFn, token: str | None = None) -> None:
         self.sessions = sessions
         self.metrics = metrics
         self.health = health
@@ -230,7 +238,7 @@ def admin_site(api: AdminAPI) -> Any:
     return site
 
 
-def admin_service(cfg: Any, gw: Any, reactor: Any) -> Any:
+def admin_service(cfg: Config, gw: Any, reactor: Any) -> Any:
     """The admin listener as a twisted Service, from ``cfg.admin`` and the gateway's parts.
 
     Raises ValueError (with section/key) for an unreadable token file, or a non-loopback

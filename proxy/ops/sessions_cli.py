@@ -17,11 +17,15 @@ import json
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 from urllib.parse import quote, urlencode
 
 from trust.cli_errors import CommandError, OperatorError, Parser, RuntimeFailure, config_problems
 from trust.escape import safe_json, safe_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.config import Config
+    from proxy.interfaces import BlockingStore
 
 DEFAULT_CONFIG = "/etc/certgate/certgate.conf"
 
@@ -118,7 +122,7 @@ def _print_list(rows: list[dict[str, Any]], as_json: bool) -> None:
         print("no sessions")
 
 
-def _list(store: Any, cfg: Any, ns: argparse.Namespace) -> int:
+def _list(store: BlockingStore, cfg: Config, ns: argparse.Namespace) -> int:
     from proxy.sessions.manager import describe
 
     now = time.time()
@@ -130,7 +134,7 @@ def _list(store: Any, cfg: Any, ns: argparse.Namespace) -> int:
     return 0
 
 
-def _revoke(store: Any, cfg: Any, ns: argparse.Namespace) -> int:
+def _revoke(store: BlockingStore, cfg: Config, ns: argparse.Namespace) -> int:
     from proxy.ops.admin import find_sessions
     from proxy.observe.audit import Audit
 
@@ -162,7 +166,7 @@ def _revoke(store: Any, cfg: Any, ns: argparse.Namespace) -> int:
     return 0
 
 
-def _via_admin(cfg: Any, ns: argparse.Namespace) -> int:
+def _via_admin(cfg: Config, ns: argparse.Namespace) -> int:
     if not cfg.admin.port:
         raise OperatorError("[sessions] store = memory keeps sessions inside the gateway process", ns.config,
                             "enable the admin API ([admin] port) to list or revoke them, or use sqlite:PATH / "

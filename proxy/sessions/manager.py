@@ -33,27 +33,37 @@ limits live sessions per account atomically in the store (``refuse`` the new log
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import math
 import re
 import secrets
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, TypeVar, cast
 
 from twisted.internet.defer import Deferred, inlineCallbacks, returnValue
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from proxy.stores.interface import LimitReached, SessionRecord
+from proxy.sessions.rules import (SessionCheck, cert_not_after, describe,  # noqa: F401 (re-exported)
+                                  ends_at, fail as _fail, only_cookie as _only_cookie, remember_not_after,
+                                  session_id_for)
+from proxy.sessions.seams import AuditLog, Clock, SessionSettings, Tunnels
+from proxy.stores.interface import ISessionStore, LimitReached, SessionRecord
 
 log = Logger()
 
 if TYPE_CHECKING:  # pragma: no cover
-    from twisted.internet.base import DelayedCall
+    from twisted.internet.interfaces import IDelayedCall
+    from twisted.internet.interfaces import IReactorTime
+    from twisted.python.failure import Failure
 
-    from proxy.listener.identity import ConnectionIdentity
     from proxy.http.messages import Headers, RequestHead
+    from proxy.listener.identity import ConnectionIdentity
+    from proxy.interfaces import MetricsRegistry
+
+_T = TypeVar("_T")
+#: what an @inlineCallbacks method is: a generator of Deferreds returning its result
+Flow = Generator["Deferred[Any]", Any, _T]
+
+__all__ = ["SessionManager", "SessionCheck", "session_id_for", "ends_at", "cert_not_after", "describe",
+           "TOUCH_EVERY", "SWEEP_INTERVAL", "WS_CLOSE_CODE"]
 
 #: seconds between ``last_seen`` writes when nothing else changes
 TOUCH_EVERY = 1.0
@@ -62,86 +72,6 @@ SWEEP_INTERVAL = 5.0
 #: WebSocket close code sent when a session ends (RFC 6455 policy violation)
 WS_CLOSE_CODE = 1008
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
-
-
-def session_id_for(token: str) -> str:
-    """The store id of a cookie token: lower-case hex SHA-256 of its ASCII text."""
-    return hashlib.sha256(token.encode("ascii")).hexdigest()
-
-
-def ends_at(rec: SessionRecord, settings: Any) -> tuple[float, str]:
-    """When ``rec`` ends if nothing changes, and the reason code of that end.
-
-    The earliest of: the proof deadline (``proved_at + grace``, or ``long_until`` capped at
-    ``proved_at + long_grace`` while a long trusted session is active), ``last_seen +
-    idle_timeout``, ``created_at + max_lifetime`` and the bound certificate's notAfter
-    (``certificate-expired``). ``settings`` is the ``[sessions]`` section.
-    """
-    if rec.long_until > 0:
-        best = (min(rec.long_until, rec.proved_at + settings.long_grace), "long-grace-expired")
-    else:
-        best = (rec.proved_at + settings.grace, "grace-expired")
-    for cand in ((rec.last_seen + settings.idle_timeout, "idle-timeout"),
-                 (rec.created_at + settings.max_lifetime, "max-lifetime"),
-                 (cert_not_after(rec.cert_der), "certificate-expired")):
-        if cand[0] < best[0]:
-            best = cand
-    return best
-
-
-@functools.lru_cache(maxsize=4096)
-def cert_not_after(der: bytes) -> float:
-    """The certificate's notAfter as epoch seconds; +inf when ``der`` does not parse.
-
-    The DER comes from the gateway's own handshake, so it parses in practice; a record
-    without a usable certificate is still bounded by grace, idle timeout and lifetime.
-    """
-    if not der:
-        return math.inf
-    try:
-        from cryptography import x509
-
-        return x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
-    except ValueError:
-        return math.inf
-
-
-def describe(rec: SessionRecord, settings: Any, now: float) -> dict[str, Any]:
-    """A JSON-ready view of ``rec`` for administrators (no certificate bytes; the id is a hash).
-
-    ``state`` is ``live``, ``expired`` (its end passed but nobody marked it yet, e.g. the
-    gateway was down) or ``ended``. Times are RFC 3339 UTC strings (``long_until`` None when
-    the session is not trusted).
-    """
-    from proxy.observe.accesslog import rfc3339
-
-    end, why = ends_at(rec, settings)
-    state = "ended" if rec.ended is not None else ("expired" if now >= end else "live")
-    return {"id": rec.id, "account": rec.account, "fingerprint": rec.fingerprint,
-            "created_at": rfc3339(rec.created_at), "proved_at": rfc3339(rec.proved_at),
-            "last_seen": rfc3339(rec.last_seen), "ends_at": rfc3339(end), "end_reason": rec.ended or why,
-            "trusted": rec.long_until > 0, "long_until": rfc3339(rec.long_until) if rec.long_until > 0 else None,
-            "methods": list(rec.methods), "client_ip": rec.client_ip, "state": state}
-
-
-@dataclass(frozen=True, slots=True)
-class SessionCheck:
-    """The answer of :meth:`SessionManager.check` and friends.
-
-    ``ok`` with the current ``record``; otherwise ``reason`` is a stable code
-    (``session-unknown``, ``session-ended``, ``grace-expired``, ``long-grace-expired``,
-    ``idle-timeout``, ``max-lifetime``, ``session-cert-mismatch``, ``certificate-invalid``,
-    ``fresh-proof-required``), and ``ended`` names why the session is over when it is.
-    """
-
-    ok: bool
-    record: SessionRecord | None = None
-    reason: str | None = None
-    ended: str | None = None
-
-
-def _fail(reason: str, record: SessionRecord | None = None, ended: str | None = None) -> SessionCheck:
-    return SessionCheck(False, record, reason, ended)
 
 
 class SessionManager:
@@ -153,8 +83,9 @@ class SessionManager:
     ``clock`` provides ``seconds()`` and ``callLater``; ``audit`` has ``record(...)``.
     """
 
-    def __init__(self, store: Any, clock: Any, settings: Any, tunnels: Any, audit: Any, *,
-                 metrics: Any = None, sweep_interval: float = SWEEP_INTERVAL) -> None:
+    def __init__(self, store: ISessionStore, clock: Clock, settings: SessionSettings, tunnels: Tunnels,
+                 audit: AuditLog, *, metrics: "MetricsRegistry | None" = None, sweep_interval: float = SWEEP_INTERVAL
+                 ) -> None:
         self.store = store
         self.clock = clock
         self.settings = settings
@@ -162,16 +93,17 @@ class SessionManager:
         self.audit = audit
         self.sweep_interval = sweep_interval
         self._cookie = settings.cookie_name
-        self._timers: dict[str, "DelayedCall"] = {}
+        self._timers: dict[str, "IDelayedCall"] = {}
         self._sweeper: LoopingCall | None = None
         self._sweeps = 0
         self._revalidating = 0
         self._settle_waiters: list[Deferred[None]] = []
-        self._m_opened = self._m_ended = None
+        self._m_opened: Any = None  # prometheus children (untyped library)
+        self._m_ended: Any = None
         if metrics is not None:
             self.use_metrics(metrics)
 
-    def use_metrics(self, metrics: Any) -> None:
+    def use_metrics(self, metrics: "MetricsRegistry") -> None:
         """Count opened/ended sessions and report tracked ones in ``metrics`` (once; later calls are ignored)."""
         if self._m_opened is not None:
             return
@@ -182,7 +114,7 @@ class SessionManager:
 
     # ------------------------------------------------------------------ lifecycle
     @inlineCallbacks
-    def start(self) -> Any:
+    def start(self) -> "Flow[None]":
         """End sessions that died while the gateway was down, then sweep every ``sweep_interval``.
 
         Optional: without it the sweep starts with the first session this process tracks, and
@@ -199,7 +131,7 @@ class SessionManager:
     def _ensure_sweeping(self) -> None:
         if self._sweeper is None or not self._sweeper.running:
             self._sweeper = LoopingCall(self.sweep)
-            self._sweeper.clock = self.clock
+            self._sweeper.clock = cast("IReactorTime", self.clock)  # zope interface: opaque to mypy
             self._sweeper.start(self.sweep_interval, now=False)
 
     def stop(self) -> None:
@@ -246,7 +178,8 @@ class SessionManager:
         return limit, getattr(self.settings, "on_limit", "refuse") == "replace"
 
     @inlineCallbacks
-    def open(self, identity: "ConnectionIdentity", account: str, methods: Any, client_ip: str) -> Any:
+    def open(self, identity: "ConnectionIdentity", account: str, methods: Iterable[str], client_ip: str
+             ) -> "Flow[tuple[SessionRecord, Headers]]":
         """Open a new session bound to ``identity``'s certificate: a Deferred firing with the
         record and its Set-Cookie header.
 
@@ -258,7 +191,10 @@ class SessionManager:
             raise ValueError("a trusted session needs a valid client certificate on the login connection")
         now = self.clock.seconds()
         token = secrets.token_urlsafe(32)
-        cert_der, chain = _cert_and_chain(identity)
+        cert = identity.certificate
+        cert_der, chain = (cert.der, cert.chain_der) if cert is not None else (b"", ())
+        if cert is not None:
+            remember_not_after(cert)  # the session's end reads it, never parses it
         rec = SessionRecord(id=session_id_for(token), account=account, fingerprint=identity.fingerprint or "",
                             cert_der=cert_der, chain_der=chain, created_at=now,
                             proved_at=min(identity.handshake_at, now), last_seen=now, long_until=0.0,
@@ -286,7 +222,7 @@ class SessionManager:
     # ------------------------------------------------------------------ check
     @inlineCallbacks
     def check(self, session_id: str, identity: "ConnectionIdentity", client_ip: str, *,
-              activity: bool = True) -> Any:
+              activity: bool = True) -> "Flow[SessionCheck]":
         """Is the session alive for a request on a connection with ``identity``? Refresh its proof.
 
         Ends the session (and says why) when its time is up or the connection presents another
@@ -333,7 +269,7 @@ class SessionManager:
         return SessionCheck(True, rec)
 
     @inlineCallbacks
-    def _fresh_proof(self, session_id: str, identity: "ConnectionIdentity") -> Any:
+    def _fresh_proof(self, session_id: str, identity: "ConnectionIdentity") -> "Flow[SessionCheck]":
         chk = yield self.check(session_id, identity, identity.client_ip)
         if not chk.ok:
             return chk
@@ -343,13 +279,13 @@ class SessionManager:
             return _fail("fresh-proof-required", chk.record)
         return chk
 
-    def fresh_proof(self, session_id: str, identity: "ConnectionIdentity") -> Any:
+    def fresh_proof(self, session_id: str, identity: "ConnectionIdentity") -> "Deferred[SessionCheck]":
         """:meth:`check`, and ``fresh-proof-required`` unless this connection's full handshake with
         the session's certificate is at most :meth:`fresh_window` seconds old. A Deferred (SessionCheck)."""
         return self._fresh_proof(session_id, identity)
 
     @inlineCallbacks
-    def activate_long(self, session_id: str, identity: "ConnectionIdentity") -> Any:
+    def activate_long(self, session_id: str, identity: "ConnectionIdentity") -> "Flow[SessionCheck]":
         """Switch the session to the long grace; needs a fresh proof of its certificate on this
         connection. A Deferred firing with a SessionCheck."""
         chk = yield self._fresh_proof(session_id, identity)
@@ -366,7 +302,7 @@ class SessionManager:
         return SessionCheck(True, new)
 
     @inlineCallbacks
-    def deactivate_long(self, session_id: str, identity: "ConnectionIdentity") -> Any:
+    def deactivate_long(self, session_id: str, identity: "ConnectionIdentity") -> "Flow[SessionCheck]":
         """Back to the normal grace; needs a fresh proof like activation. A Deferred (SessionCheck)."""
         chk = yield self._fresh_proof(session_id, identity)
         if not chk.ok:
@@ -383,7 +319,7 @@ class SessionManager:
 
     # ------------------------------------------------------------------ end
     @inlineCallbacks
-    def _mark_ended(self, rec: SessionRecord, reason: str) -> Any:
+    def _mark_ended(self, rec: SessionRecord, reason: str) -> "Flow[bool]":
         new = yield self.store.update(rec.id, ended=reason, last_seen=max(rec.last_seen, self.clock.seconds()))
         self.audit.record("session", "end", reason, account=rec.account, fingerprint=rec.fingerprint,
                           client_ip=rec.client_ip, session=rec.id[:16])
@@ -392,7 +328,7 @@ class SessionManager:
         return new is not None
 
     @inlineCallbacks
-    def end(self, session_id: str, reason: str) -> Any:
+    def end(self, session_id: str, reason: str) -> "Flow[bool]":
         """End a live session: mark it ended in the store, close its WebSockets, audit.
         A Deferred: True if it was live. The WebSockets close even when the store fails."""
         try:
@@ -406,7 +342,8 @@ class SessionManager:
         return live
 
     @inlineCallbacks
-    def end_where(self, *, account: str | None = None, fingerprint: str | None = None, reason: str) -> Any:
+    def end_where(self, *, account: str | None = None, fingerprint: str | None = None, reason: str
+                  ) -> "Flow[int]":
         """End every live session of ``account`` and/or ``fingerprint``; a Deferred: how many."""
         if account is None and fingerprint is None:
             raise ValueError("end_where needs account and/or fingerprint")
@@ -418,7 +355,7 @@ class SessionManager:
         return n
 
     @inlineCallbacks
-    def revalidate(self, still_valid: Callable[[SessionRecord], bool], reason: str) -> Any:
+    def revalidate(self, still_valid: Callable[[SessionRecord], bool], reason: str) -> "Flow[int]":
         """After a trust reload: end every live session whose certificate ``still_valid`` refuses.
 
         A ``still_valid`` that raises counts as a refusal (fail closed). A Deferred: how many.
@@ -442,7 +379,7 @@ class SessionManager:
         return d
 
     @inlineCallbacks
-    def _revalidate(self, still_valid: Callable[[SessionRecord], bool], reason: str) -> Any:
+    def _revalidate(self, still_valid: Callable[[SessionRecord], bool], reason: str) -> "Flow[int]":
         n = 0
         for rec in (yield self.store.list()):
             if rec.ended is not None:
@@ -476,7 +413,7 @@ class SessionManager:
             self.tunnels.close_session(session_id, WS_CLOSE_CODE, close_reason or "session-ended")
 
     @inlineCallbacks
-    def _timer_fired(self, session_id: str) -> Any:
+    def _timer_fired(self, session_id: str) -> "Flow[None]":
         self._timers.pop(session_id, None)
         try:
             rec = yield self.store.get(session_id)  # another gateway may have moved the proof
@@ -499,19 +436,20 @@ class SessionManager:
         else:
             self._arm(rec)
 
-    def sweep(self) -> Any:
+    def sweep(self) -> "Deferred[None]":
         """Close tunnels of tracked sessions that vanished or ended elsewhere; purge the store now and then.
 
         A store error is logged and the sweep tries again next interval (it never stops the loop).
         Returns a Deferred that never fails.
         """
-        def failed(f: Any) -> None:  # e.g. Redis unreachable: keep sweeping
-            log.warn("session sweep failed: {err}", err=f"{f.type.__name__}: {f.getErrorMessage()}")
+        def failed(f: "Failure") -> None:  # e.g. Redis unreachable: keep sweeping
+            kind = getattr(f.type, "__name__", "Error")
+            log.warn("session sweep failed: {err}", err=f"{kind}: {f.getErrorMessage()}")
         self._sweeps += 1
         return self._sweep().addErrback(failed)
 
     @inlineCallbacks
-    def _sweep(self) -> Any:
+    def _sweep(self) -> "Flow[None]":
         ids = list(self._timers)
         recs = (yield self.store.get_many(ids)) if ids else {}
         for sid in ids:
@@ -528,37 +466,3 @@ class SessionManager:
     def tracked(self) -> list[str]:
         """Ids of sessions with an end timer in this process (for tests and metrics)."""
         return list(self._timers)
-
-
-def _only_cookie(head: "RequestHead", name: str) -> str | None:
-    """The value of cookie ``name`` if it appears exactly once across all Cookie headers.
-
-    A repeated name (in one header or several) counts as absent: a planted duplicate must
-    not win. Parsed by hand: ``SimpleCookie`` keeps the last of repeated names silently.
-    """
-    found: str | None = None
-    prefix = name + "="
-    for raw in head.get_all(b"cookie"):
-        for part in raw.decode("latin-1").split(";"):
-            part = part.strip()
-            if part.startswith(prefix):
-                if found is not None:
-                    return None
-                found = part[len(prefix):].strip('"')
-    return found
-
-
-def _cert_and_chain(identity: "ConnectionIdentity") -> tuple[bytes, tuple[bytes, ...]]:
-    """The leaf DER and the rest of the chain from a connection identity."""
-    chain = tuple(identity.chain_der)
-    if identity.leaf_der:
-        der = identity.leaf_der
-    elif identity.leaf is not None:
-        from cryptography.hazmat.primitives.serialization import Encoding
-
-        der = identity.leaf.public_bytes(Encoding.DER)
-    elif chain and hashlib.sha256(chain[0]).hexdigest() == identity.fingerprint:
-        der = chain[0]
-    else:
-        der = b""
-    return der, tuple(c for c in chain if c != der)

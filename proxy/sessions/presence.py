@@ -36,15 +36,16 @@ import json
 import re
 from typing import TYPE_CHECKING, Any, Callable
 
-from twisted.internet.defer import inlineCallbacks, maybeDeferred
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 
 from proxy.gate import wording
-from proxy.http.messages import ConnContext, Headers, RequestHead, Response
+from proxy.http.messages import ConnContext, Decision, Headers, RequestHead, Response
 from proxy.gate.sameorigin import REFERRER_POLICY, cross_site
 from trust.escape import safe_json
 
 if TYPE_CHECKING:  # pragma: no cover
-    from proxy.sessions.manager import SessionCheck, SessionManager
+    from proxy.interfaces import Endpoint, Seconds, Sessions
+    from proxy.sessions.manager import SessionCheck
 
 SCRIPT_PATH = "/.certgate/presence.js"
 PRESENCE_PATH = "/.certgate/presence"
@@ -255,7 +256,7 @@ def _method_not_allowed(allow: bytes) -> Response:
                  extra=[(b"Allow", allow)])
 
 
-def _login_401(reason: str, sessions: "SessionManager", ended: str | None = None) -> Response:
+def _login_401(reason: str, sessions: "Sessions", ended: str | None = None) -> Response:
     """401 for a request of no live session; ``ended`` (why the session ended, e.g. ``logout``)
     lets the page script leave a logged-out page to the app instead of sending it to certgate's login."""
     body: dict[str, object] = {"error": reason, "message": "log in again", "login": LOGIN_PATH}
@@ -275,7 +276,7 @@ _LOGGED_OUT = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><tit
 presenting your certificate.</p><p><a href="/.certgate/login">Log in again</a></p></body></html>"""
 
 
-def session_view(sessions: "SessionManager", chk: "SessionCheck") -> dict[str, Any]:
+def session_view(sessions: "Sessions", chk: "SessionCheck") -> dict[str, Any]:
     """The JSON description of a live session (no cookie, no certificate bytes)."""
     rec = chk.record
     assert rec is not None
@@ -287,13 +288,17 @@ def session_view(sessions: "SessionManager", chk: "SessionCheck") -> dict[str, A
             "now": sessions.clock.seconds()}
 
 
-def session_endpoints(sessions: "SessionManager", *, clock: Any = None) -> dict[str, Callable[..., Response]]:
-    """The endpoints above, keyed by exact path, for ``Gate(endpoints=...)``."""
+def session_endpoints(sessions: Sessions, *, clock: Seconds | None = None,
+                      retry_after: bytes = b"2") -> dict[str, Endpoint]:
+    """The endpoints above, keyed by exact path, for ``Gate(endpoints=...)``.
+
+    ``retry_after`` is the ``Retry-After`` of their 503 when the store cannot answer (the gate
+    passes ``[sessions] store_deadline`` rounded up; 2 s is that key's default)."""
     clock = clock or sessions.clock
     interval = float(sessions.settings.presence_interval)
     script = presence_script(interval)
 
-    def check(head: RequestHead, conn: ConnContext, activity: bool = True) -> "SessionCheck | None":
+    def check(head: RequestHead, conn: ConnContext, activity: bool = True) -> "Deferred[SessionCheck] | None":
         sid = sessions.session_id(head)
         if sid is None:
             return None
@@ -373,14 +378,11 @@ def session_endpoints(sessions: "SessionManager", *, clock: Any = None) -> dict[
 
     eps = {PRESENCE_PATH: presence, SCRIPT_PATH: presence_js, LOGOUT_PATH: logout, TRUSTED_PATH: trusted,
            INFO_PATH: info}
-    from proxy.gate.decide import retry_after_for
-
-    retry = retry_after_for(type("C", (), {"sessions": sessions.settings})())
-    return {path: _store_errors_as_503(fn, retry) for path, fn in eps.items()}
+    return {path: _store_errors_as_503(fn, retry_after) for path, fn in eps.items()}
 
 
 def _store_errors_as_503(fn: Callable[[RequestHead, ConnContext], Any], retry_after: bytes = b"2"
-                         ) -> Callable[..., Any]:
+                         ) -> "Endpoint":
     """A session store failure answers 503 (fail closed) instead of breaking the connection."""
     from proxy.stores.interface import StoreError
 
@@ -389,8 +391,8 @@ def _store_errors_as_503(fn: Callable[[RequestHead, ConnContext], Any], retry_af
         return _json(503, {"error": "session-store-unavailable", "message": "try again shortly"},
                      extra=[(b"Retry-After", retry_after)])
 
-    def wrapped(head: RequestHead, conn: ConnContext) -> Any:
-        d = maybeDeferred(fn, head, conn)
+    def wrapped(head: RequestHead, conn: ConnContext) -> "Deferred[Decision]":
+        d: Deferred[Decision] = maybeDeferred(fn, head, conn)
         return d.addErrback(down)
 
     wrapped.__name__ = getattr(fn, "__name__", "endpoint")

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proxy.stores.asynchronous import DEFAULT_DEADLINE, DEFAULT_MAX_QUEUE
 from proxy.stores.interface import IBlockingStore, ISessionStore, LimitReached, SessionRecord, StoreError
 from proxy.stores.memory import MemoryEngine, MemoryStore
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.interfaces import Clock, ThreadingClock
+    from proxy.config import SessionsSection
 
 __all__ = ["IBlockingStore", "ISessionStore", "LimitReached", "SessionRecord", "StoreError", "MemoryStore",
            "StoreOptions", "open_store", "open_engine", "options_from"]
@@ -27,18 +31,16 @@ class StoreOptions:
     redis_ca: str | None = None
 
 
-def options_from(sessions: Any, base_dir: str | Path) -> StoreOptions:
+def options_from(sessions: SessionsSection, base_dir: str | Path) -> StoreOptions:
     """StoreOptions from a ``[sessions]`` config section (paths relative to ``base_dir``)."""
     def path(v: Any) -> str | None:
         if not v:
             return None
         p = Path(v)
         return str(p if p.is_absolute() else Path(base_dir) / p)
-    return StoreOptions(deadline=float(getattr(sessions, "store_deadline", DEFAULT_DEADLINE)),
-                        max_queue=int(getattr(sessions, "store_max_queue", DEFAULT_MAX_QUEUE)),
-                        redis_pool_size=int(getattr(sessions, "redis_pool_size", 4)),
-                        redis_password_file=path(getattr(sessions, "redis_password_file", None)),
-                        redis_ca=path(getattr(sessions, "redis_ca", None)))
+    return StoreOptions(deadline=sessions.store_deadline, max_queue=sessions.store_max_queue,
+                        redis_pool_size=sessions.redis_pool_size,
+                        redis_password_file=path(sessions.redis_password_file), redis_ca=path(sessions.redis_ca))
 
 
 def _check(spec: str) -> None:
@@ -58,7 +60,7 @@ def _sqlite_path(spec: str, base_dir: str | Path) -> Path:
 
 
 def open_store(spec: str, base_dir: str | Path, options: StoreOptions | None = None, *,
-               reactor: Any = None, clock: Any = None) -> ISessionStore:
+               reactor: ThreadingClock | None = None, clock: Clock | None = None) -> ISessionStore:
     """Open the store named by ``[sessions] store`` for the gateway (the asynchronous face):
     ``memory``, ``sqlite:PATH`` (relative to ``base_dir``), ``redis://``, ``rediss://`` or
     ``redis+sentinel://``. Raises StoreError saying what and why. A Redis store connects in

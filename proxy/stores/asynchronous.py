@@ -18,15 +18,20 @@ cannot be recorded is refused).
 
 from __future__ import annotations
 
+import builtins
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from proxy.stores.interface import OPERATIONS, StoreError
+from proxy.stores.interface import SessionRecord, StoreError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.interfaces import (BlockingStore, Clock, MetricChild, MetricFamily, MetricsRegistry, Seconds,
+                                  ThreadingClock)
 
 #: default seconds an operation may take before the caller is told the store is unavailable
 DEFAULT_DEADLINE = 2.0
@@ -37,22 +42,24 @@ DEFAULT_MAX_QUEUE = 256
 class StoreMonitor:
     """Health and metrics of one store; ``clock`` gives ``seconds()`` (latency is measured on it)."""
 
-    def __init__(self, clock: Any, name: str) -> None:
+    def __init__(self, clock: Seconds, name: str) -> None:
         self.clock = clock
         self.name = name
         self.last_error: str | None = None
         self.errors = 0
-        self._ops = self._secs = self._errs = None
+        #: operations by op/outcome, their seconds by op, errors (None until use_metrics)
+        self._metrics: tuple[MetricFamily, MetricFamily, MetricChild] | None = None
 
-    def use_metrics(self, metrics: Any) -> None:
+    def use_metrics(self, metrics: MetricsRegistry | None) -> None:
         """Count operations by ``op``/``outcome``, their latency (a histogram), and errors (once)."""
-        if self._ops is not None or metrics is None:
+        if self._metrics is not None or metrics is None:
             return
-        self._ops = metrics.counter("store_operations_total", "Session store operations by outcome", ("op", "outcome"))
-        self._secs = metrics.histogram("store_operation_duration_seconds",
-                                       "Session store operation latency (to its answer or its deadline)", ("op",))
-        self._errs = metrics.counter("store_errors_total", "Session store operations that failed or missed "
-                                     "their deadline").labels()
+        ops = metrics.counter("store_operations_total", "Session store operations by outcome", ("op", "outcome"))
+        secs = metrics.histogram("store_operation_duration_seconds",
+                                 "Session store operation latency (to its answer or its deadline)", ("op",))
+        errs = metrics.counter("store_errors_total", "Session store operations that failed or missed "
+                               "their deadline").labels()
+        self._metrics = (ops, secs, errs)
 
     def watch(self, op: str, d: "Deferred[Any]") -> "Deferred[Any]":
         """Record how ``d`` ends; returns ``d`` unchanged (its result passes through)."""
@@ -70,31 +77,26 @@ class StoreMonitor:
         else:
             self.errors += 1
             self.last_error = error
-        if self._ops is not None:
-            self._ops.labels(op, "error" if error else "ok").inc()
-            self._secs.labels(op).observe(max(0.0, seconds))  # type: ignore[union-attr]
+        if self._metrics is not None:
+            ops, secs, errs = self._metrics
+            ops.labels(op, "error" if error else "ok").inc()
+            secs.labels(op).observe(max(0.0, seconds))
             if error:
-                self._errs.inc()  # type: ignore[union-attr]
+                errs.inc()
 
     def problem(self) -> str | None:
         """Why the store is degraded (its last operation failed), or None."""
         return self.last_error
 
 
-def _op(name: str) -> Callable[..., "Deferred[Any]"]:
-    def call(self: Any, *args: Any, **kwargs: Any) -> "Deferred[Any]":
-        return self._submit(name, args, kwargs)
-    call.__name__ = call.__qualname__ = name
-    call.__doc__ = f"``{name}`` of :class:`proxy.stores.interface.IBlockingStore`, as a Deferred."
-    return call
-
-
 class _EngineStore:
-    """Shared plumbing: one method per operation, all going through ``_submit``."""
+    """Shared plumbing: one method per operation of :class:`~proxy.stores.interface.ISessionStore`,
+    each handing its name and arguments to ``_submit`` (same arguments as the engine's)."""
 
     kind = "engine"
+    engine: BlockingStore | None  # None: the store speaks to its backend itself (Redis)
 
-    def __init__(self, engine: Any, name: str, monitor: StoreMonitor) -> None:
+    def __init__(self, engine: BlockingStore | None, name: str, monitor: StoreMonitor) -> None:
         self.engine = engine
         self.name = name
         self.monitor = monitor
@@ -102,15 +104,76 @@ class _EngineStore:
     def _submit(self, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> "Deferred[Any]":
         raise NotImplementedError
 
+    def create(self, rec: SessionRecord, *, limit: int = 0, replace: bool = False) -> "Deferred[list[str]]":
+        return self._submit("create", (rec,), {"limit": limit, "replace": replace})
 
-for _name in OPERATIONS:
-    setattr(_EngineStore, _name, _op(_name))
+    def get(self, session_id: str) -> "Deferred[SessionRecord | None]":
+        return self._submit("get", (session_id,), {})
+
+    def get_many(self, session_ids: list[str]) -> "Deferred[dict[str, SessionRecord | None]]":
+        return self._submit("get_many", (session_ids,), {})
+
+    def update(self, session_id: str, **fields: Any) -> "Deferred[SessionRecord | None]":
+        return self._submit("update", (session_id,), fields)
+
+    def touch(self, session_id: str, *, proved_at: float, last_seen: float, client_ip: str,
+              long_grace: float) -> "Deferred[SessionRecord | None]":
+        return self._submit("touch", (session_id,), {"proved_at": proved_at, "last_seen": last_seen,
+                                                     "client_ip": client_ip, "long_grace": long_grace})
+
+    def delete(self, session_id: str) -> "Deferred[bool]":
+        return self._submit("delete", (session_id,), {})
+
+    def list(self) -> "Deferred[list[SessionRecord]]":
+        return self._submit("list", (), {})
+
+    def delete_where(self, *, account: str | None = None,
+                     fingerprint: str | None = None) -> "Deferred[builtins.list[str]]":
+        return self._submit("delete_where", (), {"account": account, "fingerprint": fingerprint})
+
+    def incr_failure(self, key: str, now: float, window: float) -> "Deferred[int]":
+        return self._submit("incr_failure", (key, now, window), {})
+
+    def failures(self, key: str, now: float, window: float) -> "Deferred[int]":
+        return self._submit("failures", (key, now, window), {})
+
+    def reset_failures(self, key: str) -> "Deferred[None]":
+        return self._submit("reset_failures", (key,), {})
+
+    def use_totp_step(self, account: str, step: int) -> "Deferred[bool]":
+        return self._submit("use_totp_step", (account, step), {})
+
+    def consume_once(self, namespace: str, item_id: str, expires_at: float) -> "Deferred[bool]":
+        return self._submit("consume_once", (namespace, item_id, expires_at), {})
+
+    def stash(self, namespace: str, item_id: str, value: str, expires_at: float) -> "Deferred[None]":
+        return self._submit("stash", (namespace, item_id, value, expires_at), {})
+
+    def unstash(self, namespace: str, item_id: str, now: float) -> "Deferred[str | None]":
+        return self._submit("unstash", (namespace, item_id, now), {})
+
+    def take_slot(self, namespace: str, item_id: str, now: float, expires_at: float, cap: int) -> "Deferred[int]":
+        return self._submit("take_slot", (namespace, item_id, now, expires_at, cap), {})
+
+    def release_slot(self, namespace: str, item_id: str) -> "Deferred[None]":
+        return self._submit("release_slot", (namespace, item_id), {})
+
+    def purge(self, now: float) -> "Deferred[int]":
+        return self._submit("purge", (now,), {})
+
+    def ping(self) -> "Deferred[None]":
+        return self._submit("ping", (), {})
+
+    def close(self) -> "Deferred[None]":
+        raise NotImplementedError
 
 
 class ImmediateStore(_EngineStore):
     """An in-process engine as an :class:`ISessionStore`: each call runs now on the calling thread."""
 
-    def __init__(self, engine: Any, name: str, clock: Any = None) -> None:
+    engine: BlockingStore
+
+    def __init__(self, engine: BlockingStore, name: str, clock: Seconds | None = None) -> None:
         if clock is None:
             from twisted.internet.task import Clock
             clock = Clock()  # latency of an in-process dict is not worth a real clock
@@ -139,7 +202,9 @@ class ThreadedStore(_EngineStore):
     that an operation reported late did not happen: callers treat late writes as unknown.
     """
 
-    def __init__(self, engine: Any, name: str, *, reactor: Any, clock: Any = None,
+    engine: BlockingStore
+
+    def __init__(self, engine: BlockingStore, name: str, *, reactor: ThreadingClock, clock: Clock | None = None,
                  deadline: float = DEFAULT_DEADLINE, max_queue: int = DEFAULT_MAX_QUEUE) -> None:
         super().__init__(engine, name, StoreMonitor(clock or reactor, name))
         self._reactor = reactor

@@ -18,12 +18,15 @@ Implementations: :mod:`proxy.stores.memory`, :mod:`proxy.stores.sqlite`,
 from __future__ import annotations
 
 import base64
+import builtins
 import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred
+
+    from proxy.stores.asynchronous import StoreMonitor
 
 
 class StoreError(Exception):
@@ -187,7 +190,7 @@ class IBlockingStore(Protocol):
     def list(self) -> list[SessionRecord]:
         """Every stored record (including ended tombstones), in no particular order."""
 
-    def delete_where(self, *, account: str | None = None, fingerprint: str | None = None) -> list[str]:
+    def delete_where(self, *, account: str | None = None, fingerprint: str | None = None) -> builtins.list[str]:
         """Remove every record matching all given criteria (at least one); the removed ids."""
 
     def incr_failure(self, key: str, now: float, window: float) -> int:
@@ -247,6 +250,8 @@ class ISessionStore(Protocol):
     :class:`proxy.stores.redis.RedisStore` (txredisapi on the reactor)."""
 
     kind: str
+    #: health and metrics of the store's operations
+    monitor: "StoreMonitor"
 
     def create(self, rec: SessionRecord, *, limit: int = 0, replace: bool = False) -> "Deferred[list[str]]": ...
 
@@ -263,7 +268,8 @@ class ISessionStore(Protocol):
 
     def list(self) -> "Deferred[list[SessionRecord]]": ...
 
-    def delete_where(self, *, account: str | None = None, fingerprint: str | None = None) -> "Deferred[list[str]]": ...
+    def delete_where(self, *, account: str | None = None,
+                     fingerprint: str | None = None) -> "Deferred[builtins.list[str]]": ...
 
     def incr_failure(self, key: str, now: float, window: float) -> "Deferred[int]": ...
 

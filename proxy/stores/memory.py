@@ -7,6 +7,7 @@ makes every method of :class:`MemoryEngine` atomic even if called from several t
 
 from __future__ import annotations
 
+import builtins
 import threading
 from typing import Any
 
@@ -99,7 +100,7 @@ class MemoryEngine:
             self._check_open()
             return list(self._sessions.values())
 
-    def delete_where(self, *, account: str | None = None, fingerprint: str | None = None) -> list[str]:
+    def delete_where(self, *, account: str | None = None, fingerprint: str | None = None) -> builtins.list[str]:
         if account is None and fingerprint is None:
             raise ValueError("delete_where needs account and/or fingerprint")
         with self._lock:

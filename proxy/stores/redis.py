@@ -38,7 +38,8 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Generator
+import builtins
+from typing import Any, Callable, Generator, overload
 from urllib.parse import unquote, urlsplit
 
 from proxy.stores.asynchronous import DEFAULT_DEADLINE, DEFAULT_MAX_QUEUE, StoreMonitor, _EngineStore
@@ -106,7 +107,11 @@ Cmd = tuple[Any, ...]
 Op = Generator[Cmd, Any, Any]
 
 
-def _text(v: Any) -> str | None:
+@overload
+def _text(v: bytes | str) -> str: ...
+@overload
+def _text(v: None) -> None: ...
+def _text(v: bytes | str | None) -> str | None:
     return v.decode("utf-8") if isinstance(v, bytes) else v
 
 
@@ -360,6 +365,26 @@ class RedisEngine:
     """:class:`proxy.stores.interface.IBlockingStore` on Redis through redis-py (command line tools)."""
 
     kind = "redis"
+    # the operations of IBlockingStore, each set below from its _Ops generator (_engine_op)
+    create: Callable[..., builtins.list[str]]
+    get: Callable[..., SessionRecord | None]
+    get_many: Callable[..., dict[str, SessionRecord | None]]
+    update: Callable[..., SessionRecord | None]
+    touch: Callable[..., SessionRecord | None]
+    delete: Callable[..., bool]
+    list: Callable[..., builtins.list[SessionRecord]]
+    delete_where: Callable[..., builtins.list[str]]
+    incr_failure: Callable[..., int]
+    failures: Callable[..., int]
+    reset_failures: Callable[..., None]
+    use_totp_step: Callable[..., bool]
+    consume_once: Callable[..., bool]
+    stash: Callable[..., None]
+    unstash: Callable[..., str | None]
+    take_slot: Callable[..., int]
+    release_slot: Callable[..., None]
+    purge: Callable[..., int]
+    ping: Callable[..., None]
 
     def __init__(self, url: str, *, prefix: str = "certgate:", wall: Callable[[], float] = time.time,
                  socket_timeout: float = 5.0, password_file: str | Path | None = None,
@@ -375,15 +400,15 @@ class RedisEngine:
         self._ops = _Ops(prefix, wall)
         password = read_password(password_file)
         t = self.target
-        common = dict(username=t.username, password=password, socket_timeout=socket_timeout,
-                      socket_connect_timeout=socket_timeout, db=t.db)
+        common: dict[str, Any] = dict(username=t.username, password=password, socket_timeout=socket_timeout,
+                                      socket_connect_timeout=socket_timeout, db=t.db)
         try:
             if t.scheme == "redis+sentinel":
                 sentinel = redis.sentinel.Sentinel(list(t.hosts), socket_timeout=socket_timeout)
                 self._r = sentinel.master_for(t.service, **common)
             else:
-                tls = dict(ssl=True, ssl_ca_certs=str(ca_file) if ca_file else None,
-                           ssl_cert_reqs="required", ssl_check_hostname=True) if t.tls else {}
+                tls: dict[str, Any] = dict(ssl=True, ssl_ca_certs=str(ca_file) if ca_file else None,
+                                           ssl_cert_reqs="required", ssl_check_hostname=True) if t.tls else {}
                 self._r = redis.Redis(host=t.hosts[0][0], port=t.hosts[0][1], **common, **tls)
             self._r.ping()
         except (redis.RedisError, ValueError, OSError) as e:

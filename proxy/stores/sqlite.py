@@ -14,17 +14,21 @@ process costs a 503 within the deadline, never a frozen reactor.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import sqlite3
 import threading
 from base64 import b64decode, b64encode
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, cast
 
 from proxy.stores.asynchronous import DEFAULT_DEADLINE, DEFAULT_MAX_QUEUE, ThreadedStore
 from proxy.stores.interface import (REPLACED, LimitReached, SessionRecord, StoreError, check_update_fields,
                                     pick_replaced, record_expiry, touched)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.interfaces import Clock, ThreadingClock
 
 SCHEMA_VERSION = 1
 _FAILURE_KEEP = 31 * 86400.0
@@ -202,7 +206,7 @@ class SQLiteEngine:
     def list(self) -> list[SessionRecord]:
         return [_row(r) for r in self._read(_SELECT)]
 
-    def delete_where(self, *, account: str | None = None, fingerprint: str | None = None) -> list[str]:
+    def delete_where(self, *, account: str | None = None, fingerprint: str | None = None) -> builtins.list[str]:
         if account is None and fingerprint is None:
             raise ValueError("delete_where needs account and/or fingerprint")
         conds, args = [], []
@@ -300,12 +304,13 @@ class SQLiteStore(ThreadedStore):
 
     kind = "sqlite"
 
-    def __init__(self, path: str | Path, *, reactor: Any = None, clock: Any = None,
+    def __init__(self, path: str | Path, *, reactor: ThreadingClock | None = None, clock: Clock | None = None,
                  deadline: float = DEFAULT_DEADLINE, max_queue: int = DEFAULT_MAX_QUEUE) -> None:
         if reactor is None:
             from twisted.internet import reactor as _reactor
 
-            reactor = _reactor
+            # Twisted types the global reactor as its common interfaces only; it runs threads too
+            reactor = cast("ThreadingClock", _reactor)
         self.path = Path(path)
         super().__init__(SQLiteEngine(path, timeout=deadline), f"sqlite store {self.path}", reactor=reactor,
                          clock=clock, deadline=deadline, max_queue=max_queue)

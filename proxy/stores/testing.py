@@ -15,9 +15,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from proxy.listener.identity import ConnectionIdentity, anonymous
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.config import Config
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ def make_identity(account: str | None = "alice", *, cert: bytes | None = b"cert-
     certificate whose ``invalid_reason`` is the given text and whose verdict has one reason
     with code ``reason_code``.
     """
+    from trust.presented import PresentedCertificate
     from trust.verify import Reason
 
     if not presented or cert is None:
@@ -58,7 +62,8 @@ def make_identity(account: str | None = "alice", *, cert: bytes | None = b"cert-
     return ConnectionIdentity(presented=True, verdict=verdict,  # type: ignore[arg-type]
                               account=account if ok else None, mapping_error=None, handshake_at=handshake_at,
                               full_handshake=full_handshake, protocol="TLSv1.3", cipher="TLS_AES_128_GCM_SHA256",
-                              client_ip=client_ip, client_port=40000, leaf=None, chain_der=(cert,) + chain)
+                              client_ip=client_ip, client_port=40000,
+                              certificate=PresentedCertificate(cert, chain))
 
 
 @dataclass
@@ -81,28 +86,25 @@ class FakeTunnels:
 def make_config(sections: Mapping[str, Mapping[str, Any]] | None = None, *,
                 account_rules: Mapping[str, list[list[str]]] | None = None, access_rules: list[Any] | None = None,
                 account_uv: Mapping[str, str] | None = None,
-                base_dir: Path | str = "/nonexistent") -> Any:
+                base_dir: Path | str = "/nonexistent") -> Config:
     """A ``proxy.config.Config`` from the schema defaults, with ``sections`` overriding values.
 
     Example: ``make_config({"login": {"required_auth_methods": [["tls-cert", "password"]]}})``.
     Values are taken as already parsed (no validation here).
     """
-    from proxy.config import SCHEMA, Config, Section, _route
+    from proxy.config import SCHEMA, build_config, default_values, route_from_values
     from proxy.sessions.presence_rules import derive_defaults
+    from trust.settings import TrustSettings
 
     base = Path(base_dir)
     vals: dict[str, dict[str, Any]] = {}
-    for sec, keys in SCHEMA.items():
-        vals[sec] = {k: spec.default for k, spec in keys.items()}
+    for sec in SCHEMA:
+        vals[sec] = default_values(sec)
         vals[sec].update((sections or {}).get(sec, {}))
     if vals["upstream"]["url"] is None:
         vals["upstream"]["url"] = "http://127.0.0.1:9"
     derive_defaults(vals)
-    routes = [_route("default", vals["upstream"], "/")]
-    return Config(path=base / "certgate.conf", base_dir=base, listen=Section(vals["listen"]), trust=None,
-                  access_rules=list(access_rules or []), routes=routes, headers=Section(vals["headers"]),
-                  limits=Section(vals["limits"]), websocket=Section(vals["websocket"]),
-                  login=Section(vals["login"]), sessions=Section(vals["sessions"]),
-                  cockpit=Section(vals["cockpit"]), joc=Section(vals["joc"]), admin=Section(vals["admin"]),
-                  audit=Section(vals["audit"]), log=Section(vals["log"]), account_rules=dict(account_rules or {}),
-                  webauthn=Section(vals["webauthn"]), account_uv=dict(account_uv or {}))
+    routes = [route_from_values("default", vals["upstream"], "/")]
+    return build_config(vals, path=base / "certgate.conf", base_dir=base, trust=TrustSettings(store=base / "trust"),
+                        routes=routes, access_rules=list(access_rules or []), account_rules=account_rules,
+                        account_uv=account_uv)

@@ -13,7 +13,7 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from proxy.config import SCHEMA, Section
+from proxy.config import LdapSection, default_values
 from proxy.listener.directory import DirectoryMapper
 from proxy.listener.identity import ConnectionIdentity
 from proxy.listener.ldap_client import DirectoryError
@@ -22,13 +22,14 @@ from proxy.listener.tls import LiveServerTLS
 from tests.tls_support import I, ClientTLS, TlsPki, connect, make_config
 from trust import certinfo
 from trust.directory import DirectoryEntry
+from trust.presented import PresentedCertificate
 
 
-def _settings(**kw: Any) -> Section:
-    values = {k: v.default for k, v in SCHEMA["ldap"].items()}
+def _settings(**kw: Any) -> LdapSection:
+    values = default_values("ldap")
     values.update(url="ldaps://127.0.0.1:1", base_dn="dc=x", styles=["upn"], timeout=2.0)
     values.update(kw)
-    return Section(values)
+    return LdapSection(**values)
 
 
 class FakeDirectory:
@@ -72,7 +73,7 @@ def _mapper(clock: Clock, fake: FakeDirectory, **kw: Any) -> DirectoryMapper:
 
 def _resolve(m: DirectoryMapper, cert: I.Issued) -> list[Any]:
     out: list[Any] = []
-    m.resolve(cert.cert, I.der(cert.cert), cert.fingerprint).addCallback(out.append)
+    m.resolve(PresentedCertificate.parse(I.der(cert.cert))).addCallback(out.append)
     return out
 
 

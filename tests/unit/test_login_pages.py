@@ -14,6 +14,7 @@ from proxy.login.totp import TotpSecrets
 from proxy.login.web import PRE_COOKIE, safe_next
 from proxy.http.messages import ConnContext, Local, Response
 from trust import issue
+from trust.presented import PresentedCertificate
 
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 FORM = (b"Content-Type", b"application/x-www-form-urlencoded")
@@ -74,7 +75,7 @@ def hval(resp, name):
 def test_page_prefills_account_and_shows_certificate(rig, tmp_path):
     ca = issue.ca()
     leaf = issue.client(ca, "alice")
-    ident = dataclasses.replace(rig.conn("alice").identity, leaf=leaf.cert)
+    ident = dataclasses.replace(rig.conn("alice").identity, certificate=PresentedCertificate.parse(issue.der(leaf.cert)))
     r = page(rig, ConnContext(identity=ident, connected_at=0))
     html = r.body.decode()
     assert r.status == 200

@@ -15,6 +15,7 @@ from twisted.internet.task import Clock
 from proxy.listener.identity import ConnectionIdentity
 from proxy.listener.reload import TrustState
 from proxy.listener.tls import LiveServerTLS, handshake_record
+from proxy.listener.verify import RECORDS
 from tests.tls_support import I, ClientTLS, TlsPki, connect, make_config
 
 MODES = ("need", "want", "none")
@@ -353,3 +354,38 @@ def test_trust_decides_not_openssl(tmp_path: Path, clock: Clock) -> None:
     assert c.established and c.identity.account == "erin"
     sibling = connect(creator, ClientTLS.presenting(pki, pki.client("frank")), clock)
     assert sibling.identity is None and "alert unknown ca" in str(sibling.client.lost_reason.value)
+
+
+def test_the_refusal_reason_lives_on_each_connections_record(pki: TlsPki, clock: Clock,
+                                                             certs: dict[str, I.Issued | None]) -> None:
+    """Two refused connections of one trust generation keep their own alert codes; the shared
+    verifier keeps none."""
+    state, creator = listener(pki, clock, "need")
+    made: list[SSL.Connection] = []
+    original = creator.serverConnectionForTLS
+
+    def keep(tls: Any) -> SSL.Connection:
+        made.append(original(tls))
+        return made[-1]
+
+    creator.serverConnectionForTLS = keep  # type: ignore[method-assign]
+    expired = connect(creator, ClientTLS.presenting(pki, certs["expired"]), clock)
+    unknown = connect(creator, ClientTLS.presenting(pki, certs["unknown-ca"]), clock)
+    assert "alert certificate expired" in str(expired.client.lost_reason.value)
+    assert "alert unknown ca" in str(unknown.client.lost_reason.value)
+    first, second = RECORDS.get(made[0]), RECORDS.get(made[1])
+    assert first is not None and second is not None and first.verifier is second.verifier
+    assert (first.refusal_error, second.refusal_error) == (10, 20)  # certificate_expired, unknown_ca
+    assert not hasattr(state.current.verifier, "refusal_error")
+
+
+def test_the_identity_carries_the_certificate_made_in_the_handshake(pki: TlsPki, clock: Clock) -> None:
+    alice = pki.client("alice")
+    _, creator = listener(pki, clock, "want")
+    c = connect(creator, ClientTLS.presenting(pki, alice), clock)
+    ident = c.identity
+    assert ident is not None and ident.ok and ident.certificate is not None
+    cert = ident.certificate
+    assert cert.der == I.der(alice.cert) and cert.fingerprint == alice.fingerprint == ident.fingerprint
+    assert ident.leaf is cert.leaf and ident.leaf_der is cert.der and ident.chain_der == cert.chain_der
+    assert cert.not_after == alice.cert.not_valid_after_utc and cert.common_name == "alice"

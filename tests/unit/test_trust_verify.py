@@ -10,6 +10,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from trust import issue as I
 from trust.store import load_store
+from trust.presented import PresentedCertificate
 from trust.verify import NO_CERTIFICATE, Verdict, VerdictCache, VerifyPolicy, verify
 
 NOW = I.utcnow()
@@ -362,17 +363,22 @@ def _der(c) -> bytes:
     return I.der(c)
 
 
+def P(leaf_der: bytes, chain_ders: list[bytes]) -> PresentedCertificate:  # noqa: N802
+    """The presented certificate the verdict cache is asked about."""
+    return PresentedCertificate(leaf_der, tuple(chain_ders))
+
+
 def test_cache_hit_returns_same_verdict(pki, gen):
     """A second lookup is a hit returning the very same verdict object."""
     cache = VerdictCache()
     leaf = I.client(pki["inter"], "alice")
-    v1 = cache.get_or_verify(_der(leaf.cert), [_der(pki["inter"].cert)], gen, POLICY, NOW.timestamp())
-    v2 = cache.get_or_verify(_der(leaf.cert), [_der(pki["inter"].cert)], gen, POLICY, NOW.timestamp() + 5)
+    v1 = cache.get_or_verify(P(_der(leaf.cert), [_der(pki["inter"].cert)]), gen, POLICY, NOW.timestamp())
+    v2 = cache.get_or_verify(P(_der(leaf.cert), [_der(pki["inter"].cert)]), gen, POLICY, NOW.timestamp() + 5)
     assert v1.ok and v2 is v1
     assert (cache.hits, cache.misses) == (1, 1)
     # another chain, another policy: separate entries
-    cache.get_or_verify(_der(leaf.cert), [], gen, POLICY, NOW.timestamp())
-    cache.get_or_verify(_der(leaf.cert), [_der(pki["inter"].cert)], gen, VerifyPolicy(crl="off"),
+    cache.get_or_verify(P(_der(leaf.cert), []), gen, POLICY, NOW.timestamp())
+    cache.get_or_verify(P(_der(leaf.cert), [_der(pki["inter"].cert)]), gen, VerifyPolicy(crl="off"),
                         NOW.timestamp())
     assert cache.misses == 3 and len(cache) == 3
 
@@ -381,7 +387,7 @@ def test_cache_reverifies_after_valid_until(pki, gen):
     """Past valid_until the verdict is recomputed (here: the leaf expired)."""
     cache = VerdictCache()
     leaf = I.client(pki["inter"], "short", not_before=NOW - DAY, not_after=NOW + dt.timedelta(minutes=10))
-    args = (_der(leaf.cert), [_der(pki["inter"].cert)], gen, POLICY)
+    args = (P(_der(leaf.cert), [_der(pki["inter"].cert)]), gen, POLICY)
     assert cache.get_or_verify(*args, NOW.timestamp()).ok
     t = leaf.cert.not_valid_after_utc.timestamp()
     assert cache.get_or_verify(*args, t - 1).ok and cache.hits == 1
@@ -393,7 +399,7 @@ def test_cache_cleared_on_generation_change(tmp_path, pki, gen):
     """A new generation (other digest) empties the cache: removal of a CA takes effect."""
     cache = VerdictCache()
     leaf = I.client(pki["inter"], "alice")
-    args = (_der(leaf.cert), [_der(pki["inter"].cert)])
+    args = (P(_der(leaf.cert), [_der(pki["inter"].cert)]),)
     assert cache.get_or_verify(*args, gen, POLICY, NOW.timestamp()).ok
     without_root = load_store(make_store(tmp_path / "other", cas=[pki["edroot"]]), now=NOW)
     assert without_root.digest != gen.digest
@@ -406,10 +412,10 @@ def test_cache_eviction_and_garbage(pki, gen):
     cache = VerdictCache(maxsize=2)
     leaves = [I.client(pki["root"], f"u{n}") for n in range(3)]
     for leaf in leaves:
-        cache.get_or_verify(_der(leaf.cert), [], gen, POLICY, NOW.timestamp())
+        cache.get_or_verify(P(_der(leaf.cert), []), gen, POLICY, NOW.timestamp())
     assert len(cache) == 2
-    assert cache.get_or_verify(b"\x30\x03garbage", [], gen, POLICY, NOW.timestamp()).codes == ("malformed",)
-    assert cache.get_or_verify(b"", [], gen, POLICY, NOW.timestamp()) is NO_CERTIFICATE
+    assert cache.get_or_verify(P(b"\x30\x03garbage", []), gen, POLICY, NOW.timestamp()).codes == ("malformed",)
+    assert cache.get_or_verify(P(b"", []), gen, POLICY, NOW.timestamp()) is NO_CERTIFICATE
 
 
 def test_policy_ranges_are_enforced():
