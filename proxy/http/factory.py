@@ -7,44 +7,30 @@ metrics and the two hooks the service installs (``request_done``, ``handshake_fa
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
 
 from proxy.http.connection import GatewayProtocol
 from proxy.http.headers import HeaderPolicy
-from proxy.http.messages import ConnContext, RequestHead
 
 if TYPE_CHECKING:  # pragma: no cover
     from proxy.config import Config
+    from proxy.interfaces import MetricChild, RequestGate
     from proxy.http.exchange import Exchange
     from proxy.http.parts import Clock
     from proxy.http.tunnel import TunnelRegistry
     from proxy.http.upstream import UpstreamPools
 
 
-class GateLike(Protocol):
-    """The gate as the engine sees it: one decision (or a Deferred of one) per request head."""
-
-    def decide(self, head: RequestHead, conn: ConnContext) -> Any: ...
-
-
-class Observation(Protocol):
-    """One metric child (a counter's ``inc`` or a histogram's ``observe``)."""
-
-    def inc(self, amount: float = 1) -> None: ...
-
-    def observe(self, amount: float) -> None: ...
-
-
 class _Noop:
     """Metrics off: every observation is dropped."""
 
-    def inc(self, amount: float = 1) -> None:
+    def inc(self, amount: float = 1.0) -> None:
         pass
 
-    def observe(self, amount: float) -> None:
+    def observe(self, value: float) -> None:
         pass
 
 
@@ -67,7 +53,7 @@ class GatewayFactory(Factory):
     noisy = False
     fast_writes = True  # see proxy.http.fastwrite; False restores Twisted's stock write path
 
-    def __init__(self, *, gate: GateLike, identify: Callable[[Any, float], Any], config: "Config",
+    def __init__(self, *, gate: "RequestGate", identify: Callable[[Any, float], Any], config: "Config",
                  pools: "UpstreamPools", clock: "Clock", tunnels: "TunnelRegistry", metrics: Any = None) -> None:
         self.gate = gate
         self.identify = identify
@@ -83,11 +69,11 @@ class GatewayFactory(Factory):
                                          "upstream_errors": 0, "tunnels": 0}
         self.request_done: RequestDone | None = None
         self.handshake_failed: HandshakeFailed | None = None
-        self.m_accepted: Observation = _NOOP
-        self.m_refused: Observation = _NOOP
-        self.m_handshake: Observation = _NOOP
-        self.m_upstream_errors: Observation = _NOOP
-        self.m_tunnels: Observation = _NOOP
+        self.m_accepted: MetricChild = _NOOP
+        self.m_refused: MetricChild = _NOOP
+        self.m_handshake: MetricChild = _NOOP
+        self.m_upstream_errors: MetricChild = _NOOP
+        self.m_tunnels: MetricChild = _NOOP
         listen, limits, ws = config.listen, config.limits, config.websocket
         self.max_connections = int(listen.max_connections)
         self.handshake_timeout = float(listen.handshake_timeout)
