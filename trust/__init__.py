@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .access import AccessDecision, AccessRule, check
-    from .mapping import MappingResult, account_matches, map_account
+    from .folder import folder_signature
+    from .mapping import MappingResult, MappingSettings, account_matches, map_account
     from .problems import Problem
-    from .settings import MappingSettings, TrustSettings, parse_access_sections, parse_trust_section
-    from .store import StoreEntry, StoreProblem, TrustGeneration, TrustStoreError, folder_signature, load_store
+    from .settings import TrustSettings, parse_access_sections, parse_trust_section
+    from .store import StoreEntry, StoreProblem, TrustGeneration, TrustStoreError, load_store
     from .verify import Reason, Verdict, VerdictCache, VerifyPolicy
 
 # `verify()` is deliberately not re-exported: the name would shadow the `trust.verify` module.
@@ -24,12 +25,12 @@ if TYPE_CHECKING:
 #: re-exported name -> the module of this package that defines it
 _HOME = {
     "AccessDecision": "access", "AccessRule": "access", "check": "access",
-    "MappingResult": "mapping", "account_matches": "mapping", "map_account": "mapping",
+    "MappingResult": "mapping", "MappingSettings": "mapping", "account_matches": "mapping",
+    "map_account": "mapping",
     "Problem": "problems",
-    "MappingSettings": "settings", "TrustSettings": "settings", "parse_access_sections": "settings",
-    "parse_trust_section": "settings",
+    "TrustSettings": "settings", "parse_access_sections": "settings", "parse_trust_section": "settings",
     "StoreEntry": "store", "StoreProblem": "store", "TrustGeneration": "store", "TrustStoreError": "store",
-    "folder_signature": "store", "load_store": "store",
+    "load_store": "store", "folder_signature": "folder",
     "Reason": "verify", "Verdict": "verify", "VerdictCache": "verify", "VerifyPolicy": "verify",
 }
 

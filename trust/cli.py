@@ -28,9 +28,10 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from . import certinfo
 from .cli_errors import CommandError, OperatorError, Parser, config_problems, joined, os_error, run_command
 from .edits import EditError, Plan, find_entries, plan_add, plan_pin, plan_remove, read_certificates
-from .mapping import MappingResult, account_matches, describe, map_account
-from .settings import MappingSettings, TrustSettings, parse_trust_section
-from .store import StoreEntry, TrustGeneration, TrustStoreError, apply_changes, entry_warnings, load_store
+from .mapping import MappingResult, MappingSettings, account_matches, describe, map_account
+from .settings import TrustSettings, parse_trust_section
+from .folder import apply_changes
+from .store import StoreEntry, TrustGeneration, TrustStoreError, entry_warnings, load_store
 from .verify import verify
 
 

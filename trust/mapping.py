@@ -15,7 +15,7 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -24,11 +24,22 @@ from . import certinfo
 
 if TYPE_CHECKING:
     from .presented import PresentedCertificate
-    from .settings import MappingSettings
 
 #: Microsoft User Principal Name otherName OID (AD / FreeIPA smart cards).
 UPN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
 MAX_ACCOUNT = 64
+
+MappingRule = Literal["cn", "san-email", "san-upn", "regex", "file", "ldap"]
+
+
+@dataclass(frozen=True)
+class MappingSettings:
+    """How a certificate maps to an account (``[trust] mapping*``, parsed by :mod:`trust.settings`)."""
+
+    rule: MappingRule = "cn"
+    strip_domain: bool = False
+    regex: str | None = None
+    map_file: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from . import certinfo
 from .access import AccessRule, IPNetwork
-from .mapping import MapFileError, account_problem, load_map_file
+from .mapping import MapFileError, MappingSettings, account_problem, load_map_file
 from .ocsp import OcspRule, OcspSettings
 from .problems import Problem
 from .verify import VerifyPolicy
@@ -23,7 +23,6 @@ from .verify import VerifyPolicy
 if TYPE_CHECKING:
     from .store import TrustGeneration
 
-MappingRule = Literal["cn", "san-email", "san-upn", "regex", "file", "ldap"]
 SECTION = "trust"
 _TRUE = {"yes", "true", "on", "1"}
 _FALSE = {"no", "false", "off", "0"}
@@ -32,16 +31,6 @@ TRUST_KEYS = ("store", "reload_interval", "crl", "max_depth", "min_rsa_bits", "u
               "ocsp", "ocsp_timeout", "ocsp_clock_skew", "ocsp_max_age", "ocsp_cache_size", "ocsp_nonce")
 ACCESS_KEYS = ("cas", "cns", "ip_ranges")
 OCSP_KEYS = ("cas", "mode", "responder", "nonce")
-
-
-@dataclass(frozen=True)
-class MappingSettings:
-    """How a certificate maps to an account (see :mod:`trust.mapping`)."""
-
-    rule: MappingRule = "cn"
-    strip_domain: bool = False
-    regex: str | None = None
-    map_file: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Load a trust-store folder into an immutable :class:`TrustGeneration`; atomic edits.
+"""Load a trust-store folder into an immutable :class:`TrustGeneration` (atomic edits: :mod:`trust.folder`).
 
 Store layout (see ``docs/trust.md``)::
 
@@ -20,7 +20,6 @@ import datetime as _dt
 import hashlib
 import os
 import re
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -429,94 +428,3 @@ def expiry_warnings(generation: TrustGeneration, now: _dt.datetime, warn_days: i
     """Every entry warning of a generation as ``"FILE (KIND SUBJECT): warning"`` lines."""
     return [f"{e.file} ({e.kind} {certinfo.printable_repr(e.subject)}): {w}"
             for e in generation.entries for w in entry_warnings(e, now, warn_days)]
-
-
-# --------------------------------------------------------------------------- watching and writing
-
-
-def folder_signature(folder: Path | str) -> tuple[tuple[str, int, int, int], ...]:
-    """A cheap fingerprint of the folder: names, sizes, mtime_ns and inodes.
-
-    Covers the folder itself, its files and ``pinned/``. Any edit by the CLI (atomic
-    rename) or by hand changes it. Reading it costs a few ``stat`` calls, no file reads.
-    """
-    folder = Path(folder)
-    items: list[tuple[str, int, int, int]] = []
-    for rel, d in (("", folder), (PINNED_DIR + "/", folder / PINNED_DIR)):
-        try:
-            st = os.stat(d)
-        except OSError:
-            items.append((rel or ".", -1, -1, -1))
-            continue
-        items.append((rel or ".", 0, st.st_mtime_ns, st.st_ino))
-        try:
-            with os.scandir(d) as it:
-                for e in it:
-                    try:
-                        s = e.stat()
-                        items.append((rel + e.name, s.st_size, s.st_mtime_ns, s.st_ino))
-                    except OSError:
-                        items.append((rel + e.name, -1, -1, -1))
-        except OSError:
-            continue
-    return tuple(sorted(items))
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never a half.
-
-    A hidden temporary in the same folder (ignored by the loader) is written, fsynced,
-    renamed over ``path`` with ``os.replace``, and the folder is fsynced.
-    """
-    path = Path(path)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_remove(path: Path) -> None:
-    """Remove ``path`` (a rename-free unlink is atomic) and fsync its folder."""
-    os.unlink(path)
-    _fsync_dir(Path(path).parent)
-
-
-def apply_changes(folder: Path | str, changes: Mapping[str, bytes | None]) -> None:
-    """Apply ``changes`` (relative path -> bytes or None to delete) with atomic writes.
-
-    Writes happen before deletions so that a replaced CA is never missing in between.
-    Does not validate: call :func:`load_store` with ``changes`` first.
-    """
-    folder = Path(folder)
-    for rel, data in sorted(changes.items()):
-        if data is not None:
-            target = folder / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(target, data)
-    for rel, data in sorted(changes.items()):
-        if data is None and (folder / rel).exists():
-            atomic_remove(folder / rel)
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -10,12 +10,12 @@ file that becomes unreadable later, a port taken between the check and the liste
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from proxy.ops.admin import admin_problems
 from trust.escape import safe_text
 from trust.problems import Problem
 
@@ -152,31 +152,6 @@ def _resolve(cfg: Config, value: Any) -> Path | None:
         return None
     p = Path(value)
     return p if p.is_absolute() else Path(cfg.base_dir) / p
-
-
-def admin_problems(cfg: Config) -> list[Problem]:
-    """A readable token of 16+ characters when set; a token whenever the address is not loopback."""
-    from proxy.ops.admin import read_token
-
-    if not cfg.admin.port:
-        return []
-    if cfg.admin.token_file:
-        try:
-            read_token(cfg.admin.token_file)
-        except ValueError as e:
-            return [Problem("admin", "token_file", str(e).removeprefix("[admin] token_file: "))]
-        return []
-    if not is_loopback(cfg.admin.address):
-        return [Problem("admin", "address", f"{cfg.admin.address} is not a loopback address; set [admin] "
-                        "token_file so the admin API needs a bearer token")]
-    return []
-
-
-def is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
 
 
 def _readable(section: str, key: str, path: Path) -> list[Problem]:

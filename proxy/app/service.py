@@ -24,6 +24,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 
 from proxy.config import Config
+from proxy.version import certgate_version
 from trust.problems import Problem
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -195,8 +196,8 @@ class Gateway(MultiService):
         return d
 
     def startService(self) -> None:
-        log.info("certgate {version} starting: pid {pid}, reactor {reactor}", version=_version(), pid=os.getpid(),
-                 reactor=type(self.reactor).__name__)
+        log.info("certgate {version} starting: pid {pid}, reactor {reactor}", version=certgate_version(),
+                 pid=os.getpid(), reactor=type(self.reactor).__name__)
         sessions = self.parts.get("sessions")
         if sessions is not None:
             d = sessions.start()  # ends sessions that died while the gateway was down, arms timers
@@ -232,10 +233,11 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
 
         reactor = _reactor
     from proxy.observe.audit import Audit
-    from proxy.gate.decide import Gate
+    from proxy.gate.decide import Gate, retry_after_for
     from proxy.http.factory import GatewayFactory
     from proxy.listener.reload import TrustState
     from proxy.sessions.manager import SessionManager
+    from proxy.sessions.presence import session_endpoints
     from proxy.stores import open_store, options_from
     from proxy.listener.tls import LiveServerTLS, identify, revalidate
     from proxy.http.tunnel import TunnelRegistry
@@ -271,6 +273,8 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
     tunnels = TunnelRegistry()
     sessions = SessionManager(store, reactor, cfg.sessions, tunnels, audit)
     endpoints, front_doors = _login_parts(cfg, store, sessions, reactor, audit, metrics)
+    # certgate's own endpoints; the login's win a clash
+    endpoints = {**session_endpoints(sessions, retry_after=retry_after_for(cfg.sessions)), **endpoints}
     gate: RequestGate = Gate(config=cfg, sessions=sessions, clock=reactor, audit=audit, endpoints=endpoints,
                              front_doors=front_doors, metrics=metrics)
     pools = UpstreamPools(cfg.routes, reactor, reactor)
@@ -279,7 +283,7 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
                           tunnels=tunnels, metrics=metrics)
     access = open_log(cfg.log.access_file, buffered=True) if cfg.log.access_file else None
     http.request_done = RequestLog(metrics=metrics, clock=reactor, stream=access)
-    from proxy.observe.wiring import HandshakeFailures
+    from proxy.listener.failures import HandshakeFailures
 
     http.handshake_failed = HandshakeFailures(metrics, refusals)
     metrics.gauge("websocket_tunnels", "Open WebSocket tunnels", (), lambda: [((), float(tunnels.count()))])
@@ -356,15 +360,6 @@ def _log_ticket_check(identity: Any) -> None:
         log.info("TLS 1.3 session tickets per handshake: 0")
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("certgate")
-    except PackageNotFoundError:
-        return "(not installed)"
-
-
 def _is_main_thread() -> bool:
     import threading
 
@@ -379,6 +374,7 @@ def _still_valid(trust_state: TrustState, rec: SessionRecord, now: float) -> boo
 def _login_parts(cfg: Config, store: SessionStore, sessions: Sessions, reactor: Any, audit: AuditSink,
                  metrics: MetricsRegistry | None = None) -> tuple[dict[str, Endpoint], list[FrontDoor]]:
     """Login endpoints and the front doors the configured routes ask for."""
+    from proxy.login.endpoints import login_endpoints
     from proxy.login.service import LoginService
 
     from twisted.internet.threads import deferToThreadPool
@@ -390,7 +386,7 @@ def _login_parts(cfg: Config, store: SessionStore, sessions: Sessions, reactor: 
                          defer_to_thread=in_thread)
     if metrics is not None:
         login.use_metrics(metrics)
-    endpoints = dict(login.endpoints())
+    endpoints = dict(login_endpoints(login))
     doors: list[FrontDoor] = []
     kinds = {r.kind for r in cfg.routes}
     if "cockpit" in kinds:

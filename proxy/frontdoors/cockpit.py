@@ -38,24 +38,27 @@ reachable (:meth:`CockpitFrontDoor.is_open_path`: the UrlRoot itself, ``cockpit/
 cockpit's own cookies, so cockpit-ws always answers its login page. Everything else goes
 through the gate's session check; a browser navigation it finds without a live session gets
 Cockpit's login page at that path the same way (:meth:`CockpitFrontDoor.login_page`).
+
+Parts: the answers and challenge login.js reads are spelt in :mod:`proxy.frontdoors.cockpit_wire`
+(pure); pending prompts are kept by :mod:`proxy.frontdoors.conversations`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 import secrets
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.defer import inlineCallbacks
 
-from trust.escape import safe_json, safe_text
 from proxy.frontdoors.access import access_refusal
+from proxy.frontdoors import cockpit_wire as wire
 from proxy.frontdoors.assertion import assertion_key, mint_assertion
+from proxy.frontdoors.conversations import MAX_CONVERSATIONS, PER_CERTIFICATE, Conversation, SharedConversations
 from proxy.frontdoors.wsframes import LogoutWatcher
+from proxy.login.keys import derive_key
 from proxy.http.messages import ConnContext, Forward, Headers, RequestHead, Response
 from proxy.http.paths import loose_path
 from proxy.stores.interface import LimitReached, StoreError
@@ -65,15 +68,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred
 
     from proxy.config import Config, Route
-    from proxy.login.service import AuthOutcome, LoginService
+    from proxy.login.outcome import AuthOutcome
+    from proxy.login.service import LoginService
 
-PROMPT = "Authenticator code (6 digits): "
 USE_KEY = "This account logs in with a security key: open /.certgate/login"
-MAX_CONVERSATIONS = 1024
-#: Pending conversations one certificate may hold (a new one drops its oldest).
-PER_CERTIFICATE = 3
 _APP_LOGIN = re.compile(r"^cockpit\+[^/]+/login$")
-_CERT_REASONS = frozenset({"no-certificate", "certificate-invalid", "cn-mismatch"})
 
 
 def config_problems(config: "Config") -> list[Any]:
@@ -96,95 +95,6 @@ def config_problems(config: "Config") -> list[Any]:
                     "require password: set [login] password = file, or [cockpit] mode = basic")]
 
 
-def normalize_root(url_root: str) -> str:
-    """``/``-framed UrlRoot: ``cg`` -> ``/cg/``, ``/`` -> ``/``."""
-    inner = url_root.strip().strip("/")
-    return "/" + inner + "/" if inner else "/"
-
-
-def _decode_basic(value: str) -> tuple[str, str] | None:
-    """``(user, password)`` of a Basic credential (UTF-8, split at the first colon), else None."""
-    try:
-        raw = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        return None
-    user, sep, password = raw.partition(":")
-    if not sep:
-        return None
-    return user, password
-
-
-def strip_cockpit_cookies(head: RequestHead, also: bytes = b"") -> bytes | None:
-    """The request's Cookie value without cockpit's own cookies (``cockpit``, ``machine-cockpit*``)
-    and without the cookie named ``also`` (certgate's session cookie).
-
-    None when the request has no Cookie header at all.
-    """
-    raw = head.get_all(b"cookie")
-    if not raw:
-        return None
-    kept = []
-    for value in raw:
-        for part in value.split(b";"):
-            name = part.split(b"=", 1)[0].strip()
-            if not name or name == b"cockpit" or name.startswith(b"machine-cockpit") or (also and name == also):
-                continue
-            kept.append(part.strip())
-    return b"; ".join(kept)
-
-
-@dataclass(frozen=True, slots=True)
-class Conversation:
-    """A pending X-Conversation: who asked, and what is already proven (the receipt)."""
-
-    nonce: str
-    account: str
-    fingerprint: str
-    receipt: str | None
-    password: str | None  # basic mode only: the credentials cockpit-ws will need after the code
-    superuser: bytes | None
-    expires_at: float
-
-
-class Conversations:
-    """Pending conversations by nonce; each is taken once, before ``expires_at``; at most ``limit``."""
-
-    def __init__(self, now: Callable[[], float], limit: int = MAX_CONVERSATIONS) -> None:
-        self._now = now
-        self._limit = limit
-        self._items: dict[str, Conversation] = {}
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def add(self, conv: Conversation) -> bool:
-        """Store ``conv``; False (not stored) when ``limit`` live conversations are pending.
-
-        One certificate keeps at most :data:`PER_CERTIFICATE` pending conversations (its oldest
-        is dropped), so one person cannot fill the table for everyone.
-        """
-        self.purge()
-        mine = [k for k, c in self._items.items() if c.fingerprint == conv.fingerprint]
-        for k in mine[:max(0, len(mine) - PER_CERTIFICATE + 1)]:
-            del self._items[k]
-        if len(self._items) >= self._limit:
-            return False
-        self._items[conv.nonce] = conv
-        return True
-
-    def take(self, nonce: str) -> Conversation | None:
-        """The conversation for ``nonce`` if live, removing it (single use); else None."""
-        conv = self._items.pop(nonce, None)
-        if conv is None or self._now() >= conv.expires_at:
-            return None
-        return conv
-
-    def purge(self) -> None:
-        now = self._now()
-        for k in [k for k, c in self._items.items() if now >= c.expires_at]:
-            del self._items[k]
-
-
 class CockpitFrontDoor:
     """See the module docstring. Built by ``proxy.app.service`` for routes of kind ``cockpit``."""
 
@@ -202,15 +112,12 @@ class CockpitFrontDoor:
         self._clock = clock
         self._audit = audit
         self.mode: str = config.cockpit.mode
-        self.root = normalize_root(config.cockpit.url_root)
+        self.root = wire.normalize_root(config.cockpit.url_root)
         self._lifetime = float(config.cockpit.assertion_lifetime)
         self._cookie_name = str(config.sessions.cookie_name).encode("ascii")
         self._response_timeout = float(config.login.response_timeout)
         self._key = assertion_key(login.secret)
         self._nonce = nonce or (lambda: secrets.token_urlsafe(18))
-        from proxy.frontdoors.conversations import SharedConversations
-        from proxy.login.keys import derive_key
-
         # pending prompts live in the shared store: any worker of any gateway continues the login
         self.conversations = SharedConversations(store, derive_key(login.secret, "cockpit-conversation"),
                                                  clock.seconds, limit=MAX_CONVERSATIONS,
@@ -275,7 +182,7 @@ class CockpitFrontDoor:
         scheme, _, rest = value.strip().partition(" ")
         scheme = scheme.lower()
         if scheme == "basic":
-            creds = _decode_basic(rest)
+            creds = wire.decode_basic(rest)
             if creds is None:
                 return self._refuse(conn, None, 401, "basic-malformed", "Authentication failed")
             return self._basic(head, conn, route, creds[0], creds[1])
@@ -325,7 +232,7 @@ class CockpitFrontDoor:
     def _open_page(self, head: RequestHead, route: "Route") -> Forward:
         """Cockpit's login page, without credentials or cockpit cookies (no session reaches cockpit-ws)."""
         sets: Headers = [(b"Authorization", b"")] if head.get(b"authorization") is not None else []
-        cookies = strip_cockpit_cookies(head, self._cookie_name)
+        cookies = wire.strip_cockpit_cookies(head, self._cookie_name)
         if cookies is not None:
             sets.append((b"Cookie", cookies))
         return Forward(route, set_headers=sets)
@@ -338,32 +245,7 @@ class CockpitFrontDoor:
         ident = conn.identity
         self._audit.record("cockpit-login", "deny", reason, account=account, fingerprint=ident.fingerprint,
                            client_ip=ident.client_ip, **extra)
-        return self._answer(status, reason, message, headers)
-
-    @staticmethod
-    def _answer(status: int, problem: str, message: str, headers: Headers | None = None) -> Response:
-        body = json.dumps(safe_json({"problem": problem, "message": message})).encode("utf-8")
-        hs: Headers = [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-cache, no-store")]
-        return Response(status, hs + (headers or []), body,
-                        reason=safe_text(message).encode("ascii", "backslashreplace"))
-
-    def _outcome_refusal(self, out: "AuthOutcome") -> Response:
-        """The answer to a failed LoginService outcome (already audited by the service)."""
-        if out.reason == "throttled":
-            return self._answer(403, "throttled", out.public_message,
-                                [(b"Retry-After", str(out.retry_after or 1).encode("ascii"))])
-        if out.reason == "busy":
-            return self._answer(503, "busy", out.public_message, [(b"Retry-After", b"1")])
-        if out.reason == "session-store-unavailable":
-            return self._answer(503, "session-store-unavailable", out.public_message,
-                                [(b"Retry-After", str(out.retry_after or 1).encode("ascii"))])
-        if out.reason == "session-limit":
-            return self._answer(403, "session-limit", out.public_message)
-        if out.reason in _CERT_REASONS:
-            # login.js shows a 403's reason phrase: the same plain words as certgate's own page
-            return self._answer(403, "access-denied", out.public_message)
-        # bad password, bad code...: uniform, as cockpit's own "Authentication failed"
-        return self._answer(401, "authentication-failed", "Authentication failed")
+        return wire.answer(status, reason, message, headers)
 
     # ------------------------------------------------------------------ no Authorization
 
@@ -392,9 +274,9 @@ class CockpitFrontDoor:
                     return (yield self._to_cockpit(head, conn, route, out.account, proven=out.proven, receipt=None,
                                                    bearer=True, password=None))
                 if out.reason == "session-store-unavailable":
-                    return self._outcome_refusal(out)
+                    return wire.outcome_refusal(out)
         # what cockpit-ws itself answers without credentials: login.js then shows its form
-        return self._answer(401, "authentication-required", "Authentication required", clear)
+        return wire.answer(401, "authentication-required", "Authentication required", clear)
 
     # ------------------------------------------------------------------ Basic
 
@@ -418,7 +300,7 @@ class CockpitFrontDoor:
             return self._to_cockpit(head, conn, route, out.account, proven=out.proven, receipt=None,
                                     bearer=not basic, password=password)
         if not out.partial:
-            return self._outcome_refusal(out)
+            return wire.outcome_refusal(out)
         missing = {m for rule in out.required for m in rule} - set(out.proven)
         if "webauthn" in missing and self._login.needs_webauthn(out.account):
             return self._refuse(conn, out.account, 403, "webauthn-on-certgate-page", USE_KEY)
@@ -441,14 +323,10 @@ class CockpitFrontDoor:
                             receipt=out.receipt, password=password, superuser=head.get(b"x-superuser"),
                             expires_at=now + self._response_timeout)
         if not (yield self.conversations.add(conv)):
-            return self._outcome_refusal(self._login.busy_outcome(out.account, conn))
+            return wire.outcome_refusal(self._login.busy_outcome(out.account, conn))
         self._audit.record("cockpit-login", "challenge", "totp-required", account=out.account,
                            fingerprint=ident.fingerprint, client_ip=ident.client_ip)
-        prompt = base64.b64encode(PROMPT.encode("utf-8")).decode("ascii")
-        challenge = f"X-Conversation {conv.nonce} {prompt}".encode("ascii")
-        body = json.dumps({"command": "authorize", "echo": False}).encode("utf-8")
-        return Response(401, [(b"WWW-Authenticate", challenge), (b"Content-Type", b"application/json"),
-                              (b"Cache-Control", b"no-cache, no-store")], body, reason=b"Authentication required")
+        return wire.code_challenge(conv.nonce)
 
     @inlineCallbacks
     def _conversation_answer(self, head: RequestHead, conn: ConnContext, route: "Route", rest: str) -> Any:
@@ -472,7 +350,7 @@ class CockpitFrontDoor:
         if out.partial and basic and {m for r in out.required for m in r} - set(out.proven) <= {"password"}:
             return (yield self._to_cockpit(head, conn, route, out.account, proven=out.proven, receipt=out.receipt,
                                            bearer=False, password=conv.password, superuser=conv.superuser))
-        return self._outcome_refusal(out)
+        return wire.outcome_refusal(out)
 
     # ------------------------------------------------------------------ to cockpit-ws
 
@@ -548,18 +426,18 @@ class CockpitFrontDoor:
             out = yield self._login.authenticate(account=account, conn=conn, receipt=receipt,
                                                  password_proven_upstream=True, open_session=True)
             if not out.ok:
-                return self._outcome_refusal(out)
+                return wire.outcome_refusal(out)
             return (out.session, list(out.set_cookie))
         methods = sorted(proven | ({"password"} if self.mode == "basic" else set()))
         try:
             rec, cookies = yield self._sessions.open(ident, account, methods, ident.client_ip)
         except LimitReached:
-            return self._answer(403, "session-limit", MSG_LIMIT)
+            return wire.answer(403, "session-limit", MSG_LIMIT)
         except StoreError as e:
             self._audit.record("cockpit-login", "error", "session-open-failed", account=account,
                                fingerprint=ident.fingerprint, client_ip=ident.client_ip, error=str(e)[:200])
-            return self._answer(503, "session-store-unavailable", MSG_STORE,
-                                [(b"Retry-After", str(self._login.retry_after).encode("ascii"))])
+            return wire.answer(503, "session-store-unavailable", MSG_STORE,
+                               [(b"Retry-After", str(self._login.retry_after).encode("ascii"))])
         self._audit.record("cockpit-login", "allow", "ok", account=account, fingerprint=ident.fingerprint,
                            client_ip=ident.client_ip, methods=methods)
         return (rec, cookies)

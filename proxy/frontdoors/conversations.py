@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -25,9 +26,66 @@ from twisted.internet.defer import inlineCallbacks
 
 if TYPE_CHECKING:  # pragma: no cover
     from proxy.interfaces import SessionStore
-    from proxy.frontdoors.cockpit import Conversation
 
 NAMESPACE = "cockpit-conversation"
+#: Pending conversations one process admits.
+MAX_CONVERSATIONS = 1024
+#: Pending conversations one certificate may hold (a new one drops its oldest).
+PER_CERTIFICATE = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """A pending X-Conversation: who asked, and what is already proven (the receipt)."""
+
+    nonce: str
+    account: str
+    fingerprint: str
+    receipt: str | None
+    password: str | None  # basic mode only: the credentials cockpit-ws will need after the code
+    superuser: bytes | None
+    expires_at: float
+
+
+class Conversations:
+    """Pending conversations by nonce; each is taken once, before ``expires_at``; at most ``limit``."""
+
+    def __init__(self, now: Callable[[], float], limit: int = MAX_CONVERSATIONS) -> None:
+        self._now = now
+        self._limit = limit
+        self._items: dict[str, Conversation] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, conv: Conversation) -> bool:
+        """Store ``conv``; False (not stored) when ``limit`` live conversations are pending.
+
+        One certificate keeps at most :data:`PER_CERTIFICATE` pending conversations (its oldest
+        is dropped), so one person cannot fill the table for everyone.
+        """
+        self.purge()
+        mine = [k for k, c in self._items.items() if c.fingerprint == conv.fingerprint]
+        for k in mine[:max(0, len(mine) - PER_CERTIFICATE + 1)]:
+            del self._items[k]
+        if len(self._items) >= self._limit:
+            return False
+        self._items[conv.nonce] = conv
+        return True
+
+    def take(self, nonce: str) -> Conversation | None:
+        """The conversation for ``nonce`` if live, removing it (single use); else None."""
+        conv = self._items.pop(nonce, None)
+        if conv is None or self._now() >= conv.expires_at:
+            return None
+        return conv
+
+    def purge(self) -> None:
+        now = self._now()
+        for k in [k for k, c in self._items.items() if now >= c.expires_at]:
+            del self._items[k]
+
+
 
 
 class SharedConversations:
@@ -58,8 +116,6 @@ class SharedConversations:
         return self._fernet.encrypt(json.dumps(d).encode("utf-8")).decode("ascii")
 
     def _open(self, nonce: str, text: str) -> "Conversation | None":
-        from proxy.frontdoors.cockpit import Conversation
-
         try:
             d = json.loads(self._fernet.decrypt(text.encode("ascii")))
         except (InvalidToken, ValueError):

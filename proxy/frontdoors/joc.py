@@ -56,7 +56,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred
 
     from proxy.config import Config, Route
-    from proxy.login.service import AuthOutcome, LoginService
+    from proxy.login.outcome import AuthOutcome
+    from proxy.login.service import LoginService
 
 TOTP_HEADER = b"X-Certgate-TOTP"
 MSG_MISSING = "The Header Authorization with the Base64 encoded authorization string is missing"

@@ -31,7 +31,7 @@ from proxy.gate import wording
 from proxy.gate.policy import ForwardPolicy
 from proxy.http.messages import ConnContext, Decision, Forward, Headers, RequestHead, Response
 from proxy.interfaces import AuditSink, Clock, DecisionOrDeferred, Endpoint, FrontDoor, MetricsRegistry, Sessions
-from proxy.stores.interface import StoreError
+from proxy.stores.interface import StoreError, retry_after
 from trust.escape import safe_html, safe_json
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -85,9 +85,7 @@ def error_page(head: RequestHead, status: int, code: str, title: str, message: s
 def retry_after_for(sessions: SessionsSection) -> bytes:
     """The ``Retry-After`` seconds of a 503 ``session-store-unavailable`` (``[sessions] store_deadline``,
     rounded up, at least 1)."""
-    import math
-
-    return str(max(1, math.ceil(sessions.store_deadline))).encode("ascii")
+    return retry_after(sessions.store_deadline)
 
 
 def store_unavailable(head: RequestHead, conn: ConnContext, audit: AuditSink, error: str = "",
@@ -114,7 +112,9 @@ class Gate:
 
     ``sessions`` is a :class:`proxy.sessions.manager.SessionManager` (may be None only when every
     rule is certificate-only or client auth is ``none``). ``endpoints`` maps exact paths under
-    ``/.certgate/`` to handlers. ``front_doors`` are consulted in order.
+    ``/.certgate/`` to handlers: the caller mounts certgate's own (the session endpoints of
+    :func:`proxy.sessions.presence.session_endpoints`, the login's), so the gate imports none of
+    them. ``front_doors`` are consulted in order.
     """
 
     def __init__(self, *, config: "Config", sessions: Sessions | None, clock: Clock, audit: AuditSink,
@@ -124,15 +124,10 @@ class Gate:
         self._sessions = sessions
         self._clock = clock
         self._audit = audit
-        self._endpoints: dict[str, Endpoint] = {}
         self._retry_after = retry_after_for(config.sessions)
-        if sessions is not None:  # certgate's own session endpoints, unless the caller mounts its own
-            from proxy.sessions.presence import session_endpoints
-
-            self._endpoints.update(session_endpoints(sessions, retry_after=self._retry_after))
-            if metrics is not None:
-                sessions.use_metrics(metrics)
-        self._endpoints.update(endpoints)
+        if sessions is not None and metrics is not None:
+            sessions.use_metrics(metrics)
+        self._endpoints: dict[str, Endpoint] = dict(endpoints)
         for p in self._endpoints:
             if not p.startswith(PREFIX):
                 raise ValueError(f"endpoint path {p!r} is not under {PREFIX}")

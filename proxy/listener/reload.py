@@ -22,9 +22,10 @@ from twisted.logger import Logger
 from proxy.listener.context import (ServerIdentity, TLSConfigError, build_context, file_stats,
                                 load_server_identity, parse_sni_entries, server_cert_warnings)
 from proxy.listener.verify import HandshakeVerifier
+from trust.folder import folder_signature
 from trust.mapping import map_presented
 from trust.presented import PresentedCertificate
-from trust.store import PINNED_DIR, TrustStoreError, folder_signature, load_store
+from trust.store import PINNED_DIR, TrustStoreError, load_store
 from trust.verify import VerdictCache, Verdict
 
 if TYPE_CHECKING:  # pragma: no cover

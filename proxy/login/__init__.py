@@ -3,6 +3,7 @@
 Only re-exports; see :mod:`proxy.login.service` for the order of checks.
 """
 
-from proxy.login.service import AuthOutcome, LoginService
+from proxy.login.outcome import AuthOutcome
+from proxy.login.service import LoginService
 
 __all__ = ["AuthOutcome", "LoginService"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from proxy.login.service import AuthOutcome
+from proxy.login.outcome import AuthOutcome
 from proxy.login.throttle import StartupRefused
 from proxy.login.web import cross_site, iso
 from proxy.http.messages import ConnContext, Headers, Local, RequestHead, Response, error_json, json_response

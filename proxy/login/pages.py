@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, quote
 from proxy.gate import wording
 from proxy.login import factors
 from proxy.login.keys import derive_key
-from proxy.login.service import AuthOutcome
+from proxy.login.outcome import AuthOutcome
 from proxy.login.web import PRE_COOKIE, CsrfTokens, cross_site, safe_next
 from proxy.login.webauthn_js import SCRIPT_SRC, options_block
 from proxy.http.messages import ConnContext, Headers, Local, RequestHead, Response

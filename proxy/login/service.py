@@ -26,7 +26,6 @@ factor failed.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -35,6 +34,7 @@ from twisted.internet.defer import inlineCallbacks
 from proxy.gate import wording
 from proxy.login import factors
 from proxy.login.keys import derive_key, load_secret
+from proxy.login.outcome import AuthOutcome
 from proxy.login.passwords import PasswordFile, PasswordFileError
 from proxy.login.receipts import ReceiptCodec, ReceiptError, consume
 from proxy.login.throttle import SharedStartups, Throttle, keys_for
@@ -68,33 +68,6 @@ def _public_message(reason: str, identity: Any) -> str:
     if reason in _CERT_REASONS:
         return wording.certificate_problem(identity) or MSG_CERT
     return MSG_FAILED
-
-
-@dataclass(frozen=True)
-class AuthOutcome:
-    """The result of one login attempt (see the module docstring for the order of checks)."""
-
-    ok: bool
-    account: str
-    proven: frozenset[str]
-    required: list[list[str]]
-    receipt: str | None
-    reason: str
-    public_message: str
-    receipt_expires_at: float | None = None
-    session: Any = None  # the SessionRecord opened on success
-    set_cookie: list[tuple[bytes, bytes]] = field(default_factory=list)
-    session_expires_at: float | None = None
-    retry_after: int = 0  # seconds, for ``throttled`` and ``busy``
-    webauthn_options: dict[str, Any] | None = None  # request options when a partial success needs the key
-
-    @property
-    def partial(self) -> bool:
-        return not self.ok and self.receipt is not None
-
-    @property
-    def throttled(self) -> bool:
-        return self.reason == "throttled"
 
 
 class LoginService:
@@ -441,17 +414,3 @@ class LoginService:
         ident = conn.identity
         self.audit.record("login", decision, reason, account=account, fingerprint=ident.fingerprint,
                           client_ip=ident.client_ip, **extra)
-
-    # ------------------------------------------------------------------ HTTP
-
-    def endpoints(self) -> dict[str, Any]:
-        """``/.certgate/login`` (page) and ``/.certgate/api/auth`` (JSON) for the gate."""
-        from proxy.login.api import AuthApi
-        from proxy.login.pages import LoginPage
-
-        eps: dict[str, Any] = {"/.certgate/login": LoginPage(self), "/.certgate/api/auth": AuthApi(self)}
-        if self.webauthn is not None:
-            from proxy.login.webauthn_page import WEBAUTHN_PATH, EnrolPage
-
-            eps[WEBAUTHN_PATH] = EnrolPage(self)
-        return eps

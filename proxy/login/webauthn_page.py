@@ -20,7 +20,9 @@ from urllib.parse import parse_qs
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 
+from proxy.gate.sameorigin import REFERRER_POLICY
 from proxy.login.keys import derive_key
+from proxy.login.pages import _SHELL, CSP, CSP_WEBAUTHN, CSS
 from proxy.login.throttle import keys_for
 from proxy.login.web import PRE_COOKIE, CsrfTokens, cross_site
 from proxy.login.webauthn import WebAuthnError
@@ -95,9 +97,6 @@ class EnrolPage:
 
     def _page(self, status: int, title: str, body: str, headers: Headers | None = None, close: bool = False
               ) -> Response:
-        from proxy.login.pages import _SHELL, CSS, CSP, CSP_WEBAUTHN
-        from proxy.gate.sameorigin import REFERRER_POLICY
-
         csp = CSP_WEBAUTHN if 'id="webauthn-options"' in body else CSP
         hs: Headers = [(b"Content-Type", b"text/html; charset=utf-8"), (b"Cache-Control", b"no-store"),
                        (b"Content-Security-Policy", csp), (b"X-Frame-Options", b"DENY"),

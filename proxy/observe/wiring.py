@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from twisted.application.service import Service
 from twisted.logger import Logger
 
+from proxy.version import certgate_version
+
 if TYPE_CHECKING:  # pragma: no cover
     from proxy.observe.audit import RefusalDigest
     from twisted.internet.defer import Deferred
@@ -34,9 +36,7 @@ def make_metrics(cfg: Config, is_worker: bool) -> Metrics:
         enable_multiprocess(folder)
     m = Metrics()
     if not is_worker:
-        from proxy.app.service import _version
-
-        m.add_process_metrics(_version())
+        m.add_process_metrics(certgate_version())
     return m
 
 
@@ -125,61 +125,6 @@ def expiry_lines(snapshot: Any, now: float, warn_days: int) -> list[str]:
             days = int(left.total_seconds() // 86400)
             out.append(f"{sc.cert_path} (server certificate): expires in {days} day{'s' if days != 1 else ''}")
     return out
-
-
-def handshake_failure_reason(transport: Any, reason: Any, timed_out: bool) -> str:
-    """A stable code for a connection that ended before its TLS handshake completed.
-
-    ``certificate-refused`` when certgate's verify callback refused the certificate (that
-    refusal is audited with its precise reason already); ``handshake-timeout``;
-    ``no-certificate``; ``tls-version``; ``not-tls``; ``tls-error``; ``closed`` when the
-    client went away without a TLS error (e.g. a port probe).
-    """
-    from OpenSSL import SSL
-
-    from proxy.listener.verify import RECORDS
-
-    conn = getattr(transport, "_tlsConnection", None)
-    rec = RECORDS.get(conn) if conn is not None else None
-    if rec is not None and rec.decision is False:
-        return "certificate-refused"
-    if timed_out:
-        return "handshake-timeout"
-    err = getattr(reason, "value", None)
-    if not isinstance(err, SSL.Error):
-        return "closed"
-    text = str(err).lower()
-    if "did not return a certificate" in text or "certificate required" in text:
-        return "no-certificate"
-    if "unsupported protocol" in text or "no protocols available" in text or "version too low" in text:
-        return "tls-version"
-    if "wrong version number" in text or "http request" in text:
-        return "not-tls"
-    return "tls-error"
-
-
-class HandshakeFailures:
-    """The GatewayFactory's ``handshake_failed`` hook: a counter by reason, and refusals to the audit digest.
-
-    ``certificate-refused`` is audited by the verify callback and ``closed`` is no refusal,
-    so neither reaches the digest again.
-    """
-
-    def __init__(self, metrics: MetricsRegistry, refusals: RefusalDigest | None) -> None:
-        self._count = metrics.counter("tls_handshakes_failed_total",
-                                      "Connections that ended before their TLS handshake completed, by reason",
-                                      ("reason",))
-        self._refusals = refusals
-
-    def __call__(self, transport: Any, reason: Any, timed_out: bool) -> None:
-        code = handshake_failure_reason(transport, reason, timed_out)
-        self._count.labels(code).inc()
-        if code not in ("certificate-refused", "closed") and self._refusals is not None:
-            try:
-                ip = transport.getPeer().host
-            except Exception:
-                ip = "?"
-            self._refusals.add(ip, code)
 
 
 class ExpiryWarner:

@@ -21,6 +21,7 @@ twisted.web ``Site``.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -31,6 +32,7 @@ from twisted.internet.defer import inlineCallbacks, maybeDeferred
 from proxy.http.paths import TargetError, canonical_target
 from proxy.sessions.manager import describe
 from trust.escape import safe_json
+from trust.problems import Problem
 
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Generator
@@ -65,6 +67,30 @@ def read_token(path: Any) -> str:
     if len(token) < 16:
         raise ValueError(f"[admin] token_file: {path} holds a token shorter than 16 characters")
     return token
+
+
+def admin_problems(cfg: Config) -> list[Problem]:
+    """A readable token of 16+ characters when set; a token whenever the address is not loopback."""
+    if not cfg.admin.port:
+        return []
+    if cfg.admin.token_file:
+        try:
+            read_token(cfg.admin.token_file)
+        except ValueError as e:
+            return [Problem("admin", "token_file", str(e).removeprefix("[admin] token_file: "))]
+        return []
+    if not is_loopback(cfg.admin.address):
+        return [Problem("admin", "address", f"{cfg.admin.address} is not a loopback address; set [admin] "
+                        "token_file so the admin API needs a bearer token")]
+    return []
+
+
+def is_loopback(address: str) -> bool:
+    """True for a loopback IP address (127.0.0.0/8, ::1); False for anything else, a host name too."""
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def find_sessions(store: BlockingStore, ref: str) -> list[SessionRecord]:
@@ -245,8 +271,6 @@ def admin_service(cfg: Config, gw: Any, reactor: Any) -> Any:
     address without a token.
     """
     from twisted.application.internet import TCPServer
-
-    from proxy.app.checks import admin_problems
 
     problems = admin_problems(cfg)
     if problems:

@@ -292,7 +292,7 @@ def session_endpoints(sessions: Sessions, *, clock: Seconds | None = None,
                       retry_after: bytes = b"2") -> dict[str, Endpoint]:
     """The endpoints above, keyed by exact path, for ``Gate(endpoints=...)``.
 
-    ``retry_after`` is the ``Retry-After`` of their 503 when the store cannot answer (the gate
+    ``retry_after`` is the ``Retry-After`` of their 503 when the store cannot answer (the service
     passes ``[sessions] store_deadline`` rounded up; 2 s is that key's default)."""
     clock = clock or sessions.clock
     interval = float(sessions.settings.presence_interval)

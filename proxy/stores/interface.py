@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import builtins
 import json
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -31,6 +32,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 class StoreError(Exception):
     """A store could not be opened or used; the message says which store and why."""
+
+
+def retry_after(deadline: float) -> bytes:
+    """The ``Retry-After`` seconds of a 503 ``session-store-unavailable``: the store's ``deadline``
+    (``[sessions] store_deadline``) rounded up, at least 1."""
+    return str(max(1, math.ceil(float(deadline)))).encode("ascii")
 
 
 @dataclass(frozen=True, slots=True)

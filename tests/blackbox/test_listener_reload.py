@@ -18,7 +18,7 @@ from tests.blackbox import (CERTGATE, Gateway, Pki, free_port, handshake_refused
                             write_config)
 from tests.tls_support import EchoUpstream
 from trust import issue as I
-from trust.store import atomic_remove, atomic_write
+from trust.folder import atomic_remove, atomic_write
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ from proxy.gate import wording
 from proxy.observe.audit import memory_audit
 from proxy.config import ConfigError
 from proxy.frontdoors.assertion import assertion_key, verify_assertion
-from proxy.frontdoors.cockpit import CockpitFrontDoor, normalize_root, strip_cockpit_cookies
+from proxy.frontdoors.cockpit import CockpitFrontDoor
+from proxy.frontdoors.cockpit_wire import normalize_root, strip_cockpit_cookies
 from proxy.login.passwords import set_password
 from proxy.login.service import LoginService
 from proxy.login.totp import TotpSecrets
@@ -372,7 +373,7 @@ def test_client_observer_only_for_cockpit_sockets_of_a_session(tmp_path) -> None
 
 
 def test_conversation_table_is_bounded_per_certificate() -> None:
-    from proxy.frontdoors.cockpit import PER_CERTIFICATE, Conversation, Conversations
+    from proxy.frontdoors.conversations import PER_CERTIFICATE, Conversation, Conversations
 
     now = [0.0]
     table = Conversations(lambda: now[0], limit=5)
@@ -408,8 +409,7 @@ def released(f: Any) -> bool:
 
 def test_pending_conversation_is_continued_by_another_process_through_the_store() -> None:
     """Worker/gateway A asks for the code; B (same store and secret, its own table) takes it once."""
-    from proxy.frontdoors.cockpit import Conversation
-    from proxy.frontdoors.conversations import NAMESPACE, SharedConversations
+    from proxy.frontdoors.conversations import NAMESPACE, Conversation, SharedConversations
     from proxy.stores.memory import MemoryEngine
 
     engine = MemoryEngine()
@@ -437,8 +437,10 @@ def test_pending_conversation_is_continued_by_another_process_through_the_store(
 
 def _gate_decide(e: Env, target: bytes, headers: Any = (), ident: Any = None, upgrade: bool = False) -> Any:
     from proxy.gate.decide import Gate
+    from proxy.sessions.presence import session_endpoints
 
-    gate = Gate(config=e.cfg, sessions=e.mgr, clock=e.clock, audit=e.audit, endpoints={}, front_doors=[e.door])
+    gate = Gate(config=e.cfg, sessions=e.mgr, clock=e.clock, audit=e.audit, endpoints=session_endpoints(e.mgr),
+                front_doors=[e.door])
     head = RequestHead(b"GET", target, b"1.1", [(b"Host", b"gw.example")] + list(headers), upgrade=upgrade)
     return resolve(gate.decide(head, ConnContext(identity=ident or make_identity("alice", handshake_at=T0),
                                                  connected_at=T0)))

@@ -134,10 +134,10 @@ def test_safe_json_keeps_numbers_and_structure() -> None:
 
 
 def test_front_door_answers_escape_account_and_reason_phrase() -> None:
-    from proxy.frontdoors.cockpit import CockpitFrontDoor
+    from proxy.frontdoors.cockpit_wire import answer
     from proxy.frontdoors.joc import joc_denied, joc_error
 
-    resp = CockpitFrontDoor._answer(401, "authentication-failed", "account " + EVIL)
+    resp = answer(401, "authentication-failed", "account " + EVIL)
     assert b"\r" not in resp.reason and b"\n" not in resp.reason and resp.reason.isascii()
     for body in (resp.body, joc_denied(EVIL).body, joc_error(401, EVIL).body):
         assert raw_controls(json.dumps(json.loads(body), ensure_ascii=False)) == []

@@ -9,7 +9,8 @@ from twisted.internet.task import Clock
 from proxy.observe.audit import memory_audit
 from proxy.gate.decide import Gate
 from proxy.http.messages import ConnContext, Forward, RequestHead, Response
-from proxy.sessions.presence import HtmlInjector, inject_presence_script, presence_script, should_inject
+from proxy.sessions.presence import (HtmlInjector, inject_presence_script, presence_script, session_endpoints,
+                                     should_inject)
 from proxy.sessions.manager import SessionManager
 from proxy.stores.interface import StoreError
 from proxy.stores.memory import MemoryStore
@@ -34,7 +35,7 @@ class Env:
         self.mgr = SessionManager(raw, self.clock, self.cfg.sessions, self.tunnels, self.audit)
         self.sessions = Blocking(self.mgr)
         self.gate = Gate(config=self.cfg, sessions=self.mgr, clock=self.clock, audit=self.audit,
-                         endpoints={}, front_doors=[])  # the gate mounts the session endpoints itself
+                         endpoints=session_endpoints(self.mgr), front_doors=[])  # mounted as the service does
 
     def login(self):
         rec, cookies = self.sessions.open(make_identity("alice", cert=ALICE, handshake_at=self.clock.seconds()),

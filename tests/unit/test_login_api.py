@@ -6,6 +6,7 @@ import pyotp
 import pytest
 
 from tests.reactor_thread import resolve
+from proxy.login.endpoints import login_endpoints
 from proxy.login.testing import head, make_rig
 from proxy.login.totp import TotpSecrets
 from proxy.http.messages import Local, Response
@@ -22,7 +23,7 @@ def rig(tmp_path):
 
 
 def call(rig, body, conn=None, headers=(JSON,), method=b"POST"):
-    ep = rig.login.endpoints()["/.certgate/api/auth"]
+    ep = login_endpoints(rig.login)["/.certgate/api/auth"]
     h = head(method, b"/.certgate/api/auth", list(headers))
     conn = conn or rig.conn("alice")
     d = ep(h, conn)

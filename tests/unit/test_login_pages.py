@@ -9,6 +9,7 @@ import pyotp
 import pytest
 
 from proxy.gate import wording
+from proxy.login.endpoints import login_endpoints
 from proxy.login.testing import head, make_rig
 from proxy.login.totp import TotpSecrets
 from proxy.login.web import PRE_COOKIE, safe_next
@@ -29,7 +30,7 @@ def rig(tmp_path):
 
 def page(rig, conn=None, target=b"/.certgate/login?next=/app/x", cookies=()):
     hs = [(b"Cookie", f"{PRE_COOKIE}={c}".encode()) for c in cookies]
-    return rig.login.endpoints()["/.certgate/login"](head(b"GET", target, hs), conn or rig.conn("alice"))
+    return login_endpoints(rig.login)["/.certgate/login"](head(b"GET", target, hs), conn or rig.conn("alice"))
 
 
 def pre_cookie(resp):
@@ -50,7 +51,7 @@ def post(rig, form, *, cookie=None, conn=None, extra=()):
         hs.append((b"Cookie", f"{PRE_COOKIE}={cookie}".encode()))
     h = head(b"POST", b"/.certgate/login", hs)
     conn = conn or rig.conn("alice")
-    d = rig.login.endpoints()["/.certgate/login"](h, conn)
+    d = login_endpoints(rig.login)["/.certgate/login"](h, conn)
     if isinstance(d, Response):
         return d
     assert isinstance(d, Local)
@@ -195,7 +196,7 @@ def test_refusals_use_the_shared_plain_words(rig):
 def test_error_pages_lead_back_to_the_login(rig, ctype, body, status):
     hs = [(b"Content-Type", ctype or b"application/x-www-form-urlencoded")]
     h = head(b"POST", b"/.certgate/login", hs)
-    d = rig.login.endpoints()["/.certgate/login"](h, rig.conn("alice"))
+    d = login_endpoints(rig.login)["/.certgate/login"](h, rig.conn("alice"))
     r = d.handler(h, body, rig.conn("alice"))
     assert r.status == status and b'<a href="/.certgate/login">Back to the login page</a>' in r.body
 
@@ -216,7 +217,7 @@ def test_two_step_page(rig):
 def test_repeated_field_refused(rig):
     cookie, token = start(rig)
     h = head(b"POST", b"/.certgate/login", [FORM, (b"Cookie", f"{PRE_COOKIE}={cookie}".encode())])
-    d = rig.login.endpoints()["/.certgate/login"](h, rig.conn("alice"))
+    d = login_endpoints(rig.login)["/.certgate/login"](h, rig.conn("alice"))
     r = d.handler(h, f"account=alice&account=bob&csrf={token}".encode(), rig.conn("alice"))
     assert r.status == 400
 
@@ -230,5 +231,5 @@ def test_throttled_page_429(rig):
 
 
 def test_put_405(rig):
-    r = rig.login.endpoints()["/.certgate/login"](head(b"PUT", b"/.certgate/login"), rig.conn("alice"))
+    r = login_endpoints(rig.login)["/.certgate/login"](head(b"PUT", b"/.certgate/login"), rig.conn("alice"))
     assert r.status == 405

@@ -5,6 +5,7 @@ import json
 import pyotp
 import pytest
 
+from proxy.login.endpoints import login_endpoints
 from proxy.login.testing import make_rig as _make_rig
 from tests.reactor_thread import Blocking, resolve
 
@@ -383,7 +384,7 @@ def test_pending_slot(tmp_path):
 
 def test_no_http_route_changes_secrets(rig):
     """AUTH-08: password change and TOTP enrol/reset are host-only (CLI); HTTP offers only login."""
-    assert set(rig.login.endpoints()) == {"/.certgate/login", "/.certgate/api/auth"}
+    assert set(login_endpoints(rig.login)) == {"/.certgate/login", "/.certgate/api/auth"}
 
 
 def test_session_does_not_replace_certificate_at_login(rig):

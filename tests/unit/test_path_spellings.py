@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred
 
 from proxy.gate.decide import Gate
 from proxy.http.messages import ConnContext, Forward, RequestHead, Response
+from proxy.sessions.presence import session_endpoints
 from proxy.stores.testing import make_identity
 from tests.joc_emulator import jetty_path
 from tests.path_spellings import CLASSES, COCKPIT_LOGIN, COCKPIT_SPELLINGS, JOC_LOGIN, JOC_SPELLINGS, canonical, \
@@ -47,8 +48,8 @@ class Site:
 
     def __init__(self, env: Any) -> None:
         self.env = env
-        self.gate = Gate(config=env.cfg, sessions=env.mgr, clock=env.clock, audit=env.audit, endpoints={},
-                         front_doors=[env.door])
+        self.gate = Gate(config=env.cfg, sessions=env.mgr, clock=env.clock, audit=env.audit,
+                         endpoints=session_endpoints(env.mgr), front_doors=[env.door])
         self.ident = make_identity("alice", handshake_at=joc_env.T0)
         _, cookies = env.sessions.open(self.ident, "alice", ("tls-cert", "password"), "127.0.0.1")
         self.cookie = cookies[0][1].split(b";")[0]

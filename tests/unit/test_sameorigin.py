@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from proxy.login.endpoints import login_endpoints
 from proxy.login.testing import head, make_rig
 from proxy.login.web import PRE_COOKIE
 from proxy.http.messages import Local, Response
@@ -75,7 +76,7 @@ def rig(tmp_path):
 
 
 def _login_page_post(rig, headers):
-    ep = rig.login.endpoints()["/.certgate/login"]
+    ep = login_endpoints(rig.login)["/.certgate/login"]
     conn = rig.conn("alice")
     page = ep(head(b"GET", b"/.certgate/login", [HOST]), conn)
     cookie = next(v for k, v in page.headers if k == b"Set-Cookie").split(b";")[0].split(b"=", 1)[1]
@@ -94,7 +95,7 @@ def _login_page_post(rig, headers):
 
 
 def _api_post(rig, headers):
-    ep = rig.login.endpoints()["/.certgate/api/auth"]
+    ep = login_endpoints(rig.login)["/.certgate/api/auth"]
     h = head(b"POST", b"/.certgate/api/auth", [(b"Content-Type", b"application/json")] + list(headers))
     conn = rig.conn("alice")
     d = ep(h, conn)
@@ -139,6 +140,6 @@ def test_every_endpoint_refuses_cross_site(rig, endpoint, name):
 
 
 def test_pages_send_same_origin_referrer_policy(rig):
-    page = rig.login.endpoints()["/.certgate/login"](head(b"GET", b"/.certgate/login", [HOST]), rig.conn("alice"))
+    page = login_endpoints(rig.login)["/.certgate/login"](head(b"GET", b"/.certgate/login", [HOST]), rig.conn("alice"))
     assert (b"Referrer-Policy", REFERRER_POLICY) in page.headers and REFERRER_POLICY == b"same-origin"
     assert b'<meta name="referrer" content="same-origin">' in page.body

@@ -15,7 +15,8 @@ from proxy.stores import StoreError, open_engine, open_store
 from proxy.stores.interface import (REPLACED, IBlockingStore, ISessionStore, LimitReached, SessionRecord,
                                     TOMBSTONE_SECONDS)
 from proxy.stores.memory import MemoryEngine, MemoryStore
-from proxy.stores.redis import RedisEngine, RedisStore, parse_url
+from proxy.stores.redis import RedisEngine, RedisStore
+from proxy.stores.redis_target import parse_url
 from proxy.stores.sqlite import SQLiteEngine, SQLiteStore
 from tests.reactor_thread import Blocking, blocking, reactor_running
 from tests.redis_fixture import redis_server  # noqa: F401  (pytest fixture)

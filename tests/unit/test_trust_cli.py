@@ -13,7 +13,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from proxy.app import cli as certgate
 from trust import issue as I
-from trust.store import folder_signature, load_store
+from trust.folder import folder_signature
+from trust.store import load_store
 
 NOW = I.utcnow()
 DAY = dt.timedelta(days=1)

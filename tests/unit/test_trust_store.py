@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from trust import issue as I
-from trust.store import (TrustStoreError, apply_changes, atomic_write, folder_signature, load_store,
-                         parse_objects)
+from trust.folder import apply_changes, atomic_write, folder_signature
+from trust.store import TrustStoreError, load_store, parse_objects
 
 NOW = I.utcnow()
 DAY = dt.timedelta(days=1)
