@@ -40,6 +40,7 @@ def main() -> None:
     from twisted.protocols.tls import TLSMemoryBIOFactory
 
     from proxy.gate.policy import ForwardPolicy
+    from proxy.sessions.injection import PresenceRewrites
     from proxy.http.factory import GatewayFactory
     from proxy.listener.identity import ConnectionIdentity
     from proxy.http.messages import Forward, Local, json_response, text_response
@@ -74,7 +75,7 @@ def main() -> None:
     def local_handler(head: Any, body: bytes, conn: Any) -> Any:
         return json_response(200, {"local": True, "len": len(body), "sha256": hashlib.sha256(body).hexdigest()})
 
-    policy = ForwardPolicy(config)
+    policy = ForwardPolicy(config, PresenceRewrites(config.sessions))
 
     class FakeGate:
         def decide(self, head: Any, conn: Any) -> Any:

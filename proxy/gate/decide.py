@@ -28,7 +28,7 @@ from urllib.parse import quote
 from twisted.internet.defer import Deferred
 
 from proxy.gate import wording
-from proxy.gate.policy import ForwardPolicy
+from proxy.gate.policy import ForwardPolicy, RewriteChooser
 from proxy.http.messages import ConnContext, Decision, Forward, Headers, RequestHead, Response
 from proxy.interfaces import AuditSink, Clock, DecisionOrDeferred, Endpoint, FrontDoor, MetricsRegistry, Sessions
 from proxy.stores.interface import StoreError, retry_after
@@ -114,12 +114,13 @@ class Gate:
     rule is certificate-only or client auth is ``none``). ``endpoints`` maps exact paths under
     ``/.certgate/`` to handlers: the caller mounts certgate's own (the session endpoints of
     :func:`proxy.sessions.presence.session_endpoints`, the login's), so the gate imports none of
-    them. ``front_doors`` are consulted in order.
+    them. ``front_doors`` are consulted in order. ``rewrites`` chooses each Forward's response
+    rewrite (the presence script: :class:`proxy.sessions.injection.PresenceRewrites`); none without.
     """
 
     def __init__(self, *, config: "Config", sessions: Sessions | None, clock: Clock, audit: AuditSink,
                  endpoints: Mapping[str, Endpoint], front_doors: Sequence[FrontDoor],
-                 metrics: MetricsRegistry | None = None) -> None:
+                 metrics: MetricsRegistry | None = None, rewrites: RewriteChooser | None = None) -> None:
         self._config = config
         self._sessions = sessions
         self._clock = clock
@@ -144,7 +145,7 @@ class Gate:
             from trust.access import check  # the single source of access decisions
 
             self._access_check = check
-        self._policy = ForwardPolicy(config)  # body limits and presence injection, as data on each Forward
+        self._policy = ForwardPolicy(config, rewrites)  # body limits and rewrites, as data on each Forward
         self._forwards = self._denied = self._logins = self._local = None
         if metrics is not None:
             fam = metrics.counter("gate_decisions_total", "Gate decisions by outcome", ("outcome",))

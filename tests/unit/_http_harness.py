@@ -15,6 +15,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from proxy.gate.policy import ForwardPolicy
+from proxy.sessions.injection import PresenceRewrites
 from proxy.http.connection import GatewayProtocol
 from proxy.listener.identity import ConnectionIdentity
 from proxy.http.messages import Forward
@@ -62,7 +63,7 @@ class Gate:
 
     def __init__(self, config: Any) -> None:
         self.config = config
-        self.policy = ForwardPolicy(config)
+        self.policy = ForwardPolicy(config, PresenceRewrites(config.sessions))
         self.heads: list[Any] = []
         self.next: Callable[[Any], Any] = lambda head: Forward(config.default_route, account="alice",
                                                                session_id="sess-1")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from proxy.gate.policy import ForwardPolicy, PresenceInjection
+from proxy.gate.policy import ForwardPolicy
+from proxy.sessions.injection import PresenceInjection, PresenceRewrites
 from proxy.http.messages import NO_BODY, Forward, RequestHead
 from tests.support_http import make_config
 from tests.unit._http_harness import Harness
@@ -51,8 +52,9 @@ def test_body_rule_by_authentication() -> None:
 
 
 def test_presence_rewrite_only_for_session_gets_on_covered_kinds() -> None:
+    """The presence chooser (sessions layer) picks the rewrite; the gate's policy only carries it."""
     cfg = make_config("http://upstream.test:8080", {"sessions": {"inject_presence_script": True}})
-    p = ForwardPolicy(cfg)
+    p = ForwardPolicy(cfg, PresenceRewrites(cfg.sessions))
     route = cfg.default_route
     in_session = p.apply(Forward(route, session_id="s"), _head())
     assert isinstance(in_session.rewrite, PresenceInjection) and not in_session.rewrite.await_session
@@ -60,8 +62,10 @@ def test_presence_rewrite_only_for_session_gets_on_covered_kinds() -> None:
     assert isinstance(waiting.rewrite, PresenceInjection) and waiting.rewrite.await_session
     assert p.apply(Forward(route, session_id="s"), _head(b"POST")).rewrite is None
     assert p.apply(Forward(route, account="a"), _head()).rewrite is None
-    off = ForwardPolicy(make_config("http://upstream.test:8080", {"sessions": {"inject_presence_script": False}}))
+    off_cfg = make_config("http://upstream.test:8080", {"sessions": {"inject_presence_script": False}})
+    off = ForwardPolicy(off_cfg, PresenceRewrites(off_cfg.sessions))
     assert off.apply(Forward(route, session_id="s"), _head()).rewrite is None
+    assert ForwardPolicy(cfg).apply(Forward(route, session_id="s"), _head()).rewrite is None  # no chooser: none
 
 
 def test_a_forward_without_policy_accepts_no_body() -> None:
