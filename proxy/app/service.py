@@ -234,9 +234,10 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
         reactor = _reactor
     from proxy.observe.audit import Audit
     from proxy.gate.decide import Gate, retry_after_for
-    from proxy.http.connection import GatewayFactory
+    from proxy.http.factory import GatewayFactory
     from proxy.listener.reload import TrustState
     from proxy.sessions.manager import SessionManager
+    from proxy.sessions.injection import PresenceRewrites
     from proxy.sessions.presence import session_endpoints
     from proxy.stores import open_store, options_from
     from proxy.listener.tls import LiveServerTLS, identify, revalidate
@@ -276,7 +277,7 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
     # certgate's own endpoints; the login's win a clash
     endpoints = {**session_endpoints(sessions, retry_after=retry_after_for(cfg.sessions)), **endpoints}
     gate: RequestGate = Gate(config=cfg, sessions=sessions, clock=reactor, audit=audit, endpoints=endpoints,
-                             front_doors=front_doors, metrics=metrics)
+                             front_doors=front_doors, metrics=metrics, rewrites=PresenceRewrites(cfg.sessions))
     pools = UpstreamPools(cfg.routes, reactor, reactor)
     pools.use_metrics(metrics)
     http = GatewayFactory(gate=gate, identify=identify, config=cfg, pools=pools, clock=reactor,

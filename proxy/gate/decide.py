@@ -25,15 +25,16 @@ import json
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from urllib.parse import quote
 
+from twisted.internet.defer import Deferred
+
 from proxy.gate import wording
+from proxy.gate.policy import ForwardPolicy, RewriteChooser
 from proxy.http.messages import ConnContext, Decision, Forward, Headers, RequestHead, Response
 from proxy.interfaces import AuditSink, Clock, DecisionOrDeferred, Endpoint, FrontDoor, MetricsRegistry, Sessions
 from proxy.stores.interface import StoreError, retry_after
 from trust.escape import safe_html, safe_json
 
 if TYPE_CHECKING:  # pragma: no cover
-    from twisted.internet.defer import Deferred
-
     from proxy.config import Config, Route, SessionsSection
 
 PREFIX = "/.certgate/"
@@ -113,12 +114,13 @@ class Gate:
     rule is certificate-only or client auth is ``none``). ``endpoints`` maps exact paths under
     ``/.certgate/`` to handlers: the caller mounts certgate's own (the session endpoints of
     :func:`proxy.sessions.presence.session_endpoints`, the login's), so the gate imports none of
-    them. ``front_doors`` are consulted in order.
+    them. ``front_doors`` are consulted in order. ``rewrites`` chooses each Forward's response
+    rewrite (the presence script: :class:`proxy.sessions.injection.PresenceRewrites`); none without.
     """
 
     def __init__(self, *, config: "Config", sessions: Sessions | None, clock: Clock, audit: AuditSink,
                  endpoints: Mapping[str, Endpoint], front_doors: Sequence[FrontDoor],
-                 metrics: MetricsRegistry | None = None) -> None:
+                 metrics: MetricsRegistry | None = None, rewrites: RewriteChooser | None = None) -> None:
         self._config = config
         self._sessions = sessions
         self._clock = clock
@@ -143,6 +145,7 @@ class Gate:
             from trust.access import check  # the single source of access decisions
 
             self._access_check = check
+        self._policy = ForwardPolicy(config, rewrites)  # body limits and rewrites, as data on each Forward
         self._forwards = self._denied = self._logins = self._local = None
         if metrics is not None:
             fam = metrics.counter("gate_decisions_total", "Gate decisions by outcome", ("outcome",))
@@ -217,7 +220,19 @@ class Gate:
     # ---------------------------------------------------------------- decide
 
     def decide(self, head: RequestHead, conn: ConnContext) -> DecisionOrDeferred:
-        """The decision for one request head; see the module docstring for the order."""
+        """The decision for one request head; see the module docstring for the order.
+
+        Every ``Forward`` leaves here with its policy set (``proxy.gate.policy``): the body rule
+        by authentication and the presence-script rewrite.
+        """
+        d = self._decide(head, conn)
+        if type(d) is Forward:
+            return self._policy.apply(d, head)
+        if isinstance(d, Deferred):
+            return d.addCallback(self._policy.settle, head)
+        return d
+
+    def _decide(self, head: RequestHead, conn: ConnContext) -> DecisionOrDeferred:
         if head.target[:2] == b"/.":  # the target is canonical: only "/." can be /.certgate (cheap test first)
             path = head.path
             if path.startswith(PREFIX) or path == "/.certgate":

@@ -22,7 +22,7 @@ def direct_writer(transport: Any) -> Callable[[bytes], None]:
     Returns ``transport.write`` unchanged for anything that is not a plain TCP transport.
     """
     if type(transport) not in _PLAIN:
-        return transport.write  # type: ignore[no-any-return]
+        return transport.write
     queued_write = type(transport).write.__get__(transport)
     sock = transport.socket
 

@@ -1,18 +1,20 @@
-"""Flow control and deadlines of :class:`proxy.http.connection.GatewayProtocol`.
+"""Flow control and deadlines of one client connection (:class:`Flow`, a part the connection holds).
 
 - Reading from the client is paused for a *set* of reasons (``P_*`` bits) and resumes only when
   none is left: request bytes buffered ahead, a full upstream write buffer, a pending
   decision, bytes held around an upgrade.
-- The protocol is the streaming producer of its own transport: a full client write buffer
-  pauses the upstream read (``pauseProducing``), and resuming resumes it.
-- All deadlines of a connection share one lazily re-armed timer: ``_arm(kind, seconds)`` only
+- All deadlines of a connection share one lazily re-armed timer: ``arm(kind, seconds)`` only
   stores the deadline; the timer fires at the earliest one and re-arms itself if the deadline
   moved later meanwhile. So a keep-alive request costs a clock read, not a new DelayedCall.
+  When a deadline passes, the connection's ``deadline(kind)`` decides what it means.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.http.parts import Clock, DelayedCall, Host, Pausable
 
 # Deadline kinds.
 K_NONE, K_HANDSHAKE, K_HEADER, K_IDLE, K_BODY, K_UPSTREAM = range(6)
@@ -20,84 +22,75 @@ K_NONE, K_HANDSHAKE, K_HEADER, K_IDLE, K_BODY, K_UPSTREAM = range(6)
 P_BUFFER, P_UPSTREAM, P_DECIDE, P_RAW = 1, 2, 4, 8
 
 
-class FlowMixin:
-    """Methods mixed into GatewayProtocol; they use its attributes (see proxy.http.connection)."""
+class Flow:
+    """A :class:`proxy.http.parts.FlowControl`: the pause reasons and the one deadline of a connection.
 
-    __slots__ = ()
-    _paused: int
-    _write_paused: bool
-    _up: Any
-    gone: bool
-    transport: Any
-    _clock: Any
-    _timer: Any
-    _dl: float
-    _dl_kind: int
+    Guarantees: the client transport is paused exactly while at least one reason is set (and
+    the connection is not stopped); at most one DelayedCall exists per connection; nothing
+    fires after :meth:`stop`. Does not know what a deadline means (the host does).
+    """
 
-    # ------------------------------------------------------------------ producer (client writes)
-    def pauseProducing(self) -> None:
-        self._write_paused = True
-        if self._up is not None:
-            self._up.pause_reading()
+    __slots__ = ("_host", "_clock", "_transport", "paused", "write_paused", "_timer", "_dl", "kind", "_stopped")
 
-    def resumeProducing(self) -> None:
-        self._write_paused = False
-        if self._up is not None:
-            self._up.resume_reading()
+    def __init__(self, host: "Host", clock: "Clock") -> None:
+        self._host = host
+        self._clock = clock
+        self._transport: Pausable | None = None
+        self.paused = 0
+        self.write_paused = False
+        self._timer: DelayedCall | None = None
+        self._dl = 0.0
+        self.kind = K_NONE
+        self._stopped = False
 
-    def stopProducing(self) -> None:
-        pass
+    def attach(self, transport: "Pausable") -> None:
+        """Pause and resume ``transport``'s reading from now on."""
+        self._transport = transport
 
     # ------------------------------------------------------------------ reading control
-    def _pause(self, bit: int) -> None:
-        if not self._paused and not self.gone:
-            self.transport.pauseProducing()
-        self._paused |= bit
+    def pause(self, bit: int) -> None:
+        if not self.paused and not self._stopped and self._transport is not None:
+            self._transport.pauseProducing()
+        self.paused |= bit
 
-    def _resume(self, bit: int) -> None:
-        if self._paused & bit:
-            self._paused &= ~bit
-            if not self._paused and not self.gone:
-                self.transport.resumeProducing()
-
-    def upstream_write_paused(self, paused: bool) -> None:
-        if paused:
-            self._pause(P_UPSTREAM)
-        else:
-            self._resume(P_UPSTREAM)
+    def resume(self, bit: int) -> None:
+        if self.paused & bit:
+            self.paused &= ~bit
+            if not self.paused and not self._stopped and self._transport is not None:
+                self._transport.resumeProducing()
 
     # ------------------------------------------------------------------ deadlines
-    def _arm(self, kind: int, seconds: float) -> None:
+    def arm(self, kind: int, seconds: float) -> None:
+        """The deadline is now ``kind`` in ``seconds`` (replacing any other)."""
         clock = self._clock
         self._dl = clock.seconds() + seconds
-        self._dl_kind = kind
+        self.kind = kind
         t = self._timer
         if t is None:
             self._timer = clock.callLater(seconds, self._on_timer)
         elif t.getTime() > self._dl:
             t.reset(seconds)
 
+    def disarm(self) -> None:
+        """No deadline (the timer, if any, finds nothing to do when it fires)."""
+        self.kind = K_NONE
+
+    def stop(self) -> None:
+        """The connection is gone: cancel the timer; never pause or resume the transport again."""
+        self._stopped = True
+        self.kind = K_NONE
+        t, self._timer = self._timer, None
+        if t is not None and t.active():
+            t.cancel()
+
     def _on_timer(self) -> None:
         self._timer = None
-        kind = self._dl_kind
-        if kind == K_NONE or self.gone:
+        kind = self.kind
+        if kind == K_NONE or self._stopped:
             return
         now = self._clock.seconds()
         if now < self._dl:
             self._timer = self._clock.callLater(self._dl - now, self._on_timer)
             return
-        self._dl_kind = K_NONE
-        if kind == K_HANDSHAKE:
-            self.abort()  # type: ignore[attr-defined]
-        elif kind == K_IDLE:
-            self._close()  # type: ignore[attr-defined]
-        elif kind == K_HEADER:
-            self._error_now(408)  # type: ignore[attr-defined]
-        elif kind == K_BODY:
-            self._timeout_body()  # type: ignore[attr-defined]
-        else:
-            self._timeout_upstream()  # type: ignore[attr-defined]
-
-    def _timeout_body(self) -> None:
-        self._fail_active(408)
-
+        self.kind = K_NONE
+        self._host.deadline(kind)

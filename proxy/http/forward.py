@@ -1,32 +1,42 @@
-"""Forwarding half of :class:`proxy.http.connection.GatewayProtocol`: request out, response back, 101 splice.
+"""The forwarding part of a client connection (:class:`Forwarder`): request out, response back, 101 splice.
 
-Kept apart from the connection/parsing half only for size. Guarantees:
+The connection holds one :class:`Forwarder`; it is the upstream pool's ``Requester``
+(:class:`proxy.http.upstream.Requester`) and works on the connection's active
+:class:`~proxy.http.exchange.Exchange`. Guarantees:
 
+- the request is forwarded under the decision's ``body`` rule (limit; streamed, or a chunked
+  body collected first and sent with ``Content-Length``); the HTTP layer itself decides nothing
+  by identity;
 - the upstream request head is built in one bytes join after header hygiene
-  (:mod:`proxy.http.headers`); framing is ``Content-Length`` as received, chunked re-encoded from the
-  parser's body callbacks, or (unauthenticated chunked bodies, at most
-  ``max_body_unauthenticated`` bytes) collected first and sent with ``Content-Length``;
+  (:mod:`proxy.http.headers`); framing is ``Content-Length`` as received, chunked re-encoded from
+  the parser's body callbacks, or ``Content-Length`` for a collected body;
 - the response is relayed with its framing tracked: ``Content-Length`` passed through, chunked
   re-encoded, read-until-close turned into chunked for HTTP/1.1 clients; at most one write to
-  the client per upstream read (head and body of a small response go together);
+  the client per upstream read (head and body of a small response go together); a body the
+  decision's ``rewrite`` changes is sent chunked;
 - a pooled connection is reused only after a cleanly finished exchange;
 - a WebSocket tunnel starts only after ``101`` with the right ``Sec-WebSocket-Accept``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
-from proxy.http.flow import K_BODY as _K_BODY, K_UPSTREAM as _K_UPSTREAM
-from proxy.http.flow import P_BUFFER as _P_BUFFER, P_RAW as _P_RAW
-from proxy.http.wire import CONTINUE_100, status_line
+from proxy.http.exchange import (B_CHUNKED, B_COLLECT, B_IGNORE, B_STREAM, COLLECT, CONNECTING, DONE, DONE_STATE,
+                                 FORWARD, HEAD_STATE, READY_STATE, RELAYING, RESPONSE_DONE, RETRY, UPGRADE, UPSTREAM,
+                                 Exchange)
+from proxy.http.flow import K_BODY, K_UPSTREAM, P_BUFFER, P_UPSTREAM
 from proxy.http.headers import (HeaderValueError, certgate_headers, clean_request_headers, clean_response_headers,
-                           render_headers)
-from proxy.http.messages import Forward
+                                render_headers)
 from proxy.http.tunnel import WebSocketTunnel, ws_accept
-from proxy.http.upstream import F_CLOSE, F_LENGTH, F_NONE
+from proxy.http.upstream import F_CLOSE, F_LENGTH, F_NONE, Headers, Pool, UpstreamConnection
+from proxy.http.wire import CONTINUE_100, status_line
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.http.messages import Forward
+    from proxy.http.parts import Host
 
 log = Logger()
 
@@ -37,77 +47,100 @@ _CLOSE = b"Connection: close\r\n"
 _KEEP_ALIVE = b"Connection: keep-alive\r\n"
 
 
-class ForwardMixin:
-    """Methods mixed into GatewayProtocol; they use its attributes (see proxy.http.connection)."""
+class Forwarder:
+    """A :class:`proxy.http.parts.Forwarding` and the pool's requester, for one client connection.
 
-    __slots__ = ()
+    Per connection it keeps only what outlives a request: the upstream connection in use
+    (``up``; a tunnel's too), its pool, the output buffer of one upstream read, and the rendered
+    identity headers of the last request (reused while account and host stay the same).
+    """
+
+    __slots__ = ("_host", "up", "_pool", "_out", "_ours_key", "_ours")
+
+    def __init__(self, host: "Host") -> None:
+        self._host = host
+        self.up: UpstreamConnection | None = None
+        self._pool: Pool | None = None
+        self._out: list[bytes] = []
+        self._ours_key: tuple[str | None, bytes | None] | None = None
+        self._ours = b""
+
+    @property
+    def gone(self) -> bool:
+        """The client connection is gone (the pool skips gone requesters)."""
+        return self._host.gone
 
     # ------------------------------------------------------------------ request out
-    def _forward(self, r: Any, fwd: Forward) -> None:
-        f = self.factory  # type: ignore[attr-defined]
-        facts = r.facts
+    def start(self, ex: Exchange, fwd: "Forward") -> None:
+        """Forward ``ex`` as ``fwd`` says (now, or once a collected body is complete)."""
+        host = self._host
+        f = host.factory
+        facts = ex.facts
+        assert facts is not None
         if facts.websocket and f.ws_origins and facts.origin not in f.ws_origins:
-            self._error_now(403)  # type: ignore[attr-defined]
+            host.error_now(403)
             return
-        authed = fwd.account is not None or fwd.session_id is not None
-        limit = (f.max_body or None) if authed else f.max_body_unauth
+        rule = fwd.body
+        limit = rule.limit
         cl = facts.content_length
         if limit is not None and cl is not None and cl > limit:
-            self._error_now(413)  # type: ignore[attr-defined]
+            host.error_now(413)
             return
-        r.limit = limit
-        self._fwd = fwd
-        if facts.chunked and not authed:
-            # Unauthenticated chunked body: collect (bounded) before anything goes upstream.
-            if r.complete:
-                r.received = r.buffered
-                self._forward_go(r, True)
+        ex.limit = limit
+        ex.fwd = fwd
+        if facts.chunked and not rule.stream:
+            # A chunked body the rule does not stream: collect (bounded) before anything goes upstream.
+            if ex.complete:
+                ex.received = ex.buffered
+                self.go(ex, True)
                 return
-            if r.buffered > limit:
-                self._error_now(413)  # type: ignore[attr-defined]
+            if limit is not None and ex.buffered > limit:
+                host.error_now(413)
                 return
-            r.received = r.buffered
-            r.sink = self._collect_sink  # type: ignore[attr-defined]
-            r.on_complete = lambda: self._forward_go(r, True)
+            ex.received = ex.buffered
+            ex.advance(COLLECT)
+            ex.body_mode = B_COLLECT
             if facts.expect_continue:
-                self.transport.write(CONTINUE_100)  # type: ignore[attr-defined]
-            self._arm(_K_BODY, f.idle_timeout)  # type: ignore[attr-defined]
-            self._resume(_P_BUFFER)  # type: ignore[attr-defined]
+                host.write(CONTINUE_100)
+            host.flow.arm(K_BODY, f.idle_timeout)
+            host.flow.resume(P_BUFFER)
             return
-        self._forward_go(r, False)
+        self.go(ex, False)
 
-    def _forward_go(self, r: Any, dechunk: bool) -> None:
-        f = self.factory  # type: ignore[attr-defined]
-        fwd = self._fwd
-        if fwd is None or self.gone:  # type: ignore[attr-defined]
+    def go(self, ex: Exchange, dechunk: bool) -> None:
+        """Build the upstream head and ask the pool for a connection (``dechunk``: a collected body)."""
+        host = self._host
+        fwd = ex.fwd
+        if fwd is None or host.gone or ex.state >= DONE:
             return
-        head = r.head
-        facts = r.facts
-        route: Any = fwd.route
+        f = host.factory
+        head = ex.head
+        facts = ex.facts
+        assert head is not None and facts is not None
+        route = fwd.route
         policy = f.header_policy
         sets = fwd.set_headers
         hs = clean_request_headers(head.headers, policy, [k for k, _ in sets] if sets else ())
-        host = facts.host
-        if not policy.preserve_host or host is None:
+        host_hdr = facts.host
+        if not policy.preserve_host or host_hdr is None:
             hs = [(k, v) for k, v in hs if k.lower() != b"host"]
             default_port = 443 if route.scheme == "https" else 80
             up_host = route.host if route.port == default_port else f"{route.host}:{route.port}"
             hs.insert(0, (b"Host", up_host.encode("idna")))
-        key = (fwd.account, host)
+        key = (fwd.account, host_hdr)
         if not sets and key == self._ours_key:
             ours = self._ours  # same identity headers as the previous request on this connection
         else:
             try:
-                ours = render_headers(certgate_headers(policy, self.identity, fwd.account, host,  # type: ignore[attr-defined]
-                                                       sets))
+                ours = render_headers(certgate_headers(policy, host.identity, fwd.account, host_hdr, sets))
             except HeaderValueError as e:
                 log.error("refusing to forward: {why}", why=str(e))
-                self._error_now(500)  # type: ignore[attr-defined]
+                host.error_now(500)
                 return
             if not sets:
                 self._ours_key, self._ours = key, ours
         if dechunk:
-            framing = b"Content-Length: %d\r\n" % r.received if r.received or head.method not in (b"GET", b"HEAD") \
+            framing = b"Content-Length: %d\r\n" % ex.received if ex.received or head.method not in (b"GET", b"HEAD") \
                 else b""
         elif facts.chunked:
             framing = _TE_CHUNKED
@@ -118,139 +151,151 @@ class ForwardMixin:
         if facts.websocket:
             framing += _WS_UPGRADE
         # The canonical target the gate decided on (proxy.http.paths); the raw one only when unsafe.
-        target = r.raw_target if route.unsafe_forward_raw_target else head.target
+        target = ex.raw_target if route.unsafe_forward_raw_target else head.target
         if route.base_path and target != b"*":
             target = route.base_path.encode("latin-1") + target
-        self._up_head = b"".join((head.method, b" ", target, b" HTTP/1.1\r\n", render_headers(hs),
-                                  ours, framing, b"\r\n"))
-        self._dechunk = dechunk
-        self._pool = f.pools.pool_for(route)
-        self._pool.acquire(self)
-        if self._up is None and self._active is r:
+        ex.up_head = b"".join((head.method, b" ", target, b" HTTP/1.1\r\n", render_headers(hs),
+                               ours, framing, b"\r\n"))
+        ex.dechunk = dechunk
+        ex.advance(FORWARD)
+        pool = self._pool = f.pools.pool_for(route)
+        pool.acquire(self)
+        if ex.state == CONNECTING and host.active is ex:
             # Connecting or waiting for a free connection (max_connections): bounded too.
-            self._arm(_K_UPSTREAM, route.connect_timeout + route.read_timeout)  # type: ignore[attr-defined]
+            host.flow.arm(K_UPSTREAM, route.connect_timeout + route.read_timeout)
 
-    def upstream_ready(self, conn: Any) -> None:
-        r = self._active  # type: ignore[attr-defined]
-        if r is None or self.gone or self._fwd is None:  # type: ignore[attr-defined]
-            self._pool.release(conn, True)
+    def upstream_ready(self, conn: UpstreamConnection) -> None:
+        host = self._host
+        ex = host.active
+        if ex is None or host.gone or ex.state != CONNECTING:
+            conn.pool.release(conn, True)
             return
-        self._up = conn
-        r.t_up = self._clock.seconds()  # type: ignore[attr-defined]
-        head = r.head
+        ex.state = READY_STATE
+        self.up = conn
+        ex.t_up = host.clock.seconds()
+        head, facts, fwd = ex.head, ex.facts, ex.fwd
+        assert head is not None and facts is not None and fwd is not None
         conn.head_request = head.method == b"HEAD"
-        if r.facts.websocket:
+        if facts.websocket:
             conn.reusable = False
-        if self._write_paused:  # type: ignore[attr-defined]
+        flow = host.flow
+        if flow.write_paused:
             conn.pause_reading()
-        chunked = r.facts.chunked and not self._dechunk
-        chunks = r.chunks
+        chunked = facts.chunked and not ex.dechunk
+        chunks = ex.chunks
         if chunks:
             if chunked:
-                out = [self._up_head]
+                out = [ex.up_head]
                 for c in chunks:
                     out += (b"%x\r\n" % len(c), c, b"\r\n")
             else:
-                out = [self._up_head, *chunks]
-            if r.complete and chunked:
+                out = [ex.up_head, *chunks]
+            if ex.complete and chunked:
                 out.append(_LAST_CHUNK)
             conn.write(b"".join(out))
-            self._drop_buffered(r)  # type: ignore[attr-defined]
-        elif r.complete and chunked:
-            conn.write(self._up_head + _LAST_CHUNK)
+            host.drop_buffered(ex)
+        elif ex.complete and chunked:
+            conn.write(ex.up_head + _LAST_CHUNK)
         else:
-            conn.write(self._up_head)
-        if r.complete:
-            self._arm(_K_UPSTREAM, self._fwd.route.read_timeout)  # type: ignore[attr-defined,attr-defined]
+            conn.write(ex.up_head)
+        if ex.complete:
+            flow.arm(K_UPSTREAM, fwd.route.read_timeout)
         else:
-            r.sink = self._chunk_sink if chunked else conn.write
-            r.on_complete = self._body_sent
-            if r.facts.expect_continue:
-                self.transport.write(CONTINUE_100)  # type: ignore[attr-defined]
-            self._arm(_K_BODY, self.factory.idle_timeout)  # type: ignore[attr-defined]
-        self._resume(_P_BUFFER)  # type: ignore[attr-defined]
+            ex.body_mode = B_CHUNKED if chunked else B_STREAM
+            if facts.expect_continue:
+                host.write(CONTINUE_100)
+            flow.arm(K_BODY, host.factory.idle_timeout)
+        flow.resume(P_BUFFER)
 
-    def _chunk_sink(self, data: bytes) -> None:
-        r = self._incoming  # type: ignore[attr-defined]
-        up = self._up
-        if r is None or up is None:
+    def body(self, ex: Exchange, data: bytes) -> None:
+        """Request-body bytes of ``ex`` as they arrive (``B_STREAM`` / ``B_CHUNKED``)."""
+        up = self.up
+        if up is None or (ex.state != UPSTREAM and ex.state != RELAYING):
             return
-        r.received += len(data)
-        if r.limit is not None and r.received > r.limit:
-            r.sink = None
-            self._fail_active(413)  # type: ignore[attr-defined]
+        if ex.body_mode == B_STREAM:
+            up.write(data)
             return
-        up.transport.writeSequence((b"%x\r\n" % len(data), data, b"\r\n"))
+        ex.received += len(data)
+        if ex.limit is not None and ex.received > ex.limit:
+            ex.body_mode = B_IGNORE
+            self._host.fail_active(413)
+            return
+        up.write_sequence((b"%x\r\n" % len(data), data, b"\r\n"))
 
-    def _body_sent(self) -> None:
-        up = self._up
+    def body_sent(self, ex: Exchange) -> None:
+        """The whole request body of ``ex`` went upstream: end the chunks; the read deadline runs."""
+        up = self.up
         if up is None:
             return
-        r = self._active  # type: ignore[attr-defined]
-        if r is not None and r.facts.chunked and not self._dechunk:
+        if ex.facts is not None and ex.facts.chunked and not ex.dechunk:
             up.write(_LAST_CHUNK)
-        if not self._out_started_flag and self._fwd is not None:
-            self._arm(_K_UPSTREAM, self._fwd.route.read_timeout)  # type: ignore[attr-defined]
+        fwd = ex.fwd
+        if ex.state == UPSTREAM and fwd is not None:
+            self._host.flow.arm(K_UPSTREAM, fwd.route.read_timeout)
 
     def upstream_failed(self, status: int) -> None:
-        if self.gone or self._active is None:  # type: ignore[attr-defined]
+        host = self._host
+        ex = host.active
+        if host.gone or ex is None or ex.state != CONNECTING:
             return
-        self.factory.counters["upstream_errors"] += 1  # type: ignore[attr-defined]
-        self.factory.m_upstream_errors.inc()  # type: ignore[attr-defined]
-        self._error_now(status)  # type: ignore[attr-defined]
+        self._count_error()
+        host.error_now(status)
 
-    def _cancel_upstream(self) -> None:
-        up, self._up = self._up, None
+    def upstream_write_paused(self, paused: bool) -> None:
+        if paused:
+            self._host.flow.pause(P_UPSTREAM)
+        else:
+            self._host.flow.resume(P_UPSTREAM)
+
+    def cancel(self) -> None:
+        """Drop the upstream side of the active exchange (its connection, or its place in the queue)."""
+        up, self.up = self.up, None
         if up is not None:
             up.abort()
-        elif self._fwd is not None and self._pool is not None:
+        elif self._pool is not None:
             self._pool.cancel(self)
 
-    def _out_started(self) -> bool:
-        return self._out_started_flag
+    def client_lost(self) -> None:
+        """The client went away (not tunnelling): the upstream request is cancelled."""
+        self.cancel()
 
-    def _timeout_upstream(self) -> None:
-        if self._active is None:  # type: ignore[attr-defined]
-            return
-        if self._out_started_flag:
-            self._cancel_upstream()
-            self.abort()  # type: ignore[attr-defined]
-        else:
-            self.factory.counters["upstream_errors"] += 1  # type: ignore[attr-defined]
-            self.factory.m_upstream_errors.inc()  # type: ignore[attr-defined]
-            self._error_now(504)  # type: ignore[attr-defined]
+    def pause_reading(self) -> None:
+        if self.up is not None:
+            self.up.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.up is not None:
+            self.up.resume_reading()
+
+    def _count_error(self) -> None:
+        f = self._host.factory
+        f.counters["upstream_errors"] += 1
+        f.m_upstream_errors.inc()
 
     # ------------------------------------------------------------------ response back
-    def response_head(self, status: int, headers: list[tuple[bytes, bytes]], framing: int, length: int) -> None:
-        r = self._active  # type: ignore[attr-defined]
-        fwd = self._fwd
-        if r is None or fwd is None:
+    def response_head(self, status: int, headers: Headers, framing: int, length: int) -> None:
+        host = self._host
+        ex = host.active
+        if ex is None or ex.state != UPSTREAM:
             return
-        self._out_started_flag = True
-        r.status = status
-        r.t_head = self._clock.seconds()  # type: ignore[attr-defined]
-        head = r.head
-        close = (self._closing or not r.facts.keep_alive or not r.complete  # type: ignore[attr-defined]
-                 or self._age_exceeded())  # type: ignore[attr-defined]
+        fwd, head, facts = ex.fwd, ex.head, ex.facts
+        assert fwd is not None and head is not None and facts is not None
+        ex.state = HEAD_STATE  # checked: UPSTREAM
+        ex.status = status
+        ex.t_head = host.clock.seconds()
+        close = host.closing or not facts.keep_alive or not ex.complete or host.age_exceeded()
         hs = clean_response_headers(headers)
         if fwd.on_response is not None:
             extra = fwd.on_response(status, hs)
             if extra:
                 hs = hs + list(extra)
         parts = [status_line(status), render_headers(hs)]
-        self._rechunk = False
         client_framing = framing
-        self._inject = None
-        f = self.factory  # type: ignore[attr-defined]
-        if (f.inject_presence and framing != F_NONE and (fwd.session_id is not None or fwd.presence_await)
-                and head.method == b"GET"
-                and (f.presence_kinds is None or getattr(fwd.route, "kind", None) in f.presence_kinds)):
-            from proxy.sessions.presence import HtmlInjector, should_inject
-
-            if should_inject(status, hs):
-                # The page grows by a script tag: its length is unknown, send it chunked.
-                self._inject = HtmlInjector(f.presence_interval, await_session=fwd.session_id is None)
-                client_framing = F_CLOSE
+        rewrite = fwd.rewrite
+        if rewrite is not None and framing != F_NONE:
+            rw = ex.rewriter = rewrite.start(status, hs)
+            if rw is not None:
+                client_framing = F_CLOSE  # the body changes length: sent chunked (or close-delimited)
         if client_framing == F_NONE:
             if length >= 0 and head.method == b"HEAD":
                 parts.append(b"Content-Length: %d\r\n" % length)
@@ -258,7 +303,7 @@ class ForwardMixin:
             parts.append(b"Content-Length: %d\r\n" % length)
         elif head.version == b"1.1":
             parts.append(_TE_CHUNKED)
-            self._rechunk = True
+            ex.rechunk = True
         else:
             close = True
         if close:
@@ -266,138 +311,135 @@ class ForwardMixin:
         elif head.version == b"1.0":
             parts.append(_KEEP_ALIVE)
         parts.append(b"\r\n")
-        self._out.append(b"".join(parts))  # type: ignore[attr-defined]
-        self._resp_close = close
-        self._resp_framing = framing
+        self._out.append(b"".join(parts))
+        ex.resp_close = close
+        ex.resp_framing = framing
 
     def response_body(self, data: bytes) -> None:
-        r = self._active  # type: ignore[attr-defined]
-        if r is not None:
-            r.out_bytes += len(data)
-        if self._inject is not None:
-            data = self._inject.feed(data)
+        ex = self._host.active
+        if ex is None or ex.state != RELAYING:
+            return
+        ex.out_bytes += len(data)
+        rw = ex.rewriter
+        if rw is not None:
+            data = rw.feed(data)
             if not data:
                 return
-        if self._rechunk:
-            self._out += (b"%x\r\n" % len(data), data, b"\r\n")  # type: ignore[attr-defined]
+        if ex.rechunk:
+            self._out += (b"%x\r\n" % len(data), data, b"\r\n")
         else:
-            self._out.append(data)  # type: ignore[attr-defined]
+            self._out.append(data)
 
     def flush(self) -> None:
-        out = self._out  # type: ignore[attr-defined]
+        out = self._out
+        host = self._host
         if out:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))  # type: ignore[attr-defined]
+            host.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
-        if self._dl_kind == _K_UPSTREAM and self._fwd is not None:  # type: ignore[attr-defined]
-            self._arm(_K_UPSTREAM, self._fwd.route.read_timeout)  # type: ignore[attr-defined]
+        if host.flow.kind == K_UPSTREAM:
+            ex = host.active
+            fwd = ex.fwd if ex is not None else None
+            if fwd is not None:
+                host.flow.arm(K_UPSTREAM, fwd.route.read_timeout)
 
-    def _finish_inject(self) -> None:
-        inj, self._inject = self._inject, None
-        if inj is not None:
-            tail = inj.finish()
+    def _end_body(self, ex: Exchange) -> None:
+        """The rest a rewriter held back, and the last chunk when re-chunking."""
+        rw, ex.rewriter = ex.rewriter, None
+        if rw is not None:
+            tail = rw.finish()
             if tail:
                 self.response_body(tail)
+        if ex.rechunk:
+            self._out.append(_LAST_CHUNK)
 
     def response_done(self) -> None:
-        self._finish_inject()
-        if self._rechunk:
-            self._out.append(_LAST_CHUNK)  # type: ignore[attr-defined]
-        up, self._up = self._up, None
-        r = self._active  # type: ignore[attr-defined]
-        if up is not None:
-            self._pool.release(up, r is not None and r.complete)
-        self._dl_kind = 0  # type: ignore[attr-defined]  # K_NONE: _finish arms the idle deadline
+        host = self._host
+        ex = host.active
+        up, self.up = self.up, None
+        if ex is None or ex.state != RELAYING:
+            if up is not None and self._pool is not None:
+                self._pool.release(up, False)
+            return
+        self._end_body(ex)
+        if up is not None and self._pool is not None:
+            self._pool.release(up, ex.complete)
+        host.flow.disarm()  # finish() arms the idle deadline
         self.flush()
-        self._finish(self._resp_close)  # type: ignore[attr-defined]
+        ex.state = DONE_STATE  # checked: RELAYING
+        host.finish(ex.resp_close)
 
     def upstream_lost(self, clean_eof: bool) -> None:
-        conn, self._up = self._up, None
-        r = self._active  # type: ignore[attr-defined]
-        if r is None or self.gone:  # type: ignore[attr-defined]
+        conn, self.up = self.up, None
+        host = self._host
+        ex = host.active
+        if ex is None or host.gone:
             return
-        if self._out_started_flag:
-            if self._resp_framing == F_CLOSE and clean_eof:
-                self._finish_inject()
-                if self._rechunk:
-                    self._out.append(_LAST_CHUNK)  # type: ignore[attr-defined]
+        if ex.state == RELAYING:
+            if ex.resp_framing == F_CLOSE and clean_eof:
+                self._end_body(ex)
                 self.flush()
-                self._finish(self._resp_close)  # type: ignore[attr-defined]
+                ex.advance(RESPONSE_DONE)
+                host.finish(ex.resp_close)
             else:
                 self.flush()
-                self.abort()  # type: ignore[attr-defined]  # a truncated response must not look complete
+                host.abort_exchange()  # a truncated response must not look complete
             return
-        if conn is not None and conn.reused and not r.retried and r.complete and not r.head.has_body:
-            r.retried = True  # a stale keep-alive connection: one retry on a fresh one
+        head = ex.head
+        if (conn is not None and conn.reused and not ex.retried and ex.complete and head is not None
+                and not head.has_body and self._pool is not None):
+            ex.retried = True  # a stale keep-alive connection: one retry on a fresh one
+            ex.advance(RETRY)
             self._pool.acquire(self)
             return
-        self.factory.counters["upstream_errors"] += 1  # type: ignore[attr-defined]
-        self.factory.m_upstream_errors.inc()  # type: ignore[attr-defined]
-        self._error_now(502)  # type: ignore[attr-defined]
+        self._count_error()
+        host.error_now(502)
 
     # ------------------------------------------------------------------ WebSocket
-    def response_upgrade(self, status: int, headers: list[tuple[bytes, bytes]], rest: bytes) -> None:
-        r = self._active  # type: ignore[attr-defined]
-        conn = self._up
-        fwd = self._fwd
-        ok = r is not None and fwd is not None and status == 101 and r.facts.websocket
-        if ok:
+    def response_upgrade(self, status: int, headers: Headers, rest: bytes) -> None:
+        host = self._host
+        ex = host.active
+        conn = self.up
+        fwd = ex.fwd if ex is not None else None
+        facts = ex.facts if ex is not None else None
+        ok = (ex is not None and ex.state == UPSTREAM and fwd is not None and facts is not None and status == 101
+              and facts.websocket)
+        if ok and facts is not None:
             accept = None
             for k, v in headers:
                 if k.lower() == b"sec-websocket-accept":
                     accept = v.strip()
-            ok = accept is not None and accept == ws_accept(r.facts.ws_key)
-        if not ok:
+            ok = accept is not None and facts.ws_key is not None and accept == ws_accept(facts.ws_key)
+        if not ok or ex is None or fwd is None or conn is None:
             log.warn("upstream answered {status} with a wrong or missing Sec-WebSocket-Accept: refused",
                      status=status)
-            self._up = None
+            self.up = None
             if conn is not None:
                 conn.abort()
-            self.factory.counters["upstream_errors"] += 1  # type: ignore[attr-defined]
-            self.factory.m_upstream_errors.inc()  # type: ignore[attr-defined]
-            self._error_now(502)  # type: ignore[attr-defined]
+            self._count_error()
+            host.error_now(502)
             return
-        f = self.factory  # type: ignore[attr-defined]
+        f = host.factory
         hs = clean_response_headers(headers, keep_upgrade=True)
-        if fwd.on_response is not None:  # type: ignore[union-attr]
-            extra = fwd.on_response(101, hs)  # type: ignore[union-attr]
+        if fwd.on_response is not None:
+            extra = fwd.on_response(101, hs)
             if extra:
                 hs = hs + list(extra)
-        self.transport.write(status_line(101) + render_headers(hs) + b"Connection: Upgrade\r\n\r\n")  # type: ignore[attr-defined]
-        r.status = 101  # type: ignore[union-attr]
-        r.t_head = self._clock.seconds()  # type: ignore[union-attr,attr-defined]
+        host.write(status_line(101) + render_headers(hs) + b"Connection: Upgrade\r\n\r\n")
+        ex.advance(UPGRADE)
+        ex.status = 101
+        ex.t_head = host.clock.seconds()
         if f.request_done is not None:
-            f.request_done(self, r)
-        tunnel = WebSocketTunnel(self, conn, self._clock, on_closed=self._tunnel_closed,  # type: ignore[arg-type,attr-defined]
-                                 idle_timeout=f.ws_idle_timeout)
-        tunnel.session_id = fwd.session_id  # type: ignore[union-attr]
-        tunnel.observer = fwd.on_client_data  # type: ignore[union-attr]
-        tunnel.fingerprint = self.identity.fingerprint  # type: ignore[attr-defined]
+            f.request_done(host, ex)
+        tunnel = WebSocketTunnel(host, conn, host.clock, on_closed=f.tunnels.remove, idle_timeout=f.ws_idle_timeout)
+        tunnel.session_id = fwd.session_id
+        tunnel.observer = fwd.on_client_data
+        tunnel.fingerprint = host.identity.fingerprint
         conn.tunnel = tunnel
-        self._tunnel = tunnel
-        self._dl_kind = 0  # type: ignore[attr-defined]  # K_NONE: the tunnel has its own idle timer
-        self._queue.clear()  # type: ignore[attr-defined]
-        self._active = None  # type: ignore[attr-defined]
+        host.become_tunnel(tunnel)
         f.tunnels.add(tunnel.session_id, tunnel.fingerprint, tunnel)
         f.counters["tunnels"] += 1
         f.m_tunnels.inc()
         if rest:
             tunnel.from_upstream(rest)
-        raw, self._raw = b"".join(self._raw), []  # type: ignore[attr-defined]
-        if raw:
-            tunnel.from_client(raw)
-        self._resume(_P_RAW)  # type: ignore[attr-defined]
-        self._resume(_P_BUFFER)  # type: ignore[attr-defined]
+        host.tunnel_open()
 
-    def _tunnel_closed(self, tunnel: Any) -> None:
-        self.factory.tunnels.remove(tunnel)  # type: ignore[attr-defined]
-
-    def _after_upgrade_refused(self) -> None:
-        """A WebSocket request got a normal answer: go back to HTTP with the held bytes."""
-        if self._feeding or self._closing:  # type: ignore[attr-defined]
-            return  # dataReceived resumes parsing after the current feed
-        self._new_parser()  # type: ignore[attr-defined]
-        self._resume(_P_RAW)  # type: ignore[attr-defined]
-        self._arm_idle()  # type: ignore[attr-defined]
-        raw, self._raw = b"".join(self._raw), []  # type: ignore[attr-defined]
-        if raw:
-            self.dataReceived(raw)  # type: ignore[attr-defined]

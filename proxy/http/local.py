@@ -1,4 +1,4 @@
-"""Local answers of :class:`proxy.http.connection.GatewayProtocol`: ``Response`` and ``Local`` decisions.
+"""The local-answer part of a client connection (:class:`LocalAnswers`): ``Response`` and ``Local`` decisions.
 
 A ``Response`` is written at once; the request body (if any) is read and discarded, at most
 ``max_body_unauthenticated`` bytes, and never forwarded. A ``Local`` decision reads the body
@@ -8,109 +8,108 @@ handler, which may answer with a value or a Deferred.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from proxy.http.flow import K_BODY as _K_BODY, K_UPSTREAM as _K_UPSTREAM
-from proxy.http.flow import P_BUFFER as _P_BUFFER, P_DECIDE as _P_DECIDE
-from proxy.http.wire import CONTINUE_100, render_response
+from proxy.http.exchange import ANSWER, B_COLLECT, B_DISCARD, COLLECT, HANDLE_LATER, Exchange
+from proxy.http.flow import K_BODY, K_UPSTREAM, P_BUFFER, P_DECIDE
 from proxy.http.messages import Local, Response
+from proxy.http.wire import CONTINUE_100, render_response
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.http.parts import Host
 
 log = Logger()
 
 
+class LocalAnswers:
+    """A :class:`proxy.http.parts.LocalAnswering` for one client connection (it keeps no state)."""
 
-class LocalMixin:
-    """Methods mixed into GatewayProtocol; they use its attributes (see proxy.http.connection)."""
+    __slots__ = ("_host",)
 
-    __slots__ = ()
+    def __init__(self, host: "Host") -> None:
+        self._host = host
 
-    def _respond(self, r: Any, resp: Response) -> None:
-        """Answer locally; the request body is read and discarded (bounded), never forwarded."""
-        facts = r.facts
-        close = resp.close or not facts.keep_alive or self._closing or self._age_exceeded()
-        if not r.complete:
-            limit = self.factory.max_body_unauth
+    def respond(self, ex: Exchange, resp: Response) -> None:
+        """Answer ``ex`` with ``resp``; the request body is read and discarded (bounded), never forwarded."""
+        host = self._host
+        facts, head = ex.facts, ex.head
+        assert facts is not None and head is not None
+        close = resp.close or not facts.keep_alive or host.closing or host.age_exceeded()
+        if not ex.complete:
+            limit = host.factory.max_body_unauth
             if facts.expect_continue or (facts.content_length or 0) > limit:
                 close = True  # we do not invite (or accept) that body
             else:
-                r.limit = limit
-                r.received = r.buffered
-                r.sink = self._discard_sink
-        self._drop_buffered(r)
-        r.status = resp.status
-        r.out_bytes = len(resp.body)
-        self.transport.write(render_response(resp, head_only=r.head.method == b"HEAD",  # type: ignore[union-attr]
-                                             close=close, keep_alive_10=r.head.version == b"1.0"))  # type: ignore[union-attr]
-        self._finish(close)
+                ex.limit = limit
+                ex.received = ex.buffered
+                ex.body_mode = B_DISCARD
+        host.drop_buffered(ex)
+        ex.status = resp.status
+        ex.out_bytes = len(resp.body)
+        host.write(render_response(resp, head_only=head.method == b"HEAD", close=close,
+                                   keep_alive_10=head.version == b"1.0"))
+        ex.advance(ANSWER)
+        host.finish(close)
 
-    def _discard_sink(self, data: bytes) -> None:
-        r = self._incoming
-        if r is None:
+    def start(self, ex: Exchange, local: Local) -> None:
+        """Collect the body of ``ex`` (bounded), then :meth:`run` the handler."""
+        host = self._host
+        facts = ex.facts
+        assert facts is not None
+        max_body = host.factory.max_body
+        limit = local.max_body if not max_body else min(local.max_body, max_body)
+        if (facts.content_length or 0) > limit:
+            host.error_now(413)
             return
-        r.received += len(data)
-        if r.limit is not None and r.received > r.limit:
-            r.sink = None
-            self._close()
+        ex.limit = limit
+        ex.local = local
+        if ex.complete:
+            self.run(ex)
+            return
+        if ex.buffered > limit:
+            host.error_now(413)
+            return
+        if facts.expect_continue:
+            host.write(CONTINUE_100)
+        ex.received = ex.buffered
+        ex.advance(COLLECT)
+        ex.body_mode = B_COLLECT
+        host.flow.arm(K_BODY, host.factory.idle_timeout)
+        host.flow.resume(P_BUFFER)
 
-    def _local(self, r: Any, local: Local) -> None:
-        limit = local.max_body if not self.factory.max_body else min(local.max_body, self.factory.max_body)
-        if (r.facts.content_length or 0) > limit:
-            self._error_now(413)
+    def run(self, ex: Exchange) -> None:
+        """The body of ``ex`` is complete: call the handler of its ``Local`` decision."""
+        host = self._host
+        local = ex.local
+        conn = host.conn
+        assert local is not None and ex.head is not None and conn is not None
+        body = b"".join(ex.chunks)
+        host.drop_buffered(ex)
+        try:
+            res = local.handler(ex.head, body, conn)
+        except Exception:
+            log.failure("local handler failed")
+            host.error_now(500)
             return
-        r.limit = limit
+        if isinstance(res, Deferred):
+            ex.advance(HANDLE_LATER)
+            host.flow.pause(P_DECIDE)
+            host.flow.arm(K_UPSTREAM, host.factory.config.default_route.read_timeout)
+            res.addCallbacks(self._done, host.decide_failed, callbackArgs=(ex,), errbackArgs=(ex,))
+        else:
+            self._done(res, ex)
 
-        def run() -> None:
-            body = b"".join(r.chunks)
-            self._drop_buffered(r)
-            try:
-                res = local.handler(r.head, body, self.conn)  # type: ignore[arg-type]
-            except Exception:
-                log.failure("local handler failed")
-                self._error_now(500)
-                return
-            if isinstance(res, Deferred):
-                self._pause(_P_DECIDE)
-                self._arm(_K_UPSTREAM, self.factory.config.default_route.read_timeout)
-                res.addCallbacks(self._local_done, self._decide_failed, callbackArgs=(r,), errbackArgs=(r,))
-            else:
-                self._local_done(res, r)
-
-        if r.complete:
-            run()
+    def _done(self, resp: Any, ex: Exchange) -> None:
+        host = self._host
+        if host.gone or host.active is not ex:
             return
-        if r.buffered > limit:
-            self._error_now(413)
-            return
-        if r.facts.expect_continue:
-            self.transport.write(CONTINUE_100)
-        r.received = r.buffered
-        r.sink = self._collect_sink
-        r.on_complete = run
-        self._arm(_K_BODY, self.factory.idle_timeout)
-        self._resume(_P_BUFFER)
-
-    def _collect_sink(self, data: bytes) -> None:
-        r = self._incoming
-        if r is None:
-            return
-        r.chunks.append(data)
-        r.received += len(data)
-        if r.limit is not None and r.received > r.limit:
-            r.sink = None
-            r.on_complete = None
-            self._error_now(413)
-
-    def _local_done(self, resp: Any, r: Any) -> None:
-        if self.gone or self._active is not r:
-            return
-        self._resume(_P_DECIDE)
-        self._dl_kind = 0  # K_NONE
+        host.flow.resume(P_DECIDE)
+        host.flow.disarm()
         if not isinstance(resp, Response):
             log.error("local handler returned {resp!r}, not a Response", resp=resp)
-            self._error_now(500)
+            host.error_now(500)
             return
-        self._respond(r, resp)
-
+        self.respond(ex, resp)

@@ -14,6 +14,7 @@ from trust.escape import safe_json
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred
 
+    from proxy.config import Route
     from proxy.listener.identity import ConnectionIdentity
 
 Headers = list[tuple[bytes, bytes]]
@@ -109,6 +110,41 @@ class Response:
 OnResponse = Callable[[int, Headers], Headers]
 
 
+@dataclass(frozen=True, slots=True)
+class BodyRule:
+    """How the HTTP layer treats a forwarded request body: the gate's choice, by who is authenticated.
+
+    ``limit``: the most body bytes accepted (more is 413); None: no limit. ``stream``: the body
+    goes upstream as it arrives; False: a chunked body is first collected (bounded by ``limit``)
+    and sent with ``Content-Length``, so nothing reaches the upstream before it is complete.
+    """
+
+    limit: int | None
+    stream: bool
+
+
+#: The rule of a ``Forward`` the gate did not give one: no body bytes at all (fails closed).
+NO_BODY = BodyRule(limit=0, stream=False)
+
+
+class BodyRewriter(Protocol):
+    """Rewrites one response body as it streams: ``feed`` returns what to send now, ``finish`` the rest."""
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
+class ResponseRewrite(Protocol):
+    """Chooses, per response head, whether its body is rewritten (e.g. the presence script added).
+
+    ``start`` returns a fresh :class:`BodyRewriter` for a body it rewrites, else None. A rewritten
+    body changes length: the HTTP layer then sends it chunked (or close-delimited).
+    """
+
+    def start(self, status: int, headers: Headers) -> BodyRewriter | None: ...
+
+
 @dataclass(slots=True)
 class Forward:
     """Forward the request to ``route`` after header hygiene.
@@ -120,15 +156,22 @@ class Forward:
     (never changes) every client byte of a WebSocket tunnel, e.g. to spot Cockpit's logout.
     ``presence_await``: a page forwarded *before* any session (a single-page app's login
     page, e.g. JOC's) gets the presence script in its waiting mode (401 = "not logged in yet").
+
+    Policy arrives here as data, set by the gate (``proxy.gate.policy``) on every Forward it
+    returns: ``body`` (limit and streaming of the request body) and ``rewrite`` (a response-body
+    rewriter, e.g. presence-script injection). The HTTP layer applies them and decides nothing
+    by identity itself.
     """
 
-    route: object  # proxy.config.Route
+    route: "Route"
     set_headers: Headers = field(default_factory=list)
     session_id: str | None = None
     on_response: OnResponse | None = None
     account: str | None = None
     on_client_data: Callable[[bytes], None] | None = None
     presence_await: bool = False
+    body: BodyRule = NO_BODY
+    rewrite: ResponseRewrite | None = None
 
 
 class LocalHandler(Protocol):

@@ -17,9 +17,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from twisted.logger import Logger
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.http.parts import Clock, DelayedCall
 
 log = Logger(namespace="certgate.tunnel")
 
@@ -122,7 +125,7 @@ class WebSocketTunnel:
     ``on_closed`` runs exactly once when the tunnel ends, however it ends.
     """
 
-    def __init__(self, client: TunnelEnd, upstream: TunnelEnd, clock: object, *,
+    def __init__(self, client: TunnelEnd, upstream: TunnelEnd, clock: "Clock", *,
                  close_grace: float = 2.0, on_closed: Callable[["WebSocketTunnel"], None] | None = None,
                  idle_timeout: float = 0.0) -> None:
         self.client = client
@@ -133,11 +136,11 @@ class WebSocketTunnel:
         self._closing: tuple[int, str] | None = None
         self._closed = False
         self._grace = close_grace
-        self._grace_call: object | None = None
+        self._grace_call: DelayedCall | None = None
         self._on_closed = on_closed
         self._idle = idle_timeout
-        self._last = clock.seconds() if idle_timeout else 0.0  # type: ignore[attr-defined]
-        self._idle_call = clock.callLater(idle_timeout, self._check_idle) if idle_timeout else None  # type: ignore[attr-defined]
+        self._last = clock.seconds() if idle_timeout else 0.0
+        self._idle_call = clock.callLater(idle_timeout, self._check_idle) if idle_timeout else None
         self.session_id: str | None = None
         self.fingerprint: str | None = None
         self.observer: Callable[[bytes], None] | None = None  # sees client bytes, never changes them
@@ -146,7 +149,7 @@ class WebSocketTunnel:
     def from_client(self, data: bytes) -> None:
         if self._closing is None and not self._closed:
             if self._idle:
-                self._last = self._clock.seconds()  # type: ignore[attr-defined]
+                self._last = self._clock.seconds()
             self._up_tracker.feed(data)
             self.upstream.write(data)
             if self.observer is not None:
@@ -160,7 +163,7 @@ class WebSocketTunnel:
         if self._closed:
             return
         if self._idle:
-            self._last = self._clock.seconds()  # type: ignore[attr-defined]
+            self._last = self._clock.seconds()
         tracker = self._tracker
         if self._closing is None:
             tracker.feed(data)
@@ -184,7 +187,7 @@ class WebSocketTunnel:
         if self._tracker.at_boundary:
             self._finish_close()
         else:
-            self._grace_call = self._clock.callLater(self._grace, self._grace_expired)  # type: ignore[attr-defined]
+            self._grace_call = self._clock.callLater(self._grace, self._grace_expired)
 
     def _grace_expired(self) -> None:
         self._grace_call = None
@@ -206,23 +209,22 @@ class WebSocketTunnel:
         self._idle_call = None
         if self._closed or self._closing is not None:
             return
-        now = self._clock.seconds()  # type: ignore[attr-defined]
+        now = self._clock.seconds()
         due = self._last + self._idle
         if now >= due:
             self.close(1001, "idle timeout")
         else:
-            self._idle_call = self._clock.callLater(due - now, self._check_idle)  # type: ignore[attr-defined]
+            self._idle_call = self._clock.callLater(due - now, self._check_idle)
 
     def lost(self) -> None:
         """Either side went away (or we closed): stop timers, unregister. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        for attr in ("_grace_call", "_idle_call"):
-            call = getattr(self, attr)
+        for call in (self._grace_call, self._idle_call):
             if call is not None and call.active():
                 call.cancel()
-            setattr(self, attr, None)
+        self._grace_call = self._idle_call = None
         if self._on_closed is not None:
             cb, self._on_closed = self._on_closed, None
             cb(self)
@@ -245,9 +247,9 @@ class TunnelRegistry:
     """
 
     def __init__(self) -> None:
-        self._all: dict[object, tuple[str | None, str | None]] = {}
-        self._by_session: dict[str, set[object]] = {}
-        self._by_fp: dict[str, set[object]] = {}
+        self._all: dict[ClosableTunnel, tuple[str | None, str | None]] = {}
+        self._by_session: dict[str, set[ClosableTunnel]] = {}
+        self._by_fp: dict[str, set[ClosableTunnel]] = {}
 
     def add(self, session_id: str | None, fingerprint: str | None, tunnel: ClosableTunnel) -> None:
         self._all[tunnel] = (session_id, fingerprint)
@@ -256,7 +258,7 @@ class TunnelRegistry:
         if fingerprint is not None:
             self._by_fp.setdefault(fingerprint, set()).add(tunnel)
 
-    def remove(self, tunnel: object) -> None:
+    def remove(self, tunnel: ClosableTunnel) -> None:
         keys = self._all.pop(tunnel, None)
         if keys is None:
             return
@@ -267,10 +269,10 @@ class TunnelRegistry:
                 if not index[key]:
                     del index[key]
 
-    def _close(self, tunnels: list[object], code: int, reason: str) -> int:
+    def _close(self, tunnels: list[ClosableTunnel], code: int, reason: str) -> int:
         for t in tunnels:
             self.remove(t)
-            t.close(code, reason)  # type: ignore[attr-defined]
+            t.close(code, reason)
         return len(tunnels)
 
     def close_session(self, session_id: str, code: int = 1008, reason: str = "session ended") -> int:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol as TypingProtocol
 import httptools
 from twisted.internet import error as ierror
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IPushProducer
-from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -31,6 +31,8 @@ from proxy.http.fastwrite import install as install_direct_write
 
 if TYPE_CHECKING:  # pragma: no cover
     from proxy.config import Route
+    from proxy.http.parts import Clock
+    from proxy.http.tunnel import WebSocketTunnel
 
 log = Logger()
 
@@ -68,9 +70,10 @@ class UpstreamConnection(Protocol):
     """
 
     def __init__(self, pool: "Pool") -> None:
+        self.transport: Any = None  # TCP or TLS; Twisted's zope interfaces are not typed for mypy
         self.pool = pool
-        self.requester: Any = None
-        self.tunnel: Any = None
+        self.requester: Requester | None = None
+        self.tunnel: WebSocketTunnel | None = None
         self.connected = False
         self.reused = False
         self.head_request = False
@@ -88,15 +91,15 @@ class UpstreamConnection(Protocol):
         self.connected = True
         t = self.transport
         try:
-            t.setTcpNoDelay(True)  # type: ignore[union-attr]
+            t.setTcpNoDelay(True)
         except Exception:  # pragma: no cover - not a TCP transport (tests)
             pass
         if self.pool.fast_writes:
-            install_direct_write(t.transport if hasattr(t, "wrappedProtocol") else t)  # type: ignore[union-attr]
-        t.registerProducer(self, True)  # type: ignore[union-attr]
+            install_direct_write(t.transport if hasattr(t, "wrappedProtocol") else t)
+        t.registerProducer(self, True)
         self.pool._connected(self)
 
-    def connectionLost(self, reason: Failure = ierror.ConnectionDone()) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         was = self.connected
         self.connected = False
         self.pool._lost(self)
@@ -126,23 +129,26 @@ class UpstreamConnection(Protocol):
     def pause_reading(self) -> None:
         if not self._read_paused and self.transport is not None:
             self._read_paused = True
-            self.transport.pauseProducing()  # type: ignore[union-attr]
+            self.transport.pauseProducing()
 
     def resume_reading(self) -> None:
         if self._read_paused and self.transport is not None:
             self._read_paused = False
-            self.transport.resumeProducing()  # type: ignore[union-attr]
+            self.transport.resumeProducing()
 
     def write(self, data: bytes) -> None:
-        self.transport.write(data)  # type: ignore[union-attr]
+        self.transport.write(data)
+
+    def write_sequence(self, parts: "tuple[bytes, ...] | list[bytes]") -> None:
+        self.transport.writeSequence(parts)
 
     def loseConnection(self) -> None:
         """Close after pending writes (a TLS transport needs the producer unregistered first)."""
         self.reusable = False
         t = self.transport
         if t is not None and self.connected:
-            t.unregisterProducer()  # type: ignore[union-attr]
-            t.loseConnection()  # type: ignore[union-attr]
+            t.unregisterProducer()
+            t.loseConnection()
 
     def abortConnection(self) -> None:
         self.abort()
@@ -152,7 +158,7 @@ class UpstreamConnection(Protocol):
         self.reusable = False
         self.requester = None
         if self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[union-attr]
+            self.transport.abortConnection()
 
     # -- data
     def dataReceived(self, data: bytes) -> None:
@@ -230,7 +236,9 @@ class UpstreamConnection(Protocol):
             if framing == F_CLOSE:
                 self.reusable = False
         self._done_head = True
-        self.requester.response_head(status, headers, framing, length)
+        req = self.requester
+        assert req is not None  # dataReceived feeds the parser only while a requester is attached
+        req.response_head(status, headers, framing, length)
         if framing == F_NONE and self.head_request:
             # llhttp cannot know a HEAD response has no body: finish it here, fresh parser.
             self._parser = httptools.HttpResponseParser(self)
@@ -258,7 +266,7 @@ class UpstreamConnection(Protocol):
         if req is not None:
             req.response_done()
 
-    def start_request(self, requester: Any, head_request: bool) -> None:
+    def start_request(self, requester: Requester, head_request: bool) -> None:
         """Attach ``requester`` for one request/response."""
         self.requester = requester
         self.head_request = head_request
@@ -269,7 +277,7 @@ class UpstreamConnection(Protocol):
 class _ConnFactory(ClientFactory):
     noisy = False
 
-    def __init__(self, pool: "Pool", requester: Any) -> None:
+    def __init__(self, pool: "Pool", requester: Requester) -> None:
         self.pool = pool
         self.requester = requester
         self.started = pool.clock.seconds()  # for the connect-duration histogram
@@ -277,7 +285,7 @@ class _ConnFactory(ClientFactory):
     def buildProtocol(self, addr: Any) -> UpstreamConnection:
         conn = UpstreamConnection(self.pool)
         conn.requester = self.requester  # reserved for this requester until connected
-        conn.factory = self  # type: ignore[attr-defined]
+        conn.factory = self
         return conn
 
     def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
@@ -306,7 +314,7 @@ def _client_tls_creator(route: "Route") -> Any:
         if client_cert is not None:
             key = serialization.load_pem_private_key(key_pem, None)
             ctx.use_certificate(x509.load_pem_x509_certificate(cert_pem))
-            ctx.use_privatekey(key)  # type: ignore[arg-type]
+            ctx.use_privatekey(key)  # type: ignore[arg-type]  # pyOpenSSL types only the key kinds it takes; another kind fails here at start
         return _UnverifiedCreator(ctx, tls.server_name)
     trust_root: Any
     if tls.ca is not None:
@@ -342,18 +350,18 @@ class Pool:
 
     fast_writes = True  # see proxy.http.fastwrite
 
-    def __init__(self, route: "Route", clock: Any, reactor: Any) -> None:
+    def __init__(self, route: "Route", clock: "Clock", reactor: Any) -> None:
         self.route = route
         self.clock = clock
         self.reactor = reactor
         self.idle: list[UpstreamConnection] = []
         self.open = 0  # connecting + busy + idle
-        self.waiting: deque[Any] = deque()
+        self.waiting: deque[Requester] = deque()
         self._creator = _client_tls_creator(route) if route.scheme == "https" else None
         self.closed = False
         self.connect_hist: Any = None  # histogram family labelled by route (set by UpstreamPools)
 
-    def acquire(self, requester: Any) -> None:
+    def acquire(self, requester: Requester) -> None:
         """Give ``requester`` a connection now (idle), later (connect / wait) or fail it."""
         idle = self.idle
         while idle:
@@ -368,17 +376,18 @@ class Pool:
             return
         self._connect(requester)
 
-    def _connect(self, requester: Any) -> None:
+    def _connect(self, requester: Requester) -> None:
         self.open += 1
         factory: Any = _ConnFactory(self, requester)
         if self._creator is not None:
             from twisted.protocols.tls import TLSMemoryBIOFactory
 
-            factory = TLSMemoryBIOFactory(self._creator, True, factory, clock=self.clock)
+            # Twisted annotates clock as the zope interface IReactorTime, which mypy cannot match to a Protocol
+            factory = TLSMemoryBIOFactory(self._creator, True, factory, clock=self.clock)  # type: ignore[arg-type]
             factory.clientConnectionFailed = lambda c, r, rq=requester: self._connect_failed(rq, r)
         self.reactor.connectTCP(self.route.host, self.route.port, factory, timeout=self.route.connect_timeout)
 
-    def cancel(self, requester: Any) -> None:
+    def cancel(self, requester: Requester) -> None:
         """``requester`` no longer wants a connection (its client went away)."""
         try:
             self.waiting.remove(requester)
@@ -397,7 +406,7 @@ class Pool:
         conn.start_request(req, False)
         req.upstream_ready(conn)
 
-    def _connect_failed(self, requester: Any, reason: Failure) -> None:
+    def _connect_failed(self, requester: Requester, reason: Failure) -> None:
         self.open -= 1
         status = 504 if reason.check(ierror.TimeoutError) else 502
         log.warn("upstream {route} ({host}:{port}): connect failed: {why}", route=self.route.name,
@@ -453,7 +462,7 @@ class Pool:
 class UpstreamPools:
     """One :class:`Pool` per route (keyed by route name)."""
 
-    def __init__(self, routes: list["Route"], clock: Any, reactor: Any) -> None:
+    def __init__(self, routes: list["Route"], clock: "Clock", reactor: Any) -> None:
         self.clock = clock
         self.reactor = reactor
         self._pools: dict[str, Pool] = {r.name: Pool(r, clock, reactor) for r in routes}

@@ -47,7 +47,7 @@ def request_path(head: Any) -> str:
 
 
 class RequestLog:
-    """The ``request_done(protocol, request)`` hook: metrics always, a log line when ``stream`` is set."""
+    """The ``request_done(connection, exchange)`` hook: metrics always, a log line when ``stream`` is set."""
 
     def __init__(self, *, metrics: MetricsRegistry, clock: Seconds, stream: Any = None) -> None:
         self.clock = clock
@@ -78,7 +78,7 @@ class RequestLog:
     def __call__(self, proto: Any, r: Any) -> None:
         now = self.clock.seconds()
         t0 = r.t0 or now
-        fwd = proto._fwd
+        fwd = r.fwd
         route = fwd.route.name if fwd is not None else "local"
         status = r.status
         self._hist.labels(route, _CLASS[status // 100] if 0 < status < 600 else "other").observe(now - t0)

@@ -39,12 +39,15 @@ def main() -> None:
     from twisted.logger import globalLogBeginner, textFileLogObserver
     from twisted.protocols.tls import TLSMemoryBIOFactory
 
-    from proxy.http.connection import GatewayFactory, PlainGatewayFactory
+    from proxy.gate.policy import ForwardPolicy
+    from proxy.sessions.injection import PresenceRewrites
+    from proxy.http.factory import GatewayFactory
     from proxy.listener.identity import ConnectionIdentity
     from proxy.http.messages import Forward, Local, json_response, text_response
     from proxy.http.tunnel import TunnelRegistry
     from proxy.http.upstream import UpstreamPools
     from tests.harness.config import engine_config
+    from tests.plain_gateway import PlainGatewayFactory
     from trust.presented import PresentedCertificate
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
@@ -72,8 +75,18 @@ def main() -> None:
     def local_handler(head: Any, body: bytes, conn: Any) -> Any:
         return json_response(200, {"local": True, "len": len(body), "sha256": hashlib.sha256(body).hexdigest()})
 
+    policy = ForwardPolicy(config, PresenceRewrites(config.sessions))
+
     class FakeGate:
         def decide(self, head: Any, conn: Any) -> Any:
+            d = self._decide(head, conn)  # like the real gate: every Forward leaves with its policy set
+            if isinstance(d, Forward):
+                return policy.apply(d, head)
+            if isinstance(d, Deferred):
+                return d.addCallback(policy.settle, head)
+            return d
+
+        def _decide(self, head: Any, conn: Any) -> Any:
             t = head.target
             account = conn.identity.account
             sid = head.get(b"x-test-session")
@@ -95,7 +108,7 @@ def main() -> None:
                     f = gw_factory[0]
                     return json_response(200, {"registered": tunnels.count(), "idle": pools.idle_count(),
                                                "live": len(f.connections),
-                                               "paused": [p._paused for p in f.connections], **f.counters})
+                                               "paused": [p.flow.paused for p in f.connections], **f.counters})
             if t.startswith(b"/anon"):
                 return Forward(config.default_route, account=None)
             return fwd

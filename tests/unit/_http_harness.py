@@ -10,15 +10,19 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
-from proxy.http.connection import GatewayProtocol, PlainGatewayFactory
+from proxy.gate.policy import ForwardPolicy
+from proxy.sessions.injection import PresenceRewrites
+from proxy.http.connection import GatewayProtocol
 from proxy.listener.identity import ConnectionIdentity
 from proxy.http.messages import Forward
 from proxy.http.tunnel import TunnelRegistry
 from proxy.http.upstream import UpstreamConnection, UpstreamPools
 from tests.harness.config import engine_config
+from tests.plain_gateway import PlainGatewayFactory
 
 
 class Transport(StringTransport):
@@ -52,17 +56,26 @@ class Transport(StringTransport):
 
 
 class Gate:
-    """Records every head it sees; ``decide`` returns ``self.next(head)`` (default: Forward)."""
+    """Records every head it sees; ``decide`` returns ``self.next(head)`` (default: Forward).
+
+    Like the real gate, every Forward leaves with its policy set (``proxy.gate.policy``).
+    """
 
     def __init__(self, config: Any) -> None:
         self.config = config
+        self.policy = ForwardPolicy(config, PresenceRewrites(config.sessions))
         self.heads: list[Any] = []
         self.next: Callable[[Any], Any] = lambda head: Forward(config.default_route, account="alice",
                                                                session_id="sess-1")
 
     def decide(self, head: Any, conn: Any) -> Any:
         self.heads.append(head)
-        return self.next(head)
+        d = self.next(head)
+        if isinstance(d, Forward):
+            return self.policy.apply(d, head)
+        if isinstance(d, Deferred):
+            return d.addCallback(self.policy.settle, head)
+        return d
 
 
 def identity(transport: Any, now: float) -> ConnectionIdentity:

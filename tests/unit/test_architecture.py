@@ -49,18 +49,13 @@ LAYERS: tuple[tuple[str, str], ...] = (
 #: (importing module, imported module) edges that break a layer today, and what removes them.
 #: A name also covers the modules inside it (``proxy.config`` covers a ``proxy/config/`` package).
 KNOWN_LAYER_BREAKS: dict[tuple[str, str], str] = {
-    # issue 13, the HTTP engine composed: presence injection comes as data on the gate's decision
-    ("proxy.http.connection", "proxy.sessions.presence_rules"): "HTTP engine",
-    ("proxy.http.forward", "proxy.sessions.presence"): "HTTP engine",
     # issue 13, typed config sections: config validates with helpers that live above it
     ("proxy.config", "proxy.http.paths"): "typed config",
     ("proxy.config", "proxy.sessions.presence_rules"): "typed config",
 }
 
 #: Modules over MAX_LINES today (path: what splits them). Only shrinks.
-KNOWN_LARGE: dict[str, str] = {
-    "proxy/http/connection.py": "issue 13, the HTTP engine composed",
-}
+KNOWN_LARGE: dict[str, str] = {}
 
 
 @dataclass(frozen=True)

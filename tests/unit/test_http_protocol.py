@@ -428,7 +428,7 @@ def test_expect_other_417_and_too_large_413() -> None:
 
 def test_counters_and_metrics_gauges() -> None:
     """counters follow requests/errors; a Metrics registry reads them at scrape time."""
-    from proxy.http.connection import GatewayFactory
+    from proxy.http.factory import GatewayFactory
     from proxy.observe.metrics import Metrics
     from tests.unit._http_harness import identity
 

@@ -15,7 +15,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test.iosim import FakeTransport, connectedServerAndClient
 from zope.interface import implementer
 
-from proxy.http.connection import GatewayFactory
+from proxy.http.factory import GatewayFactory
 from proxy.listener.identity import ConnectionIdentity
 from proxy.http.messages import text_response
 from proxy.http.tunnel import TunnelRegistry

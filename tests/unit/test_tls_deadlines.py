@@ -17,7 +17,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test.iosim import FakeTransport, connectedServerAndClient
 from zope.interface import implementer
 
-from proxy.http.connection import GatewayFactory
+from proxy.http.factory import GatewayFactory
 from proxy.http.messages import Response
 from proxy.listener.reload import TrustState
 from proxy.listener.tls import LiveServerTLS, identify
