@@ -14,8 +14,8 @@ Values = Mapping[str, Mapping[str, Any]]
 
 
 def check_canonical(section: str, key: str, path: str, problems: list[Problem]) -> None:
-    """Paths certgate compares with request paths must be canonical (``proxy.http.paths``) themselves."""
-    from proxy.http.paths import TargetError, canonical_path
+    """Paths certgate compares with request paths must be canonical (``proxy.paths``) themselves."""
+    from proxy.paths import TargetError, canonical_path
 
     try:
         canon = canonical_path(path.encode("utf-8")).decode("ascii")

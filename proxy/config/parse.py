@@ -19,7 +19,7 @@ from proxy.config.sections import (ACCOUNT_KEYS, PREFIX_SECTIONS, ROUTE_KEYS, SC
                                    ListenSection, LogSection, LoginSection, SessionsSection, WebauthnSection,
                                    WebsocketSection)
 from proxy.config.values import Config, Route, UpstreamTLS
-from proxy.sessions.presence_rules import validate_presence
+from proxy.config.presence import validate_presence
 from trust.access import AccessRule
 from trust.problems import Problem
 from trust.settings import TrustSettings, parse_access_sections, parse_ocsp_sections, parse_trust_section

@@ -27,7 +27,7 @@ Cockpit's login page (``login.js``) sends ``GET <UrlRoot>cockpit/login`` with
 5. on cockpit-ws's ``200`` opens certgate's trusted session and adds its ``Set-Cookie``
    (with ``password = upstream`` the password counts as proven only then).
 
-The door decides on the canonical path (``proxy.http.paths``). It also claims the login path
+The door decides on the canonical path (``proxy.paths``). It also claims the login path
 spelt with other letter case or a trailing ``/`` and answers those ``404`` itself.
 
 Without ``Authorization``, ``GET .../cockpit/login`` (the page's automatic login) is answered
@@ -60,7 +60,7 @@ from proxy.frontdoors.conversations import MAX_CONVERSATIONS, PER_CERTIFICATE, C
 from proxy.frontdoors.wsframes import LogoutWatcher
 from proxy.login.keys import derive_key
 from proxy.http.messages import ConnContext, Forward, Headers, RequestHead, Response
-from proxy.http.paths import loose_path
+from proxy.paths import loose_path
 from proxy.stores.interface import LimitReached, StoreError
 
 if TYPE_CHECKING:  # pragma: no cover

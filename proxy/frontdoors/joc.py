@@ -7,7 +7,7 @@ JOC's own rule itself (``clientCertCN.equals(account)``, exact; ``[trust] mappin
 strips ``user@domain`` / ``DOMAIN\\user`` first, as JOC's two-factor mode does):
 
 0. the door claims every spelling of the login path that JOC might route to its login (the
-   canonical path, see ``proxy.http.paths``, compared ignoring case and a trailing ``/``) and
+   canonical path, see ``proxy.paths``, compared ignoring case and a trailing ``/``) and
    answers ``404`` to every one but the exact ``[joc] login_path``: JOC never sees them;
 
 1. no ``Authorization``: ``420`` (JOC's answer), JOC never called;
@@ -48,7 +48,7 @@ from twisted.internet.defer import inlineCallbacks
 
 from proxy.frontdoors.access import access_refusal
 from proxy.http.messages import ConnContext, Forward, Headers, RequestHead, Response
-from proxy.http.paths import same_login_path
+from proxy.paths import same_login_path
 from trust.escape import safe_json
 
 if TYPE_CHECKING:  # pragma: no cover

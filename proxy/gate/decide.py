@@ -16,7 +16,7 @@ with one). Order, first match wins:
 
 The gate never re-verifies certificates: it reads the frozen ``ConnectionIdentity``.
 Every path comparison uses ``head.path``: the canonical path the HTTP layer made once
-(``proxy.http.paths``), which is also what the upstream receives; the gate never decodes it again.
+(``proxy.paths``), which is also what the upstream receives; the gate never decodes it again.
 """
 
 from __future__ import annotations

@@ -150,7 +150,7 @@ class Forwarder:
             framing = b""
         if facts.websocket:
             framing += _WS_UPGRADE
-        # The canonical target the gate decided on (proxy.http.paths); the raw one only when unsafe.
+        # The canonical target the gate decided on (proxy.paths); the raw one only when unsafe.
         target = ex.raw_target if route.unsafe_forward_raw_target else head.target
         if route.base_path and target != b"*":
             target = route.base_path.encode("latin-1") + target

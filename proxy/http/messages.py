@@ -24,7 +24,7 @@ Headers = list[tuple[bytes, bytes]]
 class RequestHead:
     """A parsed request head. ``headers`` keep wire order, repeats and original case.
 
-    ``target`` is the canonical request target (``proxy.http.paths.canonical_target``): the one value
+    ``target`` is the canonical request target (``proxy.paths.canonical_target``): the one value
     every decision uses and the upstream receives. Code that builds heads itself (tests) passes
     a canonical target or goes through ``canonical_target`` first.
     """
@@ -39,7 +39,7 @@ class RequestHead:
 
     @property
     def path(self) -> str:
-        """The path (no query) exactly as it is forwarded: ``target`` is canonical (``proxy.http.paths``)
+        """The path (no query) exactly as it is forwarded: ``target`` is canonical (``proxy.paths``)
         when the HTTP layer made the head, so this is ASCII with only reserved or non-ASCII bytes
         still ``%XX``-escaped. It is not decoded further: compare it with canonical paths."""
         raw = self.target.split(b"?", 1)[0]

@@ -158,7 +158,7 @@ class RequestReader:
         version = p.get_http_version().encode()
         raw = self._url
         facts = check_request(method, raw, version, self._hdrs, p.should_upgrade())
-        # Decisions and the forwarded request use the canonical target (proxy.http.paths), never ``raw``.
+        # Decisions and the forwarded request use the canonical target (proxy.paths), never ``raw``.
         head = RequestHead(method, facts.target or raw, version, self._hdrs, facts.websocket, facts.keep_alive,
                            facts.chunked or bool(facts.content_length))
         self._hdrs = _NO_HEADERS  # the head owns them now; an idle connection keeps nothing

@@ -2,7 +2,7 @@
 
 Nothing here does I/O. ``check_request`` is the policy the parser (llhttp) does not enforce
 by itself: exactly ``chunked`` as transfer coding, no coding on HTTP/1.0, one ``Host``, a
-request target that can be made canonical (``proxy.http.paths``), WebSocket-only upgrades. The
+request target that can be made canonical (``proxy.paths``), WebSocket-only upgrades. The
 rest (CL+TE, duplicate or malformed ``Content-Length``, bare LF, obs-fold, control
 characters) llhttp already refuses.
 """
@@ -14,7 +14,7 @@ from typing import Sequence
 
 from proxy.http.headers import render_headers
 from proxy.http.messages import Response
-from proxy.http.paths import TargetError, canonical_target
+from proxy.paths import TargetError, canonical_target
 from proxy.http.tunnel import valid_ws_key
 
 REASONS: dict[int, bytes] = {
@@ -97,7 +97,7 @@ class HeadFacts:
 
     error: int = 0  # 0 = acceptable; else the status to answer
     why: str = ""  # with ``error``: a one-line reason for the client (certgate's words only)
-    target: bytes = b""  # the canonical request target (``proxy.http.paths``) when ``error == 0``
+    target: bytes = b""  # the canonical request target (``proxy.paths``) when ``error == 0``
     host: bytes | None = None
     content_length: int | None = None
     chunked: bool = False

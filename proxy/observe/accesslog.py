@@ -9,7 +9,7 @@ appends one line to ``[log] access_file``::
    "bytes_out":5120,"route":"default","upstream_status":200,"duration":0.0042,
    "upstream_wait":0.0003,"upstream_response":0.0031,"session":"9f2c…"}
 
-``path`` is the canonical path the gate decided on (:mod:`proxy.http.paths`), without the query
+``path`` is the canonical path the gate decided on (:mod:`proxy.paths`), without the query
 string (which may carry secrets); a request refused for its target logs the target as
 received (JSON-escaped). ``session`` is the first 16 hex digits of SHA-256 of the session id, never the id.
 ``bytes_in``/``bytes_out`` count body bytes. Lines are buffered and flushed every second

@@ -29,7 +29,7 @@ from urllib.parse import parse_qs
 
 from twisted.internet.defer import inlineCallbacks, maybeDeferred
 
-from proxy.http.paths import TargetError, canonical_target
+from proxy.paths import TargetError, canonical_target
 from proxy.sessions.manager import describe
 from trust.escape import safe_json
 from trust.problems import Problem
@@ -136,7 +136,7 @@ class AdminAPI:
         """Answer one request; ``path`` is the request target as received (query included).
         A Deferred (AdminResponse); a session store failure answers 503 ``session-store-unavailable``.
 
-        Every decision uses its canonical form (``proxy.http.paths``); a target without one gets 400.
+        Every decision uses its canonical form (``proxy.paths``); a target without one gets 400.
         """
         from proxy.stores.interface import StoreError
 

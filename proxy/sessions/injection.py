@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from proxy.http.messages import Forward, Headers, RequestHead
 from proxy.sessions.presence import HtmlInjector, should_inject
-from proxy.sessions.presence_rules import presence_kinds
+from proxy.config.presence import presence_kinds
 
 if TYPE_CHECKING:  # pragma: no cover
     from proxy.config import SessionsSection

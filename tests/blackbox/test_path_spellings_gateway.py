@@ -26,7 +26,7 @@ from tests.harness.config import write_config
 from tests.harness.gateway import Gateway
 from tests.harness.joc import JocEmulator
 from tests.harness.pki import Pki
-from tests.path_spellings import CLASSES, COCKPIT_LOGIN, COCKPIT_SPELLINGS, JOC_LOGIN, JOC_SPELLINGS, canonical, \
+from tests.harness.path_spellings import CLASSES, COCKPIT_LOGIN, COCKPIT_SPELLINGS, JOC_LOGIN, JOC_SPELLINGS, canonical, \
     expected
 from tests.harness.relay import RecordingRelay
 

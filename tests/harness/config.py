@@ -95,7 +95,7 @@ def make_config(sections: Mapping[str, Mapping[str, Any]] | None = None, *,
     taken as already parsed, no file is read and none of the config's checks runs.
     """
     from proxy.config import ROUTE_KEYS, SCHEMA, build_config, default_values, route_from_values
-    from proxy.sessions.presence_rules import derive_defaults
+    from proxy.config.presence import derive_defaults
     from trust.settings import TrustSettings
 
     base = Path(base_dir)

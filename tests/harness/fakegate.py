@@ -47,7 +47,7 @@ def main() -> None:
     from proxy.http.tunnel import TunnelRegistry
     from proxy.http.upstream import UpstreamPools
     from tests.harness.config import engine_config
-    from tests.plain_gateway import PlainGatewayFactory
+    from tests.harness.plain_gateway import PlainGatewayFactory
     from trust.presented import PresentedCertificate
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)

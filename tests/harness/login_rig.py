@@ -68,7 +68,7 @@ def make_rig(folder: Path, login: Mapping[str, Any] | None = None, *, account_ru
 
 def head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> RequestHead:
     """A head as the HTTP layer makes it (canonical target; TargetError when it has none)."""
-    from proxy.http.paths import canonical_target
+    from proxy.paths import canonical_target
 
     return RequestHead(method=method, target=canonical_target(target, method), version=b"1.1",
                        headers=list(headers or []))

@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.http.messages import Response
-from proxy.http.paths import TargetError, _normalise, _remove_dots, canonical_path, canonical_target, same_login_path, \
+from proxy.paths import TargetError, _normalise, _remove_dots, canonical_path, canonical_target, same_login_path, \
     split_target
 from tests.harness.joc import jetty_path
-from tests.path_spellings import JOC_LOGIN
-from tests.unit._http_harness import Harness
+from tests.harness.path_spellings import JOC_LOGIN
+from tests.harness.engine import Harness
 
 BOUNDED = settings(derandomize=True, max_examples=1000, deadline=timedelta(milliseconds=500),
                    suppress_health_check=[HealthCheck.too_slow])

@@ -11,7 +11,7 @@ from proxy.observe.audit import memory_audit
 from proxy.gate.decide import Gate
 from proxy.http.messages import ConnContext, Forward, RequestHead, Response
 from proxy.observe.metrics import Metrics
-from proxy.http.paths import canonical_target
+from proxy.paths import canonical_target
 from tests.harness.config import make_config
 from tests.harness.fakes import make_identity
 

@@ -9,7 +9,7 @@ import pytest
 from proxy.http.messages import Forward
 from proxy.http.tunnel import close_frame, ws_accept
 from tests.harness.wire import ws_frame
-from tests.unit._http_harness import Harness
+from tests.harness.engine import Harness
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 WS_REQ = (b"GET /ws HTTP/1.1\r\nHost: console.example\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n"
@@ -318,7 +318,7 @@ def test_waiting_for_a_free_upstream_connection_is_bounded() -> None:
     h = Harness({"upstream": {"max_connections": 1, "connect_timeout": 1.0, "read_timeout": 5.0}})
     h.send(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
     conn, _ = h.connect_upstream()
-    from tests.unit._http_harness import Transport
+    from tests.harness.engine import Transport
 
     other = Transport(("10.0.0.8", 1))
     p2 = h.factory.buildProtocol(None)

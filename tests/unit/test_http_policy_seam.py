@@ -10,7 +10,7 @@ from proxy.gate.policy import ForwardPolicy
 from proxy.sessions.injection import PresenceInjection, PresenceRewrites
 from proxy.http.messages import NO_BODY, Forward, RequestHead
 from tests.harness.config import engine_config
-from tests.unit._http_harness import Harness
+from tests.harness.engine import Harness
 
 HTTP = Path(__file__).resolve().parents[2] / "proxy" / "http"
 POLICY_PACKAGES = ("proxy.gate", "proxy.sessions", "proxy.login", "proxy.frontdoors")

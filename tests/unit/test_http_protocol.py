@@ -6,7 +6,7 @@ import pytest
 from twisted.internet.defer import Deferred
 
 from proxy.http.messages import Forward, Local, Response, json_response, text_response
-from tests.unit._http_harness import Harness
+from tests.harness.engine import Harness
 
 OK2 = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
 
@@ -430,7 +430,7 @@ def test_counters_and_metrics_gauges() -> None:
     """counters follow requests/errors; a Metrics registry reads them at scrape time."""
     from proxy.http.factory import GatewayFactory
     from proxy.observe.metrics import Metrics
-    from tests.unit._http_harness import identity
+    from tests.harness.engine import identity
 
     h = Harness()
     h.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -491,7 +491,7 @@ def test_connection_close_request_body_in_later_reads_is_forwarded() -> None:
 
 def test_max_connections_refuses_before_handshake() -> None:
     """[listen] max_connections: one more connection is aborted at once and counted."""
-    from tests.unit._http_harness import Transport
+    from tests.harness.engine import Transport
 
     h = Harness({"listen": {"max_connections": 1}})
     extra = Transport()

@@ -19,11 +19,11 @@ from proxy.http.messages import ConnContext, Forward, RequestHead, Response
 from proxy.sessions.presence import session_endpoints
 from tests.harness.fakes import make_identity
 from tests.harness.joc import jetty_path
-from tests.path_spellings import CLASSES, COCKPIT_LOGIN, COCKPIT_SPELLINGS, JOC_LOGIN, JOC_SPELLINGS, canonical, \
+from tests.harness.path_spellings import CLASSES, COCKPIT_LOGIN, COCKPIT_SPELLINGS, JOC_LOGIN, JOC_SPELLINGS, canonical, \
     expected
 from tests.unit import test_cockpit_frontdoor as cockpit_env
 from tests.unit import test_joc_frontdoor as joc_env
-from tests.unit._http_harness import Harness
+from tests.harness.engine import Harness
 
 
 def _resolve(d: Any) -> Any:
@@ -138,7 +138,7 @@ def test_routes_and_certgate_endpoints_decide_on_the_canonical_path() -> None:
     from twisted.internet.task import Clock
 
     from proxy.observe.audit import memory_audit
-    from proxy.http.paths import canonical_target
+    from proxy.paths import canonical_target
     from tests.harness.config import engine_config as http_config
 
     cfg = http_config("http://cockpit.test:9090", {"listen": {"client_auth": "none"}},

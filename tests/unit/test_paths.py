@@ -1,4 +1,4 @@
-"""proxy.http.paths: the canonical request target, its refusals, and the docs table that describes it."""
+"""proxy.paths: the canonical request target, its refusals, and the docs table that describes it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from proxy.config import ConfigError, parse_config
-from proxy.http.paths import TargetError, canonical_path, canonical_target, loose_path, same_login_path
+from proxy.paths import TargetError, canonical_path, canonical_target, loose_path, same_login_path
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "forwarding.md"
 

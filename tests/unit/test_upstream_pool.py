@@ -10,7 +10,7 @@ from twisted.python.failure import Failure
 
 from proxy.http.upstream import UpstreamPools
 from tests.harness.config import engine_config
-from tests.unit._http_harness import Transport
+from tests.harness.engine import Transport
 
 
 class Req:

@@ -9,7 +9,7 @@ or ``"door"`` (the canonical path is the login path, up to case and a trailing s
 
 from __future__ import annotations
 
-from proxy.http.paths import TargetError, canonical_target, same_login_path
+from proxy.paths import TargetError, canonical_target, same_login_path
 
 JOC_LOGIN = "/joc/api/authentication/login"
 COCKPIT_LOGIN = "/cockpit/login"

@@ -22,7 +22,7 @@ from proxy.http.messages import Forward
 from proxy.http.tunnel import TunnelRegistry
 from proxy.http.upstream import UpstreamConnection, UpstreamPools
 from tests.harness.config import engine_config
-from tests.plain_gateway import PlainGatewayFactory
+from tests.harness.plain_gateway import PlainGatewayFactory
 
 
 class Transport(StringTransport):
