@@ -25,7 +25,7 @@ Errors certgate generates are short plain-text responses followed by ``Connectio
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHandshakeListener, IPushProducer
@@ -386,13 +386,22 @@ class GatewayProtocol(Protocol):
         if type(d) is Forward:
             self.forward.start(ex, d)
         elif isinstance(d, Deferred):
-            ex.advance(DECIDE_LATER)
-            self.flow.pause(P_DECIDE)
-            # A decision that never comes (a stuck store) ends in 504 like a silent upstream.
-            self.flow.arm(K_UPSTREAM, self.factory.config.default_route.read_timeout)
-            d.addCallbacks(self._decided, self.decide_failed, callbackArgs=(ex,), errbackArgs=(ex,))
+            self.wait_for(ex, d, DECIDE_LATER, self._decided)
         else:
             self._decided(d, ex)
+
+    def wait_for(self, ex: Exchange, d: "Deferred[Any]", event: int,
+                 then: Callable[[Any, Exchange], None]) -> None:
+        """Park ``ex`` on ``d`` (a decision or a local answer still to come) after ``event``.
+
+        Reading pauses and the upstream read deadline is armed, so an answer that never comes
+        (a stuck store) ends in 504 like a silent upstream; ``d``'s result goes to ``then`` and
+        its failure to :meth:`decide_failed`. ``then`` checks that ``ex`` is still active.
+        """
+        ex.advance(event)
+        self.flow.pause(P_DECIDE)
+        self.flow.arm(K_UPSTREAM, self.factory.config.default_route.read_timeout)
+        d.addCallbacks(then, self.decide_failed, callbackArgs=(ex,), errbackArgs=(ex,))
 
     def _decided(self, d: Any, ex: Exchange) -> None:
         if self.gone or self.active is not ex:

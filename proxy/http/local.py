@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from proxy.http.exchange import ANSWER, B_COLLECT, B_DISCARD, COLLECT, HANDLE_LATER, Exchange
-from proxy.http.flow import K_BODY, K_UPSTREAM, P_BUFFER, P_DECIDE
+from proxy.http.flow import K_BODY, P_BUFFER, P_DECIDE
 from proxy.http.messages import Local, Response
 from proxy.http.wire import CONTINUE_100, render_response
 
@@ -95,10 +95,7 @@ class LocalAnswers:
             host.error_now(500)
             return
         if isinstance(res, Deferred):
-            ex.advance(HANDLE_LATER)
-            host.flow.pause(P_DECIDE)
-            host.flow.arm(K_UPSTREAM, host.factory.config.default_route.read_timeout)
-            res.addCallbacks(self._done, host.decide_failed, callbackArgs=(ex,), errbackArgs=(ex,))
+            host.wait_for(ex, res, HANDLE_LATER, self._done)
         else:
             self._done(res, ex)
 

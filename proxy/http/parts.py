@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover
+    from twisted.internet.defer import Deferred
     from twisted.python.failure import Failure
 
     from proxy.http.exchange import Exchange
@@ -157,6 +158,9 @@ class Host(Protocol):
     def drop_buffered(self, ex: "Exchange") -> None: ...
 
     def decide_failed(self, failure: "Failure", ex: "Exchange") -> None: ...
+
+    def wait_for(self, ex: "Exchange", d: "Deferred[Any]", event: int,
+                 then: "Callable[[Any, Exchange], None]") -> None: ...
 
     def become_tunnel(self, tunnel: "WebSocketTunnel") -> None: ...
 
