@@ -19,7 +19,7 @@ import pytest
 
 from tests.harness.accounts import Accounts
 from tests.harness.chromium import Browser, CertPolicy, find_chromium
-from tests.harness.gateway import Site
+from tests.harness.gateway import DemoUpstream, Site
 from tests.harness.pki import Pki
 from tests.harness.smartcard import check_tools
 
@@ -155,3 +155,11 @@ def scene(request: pytest.FixtureRequest, playwright: Any, bpki: Pki, tmp_path: 
                     b.step("at-failure")
             print(s.report())
         s.close()
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoUpstream]:
+    """`certgate demo-upstream` (shows the headers it got), one per test module."""
+    up = DemoUpstream(tmp_path_factory.mktemp("demo-upstream"))
+    yield up
+    up.stop()

@@ -20,6 +20,7 @@ import tempfile
 import textwrap
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -77,19 +78,26 @@ class CockpitSite:
         return "--- cockpit-ws log tail ---\n" + "\n".join(self.ws.log().splitlines()[-30:])
 
 
-@pytest.fixture(scope="module")
-def cockpit(tmp_path_factory: pytest.TempPathFactory, bpki: Pki, accounts: Accounts) -> Iterator[CockpitSite]:
-    folder = tmp_path_factory.mktemp("cockpit-site")
+@contextmanager
+def cockpit_site(folder: Path, pki: Pki, accounts: Accounts, sections: Any, name: str) -> Iterator[CockpitSite]:
+    """cockpit-ws with certgate's auth command, and a certgate in front of it (``sections``), sharing
+    one secret and one SQLite session store in ``folder``; both stopped on exit."""
     secret = folder / "certgate.secret"
     store = f"sqlite:{folder / 'sessions.db'}"
     with cockpit_auth_ws(folder / "cockpit-auth", secret=secret, store=store) as ws:
-        cfg = gateway_config(folder / "gw", bpki, accounts, upstream=ws.base_url, sections=COCKPIT_SECTIONS,
+        cfg = gateway_config(folder / "gw", pki, accounts, upstream=ws.base_url, sections=sections,
                              secret=secret, store=store)
-        site = Site(cfg, "cockpit-gw").start()
+        site = Site(cfg, name).start()
         try:
             yield CockpitSite(site, ws)
         finally:
             site.stop()
+
+
+@pytest.fixture(scope="module")
+def cockpit(tmp_path_factory: pytest.TempPathFactory, bpki: Pki, accounts: Accounts) -> Iterator[CockpitSite]:
+    with cockpit_site(tmp_path_factory.mktemp("cockpit-site"), bpki, accounts, COCKPIT_SECTIONS, "cockpit-gw") as c:
+        yield c
 
 
 def watch(scene: Scene, cockpit: CockpitSite) -> Site:
@@ -311,6 +319,15 @@ def test_cockpit_login_totp_overview_terminal(scene: Scene, cockpit: CockpitSite
     assert site.audit_has(event="session", decision="open", account=U_TERM), site.report()
 
 
+def submit_cockpit_form(page: Any, url: str, account: str, password: str) -> None:
+    """Open ``url``, wait for Cockpit's login form, type ``account`` and ``password`` and submit."""
+    page.goto(url)
+    page.wait_for_selector("#login-user-input", state="visible")
+    page.fill("#login-user-input", account)
+    page.fill("#login-password-input", password)
+    page.click("#login-button")
+
+
 def test_cn_mismatch_and_wrong_totp_never_reach_cockpit_ws(scene: Scene, cockpit: CockpitSite,
                                                           accounts: Accounts) -> None:
     site = watch(scene, cockpit)
@@ -318,11 +335,7 @@ def test_cn_mismatch_and_wrong_totp_never_reach_cockpit_ws(scene: Scene, cockpit
     # a valid certificate of another person, typing another account and password
     b = scene.browser("other", U_OTHER)
     page = b.page
-    page.goto(site.url("/"))
-    page.wait_for_selector("#login-user-input", state="visible")
-    page.fill("#login-user-input", U_WRONG)
-    page.fill("#login-password-input", PASSWORD)
-    page.click("#login-button")
+    submit_cockpit_form(page, site.url("/"), U_WRONG, PASSWORD)
     page.wait_for_selector("#login-error-message", state="visible")
     b.step("cn mismatch refused")
     assert "does not belong to the account you entered" in page.inner_text("#login-error-message"), b.text()
@@ -330,11 +343,7 @@ def test_cn_mismatch_and_wrong_totp_never_reach_cockpit_ws(scene: Scene, cockpit
     # the right certificate and password, a wrong code
     b2 = scene.browser("person", U_WRONG)
     page = b2.page
-    page.goto(site.url("/"))
-    page.wait_for_selector("#login-user-input", state="visible")
-    page.fill("#login-user-input", U_WRONG)
-    page.fill("#login-password-input", PASSWORD)
-    page.click("#login-button")
+    submit_cockpit_form(page, site.url("/"), U_WRONG, PASSWORD)
     page.wait_for_selector("#conversation-input", state="visible")
     page.fill("#conversation-input", accounts.wrong_code(U_WRONG))
     page.click("#login-button")

@@ -30,13 +30,6 @@ def start(folder: Path, pki: Pki, accounts: Accounts, upstream: DemoUpstream, **
 
 
 @pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoUpstream]:
-    up = DemoUpstream(tmp_path_factory.mktemp("demo-upstream"))
-    yield up
-    up.stop()
-
-
-@pytest.fixture(scope="module")
 def page_site(tmp_path_factory: pytest.TempPathFactory, bpki: Pki, accounts: Accounts,
               upstream: DemoUpstream) -> Iterator[Site]:
     site = start(tmp_path_factory.mktemp("page-site"), bpki, accounts, upstream)

@@ -117,13 +117,6 @@ def wa_accounts(tmp_path_factory: pytest.TempPathFactory) -> Accounts:
 
 
 @pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoUpstream]:
-    up = DemoUpstream(tmp_path_factory.mktemp("wa-upstream"))
-    yield up
-    up.stop()
-
-
-@pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, bpki: Pki, wa_accounts: Accounts,
          upstream: DemoUpstream) -> Iterator[Site]:
     s = start(tmp_path_factory.mktemp("wa-site"), bpki, wa_accounts, upstream)

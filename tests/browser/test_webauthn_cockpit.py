@@ -18,11 +18,9 @@ import pytest
 from tests.harness.pki import Pki
 from tests.harness.wait import free_port, Timer, wait_for
 from tests.browser.conftest import Scene, account
-from tests.harness.accounts import Accounts, gateway_config, PASSWORD
-from tests.harness.gateway import Site
-from tests.browser.test_cockpit import COCKPIT_SECTIONS, CockpitSite, wait_for_shell
+from tests.harness.accounts import Accounts, PASSWORD
+from tests.browser.test_cockpit import COCKPIT_SECTIONS, CockpitSite, cockpit_site, wait_for_shell
 from tests.browser.test_webauthn import Authenticator, enrol
-from tests.harness.cockpit import cockpit_auth_ws
 
 ACCOUNT = account("wkey")  # a local account; the run's pid in the name, as the suite's others
 RULES = '[["tls-cert", "password", "webauthn"], ["tls-cert", "password"]]'
@@ -41,22 +39,14 @@ def key_accounts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Accounts]
 def cockpit_key(tmp_path_factory: pytest.TempPathFactory, bpki: Pki, key_accounts: Accounts
                 ) -> Iterator[CockpitSite]:
     folder = tmp_path_factory.mktemp("wa-cockpit")
-    secret = folder / "certgate.secret"
-    store = f"sqlite:{folder / 'sessions.db'}"
     port = free_port()
     sections = {k: dict(v) for k, v in COCKPIT_SECTIONS.items()}
     sections.setdefault("listen", {})["port"] = port
     sections.setdefault("login", {})["required_auth_methods"] = RULES
     sections["webauthn"] = {"rp_id": "localhost", "origin": f"https://localhost:{port}",
                             "credentials": folder / "webauthn.json"}
-    with cockpit_auth_ws(folder / "cockpit-auth", secret=secret, store=store) as ws:
-        cfg = gateway_config(folder / "gw", bpki, key_accounts, upstream=ws.base_url, sections=sections,
-                             secret=secret, store=store)
-        site = Site(cfg, "wa-cockpit-gw").start()
-        try:
-            yield CockpitSite(site, ws)
-        finally:
-            site.stop()
+    with cockpit_site(folder, bpki, key_accounts, sections, "wa-cockpit-gw") as c:
+        yield c
 
 
 def test_cockpit_login_starts_on_certgates_page_with_the_key(scene: Scene, cockpit_key: CockpitSite) -> None:
