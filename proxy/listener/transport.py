@@ -41,6 +41,8 @@ LINGER_SECONDS = 2.0
 LINGER_BYTES = 64 * 1024
 #: TLS records handled per readiness event before yielding to other connections
 _RECORDS_PER_EVENT = 16
+#: the most plaintext one TLS record carries (RFC 8446 5.1)
+_FULL_RECORD = 16384
 
 
 class TLSServer(tcp.Server):
@@ -235,13 +237,21 @@ class TLSServer(tcp.Server):
 
     @staticmethod
     def _recv_some(conn: Any, size: int) -> tuple[bytes, Any, bool]:
-        """(plaintext of up to ``size`` bytes, why the connection ends or None, whether more may follow)."""
+        """(plaintext of up to ``size`` bytes, why the connection ends or None, whether more may follow).
+
+        A record shorter than the largest TLS record (and than what was asked) ends the read:
+        without read-ahead (pyOpenSSL never sets it) OpenSSL has then delivered everything it
+        read, so whatever follows is still in the socket and epoll (level-triggered) reports
+        it. This saves the failing ``SSL_read`` (a syscall and a WantReadError) that otherwise
+        ends every keep-alive request; full records (a streamed upload) are still joined.
+        """
         first = b""
         rest: list[bytes] | None = None
         got = 0
         while got < size:
+            want = size - got
             try:
-                piece = conn.recv(size - got)
+                piece = conn.recv(want)
             except SSL.WantReadError:
                 return (first if rest is None else b"".join(rest)), None, False
             except SSL.WantWriteError:
@@ -253,13 +263,16 @@ class TLSServer(tcp.Server):
                 return (first if rest is None else b"".join(rest)), why, False
             except SSL.Error as e:
                 return (first if rest is None else b"".join(rest)), e, False
-            got += len(piece)
+            n = len(piece)
+            got += n
             if rest is not None:
                 rest.append(piece)
             elif first:
                 rest = [first, piece]
             else:
                 first = piece
+            if n < want and n < _FULL_RECORD:
+                return (first if rest is None else b"".join(rest)), None, False
         return (first if rest is None else b"".join(rest)), None, True
 
     def _refuse(self, error: SSL.Error) -> None:
