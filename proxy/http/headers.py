@@ -126,26 +126,28 @@ def clean_request_headers(headers: Sequence[tuple[bytes, bytes]], policy: Header
     ``set_names`` are names certgate is about to set (their client copies go too). Order and
     repeats of the remaining headers are kept; ``Host`` always survives. Does not add anything.
     """
-    extra: set[bytes] | None = None
-    for k, v in headers:
-        if len(k) == 10 and k.lower() == b"connection":
-            toks = {normalise(t.strip()) for t in v.split(b",") if t.strip()}
-            extra = toks if extra is None else extra | toks
-    if set_names:
-        names = {normalise(n) for n in set_names}
-        extra = names if extra is None else extra | names
-    if extra is not None:
-        extra -= _CONNECTION_PROTECTED
     strip = policy.strip
     out: Headers = []
     append = out.append
+    listed: set[bytes] | None = None
     for k, v in headers:
         n = k.lower()
         if b"_" in n:
             n = n.replace(b"_", b"-")
-        if n in strip or n.startswith(IDENTITY_PREFIXES) or (extra is not None and n in extra):
+        if n in strip or n.startswith(IDENTITY_PREFIXES):
+            if n == b"connection" and len(k) == 10:  # spelt exactly so: its tokens name more headers to drop
+                toks = {normalise(t.strip()) for t in v.split(b",") if t.strip()}
+                listed = toks if listed is None else listed | toks
             continue
         append((k, v))
+    if set_names:
+        names = {normalise(n) for n in set_names}
+        listed = names if listed is None else listed | names
+    if listed:
+        # Names already stripped above need no second pass (``Connection: keep-alive``, the usual case).
+        listed = listed - strip - _CONNECTION_PROTECTED
+        if listed:
+            out = [(k, v) for k, v in out if normalise(k) not in listed]
     return out
 
 
@@ -181,23 +183,27 @@ def clean_response_headers(headers: Sequence[tuple[bytes, bytes]], keep_upgrade:
     With ``keep_upgrade`` (a validated 101) ``Upgrade`` stays; ``Connection`` is re-added by the
     caller. Order and repeats (``Set-Cookie``) are kept.
     """
-    listed: set[bytes] = set()
-    for k, v in headers:
-        if len(k) == 10 and k.lower() == b"connection":
-            listed |= {t.strip().lower() for t in v.split(b",") if t.strip()}
-    if keep_upgrade:
-        listed.discard(b"upgrade")
     out: Headers = []
+    append = out.append
+    listed: set[bytes] | None = None
     for k, v in headers:
         n = k.lower()
-        if n in RESPONSE_HOP_BY_HOP and not (keep_upgrade and n == b"upgrade"):
-            continue
-        if listed and n in listed:
-            continue
-        out.append((k, v))
+        if n in RESPONSE_HOP_BY_HOP:
+            if n == b"connection":
+                toks = {t.strip().lower() for t in v.split(b",") if t.strip()}
+                listed = toks if listed is None else listed | toks
+            if not (keep_upgrade and n == b"upgrade"):
+                continue
+        append((k, v))
+    if listed:
+        # Hop-by-hop names are gone already (``Connection: keep-alive``, the usual case, needs no
+        # second pass); a listed ``upgrade`` stays with ``keep_upgrade``.
+        listed = listed - RESPONSE_HOP_BY_HOP
+        if listed:
+            out = [(k, v) for k, v in out if k.lower() not in listed]
     return out
 
 
 def render_headers(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     """``Name: value\\r\\n`` lines joined (no final blank line)."""
-    return b"".join([k + b": " + v + b"\r\n" for k, v in headers])
+    return b"".join([b"%s: %s\r\n" % kv for kv in headers])
