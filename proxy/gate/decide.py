@@ -148,7 +148,8 @@ class Gate:
         self._policy = ForwardPolicy(config, rewrites)  # body limits and rewrites, as data on each Forward
         self._forwards = self._denied = self._logins = self._local = None
         if metrics is not None:
-            fam = metrics.counter("gate_decisions_total", "Gate decisions by outcome", ("outcome",))
+            fam = metrics.counter("gate_decisions_total", "Gate decisions by outcome", ("outcome",),
+                                  reactor_only=True)
             self._forwards = fam.labels("forward")
             self._denied = fam.labels("denied")
             self._logins = fam.labels("login")

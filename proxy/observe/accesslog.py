@@ -54,9 +54,11 @@ class RequestLog:
         self.stream = stream
         self._hist = metrics.histogram("http_request_duration_seconds",
                                        "Request head received to response complete (WebSocket: to 101)",
-                                       ("route", "code_class"))
+                                       ("route", "code_class"), reactor_only=True)
         self._up = metrics.histogram("upstream_response_duration_seconds",
-                                     "Request sent upstream to its response head", ("route",))
+                                     "Request sent upstream to its response head", ("route",), reactor_only=True)
+        # (route, status) -> the two series' observe methods (bounded: routes x status codes)
+        self._series: dict[tuple[str, int], tuple[Callable[[float], None], Callable[[float], None]]] = {}
         self._sec = -1
         self._prefix = ""
         self._sid: tuple[str, str] = ("", "")
@@ -81,10 +83,15 @@ class RequestLog:
         fwd = r.fwd
         route = fwd.route.name if fwd is not None else "local"
         status = r.status
-        self._hist.labels(route, _CLASS[status // 100] if 0 < status < 600 else "other").observe(now - t0)
+        series = self._series.get((route, status))
+        if series is None:
+            series = self._series[(route, status)] = (
+                self._hist.labels(route, _CLASS[status // 100] if 0 < status < 600 else "other").observe,
+                self._up.labels(route).observe)
+        series[0](now - t0)
         up_resp = r.t_head - r.t_up if fwd is not None and r.t_head and r.t_up else None
         if up_resp is not None:
-            self._up.labels(route).observe(up_resp)
+            series[1](up_resp)
         if self.stream is None:
             return
         ident = proto.identity

@@ -19,10 +19,12 @@ from __future__ import annotations
 import os
 import platform
 import re
+from bisect import bisect_left
 from typing import Any, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 # no `*_created` series: they double every counter and histogram, and the process start
 # time (process_start_time_seconds) tells the same
@@ -85,9 +87,81 @@ class _Family:
         if child is None:
             if len(values) != len(self.labelnames):
                 raise ValueError(f"expected labels {self.labelnames}, got {values!r}")
-            child = self.metric.labels(*values) if values else self.metric
+            child = self.metric.labels(*values) if values or type(self.metric) is _FastMetric else self.metric
             self._children[values] = child
         return child
+
+
+class _FastCounter:
+    """A counter child updated without a lock: for series only the reactor thread touches."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        if amount < 0:
+            raise ValueError("Counters can only be incremented by non-negative amounts.")
+        self.value += amount
+
+
+class _FastHistogram:
+    """A histogram child updated without a lock (reactor thread only): one bisect per observation.
+
+    ``counts[i]`` counts observations in bucket ``i`` (``<= bounds[i]``, not cumulative), as
+    ``prometheus_client.Histogram`` does; the last bound is ``+Inf``.
+    """
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        self.sum += amount
+        if amount == amount:  # NaN falls in no bucket (as in prometheus_client)
+            self.counts[bisect_left(self.bounds, amount)] += 1
+
+
+class _FastMetric:
+    """The parent of fast children: a collector of its own (exposed like ``Counter``/``Histogram``)."""
+
+    def __init__(self, kind: str, name: str, help_text: str, labelnames: tuple[str, ...],
+                 buckets: tuple[float, ...] = ()) -> None:
+        self.kind = kind
+        self.name = name
+        self.help_text = help_text
+        self.labelnames = labelnames
+        bounds = tuple(float(b) for b in buckets)
+        if kind == "histogram" and (not bounds or bounds[-1] != float("inf")):
+            bounds += (float("inf"),)
+        self.bounds = bounds
+        self.les = tuple(floatToGoString(b) for b in bounds)
+        self.children: dict[tuple[str, ...], Any] = {}
+
+    def labels(self, *values: str) -> Any:
+        child = self.children.get(values)
+        if child is None:
+            child = self.children[values] = _FastHistogram(self.bounds) if self.kind == "histogram" else _FastCounter()
+        return child
+
+    def collect(self) -> Iterable[Any]:
+        if self.kind == "counter":
+            fam: Any = CounterMetricFamily(self.name, self.help_text, labels=self.labelnames)
+            for values, c in list(self.children.items()):
+                fam.add_metric(list(values), c.value)
+        else:
+            fam = HistogramMetricFamily(self.name, self.help_text, labels=self.labelnames)
+            for values, h in list(self.children.items()):
+                acc, buckets = 0, []
+                for le, n in zip(self.les, h.counts):
+                    acc += n
+                    buckets.append((le, acc))
+                fam.add_metric(list(values), buckets, h.sum)
+        yield fam
 
 
 class _Callbacks:
@@ -137,18 +211,39 @@ class Metrics:
         self._families[full] = (kind, fam)
         return fam
 
-    def counter(self, name: str, help_text: str, labelnames: tuple[str, ...] = ()) -> _Family:
-        """A counter; ``name`` may end in ``_total`` (it is exposed with ``_total`` either way)."""
+    def counter(self, name: str, help_text: str, labelnames: tuple[str, ...] = (), *,
+                reactor_only: bool = False) -> _Family:
+        """A counter; ``name`` may end in ``_total`` (it is exposed with ``_total`` either way).
+
+        ``reactor_only``: only the reactor thread updates it (per-request series), so its
+        children skip ``prometheus_client``'s lock (not with workers: their files are shared).
+        """
         base = name[:-6] if name.endswith("_total") else name
+        if reactor_only and not self.multiprocess:
+            return self._declare("counter", base, lambda full: self._fast("counter", full, help_text, labelnames),
+                                 labelnames)
         return self._declare("counter", base, lambda full: Counter(full, help_text, labelnames,
                                                                   registry=self.registry), labelnames)
 
     def histogram(self, name: str, help_text: str, labelnames: tuple[str, ...] = (),
-                  buckets: tuple[float, ...] = LATENCY_BUCKETS) -> _Family:
-        """A histogram (``name`` should end in ``_seconds`` or another base unit)."""
+                  buckets: tuple[float, ...] = LATENCY_BUCKETS, *, reactor_only: bool = False) -> _Family:
+        """A histogram (``name`` should end in ``_seconds`` or another base unit); ``reactor_only``
+        as for :meth:`counter`."""
+        if reactor_only and not self.multiprocess:
+            return self._declare("histogram", name,
+                                 lambda full: self._fast("histogram", full, help_text, labelnames, buckets),
+                                 labelnames)
         return self._declare("histogram", name, lambda full: Histogram(full, help_text, labelnames,
                                                                       registry=self.registry, buckets=buckets),
                              labelnames)
+
+    def _fast(self, kind: str, full: str, help_text: str, labelnames: tuple[str, ...],
+              buckets: tuple[float, ...] = ()) -> _FastMetric:
+        metric = _FastMetric(kind, full, help_text, tuple(labelnames), buckets)
+        self.registry.register(metric)
+        if not labelnames:
+            metric.labels()  # an unlabelled series exists (at 0) from the start, as with prometheus_client
+        return metric
 
     def gauge(self, name: str, help_text: str, labelnames: tuple[str, ...], fn: GaugeFn,
               shared: bool = False) -> None:
