@@ -43,7 +43,7 @@ class RequestReader:
     """
 
     __slots__ = ("_host", "_parser", "parsing", "feeding", "incoming", "buffered", "_hdrs", "_url", "_hsize",
-                 "_in_head", "_raw_guard", "_head_armed")
+                 "_in_head", "_raw_guard", "_head_armed", "_unadmitted")
 
     def __init__(self, host: "Host") -> None:
         self._host = host
@@ -58,12 +58,14 @@ class RequestReader:
         self._in_head = False
         self._raw_guard = 0
         self._head_armed = False
+        self._unadmitted: Exchange | None = None  # a head without body, admitted when its message completes
 
     def restart(self) -> None:
         """Parse HTTP from the next byte on (the llhttp parser itself is made at that byte)."""
         self._parser = None
         self.parsing = True
         self._in_head = False
+        self._unadmitted = None
 
     def drop_buffered(self, ex: Exchange) -> None:
         """Forget ``ex``'s held body bytes (consumed or discarded)."""
@@ -171,7 +173,13 @@ class RequestReader:
         if facts.error:
             self.parsing = False  # framing no longer trusted: nothing after this is parsed
         self.incoming = ex
-        host.admit(ex)
+        if facts.error or head.has_body or facts.websocket or facts.expect_continue:
+            host.admit(ex)
+        else:
+            # No body: llhttp completes the message right after this callback, in the same feed.
+            # Admitting it then hands the gate and the forwarder a complete request, which saves
+            # the streamed-body bookkeeping (a body deadline, body_sent) of every GET.
+            self._unadmitted = ex
 
     def on_body(self, data: bytes) -> None:
         ex = self.incoming
@@ -204,6 +212,10 @@ class RequestReader:
         ex.complete = True
         if ex.facts is not None and not ex.facts.keep_alive:
             self.parsing = False  # nothing after a request that closes the connection is parsed
+        if self._unadmitted is ex:
+            self._unadmitted = None
+            self._host.admit(ex)
+            return
         mode = ex.body_mode
         if mode == B_COLLECT:
             ex.body_mode = B_BUFFER
