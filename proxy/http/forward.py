@@ -29,7 +29,7 @@ from proxy.http.exchange import (B_CHUNKED, B_COLLECT, B_IGNORE, B_STREAM, COLLE
                                  Exchange)
 from proxy.http.flow import K_BODY, K_UPSTREAM, P_BUFFER, P_UPSTREAM
 from proxy.http.headers import (HeaderValueError, certgate_headers, clean_request_headers, clean_response_headers,
-                                render_headers)
+                                render_headers, without_listed)
 from proxy.http.tunnel import WebSocketTunnel, ws_accept
 from proxy.http.upstream import F_CLOSE, F_LENGTH, F_NONE, Headers, Pool, UpstreamConnection
 from proxy.http.wire import CONTINUE_100, status_line
@@ -273,7 +273,7 @@ class Forwarder:
         f.m_upstream_errors.inc()
 
     # ------------------------------------------------------------------ response back
-    def response_head(self, status: int, headers: Headers, framing: int, length: int) -> None:
+    def response_head(self, status: int, headers: Headers, hop_by_hop: Headers, framing: int, length: int) -> None:
         host = self._host
         ex = host.active
         if ex is None or ex.state != UPSTREAM:
@@ -284,7 +284,7 @@ class Forwarder:
         ex.status = status
         ex.t_head = host.clock.seconds()
         close = host.closing or not facts.keep_alive or not ex.complete or host.age_exceeded()
-        hs = clean_response_headers(headers)
+        hs = without_listed(headers, hop_by_hop)  # = clean_response_headers of all the headers
         if fwd.on_response is not None:
             extra = fwd.on_response(status, hs)
             if extra:

@@ -204,6 +204,40 @@ def clean_response_headers(headers: Sequence[tuple[bytes, bytes]], keep_upgrade:
     return out
 
 
+def split_response_headers(headers: Sequence[tuple[bytes, bytes]]) -> tuple[Headers, Headers]:
+    """``(end_to_end, hop_by_hop)`` of upstream response headers, each in order, in one pass.
+
+    ``hop_by_hop`` holds the ``RESPONSE_HOP_BY_HOP`` headers with lower-case names (framing,
+    ``Connection``); ``end_to_end`` the rest, as received, still including any name a
+    ``Connection`` header lists: ``without_listed(end_to_end, hop_by_hop)`` is
+    ``clean_response_headers(headers)``.
+    """
+    end: Headers = []
+    hop: Headers = []
+    for k, v in headers:
+        n = k.lower()
+        if n in RESPONSE_HOP_BY_HOP:
+            hop.append((n, v))
+        else:
+            end.append((k, v))
+    return end, hop
+
+
+def without_listed(end_to_end: Headers, hop_by_hop: Sequence[tuple[bytes, bytes]]) -> Headers:
+    """``end_to_end`` without the names the ``Connection`` headers in ``hop_by_hop`` list
+    (see :func:`split_response_headers`); the same list when they list none."""
+    listed: set[bytes] | None = None
+    for n, v in hop_by_hop:
+        if n == b"connection":
+            toks = {t.strip().lower() for t in v.split(b",") if t.strip()}
+            listed = toks if listed is None else listed | toks
+    if listed:
+        listed = listed - RESPONSE_HOP_BY_HOP
+        if listed:
+            return [(k, v) for k, v in end_to_end if k.lower() not in listed]
+    return end_to_end
+
+
 def render_headers(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     """``Name: value\\r\\n`` lines joined (no final blank line)."""
     return b"".join([b"%s: %s\r\n" % kv for kv in headers])

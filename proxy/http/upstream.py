@@ -8,8 +8,9 @@ method calls, so the common case (an idle pooled connection) allocates no Deferr
 - ``requester.upstream_failed(status)`` — 502 (refused, TLS failure) or 504 (connect timeout).
 
 The connection parses responses with llhttp (``httptools.HttpResponseParser``) and calls the
-requester's ``response_head`` / ``response_body`` / ``response_done`` / ``upstream_lost`` and,
-after each read, ``flush``. ``https://`` routes are verified with service-identity against
+requester's ``response_head`` (the end-to-end headers and, apart, the hop-by-hop ones:
+:func:`proxy.http.headers.split_response_headers`) / ``response_body`` / ``response_done`` /
+``upstream_lost`` and, after each read, ``flush``. ``https://`` routes are verified with service-identity against
 ``Route.tls.server_name`` (``optionsForClientTLS``); only ``unsafe_skip_verify`` turns that off.
 """
 
@@ -28,6 +29,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from proxy.http.fastwrite import install as install_direct_write
+from proxy.http.headers import split_response_headers
 
 if TYPE_CHECKING:  # pragma: no cover
     from proxy.config import Route
@@ -48,7 +50,7 @@ class Requester(TypingProtocol):
     def upstream_ready(self, conn: "UpstreamConnection") -> None: ...
     def upstream_failed(self, status: int) -> None: ...
     def upstream_write_paused(self, paused: bool) -> None: ...
-    def response_head(self, status: int, headers: Headers, framing: int, length: int) -> None: ...
+    def response_head(self, status: int, headers: Headers, hop_by_hop: Headers, framing: int, length: int) -> None: ...
     def response_body(self, data: bytes) -> None: ...
     def response_done(self) -> None: ...
     def response_upgrade(self, status: int, headers: Headers, rest: bytes) -> None: ...
@@ -214,19 +216,19 @@ class UpstreamConnection(Protocol):
             # 100/102/103 are not relayed (certgate answered Expect itself).
             self._skip = True
             return
-        headers = self._headers
+        # The framing headers are among the hop-by-hop ones: one pass over the headers.
+        headers, hop = split_response_headers(self._headers)
         keep = p.should_keep_alive()
         if not keep:
             self.reusable = False
         framing, length = F_CLOSE, -1
         if self.head_request or status in (204, 304):
             framing = F_NONE
-            for k, v in headers:
-                if k.lower() == b"content-length":
+            for kl, v in hop:
+                if kl == b"content-length":
                     length = int(v) if v.isdigit() else -1
         else:
-            for k, v in headers:
-                kl = k.lower()
+            for kl, v in hop:
                 if kl == b"content-length":
                     framing, length = F_LENGTH, int(v)
                 elif kl == b"transfer-encoding":
@@ -238,7 +240,7 @@ class UpstreamConnection(Protocol):
         self._done_head = True
         req = self.requester
         assert req is not None  # dataReceived feeds the parser only while a requester is attached
-        req.response_head(status, headers, framing, length)
+        req.response_head(status, headers, hop, framing, length)
         if framing == F_NONE and self.head_request:
             # llhttp cannot know a HEAD response has no body: finish it here, fresh parser.
             self._parser = httptools.HttpResponseParser(self)
