@@ -3,7 +3,8 @@
 Twisted's ``EPollReactor.doPoll`` wraps every I/O event in ``log.callWithLogger``, which
 builds a log context per event; on a keep-alive proxy that is about a tenth of the CPU
 per request. This subclass dispatches events directly and logs a failing handler the
-same way (the event loop never dies of one). Only the legacy ``system`` log prefix of
+same way (the event loop never dies of one). A plain read event (the usual one) runs
+``_doReadOrWrite``'s steps for it inline. Only the legacy ``system`` log prefix of
 lines logged *inside* I/O handlers is lost; certgate's own logs carry namespaces.
 ``twistd -n certgate`` keeps Twisted's default reactor unless ``--reactor`` says otherwise.
 """
@@ -11,9 +12,12 @@ lines logged *inside* I/O handlers is lost; certgate's own logs carry namespaces
 from __future__ import annotations
 
 import errno
+import sys
+from select import EPOLLIN
 from typing import Any
 
 from twisted.internet import epollreactor
+from twisted.internet.posixbase import _NO_FILEDESC
 from twisted.python import log
 
 
@@ -36,7 +40,23 @@ class DirectEPollReactor(epollreactor.EPollReactor):
             if selectable is None:
                 continue
             try:
-                drdw(selectable, fd, event)
+                if event != EPOLLIN:
+                    drdw(selectable, fd, event)
+                    continue
+                # Plain readability, the common event: _doReadOrWrite's steps for it, inline.
+                in_read = False
+                why: Any
+                try:
+                    if selectable.fileno() == -1:
+                        why = _NO_FILEDESC
+                    else:
+                        why = selectable.doRead()
+                        in_read = True
+                except BaseException:
+                    why = sys.exc_info()[1]
+                    log.err()
+                if why:
+                    self._disconnectSelectable(selectable, why, in_read)
             except KeyboardInterrupt:
                 raise
             except BaseException:
