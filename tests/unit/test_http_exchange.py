@@ -1,12 +1,17 @@
-"""The exchange's state table (proxy.http.exchange): every legal transition taken, every illegal one refused."""
+"""The exchange's tables (proxy.http.exchange): its states and its request body's modes; every legal change
+taken, every illegal one refused."""
 
 from __future__ import annotations
 
+import ast
 from collections import deque
+from pathlib import Path
 
 import pytest
 
-from proxy.http.exchange import _NEXT, TRANSITIONS, Event, Exchange, IllegalTransition, State
+from proxy.http.exchange import (_BODY_OK, _NEXT, B_BUFFER, B_CHUNKED, B_COLLECT, B_DISCARD, B_IGNORE, B_STREAM,
+                                 BODY_CHANGES, TRANSITIONS, Body, Event, Exchange, IllegalBodyChange,
+                                 IllegalTransition, State)
 
 TERMINAL = {State.DONE, State.TUNNEL, State.FAILED}
 
@@ -86,3 +91,75 @@ def test_hot_step_targets_come_from_the_table() -> None:
     assert READY_STATE == TRANSITIONS[State.CONNECTING][Event.UPSTREAM_READY]
     assert HEAD_STATE == TRANSITIONS[State.UPSTREAM][Event.RESPONSE_HEAD]
     assert DONE_STATE == TRANSITIONS[State.RELAYING][Event.RESPONSE_DONE]
+
+
+# --------------------------------------------------------------------------- the request body's modes
+
+
+def _body_path_to(target: Body) -> list[Body]:
+    """The shortest chain of modes from BUFFER to ``target`` (breadth-first over BODY_CHANGES)."""
+    seen: dict[Body, list[Body]] = {Body.BUFFER: []}
+    todo = deque([Body.BUFFER])
+    while todo:
+        m = todo.popleft()
+        for nxt in sorted(BODY_CHANGES[m]):
+            if nxt not in seen:
+                seen[nxt] = seen[m] + [nxt]
+                todo.append(nxt)
+    return seen[target]
+
+
+def _body_at(mode: Body) -> Exchange:
+    ex = Exchange(None, None)
+    assert ex.body_mode == Body.BUFFER  # every exchange starts by holding its body
+    for m in _body_path_to(mode):
+        ex.switch_body(m)
+    assert ex.body_mode == mode
+    return ex
+
+
+def test_body_table_covers_every_mode() -> None:
+    assert set(BODY_CHANGES) == set(Body)
+    for m, nexts in BODY_CHANGES.items():
+        assert nexts <= set(Body) and m not in nexts, f"{m.name}: a mode never changes to itself"
+    assert [int(b) for b in Body] == [B_BUFFER, B_COLLECT, B_DISCARD, B_STREAM, B_CHUNKED, B_IGNORE]
+
+
+def test_every_body_mode_is_reachable_from_buffer() -> None:
+    for m in Body:
+        _body_at(m)
+
+
+@pytest.mark.parametrize("mode", list(Body), ids=lambda m: m.name)
+def test_walk_every_body_change(mode: Body) -> None:
+    """From each mode: each legal change happens; each other one raises and changes nothing."""
+    for new in Body:
+        ex = _body_at(mode)
+        if new in BODY_CHANGES[mode]:
+            ex.switch_body(new)
+            assert ex.body_mode == new
+        else:
+            with pytest.raises(IllegalBodyChange) as err:
+                ex.switch_body(new)
+            assert err.value.mode is mode and err.value.new is new
+            assert f"may not change from {mode.name} to {new.name}" in str(err.value)
+            assert ex.body_mode == mode
+
+
+def test_compiled_body_table_matches_the_written_one() -> None:
+    for m in Body:
+        for n in Body:
+            assert _BODY_OK[m][n] == (n in BODY_CHANGES[m])
+
+
+def test_the_engine_changes_body_modes_only_through_the_table() -> None:
+    """No module of the engine assigns ``body_mode`` but the exchange itself (its start, and switch_body)."""
+    root = Path(__file__).resolve().parents[2] / "proxy" / "http"
+    found = []
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = node.targets if isinstance(node, ast.Assign) else (
+                [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else [])
+            found += [f"{path.name}:{node.lineno}" for t in targets
+                      if isinstance(t, ast.Attribute) and t.attr == "body_mode"]
+    assert len(found) == 2 and all(f.startswith("exchange.py:") for f in found), found
