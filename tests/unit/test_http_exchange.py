@@ -163,3 +163,51 @@ def test_the_engine_changes_body_modes_only_through_the_table() -> None:
             found += [f"{path.name}:{node.lineno}" for t in targets
                       if isinstance(t, ast.Attribute) and t.attr == "body_mode"]
     assert len(found) == 2 and all(f.startswith("exchange.py:") for f in found), found
+
+
+def _engine_changes(monkeypatch: pytest.MonkeyPatch) -> set[tuple[Body, Body]]:
+    """Run the engine (tests.harness.engine) through every way a request body goes; the changes it made."""
+    from proxy.http.messages import Local, json_response, text_response
+    from tests.harness.engine import Harness
+
+    seen: set[tuple[Body, Body]] = set()
+    switch = Exchange.switch_body
+
+    def recording(ex: Exchange, mode: int) -> None:
+        seen.add((Body(ex.body_mode), Body(mode)))
+        switch(ex, mode)
+
+    monkeypatch.setattr(Exchange, "switch_body", recording)
+    head_cl = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\n"
+    head_te = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunk = b"8\r\n" + b"x" * 8 + b"\r\n"
+
+    h = Harness()  # a Local handler: collected (COLLECT), then held for it (BUFFER)
+    h.gate.next = lambda head: Local(lambda *a: json_response(200, {}), max_body=100)
+    h.send(head_cl + b"abc")
+    h.send(b"def")
+    assert b"200 OK" in h.out()
+    h = Harness()  # a Local handler's chunked body past its limit: 413 (IGNORE)
+    h.gate.next = lambda head: Local(lambda *a: json_response(200, {}), max_body=4)
+    h.send(head_te + chunk)
+    assert b"413" in h.out()
+    h = Harness({"limits": {"max_body_unauthenticated": 10}})  # answered locally: DISCARD, past the limit IGNORE
+    h.gate.next = lambda head: text_response(401, "login required")
+    h.send(head_te)
+    h.send(chunk + chunk)
+    assert b"401" in h.out() and h.client.lost
+    h = Harness()  # forwarded (the harness's gate forwards by default) with Content-Length: STREAM
+    h.send(head_cl)
+    h.connect_upstream()
+    h = Harness({"limits": {"max_body": 10}})  # forwarded chunked: CHUNKED; past the limit IGNORE
+    h.send(head_te)
+    h.connect_upstream()
+    h.send(chunk + chunk)
+    assert b"413" in h.out()
+    return seen
+
+
+def test_the_engine_makes_every_legal_body_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every change in BODY_CHANGES is one the engine makes (the table allows nothing it never does)."""
+    table = {(m, n) for m, nexts in BODY_CHANGES.items() for n in nexts}
+    assert _engine_changes(monkeypatch) == table
