@@ -41,11 +41,11 @@ from twisted.internet.defer import Deferred, inlineCallbacks, returnValue
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from proxy.interfaces import SessionCheck, SessionSettings
+from proxy.interfaces import AuditSink, SessionCheck, SessionSettings
 from proxy.sessions.rules import (cert_not_after, describe,  # noqa: F401 (re-exported)
                                   ends_at, fail as _fail, only_cookie as _only_cookie, remember_not_after,
                                   session_id_for)
-from proxy.sessions.seams import AuditLog, Tunnels
+from proxy.sessions.seams import Tunnels
 from proxy.stores.interface import ISessionStore, LimitReached, SessionRecord
 
 log = Logger()
@@ -85,7 +85,7 @@ class SessionManager:
     """
 
     def __init__(self, store: ISessionStore, clock: Clock, settings: SessionSettings, tunnels: Tunnels,
-                 audit: AuditLog, *, metrics: "MetricsRegistry | None" = None, sweep_interval: float = SWEEP_INTERVAL
+                 audit: AuditSink, *, metrics: "MetricsRegistry | None" = None, sweep_interval: float = SWEEP_INTERVAL
                  ) -> None:
         self.store = store
         self.clock = clock
