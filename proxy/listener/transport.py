@@ -34,7 +34,7 @@ from twisted.internet.interfaces import IHandshakeListener
 from twisted.python.failure import Failure
 
 if TYPE_CHECKING:  # pragma: no cover
-    from proxy.interfaces import Clock
+    from proxy.clock import Clock
 
 #: how long (and how many discarded bytes) a refused connection lingers for its alert
 LINGER_SECONDS = 2.0
