@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from proxy.http.parts import Clock, DelayedCall, Host, Pausable
+    from proxy.clock import Clock, DelayedCall
+    from proxy.http.parts import Host, Pausable
 
 # Deadline kinds.
 K_NONE, K_HANDSHAKE, K_HEADER, K_IDLE, K_BODY, K_UPSTREAM = range(6)

@@ -33,7 +33,7 @@ from proxy.http.headers import split_response_headers
 
 if TYPE_CHECKING:  # pragma: no cover
     from proxy.config import Route
-    from proxy.http.parts import Clock
+    from proxy.clock import Clock
     from proxy.http.tunnel import WebSocketTunnel
 
 log = Logger()

@@ -34,15 +34,16 @@ from twisted.internet.interfaces import IHandshakeListener
 from twisted.python.failure import Failure
 
 if TYPE_CHECKING:  # pragma: no cover
-    from proxy.interfaces import Clock
+    from proxy.clock import Clock
 
 #: how long (and how many discarded bytes) a refused connection lingers for its alert
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 64 * 1024
 #: TLS records handled per readiness event before yielding to other connections
 _RECORDS_PER_EVENT = 16
-#: the most plaintext one TLS record carries (RFC 8446 5.1)
-_FULL_RECORD = 16384
+#: a record with less plaintext than this is interactive (a WebSocket message, a request):
+#: reading stops after it instead of asking the socket for more and meeting EAGAIN
+_SMALL_RECORD = 2048
 
 
 class TLSServer(tcp.Server):
@@ -239,12 +240,10 @@ class TLSServer(tcp.Server):
     def _recv_some(conn: Any, size: int) -> tuple[bytes, Any, bool]:
         """(plaintext of up to ``size`` bytes, why the connection ends or None, whether more may follow).
 
-        A record shorter than the largest TLS record (and than what was asked) ends the read:
-        without read-ahead (pyOpenSSL never sets it) OpenSSL has then delivered everything it
-        read, so whatever follows is still in the socket and epoll (level-triggered) reports
-        it. This saves the failing ``SSL_read`` (a syscall and a WantReadError) that otherwise
-        ends every keep-alive request; full records (a streamed upload) are still joined.
-        """
+        Stops after a record shorter than ``_SMALL_RECORD`` that did not fill what was asked:
+        OpenSSL then holds nothing more (the context never sets read-ahead, so the next record
+        is still in the socket and the level-triggered poll reports it), and a WebSocket
+        message or a request costs no failing ``SSL_read`` (EAGAIN and a WantReadError)."""
         first = b""
         rest: list[bytes] | None = None
         got = 0
@@ -271,7 +270,8 @@ class TLSServer(tcp.Server):
                 rest = [first, piece]
             else:
                 first = piece
-            if n < want and n < _FULL_RECORD:
+            if n < want and n < _SMALL_RECORD:
+                # The record ended before the buffer did: nothing of it is left inside OpenSSL.
                 return (first if rest is None else b"".join(rest)), None, False
         return (first if rest is None else b"".join(rest)), None, True
 
