@@ -14,6 +14,7 @@ from twisted.internet.protocol import Factory
 
 from proxy.http.connection import GatewayProtocol
 from proxy.http.headers import HeaderPolicy
+from proxy.timerwheel import TimerWheel
 
 if TYPE_CHECKING:  # pragma: no cover
     from proxy.config import Config
@@ -60,6 +61,8 @@ class GatewayFactory(Factory):
         self.config = config
         self.pools = pools
         self.clock = clock
+        #: every connection's deadline (handshake, header, idle, body, upstream) in one timer
+        self.wheel = TimerWheel(clock)
         self.tunnels = tunnels
         self.metrics = metrics
         self.connections: set[GatewayProtocol] = set()

@@ -16,6 +16,8 @@ directly, and one ``FileDescriptor`` per connection is both the TCP and the TLS 
 * A refused handshake (the alert is already on the socket) ends in a bounded lingering
   close: the write side is shut, reads are discarded until the client closes, at most
   ``LINGER_SECONDS`` / ``LINGER_BYTES``, so the client reads the alert instead of a reset.
+  The lingering deadlines of all connections share the port's one
+  :class:`~proxy.timerwheel.TimerWheel` (no ``DelayedCall`` per connection).
 * ``loseConnection`` sends close_notify after the queued bytes; ``abortConnection`` resets.
 
 It does not verify anything itself: the context's verify callback decides (proxy.listener.verify).
@@ -26,12 +28,14 @@ from __future__ import annotations
 import ipaddress
 import socket
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from OpenSSL import SSL
 from twisted.internet import abstract, main, tcp
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.python.failure import Failure
+
+from proxy.timerwheel import TimerWheel
 
 if TYPE_CHECKING:  # pragma: no cover
     from proxy.interfaces import Clock
@@ -74,7 +78,7 @@ class TLSServer(tcp.Server):
         self._tlsConnection: SSL.Connection | None = conn
         self._handshook = False
         self._paused = False
-        self._linger: Any = None  # DelayedCall while a refused connection lingers
+        self._linger: int | None = None  # the port wheel's bucket while a refused connection lingers
         self._linger_reason: Failure | None = None
         self._lingered = 0
         self.startReading()
@@ -183,8 +187,7 @@ class TLSServer(tcp.Server):
 
     def connectionLost(self, reason: Failure) -> None:
         if self._linger is not None:
-            if self._linger.active():
-                self._linger.cancel()
+            self._port.wheel.discard(self, self._linger)
             self._linger = None
         tcp.Server.connectionLost(self, reason)
         self._tlsConnection = None if self._handshook else self._tlsConnection  # keep it for failure reports
@@ -270,8 +273,14 @@ class TLSServer(tcp.Server):
             self.socket.shutdown(socket.SHUT_WR)
         except OSError:
             pass
-        self._linger = self._clock.callLater(LINGER_SECONDS, self._linger_end)
+        self._linger = self._port.wheel.add(self, self._clock.seconds() + LINGER_SECONDS)
         return None
+
+    def expire(self, now: float) -> None:
+        """The port wheel's call: the lingering time is over."""
+        if self._linger is not None:
+            self._linger = None
+            self._linger_end()
 
     def _linger_read(self) -> Any:
         try:
@@ -288,8 +297,8 @@ class TLSServer(tcp.Server):
 
     def _linger_end(self) -> None:
         reason = self._linger_reason or Failure(main.CONNECTION_DONE)
-        if self._linger is not None and self._linger.active():
-            self._linger.cancel()
+        if self._linger is not None:
+            self._port.wheel.discard(self, self._linger)
         self._linger = None
         if self.connected:
             self.reactor.removeReader(self)
@@ -314,6 +323,9 @@ class TLSPort(tcp.Port):
                  reactor: Any = None) -> None:
         super().__init__(port, factory, backlog, interface, reactor)
         self.creator = creator
+        #: the lingering deadlines of refused connections (the reactor's time; self.reactor is
+        #: typed IReactorFDSet, which has none)
+        self.wheel = TimerWheel(cast("Clock", self.reactor))
 
     def createInternetSocket(self) -> socket.socket:
         skt = super().createInternetSocket()

@@ -33,6 +33,7 @@ LAYERS: tuple[tuple[str, str], ...] = (
     ("trust", "pure certificate logic: store, verification, mapping, access rules, OCSP"),
     ("proxy.version", "the installed version"),
     ("proxy.paths", "the canonical request target (pure): what every path decision and the upstream read"),
+    ("proxy.timerwheel", "one coarse reactor timer for every connection's deadline (pure: the clock is injected)"),
     ("proxy.config", "the INI file as typed sections, every problem with section, key and reason"),
     ("proxy.observe", "metrics, audit, logs, access log: what every part reports to"),
     ("proxy.stores", "the session store contract and its memory, SQLite and Redis implementations"),
