@@ -184,7 +184,7 @@ def _identify(transport: TLSTransport, now: float) -> "ConnectionIdentity | None
     if cert is None or rec.verdict is None or rec.leaf_x509 is None or not _same_x509(rec.leaf_x509, leaf):
         # The callback did not decide for this leaf (e.g. a resumed session): decide now.
         der = crypto.dump_certificate(crypto.FILETYPE_ASN1, leaf)
-        cert = PresentedCertificate.received(der, _peer_chain(conn, der))
+        cert = PresentedCertificate.shared(der, _peer_chain(conn, der))
         rec.chain, rec.leaf_x509 = dict(enumerate(cert.chain_der, 1)), leaf
         verifier.decide(rec, cert, now)
     verdict = rec.verdict
