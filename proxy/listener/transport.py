@@ -54,6 +54,15 @@ class TLSServer(tcp.Server):
     repstr = "<TLSServer>"
     bufferSize = 65536  # one recv() returns at most one TLS record (16 KiB of plaintext)
 
+    # Every attribute a connection sets lives in a slot, initialised below to the Twisted class
+    # default it shadows: the instance dict (which Twisted's bases bring) keeps only the three
+    # tcp.Connection deletes at close (socket, fileno, protocol) and stays a small shared-key dict.
+    __slots__ = ("_clock", "_port", "_tlsConnection", "_handshook", "_paused", "_linger", "_linger_reason",
+                 "_lingered", "reactor", "_tempDataBuffer", "_tempDataLen", "client", "server", "sessionno",
+                 "hostname", "_addressType", "connected", "disconnected", "disconnecting", "_writeDisconnecting",
+                 "_writeDisconnected", "dataBuffer", "offset", "producer", "streamingProducer", "producerPaused",
+                 "_aborting")
+
     def __init__(self, sock: socket.socket, protocol: Any, client: tuple[Any, ...], server: tcp.Port,
                  sessionno: int, reactor: Any) -> None:
         # tcp.Server.__init__ without its per-connection log prefix and repr strings.
@@ -66,8 +75,13 @@ class TLSServer(tcp.Server):
         self.socket = sock
         self.fileno = sock.fileno
         self.protocol = protocol
-        if len(client) != 2:
-            self._addressType = tcp.address.IPv6Address
+        self.connected = self.disconnected = self.disconnecting = 0
+        self._writeDisconnecting = self._writeDisconnected = self._aborting = False
+        self.dataBuffer = b""
+        self.offset = 0
+        self.producer = None
+        self.streamingProducer = self.producerPaused = False
+        self._addressType = tcp.address.IPv6Address if len(client) != 2 else tcp.address.IPv4Address
         self.server = server
         self.client = client
         self.sessionno = sessionno
