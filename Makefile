@@ -40,7 +40,7 @@ run: install
 system-deps:
 	bash tests/system/install.sh
 
-# mypy over proxy/ and trust/ (setup.cfg [mypy]); `make test` runs it before the tests
+# mypy over proxy/, trust/ and tests/harness/ (setup.cfg [mypy]); `make test` runs it before the tests
 typecheck: install
 	$(VENV)/bin/mypy
 

@@ -1,104 +1,92 @@
-"""The seams between certgate's parts, as :class:`typing.Protocol` s (checked by mypy, no runtime cost).
+"""The seams above the HTTP engine, as :class:`typing.Protocol` s (checked by mypy, no runtime cost).
 
-One module, imported by the parts that *use* a seam, so a consumer names what it needs
-without importing (or being able to reach into) the implementation, and so no seam adds an
-import circle: this module imports nothing from ``proxy`` at run time.
+One module, imported by the parts that *use* a seam (the gate, the sessions, the login, the front
+doors, the admin API, the wiring), so a consumer names what it needs without importing (or being
+able to reach into) the implementation. It sits above the engine and the listener, whose values it
+names (``RequestHead``, ``ConnectionIdentity``), and below every part that uses it; it imports
+nothing above itself, not even for annotations.
 
-- :class:`Clock` — the reactor's time (``IReactorTime``): ``twisted.internet.task.Clock`` in
-  unit tests, the reactor in the gateway. :class:`Seconds` where only the time is read;
-  :class:`ThreadingClock` where results come back from a worker thread.
-- :class:`AuditSink` — :class:`proxy.observe.audit.Audit`.
-- :class:`MetricsRegistry` — :class:`proxy.observe.metrics.Metrics`.
 - :class:`Sessions` — :class:`proxy.sessions.manager.SessionManager`, as the gate, the login,
-  the front doors, the session endpoints and the admin API use it.
-- :class:`RequestGate` — :class:`proxy.gate.decide.Gate`, as the HTTP engine asks it.
-- :class:`SessionStore` / :class:`BlockingStore` — the store's two faces, defined with the
-  store's contract in :mod:`proxy.stores.interface` (re-exported here).
-- :class:`FrontDoor` — a login front door (Cockpit, JOC).
+  the front doors, the session endpoints and the admin API use it; :class:`SessionCheck` is its
+  answer, :class:`SessionSettings` the ``[sessions]`` keys its rules read.
+- :class:`FrontDoor` — a login front door (Cockpit, JOC); :data:`Endpoint` — a session endpoint.
+- Handed on from the layers below, so the parts above have one place to import seams from:
+  :class:`RequestGate` and :data:`DecisionOrDeferred` (the engine's, :mod:`proxy.http.messages`),
+  :class:`AuditSink` and the metrics Protocols (:mod:`proxy.observe.seams`),
+  :class:`SessionStore` / :class:`BlockingStore` (the store's two faces, :mod:`proxy.stores.interface`).
+  The clock is :class:`proxy.clock.Clock`.
 
 Each Protocol lists what the code calls, not everything an implementation offers.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, Union
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+from proxy.http.messages import DecisionOrDeferred, RequestGate
+from proxy.observe.seams import AuditSink, MetricChild, MetricFamily, MetricsRegistry
 from proxy.stores.interface import IBlockingStore as BlockingStore
 from proxy.stores.interface import ISessionStore as SessionStore
+from proxy.stores.interface import SessionRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred
-    from twisted.internet.interfaces import IDelayedCall
 
+    from proxy.clock import Clock
     from proxy.config import Route
-    from proxy.http.messages import ConnContext, Decision, Headers, RequestHead
+    from proxy.http.messages import ConnContext, Headers, RequestHead
     from proxy.listener.identity import ConnectionIdentity
-    from proxy.sessions.manager import SessionCheck
-    from proxy.sessions.seams import SessionSettings
-    from proxy.stores.interface import SessionRecord
 
-__all__ = ["AuditSink", "BlockingStore", "Clock", "DecisionOrDeferred", "Endpoint", "FrontDoor", "MetricChild", "MetricFamily",
-           "MetricsRegistry", "RequestGate", "Seconds", "SessionStore", "Sessions", "ThreadingClock"]
+__all__ = ["AuditSink", "BlockingStore", "DecisionOrDeferred", "EndSettings", "Endpoint", "FrontDoor", "MetricChild",
+           "MetricFamily", "MetricsRegistry", "RequestGate", "SessionCheck", "SessionSettings", "SessionStore",
+           "Sessions"]
 
-DecisionOrDeferred = Union["Decision", "Deferred[Decision]"]
 #: a handler of an exact path under ``/.certgate/`` (the gate's endpoints)
 Endpoint = Callable[["RequestHead", "ConnContext"], DecisionOrDeferred]
 
 
-class Seconds(Protocol):
-    """Something that tells the time: epoch seconds from the injected clock."""
+@dataclass(frozen=True, slots=True)
+class SessionCheck:
+    """The answer of :meth:`Sessions.check` and friends.
 
-    def seconds(self) -> float: ...
-
-
-class Clock(Protocol):
-    """The reactor's time as certgate uses it (``IReactorTime``): now, and a call later.
-
-    Every deadline and timer in the gateway goes through one of these, so unit tests drive
-    them with ``twisted.internet.task.Clock``.
+    ``ok`` with the current ``record``; otherwise ``reason`` is a stable code
+    (``session-unknown``, ``session-ended``, ``grace-expired``, ``long-grace-expired``,
+    ``idle-timeout``, ``max-lifetime``, ``session-cert-mismatch``, ``certificate-invalid``,
+    ``fresh-proof-required``), and ``ended`` names why the session is over when it is.
     """
 
-    def seconds(self) -> float: ...
-
-    def callLater(self, delay: float, callable: Callable[..., Any], *args: Any, **kw: Any) -> IDelayedCall: ...
-
-
-class ThreadingClock(Clock, Protocol):
-    """A clock that can also take work back from other threads (the reactor, for thread pools)."""
-
-    def callFromThread(self, callable: Callable[..., Any], *args: Any, **kw: Any) -> None: ...
+    ok: bool
+    record: SessionRecord | None = None
+    reason: str | None = None
+    ended: str | None = None
 
 
-class AuditSink(Protocol):
-    """Where authentication decisions are recorded (one JSON line each)."""
+class EndSettings(Protocol):
+    """The ``[sessions]`` keys that decide when a session ends."""
 
-    def record(self, event: str, decision: str, reason: str, **fields: Any) -> dict[str, Any]: ...
+    @property
+    def grace(self) -> float: ...
 
+    @property
+    def long_grace(self) -> float: ...
 
-class MetricChild(Protocol):
-    """One labelled series of a counter or histogram."""
+    @property
+    def idle_timeout(self) -> float: ...
 
-    def inc(self, amount: float = 1.0) -> None: ...
-
-    def observe(self, value: float) -> None: ...
-
-
-class MetricFamily(Protocol):
-    """A counter or histogram; ``labels(...)`` picks a series (no arguments: the only one)."""
-
-    def labels(self, *values: str) -> Any: ...
+    @property
+    def max_lifetime(self) -> float: ...
 
 
-class MetricsRegistry(Protocol):
-    """The metrics registry the parts declare their counters, histograms and gauges in."""
+class SessionSettings(EndSettings, Protocol):
+    """The ``[sessions]`` keys the session manager reads (besides ``account_limits``, ``max_per_account``
+    and ``on_limit``, read with their defaults)."""
 
-    def counter(self, name: str, help_text: str, labelnames: tuple[str, ...] = ()) -> MetricFamily: ...
+    @property
+    def cookie_name(self) -> str: ...
 
-    def histogram(self, name: str, help_text: str, labelnames: tuple[str, ...] = (),
-                  buckets: tuple[float, ...] = ...) -> MetricFamily: ...
-
-    def gauge(self, name: str, help_text: str, labelnames: tuple[str, ...],
-              fn: Callable[[], Iterable[tuple[tuple[str, ...], float]]], shared: bool = False) -> None: ...
+    @property
+    def presence_interval(self) -> float: ...
 
 
 class Sessions(Protocol):
@@ -115,7 +103,7 @@ class Sessions(Protocol):
     def store(self) -> SessionStore: ...
 
     @property
-    def clock(self) -> Seconds: ...
+    def clock(self) -> Clock: ...
 
     def session_id(self, head: RequestHead) -> str | None: ...
 
@@ -142,12 +130,6 @@ class Sessions(Protocol):
     def revalidate(self, still_valid: Callable[[SessionRecord], bool], reason: str) -> Deferred[Any]: ...
 
     def use_metrics(self, metrics: MetricsRegistry) -> None: ...
-
-
-class RequestGate(Protocol):
-    """Decides each request head: a local answer, a forward upstream, or a Deferred of one."""
-
-    def decide(self, head: RequestHead, conn: ConnContext) -> DecisionOrDeferred: ...
 
 
 class FrontDoor(Protocol):

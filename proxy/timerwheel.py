@@ -19,15 +19,18 @@ Guarantees:
 
 It does not check what an entry does when it expires, and keeps no per-entry state besides
 the entry in its bucket: the entry remembers its bucket (the key :meth:`add` returned) if it
-wants to move or discard itself. The clock is injected (a reactor or
-``twisted.internet.task.Clock``); this module imports no Twisted.
+wants to move or discard itself. The clock is injected (:class:`proxy.clock.Clock`: a
+reactor or ``twisted.internet.task.Clock``); this module imports no Twisted.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:  # pragma: no cover
+    from proxy.clock import Clock, DelayedCall
 
 #: the default bucket width: deadlines here are seconds long; 1/16 s is exact in binary floats
 TICK = 0.0625
@@ -39,33 +42,19 @@ class WheelEntry(Protocol):
     def expire(self, now: float) -> None: ...
 
 
-class _Call(Protocol):
-    def cancel(self) -> None: ...
-
-    def active(self) -> bool: ...
-
-
-class WheelClock(Protocol):
-    """What the wheel uses of ``IReactorTime``."""
-
-    def seconds(self) -> float: ...
-
-    def callLater(self, delay: float, callable: Callable[..., Any], *args: Any, **kw: Any) -> Any: ...
-
-
 class TimerWheel:
     """Deadlines in buckets of ``tick`` seconds, one reactor timer for all; see the module docstring."""
 
     __slots__ = ("_clock", "_tick", "_buckets", "_due", "_call", "_call_key", "_done", "_firing", "_stopped")
 
-    def __init__(self, clock: WheelClock, tick: float = TICK) -> None:
+    def __init__(self, clock: "Clock", tick: float = TICK) -> None:
         if not tick > 0:
             raise ValueError("tick must be positive")
         self._clock = clock
         self._tick = tick
         self._buckets: dict[int, dict[WheelEntry, None]] = {}  # key -> entries (insertion-ordered)
         self._due: list[int] = []  # heap of bucket keys
-        self._call: _Call | None = None
+        self._call: DelayedCall | None = None
         self._call_key = 0
         self._done = -1  # the last key expired (entries are never added at or below it)
         self._firing = False

@@ -248,7 +248,7 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
     is_worker = os.environ.get("CERTGATE_WORKER") == "1"
     from proxy.observe.accesslog import RequestLog
     from proxy.observe.logfiles import open_log
-    from proxy.observe.wiring import OpsService, make_metrics, register_gauges
+    from proxy.app.observing import OpsService, make_metrics, register_gauges
 
     metrics = make_metrics(cfg, is_worker)
     audit = Audit.open(cfg.audit.file, now=reactor.seconds)
@@ -324,7 +324,7 @@ def make_service(cfg: Config, reactor: Any = None) -> Gateway:
         w.setServiceParent(gw)
 
     workers = gw.getServiceNamed("workers") if cfg.listen.workers > 1 and not is_worker else None
-    from proxy.observe.wiring import ExpiryWarner
+    from proxy.app.observing import ExpiryWarner
 
     expiry = None if is_worker else ExpiryWarner(trust_state, reactor, cfg.trust.expiry_warning_days)
     OpsService(reactor, metrics, workers, refusals, expiry).setServiceParent(gw)

@@ -64,7 +64,8 @@ from proxy.paths import loose_path
 from proxy.stores.interface import LimitReached, StoreError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from proxy.interfaces import AuditSink, Seconds, Sessions, SessionStore
+    from proxy.clock import Clock
+    from proxy.interfaces import AuditSink, Sessions, SessionStore
     from twisted.internet.defer import Deferred
 
     from proxy.config import Config, Route
@@ -99,7 +100,7 @@ class CockpitFrontDoor:
     """See the module docstring. Built by ``proxy.app.service`` for routes of kind ``cockpit``."""
 
     def __init__(self, *, config: "Config", login: "LoginService", sessions: Sessions, store: SessionStore,
-                 clock: Seconds, audit: AuditSink, nonce: Callable[[], str] | None = None) -> None:
+                 clock: Clock, audit: AuditSink, nonce: Callable[[], str] | None = None) -> None:
         problems = config_problems(config)
         if problems:
             from proxy.config import ConfigError

@@ -52,7 +52,8 @@ from proxy.paths import same_login_path
 from trust.escape import safe_json
 
 if TYPE_CHECKING:  # pragma: no cover
-    from proxy.interfaces import AuditSink, Seconds, Sessions
+    from proxy.clock import Clock
+    from proxy.interfaces import AuditSink, Sessions
     from twisted.internet.defer import Deferred
 
     from proxy.config import Config, Route
@@ -96,7 +97,7 @@ def joc_denied(account: str, status: int = 401, message: str = "Access denied",
 class JocFrontDoor:
     """See the module docstring. Built by ``proxy.app.service`` for routes of kind ``joc``."""
 
-    def __init__(self, *, config: "Config", login: "LoginService", sessions: Sessions, clock: Seconds,
+    def __init__(self, *, config: "Config", login: "LoginService", sessions: Sessions, clock: Clock,
                  audit: AuditSink) -> None:
         self._config = config
         self._login = login

@@ -30,7 +30,8 @@ from twisted.internet.defer import Deferred
 from proxy.gate import wording
 from proxy.gate.policy import ForwardPolicy, RewriteChooser
 from proxy.http.messages import ConnContext, Decision, Forward, Headers, RequestHead, Response
-from proxy.interfaces import AuditSink, Clock, DecisionOrDeferred, Endpoint, FrontDoor, MetricsRegistry, Sessions
+from proxy.clock import Clock
+from proxy.interfaces import AuditSink, DecisionOrDeferred, Endpoint, FrontDoor, MetricsRegistry, Sessions
 from proxy.stores.interface import StoreError, retry_after
 from trust.escape import safe_html, safe_json
 

@@ -45,8 +45,7 @@ from proxy.http.reader import RequestReader
 from proxy.http.wire import error_bytes, refusal_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
-    from proxy.http.factory import GatewayFactory
-    from proxy.http.tunnel import WebSocketTunnel
+    from proxy.http.parts import Engine, Tunnel
 
 log = Logger()
 
@@ -63,7 +62,7 @@ class GatewayProtocol(Protocol):
                  "forward", "local", "active", "closing", "gone", "tunnel", "_queue", "_raw", "_connected_at",
                  "_handshake_done", "_identifying")
 
-    def __init__(self, factory: "GatewayFactory") -> None:
+    def __init__(self, factory: "Engine") -> None:
         self.factory = factory
         self.transport: Any = None  # a TLS (or TCP) transport; Twisted's interfaces are not typed for mypy
         self.connected = 0
@@ -78,7 +77,7 @@ class GatewayProtocol(Protocol):
         self.active: Exchange | None = None  # the exchange being answered (the queue's first)
         self.closing = False
         self.gone = False
-        self.tunnel: WebSocketTunnel | None = None
+        self.tunnel: Tunnel | None = None
         self._queue: list[Exchange] = []  # tiny (<= max_pipeline): a list beats a deque in memory
         self._raw: list[bytes] = []  # client bytes held while not parsing (pre-handshake, upgrade)
         self._connected_at = 0.0
@@ -238,7 +237,7 @@ class GatewayProtocol(Protocol):
             t.unregisterProducer()
             t.loseConnection()
 
-    def become_tunnel(self, tunnel: "WebSocketTunnel") -> None:
+    def become_tunnel(self, tunnel: "Tunnel") -> None:
         """A validated 101: from now on client bytes go to ``tunnel`` (it has its own idle timer)."""
         self.tunnel = tunnel
         self.flow.disarm()

@@ -24,6 +24,15 @@ for anything else::
 
 The request body is a second, independent dimension (``complete`` and ``body_mode``): a body
 may still arrive while the response is relayed, or after a local answer (then it is discarded).
+What happens to its bytes is a :class:`Body` mode, and :data:`BODY_CHANGES` is the only place
+that says which mode may follow which; :meth:`Exchange.switch_body` applies it and raises
+:class:`IllegalBodyChange` for anything else::
+
+    BUFFER --> COLLECT            (the decision reads the body first: a Local, or a chunked Forward)
+    BUFFER --> DISCARD            (answered locally while the body still comes)
+    BUFFER --> STREAM / CHUNKED   (the request went upstream; its body follows as it comes)
+    COLLECT --> BUFFER            (collected whole: held for the handler or the upstream)
+    COLLECT/DISCARD/CHUNKED --> IGNORE   (past its limit: 413, or the connection closes)
 
 States and events are small ints (an :class:`enum.IntEnum` names them): the table is compiled to
 tuples so a transition costs two index operations on the keep-alive path.
@@ -100,13 +109,36 @@ READY_STATE = _NEXT[CONNECTING][UPSTREAM_READY]  # CONNECTING --UPSTREAM_READY--
 HEAD_STATE = _NEXT[UPSTREAM][RESPONSE_HEAD]  # UPSTREAM --RESPONSE_HEAD-->
 DONE_STATE = _NEXT[RELAYING][RESPONSE_DONE]  # RELAYING --RESPONSE_DONE-->
 
-# What happens to request-body bytes as the parser delivers them (``Exchange.body_mode``).
-B_BUFFER = 0  # held in ``chunks`` until the request is decided (bounded by the connection)
-B_COLLECT = 1  # collected in ``chunks`` up to ``limit`` (else 413), then handled or forwarded
-B_DISCARD = 2  # counted and dropped (after a local answer); past ``limit`` the connection closes
-B_STREAM = 3  # written upstream as received (Content-Length framing)
-B_CHUNKED = 4  # re-chunked upstream as received, up to ``limit`` (else 413)
-B_IGNORE = 5  # dropped silently (the exchange failed; the connection is closing)
+
+class Body(IntEnum):
+    """What happens to request-body bytes as the parser delivers them (``Exchange.body_mode``)."""
+
+    BUFFER = 0  # held in ``chunks`` until the request is decided (bounded by the connection)
+    COLLECT = 1  # collected in ``chunks`` up to ``limit`` (else 413), then handled or forwarded
+    DISCARD = 2  # counted and dropped (after a local answer); past ``limit`` the connection closes
+    STREAM = 3  # written upstream as received (Content-Length framing)
+    CHUNKED = 4  # re-chunked upstream as received, up to ``limit`` (else 413)
+    IGNORE = 5  # dropped silently (the exchange failed; the connection is closing)
+
+
+B = Body
+
+#: The one table of legal body-mode changes: mode -> the modes it may change to. Anything absent
+#: is illegal (STREAM and IGNORE last until the body ends).
+BODY_CHANGES: dict[Body, frozenset[Body]] = {
+    B.BUFFER: frozenset({B.COLLECT, B.DISCARD, B.STREAM, B.CHUNKED}),
+    B.COLLECT: frozenset({B.BUFFER, B.IGNORE}),
+    B.DISCARD: frozenset({B.IGNORE}),
+    B.STREAM: frozenset(),
+    B.CHUNKED: frozenset({B.IGNORE}),
+    B.IGNORE: frozenset(),
+}
+
+#: BODY_CHANGES compiled: _BODY_OK[mode][new] is True when the change is legal.
+_BODY_OK: tuple[tuple[bool, ...], ...] = tuple(tuple(n in BODY_CHANGES[m] for n in Body) for m in Body)
+
+# Plain-int aliases: the reader compares the mode once per body chunk.
+B_BUFFER, B_COLLECT, B_DISCARD, B_STREAM, B_CHUNKED, B_IGNORE = (int(b) for b in Body)
 
 
 class IllegalTransition(RuntimeError):
@@ -118,13 +150,23 @@ class IllegalTransition(RuntimeError):
         self.event = Event(event)
 
 
+class IllegalBodyChange(RuntimeError):
+    """A body-mode change :data:`BODY_CHANGES` does not allow: a bug in the HTTP engine."""
+
+    def __init__(self, mode: int, new: int) -> None:
+        super().__init__(f"internal error: the request body may not change from {Body(mode).name} to {Body(new).name}")
+        self.mode = Body(mode)
+        self.new = Body(new)
+
+
 class Exchange:
     """The state of one request and its response (see the module docstring).
 
     Guarantees: ``state`` only changes along :data:`TRANSITIONS`: through :meth:`advance`, or on the
     three hot steps of a forwarded response to the table's target after the caller checked the
-    from-state (``READY_STATE``, ``HEAD_STATE``, ``DONE_STATE``). Does not check the body
-    dimension (``complete``, ``body_mode``) against the state.
+    from-state (``READY_STATE``, ``HEAD_STATE``, ``DONE_STATE``). ``body_mode`` only changes along
+    :data:`BODY_CHANGES`, through :meth:`switch_body`. Does not check the body dimension
+    (``complete``, ``body_mode``) against the state.
     """
 
     __slots__ = ("head", "facts", "state", "complete", "chunks", "buffered", "body_mode", "received", "limit",
@@ -165,6 +207,12 @@ class Exchange:
             raise IllegalTransition(self.state, event)
         self.state = nxt
         return nxt
+
+    def switch_body(self, mode: int) -> None:
+        """Route the rest of the body by ``mode``. Raises :class:`IllegalBodyChange` if not allowed."""
+        if not _BODY_OK[self.body_mode][mode]:
+            raise IllegalBodyChange(self.body_mode, mode)
+        self.body_mode = mode
 
     @property
     def finished(self) -> bool:

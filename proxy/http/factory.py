@@ -14,15 +14,17 @@ from twisted.internet.protocol import Factory
 
 from proxy.http.connection import GatewayProtocol
 from proxy.http.headers import HeaderPolicy
+from proxy.http.parts import HandshakeFailed, RequestDone
 from proxy.timerwheel import TimerWheel
 
 if TYPE_CHECKING:  # pragma: no cover
+    from proxy.clock import Clock
     from proxy.config import Config
-    from proxy.interfaces import MetricChild, RequestGate
-    from proxy.http.exchange import Exchange
-    from proxy.http.parts import Clock
+    from proxy.http.messages import RequestGate
+    from proxy.http.parts import Connection
     from proxy.http.tunnel import TunnelRegistry
     from proxy.http.upstream import UpstreamPools
+    from proxy.observe.seams import MetricChild
 
 
 class _Noop:
@@ -37,14 +39,9 @@ class _Noop:
 
 _NOOP = _Noop()
 
-#: ``request_done(connection, exchange)``: once per answered request (metrics, access log).
-RequestDone = Callable[[Any, "Exchange"], None]
-#: ``handshake_failed(transport, reason, timed_out)``: a connection ended before its handshake did.
-HandshakeFailed = Callable[[Any, Any, bool], None]
-
-
 class GatewayFactory(Factory):
-    """Builds :class:`GatewayProtocol`; holds the per-worker settings read once from ``config``.
+    """Builds :class:`GatewayProtocol`; holds the per-worker settings read once from ``config``
+    (it is the connections' :class:`proxy.http.parts.Engine`).
 
     ``connections`` is the set of live protocols (each has ``identity`` and ``abort()``).
     ``counters`` counts requests, errors and upstream failures (read by the metrics endpoint).
@@ -65,7 +62,7 @@ class GatewayFactory(Factory):
         self.wheel = TimerWheel(clock)
         self.tunnels = tunnels
         self.metrics = metrics
-        self.connections: set[GatewayProtocol] = set()
+        self.connections: set[Connection] = set()
         self.draining = False
         self._drain_waiters: list[Deferred[None]] = []
         self.counters: dict[str, int] = {"connections": 0, "refused": 0, "requests": 0, "errors": 0,

@@ -17,7 +17,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from proxy.http.parts import Clock, Host, Pausable
+    from proxy.clock import Clock
+    from proxy.http.parts import Host, Pausable
     from proxy.timerwheel import TimerWheel
 
 # Deadline kinds.

@@ -99,7 +99,7 @@ class Forwarder:
                 return
             ex.received = ex.buffered
             ex.advance(COLLECT)
-            ex.body_mode = B_COLLECT
+            ex.switch_body(B_COLLECT)
             if facts.expect_continue:
                 host.write(CONTINUE_100)
             host.flow.arm(K_BODY, f.idle_timeout)
@@ -201,7 +201,7 @@ class Forwarder:
         if ex.complete:
             flow.arm(K_UPSTREAM, fwd.route.read_timeout)
         else:
-            ex.body_mode = B_CHUNKED if chunked else B_STREAM
+            ex.switch_body(B_CHUNKED if chunked else B_STREAM)
             if facts.expect_continue:
                 host.write(CONTINUE_100)
             flow.arm(K_BODY, host.factory.idle_timeout)
@@ -217,7 +217,7 @@ class Forwarder:
             return
         ex.received += len(data)
         if ex.limit is not None and ex.received > ex.limit:
-            ex.body_mode = B_IGNORE
+            ex.switch_body(B_IGNORE)
             self._host.fail_active(413)
             return
         up.write_sequence((b"%x\r\n" % len(data), data, b"\r\n"))

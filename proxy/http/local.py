@@ -45,7 +45,7 @@ class LocalAnswers:
             else:
                 ex.limit = limit
                 ex.received = ex.buffered
-                ex.body_mode = B_DISCARD
+                ex.switch_body(B_DISCARD)
         host.drop_buffered(ex)
         ex.status = resp.status
         ex.out_bytes = len(resp.body)
@@ -76,7 +76,7 @@ class LocalAnswers:
             host.write(CONTINUE_100)
         ex.received = ex.buffered
         ex.advance(COLLECT)
-        ex.body_mode = B_COLLECT
+        ex.switch_body(B_COLLECT)
         host.flow.arm(K_BODY, host.factory.idle_timeout)
         host.flow.resume(P_BUFFER)
 

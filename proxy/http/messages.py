@@ -188,6 +188,14 @@ class Local:
 
 
 Decision = Union[Response, Local, Forward]
+#: what the gate answers a request head with: a decision now, or one to come
+DecisionOrDeferred = Union[Decision, "Deferred[Decision]"]
+
+
+class RequestGate(Protocol):
+    """The gate as the HTTP engine asks it (:class:`proxy.gate.decide.Gate`): one decision per head."""
+
+    def decide(self, head: RequestHead, conn: ConnContext) -> DecisionOrDeferred: ...
 
 
 def text_response(status: int, text: str, *, close: bool = False, headers: Headers | None = None) -> Response:

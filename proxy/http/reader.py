@@ -186,12 +186,12 @@ class RequestReader:
             ex.chunks.append(data)
             ex.received += len(data)
             if ex.limit is not None and ex.received > ex.limit:
-                ex.body_mode = B_IGNORE
+                ex.switch_body(B_IGNORE)
                 self._host.error_now(413)
         elif mode == B_DISCARD:
             ex.received += len(data)
             if ex.limit is not None and ex.received > ex.limit:
-                ex.body_mode = B_IGNORE
+                ex.switch_body(B_IGNORE)
                 self._host.close()
         elif mode != B_IGNORE:
             self._host.forward.body(ex, data)  # B_STREAM, B_CHUNKED
@@ -206,7 +206,7 @@ class RequestReader:
             self.parsing = False  # nothing after a request that closes the connection is parsed
         mode = ex.body_mode
         if mode == B_COLLECT:
-            ex.body_mode = B_BUFFER
+            ex.switch_body(B_BUFFER)
             if ex.local is not None:
                 self._host.local.run(ex)
             else:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 from twisted.logger import Logger
 
 if TYPE_CHECKING:  # pragma: no cover
-    from proxy.http.parts import Clock, DelayedCall
+    from proxy.clock import Clock, DelayedCall
 
 log = Logger(namespace="certgate.tunnel")
 

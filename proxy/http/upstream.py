@@ -31,7 +31,7 @@ from proxy.http.fastwrite import install as install_direct_write
 
 if TYPE_CHECKING:  # pragma: no cover
     from proxy.config import Route
-    from proxy.http.parts import Clock
+    from proxy.clock import Clock
     from proxy.http.tunnel import WebSocketTunnel
 
 log = Logger()

@@ -33,7 +33,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from proxy.listener.ldap_client import DirectoryError, LdapClient
-from proxy.listener.seams import TimerClock
+from proxy.clock import Clock
 from trust.directory import DirectoryEntry, DirectoryQuery, DirectoryRules, build_query, describe_answer, interpret
 from trust.mapping import MappingResult
 from trust.presented import PresentedCertificate
@@ -97,7 +97,7 @@ class DirectoryMapper:
     default: the mapper's own thread pool). ``clock`` provides ``seconds()`` and ``callLater``.
     """
 
-    def __init__(self, settings: Any, *, clock: TimerClock, reactor: Any, search: "Search | None" = None,
+    def __init__(self, settings: Any, *, clock: Clock, reactor: Any, search: "Search | None" = None,
                  in_thread: "Callable[..., Deferred[Answer]] | None" = None, metrics: "Metrics | None" = None,
                  log: Logger | None = None) -> None:
         self.settings = settings

@@ -27,7 +27,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from proxy.listener.seams import TimerClock
+from proxy.clock import Clock
 from trust import certinfo, ocsp as O
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -171,7 +171,7 @@ class OcspChecker:
     random bytes.
     """
 
-    def __init__(self, settings: O.OcspSettings, clock: TimerClock, fetcher: Fetcher, *,
+    def __init__(self, settings: O.OcspSettings, clock: Clock, fetcher: Fetcher, *,
                  metrics: "Metrics | None" = None, audit: "Audit | None" = None, log: Logger | None = None,
                  nonce_source: Callable[[int], bytes] = os.urandom) -> None:
         self.settings = settings

@@ -30,7 +30,7 @@ from trust.verify import VerdictCache, Verdict
 
 if TYPE_CHECKING:  # pragma: no cover
     from proxy.config import Config
-    from proxy.interfaces import Seconds
+    from proxy.clock import Clock
 
 Listener = Callable[[Any, Any], None]  # (old TrustGeneration, new TrustGeneration)
 
@@ -67,7 +67,7 @@ class TrustState:
     gateway never starts without a usable trust store and server certificate.
     """
 
-    def __init__(self, config: Config, clock: Seconds, log: Logger | None = None,
+    def __init__(self, config: Config, clock: Clock, log: Logger | None = None,
                  verdicts: VerdictCache | None = None, ocsp: Any = None, directory: Any = None) -> None:
         self.config = config
         self.ocsp = ocsp  # proxy.listener.ocsp.OcspChecker shared by every snapshot (its cache survives reloads)

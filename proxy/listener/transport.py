@@ -38,7 +38,7 @@ from twisted.python.failure import Failure
 from proxy.timerwheel import TimerWheel
 
 if TYPE_CHECKING:  # pragma: no cover
-    from proxy.interfaces import Clock
+    from proxy.clock import Clock
 
 #: how long (and how many discarded bytes) a refused connection lingers for its alert
 LINGER_SECONDS = 2.0

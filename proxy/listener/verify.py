@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 from OpenSSL import SSL, crypto
 from twisted.logger import Logger
 
-from proxy.listener.seams import Clock
+from proxy.clock import Clock
 from trust.escape import safe_text
 from trust.mapping import MappingResult
 from trust.presented import PresentedCertificate

@@ -43,7 +43,8 @@ from proxy.stores.interface import LimitReached, StoreError
 
 if TYPE_CHECKING:  # pragma: no cover
     from proxy.config import Config
-    from proxy.interfaces import AuditSink, Clock, MetricsRegistry, Sessions, SessionStore
+    from proxy.clock import Clock
+    from proxy.interfaces import AuditSink, MetricsRegistry, Sessions, SessionStore
     from twisted.internet.defer import Deferred
 
     from proxy.http.messages import ConnContext, Headers

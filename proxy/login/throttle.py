@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any, Generator, Iterator, Protocol, Sequence
 from twisted.internet.defer import Deferred, inlineCallbacks
 
 if TYPE_CHECKING:  # pragma: no cover
-    from proxy.interfaces import Seconds, SessionStore
+    from proxy.clock import Clock
+    from proxy.interfaces import SessionStore
 
 
 class FailureStore(Protocol):
@@ -177,7 +178,7 @@ class SharedStartups:
 
     NAMESPACE = "login-startups"
 
-    def __init__(self, store: SessionStore, spec: Any, clock: Seconds, lifetime: float, rng: Any = None) -> None:
+    def __init__(self, store: SessionStore, spec: Any, clock: Clock, lifetime: float, rng: Any = None) -> None:
         self._rule = Startups(spec, rng)
         self.start, self.rate, self.full = self._rule.start, self._rule.rate, self._rule.full
         self._store = store

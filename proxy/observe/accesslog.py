@@ -28,14 +28,10 @@ from trust.escape import safe_text
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.interfaces import IReactorTime
 
-    from proxy.interfaces import MetricsRegistry, Seconds
+    from proxy.clock import Clock
+    from proxy.observe.seams import MetricsRegistry
 
 _CLASS = ("1xx", "1xx", "2xx", "3xx", "4xx", "5xx")
-
-
-def rfc3339(ts: float) -> str:
-    """``ts`` (epoch seconds) as RFC 3339 UTC with milliseconds, e.g. ``2026-12-01T21:00:00.123Z``."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + ".%03dZ" % int((ts % 1) * 1000)
 
 
 def request_path(head: Any) -> str:
@@ -49,7 +45,7 @@ def request_path(head: Any) -> str:
 class RequestLog:
     """The ``request_done(connection, exchange)`` hook: metrics always, a log line when ``stream`` is set."""
 
-    def __init__(self, *, metrics: MetricsRegistry, clock: Seconds, stream: Any = None) -> None:
+    def __init__(self, *, metrics: MetricsRegistry, clock: Clock, stream: Any = None) -> None:
         self.clock = clock
         self.stream = stream
         self._hist = metrics.histogram("http_request_duration_seconds",

@@ -13,10 +13,11 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, Callable, IO
 
+from proxy.clock import rfc3339
 from trust.escape import safe_json, safe_text
 
 if TYPE_CHECKING:  # pragma: no cover
-    from proxy.interfaces import Clock
+    from proxy.clock import Clock
 
 _SECRET_WORDS = ("password", "passwd", "totp_code", "code", "secret", "token", "cookie", "receipt", "assertion")
 
@@ -43,7 +44,6 @@ class Audit:
 
     def record(self, event: str, decision: str, reason: str, **fields: Any) -> dict[str, Any]:
         """Write one record; returns it. Fields named like secrets are dropped."""
-        from proxy.observe.accesslog import rfc3339
 
         rec: dict[str, Any] = {"time": rfc3339(self._now()), "event": event, "decision": decision,
                                "reason": reason}
@@ -98,7 +98,6 @@ class RefusalDigest:
         entry[2] = now
 
     def flush(self) -> None:
-        from proxy.observe.accesslog import rfc3339
 
         counts, self._counts = self._counts, {}
         for (ip, reason), (n, first, last) in sorted(counts.items()):

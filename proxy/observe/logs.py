@@ -15,6 +15,7 @@ from twisted.logger import (FileLogObserver, FilteringLogObserver, ILogObserver,
                             formatEventAsClassicLogText, jsonFileLogObserver)
 from zope.interface import implementer
 
+from proxy.clock import rfc3339
 from proxy.observe.logfiles import open_log
 from trust.escape import safe_lines, safe_text
 
@@ -32,8 +33,6 @@ class _Fanout:
 
 
 def _rfc3339(when: float | None) -> str:
-    from proxy.observe.accesslog import rfc3339
-
     return rfc3339(when) if when is not None else "-"
 
 

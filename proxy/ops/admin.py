@@ -29,6 +29,7 @@ from urllib.parse import parse_qs
 
 from twisted.internet.defer import inlineCallbacks, maybeDeferred
 
+from proxy.clock import rfc3339
 from proxy.paths import TargetError, canonical_target
 from proxy.sessions.manager import describe
 from trust.escape import safe_json
@@ -202,8 +203,6 @@ class AdminAPI:
         if not include_all:
             rows = [r for r in rows if r["state"] == "live"]
         rows.sort(key=lambda r: r["created_at"])
-        from proxy.observe.accesslog import rfc3339
-
         return _json(200, {"now": rfc3339(now), "sessions": rows})
 
     @inlineCallbacks

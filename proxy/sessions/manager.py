@@ -41,21 +41,22 @@ from twisted.internet.defer import Deferred, inlineCallbacks, returnValue
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from proxy.sessions.rules import (SessionCheck, cert_not_after, describe,  # noqa: F401 (re-exported)
+from proxy.interfaces import AuditSink, SessionCheck, SessionSettings
+from proxy.sessions.rules import (cert_not_after, describe,  # noqa: F401 (re-exported)
                                   ends_at, fail as _fail, only_cookie as _only_cookie, remember_not_after,
                                   session_id_for)
-from proxy.sessions.seams import AuditLog, Clock, SessionSettings, Tunnels
+from proxy.sessions.seams import Tunnels
 from proxy.stores.interface import ISessionStore, LimitReached, SessionRecord
 
 log = Logger()
 
 if TYPE_CHECKING:  # pragma: no cover
-    from twisted.internet.interfaces import IDelayedCall
     from twisted.internet.interfaces import IReactorTime
     from twisted.python.failure import Failure
 
     from proxy.http.messages import Headers, RequestHead
     from proxy.listener.identity import ConnectionIdentity
+    from proxy.clock import Clock, DelayedCall
     from proxy.interfaces import MetricsRegistry
 
 _T = TypeVar("_T")
@@ -84,7 +85,7 @@ class SessionManager:
     """
 
     def __init__(self, store: ISessionStore, clock: Clock, settings: SessionSettings, tunnels: Tunnels,
-                 audit: AuditLog, *, metrics: "MetricsRegistry | None" = None, sweep_interval: float = SWEEP_INTERVAL
+                 audit: AuditSink, *, metrics: "MetricsRegistry | None" = None, sweep_interval: float = SWEEP_INTERVAL
                  ) -> None:
         self.store = store
         self.clock = clock
@@ -93,7 +94,7 @@ class SessionManager:
         self.audit = audit
         self.sweep_interval = sweep_interval
         self._cookie = settings.cookie_name
-        self._timers: dict[str, "IDelayedCall"] = {}
+        self._timers: dict[str, "DelayedCall"] = {}
         self._sweeper: LoopingCall | None = None
         self._sweeps = 0
         self._revalidating = 0

@@ -44,8 +44,8 @@ from proxy.gate.sameorigin import REFERRER_POLICY, cross_site
 from trust.escape import safe_json
 
 if TYPE_CHECKING:  # pragma: no cover
-    from proxy.interfaces import Endpoint, Seconds, Sessions
-    from proxy.sessions.manager import SessionCheck
+    from proxy.clock import Clock
+    from proxy.interfaces import Endpoint, SessionCheck, Sessions
 
 SCRIPT_PATH = "/.certgate/presence.js"
 PRESENCE_PATH = "/.certgate/presence"
@@ -288,7 +288,7 @@ def session_view(sessions: "Sessions", chk: "SessionCheck") -> dict[str, Any]:
             "now": sessions.clock.seconds()}
 
 
-def session_endpoints(sessions: Sessions, *, clock: Seconds | None = None,
+def session_endpoints(sessions: Sessions, *, clock: Clock | None = None,
                       retry_after: bytes = b"2") -> dict[str, Endpoint]:
     """The endpoints above, keyed by exact path, for ``Gate(endpoints=...)``.
 

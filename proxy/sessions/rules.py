@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from proxy.sessions.seams import EndSettings
+from proxy.clock import rfc3339
+from proxy.interfaces import EndSettings, SessionCheck
 from proxy.stores.interface import SessionRecord
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -94,8 +94,6 @@ def describe(rec: SessionRecord, settings: EndSettings, now: float) -> dict[str,
     gateway was down) or ``ended``. Times are RFC 3339 UTC strings (``long_until`` None when
     the session is not trusted).
     """
-    from proxy.observe.accesslog import rfc3339
-
     end, why = ends_at(rec, settings)
     state = "ended" if rec.ended is not None else ("expired" if now >= end else "live")
     return {"id": rec.id, "account": rec.account, "fingerprint": rec.fingerprint,
@@ -103,22 +101,6 @@ def describe(rec: SessionRecord, settings: EndSettings, now: float) -> dict[str,
             "last_seen": rfc3339(rec.last_seen), "ends_at": rfc3339(end), "end_reason": rec.ended or why,
             "trusted": rec.long_until > 0, "long_until": rfc3339(rec.long_until) if rec.long_until > 0 else None,
             "methods": list(rec.methods), "client_ip": rec.client_ip, "state": state}
-
-
-@dataclass(frozen=True, slots=True)
-class SessionCheck:
-    """The answer of :meth:`SessionManager.check` and friends.
-
-    ``ok`` with the current ``record``; otherwise ``reason`` is a stable code
-    (``session-unknown``, ``session-ended``, ``grace-expired``, ``long-grace-expired``,
-    ``idle-timeout``, ``max-lifetime``, ``session-cert-mismatch``, ``certificate-invalid``,
-    ``fresh-proof-required``), and ``ended`` names why the session is over when it is.
-    """
-
-    ok: bool
-    record: SessionRecord | None = None
-    reason: str | None = None
-    ended: str | None = None
 
 
 def fail(reason: str, record: SessionRecord | None = None, ended: str | None = None) -> SessionCheck:

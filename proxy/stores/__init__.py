@@ -11,7 +11,7 @@ from proxy.stores.interface import IBlockingStore, ISessionStore, LimitReached, 
 from proxy.stores.memory import MemoryEngine, MemoryStore
 
 if TYPE_CHECKING:  # pragma: no cover
-    from proxy.interfaces import Clock, ThreadingClock
+    from proxy.clock import Clock, ThreadingClock
     from proxy.config import SessionsSection
 
 __all__ = ["IBlockingStore", "ISessionStore", "LimitReached", "SessionRecord", "StoreError", "MemoryStore",

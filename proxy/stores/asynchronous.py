@@ -30,8 +30,9 @@ from twisted.python.threadpool import ThreadPool
 from proxy.stores.interface import SessionRecord, StoreError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from proxy.interfaces import (BlockingStore, Clock, MetricChild, MetricFamily, MetricsRegistry, Seconds,
-                                  ThreadingClock)
+    from proxy.clock import Clock, ThreadingClock
+    from proxy.observe.seams import MetricChild, MetricFamily, MetricsRegistry
+    from proxy.stores.interface import IBlockingStore as BlockingStore
 
 #: default seconds an operation may take before the caller is told the store is unavailable
 DEFAULT_DEADLINE = 2.0
@@ -42,7 +43,7 @@ DEFAULT_MAX_QUEUE = 256
 class StoreMonitor:
     """Health and metrics of one store; ``clock`` gives ``seconds()`` (latency is measured on it)."""
 
-    def __init__(self, clock: Seconds, name: str) -> None:
+    def __init__(self, clock: Clock, name: str) -> None:
         self.clock = clock
         self.name = name
         self.last_error: str | None = None
@@ -173,7 +174,7 @@ class ImmediateStore(_EngineStore):
 
     engine: BlockingStore
 
-    def __init__(self, engine: BlockingStore, name: str, clock: Seconds | None = None) -> None:
+    def __init__(self, engine: BlockingStore, name: str, clock: Clock | None = None) -> None:
         if clock is None:
             from twisted.internet.task import Clock
             clock = Clock()  # latency of an in-process dict is not worth a real clock

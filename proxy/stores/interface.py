@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred
 
-    from proxy.stores.asynchronous import StoreMonitor
+    from proxy.observe.seams import MetricsRegistry
 
 
 class StoreError(Exception):
@@ -246,6 +246,16 @@ class IBlockingStore(Protocol):
         """Release connections/files; the store must not be used afterwards."""
 
 
+class StoreHealth(Protocol):
+    """Health and metrics of a store's operations (:class:`proxy.stores.asynchronous.StoreMonitor`)."""
+
+    def use_metrics(self, metrics: MetricsRegistry | None) -> None:
+        """Count operations, their latency and errors in ``metrics`` (once; None: nothing)."""
+
+    def problem(self) -> str | None:
+        """Why the store is degraded (its last operation failed), or None."""
+
+
 @runtime_checkable
 class ISessionStore(Protocol):
     """The store as the gateway uses it: every operation of :class:`IBlockingStore`, with the same
@@ -257,8 +267,10 @@ class ISessionStore(Protocol):
     :class:`proxy.stores.redis.RedisStore` (txredisapi on the reactor)."""
 
     kind: str
-    #: health and metrics of the store's operations
-    monitor: "StoreMonitor"
+
+    @property
+    def monitor(self) -> StoreHealth:
+        """Health and metrics of the store's operations."""
 
     def create(self, rec: SessionRecord, *, limit: int = 0, replace: bool = False) -> "Deferred[list[str]]": ...
 

@@ -28,7 +28,7 @@ from proxy.stores.interface import (REPLACED, LimitReached, SessionRecord, Store
                                     pick_replaced, record_expiry, touched)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from proxy.interfaces import Clock, ThreadingClock
+    from proxy.clock import Clock, ThreadingClock
 
 SCHEMA_VERSION = 1
 _FAILURE_KEEP = 31 * 86400.0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import ssl
 import time
 from pathlib import Path
 from typing import Iterator
@@ -79,7 +80,7 @@ class LongLived:
         reused = self.conn is not None
         try:
             return self._events(card)
-        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ssl.SSLEOFError):
             self.close()
             if not reused:
                 raise

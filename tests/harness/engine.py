@@ -102,7 +102,8 @@ class Harness:
         self.proto: GatewayProtocol = self.factory.buildProtocol(None)
         self.client.protocol = self.proto
         self.proto.makeConnection(self.client)
-        self.upstreams: list[tuple[UpstreamConnection, Transport]] = []
+        #: one per upstream connect, in order: (None, None) for a connect that failed
+        self.upstreams: list[tuple[UpstreamConnection | None, Transport | None]] = []
 
     # client side
     def send(self, data: bytes) -> None:
@@ -119,7 +120,8 @@ class Harness:
     def connect_upstream(self) -> tuple[UpstreamConnection, Transport]:
         """Complete the oldest pending upstream connect; returns the connection and its transport."""
         host, port, factory, timeout, _ = self.reactor.tcpClients[len(self.upstreams)]
-        conn = factory.buildProtocol(None)
+        conn = factory.buildProtocol(IPv4Address("TCP", host, port))
+        assert isinstance(conn, UpstreamConnection)
         t = Transport(("127.0.0.1", port))
         t.protocol = conn
         self.upstreams.append((conn, t))
@@ -128,8 +130,9 @@ class Harness:
 
     def fail_connect(self, reason: Exception) -> None:
         host, port, factory, timeout, _ = self.reactor.tcpClients[len(self.upstreams)]
-        self.upstreams.append((None, None))  # type: ignore[arg-type]
-        factory.clientConnectionFailed(None, Failure(reason))
+        connector = self.reactor.connectors[len(self.upstreams)]
+        self.upstreams.append((None, None))  # keeps upstreams in step with the reactor's connects
+        factory.clientConnectionFailed(connector, Failure(reason))
 
     def respond(self, conn: UpstreamConnection, data: bytes) -> None:
         conn.dataReceived(data)

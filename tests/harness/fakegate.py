@@ -23,8 +23,6 @@ import sys
 from types import SimpleNamespace
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.x509.oid import NameOID
 
 
@@ -33,8 +31,9 @@ def main() -> None:
     from twisted.internet import epollreactor
 
     epollreactor.install()
-    from OpenSSL.crypto import FILETYPE_ASN1, X509, dump_certificate
+    from OpenSSL.crypto import FILETYPE_ASN1, FILETYPE_PEM, dump_certificate, load_certificate, load_privatekey
     from twisted.internet import reactor, ssl
+    from twisted.internet.address import IPv4Address
     from twisted.internet.defer import Deferred
     from twisted.logger import globalLogBeginner, textFileLogObserver
     from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -102,7 +101,7 @@ def main() -> None:
                     return json_response(200, {"closed": n})
                 if t.startswith(b"/_gate/deferred"):
                     d: Deferred[Any] = Deferred()
-                    reactor.callLater(0.01, d.callback, fwd)  # type: ignore[attr-defined]
+                    reactor.callLater(0.01, d.callback, fwd)
                     return d
                 if t.startswith(b"/_gate/count"):
                     f = gw_factory[0]
@@ -119,27 +118,31 @@ def main() -> None:
 
         GatewayFactory.fast_writes = False
         Pool.fast_writes = False
-    kw = dict(gate=FakeGate(), identify=identify, config=config, pools=pools, clock=reactor, tunnels=tunnels)
+    def build(cls: type[GatewayFactory]) -> GatewayFactory:
+        return cls(gate=FakeGate(), identify=identify, config=config, pools=pools, clock=reactor, tunnels=tunnels)
+
     if spec["plain"]:
-        factory: Any = PlainGatewayFactory(**kw)
+        factory: Any = build(PlainGatewayFactory)
         gw_factory.append(factory)
     else:
         pki = spec["pki"]
-        cert = x509.load_pem_x509_certificate(open(pki["server_cert"], "rb").read())
-        key = load_pem_private_key(open(pki["server_key"], "rb").read(), None)
-        ca = x509.load_pem_x509_certificate(open(pki["ca"], "rb").read())
-        opts = ssl.CertificateOptions(privateKey=key, certificate=cert, verify=True,
-                                      caCerts=[X509.from_cryptography(ca)], requireCertificate=True)
-        gw_factory.append(GatewayFactory(**kw))
+        cert = load_certificate(FILETYPE_PEM, open(pki["server_cert"], "rb").read())
+        key = load_privatekey(FILETYPE_PEM, open(pki["server_key"], "rb").read())
+        ca = load_certificate(FILETYPE_PEM, open(pki["ca"], "rb").read())
+        opts = ssl.CertificateOptions(privateKey=key, certificate=cert, verify=True, caCerts=[ca],
+                                      requireCertificate=True)
+        gw_factory.append(build(GatewayFactory))
         factory = TLSMemoryBIOFactory(opts, False, gw_factory[0], clock=reactor)
         if os.environ.get("CERTGATE_TLS_NOBUFFER"):
             from twisted.protocols.tls import TLSMemoryBIOProtocol
 
             factory.protocol = TLSMemoryBIOProtocol  # one write per response already: no aggregation
-    port = reactor.listenTCP(0, factory, interface="127.0.0.1", backlog=1024)  # type: ignore[attr-defined]
-    sys.stdout.write(json.dumps({"port": port.getHost().port}) + "\n")
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1", backlog=1024)
+    address = port.getHost()
+    assert isinstance(address, IPv4Address)
+    sys.stdout.write(json.dumps({"port": address.port}) + "\n")
     sys.stdout.flush()
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
 
 
 if __name__ == "__main__":

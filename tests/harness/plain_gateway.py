@@ -24,7 +24,7 @@ class PlainGatewayProtocol(GatewayProtocol):
 class PlainGatewayFactory(GatewayFactory):
     """The same HTTP layer over plain TCP."""
 
-    protocol = PlainGatewayProtocol  # type: ignore[assignment]
+    protocol = PlainGatewayProtocol
 
     def buildProtocol(self, addr: Any) -> PlainGatewayProtocol:
         return PlainGatewayProtocol(self)

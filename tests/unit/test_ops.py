@@ -1,4 +1,4 @@
-"""proxy.observe.wiring / proxy.observe.logfiles / proxy.app.sdnotify / proxy.observe.accesslog, in memory with a Clock."""
+"""proxy.app.observing / proxy.observe.logfiles / proxy.app.sdnotify / proxy.observe.accesslog, in memory with a Clock."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 from twisted.internet.task import Clock
 from twisted.logger import Logger
 
-from proxy.observe.accesslog import rfc3339
+from proxy.clock import rfc3339
 from proxy.observe.logfiles import LogFile, reopen_all
-from proxy.observe.wiring import ExpiryWarner, expiry_lines
+from proxy.app.observing import ExpiryWarner, expiry_lines
 from proxy.listener.reload import TrustState
 from proxy.app.sdnotify import notify, watchdog_interval
 from tests.harness.config import listener_config

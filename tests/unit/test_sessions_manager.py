@@ -407,7 +407,7 @@ def test_ws04_real_tunnel_registry_closed_at_5_minutes_and_1_hour():
 
 def test_live_sessions_gauge_counts_the_store():
     """certgate_sessions_live: open sessions that are neither ended nor past their end."""
-    from proxy.observe.wiring import live_sessions
+    from proxy.app.observing import live_sessions
 
     w = World(grace=300)
     w.at(1000)

@@ -21,7 +21,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from twisted.internet.defer import Deferred
     from proxy.observe.metrics import Metrics
     from proxy.config import Config
-    from proxy.interfaces import Clock, MetricsRegistry, Seconds, Sessions
+    from proxy.clock import Clock
+    from proxy.interfaces import Sessions
+    from proxy.observe.seams import MetricsRegistry
     from proxy.listener.reload import TrustState
 
 log = Logger(namespace="certgate")
@@ -75,7 +77,7 @@ class LiveSessionsGauge:
     store listing if none is running (a scrape never waits for the store; a failed listing
     keeps the last count)."""
 
-    def __init__(self, sessions: Sessions, clock: Seconds) -> None:
+    def __init__(self, sessions: Sessions, clock: Clock) -> None:
         self.sessions = sessions
         self.clock = clock
         self.value = 0.0
@@ -94,7 +96,7 @@ class LiveSessionsGauge:
         return [((), self.value)]
 
 
-def register_gauges(metrics: MetricsRegistry, trust_state: TrustState, clock: Seconds,
+def register_gauges(metrics: MetricsRegistry, trust_state: TrustState, clock: Clock,
                     sessions: Sessions | None = None) -> None:
     """Expiry and live-session gauges (the same for every process; read in the admin process)."""
     if sessions is not None:
