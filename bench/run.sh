@@ -11,6 +11,7 @@
 #   --profile  also sample certgate with py-spy (installed into .venv if missing)
 #   --reps N   override the number of repetitions
 #   --scale N  idle connections held in the scale phase (full: 10000; 0 skips it)
+#   --bodies MIB  size of each large-body transfer (full: 256; quick: 0 = skipped)
 #   --flavours ec|rsa|ec,rsa   override the key types
 #   --standin  run a second nginx in the certgate slot (to develop the harness itself)
 #   --sessions-only  only the session-mode rows (cookie + store lookup per request, SQLite and
@@ -39,11 +40,12 @@ while [ $# -gt 0 ]; do
     --profile) profile=1; args+=(--profile) ;;
     --reps) args+=(--reps "${2:?--reps needs a number}"); shift ;;
     --scale) args+=(--scale "${2:?--scale needs a number}"); shift ;;
+    --bodies) args+=(--bodies "${2:?--bodies needs a size in MiB}"); shift ;;
     --flavours) args+=(--flavours "${2:?--flavours needs ec, rsa or ec,rsa}"); shift ;;
     --standin) args+=(--standin) ;;
     --sessions-only) args+=(--sessions-only) ;;
     --no-floors) args+=(--no-floors) ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument '$1' (see --help)" >&2; exit 64 ;;
   esac
   shift

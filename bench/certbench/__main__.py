@@ -67,7 +67,7 @@ def start_upstreams(env: Env) -> dict[str, Proc]:
 
 
 def profile_certgate(env: Env, plan_s: float, upstreams: dict[str, Proc]) -> str:
-    """py-spy under keep-alive load and under handshake load (certgate, ECDSA)."""
+    """py-spy under keep-alive, handshake and WebSocket load (certgate, ECDSA)."""
     from . import profile
     from .runs import start_proxy, validate
 
@@ -90,9 +90,23 @@ def profile_certgate(env: Env, plan_s: float, upstreams: dict[str, Proc]) -> str
         hs = t.cgload_argv("hs", "-c", "16", "-d", f"{d + 1}s")
         prof2 = profile.record(pyspy, t, "hs", hs, d, t.go_env(), env.out)
         out.append(profile.render("full handshakes (cgload hs -c16)", prof2))
-        (env.out / "profile.json").write_text(json.dumps({"ka": prof, "hs": prof2}, indent=1))
     finally:
         proc.stop()
+    # WebSocket tunnels: a second start, in front of the streaming upstream (as the stream runs).
+    proc, port = start_proxy(env, "certgate", "ec", env.ports.stream, 1, "ec-profile-ws", env.server_cpus)
+    prof3: dict[str, Any] = {"error": "not run"}
+    try:
+        if not proc.wait_port(port):
+            out.append(f"certgate did not start for the WebSocket profile:\n{proc.log_tail()}\n")
+        else:
+            t = phases.Target(proc, port, [upstreams["stream"]], env.out / "pki" / "ec", env.cgload, env.shim,
+                              env.load_cpus)
+            ws = t.cgload_argv("ws", "-c", "32", "-size", "64", "-path", "/ws", "-d", f"{d + 1}s", "-timeout", "10s")
+            prof3 = profile.record(pyspy, t, "ws", ws, d, t.go_env(), env.out)
+            out.append(profile.render("WebSocket 64 B messages (cgload ws -c32)", prof3))
+    finally:
+        proc.stop()
+    (env.out / "profile.json").write_text(json.dumps({"ka": prof, "hs": prof2, "ws": prof3}, indent=1))
     return "\n".join(out)
 
 
@@ -120,6 +134,8 @@ def main() -> int:
     ap.add_argument("--tools", required=True, type=Path, help="folder with cgload and certinject.so")
     ap.add_argument("--reps", type=int, help="override the number of repetitions")
     ap.add_argument("--scale", type=int, help="idle connections of the scale phase (0: skip; full: 10000)")
+    ap.add_argument("--bodies", type=int,
+                    help="MiB per large-body transfer (0: skip; full: 256; quick: 0), 2 transfers each way")
     ap.add_argument("--flavours", help="override the key flavours, e.g. ec or ec,rsa")
     ap.add_argument("--standin", action="store_true", help="run nginx in the certgate slot (harness development)")
     ap.add_argument("--profile", action="store_true", help="also sample certgate with py-spy")
@@ -138,6 +154,10 @@ def main() -> int:
         plan = dataclasses.replace(plan, reps=a.reps)
     if a.scale is not None:
         plan = dataclasses.replace(plan, scale_conns=a.scale)
+    if a.bodies is not None:
+        if a.bodies < 0:
+            raise SystemExit("--bodies: a size in MiB, 0 or more")
+        plan = dataclasses.replace(plan, body_bytes=a.bodies << 20, body_transfers=max(plan.body_transfers, 2))
     if a.flavours:
         bad = set(a.flavours.split(",")) - {"ec", "rsa"}
         if bad:
@@ -195,9 +215,11 @@ def main() -> int:
             for proxy in order:
                 log(f"rep {rep} ec {proxy}: WebSocket" + (", large bodies" if plan.body_bytes else ""))
                 note(runner.clean(lambda: runner.stream_run(proxy, rep)))
-            for w in ((1, 2) if rep % 2 else (2, 1)):
-                log(f"rep {rep} certgate workers={w} (both cores)")
-                note(runner.clean(lambda: runner.workers_run(w, rep)))
+            pair = (1, 2) if rep % 2 else (2, 1)
+            for k in range(plan.workers_pairs):  # alternated: 1,2 then 2,1 ...
+                for w in (pair if k % 2 == 0 else pair[::-1]):
+                    log(f"rep {rep} certgate workers={w} (both cores)")
+                    note(runner.clean(lambda: runner.workers_run(w, rep, k)))
         if not a.standin:
             log("session mode: keep-alive requests with a session cookie (certificate-only, SQLite, Redis)")
             session_rows = sessionmode.run(env, plan.ka_s, upstreams["main"])

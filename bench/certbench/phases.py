@@ -64,6 +64,7 @@ def run_phase(t: Target, name: str, argv: list[str], parse: Callable[[str], Pars
     """Run ``argv`` on the load core, bounded by ``limit_s`` + 30 s, and account CPU around it."""
     spids, upids = t.server.pids, [p for u in t.upstreams for p in u.pids]
     b0 = core_busy_seconds()
+    each0 = [cpu_seconds([p]) for p in spids]
     c0, s0, u0, t0 = _children_cpu(), cpu_seconds(spids), cpu_seconds(upids), time.monotonic()
     try:
         p = subprocess.run(pinned(t.load_cpus, argv), capture_output=True, text=True, env=env,
@@ -77,6 +78,7 @@ def run_phase(t: Target, name: str, argv: list[str], parse: Callable[[str], Pars
     except (ValueError, KeyError, IndexError) as e:
         r = {"ok": 0, "parse_error": f"{type(e).__name__}: {e}"}
     srv, ups = cpu_seconds(spids) - s0, cpu_seconds(upids) - u0
+    each = [round(cpu_seconds([p]) - c, 3) for p, c in zip(spids, each0)]
     b1 = core_busy_seconds()
     cli = _children_cpu() - c0
     busy = {c: (b1[c] - b0.get(c, 0.0)) / wall for c in b1} if wall else {}
@@ -87,7 +89,7 @@ def run_phase(t: Target, name: str, argv: list[str], parse: Callable[[str], Pars
     ok = r.get("ok") or 0
     r.update(phase=name, rc=rc, wall_s=round(wall, 3), server_cpu_s=round(srv, 3),
              upstream_cpu_s=round(ups, 3), client_cpu_s=round(cli, 3),
-             server_util=round(srv / wall, 3) if wall else None)
+             server_util=round(srv / wall, 3) if wall else None, server_cpu_each=each)
     r["server_us_per_op"] = round(srv / ok * 1e6, 1) if ok else None
     r["upstream_us_per_op"] = round(ups / ok * 1e6, 1) if ok else None
     if rc != 0 or not ok or r.get("errors"):

@@ -61,8 +61,8 @@ ROWS: list[Row] = [
     Row("ws_rate", "WebSocket messages/s (64 B echo, 32 conns) ↑", "ec", True, ">= 0.7x", _ratio_at_least(0.7),
         kind="stream"),
     Row("ws_us", "server CPU µs per WebSocket message ↓", "ec", False, kind="stream"),
-    Row("dl_mbs", "download MB/s (256 MiB body) ↑", "ec", True, kind="stream"),
-    Row("ul_mbs", "upload MB/s (256 MiB body) ↑", "ec", True, ">= 0.8x", _ratio_at_least(0.8), kind="stream"),
+    Row("dl_mbs", "download MB/s (256 MiB body, or --bodies) ↑", "ec", True, kind="stream"),
+    Row("ul_mbs", "upload MB/s (256 MiB body, or --bodies) ↑", "ec", True, ">= 0.8x", _ratio_at_least(0.8), kind="stream"),
     Row("hs_rate", "full mTLS handshakes/s (c=16) ↑", "rsa", True, ">= 0.8x", _ratio_at_least(0.8)),
     Row("hs_us", "server CPU µs per full handshake ↓", "rsa", False),
     Row("ka_rps", "keep-alive requests/s (wrk c=32) ↑", "rsa", True, ">= 0.6x", _ratio_at_least(0.6)),
@@ -129,10 +129,12 @@ def summarize(records: Sequence[Record], ceiling: dict[str, Any] | None) -> list
     if w1 or w2:
         r = w2["median"] / w1["median"] if w1 and w2 and w1["median"] else None
         us = {k: stats(collect(records, "certgate", "ec", k, "ka_us")) for k in ("workers1", "workers2")}
+        cores = {k: stats(collect(records, "certgate", "ec", k, "ka_cores")) for k in ("workers1", "workers2")}
+        split = stats(collect(records, "certgate", "ec", "workers2", "ka_split_min"))
         lines.append({"metric": "workers_ka_rps", "flavour": "ec",
                       "label": "certgate keep-alive req/s, workers=2 vs workers=1 (2 cores shared) ↑",
                       "nginx": None, "certgate": {"workers1": w1, "workers2": w2},
-                      "us_per_request": us, "ratio": r,
+                      "us_per_request": us, "cores": cores, "split_min": split, "ratio": r,
                       "ratio_of": "workers2/workers1", "target": ">= 1.9x (w2/w1)",
                       "met": None if r is None else r >= 1.9})
     if ceiling:
@@ -161,8 +163,12 @@ def _cells(line: dict[str, Any]) -> list[str]:
     if line["metric"] == "workers_ka_rps":
         w, us = line["certgate"], line.get("us_per_request") or {}
         ratio = "-" if line["ratio"] is None else f"{line['ratio']:.2f}x"
-        each = [f"{k[0]}{k[-1]} {cell(w[k])}" + (f" ({fmt(us[k]['median'])} µs/req)" if us.get(k) else "")
+        cores = line.get("cores") or {}
+        each = [f"{k[0]}{k[-1]} {cell(w[k])}" + (f" ({fmt(us[k]['median'])} µs/req" if us.get(k) else " (")
+                + (f", {cores[k]['median']:.2f} cores)" if cores.get(k) else ")")
                 for k in ("workers1", "workers2")]
+        if line.get("split_min"):
+            each[-1] += f", smaller worker {100 * line['split_min']['median']:.0f}%"
         return ["-", " / ".join(each), ratio, "-", "-", "-"]
     ratio = "-" if line["ratio"] is None else f"{line['ratio']:.2f}x"
     floors = line.get("floors") or {}

@@ -34,6 +34,7 @@ class Plan:
     c1_s: float
     ws_s: float
     workers_s: float
+    workers_pairs: int       # workers=1 / workers=2 measurements per rep, alternated (1,2 then 2,1 ...)
     idle_conns: int          # 0: skip the RSS-with-idle-connections phase
     scale_conns: int         # 0: skip the 10,000-idle-connections phase (ECDSA, main runs)
     body_bytes: int          # 0: skip the large-body phases
@@ -43,8 +44,8 @@ class Plan:
     retry_budget: int        # runs that may be repeated because other programs loaded the machine
 
 
-QUICK = Plan("quick", 1, ("ec",), 3, 3, 2, 3, 3, 0, 0, 0, 0, 1, 0, 0)
-FULL = Plan("full", 3, ("ec", "rsa"), 10, 10, 5, 8, 8, 1000, 10000, 256 << 20, 2, 3, 15, 6)
+QUICK = Plan("quick", 1, ("ec",), 3, 3, 2, 3, 3, 2, 0, 0, 0, 0, 1, 0, 0)
+FULL = Plan("full", 3, ("ec", "rsa"), 10, 10, 5, 8, 8, 1, 1000, 10000, 256 << 20, 2, 3, 15, 6)
 
 
 @dataclass
@@ -138,7 +139,8 @@ class Runner:
         return [drop, keep]
 
     def _begin(self, proxy: str, flavour: str, rep: int, kind: str, upstream: str, workers: int,
-               cpus: str | None, load_cpus: str | None) -> tuple[Record, phases.Target | None, Proc | None]:
+               cpus: str | None, load_cpus: str | None,
+               again: int = 0) -> tuple[Record, phases.Target | None, Proc | None]:
         rec: Record = {"proxy": proxy, "flavour": flavour, "rep": rep, "kind": kind, "valid": False,
                        "metrics": {}, "phases": {}, "time": time.strftime("%H:%M:%S")}
         if self.plan.quiet_wait_s:
@@ -146,7 +148,7 @@ class Runner:
             rec["quiet_wait"] = {"waited_s": waited, "busy_cores_at_start": round(busy, 2)}
         up = self.upstreams[upstream]
         up_port = self.env.ports.upstream if upstream == "main" else self.env.ports.stream
-        tag = f"{flavour}-{kind}-{rep}"
+        tag = f"{flavour}-{kind}-{rep}" + (f"-{again + 1}" if again else "")
         try:
             proc, port = start_proxy(self.env, proxy, flavour, up_port, workers, tag, cpus)
         except RuntimeError as e:
@@ -269,8 +271,12 @@ class Runner:
                 if r.get("ok") and not r.get("errors"):
                     m[f"{name}_mbs"] = r.get("mb_per_s")
 
-    def workers_run(self, workers: int, rep: int) -> Record:
-        """certgate keep-alive with ``workers`` processes; everything shares both cores."""
+    def workers_run(self, workers: int, rep: int, again: int = 0) -> Record:
+        """certgate keep-alive with ``workers`` processes; everything shares both cores.
+
+        ``again`` numbers a further measurement of the same count in the same rep. Besides the
+        rate and µs per request, it records how the certgate processes shared the work
+        (``ka_split``: each process's share of certgate's CPU) and the cores certgate used."""
         env = self.env
         up = self.upstreams["main"]
         both = {int(c) for c in (env.both_cpus or "").split(",") if c} or set(range(os.cpu_count() or 1))
@@ -279,7 +285,7 @@ class Runner:
             os.sched_setaffinity(p, both)
         try:
             rec, t, proc = self._begin("certgate", "ec", rep, f"workers{workers}", "main", workers,
-                                       env.both_cpus, env.both_cpus)
+                                       env.both_cpus, env.both_cpus, again)
             if t is None or proc is None:
                 return rec
 
@@ -288,7 +294,13 @@ class Runner:
                 rec["pids"] = proc.pids
                 ka = rec["phases"]["ka"] = phases.wrk(t, "ka", 64, self.plan.workers_s, threads=2)
                 if ka.get("ok") and not ka.get("errors"):
-                    rec["metrics"]["ka_rps"], rec["metrics"]["ka_us"] = ka.get("rate"), ka.get("server_us_per_op")
+                    m = rec["metrics"]
+                    m["ka_rps"], m["ka_us"] = ka.get("rate"), ka.get("server_us_per_op")
+                    m["ka_cores"] = ka.get("server_util")
+                    each = [c for c in ka.get("server_cpu_each", []) if c > 0.05 * max(ka["server_cpu_s"], 1e-9)]
+                    if each:
+                        m["ka_split_min"] = round(min(each) / sum(each), 3)  # 0.5 = an even split of 2
+                        m["ka_busy_procs"] = len(each)
 
             return self._guarded(rec, proc, body)
         finally:

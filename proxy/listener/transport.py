@@ -45,6 +45,9 @@ LINGER_SECONDS = 2.0
 LINGER_BYTES = 64 * 1024
 #: TLS records handled per readiness event before yielding to other connections
 _RECORDS_PER_EVENT = 16
+#: a record with less plaintext than this is interactive (a WebSocket message, a request):
+#: reading stops after it instead of asking the socket for more and meeting EAGAIN
+_SMALL_RECORD = 2048
 
 
 class TLSServer(tcp.Server):
@@ -252,7 +255,11 @@ class TLSServer(tcp.Server):
 
     @staticmethod
     def _recv_some(conn: Any, size: int) -> tuple[bytes, Any, bool]:
-        """(plaintext of up to ``size`` bytes, why the connection ends or None, whether more may follow)."""
+        """(plaintext of up to ``size`` bytes, why the connection ends or None, whether more may follow).
+
+        Stops after a record shorter than ``_SMALL_RECORD`` when OpenSSL holds nothing more
+        (the context never sets read-ahead, so the next record is still in the socket and the
+        poll reports it): a WebSocket message or a request costs no EAGAIN read."""
         first = b""
         rest: list[bytes] | None = None
         got = 0
@@ -270,13 +277,18 @@ class TLSServer(tcp.Server):
                 return (first if rest is None else b"".join(rest)), why, False
             except SSL.Error as e:
                 return (first if rest is None else b"".join(rest)), e, False
-            got += len(piece)
+            n = len(piece)
+            got += n
             if rest is not None:
                 rest.append(piece)
             elif first:
                 rest = [first, piece]
             else:
                 first = piece
+            if n < _SMALL_RECORD and not conn.pending():
+                # Without read-ahead OpenSSL holds nothing beyond this record: whatever follows
+                # is still in the socket, and the level-triggered poll reports it.
+                return (first if rest is None else b"".join(rest)), None, False
         return (first if rest is None else b"".join(rest)), None, True
 
     def _refuse(self, error: SSL.Error) -> None:

@@ -135,6 +135,20 @@ def test_summary_workers_and_ceiling_rows() -> None:
     assert md.startswith("### title") and md.count("\n|") >= 4
 
 
+def test_workers_row_shows_cores_used_and_the_split_between_workers() -> None:
+    """Two measurements per count (alternated): medians of rate, µs, cores, and the smaller
+    worker's share of certgate's CPU (how evenly SO_REUSEPORT spread the connections)."""
+    recs = [_rec("certgate", 1, kind="workers1", ka_rps=5000, ka_us=130, ka_cores=0.7, ka_split_min=1.0),
+            _rec("certgate", 1, kind="workers2", ka_rps=8000, ka_us=110, ka_cores=0.9, ka_split_min=0.46),
+            _rec("certgate", 1, kind="workers2", ka_rps=11000, ka_us=104, ka_cores=1.1, ka_split_min=0.48),
+            _rec("certgate", 1, kind="workers1", ka_rps=5200, ka_us=140, ka_cores=0.7, ka_split_min=1.0)]
+    w = {r["metric"]: r for r in report.summarize(recs, None)}["workers_ka_rps"]
+    assert w["ratio"] == pytest.approx(9500 / 5100)
+    text, _ = report.render([w], "title")
+    assert "w1 5,100 [5,000-5,200] (135 µs/req, 0.70 cores)" in text
+    assert "w2 9,500 [8,000-11,000] (107 µs/req, 1.00 cores), smaller worker 47%" in text
+
+
 def test_interference_names_the_busy_phases() -> None:
     recs = [_rec("nginx", 1), _rec("certgate", 1)]
     recs[0]["phases"] = {"warmup": {"foreign_cores": 1.9}, "ka": {"foreign_cores": 0.1}}

@@ -346,3 +346,39 @@ def test_lose_connection_before_the_handshake_closes_at_once(server: Server) -> 
         assert raw.recv(10) == b""
     finally:
         raw.close()
+
+
+def test_small_records_waiting_in_the_socket_are_all_delivered(server: Server, tmp_path: Path) -> None:
+    """40 small records (as WebSocket messages are) queued before the server reads: reading
+    stops after each small record instead of meeting EAGAIN, and the poll reports the rest,
+    so every byte still arrives, in order, one record per dataReceived."""
+    sizes: list[int] = []
+    sent = threading.Event()
+    records = [b"message %02d;" % i for i in range(40)]
+
+    class Sizes(Recorder):
+        def handshakeCompleted(self) -> None:
+            self.transport.pauseProducing()
+
+        def dataReceived(self, data: bytes) -> None:
+            sizes.append(len(data))
+            self.data += data
+
+    def client() -> bytes:
+        with ctx.wrap_socket(socket.create_connection(("127.0.0.1", server.port_number), 5),
+                             server_hostname="localhost") as s:
+            s.settimeout(5)
+            for r in records:
+                s.sendall(r)  # one TLS record each
+            sent.set()
+            return s.recv(1)
+
+    server.protocol_class = Sizes
+    ctx = server.client_context(tmp_path)
+    box = in_thread(client)
+    server.spin(lambda: sent.is_set() and bool(server.protocols), what="the client to send everything")
+    server.protocols[0].transport.resumeProducing()
+    server.spin(lambda: server.protocols[0].data == b"".join(records), what="every record")
+    assert sizes == [len(r) for r in records]
+    server.protocols[0].transport.loseConnection()
+    server.spin(lambda: "done" in box, what="the client")
