@@ -8,12 +8,17 @@ value and never parses or re-encodes the certificate again.
 The leaf is parsed once, on first use (:meth:`PresentedCertificate.parse` does it at once);
 a DER that does not parse is kept with its error, so a refusal can still name its fingerprint.
 The intermediates are parsed only when a verdict must be computed (a verdict cache miss).
+
+Connections that present the same leaf and chain while one of them is open share one value
+(:meth:`PresentedCertificate.shared`, interned weakly by :attr:`~PresentedCertificate.cache_key`):
+a browser's parallel connections hold one DER copy and one parsed leaf, not one each.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Iterable
@@ -63,6 +68,22 @@ class PresentedCertificate:
         is kept with :attr:`parse_error` set (never raises)."""
         cert = cls(der, tuple(chain_der))
         cert._parsed  # noqa: B018 (the one parse)
+        return cert
+
+    @classmethod
+    def shared(cls, der: bytes, chain_der: Iterable[bytes] = ()) -> "PresentedCertificate":
+        """:meth:`received`, shared: while a value for the same leaf and chain (same bytes, not
+        only the same digest) is alive anywhere, that one is returned and nothing is parsed.
+
+        The value is immutable, so sharing it changes nothing a connection can observe; the
+        table holds it weakly (it vanishes with the last connection or session using it).
+        """
+        cert = cls(der, tuple(chain_der))
+        hit = _SHARED.get(cert.cache_key)
+        if hit is not None and hit.der == cert.der and hit.chain_der == cert.chain_der:
+            return hit
+        cert._parsed  # noqa: B018 (the one parse)
+        _SHARED[cert.cache_key] = cert
         return cert
 
     # -- the parsed leaf (once)
@@ -129,3 +150,7 @@ class PresentedCertificate:
         leaf = self.parsed_leaf
         cns = certinfo.cn_values(leaf.subject) if leaf is not None else []
         return cns[0] if len(cns) == 1 else None
+
+
+#: cache_key -> the live value presented with that leaf and chain (see PresentedCertificate.shared)
+_SHARED: "weakref.WeakValueDictionary[bytes, PresentedCertificate]" = weakref.WeakValueDictionary()

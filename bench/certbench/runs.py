@@ -78,9 +78,12 @@ def start_proxy(env: Env, proxy: str, flavour: str, upstream_port: int, workers:
         argv = [str(env.root / ".venv" / "bin" / "python"), str(floor), FLOORS[proxy], str(port), str(pki),
                 str(upstream_port)]
         fenv = dict(os.environ, PYTHONPATH=str(env.root))
-        conf = env.root / "proxy" / "openssl-certgate.cnf"  # certgate's NumTickets = 0, as certgate runs
-        if conf.exists():
-            fenv["OPENSSL_CONF"] = str(conf)
+        # certgate's OpenSSL settings (NumTickets = 0), as certgate runs: without them the floors
+        # would pay for two TLS 1.3 tickets per handshake that certgate does not send
+        conf = env.root / "proxy" / "listener" / "openssl-certgate.cnf"
+        if not conf.exists():
+            raise RuntimeError(f"{conf} is missing: the floor programs must run with certgate's OpenSSL settings")
+        fenv["OPENSSL_CONF"] = str(conf)
         return start(proxy, argv, log, cpus, env=fenv), port
     if proxy == "nginx" or not env.certgate:
         conf = configs.nginx_proxy(d, pki, port, upstream_port, streaming=upstream_port == env.ports.stream)

@@ -70,7 +70,7 @@ class GatewayProtocol(Protocol):
         self.conn: ConnContext | None = None
         self.clock = factory.clock
         self.gate = factory.gate
-        self.flow = Flow(self, factory.clock)
+        self.flow = Flow(self, factory.clock, factory.wheel)
         self.reader = RequestReader(self)
         self.forward = Forwarder(self)
         self.local = LocalAnswers(self)

@@ -15,6 +15,7 @@ from twisted.internet.protocol import Factory
 from proxy.http.connection import GatewayProtocol
 from proxy.http.headers import HeaderPolicy
 from proxy.http.parts import HandshakeFailed, RequestDone
+from proxy.timerwheel import TimerWheel
 
 if TYPE_CHECKING:  # pragma: no cover
     from proxy.clock import Clock
@@ -57,6 +58,8 @@ class GatewayFactory(Factory):
         self.config = config
         self.pools = pools
         self.clock = clock
+        #: every connection's deadline (handshake, header, idle, body, upstream) in one timer
+        self.wheel = TimerWheel(clock)
         self.tunnels = tunnels
         self.metrics = metrics
         self.connections: set[Connection] = set()

@@ -3,10 +3,13 @@
 - Reading from the client is paused for a *set* of reasons (``P_*`` bits) and resumes only when
   none is left: request bytes buffered ahead, a full upstream write buffer, a pending
   decision, bytes held around an upgrade.
-- All deadlines of a connection share one lazily re-armed timer: ``arm(kind, seconds)`` only
-  stores the deadline; the timer fires at the earliest one and re-arms itself if the deadline
-  moved later meanwhile. So a keep-alive request costs a clock read, not a new DelayedCall.
-  When a deadline passes, the connection's ``deadline(kind)`` decides what it means.
+- A connection has one deadline at a time, kept in the gateway's shared
+  :class:`~proxy.timerwheel.TimerWheel` (one reactor timer for every connection, no
+  ``DelayedCall`` per connection). ``arm(kind, seconds)`` stores the deadline and moves the
+  connection's wheel entry only when the deadline came *earlier*; a later one is picked up
+  lazily when the old bucket's time comes. So a keep-alive request costs a clock read.
+  When a deadline passes (at most one wheel tick late, never early), the connection's
+  ``deadline(kind)`` decides what it means.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from proxy.clock import Clock, DelayedCall
+    from proxy.clock import Clock
     from proxy.http.parts import Host, Pausable
+    from proxy.timerwheel import TimerWheel
 
 # Deadline kinds.
 K_NONE, K_HANDSHAKE, K_HEADER, K_IDLE, K_BODY, K_UPSTREAM = range(6)
@@ -27,19 +31,22 @@ class Flow:
     """A :class:`proxy.http.parts.FlowControl`: the pause reasons and the one deadline of a connection.
 
     Guarantees: the client transport is paused exactly while at least one reason is set (and
-    the connection is not stopped); at most one DelayedCall exists per connection; nothing
-    fires after :meth:`stop`. Does not know what a deadline means (the host does).
+    the connection is not stopped); at most one wheel entry exists per connection; nothing
+    fires after :meth:`stop`; a deadline is never reported before its time. Does not know
+    what a deadline means (the host does).
     """
 
-    __slots__ = ("_host", "_clock", "_transport", "paused", "write_paused", "_timer", "_dl", "kind", "_stopped")
+    __slots__ = ("_host", "_clock", "_wheel", "_transport", "paused", "write_paused", "_key", "_dl", "kind",
+                 "_stopped")
 
-    def __init__(self, host: "Host", clock: "Clock") -> None:
+    def __init__(self, host: "Host", clock: "Clock", wheel: "TimerWheel") -> None:
         self._host = host
         self._clock = clock
+        self._wheel = wheel
         self._transport: Pausable | None = None
         self.paused = 0
         self.write_paused = False
-        self._timer: DelayedCall | None = None
+        self._key = -1  # the wheel bucket holding this connection (-1: none)
         self._dl = 0.0
         self.kind = K_NONE
         self._stopped = False
@@ -63,35 +70,38 @@ class Flow:
     # ------------------------------------------------------------------ deadlines
     def arm(self, kind: int, seconds: float) -> None:
         """The deadline is now ``kind`` in ``seconds`` (replacing any other)."""
-        clock = self._clock
-        self._dl = clock.seconds() + seconds
+        if self._stopped:
+            return
+        dl = self._clock.seconds() + seconds
+        self._dl = dl
         self.kind = kind
-        t = self._timer
-        if t is None:
-            self._timer = clock.callLater(seconds, self._on_timer)
-        elif t.getTime() > self._dl:
-            t.reset(seconds)
+        key = self._key
+        wheel = self._wheel
+        if key < 0:
+            self._key = wheel.add(self, dl)
+        elif wheel.key_for(dl) < key:
+            self._key = wheel.move(self, key, dl)
 
     def disarm(self) -> None:
-        """No deadline (the timer, if any, finds nothing to do when it fires)."""
+        """No deadline (the wheel entry, if any, finds nothing to do when its time comes)."""
         self.kind = K_NONE
 
     def stop(self) -> None:
-        """The connection is gone: cancel the timer; never pause or resume the transport again."""
+        """The connection is gone: leave the wheel; never pause or resume the transport again."""
         self._stopped = True
         self.kind = K_NONE
-        t, self._timer = self._timer, None
-        if t is not None and t.active():
-            t.cancel()
+        key, self._key = self._key, -1
+        if key >= 0:
+            self._wheel.discard(self, key)
 
-    def _on_timer(self) -> None:
-        self._timer = None
+    def expire(self, now: float) -> None:
+        """The wheel's call: report the deadline if it passed, else wait for it again."""
+        self._key = -1
         kind = self.kind
         if kind == K_NONE or self._stopped:
             return
-        now = self._clock.seconds()
         if now < self._dl:
-            self._timer = self._clock.callLater(self._dl - now, self._on_timer)
+            self._key = self._wheel.add(self, self._dl)
             return
         self.kind = K_NONE
         self._host.deadline(kind)

@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from proxy.http.tunnel import TunnelRegistry
     from proxy.http.upstream import UpstreamPools
     from proxy.observe.seams import MetricChild
+    from proxy.timerwheel import TimerWheel
 
 #: ``request_done(connection, exchange)``: once per answered request (metrics, access log).
 RequestDone = Callable[[Any, "Exchange"], None]
@@ -58,6 +59,7 @@ class Engine(Protocol):
     config: Config
     pools: UpstreamPools
     clock: Clock
+    wheel: TimerWheel  # every connection's deadline (proxy.http.flow.Flow)
     tunnels: TunnelRegistry
     connections: set[Connection]
     draining: bool

@@ -16,6 +16,7 @@ Client certificates are judged only by :mod:`trust` (see :mod:`proxy.listener.ve
 from __future__ import annotations
 
 import socket
+import sys
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterable, Protocol, cast
 
@@ -74,13 +75,19 @@ class LiveServerTLS:
         return conn
 
 
-def _session_reused(conn: SSL.Connection) -> bool:
-    """SSL_session_reused (pyOpenSSL has no public accessor). Unknown counts as reused."""
-    try:
-        from OpenSSL._util import lib
+try:  # pyOpenSSL's cffi binding (SSL_session_reused has no public accessor)
+    from OpenSSL._util import lib as _ossl
+except ImportError:  # pragma: no cover - pyOpenSSL internals changed
+    _ossl = None
 
-        return bool(lib.SSL_session_reused(conn._ssl))
-    except Exception:  # pragma: no cover - fail closed: a resumed handshake proves nothing
+
+def _session_reused(conn: SSL.Connection) -> bool:
+    """SSL_session_reused. Unknown counts as reused (fail closed: a resumed handshake proves nothing)."""
+    if _ossl is None:  # pragma: no cover
+        return True
+    try:
+        return bool(_ossl.SSL_session_reused(conn._ssl))
+    except Exception:  # pragma: no cover
         return True
 
 
@@ -168,8 +175,9 @@ def _identify(transport: TLSTransport, now: float) -> "ConnectionIdentity | None
     mode = verifier.client_auth
     peer = transport.getPeer()
     ip, port = str(getattr(peer, "host", "")), int(getattr(peer, "port", 0) or 0)
-    protocol = conn.get_protocol_version_name() or ""
-    cipher = conn.get_cipher_name() or ""
+    # names from OpenSSL's fixed tables: one string each, not one per connection
+    protocol = sys.intern(conn.get_protocol_version_name() or "")
+    cipher = sys.intern(conn.get_cipher_name() or "")
     full = not _session_reused(conn)
     raw_sni = conn.get_servername()
     sni = raw_sni.decode("ascii", "replace") if raw_sni else None
@@ -184,7 +192,7 @@ def _identify(transport: TLSTransport, now: float) -> "ConnectionIdentity | None
     if cert is None or rec.verdict is None or rec.leaf_x509 is None or not _same_x509(rec.leaf_x509, leaf):
         # The callback did not decide for this leaf (e.g. a resumed session): decide now.
         der = crypto.dump_certificate(crypto.FILETYPE_ASN1, leaf)
-        cert = PresentedCertificate.received(der, _peer_chain(conn, der))
+        cert = PresentedCertificate.shared(der, _peer_chain(conn, der))
         rec.chain, rec.leaf_x509 = dict(enumerate(cert.chain_der, 1)), leaf
         verifier.decide(rec, cert, now)
     verdict = rec.verdict

@@ -16,6 +16,8 @@ directly, and one ``FileDescriptor`` per connection is both the TCP and the TLS 
 * A refused handshake (the alert is already on the socket) ends in a bounded lingering
   close: the write side is shut, reads are discarded until the client closes, at most
   ``LINGER_SECONDS`` / ``LINGER_BYTES``, so the client reads the alert instead of a reset.
+  The lingering deadlines of all connections share the port's one
+  :class:`~proxy.timerwheel.TimerWheel` (no ``DelayedCall`` per connection).
 * ``loseConnection`` sends close_notify after the queued bytes; ``abortConnection`` resets.
 
 It does not verify anything itself: the context's verify callback decides (proxy.listener.verify).
@@ -26,12 +28,14 @@ from __future__ import annotations
 import ipaddress
 import socket
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from OpenSSL import SSL
 from twisted.internet import abstract, main, tcp
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.python.failure import Failure
+
+from proxy.timerwheel import TimerWheel
 
 if TYPE_CHECKING:  # pragma: no cover
     from proxy.clock import Clock
@@ -53,6 +57,15 @@ class TLSServer(tcp.Server):
     repstr = "<TLSServer>"
     bufferSize = 65536  # one recv() returns at most one TLS record (16 KiB of plaintext)
 
+    # Every attribute a connection sets lives in a slot, initialised below to the Twisted class
+    # default it shadows: the instance dict (which Twisted's bases bring) keeps only the three
+    # tcp.Connection deletes at close (socket, fileno, protocol) and stays a small shared-key dict.
+    __slots__ = ("_clock", "_port", "_tlsConnection", "_handshook", "_paused", "_linger", "_linger_reason",
+                 "_lingered", "reactor", "_tempDataBuffer", "_tempDataLen", "client", "server", "sessionno",
+                 "hostname", "_addressType", "connected", "disconnected", "disconnecting", "_writeDisconnecting",
+                 "_writeDisconnected", "dataBuffer", "offset", "producer", "streamingProducer", "producerPaused",
+                 "_aborting")
+
     def __init__(self, sock: socket.socket, protocol: Any, client: tuple[Any, ...], server: tcp.Port,
                  sessionno: int, reactor: Any) -> None:
         # tcp.Server.__init__ without its per-connection log prefix and repr strings.
@@ -65,8 +78,13 @@ class TLSServer(tcp.Server):
         self.socket = sock
         self.fileno = sock.fileno
         self.protocol = protocol
-        if len(client) != 2:
-            self._addressType = tcp.address.IPv6Address
+        self.connected = self.disconnected = self.disconnecting = 0
+        self._writeDisconnecting = self._writeDisconnected = self._aborting = False
+        self.dataBuffer = b""
+        self.offset = 0
+        self.producer = None
+        self.streamingProducer = self.producerPaused = False
+        self._addressType = tcp.address.IPv6Address if len(client) != 2 else tcp.address.IPv4Address
         self.server = server
         self.client = client
         self.sessionno = sessionno
@@ -77,7 +95,7 @@ class TLSServer(tcp.Server):
         self._tlsConnection: SSL.Connection | None = conn
         self._handshook = False
         self._paused = False
-        self._linger: Any = None  # DelayedCall while a refused connection lingers
+        self._linger: int | None = None  # the port wheel's bucket while a refused connection lingers
         self._linger_reason: Failure | None = None
         self._lingered = 0
         self.startReading()
@@ -186,8 +204,7 @@ class TLSServer(tcp.Server):
 
     def connectionLost(self, reason: Failure) -> None:
         if self._linger is not None:
-            if self._linger.active():
-                self._linger.cancel()
+            self._port.wheel.discard(self, self._linger)
             self._linger = None
         tcp.Server.connectionLost(self, reason)
         self._tlsConnection = None if self._handshook else self._tlsConnection  # keep it for failure reports
@@ -283,8 +300,14 @@ class TLSServer(tcp.Server):
             self.socket.shutdown(socket.SHUT_WR)
         except OSError:
             pass
-        self._linger = self._clock.callLater(LINGER_SECONDS, self._linger_end)
+        self._linger = self._port.wheel.add(self, self._clock.seconds() + LINGER_SECONDS)
         return None
+
+    def expire(self, now: float) -> None:
+        """The port wheel's call: the lingering time is over."""
+        if self._linger is not None:
+            self._linger = None
+            self._linger_end()
 
     def _linger_read(self) -> Any:
         try:
@@ -301,8 +324,8 @@ class TLSServer(tcp.Server):
 
     def _linger_end(self) -> None:
         reason = self._linger_reason or Failure(main.CONNECTION_DONE)
-        if self._linger is not None and self._linger.active():
-            self._linger.cancel()
+        if self._linger is not None:
+            self._port.wheel.discard(self, self._linger)
         self._linger = None
         if self.connected:
             self.reactor.removeReader(self)
@@ -327,6 +350,9 @@ class TLSPort(tcp.Port):
                  reactor: Any = None) -> None:
         super().__init__(port, factory, backlog, interface, reactor)
         self.creator = creator
+        #: the lingering deadlines of refused connections (the reactor's time; self.reactor is
+        #: typed IReactorFDSet, which has none)
+        self.wheel = TimerWheel(cast("Clock", self.reactor))
 
     def createInternetSocket(self) -> socket.socket:
         skt = super().createInternetSocket()

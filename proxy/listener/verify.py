@@ -21,7 +21,8 @@ a cached answer decides inside the handshake like any mapping; otherwise the rec
 ``pending`` and :func:`proxy.listener.tls.identify` asks the directory after the handshake.
 
 The client certificate becomes one :class:`trust.presented.PresentedCertificate` here, at
-the final depth-0 call: its DER leaves OpenSSL once and its leaf is parsed once; the verdict
+the final depth-0 call: its DER leaves OpenSSL once and its leaf is parsed once (or not at
+all when another open connection presented the same chain: the value is shared); the verdict
 cache, the mapping, OCSP, the directory lookup and (through :func:`proxy.listener.tls.identify`)
 the connection's identity and its sessions all read that value.
 
@@ -246,7 +247,7 @@ class HandshakeVerifier:
             return True
         try:
             # the one place the client certificate leaves OpenSSL and is parsed
-            presented = PresentedCertificate.received(crypto.dump_certificate(_ASN1, cert), rec.chain_ders())
+            presented = PresentedCertificate.shared(crypto.dump_certificate(_ASN1, cert), rec.chain_ders())
             rec.leaf_x509 = cert
             ok = self.decide(rec, presented, self.clock.seconds())
         except Exception:  # a bug must not let a certificate through: refuse, in every mode

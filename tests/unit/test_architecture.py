@@ -36,6 +36,7 @@ LAYERS: tuple[tuple[str, str], ...] = (
     ("proxy.version", "the installed version"),
     ("proxy.clock", "the one clock seam (reactor time) and how a time is written"),
     ("proxy.paths", "the canonical request target (pure): what every path decision and the upstream read"),
+    ("proxy.timerwheel", "one coarse reactor timer for every connection's deadline (pure: the clock is injected)"),
     ("proxy.config", "the INI file as typed sections, every problem with section, key and reason"),
     ("proxy.observe", "metrics, audit, logs, access log: what every part reports to"),
     ("proxy.stores", "the session store contract and its memory, SQLite and Redis implementations"),

@@ -151,6 +151,8 @@ def test_handshake_gives_the_protocol_the_connection_and_identity(server: Server
         assert p.transport.getPeer().host == "127.0.0.1"
         assert p.transport.getHost().port == server.port_number and p.transport.getHost().host == "127.0.0.1"
         assert p.transport.getTcpNoDelay()  # inherited from the listening socket
+        # every other attribute of a live connection is in a slot (an idle connection's size)
+        assert set(vars(p.transport)) == {"socket", "fileno", "protocol"}, vars(p.transport)
     finally:
         release.set()
     server.spin(lambda: "done" in box, what="the client to close")

@@ -58,3 +58,26 @@ def test_the_leaf_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
     cert = PresentedCertificate.received(I.der(ALICE.cert))
     _ = cert.leaf, cert.leaf, cert.not_after, cert.subject, cert.common_name, cert.parsed_leaf
     assert calls == [I.der(ALICE.cert)]
+
+
+def test_shared_values_for_the_same_chain_while_one_is_alive(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    from cryptography import x509
+
+    calls: list[bytes] = []
+    real = x509.load_der_x509_certificate
+    monkeypatch.setattr(x509, "load_der_x509_certificate", lambda d: calls.append(d) or real(d))
+    der, inter = I.der(ALICE.cert), I.der(INTER.cert)
+    first = PresentedCertificate.shared(der, [inter])
+    assert PresentedCertificate.shared(der, (inter,)) is first  # a second connection: nothing parsed
+    other_chain = PresentedCertificate.shared(der)
+    assert other_chain is not first and other_chain.cache_key != first.cache_key  # another chain: its own
+    assert len(calls) == 2 and first.leaf == ALICE.cert and first.chain_der == (inter,)
+    first_key = first.cache_key
+    del first
+    gc.collect()
+    again = PresentedCertificate.shared(der, [inter])  # the last holder went away: a new value, parsed
+    assert again.cache_key == first_key and len(calls) == 3
+    garbage = PresentedCertificate.shared(b"\x30\x03garbage")
+    assert garbage.parse_error and PresentedCertificate.shared(b"\x30\x03garbage") is garbage
