@@ -18,13 +18,16 @@ and the connection is dropped. Not a server for anything but the benchmark.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
-from twisted.internet import reactor, ssl
+from twisted.internet import reactor as _reactor, ssl
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from zope.interface import implementer
+
+reactor: Any = _reactor  # the epoll reactor: TCP, SSL and time
 
 from proxy.listener.context import CONTEXT_OPTIONS, TLS12_CIPHERS, TLS13_SUITES
 
@@ -58,6 +61,7 @@ class Upstream(Protocol):
     """One pooled upstream connection: relays one response at a time to ``client``."""
 
     client: "Client | None" = None
+    transport: Any  # a TCP transport
 
     def __init__(self) -> None:
         self.buf = b""
@@ -89,6 +93,7 @@ POOL: list[Upstream] = []
 
 @implementer(IHandshakeListener)
 class Client(Protocol):
+    transport: Any  # Twisted's TLS transport (getHandle: the SSL.Connection)
     forward = False
     upstream_port = 0
 

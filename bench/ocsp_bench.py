@@ -53,11 +53,6 @@ from trust.store import load_store  # noqa: E402
 from trust.verify import VerdictCache, VerifyPolicy  # noqa: E402
 
 
-class _Clock:
-    def seconds(self) -> float:
-        return time.time()
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -88,9 +83,11 @@ def _responder(folder: Path, ca: I.Issued, leaves: list[I.Issued], port: int) ->
 
 
 def _verifier(generation: Any, checker: OcspChecker | None) -> HandshakeVerifier:
+    from twisted.internet import reactor
+
     mapping = MappingSettings()
     return HandshakeVerifier(generation=generation, policy=VerifyPolicy(), verdicts=VerdictCache(),
-                             mapper=lambda c: map_presented(c, mapping), client_auth="need", clock=_Clock(),
+                             mapper=lambda c: map_presented(c, mapping), client_auth="need", clock=reactor,
                              ocsp=checker)
 
 
@@ -164,7 +161,8 @@ def main() -> int:
                 w0 = time.perf_counter()
                 rec = HandshakeRecord(ocsp_v)
                 ocsp_v.decide(rec, PresentedCertificate.received(der), time.time())
-                assert rec.ocsp_wait is not None, "a cold check must fetch"
+                assert rec.ocsp_wait is not None and rec.ocsp_plan is not None, "a cold check must fetch"
+                assert rec.verdict is not None
                 result = await rec.ocsp_wait
                 v = O.apply(rec.verdict, *O.decide(rec.ocsp_plan.mode, result))
                 walls.append((time.perf_counter() - w0) * 1e3)

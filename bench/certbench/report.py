@@ -128,13 +128,13 @@ def summarize(records: Sequence[Record], ceiling: dict[str, Any] | None) -> list
     w2 = stats(collect(records, "certgate", "ec", "workers2", "ka_rps"))
     if w1 or w2:
         r = w2["median"] / w1["median"] if w1 and w2 and w1["median"] else None
-        us = {k: stats(collect(records, "certgate", "ec", k, "ka_us")) for k in ("workers1", "workers2")}
+        us_w = {k: stats(collect(records, "certgate", "ec", k, "ka_us")) for k in ("workers1", "workers2")}
         cores = {k: stats(collect(records, "certgate", "ec", k, "ka_cores")) for k in ("workers1", "workers2")}
         split = stats(collect(records, "certgate", "ec", "workers2", "ka_split_min"))
         lines.append({"metric": "workers_ka_rps", "flavour": "ec",
                       "label": "certgate keep-alive req/s, workers=2 vs workers=1 (2 cores shared) ↑",
                       "nginx": None, "certgate": {"workers1": w1, "workers2": w2},
-                      "us_per_request": us, "cores": cores, "split_min": split, "ratio": r,
+                      "us_per_request": us_w, "cores": cores, "split_min": split, "ratio": r,
                       "ratio_of": "workers2/workers1", "target": ">= 1.9x (w2/w1)",
                       "met": None if r is None else r >= 1.9})
     if ceiling:

@@ -42,7 +42,7 @@ from proxy.http.forward import Forwarder
 from proxy.http.local import LocalAnswers
 from proxy.http.messages import ConnContext, Forward, Local, Response
 from proxy.http.reader import RequestReader
-from proxy.http.wire import error_bytes, refusal_bytes
+from proxy.http.wire import error_bytes, error_page_bytes, refusal_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     from proxy.http.parts import Engine, Tunnel
@@ -315,11 +315,14 @@ class GatewayProtocol(Protocol):
             self._start(err)
 
     def error_now(self, status: int, why: str = "") -> None:
-        """Answer ``status`` (with certgate's one-line ``why``) unless a response already began,
-        fail the exchange, cancel its upstream side, close."""
+        """Answer ``status`` unless a response already began (a page for a browser's GET of a page,
+        :func:`~proxy.http.wire.error_page_bytes`, else plain text with certgate's one-line
+        ``why``), fail the exchange, cancel its upstream side, close."""
         a = self.active
         if a is None or a.state != RELAYING:
-            self.transport.write(refusal_bytes(status, why) if why else error_bytes(status))
+            head = a.head if a is not None else None
+            page = error_page_bytes(status) if head is not None and head.method == b"GET" and head.wants_html() else None
+            self.transport.write(page or (refusal_bytes(status, why) if why else error_bytes(status)))
             self.factory.counters["errors"] += 1
             if a is not None:
                 a.status = status

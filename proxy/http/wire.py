@@ -72,6 +72,49 @@ def refusal_bytes(status: int, why: str) -> bytes:
             b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
 
 
+#: What a person reads when the engine answers a browser's page load itself (title, sentence).
+#: Statuses without an entry get :data:`ERROR_TEXT` as plain text.
+PAGE_TEXT: dict[int, tuple[str, str]] = {
+    413: ("Too much data", "This request carried more data than the gateway accepts."),
+    500: ("Something went wrong", "The gateway could not answer this request. Reload the page; "
+          "if this goes on, tell your administrator."),
+    502: ("The console is not reachable", "The gateway could not connect to the service behind it, which "
+          "may be restarting. Reload this page in a moment; if this goes on, tell your administrator."),
+    504: ("The console did not answer in time", "The service behind the gateway did not answer in time. "
+          "Reload this page in a moment; if this goes on, tell your administrator."),
+}
+
+_HTML_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title} - certgate</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;color:#222}}
+h1{{font-size:1.4em}} .why{{border-left:4px solid #c33;padding:.4em .8em;background:#fdf3f3}}</style></head>
+<body><h1>{title}</h1><p class="why" role="alert">{message}</p>
+<p><small>certgate &middot; status {status}</small></p></body></html>
+"""
+_PAGES: dict[int, bytes | None] = {}
+
+
+def error_page_bytes(status: int) -> bytes | None:
+    """A complete HTML error response with ``Connection: close`` for a browser's page load (cached),
+    or None when ``status`` has no page (see :data:`PAGE_TEXT`).
+
+    The page holds certgate's own words only, nothing of the request, so one copy serves
+    every client. For GET: a HEAD answer must not carry this body.
+    """
+    if status in _PAGES:
+        return _PAGES[status]
+    text = PAGE_TEXT.get(status)
+    out = None
+    if text is not None:
+        body = _HTML_PAGE.format(title=text[0], message=text[1], status=status).encode("utf-8")
+        out = (status_line(status) + b"Content-Type: text/html; charset=utf-8\r\nCache-Control: no-store\r\n"
+               b"Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'\r\n"
+               b"X-Frame-Options: DENY\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+    _PAGES[status] = out
+    return out
+
+
 def render_response(resp: Response, *, head_only: bool, close: bool, keep_alive_10: bool) -> bytes:
     """Bytes of a locally generated response; ``Content-Length`` added, body dropped for HEAD."""
     body = resp.body

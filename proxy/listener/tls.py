@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import socket
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Iterable, Protocol, cast
 
 from OpenSSL import SSL, crypto
@@ -120,20 +120,6 @@ def identify(transport: TLSTransport, now: float) -> "ConnectionIdentity | None 
             RECORDS.pop(conn, None)
 
 
-@dataclass(frozen=True, slots=True)
-class _Facts:
-    """What the handshake says about a connection besides its certificate's verdict."""
-
-    handshake_at: float
-    full_handshake: bool
-    protocol: str
-    cipher: str
-    client_ip: str
-    client_port: int
-    server_name: str | None
-    certificate: PresentedCertificate
-
-
 def _same_x509(a: crypto.X509, b: crypto.X509) -> bool:
     """True when ``a`` and ``b`` are the same certificate.
 
@@ -197,8 +183,10 @@ def _identify(transport: TLSTransport, now: float) -> "ConnectionIdentity | None
         verifier.decide(rec, cert, now)
     verdict = rec.verdict
     assert verdict is not None
-    facts = _Facts(handshake_at=now, full_handshake=full, protocol=protocol, cipher=cipher, client_ip=ip,
-                   client_port=port, server_name=sni, certificate=cert)
+    # What the handshake says besides the verdict; _identity completes it.
+    facts = ConnectionIdentity(presented=True, verdict=None, account=None, mapping_error=None, handshake_at=now,
+                               full_handshake=full, protocol=protocol, cipher=cipher, client_ip=ip,
+                               client_port=port, server_name=sni, certificate=cert)
     directory = verifier.directory
     if rec.pending and verdict.ok and directory is not None:
         # mapping = ldap, not cached: the connection's identity waits for the directory
@@ -228,9 +216,9 @@ def _both(mapping: "Deferred[MappingResult]", ocsp: "Deferred[OcspResult]"
         lambda r: (cast(MappingResult, r[0]), cast("OcspResult", r[1])))
 
 
-def _identity(verdict: Verdict, mapping: MappingResult | None, mode: str, facts: _Facts
+def _identity(verdict: Verdict, mapping: MappingResult | None, mode: str, facts: ConnectionIdentity
               ) -> ConnectionIdentity | None:
-    """The identity of a presented certificate with its verdict and mapping (None: abort)."""
+    """``facts`` (the handshake's, without a verdict) completed with ``verdict`` and ``mapping`` (None: abort)."""
     account = mapping.account if (verdict.ok and mapping is not None) else None
     mapping_error = None
     if verdict.ok and account is None:
@@ -241,15 +229,11 @@ def _identity(verdict: Verdict, mapping: MappingResult | None, mode: str, facts:
                       "account: {why}", ip=facts.client_ip, port=facts.client_port, subject=verdict.subject,
                       fp=verdict.fingerprint, why=mapping_error)
         return None
-    return ConnectionIdentity(presented=True, verdict=verdict, account=account, mapping_error=mapping_error,
-                              handshake_at=facts.handshake_at, full_handshake=facts.full_handshake,
-                              protocol=facts.protocol, cipher=facts.cipher, client_ip=facts.client_ip,
-                              client_port=facts.client_port, server_name=facts.server_name,
-                              certificate=facts.certificate)
+    return replace(facts, verdict=verdict, account=account, mapping_error=mapping_error)
 
 
 def _after_ocsp(verdict: Verdict, mapping: MappingResult | None, plan: "OcspPlan", result: "OcspResult",
-                mode: str, facts: _Facts) -> ConnectionIdentity | None:
+                mode: str, facts: ConnectionIdentity) -> ConnectionIdentity | None:
     """The identity once the OCSP answer (or its failure) is in: the verdict with the answer applied."""
     from trust import ocsp as O
     from trust.certinfo import printable_repr

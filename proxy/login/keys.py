@@ -1,4 +1,4 @@
-"""Key files and atomic, private file writes for the login package.
+"""Key files for the login package.
 
 - ``[login] secret_key``: one line, 32+ random bytes base64url-encoded. Signs auth receipts
   (and, via :func:`derive_key` with another purpose, the Cockpit Bearer assertions), so the
@@ -6,9 +6,8 @@
 - ``[login] totp_key``: a Fernet key ring, one key a line, the first one encrypts and every
   one decrypts (``MultiFernet``), so a key can be rotated by adding a new first line.
 
-Files are written atomically (temporary file in the same folder, fsync, ``os.replace``) with
-mode 0600. A key file that exists but is unreadable or malformed is an error, never silently
-replaced: that would invalidate every secret encrypted with it.
+Files are written by :func:`write_private`. A key file that exists but is unreadable or
+malformed is an error, never silently replaced: that would invalidate every secret encrypted with it.
 """
 
 from __future__ import annotations
@@ -18,10 +17,11 @@ import hashlib
 import hmac
 import os
 import secrets
-import tempfile
 from pathlib import Path
 
 from cryptography.fernet import Fernet, MultiFernet
+
+from trust.folder import atomic_write
 
 MIN_SECRET_BYTES = 32
 
@@ -30,36 +30,14 @@ class KeyFileError(Exception):
     """A key file cannot be read, created or parsed; the message says which file and why."""
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` atomically; the new file has ``mode`` from its creation.
+def write_private(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically, readable by its owner only (0600 less the umask).
 
-    Guarantees: readers see the old or the new content, never a mix; the data is fsynced
-    before the rename. Does not lock against concurrent writers (last rename wins).
+    For every file of the login package (keys, password hashes, TOTP seeds, credentials).
+    Readers see the old or the new content, never a mix; see :func:`trust.folder.atomic_write`.
+    Does not lock against concurrent writers (last rename wins).
     """
-    path = Path(path)
-    folder = path.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    atomic_write(path, data, 0o600)
 
 
 def _read(path: Path) -> str | None:
@@ -84,7 +62,7 @@ def load_secret(path: Path, *, create: bool = False) -> bytes:
             raise KeyFileError(f"{path}: key file does not exist")
         raw = secrets.token_bytes(MIN_SECRET_BYTES)
         try:
-            atomic_write(path, base64.urlsafe_b64encode(raw) + b"\n")
+            write_private(path, base64.urlsafe_b64encode(raw) + b"\n")
         except OSError as e:
             raise KeyFileError(f"{path}: cannot create key file: {e.strerror}") from None
         return raw
@@ -116,7 +94,7 @@ def load_fernet(path: Path, *, create: bool = False) -> MultiFernet:
             raise KeyFileError(f"{path}: key file does not exist (`certgate totp enroll` creates it)")
         key = Fernet.generate_key()
         try:
-            atomic_write(path, key + b"\n")
+            write_private(path, key + b"\n")
         except OSError as e:
             raise KeyFileError(f"{path}: cannot create key file: {e.strerror}") from None
         return MultiFernet([Fernet(key)])

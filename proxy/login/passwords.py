@@ -27,7 +27,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxy.login.keys import atomic_write
+from proxy.login.keys import write_private
 
 DEFAULT_N = 2 ** 15
 DEFAULT_R = 8
@@ -246,7 +246,7 @@ def set_password(path: Path | str, account: str, password: str, *, n: int = DEFA
             out.append(line)
     if not done:
         out.append(entry)
-    atomic_write(path, ("\n".join(out) + "\n").encode("utf-8"))
+    write_private(path, ("\n".join(out) + "\n").encode("utf-8"))
 
 
 def delete_password(path: Path | str, account: str) -> bool:
@@ -260,5 +260,5 @@ def delete_password(path: Path | str, account: str) -> bool:
            if not (ln.strip() and not ln.strip().startswith("#") and ln.rpartition(":")[0] == account)]
     if len(out) == len(lines):
         return False
-    atomic_write(path, ("\n".join(out) + "\n").encode("utf-8") if out else b"")
+    write_private(path, ("\n".join(out) + "\n").encode("utf-8") if out else b"")
     return True

@@ -47,7 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from proxy.interfaces import AuditSink, MetricsRegistry, Sessions, SessionStore
     from twisted.internet.defer import Deferred
 
-    from proxy.http.messages import ConnContext, Headers
+    from proxy.http.messages import ConnContext
 
 MSG_FAILED = "Authentication failed. Check the account, the password and the code, then try again."
 MSG_CERT = "A valid client certificate for this account is required (check which certificate the browser chose)."

@@ -32,7 +32,7 @@ import pyotp
 from pyotp.exceptions import OTPVerificationError
 from cryptography.fernet import InvalidToken
 
-from proxy.login.keys import KeyFileError, atomic_write, load_fernet
+from proxy.login.keys import KeyFileError, load_fernet, write_private
 
 CODE_RE = re.compile(r"[0-9]{6}")
 INTERVAL = 30
@@ -175,7 +175,7 @@ class TotpSecrets:
                 lines.append(line)
         if not done:
             lines.append(entry)
-        atomic_write(self.path, ("\n".join(lines) + "\n").encode("utf-8"))
+        write_private(self.path, ("\n".join(lines) + "\n").encode("utf-8"))
 
     def remove(self, account: str) -> bool:
         """Remove ``account``'s secret; False when it had none."""
@@ -185,5 +185,5 @@ class TotpSecrets:
                if not (ln.strip() and not ln.strip().startswith("#") and ln.rpartition(":")[0] == account)]
         if len(out) == len(lines):
             return False
-        atomic_write(self.path, ("\n".join(out) + "\n").encode("utf-8") if out else b"")
+        write_private(self.path, ("\n".join(out) + "\n").encode("utf-8") if out else b"")
         return True

@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator
 
-from proxy.login.keys import atomic_write
+from proxy.login.keys import write_private
 from proxy.login.webauthn import StoredCredential
 
 MAX_NAME = 64
@@ -78,7 +78,7 @@ class CredentialFile:
 
     def _write(self, accounts: dict[str, list[dict[str, Any]]]) -> None:
         data = {"version": 1, "accounts": {a: c for a, c in sorted(accounts.items()) if c}}
-        atomic_write(self.path, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
+        write_private(self.path, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
 
     # ------------------------------------------------------------------ reading
 

@@ -93,12 +93,40 @@ def test_upstream_down_502_without_internals(tmp_path: Path, pki: Pki) -> None:
         assert str(port).encode() not in r.body and b"127.0.0.1" not in r.body and b"refused" not in r.body.lower()
 
 
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+def test_upstream_down_page_for_a_browser(tmp_path: Path, pki: Pki) -> None:
+    """A browser's page load gets certgate's page (CSP, no internals); a HEAD or a script's call
+    still gets the plain answer."""
+    port = free_port()
+    with GatewayProcess({"upstream": f"http://127.0.0.1:{port}"}, pki) as g:
+        with Client(g.port, pki) as c:
+            r = c.request("GET", "/console/", headers=[("Accept", BROWSER_ACCEPT)])
+        assert r.status == 502 and r.header("Connection") == "close", r.body
+        assert r.header("Content-Type") == "text/html; charset=utf-8"
+        assert r.header("Content-Security-Policy") == "default-src 'none'; style-src 'unsafe-inline'"
+        assert r.header("Cache-Control") == "no-store" and r.header("X-Frame-Options") == "DENY"
+        assert b"<h1>The console is not reachable</h1>" in r.body and b"Reload this page" in r.body
+        assert str(port).encode() not in r.body and b"127.0.0.1" not in r.body and b"console/" not in r.body
+        with Client(g.port, pki) as c:
+            r = c.request("HEAD", "/console/", headers=[("Accept", BROWSER_ACCEPT)])
+        assert r.status == 502 and not (r.header("Content-Type") or "").startswith("text/html")
+        with Client(g.port, pki) as c:
+            r = c.request("GET", "/api/", headers=[("Accept", "application/json")])
+        assert r.status == 502 and r.header("Content-Type") == "text/plain; charset=utf-8"
+
+
 def test_slow_upstream_504(gw: GatewayProcess, pki: Pki) -> None:
     with Client(gw.port, pki) as c:
         t0 = time.monotonic()
         r = c.request("GET", "/slow/4")
         assert r.status == 504 and time.monotonic() - t0 < 3.5
         assert b"upstream" in r.body and b"slow" not in r.body
+    with Client(gw.port, pki) as c:
+        r = c.request("GET", "/slow/4", headers=[("Accept", BROWSER_ACCEPT)])
+        assert r.status == 504 and r.header("Content-Type") == "text/html; charset=utf-8"
+        assert b"<h1>The console did not answer in time</h1>" in r.body and b"slow" not in r.body
 
 
 def test_client_gone_aborts_upstream_request(gw: GatewayProcess, pki: Pki, up: RecordingUpstream) -> None:

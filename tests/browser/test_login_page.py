@@ -1,6 +1,7 @@
 """certgate's own login page in Chromium, in front of the demo upstream (which echoes the
 headers it received): password, then only the missing TOTP code; a wrong password, a wrong
 code and a locked-out account each get a clear message; the upstream sees nothing of them.
+When the service behind certgate is down, the browser shows certgate's page saying so.
 
 The gateway runs ``client_auth = want`` with ``[["tls-cert", "password", "totp"]]``; the card
 holds the account's certificate (Chromium's own TLS stack presents it).
@@ -15,7 +16,7 @@ from typing import Iterator
 import pytest
 
 from tests.harness.pki import Pki
-from tests.harness.wait import Timer, wait_for
+from tests.harness.wait import Timer, free_port, wait_for
 from tests.browser.conftest import U_LOCKED, U_PAGE, Scene
 from tests.harness.accounts import Accounts, gateway_config, PASSWORD
 from tests.harness.gateway import DemoUpstream, Site
@@ -160,3 +161,25 @@ def test_want_mode_with_a_refused_certificate(scene: Scene, page_site: Site, ups
     assert page.locator("#password").count() == 0
     assert "/rogue-here" not in upstream.paths()
     assert site.audit_has(event="gate", decision="deny", reason="certificate-invalid"), site.report()
+
+
+def test_console_down_shows_certgates_page(scene: Scene, tmp_path: Path, bpki: Pki, accounts: Accounts) -> None:
+    """The service behind certgate is not running: Chromium shows certgate's page saying so (in
+    plain words, nothing internal), and reloading shows it again rather than a browser error."""
+    port = free_port()  # nothing listens there
+    cfg = gateway_config(tmp_path / "down", bpki, accounts, upstream=f"http://127.0.0.1:{port}", sections={
+        "listen": {"client_auth": "need"}, "login": {"required_auth_methods": '[["tls-cert"]]'}})
+    site = scene.watch(Site(cfg, "down").start())
+    try:
+        b = scene.browser("person", U_PAGE)
+        page = b.page
+        resp = page.goto(site.url("/console/system"))
+        b.step("console down")
+        text = b.text()
+        assert resp is not None and resp.status == 502, (resp and resp.status, text)
+        assert "The console is not reachable" in text and "Reload this page in a moment" in text, text
+        assert str(port) not in text and "127.0.0.1" not in text, text
+        resp = page.reload()
+        assert resp is not None and resp.status == 502 and "The console is not reachable" in b.text()
+    finally:
+        site.stop()

@@ -82,6 +82,31 @@ def test_malformed_or_ambiguous_requests_get_400_and_never_reach_upstream(name: 
         assert h.gate.heads == [] and h.reactor.tcpClients == []
 
 
+def test_browser_page_loads_get_a_page_when_the_engine_answers_itself() -> None:
+    """A GET whose Accept names text/html gets certgate's page for the statuses that have one;
+    a HEAD, another Accept or a status without a page keeps the plain text."""
+    from twisted.internet.error import ConnectionRefusedError
+
+    from proxy.http.wire import PAGE_TEXT, error_page_bytes
+
+    nav = b"Accept: text/html,application/xhtml+xml;q=0.9\r\n"
+    for method, accept, html in ((b"GET", nav, True), (b"HEAD", nav, False), (b"GET", b"Accept: */*\r\n", False)):
+        h = Harness()
+        h.send(method + b" /page HTTP/1.1\r\nHost: a\r\n" + accept + b"\r\n")
+        h.fail_connect(ConnectionRefusedError("refused"))
+        out = h.out()
+        assert _status(out) == 502, out
+        assert (b"Content-Type: text/html; charset=utf-8" in out) is html, out
+        assert (b"<h1>The console is not reachable</h1>" in out) is html, out
+    assert set(PAGE_TEXT) == {413, 500, 502, 504} and error_page_bytes(400) is None
+    for status in PAGE_TEXT:
+        page = error_page_bytes(status)
+        assert page is not None and page is error_page_bytes(status)  # cached
+        head, _, body = page.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 %d " % status) and b"Content-Length: %d\r\n" % len(body) in head + b"\r\n"
+        assert b"Connection: close" in head and b"default-src 'none'" in head
+
+
 def test_http2_version_is_505() -> None:
     h = Harness()
     h.send(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n")
