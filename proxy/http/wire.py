@@ -100,7 +100,7 @@ def error_page_bytes(status: int) -> bytes | None:
     or None when ``status`` has no page (see :data:`PAGE_TEXT`).
 
     The page holds certgate's own words only, nothing of the request, so one copy serves
-    every client. For GET: a HEAD answer must not carry this body.
+    every client. Only for GET: the body is always sent (a HEAD answer must not carry one).
     """
     if status in _PAGES:
         return _PAGES[status]
