@@ -30,6 +30,7 @@ from twisted.internet.defer import Deferred
 from proxy.gate import wording
 from proxy.gate.policy import ForwardPolicy, RewriteChooser
 from proxy.http.messages import ConnContext, Decision, Forward, Headers, RequestHead, Response
+from proxy.http.wire import ERROR_PAGE
 from proxy.clock import Clock
 from proxy.interfaces import AuditSink, DecisionOrDeferred, Endpoint, FrontDoor, MetricsRegistry, Sessions
 from proxy.stores.interface import StoreError, retry_after
@@ -45,17 +46,6 @@ CERT_ONLY = ["tls-cert"]
 
 
 # --------------------------------------------------------------------------- pages
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title} - certgate</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;color:#222}}
-h1{{font-size:1.4em}} code{{background:#f3f3f3;padding:0 .2em}} .why{{border-left:4px solid #c33;padding:.4em .8em;
-background:#fdf3f3}}</style></head>
-<body><h1>{title}</h1><p class="why" role="alert">{message}</p>{extra}
-<p><a href="{login}">Go to the login page</a></p>
-<p><small>certgate &middot; reason code <code>{code}</code></small></p></body></html>
-"""
 
 _NO_STORE: Headers = [(b"Cache-Control", b"no-store")]
 
@@ -73,8 +63,9 @@ def error_page(head: RequestHead, status: int, code: str, title: str, message: s
         login = LOGIN_PATH
         if head.method in (b"GET", b"HEAD") and not head.path.startswith(PREFIX):
             login += "?next=" + quote(safe_next(head.target), safe="/")
-        body = _PAGE.format(title=safe_html(title), message=safe_html(message), extra=extra_html,
-                            code=safe_html(code), login=safe_html(login)).encode("utf-8")
+        body = ERROR_PAGE.format(title=safe_html(title), message=safe_html(message), extra=extra_html,
+                                 links=f'<p><a href="{safe_html(login)}">Go to the login page</a></p>\n',
+                                 footer=f"reason code <code>{safe_html(code)}</code>").encode("utf-8")
         hs += [(b"Content-Type", b"text/html; charset=utf-8"),
                (b"Content-Security-Policy", b"default-src 'none'; style-src 'unsafe-inline'"),
                (b"X-Frame-Options", b"DENY")]

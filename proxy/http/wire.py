@@ -84,13 +84,17 @@ PAGE_TEXT: dict[int, tuple[str, str]] = {
           "Reload this page in a moment; if this goes on, tell your administrator."),
 }
 
-_HTML_PAGE = """<!DOCTYPE html>
+#: certgate's error page, filled with ``str.format``: the gate's explanations and the engine's
+#: own answers. ``title``, ``message`` and ``footer`` are markup the caller has escaped;
+#: ``extra`` and ``links`` are trusted markup (empty or whole ``<p>`` lines).
+ERROR_PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title} - certgate</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>body{{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;color:#222}}
-h1{{font-size:1.4em}} .why{{border-left:4px solid #c33;padding:.4em .8em;background:#fdf3f3}}</style></head>
-<body><h1>{title}</h1><p class="why" role="alert">{message}</p>
-<p><small>certgate &middot; status {status}</small></p></body></html>
+h1{{font-size:1.4em}} code{{background:#f3f3f3;padding:0 .2em}} .why{{border-left:4px solid #c33;padding:.4em .8em;
+background:#fdf3f3}}</style></head>
+<body><h1>{title}</h1><p class="why" role="alert">{message}</p>{extra}
+{links}<p><small>certgate &middot; {footer}</small></p></body></html>
 """
 _PAGES: dict[int, bytes | None] = {}
 
@@ -107,7 +111,8 @@ def error_page_bytes(status: int) -> bytes | None:
     text = PAGE_TEXT.get(status)
     out = None
     if text is not None:
-        body = _HTML_PAGE.format(title=text[0], message=text[1], status=status).encode("utf-8")
+        body = ERROR_PAGE.format(title=text[0], message=text[1], extra="", links="",
+                                 footer=f"status {status}").encode("utf-8")
         out = (status_line(status) + b"Content-Type: text/html; charset=utf-8\r\nCache-Control: no-store\r\n"
                b"Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'\r\n"
                b"X-Frame-Options: DENY\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
